@@ -1,0 +1,59 @@
+# Two entry points: `make demo` (the retraining flow on embedded defaults) and
+# `make test`. Each installs what it needs once; stamps make reruns instant.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.zhasr-installed
+SYS_STAMP := .zhasr-system-packages
+SYS_PACKAGES := espeak-ng sox libsndfile1
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: install demo test test-slow bench ui prefect-ui repro clean-state
+
+install: $(STAMP) $(SYS_STAMP)
+
+# System packages: the synthetic speech generator needs espeak-ng and sox.
+$(SYS_STAMP):
+	@missing=""; for p in $(SYS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+# torch is pinned first so that no other package pulls a CUDA build of several GB.
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements/lock.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+demo: install
+	$(VENV)/bin/zhasr demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+repro: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/dvc repro
+
+bench: install
+	$(PY) bench/train_step.py
+
+ui: install
+	$(VENV)/bin/zhasr ui
+
+clean-state:
+	rm -rf mlflow/mlflow.db mlflow/artifacts .prefect data runs models reports

@@ -1,0 +1,133 @@
+"""``zhasr`` command line: each stage as a subcommand, the same function the Prefect task runs.
+
+Every subcommand takes ``--params FILE`` and any number of ``--set KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from zhasr.config import ConfigError, load_params
+from zhasr.project import apply_default_env, project_root
+
+STAGES = ("ingest", "validate", "train", "evaluate", "merge", "register")
+
+
+def _context(args: argparse.Namespace):
+    from tasks.context import StageContext
+
+    root = project_root()
+    params = load_params(Path(args.params) if args.params else root / "params.yaml", args.set)
+    apply_default_env(root, params.model.base)
+    return StageContext(root=root, params=params)
+
+
+def _print(result: Any) -> None:
+    print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+
+
+def cmd_stage(args: argparse.Namespace) -> Any:
+    import importlib
+
+    module = importlib.import_module(f"tasks.{args.command}")
+    ctx = _context(args)
+    if args.command == "train":
+        return module.run(ctx, resume=args.resume)
+    return module.run(ctx)
+
+
+def cmd_synth(args: argparse.Namespace) -> Any:
+    from tasks import synth
+
+    return str(synth.run(_context(args)))
+
+
+def cmd_import_model(args: argparse.Namespace) -> Any:
+    from zhasr.models import resolve_base_model
+
+    ctx = _context(args)
+    return str(resolve_base_model(args.source or ctx.params.model.base, ctx.path("models")))
+
+
+def cmd_retrain(args: argparse.Namespace) -> Any:
+    _context(args)  # fail on bad params before Prefect starts
+    from flows.retrain import retrain
+
+    return retrain(params_path=args.params, overrides=list(args.set), synthesize=args.synth)
+
+
+def cmd_demo(args: argparse.Namespace) -> Any:
+    args.synth = True
+    return cmd_retrain(args)
+
+
+def cmd_ui(args: argparse.Namespace) -> Any:
+    import os
+    import subprocess
+
+    ctx = _context(args)
+    from zhasr.project import mlflow_artifact_uri
+
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port),
+               "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
+               "--default-artifact-root", mlflow_artifact_uri(ctx.root), "--workers", "1"]
+    print(f"MLflow UI on http://127.0.0.1:{args.port}", flush=True)
+    return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", help="params file (default: params.yaml at the project root)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, e.g. --set train.learning_rate=1e-4 (repeatable)")
+    parser = argparse.ArgumentParser(prog="zhasr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    handlers: dict[str, Callable[[argparse.Namespace], Any]] = {}
+
+    def add(name: str, handler: Callable, help: str) -> argparse.ArgumentParser:
+        handlers[name] = handler
+        return sub.add_parser(name, parents=[common], help=help)
+
+    add("synth", cmd_synth, "write a synthetic Mandarin call-center batch under paths.incoming")
+    add("import-model", cmd_import_model, "import the base model into a local Hugging Face folder").add_argument(
+        "source", nargs="?", help="packaged:whisper-base, tiny-random, a CTranslate2 or HF folder, or a hub id")
+    stage_help = {
+        "ingest": "decode incoming batches to 16 kHz mono and normalize labels",
+        "validate": "run the Great Expectations suite; quarantine failing rows",
+        "train": "train a LoRA/DoRA adapter on the train split",
+        "evaluate": "decode the test split with candidate and champion; CER",
+        "merge": "fold the adapter into the base weights",
+        "register": "register the merged model; alias challenger if it beats the champion",
+    }
+    for stage in STAGES:
+        p = add(stage, cmd_stage, stage_help[stage])
+        if stage == "train":
+            p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    add("retrain", cmd_retrain, "run the retraining flow (Prefect)").add_argument(
+        "--synth", action="store_true", help="first write the synthetic batch if it is missing")
+    add("demo", cmd_demo, "synthesize the demo batch and run the retraining flow")
+    add("ui", cmd_ui, "start the MLflow UI on 127.0.0.1").add_argument("--port", type=int, default=5000)
+    parser.set_defaults(handlers=handlers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"zhasr: params error: {exc}", file=sys.stderr)
+        return 2
+    if result is not None and args.command != "ui":
+        _print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

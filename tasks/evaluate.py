@@ -1,0 +1,82 @@
+"""Evaluate stage: candidate (base + adapter) and the registry's champion decoded on the same test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import registry, tracking
+from tasks.context import StageContext
+from zhasr.audio import load_16k
+from zhasr.decode import DecodeOptions, Stopwatch, real_time_factor, transcribe
+from zhasr.manifest import atomic_write_json, read_json, read_jsonl
+from zhasr.metrics import character_error_rate
+from zhasr.models import load_model, resolve_base_model
+from zhasr.progress import progress_bar
+
+
+def ensure_champion(ctx: StageContext, base_dir: Path):
+    """The champion version; the base model is registered as the first champion when there is none."""
+    name = ctx.params.register.model_name
+    champion = registry.version_by_alias(name, registry.CHAMPION)
+    if champion is None:
+        with mlflow.start_run(run_name="base-model", nested=True):
+            mlflow.set_tag("zhasr.kind", "base-model")
+            champion = registry.log_and_register(
+                name, base_dir, ctx.params.model.language,
+                tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"},
+            )
+        registry.set_alias(name, registry.CHAMPION, champion.version, "base model registered as the first champion")
+    return champion
+
+
+def score_model(label: str, model_dir: Path, adapter_dir: Path | None, rows: list[dict], clips: list,
+                options: DecodeOptions) -> dict[str, Any]:
+    """Decode ``clips`` and score them against ``rows``' normalized labels."""
+    model, processor = load_model(model_dir, adapter_dir)
+    with progress_bar(f"decode {label}") as progress, Stopwatch() as watch:
+        transcripts = transcribe(model, processor, clips, options, progress)
+    result = character_error_rate([r["text_norm"] for r in rows], [t.text for t in transcripts])
+    audio_s = sum(r["duration_s"] for r in rows)
+    return {
+        "cer": result.cer, "substitutions": result.substitutions, "deletions": result.deletions,
+        "insertions": result.insertions, "reference_chars": result.reference_chars,
+        "hit_token_cap": sum(t.hit_cap for t in transcripts), "rtf": real_time_factor(watch.seconds, audio_s),
+        "hypotheses": [t.text for t in transcripts], "per_utterance_cer": result.per_utterance,
+    }
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    rows = [r for r in read_jsonl(ctx.path("dataset") / "manifest.jsonl") if r["split"] == "test"]
+    if not rows:
+        raise ValueError(f"{ctx.path('dataset') / 'manifest.jsonl'}: the test split is empty")
+    train = read_json(ctx.report("train"), "train")
+    base_dir = resolve_base_model(ctx.params.model.base, ctx.path("models"))
+    e = ctx.params.evaluate
+    options = DecodeOptions(language=ctx.params.model.language, task=ctx.params.model.task,
+                            batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, num_beams=e.num_beams)
+    clips = [load_16k(ctx.path("dataset") / r["audio"]) for r in rows]
+    with tracking.stage_run(ctx, "evaluate"):
+        champion = ensure_champion(ctx, base_dir)
+        scores = {
+            "candidate": score_model("candidate", Path(train["base_model_dir"]), Path(train["adapter_dir"]), rows, clips, options),
+            "champion": score_model("champion", registry.whisper_dir(champion), None, rows, clips, options),
+        }
+        scores["champion"]["version"] = champion.version
+        for who, s in scores.items():
+            mlflow.log_metrics({f"cer_{who}": s["cer"], f"rtf_{who}": s["rtf"], f"token_cap_hits_{who}": s["hit_token_cap"]})
+        mlflow.log_table({
+            "id": [r["id"] for r in rows], "reference": [r["text_norm"] for r in rows],
+            "candidate": scores["candidate"]["hypotheses"], "cer_candidate": scores["candidate"]["per_utterance_cer"],
+            "champion": scores["champion"]["hypotheses"], "cer_champion": scores["champion"]["per_utterance_cer"],
+        }, artifact_file="eval/test_utterances.json")
+        summary = {"test_clips": len(rows), "test_hours": sum(r["duration_s"] for r in rows) / 3600, **scores}
+        atomic_write_json(ctx.report("evaluate"), summary)
+    return summary
+
+
+evaluate_task = task(run, name="evaluate", cache_policy=NO_CACHE)

@@ -1,0 +1,40 @@
+"""Ingest stage: every incoming batch decoded to 16 kHz mono, content-addressed, labels normalized."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import mlflow
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import tracking
+from tasks.context import StageContext
+from zhasr.ingest import IngestOptions, ingest_batches
+from zhasr.manifest import atomic_write_json
+from zhasr.progress import progress_bar
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    p = ctx.params.ingest
+    options = IngestOptions(sample_rate=p.sample_rate, dev_fraction=p.dev_fraction,
+                            test_fraction=p.test_fraction, split_seed=p.split_seed)
+    with tracking.stage_run(ctx, "ingest"), progress_bar("ingest") as progress:
+        rows = ingest_batches(ctx.path("incoming"), ctx.path("dataset"), options, progress)
+        decoded = [r for r in rows if not r["decode_error"]]
+        summary = {
+            "rows": len(rows),
+            "decoded": len(decoded),
+            "decode_errors": len(rows) - len(decoded),
+            "hours": round(sum(r["duration_s"] for r in decoded) / 3600, 4),
+            "batches": sorted({r["batch"] for r in rows}),
+            "splits": dict(Counter(r["split"] for r in decoded)),
+        }
+        mlflow.log_metrics({"ingest_rows": summary["rows"], "ingest_decode_errors": summary["decode_errors"],
+                            "ingest_hours": summary["hours"]})
+        atomic_write_json(ctx.report("ingest"), summary)
+    return summary
+
+
+ingest_task = task(run, name="ingest", cache_policy=NO_CACHE)

@@ -1,0 +1,69 @@
+"""Validate stage: the Great Expectations suite over ingested rows; failures quarantined with reasons."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+import mlflow
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import tracking
+from tasks.context import StageContext
+from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_jsonl
+from zhasr.validate import ValidationOptions, validate_rows
+
+
+class BatchRejected(RuntimeError):
+    """Every batch failed the reject-fraction threshold: nothing is left to train on."""
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    p = ctx.params.validate
+    options = ValidationOptions(
+        min_duration_s=p.min_duration_s, max_duration_s=p.max_duration_s, min_chars_per_s=p.min_chars_per_s,
+        max_chars_per_s=p.max_chars_per_s, max_reject_fraction=p.max_reject_fraction,
+    )
+    rows = read_jsonl(ctx.path("dataset") / "ingested.jsonl")
+    docs_dir = ctx.path("reports") / "data_docs"
+    with tracking.stage_run(ctx, "validate"):
+        report = validate_rows(rows, options, docs_dir=docs_dir)
+        reasons: dict[str, list[str]] = {r["id"]: why for r, why in report.rejected}
+
+        # A batch whose own failure rate passes the threshold is rejected whole.
+        per_batch = Counter(r["batch"] for r in rows)
+        failed = Counter(r["batch"] for r, _ in report.rejected)
+        rejected_batches = {b for b, n in per_batch.items() if failed[b] / n > p.max_reject_fraction}
+        for row in rows:
+            if row["batch"] in rejected_batches:
+                share = failed[row["batch"]] / per_batch[row["batch"]]
+                reasons.setdefault(row["id"], []).append(
+                    f"batch {row['batch']} rejected whole: {share:.0%} of its rows failed (limit {p.max_reject_fraction:.0%})")
+
+        accepted = [r for r in rows if r["id"] not in reasons]
+        quarantine: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            if row["id"] in reasons:
+                quarantine[row["batch"]].append({**row, "reasons": reasons[row["id"]]})
+        for batch in per_batch:
+            atomic_write_jsonl(ctx.path("quarantine") / batch / "rejected.jsonl", quarantine.get(batch, []))
+        atomic_write_jsonl(ctx.path("dataset") / "manifest.jsonl", accepted)
+
+        summary = {
+            "rows": len(rows), "accepted": len(accepted), "quarantined": len(rows) - len(accepted),
+            "rejected_batches": sorted(rejected_batches),
+            "splits": dict(Counter(r["split"] for r in accepted)),
+            "reasons": dict(Counter(why.split(":")[0] for whys in reasons.values() for why in whys)),
+        }
+        mlflow.log_metrics({"validate_accepted": len(accepted), "validate_quarantined": summary["quarantined"]})
+        if docs_dir.exists():
+            mlflow.log_artifacts(str(docs_dir), "data_docs")
+        tracking.log_json(summary, "validate/summary.json")
+        atomic_write_json(ctx.report("validate"), summary)
+    if not accepted:
+        raise BatchRejected(f"no row passed validation; see {ctx.path('quarantine')} and {docs_dir}")
+    return summary
+
+
+validate_task = task(run, name="validate", cache_policy=NO_CACHE)

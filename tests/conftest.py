@@ -1,0 +1,78 @@
+"""Shared fixtures: an isolated project root, Prefect's test server, the tiny Whisper."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Quiet and offline before any library reads its settings.
+os.environ.update({
+    "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+})
+
+# Small, fast settings for tests on the tiny random model.
+TEST_PARAMS = {
+    "model": {"base": "tiny-random"},
+    "synth": {"n_clips": 16, "n_speakers": 8},
+    "ingest": {"test_fraction": 0.25, "dev_fraction": 0.0},
+    "train": {"max_steps": 4, "batch_size": 2, "save_steps": 2, "warmup_steps": 0, "learning_rate": 1.0e-3},
+    "evaluate": {"max_new_tokens": 24},
+    "register": {"model_name": "zhasr-test"},
+    "tracking": {"experiment": "zhasr-test"},
+}
+
+
+@pytest.fixture(scope="session")
+def shared_models_dir(tmp_path_factory) -> Path:
+    """One models folder per test session, so the tiny model is built once."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(shared_models_dir) -> Path:
+    from zhasr.models import resolve_base_model
+
+    return resolve_base_model("tiny-random", shared_models_dir)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    # The first start migrates a fresh database (~23 s); the default 20 s is too short.
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture()
+def project(tmp_path, shared_models_dir, monkeypatch) -> Path:
+    """A project root in a temp folder: params.yaml with TEST_PARAMS, its own MLflow store."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(TEST_PARAMS), encoding="utf-8")
+    (root / "models").symlink_to(shared_models_dir, target_is_directory=True)
+    monkeypatch.setenv("ZHASR_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    (root / "mlflow").mkdir()
+    return root
+
+
+def write_tone(path: Path, seconds: float, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> Path:
+    """A harmonic tone with a little noise: decodes like speech-length audio."""
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(int(seconds * 1000) + rate + channels)
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(t.size)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data.astype(np.float32), rate)
+    return path
+

@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from zhasr.config import ConfigError, Params, apply_overrides, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_file_loads_and_matches_defaults():
+    assert load_params(REPO / "params.yaml") == Params()
+
+
+def test_override_sets_nested_value_with_its_type():
+    params = apply_overrides(Params(), ["train.learning_rate=1e-4", "train.rank=8", "train.target_modules=[q_proj]"])
+    assert params.train.learning_rate == pytest.approx(1e-4)
+    assert params.train.rank == 8
+    assert params.train.target_modules == ["q_proj"]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=1e-4", "train.lr"),
+    ("trian.rank=8", "trian"),
+    ("train.rank=eight", "train.rank"),
+    ("train.rank=8.5", "train.rank"),
+    ("train.target_modules=q_proj", "train.target_modules"),
+])
+def test_bad_override_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        apply_overrides(Params(), [override])
+
+
+def test_bad_file_names_file_and_key(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  rank: sixteen\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: train\.rank: expected int"):
+        load_params(path)
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides(Params(), ["train.rank"])
+
+
+def test_digest_changes_with_values():
+    assert Params().digest() != apply_overrides(Params(), ["train.rank=8"]).digest()
+    assert Params().digest() == Params().digest()

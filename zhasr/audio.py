@@ -1,0 +1,64 @@
+"""Audio decoding to Whisper's input: 16 kHz mono float32."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+TARGET_RATE = 16000  # Hz
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    samples: np.ndarray  # (n_samples,) float32 in [-1, 1], mono, at TARGET_RATE
+    source_rate: int  # Hz of the file as delivered
+    source_channels: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / TARGET_RATE
+
+
+def decode(path: Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
+    """Read any libsndfile format, downmix to mono, resample with soxr (HQ)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile raises several types for bad input
+        raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: no samples")
+    mono = data.mean(axis=1)
+    if rate != target_rate:
+        mono = soxr.resample(mono, rate, target_rate, quality="HQ")
+    return DecodedAudio(samples=np.ascontiguousarray(mono, dtype=np.float32), source_rate=int(rate), source_channels=int(data.shape[1]))
+
+
+def load_16k(path: Path) -> np.ndarray:
+    """(n_samples,) float32 mono at 16 kHz."""
+    return decode(path).samples
+
+
+def wav_bytes(samples: np.ndarray, rate: int = TARGET_RATE) -> bytes:
+    """PCM-16 WAV encoding of (n_samples,) float32; deterministic bytes for hashing."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(samples, -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def sha256_hex(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()

