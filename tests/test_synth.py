@@ -1,0 +1,134 @@
+"""Synthetic call-center corpus: text, pinyin, determinism, channels, durations, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from zhasr import synth
+from zhasr.synth import MissingToolError, SynthOptions, int_zh, synthesize_batch, to_pinyin
+from zhasr.text import HAN_CHAR
+
+needs_tools = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason="needs espeak-ng and sox (apt-get install espeak-ng sox)")
+
+OPTIONS = SynthOptions(n_clips=8, n_speakers=4, seed=3, telephone_fraction=0.5)
+QUIET = lambda done, total: None  # noqa: E731
+
+
+def read_rows(batch: Path) -> list[dict]:
+    return [json.loads(line) for line in (batch / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory) -> tuple[Path, Path]:
+    """The same options synthesized twice, into two folders."""
+    a = synthesize_batch(tmp_path_factory.mktemp("a"), OPTIONS, "b1", progress=QUIET)
+    b = synthesize_batch(tmp_path_factory.mktemp("b"), OPTIONS, "b1", progress=QUIET)
+    return a, b
+
+
+def test_pinyin_of_a_sample_sentence():
+    assert to_pinyin("您好，请问订单号是三五七二吗？") == (
+        "nin2 hao3 , qing3 wen4 ding4 dan1 hao4 shi4 san1 wu3 qi1 er4 ma5 .")
+    assert to_pinyin("女士，退款一百零五元。") == "nv3 shi4 , tui4 kuan3 yi4 bai3 ling2 wu3 yuan2 ."
+    with pytest.raises(ValueError, match="'1'"):
+        to_pinyin("订单123")
+
+
+def test_numbers_are_written_as_spoken():
+    cases = {0: "零", 10: "十", 15: "十五", 105: "一百零五", 110: "一百一十", 1050: "一千零五十",
+             20010: "二万零一十", 12345: "一万二千三百四十五"}
+    assert {n: int_zh(n) for n in cases} == cases
+    assert synth.digits_zh("3572") == "三五七二"
+    assert synth.count_zh(2) == "两"
+
+
+def test_sentences_are_chinese_and_mostly_distinct():
+    rng = np.random.default_rng(0)
+    texts = [synth.make_sentence(rng, synth.TOPICS[i % len(synth.TOPICS)], first=i % 4 == 0, last=i % 4 == 3)
+             for i in range(1000)]
+    assert len(set(texts)) > 800
+    for text in texts:
+        to_pinyin(text)  # no digits or Latin letters
+        assert len(HAN_CHAR.findall(text)) >= 5
+
+
+@needs_tools
+def test_same_seed_gives_identical_bytes(batches):
+    a, b = batches
+    assert (a / "manifest.jsonl").read_bytes() == (b / "manifest.jsonl").read_bytes()
+    names = sorted(p.name for p in (a / "audio").iterdir())
+    assert names == sorted(p.name for p in (b / "audio").iterdir()) and len(names) == OPTIONS.n_clips
+    for name in names:
+        assert (a / "audio" / name).read_bytes() == (b / "audio" / name).read_bytes(), name
+
+
+@needs_tools
+def test_manifest_rows_channels_and_durations(batches):
+    batch = batches[0]
+    rows = read_rows(batch)
+    assert len(rows) == OPTIONS.n_clips
+    assert {r["channel"] for r in rows} == {"telephone", "wideband"}
+    assert len({r["speaker"] for r in rows}) == OPTIONS.n_speakers
+    for row in rows:
+        assert set(row) == {"id", "audio", "text", "speaker", "call_id", "channel", "snr_db"}
+        assert row["snr_db"] in OPTIONS.snr_db_choices
+        samples, rate = sf.read(batch / row["audio"], dtype="float32")
+        assert rate == (8000 if row["channel"] == "telephone" else 16000)
+        assert samples.ndim == 1 and 0.5 <= len(samples) / rate <= 15.0
+        assert np.sqrt(np.mean(samples**2)) > 1e-3  # not silent
+        assert len(HAN_CHAR.findall(row["text"])) >= 5
+    by_call: dict[str, set] = {}
+    for row in rows:  # one call: one speaker, one channel, one noise level
+        by_call.setdefault(row["call_id"], set()).add((row["speaker"], row["channel"], row["snr_db"]))
+    assert all(len(v) == 1 for v in by_call.values())
+
+
+@needs_tools
+def test_other_seed_other_corpus(tmp_path, batches):
+    other = synthesize_batch(tmp_path, SynthOptions(n_clips=2, n_speakers=2, seed=4), "b2", progress=QUIET)
+    assert [r["text"] for r in read_rows(other)] != [r["text"] for r in read_rows(batches[0])[:2]]
+    assert all(r["speaker"].startswith("syn4-") for r in read_rows(other))
+
+
+@needs_tools
+def test_progress_and_existing_batch(tmp_path):
+    calls = []
+    synthesize_batch(tmp_path, SynthOptions(n_clips=2, n_speakers=1), "b", progress=lambda d, n: calls.append((d, n)))
+    assert calls[-1] == (2, 2)
+    with pytest.raises(FileExistsError):
+        synthesize_batch(tmp_path, SynthOptions(n_clips=2, n_speakers=1), "b", progress=QUIET)
+
+
+@needs_tools
+def test_failure_leaves_no_half_batch(tmp_path, monkeypatch):
+    real_speak = synth.speak
+
+    def flaky(pinyin, speaker):
+        if speaker.id.endswith("spk01"):
+            raise RuntimeError("espeak-ng died")
+        return real_speak(pinyin, speaker)
+
+    monkeypatch.setattr(synth, "speak", flaky)
+    with pytest.raises(RuntimeError, match="espeak-ng died"):
+        synthesize_batch(tmp_path, SynthOptions(n_clips=4, n_speakers=2), "b", progress=QUIET)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_binaries_are_named(tmp_path, monkeypatch):
+    espeak = shutil.which("espeak-ng")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError, match=r"espeak-ng not found on PATH.*apt-get install espeak-ng"):
+        synthesize_batch(tmp_path / "out", OPTIONS, "b", progress=QUIET)
+    assert not (tmp_path / "out").exists()
+    if espeak:  # espeak-ng present, sox absent
+        (tmp_path / "espeak-ng").symlink_to(espeak)
+        with pytest.raises(MissingToolError, match=r"sox not found on PATH.*apt-get install sox"):
+            synth.check_tools()
