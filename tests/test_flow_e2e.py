@@ -1,0 +1,46 @@
+"""The retraining flow end to end on the tiny model: Prefect state, MLflow run, registry aliases."""
+
+from mlflow.tracking import MlflowClient
+
+from tasks.register import verdict
+
+
+def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server):
+    from flows.retrain import retrain
+
+    state = retrain(synthesize=True, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+
+    client = MlflowClient()
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.max_steps"] == "4"
+    assert run.data.params["model.base"] == "tiny-random"
+    for metric in ("cer_candidate", "cer_champion", "ingest_rows", "validate_accepted", "train_final_loss"):
+        assert metric in run.data.metrics, metric
+    losses = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in losses] == [1, 2, 3, 4]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/loss_curve.png" in artifacts
+    assert any(a.path == "eval/test_utterances.json" for a in client.list_artifacts(run.info.run_id, "eval"))
+
+    name = "zhasr-test"
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version == "1" and champion.tags["zhasr.role"] == "base"
+    candidate = client.get_model_version(name, result["version"])
+    assert result["version"] == "2"
+    assert candidate.tags["zhasr.gate"] == ("pass" if result["passed"] else "fail")
+    aliases = client.get_registered_model(name).aliases
+    if result["passed"]:
+        assert aliases.get("challenger") == "2"
+    else:
+        assert "challenger" not in aliases
+    assert aliases["champion"] == "1"  # promotion needs a person's approval
+
+
+def test_verdict_requires_a_gain_above_the_margin():
+    assert verdict(0.20, 0.30, 0.05)[0]
+    assert not verdict(0.28, 0.30, 0.05)[0]
+    assert not verdict(0.35, 0.30, 0.0)[0]
+    assert "beats champion" in verdict(0.1, 0.3, 0.0)[1]

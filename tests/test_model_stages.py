@@ -1,0 +1,81 @@
+"""Train, decode and merge on the tiny random Whisper with the real tokenizer."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_tone
+from zhasr.decode import DecodeOptions, token_cap, transcribe
+from zhasr.ingest import IngestOptions, ingest_batches
+from zhasr.merge import merge_adapter
+from zhasr.models import load_model
+from zhasr.speech_data import SpeechCollator, label_ids
+from zhasr.train import TrainOptions, adapter_config, train_adapter
+from test_ingest import write_batch
+
+
+@pytest.fixture()
+def tone_dataset(tmp_path):
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    rows = []
+    for i in range(4):
+        write_tone(incoming / "b" / f"{i}.wav", 1.0 + 0.2 * i, freq=200 + 40 * i)
+        rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问" * (i + 1), "speaker": f"s{i}"})
+    write_batch(incoming, "b", rows)
+    return dataset, ingest_batches(incoming, dataset, IngestOptions())
+
+
+def test_labels_start_with_language_and_end_with_eos(tiny_model_dir):
+    from transformers import WhisperProcessor
+
+    processor = WhisperProcessor.from_pretrained(tiny_model_dir)
+    ids = label_ids(processor, "您好", "zh", "transcribe", 128)
+    tok = processor.tokenizer
+    assert ids[:3] == tok.convert_tokens_to_ids(["<|zh|>", "<|transcribe|>", "<|notimestamps|>"])
+    assert ids[-1] == tok.eos_token_id
+    assert tok.decode(ids, skip_special_tokens=True) == "您好"
+
+
+def test_collator_pads_labels_with_ignore_index():
+    batch = SpeechCollator()([{"input_features": torch.zeros(80, 3000), "labels": [1, 2, 3]},
+                              {"input_features": torch.zeros(80, 3000), "labels": [4]}])
+    assert batch["input_features"].shape == (2, 80, 3000)
+    assert batch["labels"].tolist() == [[1, 2, 3], [4, -100, -100]]
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="train.method"):
+        adapter_config(TrainOptions(method="prefix"))
+
+
+def test_train_lowers_loss_then_merge_matches_adapter(tiny_model_dir, tone_dataset, tmp_path):
+    dataset, rows = tone_dataset
+    options = TrainOptions(max_steps=12, batch_size=4, learning_rate=5e-3, warmup_steps=0, save_steps=6,
+                           target_modules=("q_proj", "v_proj", "fc1", "fc2"))
+    result = train_adapter(tiny_model_dir, rows, dataset, tmp_path / "run", options)
+    assert result.steps == 12
+    first, last = result.loss_history[0][1], result.loss_history[-1][1]
+    assert last < first * 0.8, result.loss_history
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert 0 < result.trainable_params < result.total_params
+
+    merged_dir = merge_adapter(tiny_model_dir, result.adapter_dir, tmp_path / "merged")
+    adapter_model, processor = load_model(tiny_model_dir, result.adapter_dir)
+    merged_model, _ = load_model(merged_dir)
+    features = processor.feature_extractor(np.zeros(16000, np.float32), sampling_rate=16000,
+                                           return_tensors="pt").input_features
+    decoder_ids = torch.tensor([[50258, 50260, 50359, 50363]])
+    with torch.no_grad():
+        a = adapter_model(input_features=features, decoder_input_ids=decoder_ids).logits
+        m = merged_model(input_features=features, decoder_input_ids=decoder_ids).logits
+    assert torch.allclose(a, m, atol=1e-4)
+
+
+def test_transcribe_caps_tokens_by_duration(tiny_model_dir):
+    model, processor = load_model(tiny_model_dir)
+    options = DecodeOptions(max_new_tokens=40, tokens_per_second=4.0)
+    clips = [np.zeros(16000, np.float32), np.zeros(8000, np.float32)]
+    transcripts = transcribe(model, processor, clips, options)
+    assert len(transcripts) == 2
+    assert all(len(t.tokens) <= token_cap(1.0, options) + 4 for t in transcripts)
+    assert token_cap(1.0, options) == 12 and token_cap(100.0, options) == 40
