@@ -30,7 +30,7 @@ def ensure_champion(ctx: StageContext, base_dir: Path):
                 name, base_dir, ctx.params.model.language,
                 tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"},
             )
-        registry.set_alias(name, registry.CHAMPION, champion.version, "base model registered as the first champion")
+        registry.set_alias(name, registry.CHAMPION, str(champion.version), "base model registered as the first champion")
     return champion
 
 
@@ -66,7 +66,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "candidate": score_model("candidate", Path(train["base_model_dir"]), Path(train["adapter_dir"]), rows, clips, options),
             "champion": score_model("champion", registry.whisper_dir(champion), None, rows, clips, options),
         }
-        scores["champion"]["version"] = champion.version
+        scores["champion"]["version"] = str(champion.version)
         for who, s in scores.items():
             mlflow.log_metrics({f"cer_{who}": s["cer"], f"rtf_{who}": s["rtf"], f"token_cap_hits_{who}": s["hit_token_cap"]})
         mlflow.log_table({

@@ -39,9 +39,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "zhasr.champion_cer": f"{evaluation['champion']['cer']:.6f}",
         })
         if passed:
-            registry.set_alias(name, registry.CHALLENGER, version.version, reason)
-        mlflow.set_tags({"zhasr.gate": "pass" if passed else "fail", "zhasr.model_version": version.version})
-        summary = {"model_name": name, "version": version.version, "passed": passed, "reason": reason,
+            registry.set_alias(name, registry.CHALLENGER, str(version.version), reason)
+        mlflow.set_tags({"zhasr.gate": "pass" if passed else "fail", "zhasr.model_version": str(version.version)})
+        summary = {"model_name": name, "version": str(version.version), "passed": passed, "reason": reason,
                    "alias": registry.CHALLENGER if passed else None, "run_id": run.info.run_id}
         atomic_write_json(ctx.report("register"), summary)
     return summary

@@ -29,7 +29,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     docs_dir = ctx.path("reports") / "data_docs"
     with tracking.stage_run(ctx, "validate"):
         report = validate_rows(rows, options, docs_dir=docs_dir)
-        reasons: dict[str, list[str]] = {r["id"]: why for r, why in report.rejected}
+        # Keyed by the row object, not its id: a duplicated id is rejected once, its first copy kept.
+        reasons: dict[int, list[str]] = {id(r): list(why) for r, why in report.rejected}
 
         # A batch whose own failure rate passes the threshold is rejected whole.
         per_batch = Counter(r["batch"] for r in rows)
@@ -38,14 +39,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for row in rows:
             if row["batch"] in rejected_batches:
                 share = failed[row["batch"]] / per_batch[row["batch"]]
-                reasons.setdefault(row["id"], []).append(
+                reasons.setdefault(id(row), []).append(
                     f"batch {row['batch']} rejected whole: {share:.0%} of its rows failed (limit {p.max_reject_fraction:.0%})")
 
-        accepted = [r for r in rows if r["id"] not in reasons]
+        accepted = [r for r in rows if id(r) not in reasons]
         quarantine: dict[str, list[dict]] = defaultdict(list)
         for row in rows:
-            if row["id"] in reasons:
-                quarantine[row["batch"]].append({**row, "reasons": reasons[row["id"]]})
+            if id(row) in reasons:
+                quarantine[row["batch"]].append({**row, "reasons": reasons[id(row)]})
         for batch in per_batch:
             atomic_write_jsonl(ctx.path("quarantine") / batch / "rejected.jsonl", quarantine.get(batch, []))
         atomic_write_jsonl(ctx.path("dataset") / "manifest.jsonl", accepted)

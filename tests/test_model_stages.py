@@ -55,7 +55,7 @@ def test_train_lowers_loss_then_merge_matches_adapter(tiny_model_dir, tone_datas
     result = train_adapter(tiny_model_dir, rows, dataset, tmp_path / "run", options)
     assert result.steps == 12
     first, last = result.loss_history[0][1], result.loss_history[-1][1]
-    assert last < first * 0.8, result.loss_history
+    assert last < first - 0.5, result.loss_history  # nats/token
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert 0 < result.trainable_params < result.total_params
 

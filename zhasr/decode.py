@@ -26,7 +26,7 @@ class DecodeOptions:
 @dataclass(frozen=True)
 class Transcript:
     text: str  # simplified Chinese
-    tokens: list[int]  # generated ids, special tokens included
+    tokens: list[int]  # prompt and generated ids, special tokens and padding included
     hit_cap: bool  # stopped by the token cap, not by <|endoftext|> (a likely loop)
 
 
@@ -47,11 +47,12 @@ def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions
         batch = clips[start : start + options.batch_size]
         features = processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt").input_features
         cap = token_cap(max(len(c) for c in batch) / 16000, options)
+        # return_dict_in_generate keeps the prompt and <|endoftext|>, which plain generate() strips.
         generated = model.generate(
             input_features=features.to(device, dtype), language=options.language, task=options.task,
-            max_new_tokens=cap, num_beams=options.num_beams, do_sample=False,
+            max_new_tokens=cap, num_beams=options.num_beams, do_sample=False, return_dict_in_generate=True,
         )
-        for row in generated.tolist():
+        for row in generated.sequences.tolist():
             finished = eos in row
             text = processor.tokenizer.decode(row, skip_special_tokens=True).strip()
             out.append(Transcript(text=to_simplified(text), tokens=row, hit_cap=not finished))
