@@ -45,7 +45,7 @@ def score_model(label: str, model_dir: Path, adapter_dir: Path | None, rows: lis
     return {
         "cer": result.cer, "substitutions": result.substitutions, "deletions": result.deletions,
         "insertions": result.insertions, "reference_chars": result.reference_chars,
-        "hit_token_cap": sum(t.hit_cap for t in transcripts), "rtf": real_time_factor(watch.seconds, audio_s),
+        "hit_token_cap": sum(t.hit_cap for t in transcripts), "loops": sum(t.looped for t in transcripts), "rtf": real_time_factor(watch.seconds, audio_s),
         "hypotheses": [t.text for t in transcripts], "per_utterance_cer": result.per_utterance,
     }
 
@@ -68,7 +68,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         }
         scores["champion"]["version"] = str(champion.version)
         for who, s in scores.items():
-            mlflow.log_metrics({f"cer_{who}": s["cer"], f"rtf_{who}": s["rtf"], f"token_cap_hits_{who}": s["hit_token_cap"]})
+            mlflow.log_metrics({f"cer_{who}": s["cer"], f"rtf_{who}": s["rtf"], f"loops_{who}": s["loops"],
+                                f"token_cap_hits_{who}": s["hit_token_cap"]})
         mlflow.log_table({
             "id": [r["id"] for r in rows], "reference": [r["text_norm"] for r in rows],
             "candidate": scores["candidate"]["hypotheses"], "cer_candidate": scores["candidate"]["per_utterance_cer"],

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import write_tone
-from zhasr.decode import DecodeOptions, token_cap, transcribe
+from zhasr.decode import DecodeOptions, collapse_loops, token_cap, transcribe
 from zhasr.ingest import IngestOptions, ingest_batches
 from zhasr.merge import merge_adapter
 from zhasr.models import load_model
@@ -79,3 +79,14 @@ def test_transcribe_caps_tokens_by_duration(tiny_model_dir):
     assert len(transcripts) == 2
     assert all(len(t.tokens) <= token_cap(1.0, options) + 4 for t in transcripts)
     assert token_cap(1.0, options) == 12 and token_cap(100.0, options) == 40
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("好的五十九千台五十九千台五十九千台五十九千台", ("好的五十九千台", True)),
+    ("哈哈哈", ("哈哈哈", False)),
+    ("谢谢谢谢", ("谢谢谢谢", False)),
+    ("嗯嗯嗯嗯嗯嗯", ("嗯嗯", True)),
+    ("您好请问有什么可以帮您", ("您好请问有什么可以帮您", False)),
+])
+def test_collapse_loops(text, expected):
+    assert collapse_loops(text) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -25,9 +26,21 @@ class DecodeOptions:
 
 @dataclass(frozen=True)
 class Transcript:
-    text: str  # simplified Chinese
+    text: str  # simplified Chinese, repetition loops collapsed
     tokens: list[int]  # prompt and generated ids, special tokens and padding included
-    hit_cap: bool  # stopped by the token cap, not by <|endoftext|> (a likely loop)
+    hit_cap: bool  # stopped by the token cap, not by <|endoftext|>
+    looped: bool  # a repetition loop was found and collapsed
+
+
+# Whisper's typical loop: a unit of 2-20 characters three or more times in a row, or one
+# character five or more times ("哈哈哈" and "谢谢谢谢" are speech, not loops).
+_LOOP = re.compile(r"(.{2,20}?)\1{2,}|(.)\2{4,}")
+
+
+def collapse_loops(text: str) -> tuple[str, bool]:
+    """``("好的五十九五十九五十九五十九", True)`` -> ``("好的五十九", True)``: keep one copy of each loop."""
+    collapsed = _LOOP.sub(lambda m: m.group(1) or m.group(2), text)
+    return collapsed, collapsed != text
 
 
 def token_cap(duration_s: float, options: DecodeOptions) -> int:
@@ -54,8 +67,8 @@ def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions
         )
         for row in generated.sequences.tolist():
             finished = eos in row
-            text = processor.tokenizer.decode(row, skip_special_tokens=True).strip()
-            out.append(Transcript(text=to_simplified(text), tokens=row, hit_cap=not finished))
+            text, looped = collapse_loops(to_simplified(processor.tokenizer.decode(row, skip_special_tokens=True).strip()))
+            out.append(Transcript(text=text, tokens=row, hit_cap=not finished, looped=looped))
         if progress:
             progress(len(out), len(clips))
     return out

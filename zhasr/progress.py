@@ -1,10 +1,11 @@
-"""A rich progress bar behind the ``progress(done, total)`` callbacks of the library."""
+"""A rich progress bar (on stderr, stdout stays for results) behind the ``progress(done, total)`` callbacks of the library."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -12,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
     ) as bar:
         task = bar.add_task(description, total=None)
 
