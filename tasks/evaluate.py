@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -13,7 +14,7 @@ from tasks import registry, tracking
 from tasks.context import StageContext
 from zhasr.audio import load_16k
 from zhasr.decode import DecodeOptions, Stopwatch, real_time_factor, transcribe
-from zhasr.manifest import atomic_write_json, read_json, read_jsonl
+from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 from zhasr.metrics import character_error_rate
 from zhasr.models import load_model, resolve_base_model
 from zhasr.progress import progress_bar
@@ -35,19 +36,22 @@ def ensure_champion(ctx: StageContext, base_dir: Path):
 
 
 def score_model(label: str, model_dir: Path, adapter_dir: Path | None, rows: list[dict], clips: list,
-                options: DecodeOptions) -> dict[str, Any]:
-    """Decode ``clips`` and score them against ``rows``' normalized labels."""
+                options: DecodeOptions) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Decode ``clips`` and score them against ``rows``' labels: (corpus metrics, one record per clip)."""
     model, processor = load_model(model_dir, adapter_dir)
     with progress_bar(f"decode {label}") as progress, Stopwatch() as watch:
         transcripts = transcribe(model, processor, clips, options, progress)
     result = character_error_rate([r["text_norm"] for r in rows], [t.text for t in transcripts])
     audio_s = sum(r["duration_s"] for r in rows)
-    return {
+    metrics = {
         "cer": result.cer, "substitutions": result.substitutions, "deletions": result.deletions,
         "insertions": result.insertions, "reference_chars": result.reference_chars,
-        "hit_token_cap": sum(t.hit_cap for t in transcripts), "loops": sum(t.looped for t in transcripts), "rtf": real_time_factor(watch.seconds, audio_s),
-        "hypotheses": [t.text for t in transcripts], "per_utterance_cer": result.per_utterance,
+        "hit_token_cap": sum(t.hit_cap for t in transcripts), "loops": sum(t.looped for t in transcripts),
+        "rtf": real_time_factor(watch.seconds, audio_s),
     }
+    per_clip = [{label: t.text, f"{label}_cer": cer, f"{label}_looped": t.looped}
+                for t, cer in zip(transcripts, result.per_utterance)]
+    return metrics, per_clip
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -62,19 +66,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     clips = [load_16k(ctx.path("dataset") / r["audio"]) for r in rows]
     with tracking.stage_run(ctx, "evaluate"):
         champion = ensure_champion(ctx, base_dir)
-        scores = {
-            "candidate": score_model("candidate", Path(train["base_model_dir"]), Path(train["adapter_dir"]), rows, clips, options),
-            "champion": score_model("champion", registry.whisper_dir(champion), None, rows, clips, options),
-        }
-        scores["champion"]["version"] = str(champion.version)
+        candidate, candidate_clips = score_model(
+            "candidate", Path(train["base_model_dir"]), Path(train["adapter_dir"]), rows, clips, options)
+        incumbent, champion_clips = score_model("champion", registry.whisper_dir(champion), None, rows, clips, options)
+        scores = {"candidate": candidate, "champion": {**incumbent, "version": str(champion.version)}}
         for who, s in scores.items():
             mlflow.log_metrics({f"cer_{who}": s["cer"], f"rtf_{who}": s["rtf"], f"loops_{who}": s["loops"],
                                 f"token_cap_hits_{who}": s["hit_token_cap"]})
-        mlflow.log_table({
-            "id": [r["id"] for r in rows], "reference": [r["text_norm"] for r in rows],
-            "candidate": scores["candidate"]["hypotheses"], "cer_candidate": scores["candidate"]["per_utterance_cer"],
-            "champion": scores["champion"]["hypotheses"], "cer_champion": scores["champion"]["per_utterance_cer"],
-        }, artifact_file="eval/test_utterances.json")
+        utterances = [{"id": r["id"], "reference": r["text_norm"], "speaker": r["speaker"], **a, **b}
+                      for r, a, b in zip(rows, candidate_clips, champion_clips)]
+        mlflow.log_table(pd.DataFrame(utterances), artifact_file="eval/test_utterances.json")
+        atomic_write_jsonl(ctx.path("reports") / "evaluate_utterances.jsonl", utterances)
         summary = {"test_clips": len(rows), "test_hours": sum(r["duration_s"] for r in rows) / 3600, **scores}
         atomic_write_json(ctx.report("evaluate"), summary)
     return summary

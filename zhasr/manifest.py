@@ -36,7 +36,8 @@ def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    # ASCII with \u escapes: DVC reads non-ASCII bytes as binary and refuses such a file as metrics.
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=True, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path, produced_by: str) -> Any:
