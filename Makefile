@@ -50,7 +50,8 @@ repro: install
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/dvc repro
 
 bench: install
-	$(PY) bench/train_step.py
+	$(PY) bench/train_step.py --targets q_proj,v_proj
+	$(PY) bench/train_step.py --targets q_proj,k_proj,v_proj,out_proj,fc1,fc2
 
 ui: install
 	$(VENV)/bin/zhasr ui

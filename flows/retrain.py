@@ -6,7 +6,6 @@ state are in Prefect. Run it with ``zhasr retrain`` or ``python -m flows.retrain
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 

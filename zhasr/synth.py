@@ -28,7 +28,6 @@ and numpy versions fixed): every random draw comes from a generator seeded by
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import subprocess
