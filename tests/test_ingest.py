@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from conftest import write_tone
@@ -38,6 +39,8 @@ def test_ingest_resamples_downmixes_and_keeps_bad_rows_with_reasons(tmp_path):
     info = sf.info(dataset / a["audio"])
     assert (info.samplerate, info.channels) == (16000, 1)
     assert by_id["b"]["sample_rate_src"] == 8000 and by_id["b"]["decode_error"] is None
+    assert (by_id["a"]["band"], by_id["b"]["band"]) == ("wideband", "telephone")
+    assert -30 < a["rms_dbfs"] < -5
     assert "cannot decode" in by_id["c"]["decode_error"]
     assert "escapes the batch folder" in by_id["d"]["decode_error"]
     assert "not found" in by_id["e"]["decode_error"]
@@ -60,6 +63,15 @@ def test_reingest_is_idempotent_and_content_addressed(tmp_path):
     assert sorted(p.relative_to(dataset) for p in dataset.rglob("*.wav")) == files
     assert len(files) == 1  # same audio under two ids is stored once
     assert first[0]["audio_sha256"] == first[1]["audio_sha256"]
+
+
+def test_digital_silence_is_measured_not_dropped(tmp_path):
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    (incoming / "b1").mkdir(parents=True)
+    sf.write(incoming / "b1" / "silence.wav", np.zeros(16000, np.float32), 16000)
+    write_batch(incoming, "b1", [{"id": "s", "audio": "silence.wav", "text": "喂", "speaker": "s1"}])
+    (row,) = ingest_batches(incoming, dataset, IngestOptions())
+    assert row["decode_error"] is None and row["rms_dbfs"] == -200.0
 
 
 def test_split_is_deterministic_by_speaker_and_roughly_proportional():

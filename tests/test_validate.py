@@ -15,6 +15,7 @@ LABELS = ["您好请问有什么可以帮您", "我想查一下订单", "好的�
 BAD = 3  # position of the row a case breaks
 
 DURATION = "expect_column_values_to_be_between(duration_s)"
+SILENT = "expect_column_values_to_be_between(rms_dbfs)"
 EMPTY = "expect_column_value_lengths_to_be_between(text_norm)"
 CHARSET = "expect_column_values_to_match_regex(text_norm)"
 RATE = "expect_column_values_to_be_between(chars_per_s)"
@@ -35,6 +36,7 @@ def make_rows(n: int = 10) -> list[dict[str, Any]]:
             "id": f"b1/{i}", "audio": f"audio/{i:02x}/{i:064x}.wav", "text": label, "text_norm": label,
             "duration_s": round(n_chars / 4.0, 3), "sample_rate_src": 8000, "speaker": speaker,
             "split": SPEAKERS[speaker], "batch": "b1", "audio_sha256": f"{i:064x}", "decode_error": None,
+            "rms_dbfs": -25.0,
         })
     return rows
 
@@ -57,7 +59,7 @@ def test_clean_rows_all_accepted(options, tmp_path):
     assert report.reject_fraction == 0.0 and not report.batch_rejected
     assert report.results_json["success"] is True
     assert report.results_json["statistics"]["unsuccessful_expectations"] == 0
-    assert len(report.rules) == report.results_json["statistics"]["evaluated_expectations"] == 8
+    assert len(report.rules) == report.results_json["statistics"]["evaluated_expectations"] == 9
     json.dumps(report.results_json)
 
 
@@ -86,6 +88,7 @@ def _label_three_times_too_long(rows: list[dict[str, Any]]) -> None:
 CASES = {
     "too short": (_set(text="好", text_norm="好", duration_s=0.2), DURATION, "too short"),
     "too long": (_set(text="好" * 120, text_norm="好" * 120, duration_s=31.0), DURATION, "too long"),
+    "pure silence": (_set(rms_dbfs=-200.0), SILENT, "silent"),
     "empty text": (_set(text="。。。", text_norm=""), EMPTY, "empty"),
     "english only": (_set(text="OK, thanks", text_norm="ok thanks"), CHARSET, "ok thanks"),
     "bad characters": (_set(text="您好こんにちは", text_norm="您好こんにちは"), CHARSET, "こんにちは"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import soundfile as sf
 import soxr
 
 TARGET_RATE = 16000  # Hz
+TELEPHONE_MAX_RATE = 8000  # Hz; sources at or below this rate carry only the telephone band
 
 
 class AudioError(ValueError):
@@ -27,6 +29,12 @@ class DecodedAudio:
     @property
     def duration_s(self) -> float:
         return len(self.samples) / TARGET_RATE
+
+    @property
+    def rms_dbfs(self) -> float:
+        """RMS level in dB relative to full scale; -inf for digital silence."""
+        rms = float(np.sqrt(np.mean(np.square(self.samples, dtype=np.float64))))
+        return 20 * math.log10(rms) if rms > 0 else float("-inf")
 
 
 def decode(path: Path, target_rate: int = TARGET_RATE) -> DecodedAudio:

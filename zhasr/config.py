@@ -55,6 +55,7 @@ class IngestParams:
 class ValidateParams:
     min_duration_s: float = 0.3  # shorter clips are rejected
     max_duration_s: float = 30.0  # Whisper's window; longer clips are rejected
+    min_rms_dbfs: float = -60.0  # quieter clips are rejected as silence
     min_chars_per_s: float = 0.5  # below: label probably truncated or belongs to another clip
     max_chars_per_s: float = 9.0  # above: label too long for the clip (Mandarin speech ~3-6 chars/s)
     max_reject_fraction: float = 0.3  # a batch rejecting more than this share is rejected whole

@@ -92,6 +92,8 @@ def _ingest_line(
         "duration_s": 0.0,
         "sample_rate_src": 0,
         "channels_src": 0,
+        "band": None,
+        "rms_dbfs": None,
         "speaker": speaker,
         "split": assign_split(speaker, options),
         "language": str(row.get("language") or "zh"),
@@ -119,6 +121,9 @@ def _ingest_line(
     out.update(
         audio=str(relative), audio_sha256=sha, duration_s=round(decoded.duration_s, 4),
         sample_rate_src=decoded.source_rate, channels_src=decoded.source_channels,
+        band="telephone" if decoded.source_rate <= audio.TELEPHONE_MAX_RATE else "wideband",
+        # JSON has no -inf; digital silence is written as -200 dBFS.
+        rms_dbfs=round(max(decoded.rms_dbfs, -200.0), 2),
     )
     return out
 

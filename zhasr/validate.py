@@ -10,6 +10,7 @@ Rules, in suite order:
 
 - audio decodes: ``decode_error`` is null
 - clip duration within ``[min_duration_s, max_duration_s]``
+- clip not silent: RMS level at least ``min_rms_dbfs``
 - normalized text not empty
 - normalized text matches ``allowed_text_regex``
 - characters per second within ``[min_chars_per_s, max_chars_per_s]``
@@ -51,7 +52,7 @@ _ROW = "row"  # input position: ids may repeat, so failures are matched back to 
 _INDEX_COLUMNS = [_ROW, "id"]
 _COLUMNS = (
     "id", "audio", "text", "text_norm", "duration_s", "sample_rate_src", "speaker", "split", "batch",
-    "audio_sha256", "decode_error",
+    "audio_sha256", "decode_error", "rms_dbfs",
 )
 
 
@@ -61,6 +62,7 @@ class ValidationOptions:
 
     min_duration_s: float = 0.3  # shorter clips are clicks, breaths or clipped words
     max_duration_s: float = 30.0  # Whisper's input window; longer clips would be truncated
+    min_rms_dbfs: float = -60.0  # quieter clips are silence (digital silence is -inf dBFS)
     min_chars_per_s: float = 1.0  # slower: label truncated, or it belongs to another clip
     max_chars_per_s: float = 9.0  # faster: label too long for the clip (Mandarin speech runs ~3-6 chars/s)
     # Whole normalized label. Default: CJK ideographs, ASCII letters/digits and spaces only,
@@ -142,6 +144,10 @@ def _rules(o: ValidationOptions) -> list[_Rule]:
             column="duration_s", min_value=o.min_duration_s, max_value=o.max_duration_s,
             description=f"Clip duration must be {o.min_duration_s}-{o.max_duration_s} s."),
             duration),
+        _Rule(gxe.ExpectColumnValuesToBeBetween(
+            column="rms_dbfs", min_value=o.min_rms_dbfs,
+            description=f"Clip must not be silent: RMS level at least {o.min_rms_dbfs} dBFS."),
+            lambda r: f"clip is silent: RMS {r['rms_dbfs']:.1f} dBFS, minimum {o.min_rms_dbfs} dBFS"),
         _Rule(gxe.ExpectColumnValueLengthsToBeBetween(
             column="text_norm", min_value=1, description="Normalized text must not be empty."),
             lambda r: f"normalized text is empty (raw label {r['text']!r})"),
@@ -187,6 +193,9 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     # Ingest writes 0.0 where nothing decoded: a placeholder, not a measurement (the decode rule reports it).
     decoded = df["decode_error"].isna()
     df["duration_s"] = pd.to_numeric(df["duration_s"], errors="coerce").astype(float).where(decoded)
+    # -inf (digital silence) becomes the lowest finite float so that it is compared, not skipped.
+    rms = pd.to_numeric(df["rms_dbfs"], errors="coerce").astype(float).clip(lower=-1e9)
+    df["rms_dbfs"] = rms.where(decoded)
     df["n_chars"] = df["text_norm"].str.replace(" ", "", regex=False).str.len()
     df["chars_per_s"] = (df["n_chars"] / df["duration_s"]).where((df["duration_s"] > 0) & (df["n_chars"] > 0))
 
