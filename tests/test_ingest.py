@@ -80,3 +80,56 @@ def test_split_is_deterministic_by_speaker_and_roughly_proportional():
     assert splits == [assign_split(f"spk{i}", options) for i in range(2000)]
     assert abs(splits.count("test") / 2000 - 0.2) < 0.03
     assert abs(splits.count("dev") / 2000 - 0.1) < 0.03
+
+
+def test_segments_cut_a_long_recording_and_bad_segments_are_reported(tmp_path):
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    write_tone(incoming / "b1" / "call.wav", 45.0, rate=8000)
+    write_batch(incoming, "b1", [
+        {"id": "call", "audio": "call.wav", "text": "", "speaker": "c1",
+         "segments": [{"start": 0.5, "end": 3.0, "text": "您好"}, {"start": 40.0, "end": 44.0, "text": "再见"},
+                      {"start": 50.0, "end": 52.0, "text": "超出"}]},
+        {"id": "bad", "audio": "call.wav", "text": "x", "speaker": "c2", "segments": [{"start": 3, "end": 1, "text": "x"}]},
+    ])
+    rows = {r["id"]: r for r in ingest_batches(incoming, dataset, IngestOptions())}
+    assert rows["call#0"]["duration_s"] == 2.5 and rows["call#0"]["text_norm"] == "您好"
+    assert rows["call#1"]["duration_s"] == 4.0 and rows["call#1"]["band"] == "telephone"
+    assert "outside the audio" in rows["call#2"]["decode_error"]
+    assert "start < end" in rows["bad"]["decode_error"]
+
+
+def test_regression_rows_never_enter_train(tmp_path):
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    rows = []
+    for i in range(20):
+        write_tone(incoming / "real" / f"{i}.wav", 1.0, freq=100 + 10 * i)
+        rows.append({"id": f"r{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i}", "split": "regression"})
+    write_batch(incoming, "real", rows)
+    assert {r["split"] for r in ingest_batches(incoming, dataset, IngestOptions())} == {"regression"}
+
+
+def test_test_split_stays_frozen_when_fractions_change(tmp_path):
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    rows = []
+    for i in range(30):
+        write_tone(incoming / "b1" / f"{i}.wav", 1.0, freq=100 + 10 * i)
+        rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i}"})
+    write_batch(incoming, "b1", rows)
+    first = ingest_batches(incoming, dataset, IngestOptions(test_fraction=0.3))
+    was_test = {r["id"] for r in first if r["split"] == "test"}
+    assert was_test
+    second = ingest_batches(incoming, dataset, IngestOptions(test_fraction=0.0, dev_fraction=0.0))
+    assert {r["id"] for r in second if r["split"] == "test"} == was_test
+
+
+def test_ledger_records_each_batch_version_once(tmp_path):
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    write_tone(incoming / "b1" / "a.wav", 1.0)
+    write_batch(incoming, "b1", [{"id": "a", "audio": "a.wav", "text": "一", "speaker": "s1"}])
+    ingest_batches(incoming, dataset, IngestOptions())
+    ingest_batches(incoming, dataset, IngestOptions())
+    ledger = (dataset / "ledger.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(ledger) == 1 and json.loads(ledger[0])["rows"] == 1
+    write_batch(incoming, "b1", [{"id": "a", "audio": "a.wav", "text": "一二", "speaker": "s1"}])
+    ingest_batches(incoming, dataset, IngestOptions())
+    assert len((dataset / "ledger.jsonl").read_text(encoding="utf-8").splitlines()) == 2

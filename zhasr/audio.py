@@ -30,11 +30,6 @@ class DecodedAudio:
     def duration_s(self) -> float:
         return len(self.samples) / TARGET_RATE
 
-    @property
-    def rms_dbfs(self) -> float:
-        """RMS level in dB relative to full scale; -inf for digital silence."""
-        rms = float(np.sqrt(np.mean(np.square(self.samples, dtype=np.float64))))
-        return 20 * math.log10(rms) if rms > 0 else float("-inf")
 
 
 def decode(path: Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
@@ -54,6 +49,12 @@ def decode(path: Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
     if rate != target_rate:
         mono = soxr.resample(mono, rate, target_rate, quality="HQ")
     return DecodedAudio(samples=np.ascontiguousarray(mono, dtype=np.float32), source_rate=int(rate), source_channels=int(data.shape[1]))
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """RMS level of (n_samples,) float audio in dB relative to full scale; -inf for digital silence."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20 * math.log10(rms) if rms > 0 else float("-inf")
 
 
 def load_16k(path: Path) -> np.ndarray:

@@ -5,9 +5,18 @@ Input, one folder per batch under ``incoming``::
     <batch>/manifest.jsonl   {"audio": "clips/a.wav", "text": "您好", "speaker": "s1", "id": "a"}
     <batch>/clips/...         audio in any libsndfile format, rate and channel count
 
-Output under ``dataset``: ``audio/<sha[:2]>/<sha>.wav`` (PCM-16, 16 kHz) and one
-row per input line in ``ingested.jsonl``. A line that cannot be used keeps its
-row with ``decode_error`` set to the reason; validation quarantines it.
+Optional keys of a line: ``speaker`` or ``call_id`` (decides the split),
+``language``, ``split: "regression"`` (evaluation only, never trained on) and
+``segments: [{"start": s, "end": s, "text": ...}]``, which cuts a long
+recording into one row per segment.
+
+Output under ``dataset``:
+
+- ``audio/<sha[:2]>/<sha>.wav``: PCM-16, 16 kHz mono, named by the sha256 of its bytes;
+- ``ingested.jsonl``: one row per input line (or segment). A line that cannot be
+  used keeps its row with ``decode_error`` set to the reason; validation quarantines it;
+- ``frozen_test.json``: speakers and audio hashes ever in test; they stay in test;
+- ``ledger.jsonl``: one line per batch manifest version ingested.
 """
 
 from __future__ import annotations
@@ -16,13 +25,19 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from zhasr import audio
-from zhasr.manifest import atomic_write_jsonl
+from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_jsonl
 from zhasr.text import normalize
+
+
+EVAL_ONLY_SPLIT = "regression"  # a batch row may ask for it: evaluated, never trained on
+FROZEN_TEST_FILE = "frozen_test.json"  # speakers and audio hashes ever in test
+LEDGER_FILE = "ledger.jsonl"  # one line per ingested batch version
 
 
 @dataclass(frozen=True)
@@ -74,14 +89,56 @@ def _resolve_inside(batch_dir: Path, relative: str) -> Path:
     return path
 
 
+def _store(samples, dataset_dir: Path, rate: int) -> tuple[str, str]:
+    """Write PCM-16 audio under ``audio/<sha[:2]>/<sha>.wav`` once; returns (relative path, sha256)."""
+    blob = audio.wav_bytes(samples, rate)
+    sha = audio.sha256_hex(blob)
+    relative = Path("audio") / sha[:2] / f"{sha}.wav"
+    target = dataset_dir / relative
+    if not target.exists():  # content-addressed: the same audio is stored once
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(blob)
+        tmp.replace(target)
+    return str(relative), sha
+
+
+def _audio_fields(samples, decoded: audio.DecodedAudio, dataset_dir: Path, rate: int) -> dict[str, Any]:
+    relative, sha = _store(samples, dataset_dir, rate)
+    rms = audio.rms_dbfs(samples)
+    return {
+        "audio": relative, "audio_sha256": sha, "duration_s": round(len(samples) / rate, 4),
+        "sample_rate_src": decoded.source_rate, "channels_src": decoded.source_channels,
+        "band": "telephone" if decoded.source_rate <= audio.TELEPHONE_MAX_RATE else "wideband",
+        "rms_dbfs": round(max(rms, -200.0), 2),  # JSON has no -inf; digital silence is -200 dBFS
+    }
+
+
+def _parse_segments(raw: Any) -> list[tuple[float, float, str]]:
+    """``[{"start": s, "end": s, "text": str}]`` -> [(start_s, end_s, text)]; ValueError on bad input."""
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("'segments' must be a non-empty list of {start, end, text}")
+    out = []
+    for k, seg in enumerate(raw):
+        try:
+            start, end, text = float(seg["start"]), float(seg["end"]), str(seg["text"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"segments[{k}]: expected numbers start, end (seconds) and a text ({exc})") from exc
+        if not 0 <= start < end:
+            raise ValueError(f"segments[{k}]: need 0 <= start < end, got {start} and {end}")
+        out.append((start, end, text))
+    return out
+
+
 def _ingest_line(
     batch: str, batch_dir: Path, line_no: int, row: dict[str, Any] | None, error: str | None,
     dataset_dir: Path, options: IngestOptions,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """Rows for one manifest line: one, or one per segment when the line gives ``segments``."""
     row = row or {}
     text = str(row.get("text") or "")
     speaker = str(row.get("speaker") or row.get("call_id") or f"{batch}:{row.get('audio', line_no)}")
-    out: dict[str, Any] = {
+    base: dict[str, Any] = {
         "id": str(row.get("id") or f"{batch}/{line_no}"),
         "batch": batch,
         "source_audio": str(row.get("audio", "")),
@@ -95,37 +152,33 @@ def _ingest_line(
         "band": None,
         "rms_dbfs": None,
         "speaker": speaker,
-        "split": assign_split(speaker, options),
+        "split": EVAL_ONLY_SPLIT if row.get("split") == EVAL_ONLY_SPLIT else assign_split(speaker, options),
         "language": str(row.get("language") or "zh"),
         "decode_error": error,
     }
     for key in ("channel", "snr_db", "call_id"):
         if key in row:
-            out[key] = row[key]
+            base[key] = row[key]
     if error:
-        return out
+        return [base]
     try:
         decoded = audio.decode(_resolve_inside(batch_dir, str(row["audio"])), options.sample_rate)
-    except audio.AudioError as exc:
-        out["decode_error"] = str(exc)
-        return out
-    blob = audio.wav_bytes(decoded.samples, options.sample_rate)
-    sha = audio.sha256_hex(blob)
-    relative = Path("audio") / sha[:2] / f"{sha}.wav"
-    target = dataset_dir / relative
-    if not target.exists():  # content-addressed: the same audio is stored once
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(blob)
-        tmp.replace(target)
-    out.update(
-        audio=str(relative), audio_sha256=sha, duration_s=round(decoded.duration_s, 4),
-        sample_rate_src=decoded.source_rate, channels_src=decoded.source_channels,
-        band="telephone" if decoded.source_rate <= audio.TELEPHONE_MAX_RATE else "wideband",
-        # JSON has no -inf; digital silence is written as -200 dBFS.
-        rms_dbfs=round(max(decoded.rms_dbfs, -200.0), 2),
-    )
-    return out
+        segments = _parse_segments(row["segments"]) if "segments" in row else None
+    except (audio.AudioError, ValueError) as exc:
+        return [{**base, "decode_error": str(exc)}]
+    if segments is None:
+        return [{**base, **_audio_fields(decoded.samples, decoded, dataset_dir, options.sample_rate)}]
+    rows = []
+    for k, (start, end, seg_text) in enumerate(segments):
+        piece = decoded.samples[int(start * options.sample_rate): int(end * options.sample_rate)]
+        seg = {**base, "id": f"{base['id']}#{k}", "text": seg_text, "text_norm": normalize(seg_text),
+               "segment": [start, end]}
+        if len(piece) == 0:
+            rows.append({**seg, "decode_error": f"segment {k} ({start}-{end} s) lies outside the audio "
+                                                f"({decoded.duration_s:.2f} s)"})
+        else:
+            rows.append({**seg, **_audio_fields(piece, decoded, dataset_dir, options.sample_rate)})
+    return rows
 
 
 def ingest_batches(
@@ -151,8 +204,44 @@ def ingest_batches(
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
         futures = [pool.submit(_ingest_line, *job, dataset_dir, options) for job in jobs]
         for done, future in enumerate(futures, start=1):
-            rows.append(future.result())
+            rows.extend(future.result())
             if progress:
                 progress(done, len(futures))
+    freeze_test_split(rows, dataset_dir / FROZEN_TEST_FILE)
+    record_batches(manifests, rows, dataset_dir / LEDGER_FILE)
     atomic_write_jsonl(dataset_dir / "ingested.jsonl", rows)
     return rows
+
+
+def freeze_test_split(rows: list[dict[str, Any]], frozen_file: Path) -> None:
+    """Keep the test split frozen: a speaker or audio ever in test stays in test, whatever the params say.
+
+    ``frozen_file`` holds ``{"speakers": [...], "audio_sha256": [...]}``, only ever grown.
+    Rows are updated in place.
+    """
+    frozen = json.loads(frozen_file.read_text(encoding="utf-8")) if frozen_file.is_file() else {}
+    speakers, hashes = set(frozen.get("speakers", [])), set(frozen.get("audio_sha256", []))
+    for row in rows:
+        if row["split"] != EVAL_ONLY_SPLIT and (row["speaker"] in speakers or row["audio_sha256"] in hashes):
+            row["split"] = "test"
+    test = [r for r in rows if r["split"] == "test" and not r["decode_error"]]
+    grown = {"speakers": sorted(speakers | {r["speaker"] for r in test}),
+             "audio_sha256": sorted(hashes | {r["audio_sha256"] for r in test})}
+    if grown != frozen:
+        atomic_write_json(frozen_file, grown)
+
+
+def record_batches(manifests: list[Path], rows: list[dict[str, Any]], ledger_file: Path) -> None:
+    """Append one ledger line per batch manifest not seen before (by its sha256); re-ingest adds nothing."""
+    seen = {(e["batch"], e["manifest_sha256"]) for e in read_jsonl(ledger_file)} if ledger_file.is_file() else set()
+    new = []
+    for manifest in manifests:
+        batch, digest = manifest.parent.name, hashlib.sha256(manifest.read_bytes()).hexdigest()
+        if (batch, digest) not in seen:
+            batch_rows = [r for r in rows if r["batch"] == batch]
+            new.append({"batch": batch, "manifest_sha256": digest, "rows": len(batch_rows),
+                        "decoded": sum(not r["decode_error"] for r in batch_rows),
+                        "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    if new:
+        existing = read_jsonl(ledger_file) if ledger_file.is_file() else []
+        atomic_write_jsonl(ledger_file, existing + new)
