@@ -46,6 +46,17 @@ def cmd_synth(args: argparse.Namespace) -> Any:
     return str(synth.run(_context(args)))
 
 
+def cmd_import(args: argparse.Namespace) -> Any:
+    from zhasr.importers import ImportOptions, import_dataset
+
+    ctx = _context(args)
+    options = ImportOptions(language=args.language, split=args.split, cv_split=args.cv_split,
+                            hf_split=args.hf_split, text_column=args.text_column)
+    result = import_dataset(args.format, Path(args.source), ctx.path("incoming"), args.batch, options)
+    return {"batch_dir": str(result.batch_dir), "rows": result.rows,
+            "skipped": result.skipped, "warnings": result.warnings}
+
+
 def cmd_import_model(args: argparse.Namespace) -> Any:
     from zhasr.models import resolve_base_model
 
@@ -93,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help)
 
     add("synth", cmd_synth, "write a synthetic Mandarin call-center batch under paths.incoming")
+    p = add("import", cmd_import, "turn a dataset (jsonl, json, csv, aishell, kaldi, commonvoice, hf-disk, "
+                                   "audiofolder) into a batch under paths.incoming")
+    p.add_argument("format", help="source layout")
+    p.add_argument("source", help="manifest file (jsonl/json/csv) or dataset folder")
+    p.add_argument("--batch", required=True, help="name of the new batch folder")
+    p.add_argument("--language", default="zh")
+    p.add_argument("--split", help='stamp every row, e.g. "regression" for an evaluation-only set')
+    p.add_argument("--cv-split", default="validated", help="commonvoice: which <split>.tsv")
+    p.add_argument("--hf-split", help="hf-disk: which split of a DatasetDict (default all)")
+    p.add_argument("--text-column", help="label column when it is not the default")
     add("import-model", cmd_import_model, "import the base model into a local Hugging Face folder").add_argument(
         "source", nargs="?", help="packaged:whisper-base, tiny-random, a CTranslate2 or HF folder, or a hub id")
     stage_help = {

@@ -191,7 +191,8 @@ def ingest_batches(
     called after each line.
     """
     incoming, dataset_dir = Path(incoming), Path(dataset_dir)
-    manifests = sorted(incoming.glob("*/manifest.jsonl"))
+    # Hidden folders are batches still being written (synth and importers build there, then rename).
+    manifests = sorted(m for m in incoming.glob("*/manifest.jsonl") if not m.parent.name.startswith("."))
     if not manifests:
         raise FileNotFoundError(f"{incoming}: no batch found (expected <batch>/manifest.jsonl)")
     jobs = []
