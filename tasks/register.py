@@ -32,6 +32,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         version = registry.log_and_register(name, Path(merged["merged_dir"]), ctx.params.model.language, tags={
             "zhasr.base_model": ctx.params.model.base,
             "zhasr.params_hash": ctx.params.digest(),
+            "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"],
             "zhasr.gate": "pass" if passed else "fail",
             "zhasr.gate_reason": reason,
             "zhasr.cer": f"{evaluation['candidate']['cer']:.6f}",

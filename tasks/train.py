@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from tasks import tracking
 from tasks.context import StageContext
-from zhasr.manifest import atomic_write_json, read_jsonl
+from zhasr.manifest import atomic_write_json, read_json, read_jsonl
 from zhasr.models import resolve_base_model
 from zhasr.train import TrainOptions, train_adapter
 
@@ -56,7 +56,8 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
     rows = [r for r in read_jsonl(ctx.path("dataset") / "manifest.jsonl") if r["split"] == "train"]
     base_dir = resolve_base_model(ctx.params.model.base, ctx.path("models"))
     with tracking.stage_run(ctx, "train"):
-        mlflow.set_tag("zhasr.base_model", ctx.params.model.base)
+        mlflow.set_tags({"zhasr.base_model": ctx.params.model.base,
+                         "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"]})
         result = train_adapter(base_dir, rows, ctx.path("dataset"), ctx.path("runs") / "train",
                                train_options(ctx, resume), callbacks=[MlflowStepLogger()])
         summary = {

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import tracking
 from tasks.context import StageContext
-from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_jsonl
+from zhasr.manifest import atomic_write_json, atomic_write_jsonl, file_md5, read_jsonl
 from zhasr.validate import ValidationOptions, validate_rows
 
 
@@ -49,14 +49,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 quarantine[row["batch"]].append({**row, "reasons": reasons[id(row)]})
         for batch in per_batch:
             atomic_write_jsonl(ctx.path("quarantine") / batch / "rejected.jsonl", quarantine.get(batch, []))
-        atomic_write_jsonl(ctx.path("dataset") / "manifest.jsonl", accepted)
+        manifest = ctx.path("dataset") / "manifest.jsonl"
+        atomic_write_jsonl(manifest, accepted)
 
         summary = {
+            "dataset_md5": file_md5(manifest),  # DVC's hash of the manifest; travels with every later artifact
             "rows": len(rows), "accepted": len(accepted), "quarantined": len(rows) - len(accepted),
             "rejected_batches": sorted(rejected_batches),
             "splits": dict(Counter(r["split"] for r in accepted)),
             "reasons": dict(Counter(why.split(":")[0] for whys in reasons.values() for why in whys)),
         }
+        mlflow.set_tag("zhasr.dataset_md5", summary["dataset_md5"])
         mlflow.log_metrics({"validate_accepted": len(accepted), "validate_quarantined": summary["quarantined"]})
         if docs_dir.exists():
             mlflow.log_artifacts(str(docs_dir), "data_docs")

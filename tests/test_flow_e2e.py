@@ -31,6 +31,8 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server):
     candidate = client.get_model_version(name, result["version"])
     assert result["version"] == "2"
     assert candidate.tags["zhasr.gate"] == ("pass" if result["passed"] else "fail")
+    dataset_md5 = candidate.tags["zhasr.dataset_md5"]
+    assert len(dataset_md5) == 32 and run.data.tags["zhasr.dataset_md5"] == dataset_md5
     aliases = client.get_registered_model(name).aliases
     if result["passed"]:
         assert str(aliases.get("challenger")) == "2"

@@ -16,6 +16,11 @@ TARGET_RATE = 16000  # Hz
 TELEPHONE_MAX_RATE = 8000  # Hz; sources at or below this rate carry only the telephone band
 
 
+# Extensions libsndfile decodes; anything else is refused before decoding is tried.
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+                              ".au", ".snd", ".caf", ".w64", ".rf64", ".sph", ".nist", ".voc"})
+
+
 class AudioError(ValueError):
     """A file that cannot be used as audio; the message names the file and why."""
 
@@ -37,6 +42,8 @@ def decode(path: Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
+    if path.suffix.lower() not in AUDIO_EXTENSIONS:
+        raise AudioError(f"{path}: unknown audio extension {path.suffix!r} (known: {' '.join(sorted(AUDIO_EXTENSIONS))})")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -46,3 +47,12 @@ def read_json(path: Path, produced_by: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run the {produced_by} stage first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes: for a file DVC tracks, the same value DVC records as its hash."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
