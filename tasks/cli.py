@@ -43,7 +43,7 @@ def cmd_stage(args: argparse.Namespace) -> Any:
 def cmd_synth(args: argparse.Namespace) -> Any:
     from tasks import synth
 
-    return str(synth.run(_context(args)))
+    return synth.demo_data(_context(args))
 
 
 def cmd_import(args: argparse.Namespace) -> Any:
@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         handlers[name] = handler
         return sub.add_parser(name, parents=[common], help=help)
 
-    add("synth", cmd_synth, "write a synthetic Mandarin call-center batch under paths.incoming")
+    add("synth", cmd_synth, "write the demo batches under paths.incoming: synthetic call-center speech, "
+                            "and the regression set when present")
     p = add("import", cmd_import, "turn a dataset (jsonl, json, csv, aishell, kaldi, commonvoice, hf-disk, "
                                    "audiofolder) into a batch under paths.incoming")
     p.add_argument("format", help="source layout")

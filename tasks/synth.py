@@ -1,4 +1,7 @@
-"""Synthetic call-center batch for the demo: written under paths.incoming like any delivered batch."""
+"""Demo data: a synthetic call-center batch, and the real-speech regression set when it is present.
+
+Both are written under paths.incoming like any delivered batch.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.context import StageContext
+from zhasr.importers import ImportOptions, import_dataset
+from zhasr.ingest import EVAL_ONLY_SPLIT
 from zhasr.synth import SynthOptions, synthesize_batch
 
 
@@ -22,4 +27,21 @@ def run(ctx: StageContext) -> Path:
     return synthesize_batch(ctx.path("incoming"), options, p.batch)
 
 
-synth_task = task(run, name="synth", cache_policy=NO_CACHE)
+def import_regression_set(ctx: StageContext) -> Path | None:
+    """Import ``regression.manifest`` as an evaluation-only batch once; None when not configured or absent."""
+    r = ctx.params.regression
+    source = (ctx.root / r.manifest).resolve() if r.manifest else None
+    target = ctx.path("incoming") / r.batch
+    if source is None or not source.is_file():
+        return None
+    if not (target / "manifest.jsonl").is_file():
+        import_dataset("jsonl", source, ctx.path("incoming"), r.batch, ImportOptions(split=EVAL_ONLY_SPLIT))
+    return target
+
+
+def demo_data(ctx: StageContext) -> dict[str, str | None]:
+    regression = import_regression_set(ctx)
+    return {"synthetic": str(run(ctx)), "regression": str(regression) if regression else None}
+
+
+synth_task = task(demo_data, name="demo-data", cache_policy=NO_CACHE)

@@ -44,6 +44,14 @@ class SynthParams:
 
 
 @dataclass(frozen=True)
+class RegressionParams:
+    # JSONL {audio, text} of real general-domain speech, imported by the demo as an
+    # evaluation-only batch (split "regression"); "" or a missing file skips it.
+    manifest: str = "../shared/data/real-zh/manifest.jsonl"
+    batch: str = "real-zh"  # batch id under paths.incoming
+
+
+@dataclass(frozen=True)
 class IngestParams:
     sample_rate: int = 16000  # Hz; Whisper's feature extractor expects 16 kHz mono
     dev_fraction: float = 0.1  # share of speakers/calls assigned to dev
@@ -112,6 +120,7 @@ class TrackingParams:
 class Params:
     paths: PathsParams = field(default_factory=PathsParams)
     synth: SynthParams = field(default_factory=SynthParams)
+    regression: RegressionParams = field(default_factory=RegressionParams)
     ingest: IngestParams = field(default_factory=IngestParams)
     validate: ValidateParams = field(default_factory=ValidateParams)
     model: ModelParams = field(default_factory=ModelParams)
