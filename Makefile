@@ -56,5 +56,9 @@ bench: install
 ui: install
 	$(VENV)/bin/zhasr ui
 
+# The demo's flow runs live in .prefect/ (the temporary server's database): this serves them.
+prefect-ui: install
+	PREFECT_HOME=$(abspath .prefect) $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
 clean-state:
 	rm -rf mlflow/mlflow.db mlflow/artifacts .prefect data runs models reports
