@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import write_tone
+
 from tasks.cli import main
 
 GOOD = [("g0", "您好请问有什么可以帮您"), ("g1", "我想查一下订单"), ("g2", "好的请稍等"), ("g3", "谢谢再见")]

@@ -3,8 +3,9 @@
 import json
 
 from conftest import write_tone
-from tasks.cli import main
 from test_ingest import write_batch
+
+from tasks.cli import main
 
 
 def test_ingest_and_validate_through_the_cli_with_an_override(project, capsys):

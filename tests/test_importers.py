@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import write_tone
+
 from zhasr.importers import FORMATS, ImportOptions, SourceError, import_dataset
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from conftest import write_tone
+
 from zhasr.ingest import IngestOptions, assign_split, ingest_batches
 
 

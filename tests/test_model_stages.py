@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_tone
+from test_ingest import write_batch
+
 from zhasr.decode import DecodeOptions, collapse_loops, token_cap, transcribe
 from zhasr.ingest import IngestOptions, ingest_batches
 from zhasr.merge import merge_adapter
 from zhasr.models import load_model
 from zhasr.speech_data import SpeechCollator, label_ids
 from zhasr.train import TrainOptions, adapter_config, train_adapter
-from test_ingest import write_batch
 
 
 @pytest.fixture()

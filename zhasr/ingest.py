@@ -24,16 +24,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from zhasr import audio
 from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_jsonl
 from zhasr.text import normalize
-
 
 EVAL_ONLY_SPLIT = "regression"  # a batch row may ask for it: evaluated, never trained on
 FROZEN_TEST_FILE = "frozen_test.json"  # speakers and audio hashes ever in test
@@ -97,9 +97,12 @@ def _store(samples, dataset_dir: Path, rate: int) -> tuple[str, str]:
     target = dataset_dir / relative
     if not target.exists():  # content-addressed: the same audio is stored once
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(blob)
-        tmp.replace(target)
+        # A private temporary name: two threads may store the same audio at once.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{sha[:8]}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+        os.replace(tmp, target)
     return str(relative), sha
 
 
