@@ -1,0 +1,51 @@
+"""A training run killed with SIGKILL resumes from its last checkpoint and ends at the same step."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import write_tone
+from test_ingest import write_batch
+
+from zhasr.manifest import read_jsonl
+
+
+def _zhasr(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tasks.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def test_kill_9_then_resume_reaches_max_steps(project, tiny_model_dir):
+    batch = project / "data" / "incoming" / "b1"
+    rows = []
+    for i in range(4):
+        write_tone(batch / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
+        rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问", "speaker": f"s{i}"})
+    write_batch(project / "data" / "incoming", "b1", rows)
+    env = {**os.environ, "ZHASR_ROOT": str(project)}
+    overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.max_steps=8", "--set", "train.save_steps=2"]
+    for stage in ("ingest", "validate"):
+        assert _zhasr(stage, *overrides, env=env).wait(timeout=300) == 0
+    assert len(read_jsonl(project / "data/dataset/manifest.jsonl")) == 4
+
+    checkpoints = project / "runs" / "train" / "checkpoints"
+    first = _zhasr("train", *overrides, env=env)
+    deadline = time.monotonic() + 300
+    while not (checkpoints / "checkpoint-4" / "trainer_state.json").is_file():
+        assert first.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (project / "reports" / "train.json").exists()
+
+    resumed = _zhasr("train", "--resume", *overrides, env=env)
+    resumed.communicate(timeout=600)
+    assert resumed.returncode == 0
+    summary = json.loads((project / "reports" / "train.json").read_text(encoding="utf-8"))
+    assert summary["steps"] == 8
+    logged_steps = [step for step, _ in summary["loss_history"]]
+    assert logged_steps[0] > 1 and logged_steps[-1] == 8  # continued, not restarted
