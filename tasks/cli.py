@@ -6,6 +6,7 @@ Every subcommand takes ``--params FILE`` and any number of ``--set KEY=VALUE``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -141,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = args.handlers[args.command](args)
+        # Libraries print progress and Trainer logs to stdout; stdout is kept for the JSON result.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = args.handlers[args.command](args)
     except ConfigError as exc:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2

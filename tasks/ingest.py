@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 import mlflow
@@ -17,9 +18,7 @@ from zhasr.progress import progress_bar
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    p = ctx.params.ingest
-    options = IngestOptions(sample_rate=p.sample_rate, dev_fraction=p.dev_fraction,
-                            test_fraction=p.test_fraction, split_seed=p.split_seed)
+    options = IngestOptions(**asdict(ctx.params.ingest))
     with tracking.stage_run(ctx, "ingest"), progress_bar("ingest") as progress:
         rows = ingest_batches(ctx.path("incoming"), ctx.path("dataset"), options, progress)
         decoded = [r for r in rows if not r["decode_error"]]

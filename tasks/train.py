@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import matplotlib
@@ -30,14 +31,9 @@ class MlflowStepLogger(TrainerCallback):
 
 
 def train_options(ctx: StageContext, resume: bool = False) -> TrainOptions:
-    p = ctx.params.train
-    return TrainOptions(
-        method=p.method, target_modules=tuple(p.target_modules), rank=p.rank, alpha=p.alpha, dropout=p.dropout,
-        learning_rate=p.learning_rate, max_steps=p.max_steps, batch_size=p.batch_size, grad_accum=p.grad_accum,
-        warmup_steps=p.warmup_steps, weight_decay=p.weight_decay, logging_steps=p.logging_steps,
-        save_steps=p.save_steps, seed=p.seed, max_label_tokens=p.max_label_tokens,
-        language=ctx.params.model.language, task=ctx.params.model.task, resume=resume,
-    )
+    p = asdict(ctx.params.train)
+    p["target_modules"] = tuple(p["target_modules"])
+    return TrainOptions(**p, language=ctx.params.model.language, task=ctx.params.model.task, resume=resume)
 
 
 def loss_figure(history: list[tuple[int, float]]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import asdict
 from typing import Any
 
 import mlflow
@@ -21,10 +22,7 @@ class BatchRejected(RuntimeError):
 
 def run(ctx: StageContext) -> dict[str, Any]:
     p = ctx.params.validate
-    options = ValidationOptions(
-        min_duration_s=p.min_duration_s, max_duration_s=p.max_duration_s, min_rms_dbfs=p.min_rms_dbfs, min_chars_per_s=p.min_chars_per_s,
-        max_chars_per_s=p.max_chars_per_s, max_reject_fraction=p.max_reject_fraction,
-    )
+    options = ValidationOptions(**asdict(p))
     rows = read_jsonl(ctx.path("dataset") / "ingested.jsonl")
     docs_dir = ctx.path("reports") / "data_docs"
     with tracking.stage_run(ctx, "validate"):

@@ -1,7 +1,7 @@
 import pytest
 
 from zhasr.metrics import character_error_rate
-from zhasr.text import han_fraction, normalize
+from zhasr.text import normalize
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -31,8 +31,3 @@ def test_cer_counts_edits():
 def test_cer_rejects_empty_reference():
     with pytest.raises(ValueError, match="empty"):
         character_error_rate(["。"], ["好"])
-
-
-def test_han_fraction():
-    assert han_fraction("hello") == 0.0
-    assert han_fraction("你好ab") == 0.5

@@ -43,9 +43,10 @@ def test_kill_9_then_resume_reaches_max_steps(project, tiny_model_dir):
     assert not (project / "reports" / "train.json").exists()
 
     resumed = _zhasr("train", "--resume", *overrides, env=env)
-    resumed.communicate(timeout=600)
+    out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0
-    summary = json.loads((project / "reports" / "train.json").read_text(encoding="utf-8"))
+    summary = json.loads(out)  # stdout holds only the result; logs go to stderr
+    assert summary == json.loads((project / "reports" / "train.json").read_text(encoding="utf-8"))
     assert summary["steps"] == 8
     logged_steps = [step for step, _ in summary["loss_history"]]
     assert logged_steps[0] > 1 and logged_steps[-1] == 8  # continued, not restarted

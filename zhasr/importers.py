@@ -324,6 +324,16 @@ def _lines(path: Path) -> list[str]:
 # -- record files: jsonl, json, csv (also audiofolder metadata) ----------------------------------------------------
 
 
+def _csv_records(reader, header: list[str], path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, {column: value}) per non-blank record; a record of the wrong width names its line."""
+    for values in reader:
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            raise SourceError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(header)}")
+        yield reader.line_num, dict(zip(header, values))
+
+
 def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, row)`` for each record of a .jsonl, .json or .csv file; ``where`` is ``name:line`` or ``name[item]``."""
     suffix = path.suffix.lower()
@@ -358,12 +368,8 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         duplicates = sorted({h for h in header if header.count(h) > 1})
         if duplicates:
             raise SourceError(f"{path}:1: duplicate column(s) {', '.join(duplicates)}")
-        for values in reader:
-            if not any(v.strip() for v in values):
-                continue
-            if len(values) != len(header):
-                raise SourceError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(header)}")
-            yield f"{path.name}:{reader.line_num}", dict(zip(header, values))
+        for line_num, record in _csv_records(reader, header, path):
+            yield f"{path.name}:{line_num}", record
     else:
         raise SourceError(f"{path}: expected a .jsonl, .json or .csv file")
 
@@ -616,12 +622,7 @@ def _import_commonvoice(source: Path, build: _Build) -> None:
     missing = [c for c in ("client_id", "path", "sentence") if c not in header]
     if missing:
         raise SourceError(f"{tsv}:1: missing column(s) {', '.join(missing)} (columns: {', '.join(header)})")
-    for values in reader:
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            raise SourceError(f"{tsv}:{reader.line_num}: {len(values)} fields, the header has {len(header)}")
-        row = dict(zip(header, values))
+    for _, row in _csv_records(reader, header, tsv):
         name = row["path"].strip()
         if not name:
             src = None

@@ -45,9 +45,3 @@ def normalize(text: str) -> str:
 def to_simplified(text: str) -> str:
     """Traditional to simplified only, punctuation kept (for display of hypotheses)."""
     return _t2s().convert(text)
-
-
-def han_fraction(text: str) -> float:
-    """Share of non-space characters that are Han (0-1); 0 for empty text."""
-    chars = [c for c in text if not c.isspace()]
-    return sum(bool(HAN_CHAR.match(c)) for c in chars) / len(chars) if chars else 0.0
