@@ -50,8 +50,7 @@ repro: install
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/dvc repro
 
 bench: install
-	$(PY) bench/train_step.py --targets q_proj,v_proj
-	$(PY) bench/train_step.py --targets q_proj,k_proj,v_proj,out_proj,fc1,fc2
+	$(PY) bench/train.py
 
 ui: install
 	$(VENV)/bin/zhasr ui

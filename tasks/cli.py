@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from zhasr.adapters import AdapterUnavailableError, check_method_available
 from zhasr.config import ConfigError, load_params
 from zhasr.project import apply_default_env, project_root
 
@@ -23,6 +25,8 @@ def _context(args: argparse.Namespace):
 
     root = project_root()
     params = load_params(Path(args.params) if args.params else root / "params.yaml", args.set)
+    if args.command in ("train", "retrain", "demo"):
+        check_method_available(params.train.method)  # QLoRA on a CPU stops here, before any work
     apply_default_env(root, params.model.base)
     return StageContext(root=root, params=params)
 
@@ -78,7 +82,6 @@ def cmd_demo(args: argparse.Namespace) -> Any:
 
 
 def cmd_ui(args: argparse.Namespace) -> Any:
-    import os
     import subprocess
 
     ctx = _context(args)
@@ -121,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     stage_help = {
         "ingest": "decode incoming batches to 16 kHz mono and normalize labels",
         "validate": "run the Great Expectations suite; quarantine failing rows",
-        "train": "train a LoRA/DoRA adapter on the train split",
-        "evaluate": "decode the test split with candidate and champion; CER",
+        "train": "train a LoRA/DoRA/QLoRA adapter on the train split (torchrun / accelerate launch for DDP)",
+        "evaluate": "decode the test split and the regression set with candidate and champion; CER",
         "merge": "fold the adapter into the base weights",
         "register": "register the merged model; alias challenger if it beats the champion",
     }
@@ -148,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2
-    if result is not None and args.command != "ui":
+    except AdapterUnavailableError as exc:
+        print(f"zhasr: {exc}", file=sys.stderr)
+        return 2
+    # Under torchrun every process runs the command; the result is printed once.
+    if result is not None and args.command != "ui" and os.environ.get("RANK", "0") == "0":
         _print(result)
     return 0
 

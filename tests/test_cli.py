@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+import torch
 from conftest import write_tone
 from test_ingest import write_batch
 
@@ -38,3 +40,11 @@ def test_unknown_key_exits_2_and_names_it(project, capsys):
 def test_wrong_type_exits_2_and_names_it(project, capsys):
     assert main(["train", "--set", "train.rank=eight"]) == 2
     assert "train.rank: expected int, got 'eight'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="QLoRA runs on a GPU")
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_qlora_on_cpu_exits_2_before_any_work(project, capsys, command):
+    assert main([command, "--set", "train.method=qlora"]) == 2
+    assert "train.method=qlora needs a CUDA GPU" in capsys.readouterr().err
+    assert not (project / "runs").exists() and not (project / "mlflow" / "mlflow.db").exists()

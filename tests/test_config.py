@@ -12,10 +12,12 @@ def test_repo_params_file_loads_and_matches_defaults():
 
 
 def test_override_sets_nested_value_with_its_type():
-    params = apply_overrides(Params(), ["train.learning_rate=1e-4", "train.rank=8", "train.target_modules=[q_proj]"])
+    params = apply_overrides(Params(), ["train.learning_rate=1e-4", "train.rank=8", "synth.snr_db=[10, 5.5]",
+                                        "train.targets=all-linear"])
     assert params.train.learning_rate == pytest.approx(1e-4)
     assert params.train.rank == 8
-    assert params.train.target_modules == ["q_proj"]
+    assert params.synth.snr_db == [10.0, 5.5]
+    assert params.train.targets == "all-linear"
 
 
 @pytest.mark.parametrize("override, key", [
@@ -23,7 +25,9 @@ def test_override_sets_nested_value_with_its_type():
     ("trian.rank=8", "trian"),
     ("train.rank=eight", "train.rank"),
     ("train.rank=8.5", "train.rank"),
-    ("train.target_modules=q_proj", "train.target_modules"),
+    ("synth.snr_db=20", "synth.snr_db"),
+    ("train.method=prefix", "train.method: expected one of lora, dora, qlora"),
+    ("train.targets=q_proj", "train.targets"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -1,14 +1,18 @@
 """The retraining flow end to end on the tiny model: Prefect state, MLflow run, registry aliases."""
 
+import json
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 
+from tasks.cli import main
 from tasks.register import verdict
 
 
-def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server):
+def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, capsys):
     from flows.retrain import retrain
 
-    state = retrain(synthesize=True, return_state=True)
+    state = retrain(synthesize=True, overrides=["ingest.dev_fraction=0.25"], return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
 
@@ -21,6 +25,9 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server):
         assert metric in run.data.metrics, metric
     losses = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in losses] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_cer")] == [0, 2, 4]
+    train_report = json.loads((project / "reports/train.json").read_text())
+    assert train_report["best_step"] in (2, 4) and train_report["cached_encoder_layers"] == 1
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/loss_curve.png" in artifacts
     assert any(a.path == "eval/test_utterances.json" for a in client.list_artifacts(run.info.run_id, "eval"))
@@ -39,6 +46,13 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server):
     else:
         assert "challenger" not in aliases
     assert str(aliases["champion"]) == "1"  # promotion needs a person's approval
+
+    # Incremental retraining starts from the champion's registered weights.
+    capsys.readouterr()
+    assert main(["train", "--set", "train.init_from=champion", "--set", "train.max_steps=1"]) == 0
+    incremental = json.loads(capsys.readouterr().out)
+    assert incremental["start"] == "champion v1"
+    assert (project / "mlflow") in Path(incremental["base_model_dir"]).parents
 
 
 def test_verdict_requires_a_gain_above_the_margin():

@@ -11,6 +11,7 @@ from conftest import write_tone
 from test_ingest import write_batch
 
 from zhasr.manifest import read_jsonl
+from zhasr.train import complete_checkpoints
 
 
 def _zhasr(*args: str, env: dict) -> subprocess.Popen:
@@ -50,3 +51,15 @@ def test_kill_9_then_resume_reaches_max_steps(project, tiny_model_dir):
     assert summary["steps"] == 8
     logged_steps = [step for step, _ in summary["loss_history"]]
     assert logged_steps[0] > 1 and logged_steps[-1] == 8  # continued, not restarted
+
+
+def test_checkpoint_cut_short_while_saving_is_set_aside(tmp_path):
+    """The Trainer writes trainer_state.json last: a checkpoint without it was interrupted mid-save."""
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
+    assert (tmp_path / "incomplete-checkpoint-6" / "adapter_model.safetensors").is_file()  # kept, not deleted

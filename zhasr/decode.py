@@ -1,10 +1,17 @@
-"""Batched Whisper transcription of 16 kHz clips, with a token cap tied to duration."""
+"""Batched Whisper transcription of 16 kHz clips, guarded against repetition loops.
+
+The guard, in order: new tokens are capped by the clip's duration; an output
+that hit the cap, compresses too well or repeats a unit is decoded again with
+repeated 4-grams banned; what still loops is truncated to one copy of the
+repeated unit. Output is simplified Chinese.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,17 +26,20 @@ class DecodeOptions:
     language: str = "zh"
     task: str = "transcribe"
     batch_size: int = 8  # clips per generate() call
-    max_new_tokens: int = 96  # hard cap per clip
+    max_new_tokens: int = 224  # hard cap per clip (Whisper's sample length; the prompt takes 4 of 448)
     tokens_per_second: float = 12.0  # cap scales with audio: Mandarin ~4-6 chars/s, <= 2 tokens a char
     num_beams: int = 1  # 1 = greedy
+    compression_ratio_threshold: float = 2.4  # above: a loop (Whisper's own threshold, on UTF-8 bytes)
+    retry_no_repeat_ngram: int = 4  # the retry bans any repeated n-gram of this many tokens; 0 = no retry
 
 
 @dataclass(frozen=True)
 class Transcript:
     text: str  # simplified Chinese, repetition loops collapsed
     tokens: list[int]  # prompt and generated ids, special tokens and padding included
-    hit_cap: bool  # stopped by the token cap, not by <|endoftext|>
-    looped: bool  # a repetition loop was found and collapsed
+    hit_cap: bool  # the kept decoding stopped at the token cap, not at <|endoftext|>
+    looped: bool  # the first decoding hit the cap or looped (counted as a loop, retried or not)
+    retried: bool = False  # decoded a second time with repeated n-grams banned
 
 
 # Whisper's typical loop: a unit of 2-20 characters three or more times in a row, or one
@@ -43,32 +53,58 @@ def collapse_loops(text: str) -> tuple[str, bool]:
     return collapsed, collapsed != text
 
 
+def compression_ratio(text: str) -> float:
+    """UTF-8 bytes over zlib-compressed bytes; loops compress far better than speech."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def is_loop(text: str, options: DecodeOptions) -> bool:
+    return compression_ratio(text) > options.compression_ratio_threshold or bool(_LOOP.search(text))
+
+
 def token_cap(duration_s: float, options: DecodeOptions) -> int:
     """New-token budget for a clip of ``duration_s`` seconds."""
     return max(8, min(options.max_new_tokens, math.ceil(duration_s * options.tokens_per_second) + 8))
 
 
 @torch.inference_mode()
+def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
+              **extra) -> list[tuple[str, list[int], bool]]:
+    """(simplified text, token ids, stopped at the cap) per clip of ``batch``."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    features = processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt").input_features
+    cap = token_cap(max(len(c) for c in batch) / 16000, options)
+    # return_dict_in_generate keeps the prompt and <|endoftext|>, which plain generate() strips.
+    generated = model.generate(
+        input_features=features.to(device, dtype), language=options.language, task=options.task,
+        max_new_tokens=cap, num_beams=options.num_beams, do_sample=False, return_dict_in_generate=True,
+        use_cache=True, **extra,
+    )
+    eos = processor.tokenizer.eos_token_id
+    return [(to_simplified(processor.tokenizer.decode(row, skip_special_tokens=True).strip()), row, eos not in row)
+            for row in generated.sequences.tolist()]
+
+
 def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions,
                progress: Callable[[int, int], None] | None = None) -> list[Transcript]:
     """One Transcript per clip; ``clips`` are (n_samples,) float32 at 16 kHz, each <= 30 s."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    eos = processor.tokenizer.eos_token_id
     out: list[Transcript] = []
     for start in range(0, len(clips), options.batch_size):
         batch = clips[start : start + options.batch_size]
-        features = processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt").input_features
-        cap = token_cap(max(len(c) for c in batch) / 16000, options)
-        # return_dict_in_generate keeps the prompt and <|endoftext|>, which plain generate() strips.
-        generated = model.generate(
-            input_features=features.to(device, dtype), language=options.language, task=options.task,
-            max_new_tokens=cap, num_beams=options.num_beams, do_sample=False, return_dict_in_generate=True,
-        )
-        for row in generated.sequences.tolist():
-            finished = eos in row
-            text, looped = collapse_loops(to_simplified(processor.tokenizer.decode(row, skip_special_tokens=True).strip()))
-            out.append(Transcript(text=text, tokens=row, hit_cap=not finished, looped=looped))
+        first = _generate(model, processor, batch, options)
+        suspect = [i for i, (text, _, capped) in enumerate(first) if capped or is_loop(text, options)]
+        second = {}
+        if suspect and options.retry_no_repeat_ngram > 0:
+            again = _generate(model, processor, [batch[i] for i in suspect], options,
+                              no_repeat_ngram_size=options.retry_no_repeat_ngram)
+            second = dict(zip(suspect, again))
+        for i, (text, tokens, capped) in enumerate(first):
+            if i in second:
+                text, tokens, capped = second[i]
+            text, _ = collapse_loops(text)
+            out.append(Transcript(text=text, tokens=tokens, hit_cap=capped, looped=i in suspect, retried=i in second))
         if progress:
             progress(len(out), len(clips))
     return out

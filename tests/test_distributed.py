@@ -1,0 +1,50 @@
+"""DDP: the train stage under torchrun with 2 CPU processes on gloo; the accelerate configs load."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, write_tone
+from test_ingest import write_batch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+
+def _zhasr(*args: str, env: dict, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *launcher, "-m", "tasks.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_torchrun_two_cpu_processes_share_the_data(project, tiny_model_dir):
+    rows = []
+    for i in range(8):
+        write_tone(project / "data/incoming/b1" / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
+        rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问", "speaker": f"s{i}"})
+    write_batch(project / "data/incoming", "b1", rows)
+    env = {**os.environ, "ZHASR_ROOT": str(project), "OMP_NUM_THREADS": "1"}
+    overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.max_steps=4", "--set", "train.batch_size=2",
+                 "--set", "train.save_steps=4"]
+    for stage in ("ingest", "validate"):
+        assert _zhasr(stage, *overrides, env=env).returncode == 0
+
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    done = _zhasr("train", *overrides, env=env, launcher=torchrun)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)  # printed by rank 0 only
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert (Path(summary["adapter_dir"]) / "adapter_model.safetensors").is_file()
+    # 8 clips, 2 per process per step, 2 processes: an epoch is 2 steps, so 4 steps are 2 epochs
+    # (a single process would have done 1).
+    state = json.loads((project / "runs/train/checkpoints" / f"{PREFIX_CHECKPOINT_DIR}-4" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("name", ["ddp", "ddp-cpu", "fsdp", "deepspeed-zero3"])
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.num_processes >= 2
+    assert config.main_training_function == "main"
