@@ -52,12 +52,16 @@ class StepClock(TrainerCallback):
             control.should_training_stop = True
 
 
-def make_dataset(root: Path, clips: int) -> list[dict]:
+def make_dataset(root: Path, clips: int, regression_manifest: Path) -> list[dict]:
+    """Synthetic train/dev/test rows, plus the real-speech regression set when its manifest exists."""
+    from zhasr.importers import ImportOptions, import_dataset
     from zhasr.ingest import IngestOptions, ingest_batches
     from zhasr.synth import SynthOptions, synthesize_batch
 
     synthesize_batch(root / "incoming", SynthOptions(n_clips=clips, n_speakers=24, seed=1), "bench",
                      progress=lambda done, total: None)
+    if regression_manifest.is_file():
+        import_dataset("jsonl", regression_manifest, root / "incoming", "real-zh", ImportOptions(split="regression"))
     return ingest_batches(root / "incoming", root / "dataset", IngestOptions())
 
 
@@ -67,7 +71,7 @@ def worker(args: argparse.Namespace) -> dict:
     from zhasr.train import TrainOptions, train_adapter
 
     data = Path(args.data)
-    rows = read_jsonl(data / "dataset" / "manifest.jsonl")
+    rows = read_jsonl(data / "dataset" / "ingested.jsonl")  # not validated: synthetic and curated rows
     train_rows = [r for r in rows if r["split"] == "train"]
     clock = StepClock(args.budget_s)
     if args.variant == "hf-seq2seq":
@@ -83,7 +87,7 @@ def worker(args: argparse.Namespace) -> dict:
     figures.update(cache_s=result.cache_seconds, cached_layers=result.cached_encoder_layers,
                    trainable_params=result.trainable_params)
     if args.budget_s:
-        figures["test_cer"] = test_cer(Path(args.model), result.adapter_dir, rows, data / "dataset")
+        figures["cer"] = split_cer(Path(args.model), result.adapter_dir, rows, data / "dataset")
     return figures
 
 
@@ -97,16 +101,26 @@ def summarize(args: argparse.Namespace, clock: StepClock, steps: int) -> dict:
     return figures
 
 
-def test_cer(model_dir: Path, adapter_dir: Path | None, rows: list[dict], dataset_dir: Path) -> float:
+def split_cer(model_dir: Path, adapter_dir: Path | None, rows: list[dict], dataset_dir: Path) -> dict[str, float]:
+    """CER (0-1) of the synthetic test split and, when imported, the real-speech regression set."""
     from zhasr.audio import load_16k
     from zhasr.decode import DecodeOptions, transcribe
     from zhasr.metrics import character_error_rate
     from zhasr.models import load_model
 
-    test = [r for r in rows if r["split"] == "test"]
     model, processor = load_model(model_dir, adapter_dir)
-    transcripts = transcribe(model, processor, [load_16k(dataset_dir / r["audio"]) for r in test], DecodeOptions())
-    return character_error_rate([r["text_norm"] for r in test], [t.text for t in transcripts]).cer
+    scores = {}
+    for split in ("test", "regression"):
+        chosen = [r for r in rows if r["split"] == split and not r.get("decode_error")]
+        if chosen:
+            clips = [load_16k(dataset_dir / r["audio"]) for r in chosen]
+            hypotheses = [t.text for t in transcribe(model, processor, clips, DecodeOptions())]
+            scores[split] = character_error_rate([r["text_norm"] for r in chosen], hypotheses).cer
+    return scores
+
+
+def describe(cer: dict[str, float]) -> str:
+    return ", ".join(f"{split} CER {100 * value:.1f}%" for split, value in cer.items())
 
 
 def hf_seq2seq_recipe(model_dir: Path, rows: list[dict], dataset_dir: Path, out: Path, args, clock) -> dict:
@@ -156,6 +170,7 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
+    from zhasr.config import RegressionParams
     from zhasr.models import resolve_base_model
     from zhasr.project import apply_default_env, project_root
 
@@ -175,12 +190,12 @@ def main() -> None:
     common = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--rank", str(args.rank),
               "--targets", args.targets, "--budget-s", str(args.budget_s), "--model", str(model_dir)]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = make_dataset(Path(tmp), args.clips)
+        rows = make_dataset(Path(tmp), args.clips, root / RegressionParams().manifest)
         n_train = sum(r["split"] == "train" for r in rows)
         print(f"{model_dir.name}, {n_train} train clips, batch {args.batch_size}, targets {args.targets}, "
               f"r={args.rank}, {torch.get_num_threads()} threads, {'CUDA ' + torch.cuda.get_device_name() if args.gpu else 'CPU'}")
         if args.budget_s:
-            print(f"zero-shot test CER: {100 * test_cer(model_dir, None, rows, Path(tmp) / 'dataset'):.1f}%")
+            print(f"zero-shot: {describe(split_cer(model_dir, None, rows, Path(tmp) / 'dataset'))}")
         for variant in variants:
             f = run_worker([*common, "--variant", variant, "--data", tmp])
             line = (f"{variant:>10}: {f['s_per_step']:.2f} s/step, {f['samples_per_s']:.2f} samples/s, "
@@ -189,8 +204,8 @@ def main() -> None:
                 line += f", peak GPU {f['peak_gpu_gb']:.1f} GB"
             if f.get("cached_layers"):
                 line += f", encoder cache {f['cache_s']:.0f} s once ({f['cached_layers']} layers)"
-            if "test_cer" in f:
-                line += f", {f['steps']} steps in {f['train_s']:.0f} s -> test CER {100 * f['test_cer']:.1f}%"
+            if "cer" in f:
+                line += f", {f['steps']} steps in {args.budget_s:.0f} s -> {describe(f['cer'])}"
             print(line, flush=True)
 
 
