@@ -79,7 +79,7 @@ def worker(args: argparse.Namespace) -> dict:
     options = TrainOptions(
         targets=args.targets, rank=args.rank, alpha=2 * args.rank, batch_size=args.batch_size,
         max_steps=args.steps if not args.budget_s else 100_000, warmup_steps=1, save_steps=100_000,
-        logging_steps=1, eval_steps=0, cached_encoder_layers=0 if args.variant == "plain" else -1,
+        logging_steps=1, eval_steps=0, cached_encoder_layers=0 if args.variant == "plain" else args.cached_layers,
     )
     result = train_adapter(Path(args.model), train_rows, data / "dataset", data / f"run-{args.variant}", options,
                            callbacks=[clock])
@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--targets", default="attention", help="adapter preset (zhasr.adapters.TARGET_PRESETS)")
+    parser.add_argument("--cached-layers", type=int, default=4, help="encoder layers the cached path freezes")
     parser.add_argument("--clips", type=int, default=120, help="synthetic clips to train on")
     parser.add_argument("--budget-s", type=float, default=0.0,
                         help="train each CPU configuration this long instead of --steps, then score the test split")
@@ -188,7 +189,8 @@ def main() -> None:
         model_dir = resolve_base_model("packaged:whisper-base", root / "models")
         variants = ["plain", "cached"]
     common = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--rank", str(args.rank),
-              "--targets", args.targets, "--budget-s", str(args.budget_s), "--model", str(model_dir)]
+              "--targets", args.targets, "--budget-s", str(args.budget_s), "--model", str(model_dir),
+              "--cached-layers", str(args.cached_layers)]
     with tempfile.TemporaryDirectory() as tmp:
         rows = make_dataset(Path(tmp), args.clips, root / RegressionParams().manifest)
         n_train = sum(r["split"] == "train" for r in rows)

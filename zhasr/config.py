@@ -100,8 +100,8 @@ class TrainParams:
     save_steps: int = 10  # checkpoint every N steps (resumable); a multiple of eval_steps
     eval_steps: int = 10  # dev-split CER every N steps; the best checkpoint is kept (0 = off)
     early_stopping_patience: int = 2  # stop after N evaluations without a better dev CER (0 = off)
-    # Lower encoder layers frozen and computed once per clip instead of every step.
-    # -1 = auto: two thirds of the encoder on a CPU, none on a GPU.
+    # Lower encoder layers frozen and computed once per clip instead of every step (0 = plain LoRA).
+    # -1 = auto: two thirds of the encoder on a CPU, none on a GPU. The README gives the measured trade-off.
     cached_encoder_layers: int = -1
     # The saved adapter's update is scaled by this: weight-space interpolation between the start
     # model (0) and the fine-tuned one (1), as in WiSE-FT. Below 1 it gives up a little in-domain
