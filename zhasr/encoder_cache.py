@@ -22,13 +22,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from transformers import WhisperProcessor
 from transformers.modeling_outputs import BaseModelOutput
 
 from zhasr.audio import load_16k
 from zhasr.manifest import atomic_write_bytes
-from zhasr.speech_data import label_ids
+from zhasr.speech_data import SpeechDataset
 
 
 def auto_cached_layers(encoder_layers: int, on_gpu: bool) -> int:
@@ -120,21 +119,11 @@ def cached_path(cache_dir: Path, row: dict[str, Any]) -> Path:
     return Path(cache_dir) / f"{Path(row['audio']).stem}.pt"
 
 
-class CachedSpeechDataset(Dataset):
-    """Items ``{"input_features": (1500, d_model) float32 lower-encoder output, "labels": list[int]}``."""
+class CachedSpeechDataset(SpeechDataset):
+    """Items ``{"input_features": (1500, d_model) float32 lower-encoder output, "labels": list[int]}``.
 
-    def __init__(self, rows: list[dict[str, Any]], cache_dir: Path, processor: WhisperProcessor,
-                 language: str, task: str, max_label_tokens: int):
-        self.rows, self.cache_dir, self.processor = rows, Path(cache_dir), processor
-        self.language, self.task, self.max_label_tokens = language, task, max_label_tokens
+    ``dataset_dir`` is the cache folder filled by ``fill_cache``.
+    """
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        hidden = torch.load(cached_path(self.cache_dir, row), weights_only=True).float()
-        return {
-            "input_features": hidden,
-            "labels": label_ids(self.processor, row["text_norm"], self.language, self.task, self.max_label_tokens),
-        }
+    def features(self, row: dict[str, Any]) -> torch.Tensor:
+        return torch.load(cached_path(self.dataset_dir, row), weights_only=True).float()

@@ -40,12 +40,15 @@ class SpeechDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def features(self, row: dict[str, Any]) -> torch.Tensor:
+        """(80, 3000) log-mel features of the row's audio."""
+        samples = load_16k(self.dataset_dir / row["audio"])
+        return self.processor.feature_extractor(samples, sampling_rate=16000, return_tensors="pt").input_features[0]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
-        samples = load_16k(self.dataset_dir / row["audio"])
-        features = self.processor.feature_extractor(samples, sampling_rate=16000, return_tensors="pt").input_features[0]
         return {
-            "input_features": features,
+            "input_features": self.features(row),
             "labels": label_ids(self.processor, row["text_norm"], self.language, self.task, self.max_label_tokens),
         }
 
