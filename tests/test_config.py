@@ -28,6 +28,9 @@ def test_override_sets_nested_value_with_its_type():
     ("synth.snr_db=20", "synth.snr_db"),
     ("train.method=prefix", "train.method: expected one of lora, dora, qlora"),
     ("train.targets=q_proj", "train.targets"),
+    ("train.adapter_weight=1.5", "train.adapter_weight"),
+    ("train.cached_encoder_layers=-3", "train.cached_encoder_layers"),
+    ("train.save_steps=15", "train.save_steps: 15 is not a multiple of train.eval_steps=10"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

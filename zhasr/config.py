@@ -219,9 +219,22 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**values)
 
 
+def _check_train(train: TrainParams) -> None:
+    """Rules that involve a value's range or two keys at once."""
+    if not 0 < train.adapter_weight <= 1:
+        raise ConfigError(f"train.adapter_weight: expected 0 < w <= 1, got {train.adapter_weight}")
+    if train.cached_encoder_layers < -1:
+        raise ConfigError(f"train.cached_encoder_layers: expected -1 (auto) or a layer count, got {train.cached_encoder_layers}")
+    if train.eval_steps > 0 and train.save_steps % train.eval_steps:
+        raise ConfigError(f"train.save_steps: {train.save_steps} is not a multiple of train.eval_steps="
+                          f"{train.eval_steps}; the best checkpoint is chosen among evaluated ones")
+
+
 def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
-    return _build(Params, data or {}, "")
+    params = _build(Params, data or {}, "")
+    _check_train(params.train)
+    return params
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
