@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from tasks.errors import PromotionError
 from zhasr.adapters import AdapterUnavailableError, check_method_available
 from zhasr.config import ConfigError, load_params
 from zhasr.project import apply_default_env, project_root
 
-STAGES = ("ingest", "validate", "train", "evaluate", "merge", "register")
+STAGES = ("ingest", "validate", "train", "evaluate", "gate", "merge", "register")
 
 
 def _context(args: argparse.Namespace):
@@ -81,6 +82,68 @@ def cmd_demo(args: argparse.Namespace) -> Any:
     return cmd_retrain(args)
 
 
+def cmd_promote(args: argparse.Namespace) -> Any:
+    _context(args)
+    from flows.promote import promote
+
+    return promote(params_path=args.params, overrides=list(args.set))
+
+
+def _registry_context(args: argparse.Namespace):
+    from tasks import tracking
+
+    ctx = _context(args)
+    tracking.configure(ctx)
+    return ctx.params.register.model_name
+
+
+def cmd_decision(args: argparse.Namespace) -> Any:
+    """approve / reject / rollback: a person's decision, recorded with who and why."""
+    from dataclasses import asdict
+
+    from tasks import promotion
+
+    name = _registry_context(args)
+    if args.command == "rollback":
+        change = promotion.rollback(name, by=args.by, note=args.note, to=args.to)
+    else:
+        change = getattr(promotion, args.command)(name, args.version, by=args.by, note=args.note)
+    return asdict(change)
+
+
+def cmd_status(args: argparse.Namespace) -> Any:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tasks import promotion
+
+    state = promotion.status(_registry_context(args))
+    table = Table(title=f"{state['model']}: versions")
+    for column in state["versions"][0] if state["versions"] else []:
+        table.add_column(column)
+    for row in state["versions"]:
+        table.add_row(*(str(v) for v in row.values()))
+    changes = Table(title="alias changes (newest last)")
+    for column in ("at", "action", "alias", "version", "previous", "by", "note"):
+        changes.add_column(column)
+    for c in state["alias_changes"]:
+        changes.add_row(*(str(c[k] or "") for k in ("at", "action", "alias", "version", "previous", "by", "note")))
+    console = Console(stderr=True)
+    console.print(table)
+    console.print(changes)
+    return state
+
+
+def cmd_schedule(args: argparse.Namespace) -> Any:
+    ctx = _context(args)
+    from flows.schedule import serve_schedule
+
+    params_path = Path(args.params).resolve() if args.params else None
+    print(f"serving deployment retrain/{ctx.params.schedule.deployment}: cron {ctx.params.schedule.cron!r} "
+          f"({ctx.params.schedule.timezone}); Ctrl-C stops it", flush=True)
+    serve_schedule(ctx.params, params_path)
+
+
 def cmd_ui(args: argparse.Namespace) -> Any:
     import subprocess
 
@@ -126,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         "validate": "run the Great Expectations suite; quarantine failing rows",
         "train": "train a LoRA/DoRA/QLoRA adapter on the train split (torchrun / accelerate launch for DDP)",
         "evaluate": "decode the test split and the regression set with candidate and champion; CER",
+        "gate": "apply the promotion rules of params.gate to the evaluation",
         "merge": "fold the adapter into the base weights",
-        "register": "register the merged model; alias challenger if it beats the champion",
+        "register": "register the merged model with its model card; alias challenger if it passed the gate",
     }
     for stage in STAGES:
         p = add(stage, cmd_stage, stage_help[stage])
@@ -136,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("retrain", cmd_retrain, "run the retraining flow (Prefect)").add_argument(
         "--synth", action="store_true", help="first write the synthetic batch if it is missing")
     add("demo", cmd_demo, "synthesize the demo batch and run the retraining flow")
+    add("promote", cmd_promote, "gate, register and wait for approval on the evaluation in reports/")
+    for command, help in (("approve", "make a challenger the champion"), ("reject", "turn a challenger down")):
+        p = add(command, cmd_decision, help)
+        p.add_argument("version", help="model version number")
+        p.add_argument("--by", required=True, help="who decides (recorded)")
+        p.add_argument("--note", required=True, help="why (recorded)")
+    p = add("rollback", cmd_decision, "give the champion alias back to the previous champion")
+    p.add_argument("--to", help="a former champion's version (default: the one before the current)")
+    p.add_argument("--by", required=True, help="who decides (recorded)")
+    p.add_argument("--note", required=True, help="why (recorded)")
+    add("status", cmd_status, "versions, aliases, gate verdicts and the alias history")
+    add("schedule", cmd_schedule, "serve the scheduled retraining deployment (cron from params.schedule)")
     add("ui", cmd_ui, "start the MLflow UI on 127.0.0.1").add_argument("--port", type=int, default=5000)
     parser.set_defaults(handlers=handlers)
     return parser
@@ -151,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2
-    except AdapterUnavailableError as exc:
+    except (AdapterUnavailableError, PromotionError) as exc:
         print(f"zhasr: {exc}", file=sys.stderr)
         return 2
     # Under torchrun every process runs the command; the result is printed once.

@@ -1,51 +1,84 @@
-"""Register stage: the merged candidate becomes a model version; alias "challenger" only if it beats the champion."""
+"""Register stage: the merged candidate becomes a model version with its lineage, metrics, verdict and
+model card; alias "challenger" only if it passed the gate. "champion" needs a person (tasks.promotion)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import registry, tracking
+from tasks import registry, review, tracking
 from tasks.context import StageContext
 from zhasr.manifest import atomic_write_json, read_json
 
+GATE_ACTOR = "zhasr gate"
 
-def verdict(candidate_cer: float, champion_cer: float, min_gain: float) -> tuple[bool, str]:
-    """(passes, reason): the candidate must be better than the champion by more than ``min_gain`` (absolute CER)."""
-    gain = champion_cer - candidate_cer
-    if gain > min_gain:
-        return True, f"CER {candidate_cer:.4f} beats champion {champion_cer:.4f} by {gain:.4f} > {min_gain:.4f}"
-    return False, f"CER {candidate_cer:.4f} vs champion {champion_cer:.4f}: gain {gain:.4f} <= {min_gain:.4f}"
+
+def git_commit(root: Path) -> str:
+    """HEAD of the project checkout, ``+dirty`` when tracked files changed; ``unknown`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.strip() + ("+dirty" if dirty.strip() else "")
+
+
+def version_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, Any]) -> dict[str, str]:
+    test = evaluation["test"]
+    tags = {
+        "zhasr.git_commit": git_commit(ctx.root),
+        "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"],
+        "zhasr.params_hash": ctx.params.digest(),
+        "zhasr.base_model": ctx.params.model.base,
+        "zhasr.gate": "pass" if verdict["passed"] else "fail",
+        "zhasr.gate_reason": verdict["reason"][:4000],
+        **{f"zhasr.gate.{r['rule']}": "pass" if r["passed"] else "fail" for r in verdict["rules"]},
+        "zhasr.cer": f"{test['candidate']['cer']:.6f}",
+        "zhasr.mer": f"{test['candidate']['mer']:.6f}",
+        "zhasr.cer_gain": f"{verdict['gain']['gain']:.6f}",
+        "zhasr.cer_gain_ci": f"[{verdict['gain']['low']:.6f}, {verdict['gain']['high']:.6f}]",
+        "zhasr.champion_version": evaluation["champion_version"],
+        "zhasr.champion_cer": f"{test['champion']['cer']:.6f}",
+    }
+    if "regression" in evaluation:
+        tags["zhasr.cer_regression"] = f"{evaluation['regression']['candidate']['cer']:.6f}"
+    return tags
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     evaluation = read_json(ctx.report("evaluate"), "evaluate")
+    verdict = read_json(ctx.report("gate"), "gate")
     merged = read_json(ctx.report("merge"), "merge")
     name = ctx.params.register.model_name
-    passed, reason = verdict(evaluation["candidate"]["cer"], evaluation["champion"]["cer"],
-                             ctx.params.register.min_cer_gain)
+    tags = version_tags(ctx, evaluation, verdict)
     with tracking.stage_run(ctx, "register") as run:
-        version = registry.log_and_register(name, Path(merged["merged_dir"]), ctx.params.model.language, tags={
-            "zhasr.base_model": ctx.params.model.base,
-            "zhasr.params_hash": ctx.params.digest(),
-            "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"],
-            "zhasr.gate": "pass" if passed else "fail",
-            "zhasr.gate_reason": reason,
-            "zhasr.cer": f"{evaluation['candidate']['cer']:.6f}",
-            "zhasr.champion_version": str(evaluation["champion"]["version"]),
-            "zhasr.champion_cer": f"{evaluation['champion']['cer']:.6f}",
-        })
-        if passed:
-            registry.set_alias(name, registry.CHALLENGER, str(version.version), reason)
-        mlflow.set_tags({"zhasr.gate": "pass" if passed else "fail", "zhasr.model_version": str(version.version)})
-        summary = {"model_name": name, "version": str(version.version), "passed": passed, "reason": reason,
-                   "alias": registry.CHALLENGER if passed else None, "run_id": run.info.run_id}
+        version = registry.log_and_register(name, Path(merged["merged_dir"]), ctx.params.model.language, tags=tags)
+        number = str(version.version)
+        card = review.model_card(
+            name=name, version=number, params=ctx.params.flat(), train=read_json(ctx.report("train"), "train"),
+            evaluation=evaluation, verdict=verdict,
+            lineage={k.removeprefix("zhasr."): tags[k] for k in
+                     ("zhasr.git_commit", "zhasr.dataset_md5", "zhasr.params_hash", "zhasr.base_model")}
+                    | {"mlflow_run": run.info.run_id},
+        )
+        mlflow.log_text(card, "model_card.md")
+        MlflowClient().update_model_version(name, number, description=card)
+        if verdict["passed"]:
+            registry.change_alias(name, registry.CHALLENGER, number, action="gate", by=GATE_ACTOR, note=verdict["reason"])
+        mlflow.set_tags({"zhasr.gate": tags["zhasr.gate"], "zhasr.model_version": number})
+        summary = {"model_name": name, "version": number, "passed": verdict["passed"], "reason": verdict["reason"],
+                   "alias": registry.CHALLENGER if verdict["passed"] else None, "run_id": run.info.run_id,
+                   "model_card": card}
         atomic_write_json(ctx.report("register"), summary)
     return summary
 
 
-register_task = task(run, name="register", cache_policy=NO_CACHE)
+register_task = task(run, name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
+                     retry_condition_fn=tracking.is_transient_failure)

@@ -1,7 +1,16 @@
-"""The MLflow model registry: log a Whisper directory as a version, read aliases, find a version's files."""
+"""The MLflow model registry: log a Whisper directory as a version, move aliases with an audit trail,
+find a version's files.
+
+Every alias change is recorded twice: as tags on the version (``zhasr.<alias>.by``, ``.at``,
+``.note``) for the registry page, and as a run in the ``<model>-alias-log`` experiment, whose
+runs are the full history (who, when, why, from which version) that ``rollback`` reads.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
@@ -40,10 +49,53 @@ def log_and_register(name: str, model_dir: Path, language: str, tags: dict[str, 
     return mlflow.register_model(info.model_uri, name, tags=tags)
 
 
-def set_alias(name: str, alias: str, version: str, reason: str) -> None:
+@dataclass(frozen=True)
+class AliasChange:
+    action: str  # register | approve | reject | rollback | gate
+    alias: str  # champion | challenger
+    version: str  # the version the action is about
+    previous: str | None  # version that held the alias before (None: nobody)
+    by: str  # person or automated actor
+    note: str  # why
+    at: str  # ISO time, UTC
+
+
+def alias_log_experiment(name: str) -> str:
+    return f"{name}-alias-log"
+
+
+def change_alias(name: str, alias: str, version: str, *, action: str, by: str, note: str,
+                 remove: bool = False) -> AliasChange:
+    """Point ``alias`` at ``version`` (or remove it from ``version``) and record who, when and why."""
     client = MlflowClient()
-    client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, f"zhasr.alias.{alias}", reason)
+    held = version_by_alias(name, alias)
+    previous = str(held.version) if held else None
+    if remove:
+        if previous == version:
+            client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, version)
+    change = AliasChange(action, alias, version, previous, by, note,
+                         datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    for key, value in (("by", by), ("at", change.at), ("note", note), ("action", action)):
+        client.set_model_version_tag(name, version, f"zhasr.{alias}.{key}", value)
+    experiment = mlflow.get_experiment_by_name(alias_log_experiment(name))
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(alias_log_experiment(name))
+    run = client.create_run(experiment_id, run_name=f"{action} v{version} {alias}",
+                            tags={f"zhasr.{k}": str(v) for k, v in asdict(change).items() if v is not None})
+    client.set_terminated(run.info.run_id)
+    return change
+
+
+def alias_history(name: str) -> list[AliasChange]:
+    """Every recorded alias change of ``name``, oldest first."""
+    experiment = mlflow.get_experiment_by_name(alias_log_experiment(name))
+    if experiment is None:
+        return []
+    runs = MlflowClient().search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"],
+                                      max_results=10000)
+    fields = [f.name for f in dataclasses.fields(AliasChange)]
+    return [AliasChange(**{f: r.data.tags.get(f"zhasr.{f}") for f in fields}) for r in runs]
 
 
 def whisper_dir(version: ModelVersion) -> Path:
@@ -55,3 +107,16 @@ def whisper_dir(version: ModelVersion) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(version.source))
     artifacts = Model.load(local / "MLmodel").flavors["python_function"]["artifacts"]
     return local / artifacts["whisper"]["path"]
+
+
+def last_trained_dataset(name: str) -> tuple[str, str] | None:
+    """(version, dataset md5) of the newest version trained by the pipeline (not the base model); None if none."""
+    try:
+        versions = MlflowClient().search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    trained = [v for v in versions if v.tags.get("zhasr.dataset_md5")]
+    if not trained:
+        return None
+    newest = max(trained, key=lambda v: int(v.version))
+    return str(newest.version), newest.tags["zhasr.dataset_md5"]

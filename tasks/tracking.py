@@ -78,3 +78,13 @@ def local_path(uri: str) -> Path | None:
     if "://" not in uri:
         return Path(uri)
     return None
+
+
+def is_transient_failure(task, task_run, state) -> bool:
+    """Prefect retry condition: retry on network and database-lock errors, not on bugs or bad data."""
+    exc = state.result(raise_on_failure=False)
+    text = f"{type(exc).__name__}: {exc}"
+    return isinstance(exc, (ConnectionError, TimeoutError)) or any(
+        marker in text for marker in ("database is locked", "Connection refused", "Max retries exceeded",
+                                      "Temporary failure in name resolution", "Service Unavailable",
+                                      "Bad Gateway", "Gateway Timeout"))

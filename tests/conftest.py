@@ -29,6 +29,7 @@ TEST_PARAMS = {
               "learning_rate": 1.0e-3},
     "evaluate": {"max_new_tokens": 24},
     "register": {"model_name": "zhasr-test"},
+    "approval": {"timeout_s": 0},
     "tracking": {"experiment": "zhasr-test"},
 }
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from tasks.cli import main
-from tasks.register import verdict
 
 
 def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, capsys):
@@ -21,7 +20,9 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     assert run.info.status == "FINISHED"
     assert run.data.params["train.max_steps"] == "4"
     assert run.data.params["model.base"] == "tiny-random"
-    for metric in ("cer_candidate", "cer_champion", "ingest_rows", "validate_accepted", "train_final_loss"):
+    for metric in ("cer_candidate", "cer_champion", "mer_candidate", "loop_rate_champion", "rtf_candidate",
+                   "hallucination_rate_candidate", "cer_gain_ci_low", "gate_passed",
+                   "ingest_rows", "validate_accepted", "train_final_loss"):
         assert metric in run.data.metrics, metric
     losses = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in losses] == [1, 2, 3, 4]
@@ -29,8 +30,16 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     train_report = json.loads((project / "reports/train.json").read_text())
     assert train_report["best_step"] in (2, 4) and train_report["cached_encoder_layers"] == 1
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert "plots/loss_curve.png" in artifacts
-    assert any(a.path == "eval/test_utterances.json" for a in client.list_artifacts(run.info.run_id, "eval"))
+    assert {"plots/loss_curve.png", "plots/cer_by_slice_test.png"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"eval/test_utterances.json", "eval/test_confusion_pairs.json", "eval/test_slices.json"} <= evaluation
+    assert any(a.path == "model_card.md" for a in client.list_artifacts(run.info.run_id))
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "eval/test_utterances.json")).read_text())
+    for column in ("reference", "candidate", "candidate_cer", "champion", "band", "noise", "speaker", "batch"):
+        assert column in table["columns"], column
+    verdict = json.loads((project / "reports/gate.json").read_text())
+    assert [r["rule"] for r in verdict["rules"]] == ["cer_gain", "relative_gain", "significant", "slices",
+                                                     "regression_set", "loop_rate"]
 
     name = "zhasr-test"
     champion = client.get_model_version_by_alias(name, "champion")
@@ -38,6 +47,9 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     candidate = client.get_model_version(name, result["version"])
     assert result["version"] == "2"
     assert candidate.tags["zhasr.gate"] == ("pass" if result["passed"] else "fail")
+    for tag in ("zhasr.git_commit", "zhasr.params_hash", "zhasr.base_model", "zhasr.cer", "zhasr.gate.slices"):
+        assert candidate.tags[tag], tag
+    assert candidate.description.startswith("# zhasr-test v2")
     dataset_md5 = candidate.tags["zhasr.dataset_md5"]
     assert len(dataset_md5) == 32 and run.data.tags["zhasr.dataset_md5"] == dataset_md5
     aliases = client.get_registered_model(name).aliases
@@ -55,8 +67,3 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     assert (project / "mlflow") in Path(incremental["base_model_dir"]).parents
 
 
-def test_verdict_requires_a_gain_above_the_margin():
-    assert verdict(0.20, 0.30, 0.05)[0]
-    assert not verdict(0.28, 0.30, 0.05)[0]
-    assert not verdict(0.35, 0.30, 0.0)[0]
-    assert "beats champion" in verdict(0.1, 0.3, 0.0)[1]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -112,17 +114,55 @@ class TrainParams:
     max_label_tokens: int = 128  # labels longer than this are truncated
 
 
+DEFAULT_HOTWORDS = ["订单", "退款", "退货", "快递", "物流", "发货", "地址", "客服", "验证码", "手机号",
+                    "账户", "优惠券", "顺丰", "京东物流"]
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int = 8  # clips decoded together
     max_new_tokens: int = 224  # hard cap per clip (Whisper's own sample length); the duration cap is usually lower
     num_beams: int = 1  # 1 = greedy
+    # domain terms whose recall is reported: share of their occurrences in the references that the
+    # hypothesis also contains (normalized like the labels)
+    hotwords: list[str] = field(default_factory=lambda: list(DEFAULT_HOTWORDS))
+
+
+@dataclass(frozen=True)
+class GateParams:
+    # CER values are fractions (0.01 = one point). The gain is champion CER minus candidate CER on
+    # the domain test split; every rule below must hold for the candidate to become challenger.
+    min_cer_gain: float = 0.0  # absolute gain must exceed this
+    min_relative_gain: float = 0.0  # gain / champion CER must reach this (0.1 = 10% fewer errors)
+    require_significant: bool = True  # the bootstrap interval of the gain must lie above zero
+    confidence: float = 0.95  # of that interval
+    bootstrap_samples: int = 1000  # paired resamples of the test clips
+    max_slice_loss: float = 0.05  # no slice (batch, band, noise level, speaker) may lose more than this
+    slice_min_clips: int = 4  # smaller slices are reported but not gated (too noisy to judge)
+    max_regression_loss: float = 0.02  # CER on the general-speech regression set may rise by at most this
+    max_loop_rate_increase: float = 0.0  # share of clips that loop may rise by at most this
 
 
 @dataclass(frozen=True)
 class RegisterParams:
     model_name: str = "zhasr-whisper"  # registered model in the MLflow registry
-    min_cer_gain: float = 0.0  # candidate CER must be lower than the champion's by more than this (absolute, 0-1)
+
+
+@dataclass(frozen=True)
+class ApprovalParams:
+    # After a challenger is registered the flow pauses for a reviewer's answer (Prefect form) for
+    # this long; on timeout it stays challenger, to approve later with ``zhasr approve``. 0 = no pause.
+    timeout_s: int = 3600
+    poll_s: int = 10  # how often the paused flow checks for an answer
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    cron: str = "0 2 * * *"  # when the scheduled retraining looks for new batches (cron, in timezone)
+    timezone: str = "UTC"
+    deployment: str = "nightly"  # Prefect deployment name
+    retries: int = 1  # flow retries after a transient fault (the train stage resumes from its checkpoint)
+    retry_delay_s: int = 300
 
 
 @dataclass(frozen=True)
@@ -140,7 +180,10 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    gate: GateParams = field(default_factory=GateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
+    approval: ApprovalParams = field(default_factory=ApprovalParams)
+    schedule: ScheduleParams = field(default_factory=ScheduleParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,10 +273,33 @@ def _check_train(train: TrainParams) -> None:
                           f"{train.eval_steps}; the best checkpoint is chosen among evaluated ones")
 
 
+def _check_gate(gate: GateParams) -> None:
+    if not 0 < gate.confidence < 1:
+        raise ConfigError(f"gate.confidence: expected 0 < c < 1, got {gate.confidence}")
+    if gate.bootstrap_samples < 100:
+        raise ConfigError(f"gate.bootstrap_samples: expected at least 100, got {gate.bootstrap_samples}")
+
+
+_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
+
+
+def _check_schedule(schedule: ScheduleParams) -> None:
+    """The shape of the cron line and the timezone; Prefect parses the cron in full when deploying."""
+    fields = schedule.cron.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ConfigError(f"schedule.cron: expected 5 cron fields (minute hour day month weekday), got {schedule.cron!r}")
+    try:
+        zoneinfo.ZoneInfo(schedule.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"schedule.timezone: unknown timezone {schedule.timezone!r}") from exc
+
+
 def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
     params = _build(Params, data or {}, "")
     _check_train(params.train)
+    _check_gate(params.gate)
+    _check_schedule(params.schedule)
     return params
 
 

@@ -194,8 +194,7 @@ def ingest_batches(
     called after each line.
     """
     incoming, dataset_dir = Path(incoming), Path(dataset_dir)
-    # Hidden folders are batches still being written (synth and importers build there, then rename).
-    manifests = sorted(m for m in incoming.glob("*/manifest.jsonl") if not m.parent.name.startswith("."))
+    manifests = batch_manifests(incoming)
     if not manifests:
         raise FileNotFoundError(f"{incoming}: no batch found (expected <batch>/manifest.jsonl)")
     jobs = []
@@ -215,6 +214,20 @@ def ingest_batches(
     record_batches(manifests, rows, dataset_dir / LEDGER_FILE)
     atomic_write_jsonl(dataset_dir / "ingested.jsonl", rows)
     return rows
+
+
+def batch_manifests(incoming: Path) -> list[Path]:
+    """``<batch>/manifest.jsonl`` files under ``incoming``, sorted by batch name."""
+    # Hidden folders are batches still being written (synth and importers build there, then rename).
+    return sorted(m for m in Path(incoming).glob("*/manifest.jsonl") if not m.parent.name.startswith("."))
+
+
+def pending_batches(incoming: Path, dataset_dir: Path) -> list[str]:
+    """Batches under ``incoming`` whose manifest (by sha256) the ledger has not seen: new or changed."""
+    ledger = Path(dataset_dir) / LEDGER_FILE
+    seen = {(e["batch"], e["manifest_sha256"]) for e in read_jsonl(ledger)} if ledger.is_file() else set()
+    return [m.parent.name for m in batch_manifests(incoming)
+            if (m.parent.name, hashlib.sha256(m.read_bytes()).hexdigest()) not in seen]
 
 
 def freeze_test_split(rows: list[dict[str, Any]], frozen_file: Path) -> None:

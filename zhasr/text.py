@@ -18,10 +18,10 @@ from functools import lru_cache
 
 import opencc
 
-_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_SPACE_AROUND_HAN = re.compile(rf"\s*([{_HAN}])\s*")
+HAN_RANGES = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_SPACE_AROUND_HAN = re.compile(rf"\s*([{HAN_RANGES}])\s*")
 _SPACES = re.compile(r"\s+")
-HAN_CHAR = re.compile(rf"[{_HAN}]")
+HAN_CHAR = re.compile(rf"[{HAN_RANGES}]")
 
 
 @lru_cache(maxsize=1)

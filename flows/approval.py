@@ -1,0 +1,58 @@
+"""The person in the loop: the flow pauses after registering a challenger until a reviewer answers.
+
+With a Prefect server (``prefect server start``) the paused run shows a form in
+the UI with the model card above it. ``zhasr approve`` works at any time as well;
+if nobody answers before ``approval.timeout_s`` the version stays challenger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_client, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Running
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from tasks import promotion, registry
+from tasks.context import StageContext
+
+
+class ApprovalDecision(RunInput):
+    approve: bool = Field(description="true: the challenger becomes champion; false: it is rejected")
+    reviewer: str = Field(min_length=1, description="your name, recorded with the decision")
+    comment: str = Field(min_length=1, description="why, recorded with the decision")
+
+
+def await_approval(ctx: StageContext, version: str, model_card: str) -> dict[str, Any]:
+    """Pause for an ApprovalDecision on ``version``; apply it. Returns ``{"decision", "champion", ...}``."""
+    name, options = ctx.params.register.model_name, ctx.params.approval
+    logger = get_run_logger()
+    logger.info("%s v%s is challenger; waiting up to %d s for a reviewer: answer the form of this flow run "
+                "in the Prefect UI, or run `zhasr approve %s --by NAME --note WHY`", name, version,
+                options.timeout_s, version)
+    form = ApprovalDecision.with_initial_data(
+        description=f"Promote {name} v{version} to champion?\n\n{model_card}", approve=False)
+    try:
+        decision = pause_flow_run(wait_for_input=form, timeout=options.timeout_s, poll_interval=options.poll_s,
+                                  key=f"approve-{name}-v{version}")
+    except FlowPauseTimeout:
+        # The run is still Paused on the server; it goes on running, without a decision.
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run.get_id(), Running(message="no approval before the timeout"), force=True)
+        champion = registry.version_by_alias(name, registry.CHAMPION)
+        logger.info("no answer in %d s: v%s stays challenger, champion is v%s", options.timeout_s, version,
+                    champion.version if champion else None)
+        return {"decision": "timeout", "champion": str(champion.version) if champion else None}
+    if decision.approve:
+        promotion.approve(name, version, by=decision.reviewer, note=decision.comment)
+    else:
+        promotion.reject(name, version, by=decision.reviewer, note=decision.comment)
+    champion = registry.version_by_alias(name, registry.CHAMPION)
+    logger.info("%s %s v%s: %s", decision.reviewer, "approved" if decision.approve else "rejected", version,
+                decision.comment)
+    return {"decision": "approved" if decision.approve else "rejected", "by": decision.reviewer,
+            "note": decision.comment, "champion": str(champion.version) if champion else None}

@@ -1,0 +1,54 @@
+"""Scheduled retraining: a Prefect deployment of the retrain flow on the cron of params.schedule.
+
+Each scheduled run trains only when a new validated batch arrived
+(``only_if_new_data``), one run at a time (a run due while another is going is
+queued), and a failed run is retried ``schedule.retries`` times; its training
+resumes from the last checkpoint.
+
+    zhasr schedule                     # serve it from this process (embedded or any Prefect server)
+    prefect deploy ...                 # or register it with a work pool (see README)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+
+from flows.retrain import retrain
+from zhasr.config import Params, load_params
+from zhasr.project import project_root
+
+
+def _scheduled_flow():
+    """The retrain flow with the retries of params.schedule. Built at import: the runner process that
+    executes a scheduled run imports this module by its entrypoint and must get the same options."""
+    params_file = project_root() / "params.yaml"
+    s = (load_params(params_file) if params_file.is_file() else Params()).schedule
+    return retrain.with_options(retries=s.retries, retry_delay_seconds=s.retry_delay_s)
+
+
+scheduled_retrain = _scheduled_flow()
+
+
+def deployment(params: Params, params_path: Path | None = None) -> RunnerDeployment:
+    s = params.schedule
+    runner = scheduled_retrain.to_deployment(
+        name=s.deployment,
+        schedules=[CronSchedule(cron=s.cron, timezone=s.timezone)],
+        concurrency_limit=1,
+        parameters={"params_path": str(params_path) if params_path else None, "only_if_new_data": True},
+        description="Retrain on newly validated batches; gate against the champion; a person approves.",
+        tags=["zhasr", "retrain"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    runner.entrypoint = f"{__name__}.scheduled_retrain"  # not flows.retrain.retrain, which has no retries
+    return runner
+
+
+def serve_schedule(params: Params, params_path: Path | None = None) -> None:
+    """Register the deployment and run its scheduled flow runs from this process until interrupted."""
+    from prefect import serve
+
+    serve(deployment(params, params_path))

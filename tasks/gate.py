@@ -1,0 +1,32 @@
+"""Gate stage: the rules of params.gate over the evaluation; verdict and each rule's outcome logged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import tracking
+from tasks.context import StageContext
+from tasks.evaluate import utterances_path
+from zhasr.gate import decide
+from zhasr.manifest import atomic_write_json, read_json, read_jsonl
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    evaluation = read_json(ctx.report("evaluate"), "evaluate")
+    verdict = decide(evaluation, read_jsonl(utterances_path(ctx, "test")), ctx.params.gate)
+    with tracking.stage_run(ctx, "gate"):
+        mlflow.set_tags({"zhasr.gate": "pass" if verdict.passed else "fail",
+                         **{f"zhasr.gate.{r.rule}": "pass" if r.passed else "fail" for r in verdict.rules}})
+        mlflow.log_metrics({"gate_passed": float(verdict.passed), "cer_gain": verdict.gain.gain,
+                            "cer_gain_ci_low": verdict.gain.low, "cer_gain_ci_high": verdict.gain.high})
+        tracking.log_json(verdict.to_dict(), "gate/verdict.json")
+        summary = verdict.to_dict()
+        atomic_write_json(ctx.report("gate"), summary)
+    return summary
+
+
+gate_task = task(run, name="gate", cache_policy=NO_CACHE)

@@ -1,0 +1,200 @@
+"""Gate, registry and approval under the Prefect harness.
+
+Each test registers real model versions (the tiny Whisper) in the project's own
+MLflow store. The evaluation they are judged on is scored by the real scoring
+code from transcripts written for the test: a candidate that gets 10% of the
+characters wrong against a champion at 40%, or the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tasks import registry
+from tasks.cli import main
+from tasks.context import StageContext
+from tasks.evaluate import ensure_champion, utterances_path
+from zhasr.config import load_params
+from zhasr.decode import Transcript
+from zhasr.evaluation import SystemOutput, score_set
+from zhasr.gate import decide
+from zhasr.manifest import atomic_write_json, atomic_write_jsonl
+from zhasr.slices import slice_labels
+
+NAME = "zhasr-test"
+SENTENCES = ["您好请问有什么可以帮您", "我想查一下订单的物流信息", "退款金额三到五个工作日原路退回",
+             "请问您的收货地址是杭州西湖区吗", "快递员没打电话就把包裹放在门口了", "验证码请在五分钟内输入"]
+
+
+def corrupt(text: str, every: int | None) -> str:
+    """Every ``every``-th character replaced; None leaves the text as it is."""
+    return text if every is None else "".join("错" if i % every == 0 else c for i, c in enumerate(text))
+
+
+def rows(set_name: str, n: int) -> list[dict]:
+    return [{"id": f"{set_name}-{i}", "text_norm": SENTENCES[i % len(SENTENCES)], "duration_s": 3.0,
+             "batch": set_name, "speaker": f"spk{i % 4}", "band": "telephone" if i % 2 else "wideband"}
+            for i in range(n)]
+
+
+def outputs(set_rows: list[dict], every: int | None) -> SystemOutput:
+    transcripts = [Transcript(corrupt(r["text_norm"], every), [], False, False) for r in set_rows]
+    return SystemOutput(transcripts, decode_seconds=1.0)
+
+
+def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_every, regression_every=None) -> None:
+    """The reports the gate and register stages read: an evaluation against the current champion."""
+    with registry_run(ctx):
+        champion = ensure_champion(ctx, model_dir)
+    summary = {"champion_version": str(champion.version)}
+    for set_name, n, cand in (("test", 24, candidate_every), ("regression", 6, regression_every or candidate_every)):
+        set_rows = rows(set_name, n)
+        slices = [slice_labels(r, 30.0) for r in set_rows]
+        summary[set_name], records = score_set(set_rows, slices, {"candidate": outputs(set_rows, cand),
+                                                                  "champion": outputs(set_rows, champion_every)}, ["订单"])
+        atomic_write_jsonl(utterances_path(ctx, set_name), records)
+    atomic_write_json(ctx.report("evaluate"), summary)
+    atomic_write_json(ctx.report("merge"), {"merged_dir": str(model_dir)})
+    atomic_write_json(ctx.report("validate"), {"dataset_md5": "0" * 32})
+    atomic_write_json(ctx.report("train"), {"start": "tiny-random", "steps": 4, "train_clips": 8})
+
+
+def registry_run(ctx: StageContext):
+    from tasks import tracking
+
+    return tracking.stage_run(ctx, "test-setup")
+
+
+@pytest.fixture()
+def ctx(project):
+    from zhasr.project import apply_default_env
+
+    params = load_params(project / "params.yaml", ["approval.timeout_s=0"])
+    apply_default_env(project, params.model.base)
+    return StageContext(project, params)
+
+
+def aliases() -> dict[str, str]:
+    return {k: str(v) for k, v in MlflowClient().get_registered_model(NAME).aliases.items()}
+
+
+def promote(overrides: list[str] | None = None) -> dict:
+    from flows.promote import promote as promote_flow
+
+    state = promote_flow(overrides=overrides or [], return_state=True)
+    assert state.is_completed(), state.message
+    return state.result()
+
+
+def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3, regression_every=2)
+    evaluation = json.loads(ctx.report("evaluate").read_text())
+    records = [json.loads(line) for line in utterances_path(ctx, "test").read_text().splitlines()]
+    verdict = decide(evaluation, records, ctx.params.gate)
+    outcome = {r.rule: r.passed for r in verdict.rules}
+    assert verdict.gain.gain > 0 and verdict.gain.low > 0
+    assert outcome == {"cer_gain": True, "relative_gain": True, "significant": True, "slices": True,
+                       "regression_set": False, "loop_rate": True}
+    assert not verdict.passed and verdict.reason.startswith("regression_set: CER")
+
+
+def test_worse_candidate_is_not_promoted_and_champion_untouched(prefect_server, ctx, tiny_model_dir, capsys):
+    write_evaluation(ctx, tiny_model_dir, candidate_every=3, champion_every=10)
+    result = promote()
+    assert result["version"] == "2" and not result["passed"] and result["approval"] is None
+    assert aliases() == {"champion": "1"}
+    version = MlflowClient().get_model_version(NAME, "2")
+    assert version.tags["zhasr.gate"] == "fail" and version.tags["zhasr.gate.cer_gain"] == "fail"
+    assert "cer_gain" in version.tags["zhasr.gate_reason"]
+    assert main(["approve", "2", "--by", "alice", "--note", "looks fine"]) == 2
+    assert "did not pass the gate" in capsys.readouterr().err
+    assert aliases() == {"champion": "1"}
+
+
+def _answer_when_paused(answer: dict) -> threading.Thread:
+    """Resume the first paused flow run with ``answer`` as its form input (as a reviewer in the UI would)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName
+    from prefect.flow_runs import resume_flow_run
+
+    def reviewer():
+        deadline = time.monotonic() + 60
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"]))))
+                if paused:
+                    resume_flow_run(paused[0].id, run_input=answer)
+                    return
+                time.sleep(0.5)
+
+    thread = threading.Thread(target=reviewer)
+    thread.start()
+    return thread
+
+
+def test_better_candidate_is_challenger_then_champion_after_approval_in_the_form(prefect_server, ctx, tiny_model_dir):
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    reviewer = _answer_when_paused({"approve": True, "reviewer": "alice", "comment": "4x fewer errors"})
+    result = promote(["approval.timeout_s=60", "approval.poll_s=1"])
+    reviewer.join()
+    assert result["passed"] and result["version"] == "2"
+    assert result["approval"]["decision"] == "approved" and result["approval"]["champion"] == "2"
+    assert aliases() == {"champion": "2"}
+    version = MlflowClient().get_model_version(NAME, "2")
+    assert version.tags["zhasr.champion.by"] == "alice" and version.tags["zhasr.champion.note"] == "4x fewer errors"
+    assert version.tags["zhasr.review"] == "approved"
+    history = [(c.action, c.alias, c.version, c.by) for c in registry.alias_history(NAME)]
+    assert history == [("register", "champion", "1", "zhasr"), ("gate", "challenger", "2", "zhasr gate"),
+                       ("approve", "champion", "2", "alice"), ("approve", "challenger", "2", "alice")]
+
+
+def test_rejection_in_the_form_keeps_the_champion(prefect_server, ctx, tiny_model_dir):
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    reviewer = _answer_when_paused({"approve": False, "reviewer": "bob", "comment": "wrong batch"})
+    result = promote(["approval.timeout_s=60", "approval.poll_s=1"])
+    reviewer.join()
+    assert result["approval"]["decision"] == "rejected"
+    assert aliases() == {"champion": "1"}
+    assert MlflowClient().get_model_version(NAME, "2").tags["zhasr.review"] == "rejected"
+
+
+def test_no_answer_before_the_timeout_leaves_a_challenger(prefect_server, ctx, tiny_model_dir):
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    result = promote(["approval.timeout_s=2", "approval.poll_s=1"])
+    assert result["approval"] == {"decision": "timeout", "champion": "1"}
+    assert aliases() == {"champion": "1", "challenger": "2"}
+
+
+def test_cli_approve_reject_rollback_and_status(prefect_server, ctx, tiny_model_dir, capsys):
+    for _ in range(2):  # v2 and v3, each better than the champion of its time
+        write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+        promote()
+    assert aliases() == {"champion": "1", "challenger": "3"}
+    assert main(["approve", "2", "--by", "carol", "--note", "first adapter"]) == 0
+    assert main(["approve", "3", "--by", "carol", "--note", "more data"]) == 0
+    assert aliases() == {"champion": "3"}
+    assert main(["approve", "3", "--by", "carol", "--note", "again"]) == 2
+    assert main(["reject", "3", "--by", "dan", "--note", "x"]) == 2  # the champion is replaced by rollback
+    capsys.readouterr()
+
+    assert main(["rollback", "--by", "dan", "--note", "complaints about v3"]) == 0
+    change = json.loads(capsys.readouterr().out)
+    assert (change["version"], change["previous"], change["by"]) == ("2", "3", "dan")
+    assert aliases() == {"champion": "2"}
+    assert main(["rollback", "--by", "dan", "--note", "back to base"]) == 0
+    assert aliases() == {"champion": "1"}
+    assert main(["rollback", "--by", "dan", "--note", "nothing left"]) == 2
+    assert "no previous champion" in capsys.readouterr().err
+
+    assert main(["status"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in state["versions"]] == ["3", "2", "1"]
+    assert state["versions"][2]["aliases"] == "champion"
+    assert state["versions"][0]["review"] == "rolled back to v2"
+    assert [c["action"] for c in state["alias_changes"]][-2:] == ["rollback", "rollback"]

@@ -1,0 +1,86 @@
+"""Scoring of one evaluation set decoded by two systems, candidate and champion, clip by clip.
+
+``score_set`` returns JSON-ready metrics per system and one record per clip;
+the gate, the MLflow review artifacts and the model card all read these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zhasr.decode import Transcript, real_time_factor
+from zhasr.metrics import character_error_rate, hotword_recall, is_hallucination, mixed_error_rate
+from zhasr.slices import SLICE_KINDS, slice_error_rates
+
+SYSTEMS = ("candidate", "champion")
+
+
+@dataclass(frozen=True)
+class SystemOutput:
+    transcripts: list[Transcript]  # one per clip, in row order
+    decode_seconds: float  # wall time of decoding the whole set
+
+
+def system_metrics(references: list[str], output: SystemOutput, audio_seconds: float,
+                   hotwords: list[str]) -> tuple[dict[str, Any], dict[str, list]]:
+    """Corpus metrics of one system, and its per-clip columns (text, CER, edit counts, flags)."""
+    hypotheses = [t.text for t in output.transcripts]
+    cer = character_error_rate(references, hypotheses)
+    mer = mixed_error_rate(references, hypotheses)
+    recall = hotword_recall(references, hypotheses, hotwords)
+    clips = len(references)
+    hallucinated = [is_hallucination(u) for u in cer.utterances]
+    found, occurrences = sum(f for f, _ in recall.values()), sum(n for _, n in recall.values())
+    metrics = {
+        "cer": cer.rate, "mer": mer.rate, "substitutions": cer.substitutions, "deletions": cer.deletions,
+        "insertions": cer.insertions, "reference_chars": cer.reference_len,
+        "loops": sum(t.looped for t in output.transcripts),
+        "loop_rate": sum(t.looped for t in output.transcripts) / clips,
+        "hallucination_rate": sum(hallucinated) / clips,
+        "hit_token_cap": sum(t.hit_cap for t in output.transcripts),
+        "retried": sum(t.retried for t in output.transcripts),
+        "rtf": real_time_factor(output.decode_seconds, audio_seconds),
+        "hotword_recall": found / occurrences if occurrences else None,
+        "hotwords": {w: {"found": f, "occurrences": n} for w, (f, n) in sorted(recall.items())},
+        "confusions": [[r, h, n] for (r, h), n in cer.confusions.most_common(50)],
+    }
+    columns = {
+        "text": hypotheses, "cer": cer.per_utterance, "errors": [u.errors for u in cer.utterances],
+        "looped": [t.looped for t in output.transcripts], "hallucinated": hallucinated,
+        "_edits": cer.utterances,
+    }
+    return metrics, columns
+
+
+def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs: dict[str, SystemOutput],
+              hotwords: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``rows``: manifest rows (``text_norm``, ``duration_s``, ``id``); ``slices``: one label dict per row
+    (see zhasr.slices); ``outputs``: ``{"candidate": ..., "champion": ...}``.
+
+    Returns ``(summary, records)``: summary = ``{"clips", "hours", "candidate": metrics, "champion": metrics,
+    "slices": [{"kind", "value", "clips", "candidate_cer", "champion_cer"}]}``; records = one dict per clip.
+    """
+    references = [r["text_norm"] for r in rows]
+    audio_seconds = sum(r["duration_s"] for r in rows)
+    summary: dict[str, Any] = {"clips": len(rows), "hours": audio_seconds / 3600}
+    columns, edits, per_slice = {}, {}, {}
+    for system in SYSTEMS:
+        summary[system], columns[system] = system_metrics(references, outputs[system], audio_seconds, hotwords)
+        edits[system] = columns[system].pop("_edits")
+        per_slice[system] = slice_error_rates(slices, edits[system])
+    summary["slices"] = [
+        {"kind": kind, "value": value, "clips": clips,
+         "candidate_cer": cer, "champion_cer": per_slice["champion"][(kind, value)][0]}
+        for (kind, value), (cer, clips) in sorted(per_slice["candidate"].items(),
+                                                  key=lambda kv: (SLICE_KINDS.index(kv[0][0]), kv[0][1]))
+    ]
+    records = []
+    for i, (row, labels) in enumerate(zip(rows, slices)):
+        record = {"id": row["id"], **labels, "duration_s": row["duration_s"], "reference": row["text_norm"],
+                  "reference_chars": edits["candidate"][i].reference_len}
+        for system in SYSTEMS:
+            record.update({system if key == "text" else f"{system}_{key}": values[i]
+                           for key, values in columns[system].items()})
+        records.append(record)
+    return summary, records
