@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-slow bench ui prefect-ui repro clean-state
+.PHONY: install demo test test-slow bench ui prefect-ui serve repro clean-state
 
 install: $(STAMP) $(SYS_STAMP)
 
@@ -54,6 +54,12 @@ bench: install
 
 ui: install
 	$(VENV)/bin/zhasr ui
+
+# The registered champion as a REST service (MLflow's scoring server runs uvicorn from the venv).
+serve: install
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow/mlflow.db)} \
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/mlflow models serve -m models:/zhasr-whisper@champion \
+	  --env-manager local --host 127.0.0.1 --port 5001 --workers 1
 
 # The demo's flow runs live in .prefect/ (the temporary server's database): this serves them.
 prefect-ui: install

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_client, get_run_logger
-from prefect.runtime import flow_run
-from prefect.states import Running
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.states import Running
 from pydantic import Field
 
 from tasks import promotion, registry

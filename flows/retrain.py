@@ -40,7 +40,8 @@ def nothing_new(ctx: StageContext) -> str | None:
         return None
     if file_md5(manifest) != last[1]:
         return None
-    return f"no new batch under {ctx.path('incoming')}; the dataset ({last[1][:8]}) is the one v{last[0]} was trained on"
+    return (f"no new validated batch under {ctx.path('incoming')}: the dataset ({last[1][:8]}) is the one "
+            f"v{last[0]} was trained on")
 
 
 @flow(name="retrain", log_prints=True)

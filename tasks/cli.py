@@ -79,6 +79,8 @@ def cmd_retrain(args: argparse.Namespace) -> Any:
 
 def cmd_demo(args: argparse.Namespace) -> Any:
     args.synth = True
+    # Nobody is there to answer the approval form of a demo; --set approval.timeout_s=N brings it back.
+    args.set = ["approval.timeout_s=0", *args.set]
     return cmd_retrain(args)
 
 

@@ -47,7 +47,7 @@ def decode_options(ctx: StageContext) -> DecodeOptions:
                          batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, num_beams=e.num_beams)
 
 
-def decode_set(model_dir: Path, adapter_dir: Path | None, label: str, sets: dict[str, list],
+def decode_sets(model_dir: Path, adapter_dir: Path | None, label: str, sets: dict[str, list],
                options: DecodeOptions) -> dict[str, SystemOutput]:
     """Decode every set ``{name: clips}`` with one model: ``{name: SystemOutput}``."""
     model, processor = load_model(model_dir, adapter_dir)
@@ -89,8 +89,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with tracking.stage_run(ctx, "evaluate"):
         champion = ensure_champion(ctx, base_dir)
         outputs = {
-            "candidate": decode_set(Path(train["base_model_dir"]), Path(train["adapter_dir"]), "candidate", clips, options),
-            "champion": decode_set(registry.whisper_dir(champion), None, "champion", clips, options),
+            "candidate": decode_sets(Path(train["base_model_dir"]), Path(train["adapter_dir"]), "candidate", clips, options),
+            "champion": decode_sets(registry.whisper_dir(champion), None, "champion", clips, options),
         }
         summary: dict[str, Any] = {"champion_version": str(champion.version)}
         for name, set_rows in rows.items():

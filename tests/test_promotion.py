@@ -13,7 +13,9 @@ import threading
 import time
 
 import pytest
+from conftest import write_tone
 from mlflow.tracking import MlflowClient
+from test_ingest import write_batch
 
 from tasks import registry
 from tasks.cli import main
@@ -60,7 +62,8 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
         atomic_write_jsonl(utterances_path(ctx, set_name), records)
     atomic_write_json(ctx.report("evaluate"), summary)
     atomic_write_json(ctx.report("merge"), {"merged_dir": str(model_dir)})
-    atomic_write_json(ctx.report("validate"), {"dataset_md5": "0" * 32})
+    if not ctx.report("validate").exists():
+        atomic_write_json(ctx.report("validate"), {"dataset_md5": "0" * 32})
     atomic_write_json(ctx.report("train"), {"start": "tiny-random", "steps": 4, "train_clips": 8})
 
 
@@ -198,3 +201,46 @@ def test_cli_approve_reject_rollback_and_status(prefect_server, ctx, tiny_model_
     assert state["versions"][2]["aliases"] == "champion"
     assert state["versions"][0]["review"] == "rolled back to v2"
     assert [c["action"] for c in state["alias_changes"]][-2:] == ["rollback", "rollback"]
+
+
+def _tone_batch(project, batch: str, texts: list[str]) -> None:
+    for i in range(len(texts)):
+        write_tone(project / "data/incoming" / batch / f"{i}.wav", 1.5 + 0.1 * i)
+    write_batch(project / "data/incoming", batch, [
+        {"id": f"{batch}-{i}", "audio": f"{i}.wav", "text": t, "speaker": f"{batch}-s{i}"} for i, t in enumerate(texts)])
+
+
+def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, project, tiny_model_dir, capsys):
+    from flows.retrain import nothing_new, retrain
+    from flows.schedule import deployment
+
+    _tone_batch(project, "b1", ["您好请问", "订单号一二三", "退款到账了吗"])
+    assert main(["ingest"]) == 0 and main(["validate"]) == 0
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    promote()  # v2, trained on this very dataset
+    capsys.readouterr()
+
+    scheduled = deployment(ctx.params)
+    assert scheduled.concurrency_limit == 1 and scheduled.parameters["only_if_new_data"] is True
+    assert scheduled.schedules[0].schedule.cron == "0 2 * * *"
+    assert scheduled.entrypoint == "flows.schedule.scheduled_retrain"
+    from flows.schedule import scheduled_retrain
+
+    assert scheduled_retrain.retries == ctx.params.schedule.retries
+
+    runs_before = len(MlflowClient().search_runs([MlflowClient().get_experiment_by_name("zhasr-test").experiment_id]))
+    state = retrain(**scheduled.parameters, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["trained"] is False and "no new validated batch" in result["reason"]
+    assert not (project / "runs").exists()  # no training started
+    runs_after = len(MlflowClient().search_runs([MlflowClient().get_experiment_by_name("zhasr-test").experiment_id]))
+    assert runs_after == runs_before  # not even an MLflow run
+
+    # A new batch whose every row fails validation is ingested and quarantined, and still trains nothing.
+    _tone_batch(project, "b2", ["这一句话对一秒多的音频来说实在是太长太长太长了根本不可能说完的" * 2] * 2)
+    assert nothing_new(ctx) is None  # b2 is pending
+    result = retrain(**scheduled.parameters)
+    assert result["trained"] is False and "no new validated batch" in result["reason"]
+    assert (project / "data/quarantine/b2/rejected.jsonl").read_text().count("\n") == 2
+    assert not (project / "runs").exists()  # no training started

@@ -1,0 +1,63 @@
+"""The champion served by ``mlflow models serve`` answers a transcription request for a wav file."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import write_tone
+
+from tasks import tracking
+from tasks.context import StageContext
+from tasks.evaluate import ensure_champion
+from zhasr.config import load_params
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def champion(project, tiny_model_dir):
+    ctx = StageContext(project, load_params(project / "params.yaml"))
+    with tracking.stage_run(ctx, "setup"):
+        return ensure_champion(ctx, tiny_model_dir)
+
+
+def test_mlflow_models_serve_transcribes_a_wav(project, champion, tmp_path):
+    wav = write_tone(tmp_path / "call.wav", 2.0, rate=8000)
+    port = free_port()
+    venv_bin = Path(sys.executable).parent  # mlflow runs uvicorn from PATH
+    log = tmp_path / "serve.log"
+    server = subprocess.Popen(
+        [str(venv_bin / "mlflow"), "models", "serve", "-m", "models:/zhasr-test@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"},
+        stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(1)
+        response = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=120,
+                                 json={"dataframe_records": [{"audio": str(wav)}, {"audio": str(wav)}]})
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert len(predictions) == 2 and all(isinstance(p, str) for p in predictions)
+        assert predictions[0] == predictions[1]  # greedy decoding is deterministic
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
