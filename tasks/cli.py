@@ -129,8 +129,8 @@ def cmd_status(args: argparse.Namespace) -> Any:
     for column in ("at", "action", "alias", "version", "previous", "by", "note"):
         changes.add_column(column)
     for c in state["alias_changes"]:
-        changes.add_row(*(str(c[k] or "") for k in ("at", "action", "alias", "version", "previous", "by", "note")))
-    console = Console(stderr=True)
+        changes.add_row(*(str(c[k] or "")[:70] for k in ("at", "action", "alias", "version", "previous", "by", "note")))
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     console.print(table)
     console.print(changes)
     return state

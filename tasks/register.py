@@ -69,6 +69,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     | {"mlflow_run": run.info.run_id},
         )
         mlflow.log_text(card, "model_card.md")
+        mlflow.set_tag("mlflow.note.content", card)  # the run's description in the UI
         MlflowClient().update_model_version(name, number, description=card)
         if verdict["passed"]:
             registry.change_alias(name, registry.CHALLENGER, number, action="gate", by=GATE_ACTOR, note=verdict["reason"])

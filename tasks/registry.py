@@ -16,8 +16,9 @@ from pathlib import Path
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
 
 import tasks
 import zhasr
@@ -26,6 +27,8 @@ from tasks.serving import WhisperTranscriber
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# A column of wav paths in, one transcript per row out.
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "audio")]), outputs=Schema([ColSpec("string")]))
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "soundfile", "soxr", "opencc", "jiwer", "rich"]
 
 
@@ -45,6 +48,7 @@ def log_and_register(name: str, model_dir: Path, language: str, tags: dict[str, 
         code_paths=[str(Path(zhasr.__file__).parent), str(Path(tasks.__file__).parent)],
         pip_requirements=PIP_REQUIREMENTS,
         model_config={"language": language},
+        signature=SIGNATURE,
     )
     return mlflow.register_model(info.model_uri, name, tags=tags)
 

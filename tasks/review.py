@@ -60,7 +60,7 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
     lines = [
         f"# {name} v{version}",
         "",
-        f"Whisper fine-tuned for Mandarin call-center speech: {train.get('method', '?')} adapter "
+        f"Whisper fine-tuned for Mandarin call-center speech: {params['train.method']} adapter "
         f"(rank {params['train.rank']}, targets {params['train.targets']}, weight {params['train.adapter_weight']}) "
         f"on {train.get('start', '?')}, merged into a plain Hugging Face model.",
         "",
@@ -70,8 +70,10 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "",
         "## Training",
         "",
-        f"- {train.get('train_clips', '?')} clips, {train.get('steps', '?')} steps, "
-        f"best dev CER {_pct(train.get('best_dev_cer'))} at step {train.get('best_step', '?')}",
+        f"- {train.get('train_clips', '?')} clips, {train.get('steps', '?')} steps of batch {params['train.batch_size']}"
+        f", learning rate {params['train.learning_rate']}; dev CER "
+        + " → ".join(f"{_pct(cer)} (step {step})" for step, cer in train.get("dev_cer_history", []))
+        + f"; best at step {train.get('best_step', '?')}",
         "",
         f"## Evaluation against champion v{champion}",
         "",

@@ -106,6 +106,19 @@ def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
     assert not verdict.passed and verdict.reason.startswith("regression_set: CER")
 
 
+def test_gate_fails_a_candidate_that_is_better_overall_but_worse_on_telephone_calls(ctx):
+    set_rows = rows("test", 24)
+    slices = [slice_labels(r, 30.0) for r in set_rows]
+    candidate = SystemOutput([Transcript(corrupt(r["text_norm"], 2 if r["band"] == "telephone" else None), [], False,
+                                         False) for r in set_rows], 1.0)
+    summary, records = score_set(set_rows, slices, {"candidate": candidate, "champion": outputs(set_rows, 3)}, [])
+    verdict = decide({"test": summary}, records, ctx.params.gate)
+    outcome = {r.rule: r for r in verdict.rules}
+    assert outcome["cer_gain"].passed and outcome["regression_set"].passed  # no regression set: not judged
+    assert not outcome["slices"].passed and "band=telephone (12 clips)" in outcome["slices"].detail
+    assert not verdict.passed
+
+
 def test_worse_candidate_is_not_promoted_and_champion_untouched(prefect_server, ctx, tiny_model_dir, capsys):
     write_evaluation(ctx, tiny_model_dir, candidate_every=3, champion_every=10)
     result = promote()

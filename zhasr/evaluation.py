@@ -77,10 +77,13 @@ def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs:
     ]
     records = []
     for i, (row, labels) in enumerate(zip(rows, slices)):
-        record = {"id": row["id"], **labels, "duration_s": row["duration_s"], "reference": row["text_norm"],
-                  "reference_chars": edits["candidate"][i].reference_len}
+        # reading order of the review table: what was said, what each system heard, then the rest
+        record = {"id": row["id"], "reference": row["text_norm"]}
         for system in SYSTEMS:
-            record.update({system if key == "text" else f"{system}_{key}": values[i]
-                           for key, values in columns[system].items()})
+            record.update({system: columns[system]["text"][i], f"{system}_cer": columns[system]["cer"][i]})
+        record.update(labels, duration_s=row["duration_s"], reference_chars=edits["candidate"][i].reference_len)
+        for system in SYSTEMS:
+            record.update({f"{system}_{key}": values[i] for key, values in columns[system].items()
+                           if key not in ("text", "cer")})
         records.append(record)
     return summary, records
