@@ -34,7 +34,7 @@ class TinyWhisperOptions:
     d_model: int = 64
     layers: int = 2  # encoder and decoder each
     heads: int = 2
-    ffn_dim: int = 128
+    ffn_dim: int = 256  # 4 x d_model, as in every Whisper (whisper.cpp assumes it)
 
     def dims(self) -> WhisperDims:
         return WhisperDims(
