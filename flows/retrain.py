@@ -1,4 +1,4 @@
-"""The retraining flow: ingest -> validate -> train -> evaluate -> gate -> merge -> register -> approval.
+"""The retraining flow: ingest -> validate -> train -> evaluate -> gate -> merge -> export -> register -> approval.
 
 All stages log into one MLflow run; the flow run's state and each task's
 state are in Prefect. Run it with ``zhasr retrain`` or ``python -m flows.retrain``;
@@ -18,6 +18,7 @@ from flows.approval import await_approval
 from tasks import registry, tracking
 from tasks.context import StageContext
 from tasks.evaluate import evaluate_task
+from tasks.export import export_task
 from tasks.gate import gate_task
 from tasks.ingest import ingest_task
 from tasks.merge import merge_task
@@ -78,6 +79,8 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
         evaluation = evaluate_task(ctx)
         gate_task(ctx)
         merge_task(ctx)
+        if params.export.formats:
+            export_task(ctx)
         result = register_task(ctx)
     except BaseException:
         MlflowClient().set_terminated(run_id, "FAILED")

@@ -18,7 +18,7 @@ from zhasr.adapters import AdapterUnavailableError, check_method_available
 from zhasr.config import ConfigError, load_params
 from zhasr.project import apply_default_env, project_root
 
-STAGES = ("ingest", "validate", "train", "evaluate", "gate", "merge", "register")
+STAGES = ("ingest", "validate", "train", "evaluate", "gate", "merge", "export", "register")
 
 
 def _context(args: argparse.Namespace):
@@ -43,6 +43,8 @@ def cmd_stage(args: argparse.Namespace) -> Any:
     ctx = _context(args)
     if args.command == "train":
         return module.run(ctx, resume=args.resume)
+    if args.command == "export":
+        return module.run(ctx, formats=args.format or None)
     return module.run(ctx)
 
 
@@ -192,13 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
         "train": "train a LoRA/DoRA/QLoRA adapter on the train split (torchrun / accelerate launch for DDP)",
         "evaluate": "decode the test split and the regression set with candidate and champion; CER",
         "gate": "apply the promotion rules of params.gate to the evaluation",
-        "merge": "fold the adapter into the base weights",
+        "merge": "fold the adapter into the base weights; check its outputs against base + adapter",
+        "export": "write the merged model for whisper.cpp / faster-whisper, run and score each export",
         "register": "register the merged model with its model card; alias challenger if it passed the gate",
     }
     for stage in STAGES:
         p = add(stage, cmd_stage, stage_help[stage])
         if stage == "train":
             p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+        if stage == "export":
+            from zhasr.export.formats import EXPORT_FORMATS
+
+            p.add_argument("--format", action="append", choices=EXPORT_FORMATS,
+                           help="a format to export (repeatable; default: export.formats in params)")
     add("retrain", cmd_retrain, "run the retraining flow (Prefect)").add_argument(
         "--synth", action="store_true", help="first write the synthetic batch if it is missing")
     add("demo", cmd_demo, "synthesize the demo batch and run the retraining flow")

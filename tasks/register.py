@@ -49,6 +49,12 @@ def version_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[st
     }
     if "regression" in evaluation:
         tags["zhasr.cer_regression"] = f"{evaluation['regression']['candidate']['cer']:.6f}"
+    export_report, merge_report = ctx.report("export"), ctx.report("merge")
+    if export_report.is_file() and export_report.stat().st_mtime >= merge_report.stat().st_mtime:
+        for row in read_json(export_report, "export")["exports"]:
+            tags[f"zhasr.export.{row['format']}"] = (
+                f"{'fit' if row['fit'] else 'unfit'}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts, "
+                f"limit {100 * row['limit']:+.2f}), {row['size_mb']} MB, RTF {row['rtf_test']:.3f}")
     return tags
 
 

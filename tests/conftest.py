@@ -30,6 +30,7 @@ TEST_PARAMS = {
     "evaluate": {"max_new_tokens": 24},
     "register": {"model_name": "zhasr-test"},
     "approval": {"timeout_s": 0},
+    "export": {"formats": ["ggml-q8_0", "ct2-int8"]},
     "tracking": {"experiment": "zhasr-test"},
 }
 

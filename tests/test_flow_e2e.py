@@ -50,6 +50,13 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     for tag in ("zhasr.git_commit", "zhasr.params_hash", "zhasr.base_model", "zhasr.cer", "zhasr.gate.slices"):
         assert candidate.tags[tag], tag
     assert candidate.description.startswith("# zhasr-test v2")
+    exports = json.loads((project / "reports/export.json").read_text())["exports"]
+    assert [e["format"] for e in exports] == ["ggml-q8_0", "ct2-int8"]
+    for e in exports:
+        assert e["size_mb"] > 0 and 0 <= e["cer_test"] and e["rtf_test"] > 0 and isinstance(e["fit"], bool)
+        assert candidate.tags[f"zhasr.export.{e['format']}"].startswith("fit" if e["fit"] else "unfit")
+    merge = json.loads((project / "reports/merge.json").read_text())
+    assert merge["max_logit_diff"] < 1e-3
     dataset_md5 = candidate.tags["zhasr.dataset_md5"]
     assert len(dataset_md5) == 32 and run.data.tags["zhasr.dataset_md5"] == dataset_md5
     aliases = client.get_registered_model(name).aliases

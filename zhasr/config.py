@@ -144,6 +144,24 @@ class GateParams:
 
 
 @dataclass(frozen=True)
+class MergeParams:
+    dtype: Literal["float32", "float16"] = "float32"  # weights of the merged model folder
+    # largest allowed |logit| difference between base + adapter and the merged model on a test clip;
+    # float32 merges differ by ~1e-5, float16 ones by ~1e-2
+    tolerance: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    # written, run in their runtime and scored after each merge: ggml-f16, ggml-q8_0, ggml-q5_0,
+    # ggml-q4_0 (whisper.cpp), ct2-int8, ct2-float16 (CTranslate2 / faster-whisper)
+    formats: list[str] = field(default_factory=lambda: ["ggml-q5_0", "ct2-int8"])
+    max_cer_increase: float = 0.005  # an 8- or 16-bit export more than this above the merged model is unfit
+    low_bit_max_cer_increase: float = 0.02  # the same for 4- and 5-bit exports
+    threads: int = 2  # CPU threads of the runtimes (real-time factors are measured with these)
+
+
+@dataclass(frozen=True)
 class RegisterParams:
     model_name: str = "zhasr-whisper"  # registered model in the MLflow registry
 
@@ -181,6 +199,8 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     gate: GateParams = field(default_factory=GateParams)
+    merge: MergeParams = field(default_factory=MergeParams)
+    export: ExportParams = field(default_factory=ExportParams)
     register: RegisterParams = field(default_factory=RegisterParams)
     approval: ApprovalParams = field(default_factory=ApprovalParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
@@ -294,9 +314,18 @@ def _check_schedule(schedule: ScheduleParams) -> None:
         raise ConfigError(f"schedule.timezone: unknown timezone {schedule.timezone!r}") from exc
 
 
+def _check_export(export: ExportParams) -> None:
+    from zhasr.export.formats import EXPORT_FORMATS
+
+    for i, fmt in enumerate(export.formats):
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"export.formats[{i}]: unknown format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
+
+
 def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
     params = _build(Params, data or {}, "")
+    _check_export(params.export)
     _check_train(params.train)
     _check_gate(params.gate)
     _check_schedule(params.schedule)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 from peft import PeftModel
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
@@ -31,3 +32,20 @@ def merge_adapter(base_model_dir: Path, adapter_dir: Path, out_dir: Path, dtype:
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     return out_dir
+
+
+@torch.inference_mode()
+def merge_difference(base_model_dir: Path, adapter_dir: Path, merged_dir: Path, clip: np.ndarray) -> float:
+    """Largest absolute difference between the logits of base + adapter and of the merged model, on
+    ``clip`` (16 kHz, (n_samples,)) with the transcription prompt and 16 decoded tokens (float32 compute)."""
+    from zhasr.models import load_model
+
+    adapter_model, processor = load_model(base_model_dir, adapter_dir)
+    merged_model, _ = load_model(merged_dir)
+    merged_model = merged_model.float()
+    features = processor.feature_extractor(clip, sampling_rate=16000, return_tensors="pt").input_features
+    generated = adapter_model.generate(input_features=features, language="zh", task="transcribe",
+                                       max_new_tokens=16, do_sample=False, return_dict_in_generate=True).sequences
+    a = adapter_model(input_features=features, decoder_input_ids=generated).logits
+    m = merged_model(input_features=features, decoder_input_ids=generated).logits
+    return float((a - m).abs().max())

@@ -20,10 +20,12 @@ class WhisperCppError(RuntimeError):
 
 
 def transcribe_whispercpp(model_file: Path, wavs: list[Path], language: str = "zh", threads: int = 2,
-                          timeout_s: float = 3600) -> tuple[list[str], float]:
-    """(one text per wav in simplified Chinese, decoding seconds without the model load) via whisper.cpp."""
+                          max_tokens: int = 224, timeout_s: float = 3600) -> tuple[list[str], float]:
+    """(one text per wav in simplified Chinese, decoding seconds without the model load) via whisper.cpp,
+    greedy, at most ``max_tokens`` per segment."""
     read_ggml_header(model_file)
-    command = [sys.executable, "-m", __name__, str(model_file), language, str(threads), *map(str, wavs)]
+    command = [sys.executable, "-m", __name__, str(model_file), language, str(threads), str(max_tokens),
+               *map(str, wavs)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise WhisperCppError(f"{model_file}: whisper.cpp exited with status {done.returncode}: "
@@ -32,7 +34,7 @@ def transcribe_whispercpp(model_file: Path, wavs: list[Path], language: str = "z
     return result["texts"], result["seconds"]
 
 
-def _main(model_file: str, language: str, threads: str, *wavs: str) -> None:
+def _main(model_file: str, language: str, threads: str, max_tokens: str, *wavs: str) -> None:
     import time
 
     from pywhispercpp.model import Model
@@ -44,7 +46,7 @@ def _main(model_file: str, language: str, threads: str, *wavs: str) -> None:
     if not Path(model_file).is_file():
         raise SystemExit(f"{model_file}: not a file")
     model = Model(model_file, n_threads=int(threads), redirect_whispercpp_logs_to=None, print_progress=False,
-                  print_realtime=False, language=language, no_context=True, single_segment=False)
+                  print_realtime=False, language=language, no_context=True, max_tokens=int(max_tokens))
     texts, seconds = [], 0.0
     for wav in wavs:
         samples = load_16k(Path(wav))

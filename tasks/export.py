@@ -1,0 +1,68 @@
+"""Export stage: the merged candidate written in each format of params.export, run in that format's own
+runtime on the test split and the regression set, and judged against the merged model's CER."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import tracking
+from tasks.context import StageContext
+from zhasr.decode import real_time_factor
+from zhasr.export.formats import LOW_BIT, size_on_disk, transcribe_export, write_export
+from zhasr.manifest import atomic_write_json, read_json, read_jsonl
+from zhasr.metrics import character_error_rate
+from zhasr.progress import progress_bar
+
+
+def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
+                   reference_cer: dict[str, float]) -> list[dict[str, Any]]:
+    """One result row per format: size, CER and RTF per set, the rise over ``reference_cer`` and fitness."""
+    p = ctx.params.export
+    dataset = ctx.path("dataset")
+    manifest = read_jsonl(dataset / "manifest.jsonl")
+    sets = {name: [r for r in manifest if r["split"] == name] for name in reference_cer}
+    out_root = ctx.path("models") / "exports"
+    results = []
+    with progress_bar("export") as progress:
+        for done, fmt in enumerate(formats):
+            path = write_export(fmt, merged_dir, out_root)
+            row: dict[str, Any] = {"format": fmt, "path": str(path), "size_mb": round(size_on_disk(path) / 1e6, 1)}
+            for name, rows in sets.items():
+                texts, seconds = transcribe_export(fmt, path, [dataset / r["audio"] for r in rows],
+                                                   ctx.params.model.language, p.threads,
+                                                   ctx.params.evaluate.max_new_tokens)
+                cer = character_error_rate([r["text_norm"] for r in rows], texts).cer
+                row.update({f"cer_{name}": cer, f"cer_{name}_increase": cer - reference_cer[name],
+                            f"rtf_{name}": real_time_factor(seconds, sum(r["duration_s"] for r in rows))})
+            limit = p.low_bit_max_cer_increase if fmt in LOW_BIT else p.max_cer_increase
+            row.update(limit=limit, fit=row["cer_test_increase"] <= limit)
+            results.append(row)
+            progress(done + 1, len(formats))
+    return results
+
+
+def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
+    merged = read_json(ctx.report("merge"), "merge")
+    evaluation = read_json(ctx.report("evaluate"), "evaluate")
+    # The merged model equals base + adapter within merge.tolerance, so the candidate's CER is its CER.
+    reference = {name: evaluation[name]["candidate"]["cer"] for name in ("test", "regression") if name in evaluation}
+    with tracking.stage_run(ctx, "export"):
+        results = export_formats(ctx, formats or ctx.params.export.formats, Path(merged["merged_dir"]), reference)
+        for row in results:
+            key = row["format"].replace("-", "_")
+            mlflow.log_metrics({f"export_{key}_{m}": row[m] for m in row
+                                if m.startswith(("cer_", "rtf_")) or m == "size_mb"})
+            mlflow.set_tag(f"zhasr.export.{row['format']}", "fit" if row["fit"] else "unfit")
+        mlflow.log_table(pd.DataFrame(results), artifact_file="export/exports.json")
+        summary = {"reference_cer": reference, "exports": results}
+        atomic_write_json(ctx.report("export"), summary)
+    return summary
+
+
+export_task = task(run, name="export", cache_policy=NO_CACHE)

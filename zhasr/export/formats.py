@@ -1,0 +1,57 @@
+"""The export formats by name: how each is written and how its runtime transcribes.
+
+    ggml-<f16|q8_0|q5_0|q4_0>   whisper.cpp (pywhispercpp), one .bin file
+    ct2-<int8|float16>           CTranslate2 / faster-whisper, a folder
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXPORT_FORMATS = ("ggml-f16", "ggml-q8_0", "ggml-q5_0", "ggml-q4_0", "ct2-int8", "ct2-float16")
+LOW_BIT = frozenset({"ggml-q5_0", "ggml-q4_0"})  # judged against the looser CER limit
+
+
+def _split(fmt: str) -> tuple[str, str]:
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    runtime, variant = fmt.split("-", 1)
+    return runtime, variant
+
+
+def export_path(fmt: str, out_root: Path) -> Path:
+    runtime, variant = _split(fmt)
+    return Path(out_root) / (f"ggml-model-{variant}.bin" if runtime == "ggml" else f"ct2-{variant}")
+
+
+def write_export(fmt: str, model_dir: Path, out_root: Path) -> Path:
+    """Write ``model_dir`` (a merged Hugging Face Whisper) as ``fmt`` under ``out_root``; returns its path."""
+    runtime, variant = _split(fmt)
+    if runtime == "ggml":
+        from zhasr.export.ggml import write_ggml
+
+        return write_ggml(model_dir, export_path(fmt, out_root), variant)
+    from zhasr.export.ct2 import write_ct2
+
+    return write_ct2(model_dir, export_path(fmt, out_root), variant)
+
+
+def transcribe_export(fmt: str, path: Path, wavs: list[Path], language: str, threads: int,
+                      max_tokens: int = 224) -> tuple[list[str], float]:
+    """(one text per wav, decoding seconds) with the format's own runtime, greedy."""
+    runtime, _ = _split(fmt)
+    if runtime == "ggml":
+        from zhasr.export.whispercpp import transcribe_whispercpp
+
+        return transcribe_whispercpp(path, wavs, language=language, threads=threads, max_tokens=max_tokens)
+    from zhasr.audio import load_16k
+    from zhasr.export.ct2 import transcribe_ct2
+
+    return transcribe_ct2(path, [load_16k(w) for w in wavs], language=language, threads=threads,
+                          max_tokens=max_tokens)
+
+
+def size_on_disk(path: Path) -> int:
+    """Bytes of a file, or of every file in a folder."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
