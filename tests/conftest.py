@@ -49,6 +49,17 @@ def tiny_model_dir(shared_models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def base_dir(tmp_path_factory) -> Path:
+    """The real whisper-base, imported from the PyPI packages (slow tests only)."""
+    from zhasr.model_import import ensure_packaged_base_model
+
+    return ensure_packaged_base_model(tmp_path_factory.mktemp("base") / "whisper-base")
+
+
+REAL_ZH = REPO.parent / "shared" / "data" / "real-zh"
+
+
+@pytest.fixture(scope="session")
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 

@@ -18,7 +18,6 @@ from zhasr.model_import import (
     Ct2FormatError,
     build_tokenizer,
     check_vocabulary,
-    ensure_packaged_base_model,
     hf_state_dict_from_ct2,
     import_ct2_model,
     packaged_model_files,
@@ -153,11 +152,6 @@ def test_packaged_tokenizer_matches_ct2_vocabulary():
 # ---------------------------------------------------------------------------
 # The real whisper-base (145 MB fp16)
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory) -> Path:
-    return ensure_packaged_base_model(tmp_path_factory.mktemp("base") / "whisper-base")
 
 
 def _load_16k(path: Path) -> np.ndarray:
