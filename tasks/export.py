@@ -41,7 +41,7 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
                 row.update({f"cer_{name}": cer, f"cer_{name}_increase": cer - reference_cer[name],
                             f"rtf_{name}": real_time_factor(seconds, sum(r["duration_s"] for r in rows))})
             limit = p.low_bit_max_cer_increase if fmt in LOW_BIT else p.max_cer_increase
-            row.update(limit=limit, fit=row["cer_test_increase"] <= limit)
+            row.update(limit=limit, fit=all(row[f"cer_{name}_increase"] <= limit for name in sets))
             results.append(row)
             progress(done + 1, len(formats))
     return results
