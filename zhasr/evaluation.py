@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from zhasr.decode import Transcript, real_time_factor
-from zhasr.metrics import character_error_rate, hotword_recall, is_hallucination, mixed_error_rate
+from zhasr.metrics import (
+    UtteranceEdits,
+    character_error_rate,
+    hotword_recall,
+    is_hallucination,
+    mixed_error_rate,
+)
 from zhasr.slices import SLICE_KINDS, slice_error_rates
 
 SYSTEMS = ("candidate", "champion")
@@ -23,8 +29,8 @@ class SystemOutput:
 
 
 def system_metrics(references: list[str], output: SystemOutput, audio_seconds: float,
-                   hotwords: list[str]) -> tuple[dict[str, Any], dict[str, list]]:
-    """Corpus metrics of one system, and its per-clip columns (text, CER, edit counts, flags)."""
+                   hotwords: list[str]) -> tuple[dict[str, Any], dict[str, list], list[UtteranceEdits]]:
+    """Corpus metrics of one system, its per-clip columns (text, CER, errors, flags) and per-clip edits."""
     hypotheses = [t.text for t in output.transcripts]
     cer = character_error_rate(references, hypotheses)
     mer = mixed_error_rate(references, hypotheses)
@@ -48,9 +54,8 @@ def system_metrics(references: list[str], output: SystemOutput, audio_seconds: f
     columns = {
         "text": hypotheses, "cer": cer.per_utterance, "errors": [u.errors for u in cer.utterances],
         "looped": [t.looped for t in output.transcripts], "hallucinated": hallucinated,
-        "_edits": cer.utterances,
     }
-    return metrics, columns
+    return metrics, columns, cer.utterances
 
 
 def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs: dict[str, SystemOutput],
@@ -66,8 +71,8 @@ def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs:
     summary: dict[str, Any] = {"clips": len(rows), "hours": audio_seconds / 3600}
     columns, edits, per_slice = {}, {}, {}
     for system in SYSTEMS:
-        summary[system], columns[system] = system_metrics(references, outputs[system], audio_seconds, hotwords)
-        edits[system] = columns[system].pop("_edits")
+        summary[system], columns[system], edits[system] = system_metrics(references, outputs[system],
+                                                                         audio_seconds, hotwords)
         per_slice[system] = slice_error_rates(slices, edits[system])
     summary["slices"] = [
         {"kind": kind, "value": value, "clips": clips,
