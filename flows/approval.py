@@ -56,3 +56,12 @@ def await_approval(ctx: StageContext, version: str, model_card: str) -> dict[str
                 decision.comment)
     return {"decision": "approved" if decision.approve else "rejected", "by": decision.reviewer,
             "note": decision.comment, "champion": str(champion.version) if champion else None}
+
+
+def after_register(ctx: StageContext, registered: dict[str, Any]) -> dict[str, Any]:
+    """The register stage's summary (model card left out) with ``approval``: the reviewer's decision when a
+    challenger was registered and ``approval.timeout_s`` > 0, else None."""
+    approval = None
+    if registered["passed"] and ctx.params.approval.timeout_s > 0:
+        approval = await_approval(ctx, registered["version"], registered["model_card"])
+    return {**{k: v for k, v in registered.items() if k != "model_card"}, "approval": approval}

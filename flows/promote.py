@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.approval import await_approval
+from flows.approval import after_register
 from tasks.context import StageContext
 from tasks.gate import gate_task
 from tasks.register import register_task
@@ -26,8 +26,4 @@ def promote(params_path: str | None = None, overrides: list[str] | None = None) 
     apply_default_env(root, params.model.base)
     ctx = StageContext(root, params)
     gate_task(ctx)
-    result = register_task(ctx)
-    approval = None
-    if result["passed"] and params.approval.timeout_s > 0:
-        approval = await_approval(ctx, result["version"], result["model_card"])
-    return {**{k: v for k, v in result.items() if k != "model_card"}, "approval": approval}
+    return after_register(ctx, register_task(ctx))

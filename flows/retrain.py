@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.approval import await_approval
+from flows.approval import after_register
 from tasks import registry, tracking
 from tasks.context import StageContext
 from tasks.evaluate import evaluate_task
@@ -88,11 +88,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
     MlflowClient().set_terminated(run_id, "FINISHED")
     logger.info("candidate CER %.4f, champion v%s CER %.4f: %s", evaluation["test"]["candidate"]["cer"],
                 evaluation["champion_version"], evaluation["test"]["champion"]["cer"], result["reason"])
-    approval = None
-    if result["passed"] and params.approval.timeout_s > 0:
-        approval = await_approval(ctx, result["version"], result["model_card"])
-    return {**{k: v for k, v in result.items() if k != "model_card"}, "trained": True, "approval": approval,
-            "mlflow_run_id": run_id}
+    return {**after_register(ctx, result), "trained": True, "mlflow_run_id": run_id}
 
 
 if __name__ == "__main__":

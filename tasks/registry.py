@@ -80,7 +80,7 @@ def change_alias(name: str, alias: str, version: str, *, action: str, by: str, n
     else:
         client.set_registered_model_alias(name, alias, version)
     change = AliasChange(action, alias, version, previous, by, note,
-                         datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                         datetime.now(timezone.utc).isoformat(timespec="microseconds"))
     for key, value in (("by", by), ("at", change.at), ("note", note), ("action", action)):
         client.set_model_version_tag(name, version, f"zhasr.{alias}.{key}", value)
     experiment = mlflow.get_experiment_by_name(alias_log_experiment(name))
@@ -96,10 +96,11 @@ def alias_history(name: str) -> list[AliasChange]:
     experiment = mlflow.get_experiment_by_name(alias_log_experiment(name))
     if experiment is None:
         return []
-    runs = MlflowClient().search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"],
-                                      max_results=10000)
+    runs = MlflowClient().search_runs([experiment.experiment_id], max_results=10000)
     fields = [f.name for f in dataclasses.fields(AliasChange)]
-    return [AliasChange(**{f: r.data.tags.get(f"zhasr.{f}") for f in fields}) for r in runs]
+    changes = [AliasChange(**{f: r.data.tags.get(f"zhasr.{f}") for f in fields}) for r in runs]
+    # Run start times have millisecond resolution; two changes of one decision can share one.
+    return sorted(changes, key=lambda c: c.at)
 
 
 def whisper_dir(version: ModelVersion) -> Path:

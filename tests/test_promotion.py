@@ -257,3 +257,18 @@ def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, pro
     assert result["trained"] is False and "no new validated batch" in result["reason"]
     assert (project / "data/quarantine/b2/rejected.jsonl").read_text().count("\n") == 2
     assert not (project / "runs").exists()  # no training started
+
+
+def test_register_retries_only_transient_failures():
+    from prefect.states import Failed
+
+    from tasks.tracking import is_transient_failure
+
+    def retried(exc: BaseException) -> bool:
+        return is_transient_failure(None, None, Failed(data=exc))
+
+    assert retried(ConnectionError("Connection refused"))
+    assert retried(RuntimeError("(sqlite3.OperationalError) database is locked"))
+    assert retried(RuntimeError("API request failed: Max retries exceeded with url: /api/2.0/mlflow/..."))
+    assert not retried(KeyError("zhasr.gate"))
+    assert not retried(ValueError("reports/gate.json: not found"))
