@@ -4,6 +4,7 @@
 
 Uses the project's ingested test split and regression set (run the demo first). The merged model
 decodes with transformers (zhasr.decode, batch 8); exports decode clip by clip in their runtimes.
+gptq-4bit calibrates on --calibration-clips train clips.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from zhasr.audio import load_16k
 from zhasr.decode import DecodeOptions, transcribe
+from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, transcribe_export, write_export
 from zhasr.manifest import read_jsonl
 from zhasr.metrics import character_error_rate
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--out", default="models/exports-bench")
     parser.add_argument("--formats", nargs="*", default=list(EXPORT_FORMATS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calibration-clips", type=int, default=32)
     args = parser.parse_args()
     dataset, model_dir = Path(args.dataset), Path(args.model)
     manifest = read_jsonl(dataset / "manifest.jsonl")
@@ -36,6 +39,7 @@ def main() -> None:
     def score(texts: list[str], name: str) -> float:
         return character_error_rate([r["text_norm"] for r in sets[name]], texts).cer
 
+    calibration = calibration_clips(manifest, dataset, args.calibration_clips) if "gptq-4bit" in args.formats else []
     rows = []
     model, processor = load_model(model_dir)
     line = {"format": "merged fp32 (transformers)", "size_mb": size_on_disk(model_dir / "model.safetensors") / 1e6}
@@ -48,7 +52,7 @@ def main() -> None:
     del model
     for fmt in args.formats:
         start = time.perf_counter()
-        path = write_export(fmt, model_dir, Path(args.out))
+        path = write_export(fmt, model_dir, Path(args.out), calibration)
         line = {"format": fmt, "size_mb": size_on_disk(path) / 1e6, "write_s": time.perf_counter() - start}
         for name, set_rows in sets.items():
             texts, seconds = transcribe_export(fmt, path, [dataset / r["audio"] for r in set_rows], "zh", args.threads)

@@ -13,8 +13,10 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import tracking
 from tasks.context import StageContext
-from zhasr.decode import real_time_factor
+from zhasr.decode import Stopwatch, real_time_factor
+from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import LOW_BIT, size_on_disk, transcribe_export, write_export
+from zhasr.export.gptq import GptqOptions
 from zhasr.manifest import atomic_write_json, read_json, read_jsonl
 from zhasr.metrics import character_error_rate
 from zhasr.progress import progress_bar
@@ -28,11 +30,15 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
     manifest = read_jsonl(dataset / "manifest.jsonl")
     sets = {name: [r for r in manifest if r["split"] == name] for name in reference_cer}
     out_root = ctx.path("models") / "exports"
+    calibration = calibration_clips(manifest, dataset, p.gptq_calibration_clips) if "gptq-4bit" in formats else []
+    gptq = GptqOptions(group_size=p.gptq_group_size)
     results = []
     with progress_bar("export") as progress:
         for done, fmt in enumerate(formats):
-            path = write_export(fmt, merged_dir, out_root)
-            row: dict[str, Any] = {"format": fmt, "path": str(path), "size_mb": round(size_on_disk(path) / 1e6, 1)}
+            with Stopwatch() as writing:
+                path = write_export(fmt, merged_dir, out_root, calibration, ctx.params.model.language, gptq)
+            row: dict[str, Any] = {"format": fmt, "path": str(path), "size_mb": round(size_on_disk(path) / 1e6, 1),
+                                   "write_s": round(writing.seconds, 1)}
             for name, rows in sets.items():
                 texts, seconds = transcribe_export(fmt, path, [dataset / r["audio"] for r in rows],
                                                    ctx.params.model.language, p.threads,
@@ -57,7 +63,7 @@ def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
         for row in results:
             key = row["format"].replace("-", "_")
             mlflow.log_metrics({f"export_{key}_{m}": row[m] for m in row
-                                if m.startswith(("cer_", "rtf_")) or m == "size_mb"})
+                                if m.startswith(("cer_", "rtf_")) or m in ("size_mb", "write_s")})
             mlflow.set_tag(f"zhasr.export.{row['format']}", "fit" if row["fit"] else "unfit")
         mlflow.log_table(pd.DataFrame(results), artifact_file="export/exports.json")
         summary = {"reference_cer": reference, "exports": results}

@@ -1,16 +1,25 @@
 """Exports on the tiny model: each format is written, loaded by its own runtime and transcribes;
-a corrupt or cut ggml file is rejected before whisper.cpp sees it."""
+a corrupt or cut ggml file is rejected before whisper.cpp sees it; a GPTQ checkpoint loads back
+the weights it was quantized to."""
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
+import torch
 from conftest import write_tone
+from torch import nn
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+from zhasr.audio import load_16k
 from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, transcribe_export, write_export
 from zhasr.export.ggml import GgmlFormatError, read_ggml_header, write_ggml
+from zhasr.export.gptq import GptqOptions, calibration_examples, load_gptq, quantize_whisper, write_gptq
 from zhasr.export.whispercpp import transcribe_whispercpp
+
+TINY_GPTQ = GptqOptions(group_size=64)  # the tiny model's layers are 64 and 256 wide
 
 
 @pytest.fixture(scope="module")
@@ -18,17 +27,74 @@ def wav(tmp_path_factory):
     return write_tone(tmp_path_factory.mktemp("audio") / "call.wav", 1.5, rate=8000)
 
 
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calibration")
+    return [(load_16k(write_tone(folder / f"{i}.wav", 1.0 + i / 2, freq=180.0 + 40 * i)), text)
+            for i, text in enumerate(["您好请问有什么可以帮您", "我的订单还没有到", "好的谢谢再见"])]
+
+
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
-def test_each_format_is_written_loaded_and_transcribes(fmt, tiny_model_dir, wav, tmp_path):
-    path = write_export(fmt, tiny_model_dir, tmp_path)
+def test_each_format_is_written_loaded_and_transcribes(fmt, tiny_model_dir, wav, calibration, tmp_path):
+    path = write_export(fmt, tiny_model_dir, tmp_path, calibration, "zh", TINY_GPTQ)
     texts, seconds = transcribe_export(fmt, path, [wav, wav], "zh", threads=2, max_tokens=8)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts) and seconds > 0
     assert texts[0] == texts[1]  # greedy: the same clip gives the same text
     if fmt.startswith("ggml"):
         info = read_ggml_header(path)
         assert info.tensors == 7 + 15 * 2 + 4 + 24 * 2 and info.hparams["n_vocab"] == 51865
-    else:
+    elif fmt.startswith("ct2"):
         assert {"model.bin", "tokenizer.json", "vocabulary.json"} <= {p.name for p in path.iterdir()}
+    else:
+        assert {"model.safetensors", "quantize_config.json", "tokenizer.json", "processor_config.json"} <= {
+            p.name for p in path.iterdir()}
+
+
+def _logits(model, example) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_features=example.input_features, decoder_input_ids=example.decoder_input_ids).logits
+
+
+def test_gptq_quantizes_both_stacks_and_loads_back_what_it_quantized(tiny_model_dir, calibration, tmp_path):
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    examples = calibration_examples(WhisperProcessor.from_pretrained(tiny_model_dir), calibration, "zh")
+    full = _logits(model, examples[0])
+    packed = quantize_whisper(model, examples, TINY_GPTQ)  # weights now hold their 4-bit values
+    quantized = _logits(model, examples[0])
+    # 2 encoder layers x 6 linears (q, k, v, out, fc1, fc2) + 2 decoder layers x 10 (with cross-attention)
+    assert len(packed) == 32 and {name.split(".")[1] for name in packed} == {"encoder", "decoder"}
+
+    path = write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", TINY_GPTQ)
+    config = json.loads((path / "quantize_config.json").read_text())
+    assert config["bits"] == 4 and config["format"] == "gptq" and config["block_name_to_quantize"] == "model"
+    loaded, _ = load_gptq(path)
+    kernels = {name for name, m in loaded.named_modules() if name.startswith("model.") and hasattr(m, "qweight")}
+    assert kernels == set(packed) and type(loaded.proj_out) is nn.Linear
+    quantization_error = (full - quantized).abs().max()
+    assert quantization_error > 0
+    # What loads back is the quantized model, not the full-precision one and not a mis-packed one.
+    assert (_logits(loaded, examples[0]) - quantized).abs().max() < quantization_error / 2
+
+
+def test_gptq_refuses_a_group_size_that_does_not_divide_the_layers(tiny_model_dir, calibration, tmp_path):
+    with pytest.raises(ValueError, match=r"group_size 128 must divide .*\[64, 256\]"):
+        write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", GptqOptions(group_size=128))
+    with pytest.raises(ValueError, match="calibration clips"):
+        write_gptq(tiny_model_dir, tmp_path / "gptq", [], "zh", TINY_GPTQ)
+    assert not (tmp_path / "gptq").exists()
+    with pytest.raises(FileNotFoundError, match="quantize_config.json"):
+        load_gptq(tiny_model_dir)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPTQ on GPU: no CUDA device")
+def test_gptq_quantizes_and_transcribes_on_gpu(tiny_model_dir, calibration, wav, tmp_path):
+    path = write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", TINY_GPTQ, device="cuda")
+    assert json.loads((path / "gptq_calibration.json").read_text())["device"] == "cuda"
+    from zhasr.export.gptq import transcribe_gptq
+
+    texts, _ = transcribe_gptq(path, [load_16k(wav)] * 2, max_tokens=8, device="cuda")
+    cpu_texts, _ = transcribe_gptq(path, [load_16k(wav)] * 2, max_tokens=8)
+    assert texts[0] == texts[1] and len(cpu_texts) == 2
 
 
 def test_quantized_ggml_files_are_smaller(tiny_model_dir, tmp_path):

@@ -154,11 +154,13 @@ class MergeParams:
 @dataclass(frozen=True)
 class ExportParams:
     # written, run in their runtime and scored after each merge: ggml-f16, ggml-q8_0, ggml-q5_0,
-    # ggml-q4_0 (whisper.cpp), ct2-int8, ct2-float16 (CTranslate2 / faster-whisper)
+    # ggml-q4_0 (whisper.cpp), ct2-int8, ct2-float16 (CTranslate2 / faster-whisper), gptq-4bit
     formats: list[str] = field(default_factory=lambda: ["ggml-q8_0", "ct2-int8"])
     max_cer_increase: float = 0.005  # an 8- or 16-bit export more than this above the merged model is unfit
     low_bit_max_cer_increase: float = 0.02  # the same for 4- and 5-bit exports
     threads: int = 2  # CPU threads of the runtimes (real-time factors are measured with these)
+    gptq_calibration_clips: int = 32  # train-split clips, with their texts, that GPTQ calibrates on
+    gptq_group_size: int = 128  # input columns per scale; must divide d_model and the FFN width, or -1
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,11 @@ def _check_export(export: ExportParams) -> None:
     for i, fmt in enumerate(export.formats):
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"export.formats[{i}]: unknown format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
+    if export.gptq_calibration_clips < 1:
+        raise ConfigError(f"export.gptq_calibration_clips: must be at least 1, got {export.gptq_calibration_clips}")
+    if export.gptq_group_size != -1 and export.gptq_group_size < 1:
+        raise ConfigError(f"export.gptq_group_size: a positive divisor of the layer widths or -1, "
+                          f"got {export.gptq_group_size}")
 
 
 def params_from_dict(data: dict[str, Any]) -> Params:

@@ -2,14 +2,23 @@
 
     ggml-<f16|q8_0|q5_0|q4_0>   whisper.cpp (pywhispercpp), one .bin file
     ct2-<int8|float16>           CTranslate2 / faster-whisper, a folder
+    gptq-4bit                    GPTQ (optimum / gptqmodel kernels, CPU or GPU), a folder; needs
+                                 calibration clips with their reference texts
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-EXPORT_FORMATS = ("ggml-f16", "ggml-q8_0", "ggml-q5_0", "ggml-q4_0", "ct2-int8", "ct2-float16")
-LOW_BIT = frozenset({"ggml-q5_0", "ggml-q4_0"})  # judged against the looser CER limit
+if TYPE_CHECKING:
+    import numpy as np
+
+    from zhasr.export.gptq import GptqOptions
+
+EXPORT_FORMATS = ("ggml-f16", "ggml-q8_0", "ggml-q5_0", "ggml-q4_0", "ct2-int8", "ct2-float16", "gptq-4bit")
+LOW_BIT = frozenset({"ggml-q5_0", "ggml-q4_0", "gptq-4bit"})  # judged against the looser CER limit
 
 
 def _split(fmt: str) -> tuple[str, str]:
@@ -21,19 +30,28 @@ def _split(fmt: str) -> tuple[str, str]:
 
 def export_path(fmt: str, out_root: Path) -> Path:
     runtime, variant = _split(fmt)
-    return Path(out_root) / (f"ggml-model-{variant}.bin" if runtime == "ggml" else f"ct2-{variant}")
+    return Path(out_root) / (f"ggml-model-{variant}.bin" if runtime == "ggml" else fmt)
 
 
-def write_export(fmt: str, model_dir: Path, out_root: Path) -> Path:
-    """Write ``model_dir`` (a merged Hugging Face Whisper) as ``fmt`` under ``out_root``; returns its path."""
+def write_export(fmt: str, model_dir: Path, out_root: Path, calibration: Sequence[tuple[np.ndarray, str]] = (),
+                 language: str = "zh", gptq: GptqOptions | None = None) -> Path:
+    """Write ``model_dir`` (a merged Hugging Face Whisper) as ``fmt`` under ``out_root``; returns its path.
+
+    ``calibration`` ((16 kHz audio, reference text) pairs) and ``gptq`` are used by gptq-4bit only.
+    """
     runtime, variant = _split(fmt)
+    path = export_path(fmt, out_root)
     if runtime == "ggml":
         from zhasr.export.ggml import write_ggml
 
-        return write_ggml(model_dir, export_path(fmt, out_root), variant)
+        return write_ggml(model_dir, path, variant)
+    if runtime == "gptq":
+        from zhasr.export.gptq import GptqOptions, write_gptq
+
+        return write_gptq(model_dir, path, list(calibration), language, gptq or GptqOptions())
     from zhasr.export.ct2 import write_ct2
 
-    return write_ct2(model_dir, export_path(fmt, out_root), variant)
+    return write_ct2(model_dir, path, variant)
 
 
 def transcribe_export(fmt: str, path: Path, wavs: list[Path], language: str, threads: int,
@@ -45,10 +63,15 @@ def transcribe_export(fmt: str, path: Path, wavs: list[Path], language: str, thr
 
         return transcribe_whispercpp(path, wavs, language=language, threads=threads, max_tokens=max_tokens)
     from zhasr.audio import load_16k
+
+    clips = [load_16k(w) for w in wavs]
+    if runtime == "gptq":
+        from zhasr.export.gptq import transcribe_gptq
+
+        return transcribe_gptq(path, clips, language=language, threads=threads, max_tokens=max_tokens)
     from zhasr.export.ct2 import transcribe_ct2
 
-    return transcribe_ct2(path, [load_16k(w) for w in wavs], language=language, threads=threads,
-                          max_tokens=max_tokens)
+    return transcribe_ct2(path, clips, language=language, threads=threads, max_tokens=max_tokens)
 
 
 def size_on_disk(path: Path) -> int:
