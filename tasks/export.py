@@ -53,18 +53,29 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
     return results
 
 
+def log_export(path: Path, fmt: str, run_id: str) -> str:
+    """Log an export file or folder under ``exports/<fmt>/`` of the active run; returns its ``runs:/`` URI."""
+    if path.is_file():
+        mlflow.log_artifact(str(path), f"exports/{fmt}")
+    else:
+        mlflow.log_artifacts(str(path), f"exports/{fmt}")
+    return f"runs:/{run_id}/exports/{fmt}"
+
+
 def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
     merged = read_json(ctx.report("merge"), "merge")
     evaluation = read_json(ctx.report("evaluate"), "evaluate")
     # The merged model equals base + adapter within merge.tolerance, so the candidate's CER is its CER.
     reference = {name: evaluation[name]["candidate"]["cer"] for name in ("test", "regression") if name in evaluation}
-    with tracking.stage_run(ctx, "export"):
+    with tracking.stage_run(ctx, "export") as mlflow_run:
         results = export_formats(ctx, formats or ctx.params.export.formats, Path(merged["merged_dir"]), reference)
         for row in results:
             key = row["format"].replace("-", "_")
             mlflow.log_metrics({f"export_{key}_{m}": row[m] for m in row
                                 if m.startswith(("cer_", "rtf_")) or m in ("size_mb", "write_s")})
             mlflow.set_tag(f"zhasr.export.{row['format']}", "fit" if row["fit"] else "unfit")
+            if row["fit"]:  # kept with the run (and so with its model version); models/exports/ is overwritten
+                row["artifact"] = log_export(Path(row["path"]), row["format"], mlflow_run.info.run_id)
         mlflow.log_table(pd.DataFrame(results), artifact_file="export/exports.json")
         summary = {"reference_cer": reference, "exports": results}
         atomic_write_json(ctx.report("export"), summary)

@@ -54,7 +54,8 @@ def version_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[st
         for row in read_json(export_report, "export")["exports"]:
             tags[f"zhasr.export.{row['format']}"] = (
                 f"{'fit' if row['fit'] else 'unfit'}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts, "
-                f"limit {100 * row['limit']:+.2f}), {row['size_mb']} MB, RTF {row['rtf_test']:.3f}")
+                f"limit {100 * row['limit']:+.2f}), {row['size_mb']} MB, RTF {row['rtf_test']:.3f}"
+                + (f", {row['artifact']}" if "artifact" in row else ""))
     return tags
 
 

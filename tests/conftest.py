@@ -30,7 +30,9 @@ TEST_PARAMS = {
     "evaluate": {"max_new_tokens": 24},
     "register": {"model_name": "zhasr-test"},
     "approval": {"timeout_s": 0},
-    "export": {"formats": ["ggml-q8_0", "ct2-int8"]},
+    # Limits no tiny export can break, so every export is fit and logged with the run.
+    "export": {"formats": ["ggml-q8_0", "ct2-int8", "gptq-4bit"], "gptq_group_size": 64, "gptq_calibration_clips": 4,
+               "max_cer_increase": 10.0, "low_bit_max_cer_increase": 10.0},
     "tracking": {"experiment": "zhasr-test"},
 }
 

@@ -51,10 +51,14 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
         assert candidate.tags[tag], tag
     assert candidate.description.startswith("# zhasr-test v2")
     exports = json.loads((project / "reports/export.json").read_text())["exports"]
-    assert [e["format"] for e in exports] == ["ggml-q8_0", "ct2-int8"]
+    assert [e["format"] for e in exports] == ["ggml-q8_0", "ct2-int8", "gptq-4bit"]
     for e in exports:
-        assert e["size_mb"] > 0 and 0 <= e["cer_test"] and e["rtf_test"] > 0 and isinstance(e["fit"], bool)
-        assert candidate.tags[f"zhasr.export.{e['format']}"].startswith("fit" if e["fit"] else "unfit")
+        assert e["size_mb"] > 0 and 0 <= e["cer_test"] and e["rtf_test"] > 0 and e["fit"]
+        tag = candidate.tags[f"zhasr.export.{e['format']}"]
+        assert tag.startswith("fit") and tag.endswith(f"runs:/{run.info.run_id}/exports/{e['format']}")
+        assert client.list_artifacts(run.info.run_id, f"exports/{e['format']}"), e["format"]
+    calibration = json.loads((project / "models/exports/gptq-4bit/gptq_calibration.json").read_text())
+    assert calibration["clips"] == 4 and calibration["layers"] == 32
     merge = json.loads((project / "reports/merge.json").read_text())
     assert merge["max_logit_diff"] < 1e-3
     dataset_md5 = candidate.tags["zhasr.dataset_md5"]
