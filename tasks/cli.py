@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate": "decode the test split and the regression set with candidate and champion; CER",
         "gate": "apply the promotion rules of params.gate to the evaluation",
         "merge": "fold the adapter into the base weights; check its outputs against base + adapter",
-        "export": "write the merged model for whisper.cpp / faster-whisper, run and score each export",
+        "export": "write the merged model for whisper.cpp, faster-whisper and GPTQ, run and score each export",
         "register": "register the merged model with its model card; alias challenger if it passed the gate",
     }
     for stage in STAGES:

@@ -13,6 +13,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import tracking
 from tasks.context import StageContext
+from tasks.evaluate import utterances_path
+from zhasr.bootstrap import paired_bootstrap_gain
 from zhasr.decode import Stopwatch, real_time_factor
 from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import LOW_BIT, size_on_disk, transcribe_export, write_export
@@ -22,13 +24,32 @@ from zhasr.metrics import character_error_rate
 from zhasr.progress import progress_bar
 
 
+def rise_interval(ctx: StageContext, merged: list[dict[str, Any]], texts: list[str]) -> tuple[float, float]:
+    """Paired bootstrap interval (``gate.confidence``) of an export's CER rise over the merged model.
+
+    ``merged``: the evaluation's per-clip records of the set (``reference``, ``candidate_errors``), in order.
+    """
+    edits = character_error_rate([r["reference"] for r in merged], texts).utterances
+    # The "gain" of the merged model over the export is the export's rise.
+    rise = paired_bootstrap_gain([r["candidate_errors"] for r in merged], [e.errors for e in edits],
+                                 [e.reference_len for e in edits], samples=ctx.params.gate.bootstrap_samples,
+                                 confidence=ctx.params.gate.confidence)
+    return rise.low, rise.high
+
+
 def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
                    reference_cer: dict[str, float]) -> list[dict[str, Any]]:
-    """One result row per format: size, CER and RTF per set, the rise over ``reference_cer`` and fitness."""
+    """One result row per format: size, CER and RTF per set, the rise over ``reference_cer`` with its
+    interval, and fitness."""
     p = ctx.params.export
     dataset = ctx.path("dataset")
     manifest = read_jsonl(dataset / "manifest.jsonl")
     sets = {name: [r for r in manifest if r["split"] == name] for name in reference_cer}
+    merged_records = {name: read_jsonl(utterances_path(ctx, name)) for name in sets}
+    for name, rows in sets.items():
+        if [r["id"] for r in merged_records[name]] != [r["id"] for r in rows]:
+            raise ValueError(f"{utterances_path(ctx, name)}: its clips differ from the {name} split of "
+                             f"{dataset / 'manifest.jsonl'}; run evaluate again")
     out_root = ctx.path("models") / "exports"
     calibration = calibration_clips(manifest, dataset, p.gptq_calibration_clips) if "gptq-4bit" in formats else []
     gptq = GptqOptions(group_size=p.gptq_group_size)
@@ -44,7 +65,9 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
                                                    ctx.params.model.language, p.threads,
                                                    ctx.params.evaluate.max_new_tokens)
                 cer = character_error_rate([r["text_norm"] for r in rows], texts).cer
+                low, high = rise_interval(ctx, merged_records[name], texts)
                 row.update({f"cer_{name}": cer, f"cer_{name}_increase": cer - reference_cer[name],
+                            f"cer_{name}_increase_low": low, f"cer_{name}_increase_high": high,
                             f"rtf_{name}": real_time_factor(seconds, sum(r["duration_s"] for r in rows))})
             limit = p.low_bit_max_cer_increase if fmt in LOW_BIT else p.max_cer_increase
             row.update(limit=limit, fit=all(row[f"cer_{name}_increase"] <= limit for name in sets))

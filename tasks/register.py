@@ -53,7 +53,8 @@ def version_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[st
     if export_report.is_file() and export_report.stat().st_mtime >= merge_report.stat().st_mtime:
         for row in read_json(export_report, "export")["exports"]:
             tags[f"zhasr.export.{row['format']}"] = (
-                f"{'fit' if row['fit'] else 'unfit'}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts, "
+                f"{'fit' if row['fit'] else 'unfit'}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts "
+                f"[{100 * row['cer_test_increase_low']:+.2f}, {100 * row['cer_test_increase_high']:+.2f}], "
                 f"limit {100 * row['limit']:+.2f}), {row['size_mb']} MB, RTF {row['rtf_test']:.3f}"
                 + (f", {row['artifact']}" if "artifact" in row else ""))
     return tags

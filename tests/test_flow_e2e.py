@@ -54,6 +54,7 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     assert [e["format"] for e in exports] == ["ggml-q8_0", "ct2-int8", "gptq-4bit"]
     for e in exports:
         assert e["size_mb"] > 0 and 0 <= e["cer_test"] and e["rtf_test"] > 0 and e["fit"]
+        assert e["cer_test_increase_low"] <= e["cer_test_increase"] <= e["cer_test_increase_high"]
         tag = candidate.tags[f"zhasr.export.{e['format']}"]
         assert tag.startswith("fit") and tag.endswith(f"runs:/{run.info.run_id}/exports/{e['format']}")
         assert client.list_artifacts(run.info.run_id, f"exports/{e['format']}"), e["format"]

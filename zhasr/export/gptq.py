@@ -7,8 +7,8 @@ positionally, so cross-attention would be skipped without an error), and it quan
 one stack of blocks. The calibration loop here is GPTQ's: blocks in order, each linear
 layer solved with gptqmodel's ``GPTQ`` on the inputs of the already quantized layers
 before it, the encoder first, then the decoder on the quantized encoder's output.
-Packing and the checkpoint are optimum's; loading is transformers' ``from_pretrained``
-(its GPTQ quantizer with gptqmodel's kernels, CPU included).
+Packing, the checkpoint layout and loading are optimum's; inference runs gptqmodel's int4
+kernels (``TorchAtenLinear`` on CPU).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ GPTQ_CONFIG = "quantize_config.json"  # optimum's name for the quantization sett
 # Every nn.Linear whose name starts with this is quantized: both stacks' layers, not proj_out
 # (tied to the token embedding) nor the convolutions. Loading replaces the same set.
 QUANTIZED_PREFIX = "model"
-BLOCK_CLASSES = ["WhisperEncoderLayer", "WhisperDecoderLayer"]
+BLOCK_CLASSES = ["WhisperEncoderLayer", "WhisperDecoderLayer"]  # each kept whole on one device when loading
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,10 @@ def write_gptq(model_dir: Path, out_dir: Path, clips: list[tuple[np.ndarray, str
                               desc_act=options.desc_act, sym=options.sym, format="gptq_v2",
                               block_name_to_quantize=QUANTIZED_PREFIX)
     quantizer.pack_model(model, packed)
+    # What stays unquantized (token embedding, convolutions, norms, biases) and the scales are stored
+    # in fp16, as GPTQ checkpoints are; the embedding alone would be 106 MB in fp32 for whisper-base.
+    # load_gptq computes in fp32.
+    model.to(torch.float16)
     model.config.use_cache = True
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
