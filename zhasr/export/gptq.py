@@ -14,6 +14,7 @@ kernels (``TorchAtenLinear`` on CPU).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +24,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+
+# torchao, which gptqmodel imports, warns on every CPU machine about its CUDA-only kernels.
+logging.getLogger("torchao").setLevel(logging.ERROR)
 
 GPTQ_CONFIG = "quantize_config.json"  # optimum's name for the quantization settings
 
@@ -84,7 +89,7 @@ def _block_inputs(first_block: nn.Module, run: Callable[[], Any]) -> tuple[tuple
 
 
 def _quantize_stack(prefix: str, blocks: nn.ModuleList, inputs: list[tuple[tuple, dict]], options: GptqOptions,
-                    block_done: Callable[[], None]) -> dict[str, tuple]:
+                    block_done: Callable[[], Any]) -> dict[str, tuple]:
     """Quantize each linear layer of ``blocks`` in place (weights replaced by their dequantized 4-bit values).
 
     Returns ``{layer name: (quantizer, scale, zero, g_idx)}`` for packing.
@@ -119,28 +124,23 @@ def _hidden(output: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quantize_whisper(model, examples: list[CalibrationExample], options: GptqOptions,
-                     progress: Callable[[int, int], None] = lambda done, total: None) -> dict[str, tuple]:
-    """Quantize ``model`` (WhisperForConditionalGeneration, fp32, eval) in place, encoder then decoder;
-    ``progress(blocks done, blocks)`` after each block."""
+def quantize_whisper(model, examples: list[CalibrationExample], options: GptqOptions) -> dict[str, tuple]:
+    """Quantize ``model`` (WhisperForConditionalGeneration, fp32, eval) in place, encoder then decoder,
+    with a progress bar over the blocks."""
     whisper = model.model
     device = next(model.parameters()).device
     _check_group_size(model, options)
-    total = len(whisper.encoder.layers) + len(whisper.decoder.layers)
-    done = iter(range(1, total + 1))
-
-    def block_done() -> None:
-        progress(next(done), total)
-
+    bar = tqdm(total=len(whisper.encoder.layers) + len(whisper.decoder.layers), desc="GPTQ", unit="block")
     encoder_inputs = [_block_inputs(whisper.encoder.layers[0], lambda e=e: whisper.encoder(e.input_features.to(device)))
                       for e in examples]
-    packed = _quantize_stack("model.encoder.layers", whisper.encoder.layers, encoder_inputs, options, block_done)
+    packed = _quantize_stack("model.encoder.layers", whisper.encoder.layers, encoder_inputs, options, bar.update)
     decoder_inputs = [_block_inputs(whisper.decoder.layers[0],
                                     lambda e=e: whisper(input_features=e.input_features.to(device),
                                                         decoder_input_ids=e.decoder_input_ids.to(device),
                                                         use_cache=False))
                       for e in examples]
-    packed |= _quantize_stack("model.decoder.layers", whisper.decoder.layers, decoder_inputs, options, block_done)
+    packed |= _quantize_stack("model.decoder.layers", whisper.decoder.layers, decoder_inputs, options, bar.update)
+    bar.close()
     return packed
 
 
@@ -153,8 +153,7 @@ def _check_group_size(model, options: GptqOptions) -> None:
 
 
 def write_gptq(model_dir: Path, out_dir: Path, clips: list[tuple[np.ndarray, str]], language: str,
-               options: GptqOptions = GptqOptions(),
-               progress: Callable[[int, int], None] = lambda done, total: None, device: str | None = None) -> Path:
+               options: GptqOptions = GptqOptions(), device: str | None = None) -> Path:
     """Quantize the Hugging Face Whisper in ``model_dir`` with ``clips`` ((16 kHz audio, reference text) pairs)
     on ``device`` (default: CUDA when present) and save a checkpoint for ``load_gptq``; ``out_dir`` is
     complete or absent. Its ``gptq_calibration.json`` records the options, the clip count and the time."""
@@ -168,7 +167,7 @@ def write_gptq(model_dir: Path, out_dir: Path, clips: list[tuple[np.ndarray, str
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
     processor = WhisperProcessor.from_pretrained(model_dir)
-    packed = quantize_whisper(model, calibration_examples(processor, clips, language), options, progress)
+    packed = quantize_whisper(model, calibration_examples(processor, clips, language), options)
     model.to("cpu")  # packing runs on CPU; the checkpoint is the same for every device
 
     quantizer = GPTQQuantizer(bits=options.bits, group_size=options.group_size, damp_percent=options.damp_percent,
