@@ -16,7 +16,14 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from zhasr.audio import load_16k
 from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, transcribe_export, write_export
 from zhasr.export.ggml import GgmlFormatError, read_ggml_header, write_ggml
-from zhasr.export.gptq import GptqOptions, calibration_examples, load_gptq, quantize_whisper, write_gptq
+from zhasr.export.gptq import (
+    GptqOptions,
+    calibration_examples,
+    load_gptq,
+    quantize_whisper,
+    transcribe_gptq,
+    write_gptq,
+)
 from zhasr.export.whispercpp import transcribe_whispercpp
 
 TINY_GPTQ = GptqOptions(group_size=64)  # the tiny model's layers are 64 and 256 wide
@@ -76,6 +83,13 @@ def test_gptq_quantizes_both_stacks_and_loads_back_what_it_quantized(tiny_model_
     assert (_logits(loaded, examples[0]) - quantized).abs().max() < quantization_error / 2
 
 
+def test_gptq_with_act_order_is_written_loaded_and_transcribes(tiny_model_dir, calibration, wav, tmp_path):
+    path = write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", GptqOptions(group_size=64, desc_act=True))
+    assert json.loads((path / "quantize_config.json").read_text())["desc_act"] is True
+    texts, _ = transcribe_gptq(path, [load_16k(wav)] * 2, max_tokens=8)
+    assert texts[0] == texts[1]
+
+
 def test_gptq_refuses_a_group_size_that_does_not_divide_the_layers(tiny_model_dir, calibration, tmp_path):
     with pytest.raises(ValueError, match=r"group_size 128 must divide .*\[64, 256\]"):
         write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", GptqOptions(group_size=128))
@@ -90,8 +104,6 @@ def test_gptq_refuses_a_group_size_that_does_not_divide_the_layers(tiny_model_di
 def test_gptq_quantizes_and_transcribes_on_gpu(tiny_model_dir, calibration, wav, tmp_path):
     path = write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", TINY_GPTQ, device="cuda")
     assert json.loads((path / "gptq_calibration.json").read_text())["device"] == "cuda"
-    from zhasr.export.gptq import transcribe_gptq
-
     texts, _ = transcribe_gptq(path, [load_16k(wav)] * 2, max_tokens=8, device="cuda")
     cpu_texts, _ = transcribe_gptq(path, [load_16k(wav)] * 2, max_tokens=8)
     assert texts[0] == texts[1] and len(cpu_texts) == 2

@@ -170,9 +170,10 @@ def write_gptq(model_dir: Path, out_dir: Path, clips: list[tuple[np.ndarray, str
     packed = quantize_whisper(model, calibration_examples(processor, clips, language), options)
     model.to("cpu")  # packing runs on CPU; the checkpoint is the same for every device
 
+    # act_group_aware (optimum's default) and act-order exclude each other.
     quantizer = GPTQQuantizer(bits=options.bits, group_size=options.group_size, damp_percent=options.damp_percent,
-                              desc_act=options.desc_act, sym=options.sym, format="gptq_v2",
-                              block_name_to_quantize=QUANTIZED_PREFIX)
+                              desc_act=options.desc_act, act_group_aware=not options.desc_act, sym=options.sym,
+                              format="gptq_v2", block_name_to_quantize=QUANTIZED_PREFIX)
     quantizer.pack_model(model, packed)
     # What stays unquantized (token embedding, convolutions, norms, biases) and the scales are stored
     # in fp16, as GPTQ checkpoints are; the embedding alone would be 106 MB in fp32 for whisper-base.
