@@ -90,7 +90,7 @@ def _block_inputs(first_block: nn.Module, run: Callable[[], Any]) -> tuple[tuple
 
 def _quantize_stack(prefix: str, blocks: nn.ModuleList, inputs: list[tuple[tuple, dict]], options: GptqOptions,
                     block_done: Callable[[], Any]) -> dict[str, tuple]:
-    """Quantize each linear layer of ``blocks`` in place (weights replaced by their dequantized 4-bit values).
+    """Quantize each linear layer of ``blocks`` in place (weights replaced by their dequantized values).
 
     Returns ``{layer name: (quantizer, scale, zero, g_idx)}`` for packing.
     """
