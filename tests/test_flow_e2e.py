@@ -71,6 +71,12 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
         assert "challenger" not in aliases
     assert str(aliases["champion"]) == "1"  # promotion needs a person's approval
 
+    # Under a limit no export can meet, the same export is unfit and not kept with the run.
+    capsys.readouterr()
+    assert main(["export", "--format", "ggml-q8_0", "--set", "export.max_cer_increase=-10"]) == 0
+    (strict,) = json.loads(capsys.readouterr().out)["exports"]
+    assert not strict["fit"] and "artifact" not in strict
+
     # Incremental retraining starts from the champion's registered weights.
     capsys.readouterr()
     assert main(["train", "--set", "train.init_from=champion", "--set", "train.max_steps=1"]) == 0
