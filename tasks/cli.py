@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from tasks.errors import PromotionError
 from zhasr.adapters import AdapterUnavailableError, check_method_available
+from zhasr.audio import AudioError
 from zhasr.config import ConfigError, load_params
 from zhasr.project import apply_default_env, project_root
 
@@ -138,6 +139,14 @@ def cmd_status(args: argparse.Namespace) -> Any:
     return state
 
 
+def cmd_transcribe(args: argparse.Namespace) -> Any:
+    from tasks import transcribe
+
+    ctx = _context(args)
+    return transcribe.run(ctx, [Path(f) for f in args.files], model=args.model, channels=args.channels,
+                          fmt=args.format, out_dir=Path(args.out) if args.out else None, runtime=args.runtime)
+
+
 def cmd_schedule(args: argparse.Namespace) -> Any:
     ctx = _context(args)
     from flows.schedule import serve_schedule
@@ -221,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", required=True, help="who decides (recorded)")
     p.add_argument("--note", required=True, help="why (recorded)")
     add("status", cmd_status, "versions, aliases, gate verdicts and the alias history")
+    p = add("transcribe", cmd_transcribe, "transcribe audio files (whole calls, any format) with a registered "
+                                          "version or a model folder")
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a folder (default: the champion)")
+    p.add_argument("--channels", choices=("mix", "split"), help="default: transcribe.channels")
+    p.add_argument("--runtime", choices=("auto", "transformers", "ct2", "ggml"), help="default: transcribe.runtime")
+    from zhasr.transcribe.writers import FORMATS
+
+    p.add_argument("--format", choices=FORMATS, default="json")
+    p.add_argument("--out", help="write <out>/<file stem>.<ext> per file and print a summary")
     add("schedule", cmd_schedule, "serve the scheduled retraining deployment (cron from params.schedule)")
     add("ui", cmd_ui, "start the MLflow UI on 127.0.0.1").add_argument("--port", type=int, default=5000)
     parser.set_defaults(handlers=handlers)
@@ -237,11 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2
-    except (AdapterUnavailableError, PromotionError) as exc:
+    except (AdapterUnavailableError, PromotionError, AudioError, LookupError) as exc:
         print(f"zhasr: {exc}", file=sys.stderr)
         return 2
     # Under torchrun every process runs the command; the result is printed once.
-    if result is not None and args.command != "ui" and os.environ.get("RANK", "0") == "0":
+    if isinstance(result, str):  # a transcript in the format asked for, as it is
+        sys.stdout.write(result)
+    elif result is not None and args.command != "ui" and os.environ.get("RANK", "0") == "0":
         _print(result)
     return 0
 

@@ -17,12 +17,14 @@ from prefect.cache_policies import NO_CACHE
 from tasks import registry, review, tracking
 from tasks.context import StageContext
 from zhasr.audio import load_16k
-from zhasr.decode import DecodeOptions, Stopwatch, transcribe
+from zhasr.decode import DecodeOptions, Stopwatch
 from zhasr.evaluation import SYSTEMS, SystemOutput, score_set
 from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 from zhasr.models import load_model, resolve_base_model
 from zhasr.progress import progress_bar
 from zhasr.slices import estimate_snr_db, slice_labels
+from zhasr.transcribe import Transcriber, guard
+from zhasr.transcribe.hf_runtime import TransformersRuntime
 
 
 def ensure_champion(ctx: StageContext, base_dir: Path):
@@ -34,7 +36,7 @@ def ensure_champion(ctx: StageContext, base_dir: Path):
             mlflow.set_tag("zhasr.kind", "base-model")
             champion = registry.log_and_register(
                 name, base_dir, ctx.params.model.language,
-                tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"},
+                tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"}, transcribe=ctx.params.transcribe,
             )
         registry.change_alias(name, registry.CHAMPION, str(champion.version), action="register", by="zhasr",
                               note="base model registered as the first champion")
@@ -42,20 +44,22 @@ def ensure_champion(ctx: StageContext, base_dir: Path):
 
 
 def decode_options(ctx: StageContext) -> DecodeOptions:
-    e = ctx.params.evaluate
-    return DecodeOptions(language=ctx.params.model.language, task=ctx.params.model.task,
-                         batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, num_beams=e.num_beams)
+    return guard.decode_options(ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
 
 
-def decode_sets(model_dir: Path, adapter_dir: Path | None, label: str, sets: dict[str, list],
-               options: DecodeOptions) -> dict[str, SystemOutput]:
-    """Decode every set ``{name: clips}`` with one model: ``{name: SystemOutput}``."""
+def decode_sets(ctx: StageContext, model_dir: Path, adapter_dir: Path | None, label: str,
+                sets: dict[str, list]) -> dict[str, SystemOutput]:
+    """Decode every set ``{name: clips}`` with one model through the transcription engine, as it would
+    serve (VAD pieces, the guard, the hallucination filter): ``{name: SystemOutput}``."""
     model, processor = load_model(model_dir, adapter_dir)
+    transcriber = Transcriber(TransformersRuntime(model, processor, decode_options(ctx)), ctx.params.transcribe,
+                              ctx.params.model.language, identity=label, hotwords=ctx.params.evaluate.hotwords)
     outputs = {}
     for name, clips in sets.items():
-        with progress_bar(f"decode {name} with {label}") as progress, Stopwatch() as watch:
-            transcripts = transcribe(model, processor, clips, options, progress)
-        outputs[name] = SystemOutput(transcripts, watch.seconds)
+        with progress_bar(f"decode {name} with {label} (speech seconds)") as progress, Stopwatch() as watch:
+            results = transcriber.transcribe_many(clips, channels="mix",
+                                                  progress=lambda d, t: progress(round(d), round(t)))
+        outputs[name] = SystemOutput(results, watch.seconds)
     return outputs
 
 
@@ -84,13 +88,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
         del rows["regression"]
     train = read_json(ctx.report("train"), "train")
     base_dir = resolve_base_model(ctx.params.model.base, ctx.path("models"))
-    options = decode_options(ctx)
     clips = {name: [load_16k(dataset / r["audio"]) for r in set_rows] for name, set_rows in rows.items()}
     with tracking.stage_run(ctx, "evaluate"):
         champion = ensure_champion(ctx, base_dir)
         outputs = {
-            "candidate": decode_sets(Path(train["base_model_dir"]), Path(train["adapter_dir"]), "candidate", clips, options),
-            "champion": decode_sets(registry.whisper_dir(champion), None, "champion", clips, options),
+            "candidate": decode_sets(ctx, Path(train["base_model_dir"]), Path(train["adapter_dir"]), "candidate", clips),
+            "champion": decode_sets(ctx, registry.whisper_dir(champion), None, "champion", clips),
         }
         summary: dict[str, Any] = {"champion_version": str(champion.version)}
         for name, set_rows in rows.items():

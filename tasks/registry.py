@@ -24,12 +24,14 @@ import tasks
 import zhasr
 from tasks import tracking
 from tasks.serving import WhisperTranscriber
+from zhasr.config import TranscribeParams
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-# A column of wav paths in, one transcript per row out.
+# A column of base64-encoded audio files in, one transcript per row out.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "audio")]), outputs=Schema([ColSpec("string")]))
-PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "soundfile", "soxr", "opencc", "jiwer", "rich"]
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "faster-whisper==1.2.1", "soundfile",
+                    "soxr", "opencc", "jiwer", "rich", "pyyaml"]
 
 
 def version_by_alias(name: str, alias: str) -> ModelVersion | None:
@@ -39,15 +41,17 @@ def version_by_alias(name: str, alias: str) -> ModelVersion | None:
         return None
 
 
-def log_and_register(name: str, model_dir: Path, language: str, tags: dict[str, str]) -> ModelVersion:
-    """Log ``model_dir`` as a pyfunc model in the active run and register it as a new version of ``name``."""
+def log_and_register(name: str, model_dir: Path, language: str, tags: dict[str, str],
+                     transcribe: TranscribeParams | None = None) -> ModelVersion:
+    """Log ``model_dir`` as a pyfunc model in the active run and register it as a new version of ``name``;
+    its pyfunc transcribes with ``transcribe`` (the engine's settings)."""
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=WhisperTranscriber(),
         artifacts={"whisper": str(model_dir)},
         code_paths=[str(Path(zhasr.__file__).parent), str(Path(tasks.__file__).parent)],
         pip_requirements=PIP_REQUIREMENTS,
-        model_config={"language": language},
+        model_config={"language": language, "transcribe": dataclasses.asdict(transcribe or TranscribeParams())},
         signature=SIGNATURE,
     )
     return mlflow.register_model(info.model_uri, name, tags=tags)

@@ -27,7 +27,7 @@ TEST_PARAMS = {
     "train": {"max_steps": 4, "batch_size": 2, "save_steps": 2, "eval_steps": 2, "warmup_steps": 0,
               "cached_encoder_layers": 1,
               "learning_rate": 1.0e-3},
-    "evaluate": {"max_new_tokens": 24},
+    "transcribe": {"max_new_tokens": 24},
     "register": {"model_name": "zhasr-test"},
     "approval": {"timeout_s": 0},
     # Limits no tiny export can break, so every export is fit and logged with the run.
@@ -81,6 +81,22 @@ def project(tmp_path, shared_models_dir, monkeypatch) -> Path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     (root / "mlflow").mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def generated_call(tmp_path_factory) -> tuple[Path, list]:
+    """A two-channel 8 kHz mu-law call of 40 synthetic turns (~3.5 min), agent left and customer right,
+    with its turn list (``zhasr.call_synth.Turn``)."""
+    from zhasr.call_synth import clips_of_batch, write_call
+    from zhasr.synth import SynthOptions, synthesize_batch
+
+    root = tmp_path_factory.mktemp("call")
+    # Two voices, 20 clips each; clean speech, so a turn's bounds are where its speech is.
+    options = SynthOptions(n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
+                           snr_db_choices=(60.0,))
+    clips = clips_of_batch(synthesize_batch(root, options, "call-clips", progress=lambda done, total: None))
+    alternating = [c for pair in zip(clips[:20], clips[20:]) for c in pair]
+    return write_call(root, alternating, 8000)
 
 
 def write_tone(path: Path, seconds: float, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> Path:

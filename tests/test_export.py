@@ -119,7 +119,7 @@ def test_corrupt_or_truncated_ggml_is_rejected_before_whispercpp(tiny_model_dir,
     cut = tmp_path / "cut.bin"
     cut.write_bytes(good[: len(good) // 2])
     with pytest.raises(GgmlFormatError, match=r"cut\.bin: truncated in tensor"):
-        transcribe_whispercpp(cut, [wav])
+        transcribe_whispercpp(cut, [load_16k(wav)], [8])
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + good[4:])
     with pytest.raises(GgmlFormatError, match="GGUF"):

@@ -95,7 +95,7 @@ def test_looping_output_is_decoded_again_with_repeats_banned(tiny_model_dir):
     unguarded = transcribe(model, processor, clips, DecodeOptions(max_new_tokens=24, retry_no_repeat_ngram=0))
     assert guarded[0].looped and guarded[0].retried
     assert unguarded[0].looped and not unguarded[0].retried
-    ids = guarded[0].tokens[4:]  # after the prompt
+    ids = guarded[0].tokens  # generated ids only
     four_grams = [tuple(ids[i : i + 4]) for i in range(len(ids) - 3)]
     assert len(four_grams) == len(set(four_grams))
 

@@ -1,7 +1,8 @@
-"""The champion served by ``mlflow models serve`` answers a transcription request for a wav file."""
+"""The champion served by ``mlflow models serve`` transcribes audio sent as bytes and refuses a path."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import write_tone
 
 from tasks import tracking
 from tasks.context import StageContext
@@ -32,8 +32,9 @@ def champion(project, tiny_model_dir):
         return ensure_champion(ctx, tiny_model_dir)
 
 
-def test_mlflow_models_serve_transcribes_a_wav(project, champion, tmp_path):
-    wav = write_tone(tmp_path / "call.wav", 2.0, rate=8000)
+def test_mlflow_models_serve_transcribes_audio_bytes_and_never_a_path(project, champion, generated_call):
+    wav, _ = generated_call
+    audio = base64.b64encode(wav.read_bytes()).decode()
     port = free_port()
     venv_bin = Path(sys.executable).parent  # mlflow runs uvicorn from PATH
     log = tmp_path / "serve.log"
@@ -53,11 +54,14 @@ def test_mlflow_models_serve_transcribes_a_wav(project, champion, tmp_path):
             except requests.ConnectionError:
                 time.sleep(1)
         response = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=120,
-                                 json={"dataframe_records": [{"audio": str(wav)}, {"audio": str(wav)}]})
+                                 json={"dataframe_records": [{"audio": audio}, {"audio": audio}]})
         assert response.status_code == 200, response.text
         predictions = response.json()["predictions"]
-        assert len(predictions) == 2 and all(isinstance(p, str) for p in predictions)
+        assert len(predictions) == 2 and all(isinstance(p, str) and p for p in predictions)
         assert predictions[0] == predictions[1]  # greedy decoding is deterministic
+        refused = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
+                                json={"dataframe_records": [{"audio": str(wav)}]})
+        assert refused.status_code == 400 and "not base64-encoded file bytes" in refused.json()["message"]
     finally:
         server.terminate()
         server.wait(timeout=30)

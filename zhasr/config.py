@@ -118,11 +118,42 @@ DEFAULT_HOTWORDS = ["订单", "退款", "退货", "快递", "物流", "发货", 
                     "账户", "优惠券", "顺丰", "京东物流"]
 
 
+# Whisper's known Chinese lines on silence and music (subtitle credits, channel plugs); a segment
+# whose normalized text is one of these, or consists of them, is removed.
+DEFAULT_HALLUCINATIONS = [
+    "字幕由Amara.org社区提供", "字幕由Amara.org社群提供", "请不吝点赞 订阅 转发 打赏支持明镜与点点栏目",
+    "明镜与点点栏目", "中文字幕志愿者 杨茜茜", "字幕志愿者 李宗盛", "谢谢观看", "感谢观看", "请订阅我的频道",
+]
+
+
+@dataclass(frozen=True)
+class TranscribeParams:
+    # How audio becomes text everywhere: the CLI, the service, evaluation, dev CER and export checks.
+    runtime: Literal["auto", "transformers", "ct2", "ggml"] = "auto"  # auto: a fit ct2 export, else ggml, else the model
+    channels: Literal["mix", "split"] = "mix"  # split: each channel of a stereo call transcribed on its own
+    channel_roles: list[str] = field(default_factory=lambda: ["agent", "customer"])  # speaker label per channel
+    batch_size: int = 8  # speech pieces decoded together
+    max_new_tokens: int = 224  # hard cap per piece (Whisper's own sample length); the duration cap is usually lower
+    tokens_per_second: float = 12.0  # the cap scales with a piece's duration: Mandarin ~4-6 chars/s, <= 2 tokens a char
+    num_beams: int = 1  # 1 = greedy (transformers runtime; ct2 uses it as beam_size)
+    compression_ratio_threshold: float = 2.4  # above: a loop (Whisper's own threshold, on UTF-8 bytes)
+    retry_no_repeat_ngram: int = 4  # a looping piece is decoded again with repeated n-grams of this size banned; 0 = off
+    vad_threshold: float = 0.5  # Silero speech probability above which a 32 ms frame is speech
+    min_silence_ms: int = 500  # a pause at least this long ends a speech piece (turn gaps are longer)
+    min_speech_ms: int = 200  # shorter bursts are dropped by the VAD
+    speech_pad_ms: int = 200  # each piece is widened by this on both sides
+    max_piece_s: float = 30.0  # Whisper's window: longer speech is cut at its last pause before this
+    no_speech_threshold: float = 0.6  # a piece is non-speech when P(no speech) is above this ...
+    logprob_threshold: float = -1.0  # ... and its average token log-probability below this (Whisper's rule)
+    hallucinations: list[str] = field(default_factory=lambda: list(DEFAULT_HALLUCINATIONS))
+    hotwords: list[str] | None = None  # domain terms handed to the runtime as a prompt; None: evaluate.hotwords
+    use_hotwords: bool = False  # off: the measured recall is lower with the prompt (README, "Transcribing calls")
+    threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
+    max_audio_s: float = 14400.0  # longer inputs are refused (4 h)
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
-    batch_size: int = 8  # clips decoded together
-    max_new_tokens: int = 224  # hard cap per clip (Whisper's own sample length); the duration cap is usually lower
-    num_beams: int = 1  # 1 = greedy
     # domain terms whose recall is reported: share of their occurrences in the references that the
     # hypothesis also contains (normalized like the labels)
     hotwords: list[str] = field(default_factory=lambda: list(DEFAULT_HOTWORDS))
@@ -199,6 +230,7 @@ class Params:
     validate: ValidateParams = field(default_factory=ValidateParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
+    transcribe: TranscribeParams = field(default_factory=TranscribeParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     gate: GateParams = field(default_factory=GateParams)
     merge: MergeParams = field(default_factory=MergeParams)
@@ -329,9 +361,22 @@ def _check_export(export: ExportParams) -> None:
                           f"got {export.gptq_group_size}")
 
 
+def _check_transcribe(t: TranscribeParams) -> None:
+    if not 1 <= t.max_piece_s <= 30:
+        raise ConfigError(f"transcribe.max_piece_s: expected 1 to 30 s (Whisper's window), got {t.max_piece_s}")
+    if not 0 < t.vad_threshold < 1:
+        raise ConfigError(f"transcribe.vad_threshold: expected 0 < p < 1, got {t.vad_threshold}")
+    if len(t.channel_roles) != 2 or len(set(t.channel_roles)) != 2:
+        raise ConfigError(f"transcribe.channel_roles: expected two different names (left, right), got {t.channel_roles}")
+    if t.batch_size < 1 or t.max_new_tokens < 8:
+        raise ConfigError("transcribe.batch_size: at least 1" if t.batch_size < 1 else
+                          f"transcribe.max_new_tokens: at least 8, got {t.max_new_tokens}")
+
+
 def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
     params = _build(Params, data or {}, "")
+    _check_transcribe(params.transcribe)
     _check_export(params.export)
     _check_train(params.train)
     _check_gate(params.gate)

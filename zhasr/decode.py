@@ -12,7 +12,7 @@ import math
 import re
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -36,10 +36,14 @@ class DecodeOptions:
 @dataclass(frozen=True)
 class Transcript:
     text: str  # simplified Chinese, repetition loops collapsed
-    tokens: list[int]  # prompt and generated ids, special tokens and padding included
+    tokens: list[int]  # generated ids (the prompt cut off), <|endoftext|> and padding included
     hit_cap: bool  # the kept decoding stopped at the token cap, not at <|endoftext|>
     looped: bool  # the first decoding hit the cap or looped (counted as a loop, retried or not)
     retried: bool = False  # decoded a second time with repeated n-grams banned
+    avg_logprob: float | None = None  # mean log-probability of the kept tokens, <|endoftext|> included
+    no_speech_prob: float | None = None  # P(<|nospeech|>) right after <|startoftranscript|>
+    collapsed: bool = False  # a loop survived and was cut to one copy
+    error: str | None = None  # the runtime failed on this clip (text is empty)
 
 
 # Whisper's typical loop: a unit of 2-20 characters three or more times in a row, or one
@@ -68,43 +72,69 @@ def token_cap(duration_s: float, options: DecodeOptions) -> int:
     return max(8, min(options.max_new_tokens, math.ceil(duration_s * options.tokens_per_second) + 8))
 
 
+def no_speech_token_id(tokenizer) -> int:
+    """``<|nospeech|>`` where the vocabulary has it, else ``<|nocaptions|>`` (multilingual whisper-base)."""
+    for token in ("<|nospeech|>", "<|nocaptions|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is not None and token_id != tokenizer.unk_token_id:
+            return token_id
+    raise ValueError("the tokenizer has neither <|nospeech|> nor <|nocaptions|>")
+
+
 @torch.inference_mode()
-def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
-              **extra) -> list[tuple[str, list[int], bool]]:
-    """(simplified text, token ids, stopped at the cap) per clip of ``batch``."""
+def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions, prompt: str | None = None,
+              **extra) -> list[Transcript]:
+    """One first-pass Transcript per clip of ``batch`` (``looped`` not yet judged)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     features = processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt").input_features
+    encoded = model.get_encoder()(features.to(device, dtype))
+    # P(no speech) is read where Whisper reads it: the logits right after <|startoftranscript|>.
+    sot = torch.full((len(batch), 1), model.generation_config.decoder_start_token_id, device=device)
+    first = model(encoder_outputs=encoded, decoder_input_ids=sot).logits[:, -1].float().softmax(-1)
+    no_speech = first[:, no_speech_token_id(processor.tokenizer)].tolist()
+    if prompt:
+        extra["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(device)
     cap = token_cap(max(len(c) for c in batch) / 16000, options)
-    # return_dict_in_generate keeps the prompt and <|endoftext|>, which plain generate() strips.
     generated = model.generate(
-        input_features=features.to(device, dtype), language=options.language, task=options.task,
+        encoder_outputs=encoded, language=options.language, task=options.task,
         max_new_tokens=cap, num_beams=options.num_beams, do_sample=False, return_dict_in_generate=True,
-        use_cache=True, **extra,
+        output_scores=True, use_cache=True, **extra,
     )
+    new = generated.sequences[:, -len(generated.scores):]  # the prompt (and any hotword prompt) is cut off
+    logprobs = model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True,
+                                               beam_indices=getattr(generated, "beam_indices", None))
     eos = processor.tokenizer.eos_token_id
-    return [(to_simplified(processor.tokenizer.decode(row, skip_special_tokens=True).strip()), row, eos not in row)
-            for row in generated.sequences.tolist()]
+    out = []
+    for row, scores, p_none in zip(new.tolist(), logprobs, no_speech):
+        stop = row.index(eos) if eos in row else len(row)
+        text = to_simplified(processor.tokenizer.decode(row[:stop], skip_special_tokens=True).strip())
+        mean = float(scores[: stop + 1].float().mean()) if stop + 1 <= len(scores) else float(scores.float().mean())
+        out.append(Transcript(text=text, tokens=row, hit_cap=eos not in row, looped=False,
+                              avg_logprob=mean, no_speech_prob=p_none))
+    return out
 
 
 def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions,
-               progress: Callable[[int, int], None] | None = None) -> list[Transcript]:
-    """One Transcript per clip; ``clips`` are (n_samples,) float32 at 16 kHz, each <= 30 s."""
+               progress: Callable[[int, int], None] | None = None, prompt: str | None = None) -> list[Transcript]:
+    """One Transcript per clip; ``clips`` are (n_samples,) float32 at 16 kHz, each <= 30 s.
+
+    ``prompt``: text given to the decoder as previous context (hotwords), not part of the output.
+    """
     out: list[Transcript] = []
     for start in range(0, len(clips), options.batch_size):
         batch = clips[start : start + options.batch_size]
-        first = _generate(model, processor, batch, options)
-        suspect = [i for i, (text, _, capped) in enumerate(first) if capped or is_loop(text, options)]
+        first = _generate(model, processor, batch, options, prompt)
+        suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, options)]
         second = {}
         if suspect and options.retry_no_repeat_ngram > 0:
-            again = _generate(model, processor, [batch[i] for i in suspect], options,
+            again = _generate(model, processor, [batch[i] for i in suspect], options, prompt,
                               no_repeat_ngram_size=options.retry_no_repeat_ngram)
             second = dict(zip(suspect, again))
-        for i, (text, tokens, capped) in enumerate(first):
-            if i in second:
-                text, tokens, capped = second[i]
-            text, _ = collapse_loops(text)
-            out.append(Transcript(text=text, tokens=tokens, hit_cap=capped, looped=i in suspect, retried=i in second))
+        for i, kept in enumerate(first):
+            kept = second.get(i, kept)
+            text, collapsed = collapse_loops(kept.text)
+            out.append(replace(kept, text=text, looped=i in suspect, retried=i in second, collapsed=collapsed))
         if progress:
             progress(len(out), len(clips))
     return out

@@ -18,13 +18,14 @@ from zhasr.metrics import (
     mixed_error_rate,
 )
 from zhasr.slices import SLICE_KINDS, slice_error_rates
+from zhasr.transcribe.records import Transcription
 
 SYSTEMS = ("candidate", "champion")
 
 
 @dataclass(frozen=True)
 class SystemOutput:
-    transcripts: list[Transcript]  # one per clip, in row order
+    transcripts: list[Transcript | Transcription]  # one per clip, in row order
     decode_seconds: float  # wall time of decoding the whole set
 
 

@@ -8,10 +8,7 @@ would fetch one from the hub.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
-
-import numpy as np
 
 QUANTIZATIONS = ("int8", "int8_float32", "float16", "float32")
 COPIED_FILES = ("tokenizer.json", "preprocessor_config.json", "processor_config.json")
@@ -34,24 +31,3 @@ def write_ct2(model_dir: Path, out_dir: Path, quantization: str = "int8") -> Pat
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     return out_dir
-
-
-def transcribe_ct2(model_dir: Path, clips: list[np.ndarray], language: str = "zh", compute_type: str = "default",
-                   threads: int = 2, max_tokens: int = 224) -> tuple[list[str], float]:
-    """(one text per 16 kHz clip in simplified Chinese, decoding seconds) with faster-whisper, greedy,
-    fully offline (``local_files_only``)."""
-    from faster_whisper import WhisperModel
-
-    from zhasr.text import to_simplified
-
-    model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads,
-                         local_files_only=True)
-    texts, seconds = [], 0.0
-    for clip in clips:
-        start = time.perf_counter()
-        segments, _ = model.transcribe(clip, language=language, beam_size=1, temperature=0.0,
-                                       without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                                       max_new_tokens=max_tokens)
-        texts.append(to_simplified("".join(s.text for s in segments).strip()))
-        seconds += time.perf_counter() - start
-    return texts, seconds

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from zhasr.config import TranscribeParams
     from zhasr.export.gptq import GptqOptions
 
 EXPORT_FORMATS = ("ggml-f16", "ggml-q8_0", "ggml-q5_0", "ggml-q4_0", "ct2-int8", "ct2-float16", "gptq-4bit")
@@ -55,23 +56,22 @@ def write_export(fmt: str, model_dir: Path, out_root: Path, calibration: Sequenc
 
 
 def transcribe_export(fmt: str, path: Path, wavs: list[Path], language: str, threads: int,
-                      max_tokens: int = 224) -> tuple[list[str], float]:
-    """(one text per wav, decoding seconds) with the format's own runtime, greedy."""
-    runtime, _ = _split(fmt)
-    if runtime == "ggml":
-        from zhasr.export.whispercpp import transcribe_whispercpp
+                      max_tokens: int = 224, params: TranscribeParams | None = None) -> tuple[list[str], float]:
+    """(one text per wav, seconds) through the transcription engine in the format's runtime, so an
+    export is scored exactly as it serves. ``params`` default to the engine's, with ``threads`` and
+    ``max_tokens``."""
+    import dataclasses
+    import time
 
-        return transcribe_whispercpp(path, wavs, language=language, threads=threads, max_tokens=max_tokens)
-    from zhasr.audio import load_16k
+    from zhasr.config import TranscribeParams
+    from zhasr.transcribe import Transcriber
 
-    clips = [load_16k(w) for w in wavs]
-    if runtime == "gptq":
-        from zhasr.export.gptq import transcribe_gptq
-
-        return transcribe_gptq(path, clips, language=language, threads=threads, max_tokens=max_tokens)
-    from zhasr.export.ct2 import transcribe_ct2
-
-    return transcribe_ct2(path, clips, language=language, threads=threads, max_tokens=max_tokens)
+    _split(fmt)
+    params = dataclasses.replace(params or TranscribeParams(), threads=threads, max_new_tokens=max_tokens)
+    transcriber = Transcriber.open(Path(path), params, language=language, runtime="auto")
+    started = time.perf_counter()
+    results = transcriber.transcribe_many(list(wavs), channels="mix", names=[str(w) for w in wavs])
+    return [r.text for r in results], time.perf_counter() - started
 
 
 def size_on_disk(path: Path) -> int:

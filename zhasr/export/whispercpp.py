@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from zhasr.export.ggml import read_ggml_header
 
@@ -19,42 +22,46 @@ class WhisperCppError(RuntimeError):
     """whisper.cpp failed on a model or a clip; the message names the file and the exit status."""
 
 
-def transcribe_whispercpp(model_file: Path, wavs: list[Path], language: str = "zh", threads: int = 2,
-                          max_tokens: int = 224, timeout_s: float = 3600) -> tuple[list[str], float]:
-    """(one text per wav in simplified Chinese, decoding seconds without the model load) via whisper.cpp,
-    greedy, at most ``max_tokens`` per segment."""
+def transcribe_whispercpp(model_file: Path, clips: list[np.ndarray], caps: list[int], language: str = "zh",
+                          threads: int = 2, prompt: str | None = None, no_speech_threshold: float = 0.6,
+                          logprob_threshold: float = -1.0, timeout_s: float = 3600) -> list[dict]:
+    """One ``{"text", "probability"}`` per (n,) 16 kHz clip via whisper.cpp, greedy with its temperature
+    fallback, at most ``caps[i]`` tokens for clip i. ``probability``: geometric mean of token probabilities."""
     read_ggml_header(model_file)
-    command = [sys.executable, "-m", __name__, str(model_file), language, str(threads), str(max_tokens),
-               *map(str, wavs)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    with tempfile.TemporaryDirectory(prefix="zhasr-whispercpp-") as tmp:
+        pieces = Path(tmp) / "pieces.npz"
+        np.savez(pieces, *clips)
+        settings = {"language": language, "threads": threads, "caps": caps, "prompt": prompt or "",
+                    "no_speech_thold": no_speech_threshold, "logprob_thold": logprob_threshold}
+        command = [sys.executable, "-m", __name__, str(model_file), str(pieces), json.dumps(settings)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise WhisperCppError(f"{model_file}: whisper.cpp exited with status {done.returncode}: "
                               f"{done.stderr.strip()[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["texts"], result["seconds"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _main(model_file: str, language: str, threads: str, max_tokens: str, *wavs: str) -> None:
-    import time
+def _main(model_file: str, pieces_file: str, settings_json: str) -> None:
+    import math
 
     from pywhispercpp.model import Model
 
-    from zhasr.audio import load_16k
-    from zhasr.text import to_simplified
-
+    settings = json.loads(settings_json)
     # A path that is not a file would make pywhispercpp download a model of that name.
     if not Path(model_file).is_file():
         raise SystemExit(f"{model_file}: not a file")
-    model = Model(model_file, n_threads=int(threads), redirect_whispercpp_logs_to=None, print_progress=False,
-                  print_realtime=False, language=language, no_context=True, max_tokens=int(max_tokens))
-    texts, seconds = [], 0.0
-    for wav in wavs:
-        samples = load_16k(Path(wav))
-        start = time.perf_counter()
-        segments = model.transcribe(samples)
-        seconds += time.perf_counter() - start
-        texts.append(to_simplified("".join(s.text for s in segments).strip()))
-    print(json.dumps({"texts": texts, "seconds": seconds}, ensure_ascii=False))
+    model = Model(model_file, n_threads=settings["threads"], redirect_whispercpp_logs_to=None, print_progress=False,
+                  print_realtime=False, language=settings["language"], no_context=True,
+                  initial_prompt=settings["prompt"], no_speech_thold=settings["no_speech_thold"],
+                  logprob_thold=settings["logprob_thold"])
+    out = []
+    with np.load(pieces_file) as pieces:
+        for i, cap in enumerate(settings["caps"]):
+            segments = model.transcribe(pieces[f"arr_{i}"], max_tokens=cap, extract_probability=True)
+            probs = [s.probability for s in segments if not math.isnan(s.probability)]
+            out.append({"text": "".join(s.text for s in segments).strip(),
+                        "probability": float(np.mean(probs)) if probs else None})
+    print(json.dumps(out, ensure_ascii=False))
 
 
 if __name__ == "__main__":

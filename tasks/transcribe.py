@@ -1,0 +1,114 @@
+"""Transcribe stage: audio files through the engine, with a registered version or a model folder.
+
+``models:/<name>@champion`` (or ``@challenger``, or ``models:/<name>/<version>``) is resolved here, in the
+task layer: the version's Hugging Face files and the exports its register stage judged fit and kept
+with the run (``zhasr.export.<format>`` tags ending in a ``runs:/`` URI), downloaded when remote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from tasks import registry, tracking
+from tasks.context import StageContext
+from zhasr.transcribe import Transcriber
+from zhasr.transcribe.writers import write
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+_RUNS_URI = re.compile(r"runs:/\S+")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    model_dir: Path  # Hugging Face folder
+    exports: dict[str, Path] = field(default_factory=dict)  # fit exports, {format: local path}
+    identity: str = ""  # "zhasr-whisper v3", or the folder
+    version: str | None = None
+
+
+def fit_exports(version) -> dict[str, Path]:
+    """``{format: local path}`` of the exports kept with ``version``'s run because they were fit."""
+    out = {}
+    for key, value in version.tags.items():
+        if key.startswith("zhasr.export.") and value.startswith("fit") and (uri := _RUNS_URI.search(value)):
+            local = Path(mlflow.artifacts.download_artifacts(uri.group(0)))
+            bins = sorted(local.glob("*.bin")) if not (local / "model.bin").is_file() else []
+            out[key.removeprefix("zhasr.export.")] = bins[0] if bins else local
+    return out
+
+
+def resolve(ctx: StageContext, spec: str | None = None) -> ResolvedModel:
+    """``spec``: a ``models:/`` URI (default: the champion of ``register.model_name``) or a local model path."""
+    spec = spec or f"models:/{ctx.params.register.model_name}@{registry.CHAMPION}"
+    match = _MODEL_URI.match(spec)
+    if not match:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"--model {spec}: neither a models:/NAME@ALIAS or models:/NAME/VERSION URI "
+                                    "nor an existing folder or file")
+        return ResolvedModel(path.resolve(), {}, str(path))
+    tracking.configure(ctx)
+    name = match["name"]
+    if match["alias"]:
+        version = registry.version_by_alias(name, match["alias"])
+        if version is None:
+            raise LookupError(f"{spec}: no version of {name} holds the alias {match['alias']!r}")
+    else:
+        version = MlflowClient().get_model_version(name, match["version"])
+    return ResolvedModel(registry.whisper_dir(version), fit_exports(version), f"{name} v{version.version}",
+                         str(version.version))
+
+
+def open_transcriber(ctx: StageContext, spec: str | None = None, runtime: str | None = None) -> Transcriber:
+    model = resolve(ctx, spec)
+    p = ctx.params
+    return Transcriber.open(model.model_dir, p.transcribe, language=p.model.language, task=p.model.task,
+                            exports=model.exports, runtime=runtime, identity=model.identity,
+                            hotwords=p.evaluate.hotwords)
+
+
+def run(ctx: StageContext, files: list[Path], model: str | None = None, channels: str | None = None,
+        fmt: str = "json", out_dir: Path | None = None, runtime: str | None = None) -> Any:
+    """One file without ``out_dir``: the result itself in ``fmt``. Otherwise ``<out_dir>/<stem>.<ext>`` per
+    file and a summary per file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from zhasr.transcribe.media import read_call
+
+    transcriber = open_transcriber(ctx, model, runtime)
+    results: dict[str, str] = {}
+    summary = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=_stderr()) as bar:
+        files_task = bar.add_task("files", total=len(files))
+        seconds_task = bar.add_task("speech seconds", total=None)
+        for path in files:
+            call = read_call(Path(path), str(path), ctx.params.transcribe.max_audio_s)
+            result = transcriber.transcribe(call, channels=channels, name=str(path),
+                                            progress=lambda d, t: bar.update(seconds_task, completed=round(d),
+                                                                                     total=round(t)))
+            text = write(result, fmt)
+            results[str(path)] = text
+            if out_dir is not None:
+                target = Path(out_dir) / f"{Path(path).stem}.{'json' if 'json' in fmt else 'txt' if fmt == 'text' else fmt}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+                summary.append({"file": str(path), "out": str(target), "duration_s": result.duration_s,
+                                "segments": len(result.segments), "runtime": result.runtime, "model": result.model,
+                                "warnings": list(result.warnings)})
+            bar.advance(files_task)
+    if out_dir is not None:
+        return summary
+    return next(iter(results.values())) if len(results) == 1 else results
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)

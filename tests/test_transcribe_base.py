@@ -1,0 +1,71 @@
+"""The engine on a real Whisper (the demo's candidate when the demo has run, else whisper-base): a whole
+generated call scores like its clips decoded one by one, and no runtime's output loops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REAL_ZH, REPO
+
+from zhasr.audio import load_16k
+from zhasr.config import TranscribeParams
+from zhasr.decode import is_loop
+from zhasr.export.formats import write_export
+from zhasr.metrics import character_error_rate
+from zhasr.text import normalize
+from zhasr.transcribe import Transcriber
+from zhasr.transcribe.guard import decode_options
+from zhasr.transcribe.media import read_call
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not REAL_ZH.is_dir(), reason=f"{REAL_ZH}: real-zh clips not present beside the checkout")]
+
+CANDIDATE = REPO / "models" / "candidate"
+DATASET = REPO / "data" / "dataset" / "manifest.jsonl"
+PARAMS = TranscribeParams()
+
+
+@pytest.fixture(scope="module")
+def model_dir(base_dir) -> Path:
+    return CANDIDATE if (CANDIDATE / "config.json").is_file() else base_dir
+
+
+@pytest.fixture(scope="module")
+def runtimes(model_dir, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("exports")
+    return {"transformers": model_dir, "ct2": write_export("ct2-int8", model_dir, out),
+            "ggml": write_export("ggml-q8_0", model_dir, out)}
+
+
+def regression_clips() -> dict[str, list]:
+    """Test-split clips of the demo (when ingested) and the real-zh clips: {set: [(16 kHz audio)]}."""
+    sets = {"real-zh": [load_16k(REAL_ZH / json.loads(line)["audio"])
+                        for line in (REAL_ZH / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]}
+    if DATASET.is_file():
+        rows = [json.loads(line) for line in DATASET.read_text(encoding="utf-8").splitlines()]
+        sets["test"] = [load_16k(DATASET.parent / r["audio"]) for r in rows if r["split"] == "test"]
+    return sets
+
+
+@pytest.mark.parametrize("runtime", ["transformers", "ct2", "ggml"])
+def test_whole_call_scores_like_its_clips_and_nothing_loops(runtime, runtimes, generated_call, model_dir):
+    wav, turns = generated_call
+    transcriber = Transcriber.open(runtimes[runtime], PARAMS)
+    whole = transcriber.transcribe(wav, channels="mix")
+    reference = normalize("".join(t.text for t in turns))
+    whole_cer = character_error_rate([reference], [normalize(whole.text)]).cer
+    # The same clips, cut at their true bounds from the mixed call, decoded one by one without the VAD.
+    mono = read_call(wav).mono()
+    clips = [mono[int(t.start * 16000) : int(t.end * 16000)] for t in turns]
+    one_by_one = transcriber.runtime.decode(clips)
+    clip_cer = character_error_rate([normalize(t.text) for t in turns], [normalize(o.text) for o in one_by_one]).cer
+    print(f"{runtime} on {model_dir.name}: whole call {whole_cer:.2%}, clips one by one {clip_cer:.2%}")
+    assert abs(whole_cer - clip_cer) <= 0.02, (runtime, whole_cer, clip_cer)
+    for name, clips in regression_clips().items():
+        results = transcriber.transcribe_many(clips, channels="mix")
+        looping = [r.text for r in results if is_loop(r.text, decode_options(PARAMS, "zh", "transcribe"))]
+        first_pass = sum(r.looped for r in results)
+        print(f"{runtime} {name}: {len(results)} clips, {first_pass} looped before the guard, {len(looping)} after")
+        assert looping == [], (runtime, name, looping)

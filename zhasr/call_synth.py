@@ -1,0 +1,79 @@
+"""A generated two-channel call with its turn list: synthetic clips joined with pauses, agent left and
+customer right, as a G.711 mu-law WAV at 8 kHz (how call-center recorders store calls).
+
+Each clip is trimmed to its speech (10 ms frames within ``floor_db`` of the loudest), so a turn's
+start and end are where its speech is. Turns alternate between the channels; the other channel
+carries line noise only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+@dataclass(frozen=True)
+class Turn:
+    start: float  # seconds in the call
+    end: float
+    channel: int  # 0 left, 1 right
+    speaker: str
+    text: str  # the clip's label
+    clip: str  # the clip's id
+
+
+def speech_bounds(x: np.ndarray, rate: int, floor_db: float = 40.0) -> tuple[int, int]:
+    """(first, last + 1) sample of the 10 ms frames within ``floor_db`` dB of the loudest frame."""
+    frame = max(1, rate // 100)
+    n = len(x) // frame
+    energy = (x[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1)
+    active = np.flatnonzero(energy >= energy.max() * 10 ** (-floor_db / 10))
+    return int(active[0] * frame), int((active[-1] + 1) * frame)
+
+
+def assemble_call(clips: Sequence[tuple[np.ndarray, str, str]], rate: int, roles: Sequence[str] = ("agent", "customer"),
+                  pause_s: tuple[float, float] = (0.7, 1.5), lead_s: float = 1.0, noise_dbfs: float = -60.0,
+                  seed: int = 0) -> tuple[np.ndarray, list[Turn]]:
+    """((2, n) float32 at ``rate``, turns) from ``clips`` = [(samples at rate, text, id)], turn k on channel k % 2."""
+    rng = np.random.default_rng(seed)
+    pieces, turns, t = [], [], int(lead_s * rate)
+    for k, (x, text, clip_id) in enumerate(clips):
+        a, b = speech_bounds(x, rate)
+        pieces.append((t, k % 2, x[a:b]))
+        turns.append(Turn(round(t / rate, 3), round((t + b - a) / rate, 3), k % 2, roles[k % 2], text, clip_id))
+        t += b - a + int(rng.uniform(*pause_s) * rate)
+    call = rng.standard_normal((2, t + int(lead_s * rate))) * 10 ** (noise_dbfs / 20)
+    for start, channel, x in pieces:
+        call[channel, start : start + len(x)] += x
+    return np.clip(call, -1, 1).astype(np.float32), turns
+
+
+def write_call(out_dir: Path, clips: Sequence[tuple[np.ndarray, str, str]], rate: int, name: str = "call",
+               **options) -> tuple[Path, list[Turn]]:
+    """``out_dir/<name>.wav`` (2 channels, mu-law) and ``<name>.turns.json``; returns (wav path, turns)."""
+    samples, turns = assemble_call(clips, rate, **options)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wav = out_dir / f"{name}.wav"
+    sf.write(wav, samples.T, rate, format="WAV", subtype="ULAW")
+    (out_dir / f"{name}.turns.json").write_text(json.dumps([asdict(x) for x in turns], ensure_ascii=False, indent=1),
+                                                encoding="utf-8")
+    return wav, turns
+
+
+def clips_of_batch(batch_dir: Path) -> list[tuple[np.ndarray, str, str]]:
+    """[(samples, text, id)] of a synthetic batch's clips, in manifest order, at their own (equal) rate."""
+    rows = [json.loads(line) for line in (Path(batch_dir) / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    out, rates = [], set()
+    for r in rows:
+        x, rate = sf.read(Path(batch_dir) / r["audio"], dtype="float32")
+        rates.add(rate)
+        out.append((x, r["text"], r["id"]))
+    if len(rates) != 1:
+        raise ValueError(f"{batch_dir}: clips at several rates {sorted(rates)}; make the batch with one channel type")
+    return out

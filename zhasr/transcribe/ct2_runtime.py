@@ -1,0 +1,78 @@
+"""The CTranslate2 runtime: a ct2 export folder run with faster-whisper's model, batched, offline.
+
+Pieces are decoded the way faster-whisper's ``BatchedInferencePipeline`` decodes its chunks
+(one encoder call and one ``generate`` per batch), with the engine's guard: the token cap by
+duration, a retry with repeated n-grams banned for pieces that loop, then the collapse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zhasr.decode import DecodeOptions, Transcript, is_loop, token_cap
+from zhasr.text import to_simplified
+
+
+class Ct2Runtime:
+    name = "ct2"
+
+    def __init__(self, model_dir: Path, options: DecodeOptions, threads: int = 2, device: str = "cpu"):
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        if not (Path(model_dir) / "model.bin").is_file():
+            raise FileNotFoundError(f"{model_dir}: not a CTranslate2 export (no model.bin)")
+        self.model = WhisperModel(str(model_dir), device=device, compute_type="default", cpu_threads=threads,
+                                  local_files_only=True)
+        self.tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
+                                   language=options.language)
+        self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
+        self.options = options
+
+    def _features(self, clips: list[np.ndarray]) -> np.ndarray:
+        from faster_whisper.audio import pad_or_trim
+
+        return np.stack([pad_or_trim(self.model.feature_extractor(c)[..., :-1]) for c in clips])
+
+    def _generate(self, clips: list[np.ndarray], prompt: str | None, no_repeat_ngram: int = 0) -> list[Transcript]:
+        encoded = self.model.encode(self._features(clips))
+        tokens = self.model.get_prompt(self.tokenizer, [], without_timestamps=True, hotwords=prompt)
+        cap = token_cap(max(len(c) for c in clips) / 16000, self.options)
+        results = self.model.model.generate(
+            encoded, [list(tokens) for _ in clips], beam_size=self.options.num_beams, max_length=len(tokens) + cap,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self.suppress,
+            no_repeat_ngram_size=no_repeat_ngram,
+        )
+        out = []
+        for r in results:
+            ids = r.sequences_ids[0]
+            text = to_simplified(self.tokenizer.decode(ids).strip())
+            out.append(Transcript(text=text, tokens=ids, hit_cap=len(ids) >= cap, looped=False,
+                                  avg_logprob=r.scores[0] * len(ids) / (len(ids) + 1),  # faster-whisper's mean
+                                  no_speech_prob=r.no_speech_prob))
+        return out
+
+    def decode(self, clips: list[np.ndarray], prompt: str | None = None) -> list[Transcript]:
+        """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised."""
+        out: list[Transcript] = []
+        size = self.options.batch_size
+        for start in range(0, len(clips), size):
+            batch = clips[start : start + size]
+            try:
+                first = self._generate(batch, prompt)
+                suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, self.options)]
+                again = {}
+                if suspect and self.options.retry_no_repeat_ngram > 0:
+                    again = dict(zip(suspect, self._generate([batch[i] for i in suspect], prompt,
+                                                             self.options.retry_no_repeat_ngram)))
+                for i, t in enumerate(first):
+                    kept = again.get(i, t)
+                    out.append(Transcript(kept.text, kept.tokens, kept.hit_cap, looped=i in suspect,
+                                          retried=i in again, avg_logprob=kept.avg_logprob,
+                                          no_speech_prob=kept.no_speech_prob))
+            except (RuntimeError, ValueError) as exc:
+                out += [Transcript("", [], False, False, error=f"ct2: {exc}")] * len(batch)
+        return out

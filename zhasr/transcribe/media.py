@@ -1,0 +1,109 @@
+"""Any audio a call-center system exports, decoded to (channels, n) float32 at 16 kHz.
+
+PyAV (FFmpeg, installed with faster-whisper) reads WAV with PCM or G.711 mu-law/A-law, MP3,
+M4A/AAC, Opus, FLAC, Ogg, AMR-NB/WB, GSM and G.722; libsndfile is tried when FFmpeg fails.
+Channels are kept (split-channel calls need them); each is resampled with soxr like ingest.
+Input is a path or the bytes themselves (a service never opens a path a client names).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from zhasr.audio import TARGET_RATE, AudioError
+
+
+@dataclass(frozen=True)
+class CallAudio:
+    samples: np.ndarray  # (channels, n_samples) float32 in [-1, 1] at TARGET_RATE
+    source_rate: int  # Hz as delivered
+    codec: str  # e.g. "pcm_mulaw", "mp3", "aac"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[1] / TARGET_RATE
+
+    def mono(self) -> np.ndarray:
+        """(n_samples,) mean of the channels."""
+        return self.samples.mean(axis=0) if self.channels > 1 else self.samples[0]
+
+
+def _decode_av(blob: bytes) -> tuple[np.ndarray, int, str, float | None]:
+    """(channels, n) float32 at the source rate, rate, codec name, declared duration in seconds (or None)."""
+    import av
+
+    with av.open(io.BytesIO(blob), mode="r") as container:
+        if not container.streams.audio:
+            raise AudioError("no audio stream")
+        stream = container.streams.audio[0]
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        chunks = []
+        for frame in container.decode(stream):
+            data = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
+            if not frame.format.is_planar:
+                data = data.reshape(-1, len(frame.layout.channels)).T
+            chunks.append(data.astype(np.float32) / _scale(data.dtype))
+        if not chunks:
+            raise AudioError("no samples")
+        return np.concatenate(chunks, axis=1), int(stream.rate or stream.sample_rate), stream.codec_context.name, declared
+
+
+def _scale(dtype: np.dtype) -> float:
+    """Full scale of an integer sample type (1 for floats)."""
+    return float(np.iinfo(dtype).max) + 1 if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def _decode_sndfile(blob: bytes) -> tuple[np.ndarray, int, str]:
+    import soundfile as sf
+
+    data, rate = sf.read(io.BytesIO(blob), dtype="float32", always_2d=True)
+    if data.shape[0] == 0:
+        raise AudioError("no samples")
+    return data.T, int(rate), sf.info(io.BytesIO(blob)).subtype.lower()
+
+
+def read_call(source: Path | bytes, name: str | None = None, max_duration_s: float | None = None) -> CallAudio:
+    """Decode ``source`` (a path, or the file's bytes with ``name`` for messages).
+
+    Raises AudioError naming the file: empty, not audio, no audio stream, no samples, too long.
+    A file cut short decodes as far as it goes, with a warning.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = name or str(path)
+        if not path.is_file():
+            raise AudioError(f"{name}: file not found")
+        blob = path.read_bytes()
+    else:
+        blob, name = bytes(source), name or "audio"
+    if not blob:
+        raise AudioError(f"{name}: empty file")
+    warnings: list[str] = []
+    try:
+        data, rate, codec, declared = _decode_av(blob)
+    except Exception as av_error:  # FFmpeg raises many types for bad input
+        try:
+            data, rate, codec = _decode_sndfile(blob)
+            declared = None
+        except Exception:
+            reason = str(av_error).split(": '<", 1)[0]  # PyAV appends the stream's repr
+            raise AudioError(f"{name}: cannot decode audio ({reason})") from av_error
+    seconds = data.shape[1] / rate
+    if declared and seconds < declared - 0.5:
+        warnings.append(f"{name}: the file is cut short: {seconds:.1f} s decoded of {declared:.1f} s declared")
+    if max_duration_s is not None and seconds > max_duration_s:
+        raise AudioError(f"{name}: {seconds:.0f} s of audio, more than the limit of {max_duration_s:.0f} s")
+    data = np.clip(np.nan_to_num(data), -1.0, 1.0)
+    if rate != TARGET_RATE:
+        data = soxr.resample(data.T, rate, TARGET_RATE, quality="HQ").T
+    return CallAudio(np.ascontiguousarray(data, dtype=np.float32), rate, codec, tuple(warnings))

@@ -1,0 +1,63 @@
+"""Output formats of a Transcription: text, json, verbose_json (OpenAI's audio API shapes), srt, vtt."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from zhasr.transcribe.records import Transcription
+
+FORMATS = ("text", "json", "verbose_json", "srt", "vtt")
+MEDIA_TYPES = {"text": "text/plain", "json": "application/json", "verbose_json": "application/json",
+               "srt": "application/x-subrip", "vtt": "text/vtt"}
+LANGUAGE_NAMES = {"zh": "chinese", "yue": "cantonese", "en": "english"}  # OpenAI reports the language by name
+
+
+def _clock(seconds: float, decimal: str) -> str:
+    ms = round(seconds * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{decimal}{ms:03d}"
+
+
+def verbose(t: Transcription, words: bool = False) -> dict[str, Any]:
+    """OpenAI's ``verbose_json`` plus the engine's fields (speaker, channel, flags, removed pieces)."""
+    body: dict[str, Any] = {
+        "task": "transcribe", "language": LANGUAGE_NAMES.get(t.language, t.language), "duration": t.duration_s,
+        "text": t.text,
+        "segments": [{"id": s.id, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [],
+                      "temperature": 0.0, "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio,
+                      "no_speech_prob": s.no_speech_prob, "speaker": s.speaker, "channel": s.channel,
+                      "flags": list(s.flags), **({"error": s.error} if s.error else {})}
+                     for s in t.segments],
+        "model": t.model, "runtime": t.runtime, "channels": t.channels,
+        "removed": [asdict(r) for r in t.removed], "warnings": list(t.warnings), "timings": asdict(t.timings),
+    }
+    if words:
+        body["words"] = [asdict(w) for s in t.segments for w in s.words]
+    return body
+
+
+def _label(speaker: str, text: str) -> str:
+    return f"[{speaker}] {text}" if speaker else text
+
+
+def write(t: Transcription, fmt: str, words: bool = False) -> str:
+    """``t`` in ``fmt``; text and subtitles label split-channel turns with their speaker."""
+    if fmt == "text":
+        return "\n".join(_label(s.speaker, s.text) for s in t.segments if s.text) + "\n"
+    if fmt == "json":
+        return json.dumps({"text": t.text}, ensure_ascii=False)
+    if fmt == "verbose_json":
+        return json.dumps(verbose(t, words), ensure_ascii=False)
+    if fmt == "srt":
+        cues = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{_label(s.speaker, s.text)}\n"
+                for i, s in enumerate((s for s in t.segments if s.text), start=1)]
+        return "\n".join(cues)
+    if fmt == "vtt":
+        cues = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n"
+                f"{f'<v {s.speaker}>' if s.speaker else ''}{s.text}\n" for s in t.segments if s.text]
+        return "WEBVTT\n\n" + "\n".join(cues)
+    raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
