@@ -32,7 +32,7 @@ def champion(project, tiny_model_dir):
         return ensure_champion(ctx, tiny_model_dir)
 
 
-def test_mlflow_models_serve_transcribes_audio_bytes_and_never_a_path(project, champion, generated_call):
+def test_mlflow_models_serve_transcribes_audio_bytes_and_never_a_path(project, champion, generated_call, tmp_path):
     wav, _ = generated_call
     audio = base64.b64encode(wav.read_bytes()).decode()
     port = free_port()
