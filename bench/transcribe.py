@@ -49,7 +49,7 @@ def run_one(system: str, args: argparse.Namespace, wav: Path) -> dict:
 
     from zhasr.config import load_params
 
-    params = dataclasses.replace(load_params(Path("params.yaml")).transcribe, threads=args.threads)
+    params = dataclasses.replace(load_params(Path("params.yaml"), args.set).transcribe, threads=args.threads)
     if system.startswith("engine-"):
         from zhasr.transcribe import Transcriber
 
@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--channels", default="mix", choices=("mix", "split"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an engine setting, e.g. --set transcribe.min_silence_ms=1600")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # run one system in this process, print JSON
     args = parser.parse_args()
     wav = make_call(Path(args.call))
@@ -109,7 +111,8 @@ def main() -> None:
         print(system, json.dumps(line), flush=True)
     duration = next(iter(rows.values()))["duration_s"] if rows else 0
     batched = rows.get("faster-whisper-batched")
-    print(f"\ncall: {duration / 60:.1f} min, {len(turns)} turns, channels={args.channels}, {args.threads} threads\n")
+    print(f"\ncall: {duration / 60:.1f} min, {len(turns)} turns, channels={args.channels}, {args.threads} threads"
+          f"{', ' + ' '.join(args.set) if args.set else ''}\n")
     print("| system | audio s / s | vs faster-whisper batched | CER | segments | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for system, r in rows.items():
