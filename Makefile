@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-slow bench ui prefect-ui serve repro clean-state
+.PHONY: install demo test test-slow bench bench-transcribe ui prefect-ui serve repro clean-state
 
 install: $(STAMP) $(SYS_STAMP)
 
@@ -51,6 +51,10 @@ repro: install
 
 bench: install
 	$(PY) bench/train.py
+
+# Whole-call speed, memory and CER of each runtime beside faster-whisper's pipelines (run the demo first).
+bench-transcribe: install
+	$(PY) bench/transcribe.py
 
 ui: install
 	$(VENV)/bin/zhasr ui
