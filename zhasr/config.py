@@ -147,7 +147,7 @@ class TranscribeParams:
     logprob_threshold: float = -1.0  # ... and its average token log-probability below this (Whisper's rule)
     hallucinations: list[str] = field(default_factory=lambda: list(DEFAULT_HALLUCINATIONS))
     hotwords: list[str] | None = None  # domain terms handed to the runtime as a prompt; None: evaluate.hotwords
-    use_hotwords: bool = False  # off: the measured recall is lower with the prompt (README, "Transcribing calls")
+    use_hotwords: bool = True  # measured: recall 63.8% -> 80.9% and CER -1.4 pts on the test split (README)
     threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
     max_audio_s: float = 14400.0  # longer inputs are refused (4 h)
 
