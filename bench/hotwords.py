@@ -26,7 +26,7 @@ def main() -> None:
     params = load_params(Path("params.yaml"))
     dataset = Path(args.dataset)
     manifest = read_jsonl(dataset / "manifest.jsonl")
-    transcriber = Transcriber.open(Path(args.model), params.transcribe, hotwords=params.evaluate.hotwords)
+    transcriber = Transcriber.open(Path(args.model), params.transcribe_settings())
     print(f"prompt: {' '.join(transcriber.hotwords)}\n")
     print("| set | hotwords | CER | hotword recall | found / occurrences | seconds |")
     print("|---|---|---|---|---|---|")

@@ -49,7 +49,7 @@ def run_one(system: str, args: argparse.Namespace, wav: Path) -> dict:
 
     from zhasr.config import load_params
 
-    params = dataclasses.replace(load_params(Path("params.yaml"), args.set).transcribe, threads=args.threads)
+    params = dataclasses.replace(load_params(Path("params.yaml"), args.set).transcribe_settings(), threads=args.threads)
     if system.startswith("engine-"):
         from zhasr.transcribe import Transcriber
 

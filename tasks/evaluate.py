@@ -36,7 +36,7 @@ def ensure_champion(ctx: StageContext, base_dir: Path):
             mlflow.set_tag("zhasr.kind", "base-model")
             champion = registry.log_and_register(
                 name, base_dir, ctx.params.model.language,
-                tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"}, transcribe=ctx.params.transcribe,
+                tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"}, transcribe=ctx.params.transcribe_settings(),
             )
         registry.change_alias(name, registry.CHAMPION, str(champion.version), action="register", by="zhasr",
                               note="base model registered as the first champion")
@@ -52,8 +52,8 @@ def decode_sets(ctx: StageContext, model_dir: Path, adapter_dir: Path | None, la
     """Decode every set ``{name: clips}`` with one model through the transcription engine, as it would
     serve (VAD pieces, the guard, the hallucination filter): ``{name: SystemOutput}``."""
     model, processor = load_model(model_dir, adapter_dir)
-    transcriber = Transcriber(TransformersRuntime(model, processor, decode_options(ctx)), ctx.params.transcribe,
-                              ctx.params.model.language, identity=label, hotwords=ctx.params.evaluate.hotwords)
+    transcriber = Transcriber(TransformersRuntime(model, processor, decode_options(ctx)),
+                              ctx.params.transcribe_settings(), ctx.params.model.language, identity=label)
     outputs = {}
     for name, clips in sets.items():
         with progress_bar(f"decode {name} with {label} (speech seconds)") as progress, Stopwatch() as watch:

@@ -63,7 +63,8 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
             for name, rows in sets.items():
                 texts, seconds = transcribe_export(fmt, path, [dataset / r["audio"] for r in rows],
                                                    ctx.params.model.language, p.threads,
-                                                   ctx.params.transcribe.max_new_tokens, ctx.params.transcribe)
+                                                   ctx.params.transcribe.max_new_tokens,
+                                                   ctx.params.transcribe_settings())
                 cer = character_error_rate([r["text_norm"] for r in rows], texts).cer
                 low, high = rise_interval(ctx, merged_records[name], texts)
                 row.update({f"cer_{name}": cer, f"cer_{name}_increase": cer - reference_cer[name],

@@ -68,9 +68,8 @@ def resolve(ctx: StageContext, spec: str | None = None) -> ResolvedModel:
 def open_transcriber(ctx: StageContext, spec: str | None = None, runtime: str | None = None) -> Transcriber:
     model = resolve(ctx, spec)
     p = ctx.params
-    return Transcriber.open(model.model_dir, p.transcribe, language=p.model.language, task=p.model.task,
-                            exports=model.exports, runtime=runtime, identity=model.identity,
-                            hotwords=p.evaluate.hotwords)
+    return Transcriber.open(model.model_dir, p.transcribe_settings(), language=p.model.language, task=p.model.task,
+                            exports=model.exports, runtime=runtime, identity=model.identity)
 
 
 def run(ctx: StageContext, files: list[Path], model: str | None = None, channels: str | None = None,

@@ -243,6 +243,13 @@ class Params:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def transcribe_settings(self) -> TranscribeParams:
+        """``transcribe`` with its hotwords resolved (None: ``evaluate.hotwords``), as every caller of the
+        engine (CLI, evaluation, export checks, the registered pyfunc) must use it."""
+        if self.transcribe.hotwords is not None:
+            return self.transcribe
+        return dataclasses.replace(self.transcribe, hotwords=list(self.evaluate.hotwords))
+
     def flat(self) -> dict[str, Any]:
         """``{"train.rank": 16, ...}``: the form logged as MLflow params."""
         return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}

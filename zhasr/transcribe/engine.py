@@ -70,15 +70,14 @@ class _Track:
 class Transcriber:
     """One model in one runtime with the engine's rules. Thread-compatible, not thread-safe."""
 
-    def __init__(self, runtime, params: TranscribeParams, language: str = "zh", identity: str = "",
-                 hotwords: Sequence[str] = ()):
+    def __init__(self, runtime, params: TranscribeParams, language: str = "zh", identity: str = ""):
         self.runtime, self.params, self.language, self.identity = runtime, params, language, identity
-        self.hotwords = list(params.hotwords if params.hotwords is not None else hotwords)
+        self.hotwords = list(params.hotwords or [])
 
     @classmethod
     def open(cls, model: Path, params: TranscribeParams, *, language: str = "zh", task: str = "transcribe",
              exports: Mapping[str, Path] | None = None, runtime: str | None = None, identity: str | None = None,
-             hotwords: Sequence[str] = (), device=None) -> Transcriber:
+             device=None) -> Transcriber:
         """Open ``model`` (a Hugging Face folder, ct2 folder or ggml file) or, by ``runtime``
         (default ``params.runtime``), one of its ``exports``."""
         path = pick_model(Path(model), exports or {}, runtime or params.runtime)
@@ -101,7 +100,7 @@ class Transcriber:
             from zhasr.transcribe.hf_runtime import TransformersRuntime
 
             engine = TransformersRuntime.open(path, options, device)
-        return cls(engine, params, language, identity or str(path), hotwords)
+        return cls(engine, params, language, identity or str(path))
 
     @property
     def runtime_name(self) -> str:
