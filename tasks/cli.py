@@ -18,6 +18,7 @@ from zhasr.adapters import AdapterUnavailableError, check_method_available
 from zhasr.audio import AudioError
 from zhasr.config import ConfigError, load_params
 from zhasr.project import apply_default_env, project_root
+from zhasr.serve.keys import KeyFileError
 
 STAGES = ("ingest", "validate", "train", "evaluate", "gate", "merge", "export", "register")
 
@@ -147,6 +148,28 @@ def cmd_transcribe(args: argparse.Namespace) -> Any:
                           fmt=args.format, out_dir=Path(args.out) if args.out else None, runtime=args.runtime)
 
 
+def cmd_serve(args: argparse.Namespace) -> Any:
+    from service.main import run  # the service sits above this CLI's layer; imported only to start it
+
+    run(_context(args))
+
+
+def cmd_serve_keys(args: argparse.Namespace) -> Any:
+    from zhasr.serve.keys import KeyStore
+
+    ctx = _context(args)
+    store = KeyStore(ctx.root / ctx.params.serve.keys_file)
+    if args.action == "add":
+        key = store.add(args.name)
+        print(f"new key for {args.name} (shown once, store it now):", file=sys.stderr)
+        return key + "\n"
+    if args.action == "revoke":
+        record = store.revoke(args.name)
+        return {"name": record.name, "revoked": record.revoked}
+    return [{"name": r.name, "created": r.created, "revoked": r.revoked, "sha256": r.sha256[:12]}
+            for r in store.records()]
+
+
 def cmd_schedule(args: argparse.Namespace) -> Any:
     ctx = _context(args)
     from flows.schedule import serve_schedule
@@ -240,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--out", help="write <out>/<file stem>.<ext> per file and print a summary")
+    add("serve", cmd_serve, "serve the champion behind an OpenAI-compatible API (settings: params serve)")
+    p = add("serve-keys", cmd_serve_keys, "API keys of the service: add NAME (prints the key once), list, revoke NAME")
+    p.add_argument("action", choices=("add", "list", "revoke"))
+    p.add_argument("name", nargs="?", help="who the key is for (add, revoke)")
     add("schedule", cmd_schedule, "serve the scheduled retraining deployment (cron from params.schedule)")
     add("ui", cmd_ui, "start the MLflow UI on 127.0.0.1").add_argument("--port", type=int, default=5000)
     parser.set_defaults(handlers=handlers)
@@ -256,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2
-    except (AdapterUnavailableError, PromotionError, AudioError, LookupError) as exc:
+    except (AdapterUnavailableError, PromotionError, AudioError, LookupError, KeyFileError) as exc:
         print(f"zhasr: {exc}", file=sys.stderr)
         return 2
     # Under torchrun every process runs the command; the result is printed once.

@@ -43,6 +43,19 @@ def fit_exports(version) -> dict[str, Path]:
     return out
 
 
+def version_named(ctx: StageContext, spec: str) -> str | None:
+    """The registry version a ``models:/`` spec names now, without downloading anything; None for a folder
+    or an alias that no version holds."""
+    match = _MODEL_URI.match(spec)
+    if not match:
+        return None
+    if match["version"]:
+        return match["version"]
+    tracking.configure(ctx)
+    version = registry.version_by_alias(match["name"], match["alias"])
+    return str(version.version) if version is not None else None
+
+
 def resolve(ctx: StageContext, spec: str | None = None) -> ResolvedModel:
     """``spec``: a ``models:/`` URI (default: the champion of ``register.model_name``) or a local model path."""
     spec = spec or f"models:/{ctx.params.register.model_name}@{registry.CHAMPION}"

@@ -222,6 +222,27 @@ class TrackingParams:
 
 
 @dataclass(frozen=True)
+class ServeParams:
+    # ``zhasr serve``: the champion behind an OpenAI-compatible API (one process; run replicas for more).
+    host: str = "127.0.0.1"  # 0.0.0.0 to listen on every interface
+    port: int = 8000
+    model: str | None = None  # models:/NAME@ALIAS, models:/NAME/VERSION or a model folder; None: the champion
+    poll_s: float = 10.0  # how often the alias is checked; a moved alias is loaded beside the old one, then swapped
+    keys_file: str = "serve/keys.json"  # API key hashes (``zhasr serve-keys``), relative to the project root
+    jobs_dir: str = "serve/jobs"  # the durable job queue: jobs.sqlite and the accepted audio
+    max_upload_mb: float = 200.0  # larger uploads: 413 (an hour of 16 kHz 16-bit mono is 115 MB)
+    max_audio_s: float = 7200.0  # longer audio: 413
+    requests_per_minute: int = 120  # per key, transcriptions and job submissions
+    audio_s_per_minute: float = 7200.0  # per key, seconds of audio accepted
+    limits_storage: str = "memory://"  # the ``limits`` storage: redis://HOST:PORT shares limits across replicas
+    max_queued: int = 32  # requests waiting or decoding; more: 503 with Retry-After
+    max_queued_jobs: int = 1000  # accepted jobs not yet done; more: 503
+    batch_wait_ms: float = 30.0  # the worker waits this long after the first piece for more to fill a batch
+    batch_requests: bool = True  # false: one request at a time (pieces of one request batched only)
+    retry_after_s: int = 5  # advised wait on 503
+
+
+@dataclass(frozen=True)
 class Params:
     paths: PathsParams = field(default_factory=PathsParams)
     synth: SynthParams = field(default_factory=SynthParams)
@@ -239,6 +260,7 @@ class Params:
     approval: ApprovalParams = field(default_factory=ApprovalParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
+    serve: ServeParams = field(default_factory=ServeParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -380,6 +402,15 @@ def _check_transcribe(t: TranscribeParams) -> None:
                           f"transcribe.max_new_tokens: at least 8, got {t.max_new_tokens}")
 
 
+def _check_serve(serve: ServeParams) -> None:
+    for key in ("port", "max_upload_mb", "max_audio_s", "requests_per_minute", "audio_s_per_minute", "max_queued",
+                "max_queued_jobs", "poll_s"):
+        if getattr(serve, key) <= 0:
+            raise ConfigError(f"serve.{key}: must be above 0, got {getattr(serve, key)}")
+    if not serve.limits_storage.startswith(("memory://", "redis://", "rediss://", "redis+sentinel://")):
+        raise ConfigError(f"serve.limits_storage: expected memory:// or redis://HOST:PORT, got {serve.limits_storage!r}")
+
+
 def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
     params = _build(Params, data or {}, "")
@@ -388,6 +419,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     _check_train(params.train)
     _check_gate(params.gate)
     _check_schedule(params.schedule)
+    _check_serve(params.serve)
     return params
 
 

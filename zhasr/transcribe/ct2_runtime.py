@@ -13,6 +13,8 @@ import numpy as np
 
 from zhasr.decode import DecodeOptions, Transcript, is_loop, token_cap
 from zhasr.text import to_simplified
+from zhasr.transcribe.records import Word
+from zhasr.transcribe.words import split_on_characters, timed_words
 
 
 class Ct2Runtime:
@@ -75,4 +77,22 @@ class Ct2Runtime:
                                           no_speech_prob=kept.no_speech_prob))
             except (RuntimeError, ValueError) as exc:
                 out += [Transcript("", [], False, False, error=f"ct2: {exc}")] * len(batch)
+        return out
+
+    def align(self, clips: list[np.ndarray], texts: list[str]) -> list[tuple[Word, ...]]:
+        """Word timings (seconds from each clip's start) of each clip's final text: CTranslate2's alignment
+        heads and DTW."""
+        out: list[tuple[Word, ...]] = []
+        for clip, words in zip(clips, texts):
+            text = self.tokenizer.encode(" " + words) if words else []
+            if not text:
+                out.append(())
+                continue
+            encoded = self.model.encode(self._features([clip]))
+            frames = min(3000, int(np.ceil(len(clip) / 160)))  # mel frames; the encoder halves them
+            result = self.model.model.align(encoded, self.tokenizer.sot_sequence, [text], frames,
+                                            median_filter_width=7)[0]
+            path = (np.array([a for a, _ in result.alignments]), np.array([b for _, b in result.alignments]))
+            groups = split_on_characters(text, self.tokenizer.decode)
+            out.append(timed_words(groups, *path, result.text_token_probs, len(clip) / 16000))
         return out

@@ -18,6 +18,18 @@ import soxr
 from zhasr.audio import TARGET_RATE, AudioError
 
 
+class UnsupportedAudio(AudioError):
+    """Bytes that no decoder recognizes as audio (a service answers 415)."""
+
+
+class AudioTooLong(AudioError):
+    """Audio longer than the limit (a service answers 413)."""
+
+    def __init__(self, message: str, seconds: float):
+        super().__init__(message)
+        self.seconds = seconds
+
+
 @dataclass(frozen=True)
 class CallAudio:
     samples: np.ndarray  # (channels, n_samples) float32 in [-1, 1] at TARGET_RATE
@@ -97,12 +109,13 @@ def read_call(source: Path | bytes, name: str | None = None, max_duration_s: flo
             declared = None
         except Exception:
             reason = str(av_error).split(": '<", 1)[0]  # PyAV appends the stream's repr
-            raise AudioError(f"{name}: cannot decode audio ({reason})") from av_error
+            raise UnsupportedAudio(f"{name}: cannot decode audio ({reason})") from av_error
     seconds = data.shape[1] / rate
     if declared and seconds < declared - 0.5:
         warnings.append(f"{name}: the file is cut short: {seconds:.1f} s decoded of {declared:.1f} s declared")
     if max_duration_s is not None and seconds > max_duration_s:
-        raise AudioError(f"{name}: {seconds:.0f} s of audio, more than the limit of {max_duration_s:.0f} s")
+        raise AudioTooLong(f"{name}: {seconds:.0f} s of audio, more than the limit of {max_duration_s:.0f} s",
+                           seconds)
     data = np.clip(np.nan_to_num(data), -1.0, 1.0)
     if rate != TARGET_RATE:
         data = soxr.resample(data.T, rate, TARGET_RATE, quality="HQ").T

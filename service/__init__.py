@@ -1,0 +1,1 @@
+"""The transcription service: an entry point above the library (``zhasr serve``), never imported by it."""

@@ -1,0 +1,73 @@
+"""The fields of a transcription request, checked: OpenAI's audio API plus ``channels`` and ``hotwords``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from service.errors import ApiError
+
+# Every multipart field a transcription (or job) request may carry; anything else is a 422.
+FIELDS = ("file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
+          "stream", "channels", "hotwords")
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+GRANULARITIES = ("segment", "word")
+MAX_PROMPT_CHARS = 500
+MAX_HOTWORDS = 50
+MAX_HOTWORD_CHARS = 20
+ACCEPTED_MODEL_ALIASES = ("whisper-1",)  # so clients written for OpenAI work unchanged
+
+
+@dataclass(frozen=True)
+class TranscriptionOptions:
+    response_format: str
+    words: bool  # word timestamps asked for
+    prompt: str | None
+    channels: str | None  # None: transcribe.channels
+    hotwords: list[str] | None  # None: the configured ones
+    stream: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_unknown(keys: list[str]) -> None:
+    unknown = [k for k in keys if k not in FIELDS]
+    if unknown:
+        raise ApiError(422, f"unknown field {unknown[0]!r}; this endpoint takes {', '.join(FIELDS)}", unknown[0])
+
+
+def check_options(*, served_name: str, language_served: str, model: str, language: str | None, prompt: str | None,
+                  response_format: str, temperature: float, timestamp_granularities: list[str], stream: bool,
+                  channels: str | None, hotwords: str | None) -> TranscriptionOptions:
+    """Checked options, or an ApiError naming the field (404 for a model this server does not serve)."""
+    if model not in (served_name, *ACCEPTED_MODEL_ALIASES):
+        raise ApiError(404, f"model {model!r}: this server serves {served_name!r}", "model", "model_not_found")
+    if language not in (None, "", language_served):
+        raise ApiError(422, f"language {language!r}: this model transcribes {language_served!r}", "language")
+    if response_format not in RESPONSE_FORMATS:
+        raise ApiError(422, f"response_format {response_format!r}: expected one of {', '.join(RESPONSE_FORMATS)}",
+                       "response_format")
+    if not 0.0 <= temperature <= 1.0:
+        raise ApiError(422, f"temperature {temperature}: expected 0 to 1 (decoding is greedy with the engine's "
+                            "loop fallback)", "temperature")
+    bad = [g for g in timestamp_granularities if g not in GRANULARITIES]
+    if bad:
+        raise ApiError(422, f"timestamp_granularities[] {bad[0]!r}: expected segment or word", "timestamp_granularities[]")
+    if timestamp_granularities and response_format != "verbose_json":
+        raise ApiError(422, "timestamp_granularities[]: needs response_format=verbose_json", "timestamp_granularities[]")
+    if stream and response_format not in ("json", "text"):
+        raise ApiError(422, f"stream: takes response_format json or text, not {response_format}", "stream")
+    if channels not in (None, "", "mix", "split"):
+        raise ApiError(422, f"channels {channels!r}: expected mix or split", "channels")
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise ApiError(422, f"prompt: {len(prompt)} characters, at most {MAX_PROMPT_CHARS}", "prompt")
+    terms = None
+    if hotwords is not None and hotwords.strip():
+        terms = [t for t in re.split(r"[,，;；\s]+", hotwords) if t]
+        if len(terms) > MAX_HOTWORDS or any(len(t) > MAX_HOTWORD_CHARS for t in terms):
+            raise ApiError(422, f"hotwords: at most {MAX_HOTWORDS} terms of at most {MAX_HOTWORD_CHARS} characters, "
+                                "separated by commas or spaces", "hotwords")
+    return TranscriptionOptions(response_format, "word" in timestamp_granularities, prompt or None, channels or None,
+                                terms, stream)

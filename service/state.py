@@ -1,0 +1,162 @@
+"""What one server process holds: keys, limits, the served model, the batching worker, the job store
+and the thread that runs accepted jobs. The HTTP routes (``service.app``) only call into this."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from service.errors import ApiError
+from service.metrics import Metrics
+from service.models import ServedModel
+from service.ratelimit import KeyLimits
+from service.requests import TranscriptionOptions
+from tasks.context import StageContext
+from zhasr.audio import AudioError
+from zhasr.serve.batcher import Batcher, Loaded, Work
+from zhasr.serve.jobs import JobStore
+from zhasr.serve.keys import KeyStore
+from zhasr.transcribe.media import AudioTooLong, CallAudio, UnsupportedAudio, read_call
+from zhasr.transcribe.writers import verbose
+
+log = logging.getLogger("zhasr.serve")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request whose audio was read: the call, and the version it will be transcribed with."""
+
+    call: CallAudio
+    loaded: Loaded
+
+
+class ServiceState:
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+        p = ctx.params.serve
+        self.serve = p
+        self.metrics = Metrics()
+        self.keys = KeyStore(ctx.root / p.keys_file)
+        self.limits = KeyLimits(p)
+        self.model = ServedModel(ctx, self.metrics)
+        self.batcher = Batcher(ctx.params.transcribe.batch_size, p.batch_wait_ms / 1000, p.batch_requests,
+                               observe=self._observe_batch)
+        self.jobs = JobStore(ctx.root / p.jobs_dir)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._jobs_thread = threading.Thread(target=self._run_jobs, name="zhasr-jobs", daemon=True)
+
+    def start(self) -> None:
+        recovered = self.jobs.recover()
+        if recovered:
+            log.info("%d job(s) left running by the last server are queued again", recovered)
+        self.model.start()
+        self._jobs_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.model.stop()
+        self.batcher.stop()
+        self._jobs_thread.join(timeout=10)
+
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.batch_seconds.observe(seconds)
+
+    # -- admission -----------------------------------------------------------------------------------
+    def authenticate(self, header: str | None) -> str:
+        """The key's name for an ``Authorization: Bearer`` header; 401 otherwise."""
+        if not header or not header.lower().startswith("bearer ") or not header[7:].strip():
+            self.metrics.auth_rejections.labels("missing").inc()
+            raise ApiError(401, "no API key: send Authorization: Bearer <key>", code="missing_api_key")
+        name = self.keys.name_of(header[7:].strip())
+        if name is None:
+            self.metrics.auth_rejections.labels("invalid").inc()
+            raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
+        return name
+
+    def loaded(self) -> Loaded:
+        loaded = self.model.current
+        if loaded is None:
+            raise ApiError(503, "no model loaded yet", code="not_ready", headers=self._retry_after())
+        return loaded
+
+    def _retry_after(self) -> dict[str, str]:
+        return {"Retry-After": str(self.serve.retry_after_s)}
+
+    def check_rate(self, key_name: str) -> None:
+        refusal = self.limits.hit_request(key_name)
+        if refusal:
+            self.metrics.rate_limited.labels(refusal.limit).inc()
+            raise ApiError(429, refusal.message, code="rate_limit_exceeded",
+                           headers={"Retry-After": str(refusal.retry_after_s)})
+
+    def check_capacity(self) -> None:
+        if self.batcher.active >= self.serve.max_queued:
+            self.metrics.overloaded.labels("requests").inc()
+            raise ApiError(503, f"{self.batcher.active} requests in progress, the limit is {self.serve.max_queued}; "
+                                "retry later", code="queue_full", headers=self._retry_after())
+
+    def check_job_capacity(self) -> None:
+        counts = self.jobs.counts()
+        waiting = counts["queued"] + counts["running"]
+        if waiting >= self.serve.max_queued_jobs:
+            self.metrics.overloaded.labels("jobs").inc()
+            raise ApiError(503, f"{waiting} jobs waiting, the limit is {self.serve.max_queued_jobs}; retry later",
+                           code="queue_full", headers=self._retry_after())
+
+    def read_audio(self, blob: bytes, name: str, key_name: str) -> Admitted:
+        """Decode the upload (never a path) and charge its seconds to the key; 400/413/415/429 otherwise."""
+        if len(blob) > self.serve.max_upload_mb * 1e6:
+            raise ApiError(413, f"{name}: {len(blob) / 1e6:.1f} MB, the limit is {self.serve.max_upload_mb:g} MB",
+                           "file", "file_too_large")
+        try:
+            call = read_call(blob, name, self.serve.max_audio_s)
+        except AudioTooLong as exc:
+            raise ApiError(413, str(exc), "file", "audio_too_long") from exc
+        except UnsupportedAudio as exc:
+            raise ApiError(415, f"{exc}; send WAV, FLAC, MP3, OGG/Opus, M4A/AAC, AMR or another format FFmpeg "
+                                "reads", "file", "unsupported_audio") from exc
+        except AudioError as exc:
+            raise ApiError(400, str(exc), "file", "bad_audio") from exc
+        refusal = self.limits.hit_audio(key_name, call.duration_s)
+        if refusal:
+            self.metrics.rate_limited.labels(refusal.limit).inc()
+            raise ApiError(429, refusal.message, code="rate_limit_exceeded",
+                           headers={"Retry-After": str(refusal.retry_after_s)})
+        return Admitted(call, self.loaded())
+
+    def work(self, admitted: Admitted, options: TranscriptionOptions, name: str) -> Work:
+        """Cut the call into pieces and queue them with the worker; 400 when the channels do not fit."""
+        transcriber = admitted.loaded.transcriber
+        try:
+            plan = transcriber.prepare([admitted.call], channels=options.channels, names=[name])
+        except AudioError as exc:
+            raise ApiError(400, str(exc), "channels", "bad_channels") from exc
+        prompt = transcriber.prompt(text=options.prompt, hotwords=options.hotwords)
+        return self.batcher.submit(Work(admitted.loaded, plan, prompt, options.words))
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    def wake_jobs(self) -> None:
+        self._wake.set()
+
+    def _run_jobs(self) -> None:
+        while not self._stop.is_set():
+            if self.model.current is None or (job := self.jobs.claim()) is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            options = TranscriptionOptions(**job.options)
+            started = time.perf_counter()
+            try:
+                admitted = Admitted(read_call(job.audio.read_bytes(), job.id, self.serve.max_audio_s), self.loaded())
+                result = self.work(admitted, options, job.id).wait()
+            except (AudioError, ApiError, RuntimeError, OSError) as exc:
+                log.warning("job %s failed: %s", job.id, exc)
+                self.jobs.fail(job.id, str(exc))
+                continue
+            self.metrics.transcribed(result, "job", time.perf_counter() - started)
+            self.jobs.complete(job.id, verbose(result, options.words), admitted.loaded.version)
