@@ -99,16 +99,23 @@ def create_app(ctx: StageContext) -> FastAPI:
         hotwords: Annotated[str | None, Form(description="domain terms, comma-separated")] = None,
         authorization: Annotated[str | None, Header()] = None,
     ):
-        state.check_capacity()
-        _, options, _, admitted = await admit(request, authorization, file, dict(
-            model=model, language=language, prompt=prompt, response_format=response_format, temperature=temperature,
-            timestamp_granularities=timestamp_granularities, stream=stream, channels=channels, hotwords=hotwords))
-        started = time.perf_counter()
-        work = await run_in_threadpool(state.work, admitted, options, file.filename or "file")
-        headers = {"X-Model-Version": work.loaded.version}
-        if options.stream:
-            return StreamingResponse(_events(state, work, started), media_type="text/event-stream", headers=headers)
-        result = await run_in_threadpool(work.wait)
+        state.take_place()  # freed once the answer is out (a stream's: after its last event)
+        try:
+            _, options, _, admitted = await admit(request, authorization, file, dict(
+                model=model, language=language, prompt=prompt, response_format=response_format,
+                temperature=temperature, timestamp_granularities=timestamp_granularities, stream=stream,
+                channels=channels, hotwords=hotwords))
+            started = time.perf_counter()
+            work = await run_in_threadpool(state.work, admitted, options, file.filename or "file")
+            headers = {"X-Model-Version": work.loaded.version}
+            if options.stream:
+                return StreamingResponse(_events(state, work, started), media_type="text/event-stream",
+                                         headers=headers)
+            result = await run_in_threadpool(work.wait)
+        except BaseException:
+            state.free_place()
+            raise
+        state.free_place()
         _observe(state, work, result, started)
         return _formatted(result, options, work, headers)
 
@@ -172,7 +179,7 @@ def create_app(ctx: StageContext) -> FastAPI:
     async def metrics():
         m = state.metrics
         m.queue_depth.set(state.batcher.depth)
-        m.in_flight.set(state.batcher.active)
+        m.in_flight.set(state.admitted)
         for job_state, n in (await run_in_threadpool(state.jobs.counts)).items():
             m.jobs.labels(job_state).set(n)
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
@@ -208,7 +215,15 @@ def _sse(event: dict) -> str:
 
 async def _events(state: ServiceState, work: Work, started: float):
     """``transcript.text.delta`` per segment in timeline order as soon as it and all before it are
-    decoded, then ``transcript.text.done`` (or ``error``)."""
+    decoded, then ``transcript.text.done`` (or ``error``); frees the request's place when it ends."""
+    try:
+        async for event in _stream(state, work, started):
+            yield event
+    finally:
+        state.free_place()
+
+
+async def _stream(state: ServiceState, work: Work, started: float):
     transcriber, sent, said = work.loaded.transcriber, 0, 0
     while True:
         item = await run_in_threadpool(work.events.get)

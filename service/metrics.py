@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from zhasr.transcribe.records import COLLAPSED, FAILED, HIT_TOKEN_CAP, LOOPED, RETRIED
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
 
@@ -42,6 +44,20 @@ class Metrics:
         self.model_swaps = Counter("zhasr_model_swaps_total", "Times a new version was swapped in", registry=r)
         self.model_load_failures = Counter("zhasr_model_load_failures_total",
                                            "Versions that failed to load (the old one kept serving)", registry=r)
+
+        # Known label values start at zero, so every series exists (and rate() works) before the first event.
+        for limit in ("requests", "audio_seconds"):
+            self.rate_limited.labels(limit)
+        for queue in ("requests", "jobs"):
+            self.overloaded.labels(queue)
+        for reason in ("missing", "invalid"):
+            self.auth_rejections.labels(reason)
+        for flag in (LOOPED, RETRIED, COLLAPSED, HIT_TOKEN_CAP, FAILED):
+            self.segment_flags.labels(flag)
+        for reason in ("no_speech", "hallucination", "empty"):
+            self.removed.labels(reason)
+        for kind in ("request", "job"):
+            self.audio_seconds.labels(kind)
 
     def transcribed(self, t, kind: str, seconds: float) -> None:
         """Count one finished transcription ``t`` (a Transcription) that took ``seconds``."""

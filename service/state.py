@@ -44,6 +44,8 @@ class ServiceState:
         self.batcher = Batcher(ctx.params.transcribe.batch_size, p.batch_wait_ms / 1000, p.batch_requests,
                                observe=self._observe_batch)
         self.jobs = JobStore(ctx.root / p.jobs_dir)
+        self.admitted = 0  # requests holding a place (sync and streaming; jobs have their own queue)
+        self._admitted_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._jobs_thread = threading.Thread(target=self._run_jobs, name="zhasr-jobs", daemon=True)
@@ -94,11 +96,19 @@ class ServiceState:
             raise ApiError(429, refusal.message, code="rate_limit_exceeded",
                            headers={"Retry-After": str(refusal.retry_after_s)})
 
-    def check_capacity(self) -> None:
-        if self.batcher.active >= self.serve.max_queued:
-            self.metrics.overloaded.labels("requests").inc()
-            raise ApiError(503, f"{self.batcher.active} requests in progress, the limit is {self.serve.max_queued}; "
-                                "retry later", code="queue_full", headers=self._retry_after())
+    def take_place(self) -> None:
+        """One of ``serve.max_queued`` places, held from arrival to the last byte of the answer
+        (``free_place``); 503 when none is free."""
+        with self._admitted_lock:
+            if self.admitted >= self.serve.max_queued:
+                self.metrics.overloaded.labels("requests").inc()
+                raise ApiError(503, f"{self.admitted} requests in progress, the limit is {self.serve.max_queued}; "
+                                    "retry later", code="queue_full", headers=self._retry_after())
+            self.admitted += 1
+
+    def free_place(self) -> None:
+        with self._admitted_lock:
+            self.admitted -= 1
 
     def check_job_capacity(self) -> None:
         counts = self.jobs.counts()

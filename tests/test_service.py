@@ -1,0 +1,273 @@
+"""The transcription service started for real (uvicorn on a loopback port, the tiny Whisper) and called
+with the official ``openai`` client and with plain HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+import yaml
+from conftest import REPO, TEST_PARAMS, write_tone
+from serve_harness import add_key, cut, make_root, start_server
+
+from zhasr.serve.keys import KeyStore
+
+MODEL = "tiny-random"  # the name a folder is served under
+
+
+def service_params(tiny_model_dir: Path, **serve) -> dict:
+    return {**TEST_PARAMS, "serve": {"model": str(tiny_model_dir), "max_upload_mb": 5.0, "max_audio_s": 240.0,
+                                     "batch_wait_ms": 10.0, **serve}}
+
+
+@pytest.fixture(scope="module")
+def clip(generated_call, tmp_path_factory) -> Path:
+    """12 s of the generated two-channel 8 kHz call: a few turns of each side."""
+    return cut(generated_call[0], tmp_path_factory.mktemp("clip") / "clip.wav", 0.0, 12.0)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir):
+    root = make_root(tmp_path_factory.mktemp("service"), service_params(tiny_model_dir))
+    keys = {name: add_key(root, name) for name in ("alice", "bob", "revoked")}
+    KeyStore(root / "serve" / "keys.json").revoke("revoked")
+    server = start_server(root, [])
+    server.keys = keys
+    yield server
+    server.stop()
+
+
+def client(server, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key or server.keys["alice"], max_retries=0, timeout=120)
+
+
+def post(server, key: str | None, files: dict | None = None, data: dict | None = None, path="/v1/audio/transcriptions"):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return requests.post(server.url + path, headers=headers, files=files, data=data or {"model": MODEL}, timeout=120)
+
+
+def test_openai_client_gets_every_response_format(server, clip):
+    c = client(server)
+    as_json = c.audio.transcriptions.create(model=MODEL, file=clip.open("rb"))
+    assert as_json.text and as_json.model == str(Path(as_json.model))  # the identity: the folder served
+    verbose = c.audio.transcriptions.create(model="whisper-1", file=clip.open("rb"), response_format="verbose_json")
+    assert verbose.duration == pytest.approx(12.0, abs=0.01) and verbose.segments
+    assert verbose.text == as_json.text
+    assert all(0 <= s.start < s.end <= 12.0 for s in verbose.segments)
+    text = c.audio.transcriptions.create(model=MODEL, file=clip.open("rb"), response_format="text")
+    assert text.strip() == "\n".join(s.text for s in verbose.segments)
+    srt = c.audio.transcriptions.create(model=MODEL, file=clip.open("rb"), response_format="srt")
+    assert re.match(r"1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n", srt)
+    vtt = c.audio.transcriptions.create(model=MODEL, file=clip.open("rb"), response_format="vtt")
+    assert vtt.startswith("WEBVTT\n\n") and "-->" in vtt
+
+
+def test_segment_and_word_timestamps(server, clip):
+    raw = client(server).audio.transcriptions.with_raw_response.create(
+        model=MODEL, file=clip.open("rb"), response_format="verbose_json", timestamp_granularities=["word", "segment"])
+    assert raw.headers["x-model-version"] == MODEL
+    result = raw.parse()
+    assert result.segments and result.words
+    for w in result.words:
+        segment = next(s for s in result.segments if s.start <= w.start <= s.end)
+        assert w.start <= w.end <= segment.end + 1e-6 and w.word
+    # words spell their segments' text (Chinese has no spaces: the words are characters or tokens)
+    spelled = "".join(w.word for w in result.words).replace(" ", "")
+    assert spelled == "".join(s.text for s in result.segments).replace(" ", "")
+
+
+def test_stream_sends_segments_as_deltas_then_done(server, clip):
+    events = list(client(server).audio.transcriptions.create(model=MODEL, file=clip.open("rb"), stream=True))
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert events[-1].type == "transcript.text.done" and len(deltas) >= 2
+    assert "".join(d.delta for d in deltas) == events[-1].text
+    starts = [d.model_extra["start"] for d in deltas]
+    assert starts == sorted(starts)
+
+
+def test_split_channels_label_the_speakers(server, clip):
+    result = client(server).audio.transcriptions.create(model=MODEL, file=clip.open("rb"),
+                                                        response_format="verbose_json", extra_body={"channels": "split"})
+    speakers = {s.model_extra["speaker"] for s in result.segments}
+    assert speakers == {"agent", "customer"}
+    assert {s.model_extra["channel"] for s in result.segments} == {0, 1}
+
+
+def test_models_health_ready_and_openapi(server):
+    models = client(server).models.list()
+    assert [m.id for m in models.data] == [MODEL] and models.data[0].model_extra["version"] == MODEL
+    assert requests.get(server.url + "/health", timeout=5).json() == {"status": "ok"}
+    assert requests.get(server.url + "/ready", timeout=5).json()["status"] == "ready"
+    paths = requests.get(server.url + "/openapi.json", timeout=5).json()["paths"]
+    assert {"/v1/audio/transcriptions", "/v1/audio/transcriptions/jobs", "/v1/models", "/metrics"} <= set(paths)
+
+
+def test_keys_none_wrong_and_revoked_get_401(server, clip):
+    for key in (None, "zk-not-a-key", server.keys["revoked"]):
+        r = post(server, key, files={"file": clip.open("rb")})
+        assert r.status_code == 401, (key, r.text)
+        assert r.json()["error"]["type"] == "authentication_error"
+    with pytest.raises(openai.AuthenticationError):
+        client(server, "zk-wrong").audio.transcriptions.create(model=MODEL, file=clip.open("rb"))
+    log = server.log.read_text()
+    assert all(k not in log for k in server.keys.values())
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert all(k not in metrics for k in server.keys.values())
+    assert 'zhasr_auth_rejections_total{reason="missing"}' in metrics
+
+
+def test_bad_requests_get_their_4xx_with_the_reason(server, clip, tmp_path):
+    key = server.keys["bob"]
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"\0" * 6_000_000)
+    r = post(server, key, files={"file": big.open("rb")})
+    assert r.status_code == 413 and "limit is 5 MB" in r.json()["error"]["message"]
+    long = write_tone(tmp_path / "long.wav", 250.0, rate=8000)
+    r = post(server, key, files={"file": long.open("rb")})
+    assert r.status_code == 413 and "250 s of audio" in r.json()["error"]["message"]
+    junk = tmp_path / "notes.txt"
+    junk.write_text("this is not audio " * 100)
+    r = post(server, key, files={"file": junk.open("rb")})
+    assert r.status_code == 415 and "notes.txt" in r.json()["error"]["message"]
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert post(server, key, files={"file": empty.open("rb")}).status_code == 400
+    r = post(server, key, files={"file": clip.open("rb")}, data={"model": MODEL, "colour": "blue"})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "colour"
+    for field, value in (("response_format", "xml"), ("temperature", "hot"), ("temperature", "3"),
+                         ("channels", "left"), ("language", "fr"), ("timestamp_granularities[]", "char")):
+        r = post(server, key, files={"file": clip.open("rb")}, data={"model": MODEL, field: value})
+        assert r.status_code == 422 and r.json()["error"]["param"] == field, (field, r.text)
+    r = post(server, key, files={"file": clip.open("rb")}, data={"model": "gpt-9"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    r = post(server, key, data={"model": MODEL})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "file"
+    # a path is only ever a name: the server reads no file a client names
+    r = post(server, key, files={"file": ("x.wav", str(clip).encode())})
+    assert r.status_code == 415
+
+
+def test_metrics_count_requests_audio_and_batches(server, clip):
+    client(server).audio.transcriptions.create(model=MODEL, file=clip.open("rb"))
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    for name in ("zhasr_http_requests_total", "zhasr_audio_seconds_total", "zhasr_batch_size_bucket",
+                 "zhasr_real_time_factor_bucket", "zhasr_queue_wait_seconds_bucket", "zhasr_model_info"):
+        assert name in text, name
+    assert re.search(r'zhasr_http_requests_total\{method="POST",route="/v1/audio/transcriptions",status="200"\} '
+                     r'[1-9]', text)
+    assert f'version="{MODEL}"' in text
+
+
+def test_every_dashboard_metric_is_exported(server, clip):
+    client(server).audio.transcriptions.create(model=MODEL, file=clip.open("rb"))
+    exposed = set(re.findall(r"^(zhasr_\w+)[{ ]", requests.get(server.url + "/metrics", timeout=5).text, re.M))
+    dashboard = json.loads((REPO / "monitoring" / "grafana-dashboard.json").read_text())
+    used = set(re.findall(r"\b(zhasr_\w+)", json.dumps(dashboard)))
+    assert len(used) >= 15 and used <= exposed, used - exposed
+    scrape = yaml.safe_load((REPO / "monitoring" / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["metrics_path"] == "/metrics"
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory, tiny_model_dir):
+    root = make_root(tmp_path_factory.mktemp("limited"),
+                     service_params(tiny_model_dir, requests_per_minute=5, max_queued=1, retry_after_s=3))
+    keys = {name: add_key(root, name) for name in ("rate", "queue")}
+    server = start_server(root, [])
+    server.keys = keys
+    yield server
+    server.stop()
+
+
+def test_rate_limit_429_with_retry_after(limited, clip):
+    codes = [post(limited, limited.keys["rate"], files={"file": clip.open("rb")}) for _ in range(7)]
+    assert [r.status_code for r in codes[:5]] == [200] * 5
+    refused = codes[5]
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "5 requests a minute" in refused.json()["error"]["message"]
+    with pytest.raises(openai.RateLimitError):
+        client(limited, limited.keys["rate"]).audio.transcriptions.create(model=MODEL, file=clip.open("rb"))
+    assert 'zhasr_rate_limited_total{limit="requests"}' in requests.get(limited.url + "/metrics", timeout=5).text
+
+
+def test_full_queue_503_with_retry_after(limited, generated_call):
+    call = generated_call[0]
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(post, limited, limited.keys["queue"], {"file": call.open("rb")})
+        deadline = time.monotonic() + 30  # until the first whole call holds the one place
+        while "zhasr_requests_in_flight 1.0" not in requests.get(limited.url + "/metrics", timeout=5).text:
+            assert time.monotonic() < deadline and not first.done()
+            time.sleep(0.05)
+        second = post(limited, limited.keys["queue"], files={"file": call.open("rb")})
+        assert first.result().status_code == 200
+    assert second.status_code == 503 and second.headers["Retry-After"] == "3"
+    assert "limit is 1" in second.json()["error"]["message"]
+
+
+def test_jobs_survive_kill_9_each_done_once(tmp_path, tiny_model_dir, generated_call):
+    root = make_root(tmp_path / "jobs", service_params(tiny_model_dir))
+    key = add_key(root, "jobs")
+    server = start_server(root, [])
+    call = generated_call[0]
+    try:
+        ids = []
+        for _ in range(5):
+            r = post(server, key, files={"file": call.open("rb")}, path="/v1/audio/transcriptions/jobs",
+                     data={"model": MODEL, "response_format": "verbose_json"})
+            assert r.status_code == 202, r.text
+            assert r.headers["Location"].endswith(r.json()["id"])
+            ids.append(r.json()["id"])
+    finally:
+        server.kill9()
+    db = root / "serve" / "jobs" / "jobs.sqlite"
+    with sqlite3.connect(db) as con:
+        states = dict(con.execute("SELECT id, state FROM jobs").fetchall())
+    assert set(states) == set(ids) and list(states.values()).count("done") < 5, states  # killed mid-way
+    running_at_kill = {i for i, s in states.items() if s == "running"}
+    server = start_server(root, [])
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            bodies = [requests.get(f"{server.url}/v1/audio/transcriptions/jobs/{i}", timeout=10,
+                                   headers={"Authorization": f"Bearer {key}"}).json() for i in ids]
+            if all(b["status"] == "done" for b in bodies):
+                break
+            time.sleep(1)
+        assert all(b["status"] == "done" and b["result"]["segments"] for b in bodies), bodies
+        other = add_key(root, "other")
+        assert requests.get(f"{server.url}/v1/audio/transcriptions/jobs/{ids[0]}", timeout=10,
+                            headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    finally:
+        server.stop()
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT id, state, completions, attempts FROM jobs").fetchall()
+    assert [(s, c) for _, s, c, _ in rows] == [("done", 1)] * 5  # every job done, each result written once
+    # a job cut off mid-decoding was taken again after the restart, and only that one
+    assert {i for i, _, _, a in rows if a == 2} == running_at_kill
+    if running_at_kill:
+        assert f"{len(running_at_kill)} job(s) left running by the last server are queued again" in server.tail(50000)
+    assert not list((root / "serve" / "jobs" / "audio").iterdir())  # audio removed once each job is done
+
+
+def test_serve_keys_cli_adds_lists_and_revokes(project, capsys):
+    from tasks.cli import main
+
+    assert main(["serve-keys", "add", "carol"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("zk-") and len(key) > 40
+    stored = (project / "serve" / "keys.json").read_text()
+    assert key not in stored and KeyStore(project / "serve" / "keys.json").name_of(key) == "carol"
+    assert main(["serve-keys", "add", "carol"]) == 2  # one active key per name
+    assert main(["serve-keys", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(k["name"], k["revoked"]) for k in listed] == [("carol", None)] and key not in json.dumps(listed)
+    assert main(["serve-keys", "revoke", "carol"]) == 0
+    assert KeyStore(project / "serve" / "keys.json").name_of(key) is None
