@@ -271,3 +271,77 @@ def test_serve_keys_cli_adds_lists_and_revokes(project, capsys):
     assert [(k["name"], k["revoked"]) for k in listed] == [("carol", None)] and key not in json.dumps(listed)
     assert main(["serve-keys", "revoke", "carol"]) == 0
     assert KeyStore(project / "serve" / "keys.json").name_of(key) is None
+
+
+def test_hot_swap_follows_approve_and_rollback_without_a_failed_request(project, tiny_model_dir, clip, tmp_path):
+    """v1 serves; approving v2 swaps it in within poll_s plus the load time while a client keeps sending;
+    an approved v3 that cannot load leaves v2 serving (logged, counted); rollback to v1 swaps back."""
+    import mlflow
+
+    from tasks import registry, tracking
+    from tasks.cli import main
+    from tasks.context import StageContext
+    from tasks.evaluate import ensure_champion
+    from zhasr.config import load_params
+
+    make_root(project, {**TEST_PARAMS, "serve": {"poll_s": 1.0, "batch_wait_ms": 10.0}})
+    ctx = StageContext(project, load_params(project / "params.yaml"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())  # no weights
+    with tracking.stage_run(ctx, "setup"):
+        assert ensure_champion(ctx, tiny_model_dir).version == 1
+        for model_dir in (tiny_model_dir, broken):
+            with mlflow.start_run(nested=True):
+                registry.log_and_register("zhasr-test", model_dir, "zh", {"zhasr.gate": "pass"})
+    key = add_key(project, "swap")
+    short = cut(clip, tmp_path / "short.wav", 0.0, 4.0)
+    server = start_server(project, [])
+    seen: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def send() -> None:
+        c = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=60)
+        while not stop.is_set():
+            raw = c.audio.transcriptions.with_raw_response.create(model="zhasr-test", file=short.open("rb"))
+            seen.append((time.monotonic(), raw.status_code, raw.headers["x-model-version"]))
+            assert raw.parse().model == f"zhasr-test v{raw.headers['x-model-version']}"
+
+    def until(version: str, since: float, limit: float = 60.0) -> float:
+        while time.monotonic() - since < limit:
+            if seen and seen[-1][2] == version and seen[-1][0] > since:
+                return seen[-1][0] - since
+            time.sleep(0.1)
+        raise AssertionError(f"no response from v{version} within {limit:.0f} s: {seen[-5:]}\n{server.tail()}")
+
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sender.start()
+        until("1", time.monotonic())
+        t0 = time.monotonic()
+        assert main(["approve", "2", "--by", "tester", "--note", "hot swap"]) == 0
+        to_v2 = until("2", t0)
+        t1 = time.monotonic()
+        assert main(["approve", "3", "--by", "tester", "--note", "a version that cannot load"]) == 0
+        deadline = time.monotonic() + 60
+        while "version 3 failed to load" not in server.tail(50000):
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.2)
+        assert all(v == "2" for at, _, v in seen if at > t1 + to_v2)  # still serving v2
+        assert "zhasr_model_load_failures_total 1.0" in requests.get(server.url + "/metrics", timeout=5).text
+        t2 = time.monotonic()
+        assert main(["rollback", "--to", "1", "--by", "tester", "--note", "back to the base"]) == 0
+        to_v1 = until("1", t2)
+        settled = len(seen)
+        while len(seen) < settled + 3:  # v1 keeps serving
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+        server.stop()
+    assert to_v2 < 30 and to_v1 < 30, (to_v2, to_v1)
+    assert all(code == 200 for _, code, _ in seen)
+    versions = [v for _, _, v in seen]
+    changes = [b for a, b in zip(versions, versions[1:]) if a != b]
+    assert changes == ["2", "1"], versions  # one switch each way, never back and forth
+    print(f"swap to v2 in {to_v2:.1f} s, back to v1 in {to_v1:.1f} s, {len(seen)} requests, none failed")
