@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-slow bench bench-transcribe ui prefect-ui serve repro clean-state
+.PHONY: install demo test test-slow test-infra bench bench-transcribe bench-serve ui prefect-ui serve serve-mlflow monitor repro clean-state
 
 install: $(STAMP) $(SYS_STAMP)
 
@@ -46,6 +46,17 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# The service beside Debian's redis-server (two replicas, one limit) and prometheus (scraping it).
+INFRA_PACKAGES := redis-server prometheus
+test-infra: install
+	@missing=""; for p in $(INFRA_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(PY) -m pytest -q -m infra
+
 repro: install
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/dvc repro
 
@@ -59,8 +70,23 @@ bench-transcribe: install
 ui: install
 	$(VENV)/bin/zhasr ui
 
-# The registered champion as a REST service (MLflow's scoring server runs uvicorn from the venv).
+# Concurrency 1/4/16 against the service, beside the engine alone and a one-request-at-a-time server.
+bench-serve: install
+	$(PY) bench/serve.py
+
+# The champion behind the OpenAI-compatible API on serve.host:serve.port (add a key first:
+# .venv/bin/zhasr serve-keys add NAME).
 serve: install
+	$(VENV)/bin/zhasr serve
+
+# Prometheus on monitoring/prometheus.yml (Debian's package, installed on first use), UI on 127.0.0.1:9090.
+monitor:
+	@command -v prometheus >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+	prometheus --config.file=monitoring/prometheus.yml --storage.tsdb.path=.prometheus --web.listen-address=127.0.0.1:9090
+
+# The registered champion through MLflow's scoring server (pyfunc; base64 audio in a dataframe).
+serve-mlflow: install
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow/mlflow.db)} \
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/mlflow models serve -m models:/zhasr-whisper@champion \
 	  --env-manager local --host 127.0.0.1 --port 5001 --workers 1
@@ -70,4 +96,4 @@ prefect-ui: install
 	PREFECT_HOME=$(abspath .prefect) $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
 clean-state:
-	rm -rf mlflow/mlflow.db mlflow/artifacts .prefect data runs models reports
+	rm -rf mlflow/mlflow.db mlflow/artifacts .prefect data runs models reports serve .prometheus
