@@ -215,8 +215,8 @@ def test_full_queue_503_with_retry_after(limited, generated_call):
 def test_jobs_survive_kill_9_each_done_once(tmp_path, tiny_model_dir, generated_call):
     root = make_root(tmp_path / "jobs", service_params(tiny_model_dir))
     key = add_key(root, "jobs")
+    call = cut(generated_call[0], tmp_path / "minute.wav", 0.0, 60.0)  # a minute of the call: seconds to decode
     server = start_server(root, [])
-    call = generated_call[0]
     try:
         ids = []
         for _ in range(5):

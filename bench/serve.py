@@ -1,0 +1,170 @@
+"""The service under load on 127.0.0.1: 1, 4 and 16 concurrent clients sending 5-10 s clips.
+
+    .venv/bin/python bench/serve.py [--model DIR] [--requests 32] [--max-seconds 120] [--set KEY=VALUE ...]
+
+For each concurrency: requests per second, audio seconds per second and p50/p95 latency, for the
+service batching across requests and for the same service taking one request at a time
+(``serve.batch_requests=false``), beside the engine called directly in this process on the same
+clips one after another (the overhead ratio at concurrency 1). Clients are the official ``openai``
+client, one thread each; every level is bounded in requests and seconds.
+
+Clips: the synthetic two-channel 8 kHz mu-law call of ``bench/transcribe.py`` cut into windows of
+5, 7.5 and 10 s in turn (written once under data/bench-serve/). The model: ``--model``, default the
+demo's candidate (models/candidate) or else the packaged whisper-base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.transcribe import make_call  # noqa: E402
+from service.process import start_server  # noqa: E402
+
+LEVELS = (1, 4, 16)
+WINDOWS_S = (5.0, 7.5, 10.0)
+
+
+def make_clips(folder: Path) -> list[Path]:
+    import soundfile as sf
+
+    clips_dir = folder / "clips"
+    if clips_dir.is_dir() and any(clips_dir.iterdir()):
+        return sorted(clips_dir.glob("*.wav"))
+    call = make_call(folder)
+    data, rate = sf.read(call, dtype="int16", always_2d=True)
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    start, k = 0, 0
+    while start + int(WINDOWS_S[-1] * rate) <= len(data):
+        n = int(WINDOWS_S[k % len(WINDOWS_S)] * rate)
+        sf.write(clips_dir / f"clip-{k:03d}.wav", data[start : start + n], rate, subtype="ULAW")
+        start, k = start + n, k + 1
+    return sorted(clips_dir.glob("*.wav"))
+
+
+def default_model() -> Path:
+    candidate = Path("models/candidate")
+    if (candidate / "config.json").is_file():
+        return candidate
+    from zhasr.models import resolve_base_model
+
+    return resolve_base_model("packaged:whisper-base", Path("models"))
+
+
+def summary(latencies: list[float], audio_s: float, wall_s: float) -> dict:
+    ordered = sorted(latencies)
+    return {"requests": len(latencies), "rps": round(len(latencies) / wall_s, 3),
+            "audio_s_per_s": round(audio_s / wall_s, 2), "p50_s": round(statistics.median(ordered), 3),
+            "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3), "wall_s": round(wall_s, 1)}
+
+
+def load(url: str, key: str, clips: list[tuple[bytes, float]], clients: int, n: int, max_s: float, model: str) -> dict:
+    """``n`` requests (at most ``max_s`` seconds of submitting) from ``clients`` threads."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=600)
+    started = time.perf_counter()
+
+    def one(i: int) -> tuple[float, float] | None:
+        if time.perf_counter() - started > max_s:
+            return None
+        blob, seconds = clips[i % len(clips)]
+        t = time.perf_counter()
+        client.audio.transcriptions.create(model=model, file=(f"clip-{i}.wav", blob))
+        return time.perf_counter() - t, seconds
+
+    with ThreadPoolExecutor(clients) as pool:
+        done = [r for r in pool.map(one, range(n)) if r]
+    wall = time.perf_counter() - started
+    return summary([d for d, _ in done], sum(s for _, s in done), wall)
+
+
+def direct(model: Path, params_path: Path, clips: list[Path], n: int, max_s: float) -> dict:
+    """The engine in this process, the same clips one after another."""
+    from zhasr.config import load_params
+    from zhasr.transcribe import Transcriber
+
+    p = load_params(params_path)
+    transcriber = Transcriber.open(model, p.transcribe_settings(), language=p.model.language, task=p.model.task)
+    transcriber.transcribe(clips[0])  # warm-up
+    latencies, audio, started = [], 0.0, time.perf_counter()
+    for i in range(n):
+        if time.perf_counter() - started > max_s:
+            break
+        t = time.perf_counter()
+        result = transcriber.transcribe(clips[i % len(clips)])
+        latencies.append(time.perf_counter() - t)
+        audio += result.duration_s
+    return summary(latencies, audio, time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="a Hugging Face or CTranslate2 model folder")
+    parser.add_argument("--requests", type=int, default=32, help="requests per level (at least the concurrency)")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="per level: stop submitting after this")
+    parser.add_argument("--set", action="append", default=[], help="params override, e.g. serve.batch_wait_ms=50")
+    parser.add_argument("--out", type=Path, default=Path("data/bench-serve/results.json"))
+    args = parser.parse_args()
+
+    from zhasr.config import load_params
+    from zhasr.serve.keys import KeyStore
+
+    model = (args.model or default_model()).resolve()
+    clips = make_clips(Path("data/bench-serve"))
+    import soundfile as sf
+
+    payload = [(c.read_bytes(), sf.info(c).duration) for c in clips]
+    print(f"{len(clips)} clips of {min(s for _, s in payload):.1f}-{max(s for _, s in payload):.1f} s, "
+          f"model {model}", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="zhasr-bench-serve-"))
+    params = load_params(Path("params.yaml"), args.set).to_dict()
+    params["serve"].update({"model": str(model), "requests_per_minute": 10**6, "audio_s_per_minute": 1e9,
+                            "max_queued": 64})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    key = KeyStore(root / params["serve"]["keys_file"]).add("bench")
+    served_name = model.name
+
+    results: dict[str, dict] = {"direct": {}, "batched": {}, "one-at-a-time": {}}
+    results["direct"]["1"] = direct(model, root / "params.yaml", clips, args.requests, args.max_seconds)
+    print("engine direct, one at a time:", results["direct"]["1"], flush=True)
+    for mode in ("batched", "one-at-a-time"):
+        server = start_server(root, [f"serve.batch_requests={str(mode == 'batched').lower()}"], name=mode)
+        try:
+            load(server.url, key, payload, 1, 2, args.max_seconds, served_name)  # warm-up
+            for clients in LEVELS:
+                results[mode][str(clients)] = load(server.url, key, payload, clients, max(args.requests, clients),
+                                                   args.max_seconds, served_name)
+                print(f"{mode:14s} c={clients:2d}:", results[mode][str(clients)], flush=True)
+        finally:
+            server.stop()
+
+    print("\n| clients | server | requests/s | audio s/s | p50 s | p95 s |")
+    print("|---|---|---|---|---|---|")
+    for clients in LEVELS:
+        for mode in ("batched", "one-at-a-time"):
+            r = results[mode][str(clients)]
+            print(f"| {clients} | {mode} | {r['rps']} | {r['audio_s_per_s']} | {r['p50_s']} | {r['p95_s']} |")
+    d = results["direct"]["1"]
+    print(f"| 1 | engine direct | {d['rps']} | {d['audio_s_per_s']} | {d['p50_s']} | {d['p95_s']} |")
+    overhead = 1 - results["batched"]["1"]["audio_s_per_s"] / d["audio_s_per_s"]
+    gain = results["batched"]["16"]["audio_s_per_s"] / results["one-at-a-time"]["16"]["audio_s_per_s"]
+    print(f"\noverhead at 1 client: {overhead:+.1%} of the engine's throughput (goal: within 10%)")
+    print(f"batching gain at 16 clients: {gain:.2f}x the one-at-a-time server (goal: at least 1.5x)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": str(model), "clips": len(clips), "results": results,
+                                    "overhead_at_1": overhead, "gain_at_16": gain}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
