@@ -11,6 +11,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -35,6 +36,8 @@ def create_app(ctx: StageContext) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # every waiting request holds a worker thread: room for all of them, the audio reads and the jobs
+        anyio.to_thread.current_default_thread_limiter().total_tokens = state.serve.max_queued + 16
         state.start()
         yield
         state.stop()
@@ -74,14 +77,13 @@ def create_app(ctx: StageContext) -> FastAPI:
         state.metrics.latency.labels(path).observe(time.perf_counter() - started)
         return response
 
-    async def admit(request: Request, authorization: str | None, file: UploadFile, fields: dict) -> tuple:
-        key_name = state.authenticate(authorization)
+    async def admit(request: Request, key_name: str, file: UploadFile, fields: dict) -> tuple:
         check_unknown(list((await request.form()).keys()))
         options = check_options(served_name=state.model.name, language_served=ctx.params.model.language, **fields)
         state.check_rate(key_name)
         blob = await file.read()
         admitted = await run_in_threadpool(state.read_audio, blob, file.filename or "file", key_name)
-        return key_name, options, blob, admitted
+        return options, blob, admitted
 
     @app.post("/v1/audio/transcriptions", summary="Transcribe a call (OpenAI-compatible)",
               responses={200: {"content": {m: {} for m in set(MEDIA_TYPES.values()) | {"text/event-stream"}}}})
@@ -99,9 +101,10 @@ def create_app(ctx: StageContext) -> FastAPI:
         hotwords: Annotated[str | None, Form(description="domain terms, comma-separated")] = None,
         authorization: Annotated[str | None, Header()] = None,
     ):
+        key_name = state.authenticate(authorization)
         state.take_place()  # freed once the answer is out (a stream's: after its last event)
         try:
-            _, options, _, admitted = await admit(request, authorization, file, dict(
+            options, _, admitted = await admit(request, key_name, file, dict(
                 model=model, language=language, prompt=prompt, response_format=response_format,
                 temperature=temperature, timestamp_granularities=timestamp_granularities, stream=stream,
                 channels=channels, hotwords=hotwords))
@@ -133,8 +136,9 @@ def create_app(ctx: StageContext) -> FastAPI:
         hotwords: Annotated[str | None, Form()] = None,
         authorization: Annotated[str | None, Header()] = None,
     ):
+        key_name = state.authenticate(authorization)
         state.check_job_capacity()
-        key_name, options, blob, admitted = await admit(request, authorization, file, dict(
+        options, blob, admitted = await admit(request, key_name, file, dict(
             model=model, language=language, prompt=prompt, response_format=response_format, temperature=temperature,
             timestamp_granularities=timestamp_granularities, stream=False, channels=channels, hotwords=hotwords))
         job = await run_in_threadpool(state.jobs.submit, key_name, blob, options.to_dict(), admitted.call.duration_s)

@@ -35,7 +35,9 @@ class ServedModel:
     @property
     def name(self) -> str:
         """The name clients pass as ``model``: the registered model's, or the folder's."""
-        return self.ctx.params.register.model_name if self.spec.startswith("models:/") else self.spec.rstrip("/").split("/")[-1]
+        if self.spec.startswith("models:/"):
+            return self.ctx.params.register.model_name
+        return self.spec.rstrip("/").split("/")[-1]
 
     def _open(self, model: ResolvedModel) -> Loaded:
         p = self.ctx.params

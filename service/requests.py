@@ -13,6 +13,7 @@ FIELDS = ("file", "model", "language", "prompt", "response_format", "temperature
           "stream", "channels", "hotwords")
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("segment", "word")
+GRANULARITY_FIELD = "timestamp_granularities[]"
 MAX_PROMPT_CHARS = 500
 MAX_HOTWORDS = 50
 MAX_HOTWORD_CHARS = 20
@@ -54,9 +55,9 @@ def check_options(*, served_name: str, language_served: str, model: str, languag
                             "loop fallback)", "temperature")
     bad = [g for g in timestamp_granularities if g not in GRANULARITIES]
     if bad:
-        raise ApiError(422, f"timestamp_granularities[] {bad[0]!r}: expected segment or word", "timestamp_granularities[]")
+        raise ApiError(422, f"timestamp_granularities[] {bad[0]!r}: expected segment or word", GRANULARITY_FIELD)
     if timestamp_granularities and response_format != "verbose_json":
-        raise ApiError(422, "timestamp_granularities[]: needs response_format=verbose_json", "timestamp_granularities[]")
+        raise ApiError(422, "timestamp_granularities[]: needs response_format=verbose_json", GRANULARITY_FIELD)
     if stream and response_format not in ("json", "text"):
         raise ApiError(422, f"stream: takes response_format json or text, not {response_format}", "stream")
     if channels not in (None, "", "mix", "split"):

@@ -94,8 +94,8 @@ def test_stream_sends_segments_as_deltas_then_done(server, clip):
 
 
 def test_split_channels_label_the_speakers(server, clip):
-    result = client(server).audio.transcriptions.create(model=MODEL, file=clip.open("rb"),
-                                                        response_format="verbose_json", extra_body={"channels": "split"})
+    result = client(server).audio.transcriptions.create(
+        model=MODEL, file=clip.open("rb"), response_format="verbose_json", extra_body={"channels": "split"})
     speakers = {s.model_extra["speaker"] for s in result.segments}
     assert speakers == {"agent", "customer"}
     assert {s.model_extra["channel"] for s in result.segments} == {0, 1}

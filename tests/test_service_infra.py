@@ -82,9 +82,9 @@ def test_prometheus_scrapes_the_service(tmp_path, tiny_model_dir, generated_call
     config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{server.port}"]}]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    prometheus = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-                                   f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                  stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
+    command = ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+               f"--web.listen-address=127.0.0.1:{port}"]
+    prometheus = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
     api = f"http://127.0.0.1:{port}/api/v1"
     try:
         assert post(server, key, files={"file": clip.open("rb")}).status_code == 200
