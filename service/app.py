@@ -7,6 +7,7 @@ Every transcription response carries the version it was made with (``X-Model-Ver
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -28,6 +29,7 @@ from zhasr.serve.jobs import DONE
 from zhasr.transcribe.records import Segment
 from zhasr.transcribe.writers import MEDIA_TYPES, verbose, write
 
+log = logging.getLogger("zhasr.serve")
 UPLOAD_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/transcriptions/jobs")
 
 
@@ -59,6 +61,11 @@ def create_app(ctx: StageContext) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):  # a fault of the server itself, never of the request
+        log.exception("internal error on %s", request.url.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

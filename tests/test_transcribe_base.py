@@ -71,3 +71,26 @@ def test_whole_call_scores_like_its_clips_and_nothing_loops(runtime, runtimes, g
         first_pass = sum(r.looped for r in results)
         print(f"{runtime} {name}: {len(results)} clips, {first_pass} looped before the guard, {len(looping)} after")
         assert looping == [], (runtime, name, looping)
+
+
+@pytest.mark.parametrize("runtime", ["transformers", "ct2"])
+def test_word_timestamps_span_the_turns_they_belong_to(runtime, runtimes, generated_call):
+    """Split channels, words on: words lie within their segment in order, spell its text, and in at
+    least 80% of the segments the first word starts within 0.5 s of its turn's start and the last ends
+    within 0.6 s of the turn's end (a collapsed alignment would bunch them at one end)."""
+    wav, turns = generated_call
+    transcriber = Transcriber.open(runtimes[runtime], PARAMS, runtime=runtime)
+    result = transcriber.transcribe(wav, channels="split", words=True)
+    spanning = 0
+    for segment in result.segments:
+        words = segment.words
+        assert words and "".join(w.word for w in words).replace(" ", "") == segment.text.replace(" ", "")
+        assert all(segment.start - 1e-3 <= w.start <= w.end <= segment.end + 1e-3 for w in words)
+        assert [w.start for w in words] == sorted(w.start for w in words)
+        turn = max((t for t in turns if t.channel == segment.channel),
+                   key=lambda t: min(t.end, segment.end) - max(t.start, segment.start))
+        spanning += abs(words[0].start - turn.start) <= 0.5 and abs(words[-1].end - turn.end) <= 0.6
+    share = spanning / len(result.segments)
+    print(f"{runtime}: {sum(len(s.words) for s in result.segments)} words in {len(result.segments)} segments, "
+          f"{share:.0%} spanning their turn")
+    assert len(result.segments) >= 38 and share >= 0.8
