@@ -16,6 +16,7 @@ import anyio.to_thread
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline  # /docs with Swagger UI served from the package, no CDN
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -44,7 +45,7 @@ def create_app(ctx: StageContext) -> FastAPI:
         yield
         state.stop()
 
-    app = FastAPI(title="zhasr transcription service", version="1", lifespan=lifespan,
+    app = FastAPIOffline(title="zhasr transcription service", version="1", lifespan=lifespan,
                   description="Chinese call-center speech to text with the approved champion; OpenAI-compatible.")
     app.state.service = state
 
