@@ -46,9 +46,17 @@ def create_app(ctx: StageContext) -> FastAPI:
         state.stop()
 
     app = FastAPIOffline(title="zhasr transcription service", version="1", lifespan=lifespan,
-                  description="Chinese call-center speech to text with the approved champion; OpenAI-compatible.")
+                         description="Chinese call-center speech to text with the approved champion; OpenAI-compatible.")
     app.state.service = state
 
+    _answer_errors(app)
+    _measure(app, state)
+    _transcription_routes(app, state, ctx)
+    _status_routes(app, state)
+    return app
+
+
+def _answer_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         return exc.response()
@@ -68,6 +76,9 @@ def create_app(ctx: StageContext) -> FastAPI:
         log.exception("internal error on %s", request.url.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
+
+def _measure(app: FastAPI, state: ServiceState) -> None:
+    """Early 413 on a declared upload size over the limit; requests and latency by route template."""
     @app.middleware("http")
     async def measure(request: Request, call_next):
         if request.method == "POST" and request.url.path in UPLOAD_ROUTES:
@@ -85,6 +96,8 @@ def create_app(ctx: StageContext) -> FastAPI:
         state.metrics.latency.labels(path).observe(time.perf_counter() - started)
         return response
 
+
+def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) -> None:
     async def admit(request: Request, key_name: str, file: UploadFile, fields: dict) -> tuple:
         check_unknown(list((await request.form()).keys()))
         options = check_options(served_name=state.model.name, language_served=ctx.params.model.language, **fields)
@@ -162,6 +175,8 @@ def create_app(ctx: StageContext) -> FastAPI:
             raise ApiError(404, f"job {job_id!r}: not found for this key", "job_id", "job_not_found")
         return JSONResponse(_job_body(job), headers={"X-Model-Version": job.model_version or ""})
 
+
+def _status_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/v1/models", summary="The served model and its version")
     async def models(authorization: Annotated[str | None, Header()] = None):
         state.authenticate(authorization)
@@ -196,7 +211,6 @@ def create_app(ctx: StageContext) -> FastAPI:
             m.jobs.labels(job_state).set(n)
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
 
 
 def _model_card(state: ServiceState) -> dict:
