@@ -232,6 +232,7 @@ def test_jobs_survive_kill_9_each_done_once(tmp_path, tiny_model_dir, generated_
         states = dict(con.execute("SELECT id, state FROM jobs").fetchall())
     assert set(states) == set(ids) and list(states.values()).count("done") < 5, states  # killed mid-way
     running_at_kill = {i for i, s in states.items() if s == "running"}
+    print("states at kill -9:", sorted(states.values()))
     server = start_server(root, [])
     try:
         deadline = time.monotonic() + 240
