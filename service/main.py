@@ -12,7 +12,10 @@ def run(ctx: StageContext) -> None:
 
     from service.app import create_app
 
+    import transformers
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    transformers.logging.set_verbosity_error()  # its per-generate() notices would bury the service's own lines
     keys = ctx.root / ctx.params.serve.keys_file
     if not keys.is_file():
         logging.getLogger("zhasr.serve").warning("no keys file at %s: every request gets 401 until "

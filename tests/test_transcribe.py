@@ -156,6 +156,8 @@ def test_guard_removes_non_speech_and_known_hallucinations():
     assert judge(dataclasses.replace(speech, text="請不吝點贊 訂閱 轉發 打賞支持明鏡與點點欄目"), params)[2] == "hallucination"
     assert judge(dataclasses.replace(speech, text="好的好的好的好的好的好的"), params) == ("好的", ("collapsed",), None)
     assert judge(dataclasses.replace(speech, text="", error="ct2: out of memory"), params) == ("", ("failed",), None)
+    # cut at the token cap inside a character: the stray byte is dropped, not shown as U+FFFD
+    assert judge(dataclasses.replace(speech, text="好的喽\ufffd"), params)[0] == "好的喽"
     assert strip_hallucinations("谢谢观看", params.hallucinations) == ""
     assert strip_hallucinations("您的订单已发货字幕由Amara.org社区提供", params.hallucinations) == "您的订单已发货"
     assert strip_hallucinations("谢谢观看我们的新品", params.hallucinations) == "谢谢观看我们的新品"

@@ -93,4 +93,4 @@ def test_word_timestamps_span_the_turns_they_belong_to(runtime, runtimes, genera
     share = spanning / len(result.segments)
     print(f"{runtime}: {sum(len(s.words) for s in result.segments)} words in {len(result.segments)} segments, "
           f"{share:.0%} spanning their turn")
-    assert len(result.segments) >= 38 and share >= 0.8
+    assert len(result.segments) >= 36 and share >= 0.8  # 40 turns; the guard may remove a piece or two

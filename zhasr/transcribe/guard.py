@@ -54,7 +54,8 @@ def judge(t: Transcript, params: TranscribeParams) -> tuple[str, tuple[str, ...]
     """(final text, flags, reason for removal or None) of one decoded piece."""
     if t.error:
         return "", (records.FAILED,), None
-    text, collapsed = collapse_loops(to_simplified(t.text).strip())
+    # a decoding cut at the token cap can end inside a character: its stray bytes decode to U+FFFD
+    text, collapsed = collapse_loops(to_simplified(t.text).replace("\ufffd", "").strip())
     flags = tuple(f for f, on in ((records.LOOPED, t.looped), (records.RETRIED, t.retried),
                                   (records.COLLAPSED, collapsed or t.collapsed), (records.HIT_TOKEN_CAP, t.hit_cap)) if on)
     if is_no_speech(t, params):
