@@ -8,11 +8,10 @@ from tasks.context import StageContext
 
 
 def run(ctx: StageContext) -> None:
+    import transformers
     import uvicorn
 
     from service.app import create_app
-
-    import transformers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     transformers.logging.set_verbosity_error()  # its per-generate() notices would bury the service's own lines
