@@ -150,7 +150,8 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
         model: Annotated[str, Form()],
         language: Annotated[str | None, Form()] = None,
         prompt: Annotated[str | None, Form()] = None,
-        response_format: Annotated[str, Form()] = "verbose_json",
+        response_format: Annotated[str, Form(description="checked as for a transcription; a job's result is "
+                                                        "always verbose_json")] = "verbose_json",
         temperature: Annotated[float, Form()] = 0.0,
         timestamp_granularities: Annotated[list[str], Form(alias="timestamp_granularities[]")] = [],
         channels: Annotated[str | None, Form()] = None,

@@ -81,7 +81,6 @@ class Batcher:
         self._queue: deque[tuple[Work, int]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._works: set[Work] = set()
         self._thread = threading.Thread(target=self._run, name="zhasr-batcher", daemon=True)
         self._thread.start()
 
@@ -91,7 +90,6 @@ class Batcher:
             work._finish()
             return work
         with self._cond:
-            self._works.add(work)
             self._queue.extend((work, k) for k in work.order)
             self._cond.notify()
         return work
@@ -100,11 +98,6 @@ class Batcher:
     def depth(self) -> int:
         """Pieces waiting to be decoded."""
         return len(self._queue)
-
-    @property
-    def active(self) -> int:
-        """Requests admitted and not finished."""
-        return len(self._works)
 
     def stop(self) -> None:
         with self._cond:
@@ -149,12 +142,9 @@ class Batcher:
                 work.results[k] = d
                 work.events.put((k, d))
                 if len(work.results) == len(work.order):
-                    with self._cond:
-                        self._works.discard(work)
                     work._finish()
 
     def _drop(self, work: Work, error: str) -> None:
         with self._cond:
-            self._works.discard(work)
             self._queue = deque(item for item in self._queue if item[0] is not work)
         work._finish(error)
