@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from flows.approval import after_register
 from tasks import registry, tracking
 from tasks.context import StageContext
-from tasks.evaluate import evaluate_task
+from tasks.evaluate import evaluate_task, headline
 from tasks.export import export_task
 from tasks.gate import gate_task
 from tasks.ingest import ingest_task
@@ -88,7 +88,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
     MlflowClient().set_terminated(run_id, "FINISHED")
     logger.info("candidate CER %.4f, champion v%s CER %.4f: %s", evaluation["test"]["candidate"]["cer"],
                 evaluation["champion_version"], evaluation["test"]["champion"]["cer"], result["reason"])
-    return {**after_register(ctx, result), "trained": True, "mlflow_run_id": run_id}
+    return {**after_register(ctx, result), "trained": True, "mlflow_run_id": run_id, "cer": headline(evaluation)}
 
 
 if __name__ == "__main__":

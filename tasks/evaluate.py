@@ -1,11 +1,14 @@
 """Evaluate stage: candidate (base + adapter) and the registry's champion decoded on the same frozen sets.
 
-The domain test split (every batch so far) and the real-speech regression set; CER, MER, hotword
-recall, loops, hallucinations, real-time factor, CER by slice; review tables and charts in MLflow.
+The domain test split (every batch so far), the real-speech regression set and its telephone twin;
+CER (numbers normalized, and raw), MER, hotword recall, loops, hallucinations, real-time factor, CER
+by slice (seen and unseen sentences among them); review tables and charts in MLflow. Decodings come
+from the decode cache where it holds them: the champion is decoded once per clip.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,13 @@ from tasks.context import StageContext
 from zhasr.audio import load_16k
 from zhasr.decode import DecodeOptions, Stopwatch
 from zhasr.evaluation import SYSTEMS, SystemOutput, score_set
+from zhasr.ingest import EVALUATION_SETS
 from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 from zhasr.models import load_model, resolve_base_model
 from zhasr.progress import progress_bar
 from zhasr.slices import estimate_snr_db, slice_labels
 from zhasr.transcribe import Transcriber, guard
+from zhasr.transcribe.cache import DecodeCache, transcribe_cached, weights_digest
 from zhasr.transcribe.hf_runtime import TransformersRuntime
 
 
@@ -48,22 +53,36 @@ def decode_options(ctx: StageContext) -> DecodeOptions:
 
 
 def decode_sets(ctx: StageContext, model_dir: Path, adapter_dir: Path | None, label: str,
-                sets: dict[str, list]) -> dict[str, SystemOutput]:
+                sets: dict[str, list]) -> tuple[dict[str, SystemOutput], dict[str, int]]:
     """Decode every set ``{name: clips}`` with one model through the transcription engine, as it would
-    serve (VAD pieces, the guard, the hallucination filter): ``{name: SystemOutput}``."""
+    serve (VAD pieces, the guard, the hallucination filter), clips the decode cache holds excepted:
+    ``({name: SystemOutput}, {"hits": n, "misses": n})``."""
+    weights = weights_digest(model_dir, *([adapter_dir] if adapter_dir else []))
     model, processor = load_model(model_dir, adapter_dir)
     transcriber = Transcriber(TransformersRuntime(model, processor, decode_options(ctx)),
                               ctx.params.transcribe_settings(), ctx.params.model.language, identity=label)
-    outputs = {}
+    cache = DecodeCache(ctx.path("decode_cache"))
+    outputs, counts = {}, {"hits": 0, "misses": 0}
     for name, clips in sets.items():
         with progress_bar(f"decode {name} with {label} (speech seconds)") as progress, Stopwatch() as watch:
-            results = transcriber.transcribe_many(clips, channels="mix",
-                                                  progress=lambda d, t: progress(round(d), round(t)))
-        outputs[name] = SystemOutput(results, watch.seconds)
-    return outputs
+            decoded = transcribe_cached(transcriber, clips, cache, weights,
+                                        progress=lambda d, t: progress(round(d), round(t)))
+        outputs[name] = SystemOutput(decoded.transcriptions, watch.seconds)
+        log.warning("decode cache, %s on %s: %d hits, %d misses", label, name, decoded.hits, decoded.misses)
+        counts["hits"] += decoded.hits
+        counts["misses"] += decoded.misses
+    return outputs, counts
 
 
-METRICS = ("cer", "mer", "hotword_recall", "loop_rate", "hallucination_rate", "hit_token_cap", "rtf")
+log = logging.getLogger(__name__)
+
+METRICS = ("cer", "cer_raw", "mer", "hotword_recall", "loop_rate", "hallucination_rate", "hit_token_cap", "rtf")
+
+
+def sentence_rates(summary: dict[str, Any]) -> dict[str, float]:
+    """``{"cer_<seen|unseen>[_raw]_<system>": rate}`` from the sentence slices of a set's summary."""
+    return {f"cer_{s['value']}{raw}_{system}": s[f"{system}_cer{raw}"] for s in summary["slices"]
+            if s["kind"] == "sentence" and s["value"] != "unknown" for system in SYSTEMS for raw in ("", "_raw")}
 
 
 def log_set(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
@@ -72,6 +91,8 @@ def log_set(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -
     for system in SYSTEMS:
         mlflow.log_metrics({f"{m}{suffix}_{system}": summary[system][m] for m in METRICS
                             if summary[system][m] is not None})
+    if name == "test":
+        mlflow.log_metrics(sentence_rates(summary))
     mlflow.log_table(pd.DataFrame(records), artifact_file=f"eval/{name}_utterances.json")
     mlflow.log_table(review.confusion_table(summary), artifact_file=f"eval/{name}_confusion_pairs.json")
     mlflow.log_table(pd.DataFrame(summary["slices"]), artifact_file=f"eval/{name}_slices.json")
@@ -81,23 +102,24 @@ def log_set(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -
 def run(ctx: StageContext) -> dict[str, Any]:
     dataset = ctx.path("dataset")
     manifest = read_jsonl(dataset / "manifest.jsonl")
-    rows = {name: [r for r in manifest if r["split"] == name] for name in ("test", "regression")}
-    if not rows["test"]:
+    rows = {name: set_rows for name in EVALUATION_SETS if (set_rows := [r for r in manifest if r["split"] == name])}
+    if "test" not in rows:
         raise ValueError(f"{dataset / 'manifest.jsonl'}: the test split is empty")
-    if not rows["regression"]:
-        del rows["regression"]
+    trained_templates = {r["template"] for r in manifest if r["split"] in ("train", "dev") and r.get("template")}
     train = read_json(ctx.report("train"), "train")
     base_dir = resolve_base_model(ctx.params.model.base, ctx.path("models"))
-    clips = {name: [load_16k(dataset / r["audio"]) for r in set_rows] for name, set_rows in rows.items()}
     with tracking.stage_run(ctx, "evaluate"):
+        clips = {name: [load_16k(dataset / r["audio"]) for r in set_rows] for name, set_rows in rows.items()}
         champion = ensure_champion(ctx, base_dir)
-        outputs = {
-            "candidate": decode_sets(ctx, Path(train["base_model_dir"]), Path(train["adapter_dir"]), "candidate", clips),
-            "champion": decode_sets(ctx, registry.whisper_dir(champion), None, "champion", clips),
-        }
-        summary: dict[str, Any] = {"champion_version": str(champion.version)}
+        outputs, cache = {}, {}
+        outputs["candidate"], cache["candidate"] = decode_sets(
+            ctx, Path(train["base_model_dir"]), Path(train["adapter_dir"]), "candidate", clips)
+        outputs["champion"], cache["champion"] = decode_sets(ctx, registry.whisper_dir(champion), None, "champion", clips)
+        mlflow.log_metrics({f"decode_cache_{kind}_{system}": n for system, counts in cache.items()
+                            for kind, n in counts.items()})
+        summary: dict[str, Any] = {"champion_version": str(champion.version), "decode_cache": cache}
         for name, set_rows in rows.items():
-            slices = [slice_labels(r, estimate_snr_db(c)) for r, c in zip(set_rows, clips[name])]
+            slices = [slice_labels(r, estimate_snr_db(c), trained_templates) for r, c in zip(set_rows, clips[name])]
             set_summary, records = score_set(set_rows, slices, {s: outputs[s][name] for s in SYSTEMS},
                                              ctx.params.evaluate.hotwords)
             log_set(name, set_summary, records)
@@ -105,6 +127,21 @@ def run(ctx: StageContext) -> dict[str, Any]:
             summary[name] = set_summary
         atomic_write_json(ctx.report("evaluate"), summary)
     return summary
+
+
+def headline(summary: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """CER of each set (and of the test split's seen and unseen sentences) by system, numbers normalized
+    and raw: ``{"test": {"champion": "75.40% (raw 78.10%)", ...}, ...}``."""
+    def rates(cer: float, raw: float) -> str:
+        return f"{cer:.2%} (raw {raw:.2%})"
+
+    out = {name: {system: rates(summary[name][system]["cer"], summary[name][system]["cer_raw"]) for system in SYSTEMS}
+           | {"clips": summary[name]["clips"]} for name in EVALUATION_SETS if name in summary}
+    for s in summary["test"]["slices"]:
+        if s["kind"] == "sentence" and s["value"] != "unknown":
+            out[f"test, {s['value']} sentences"] = {
+                system: rates(s[f"{system}_cer"], s[f"{system}_cer_raw"]) for system in SYSTEMS} | {"clips": s["clips"]}
+    return out
 
 
 def utterances_path(ctx: StageContext, name: str) -> Path:

@@ -41,19 +41,21 @@ def version_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[st
         "zhasr.gate_reason": verdict["reason"][:4000],
         **{f"zhasr.gate.{r['rule']}": "pass" if r["passed"] else "fail" for r in verdict["rules"]},
         "zhasr.cer": f"{test['candidate']['cer']:.6f}",
+        "zhasr.cer_raw": f"{test['candidate']['cer_raw']:.6f}",
         "zhasr.mer": f"{test['candidate']['mer']:.6f}",
         "zhasr.cer_gain": f"{verdict['gain']['gain']:.6f}",
         "zhasr.cer_gain_ci": f"[{verdict['gain']['low']:.6f}, {verdict['gain']['high']:.6f}]",
         "zhasr.champion_version": evaluation["champion_version"],
         "zhasr.champion_cer": f"{test['champion']['cer']:.6f}",
     }
-    if "regression" in evaluation:
-        tags["zhasr.cer_regression"] = f"{evaluation['regression']['candidate']['cer']:.6f}"
+    for set_name in ("regression", "telephone"):
+        if set_name in evaluation:
+            tags[f"zhasr.cer_{set_name}"] = f"{evaluation[set_name]['candidate']['cer']:.6f}"
     export_report, merge_report = ctx.report("export"), ctx.report("merge")
     if export_report.is_file() and export_report.stat().st_mtime >= merge_report.stat().st_mtime:
         for row in read_json(export_report, "export")["exports"]:
             tags[f"zhasr.export.{row['format']}"] = (
-                f"{'fit' if row['fit'] else 'unfit'}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts "
+                f"{row['verdict']}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts "
                 f"[{100 * row['cer_test_increase_low']:+.2f}, {100 * row['cer_test_increase_high']:+.2f}], "
                 f"limit {100 * row['limit']:+.2f}), {row['size_mb']} MB, RTF {row['rtf_test']:.3f}"
                 + (f", {row['artifact']}" if "artifact" in row else ""))

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from zhasr.evaluation import SYSTEMS  # noqa: E402
-from zhasr.slices import SLICE_KINDS  # noqa: E402
+from zhasr.ingest import EVALUATION_SETS  # noqa: E402
 
 # Han glyphs in chart labels: the first installed CJK font wins, DejaVu (no Han) last.
 plt.rcParams["font.sans-serif"] = ["Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "DejaVu Sans"]
@@ -77,15 +77,18 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "",
         f"## Evaluation against champion v{champion}",
         "",
+        "CER with numbers in one written form (raw CER, numbers as written, in brackets).",
+        "",
         "| set | clips | CER champion | CER candidate | MER candidate | hotword recall | loops | hallucinations | RTF |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for set_name in ("test", "regression"):
+    for set_name in EVALUATION_SETS:
         if set_name not in evaluation:
             continue
         s = evaluation[set_name]
         c, b = s["candidate"], s["champion"]
-        lines.append(f"| {set_name} | {s['clips']} | {_pct(b['cer'])} | {_pct(c['cer'])} | {_pct(c['mer'])} | "
+        lines.append(f"| {set_name} | {s['clips']} | {_pct(b['cer'])} ({_pct(b['cer_raw'])}) | "
+                     f"{_pct(c['cer'])} ({_pct(c['cer_raw'])}) | {_pct(c['mer'])} | "
                      f"{_pct(b['hotword_recall'])} -> {_pct(c['hotword_recall'])} | "
                      f"{_pct(b['loop_rate'])} -> {_pct(c['loop_rate'])} | {_pct(c['hallucination_rate'])} | "
                      f"{c['rtf']:.3f} |")
@@ -104,7 +107,7 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "| slice | clips | champion | candidate |",
         "|---|---|---|---|",
         *(f"| {s['kind']}={s['value']} | {s['clips']} | {_pct(s['champion_cer'])} | {_pct(s['candidate_cer'])} |"
-          for s in evaluation["test"]["slices"] if s["kind"] in SLICE_KINDS[:3]),
+          for s in evaluation["test"]["slices"] if s["kind"] != "speaker"),
         "",
         "## Most frequent errors (test set, candidate)",
         "",
@@ -112,9 +115,10 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "",
         "## Limits",
         "",
-        "- Scored on normalized text: punctuation removed, traditional to simplified, full-width to half-width; "
-        "digits are not verbalized.",
-        "- The test split holds the speakers of every batch so far; slices under "
+        "- Scored on normalized text: punctuation removed, traditional to simplified, full-width to half-width, "
+        "numbers in one written form on both sides (raw CER keeps them as written).",
+        "- The test split holds the speakers and the held-out templates of every batch so far "
+        "(sentence=unseen: never trained on); slices under "
         f"{params['gate.slice_min_clips']} clips are shown but not gated.",
         "- Promotion to champion needs a person's approval (`zhasr approve`).",
     ]

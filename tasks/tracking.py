@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,16 +46,20 @@ def log_params(run_id: str, ctx: StageContext) -> None:
 
 @contextmanager
 def stage_run(ctx: StageContext, stage: str) -> Iterator[mlflow.ActiveRun]:
-    """The active MLflow run for ``stage``: the flow's run when there is one, else a new run."""
+    """The active MLflow run for ``stage``: the flow's run when there is one, else a new run. The stage's
+    wall time is logged as ``stage_<stage>_s``."""
     configure(ctx)
+    started = time.perf_counter()
     if ctx.mlflow_run_id:
         with mlflow.start_run(run_id=ctx.mlflow_run_id) as run:
-            mlflow.set_tag(f"zhasr.stage.{stage}", "done")
             yield run
+            mlflow.log_metric(f"stage_{stage}_s", round(time.perf_counter() - started, 1))
+            mlflow.set_tag(f"zhasr.stage.{stage}", "done")
         return
     with mlflow.start_run(run_name=stage, tags={"zhasr.kind": "stage", "zhasr.stage": stage}) as run:
         log_params(run.info.run_id, ctx)
         yield run
+        mlflow.log_metric(f"stage_{stage}_s", round(time.perf_counter() - started, 1))
 
 
 def log_json(obj: Any, artifact_file: str) -> None:

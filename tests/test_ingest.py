@@ -105,7 +105,75 @@ def test_regression_rows_never_enter_train(tmp_path):
         write_tone(incoming / "real" / f"{i}.wav", 1.0, freq=100 + 10 * i)
         rows.append({"id": f"r{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i}", "split": "regression"})
     write_batch(incoming, "real", rows)
-    assert {r["split"] for r in ingest_batches(incoming, dataset, IngestOptions())} == {"regression"}
+    ingested = ingest_batches(incoming, dataset, IngestOptions())
+    assert {r["split"] for r in ingested} == {"regression", "telephone"}
+    # each regression clip has a telephone twin: its own audio, speaker and split, same text
+    twins = {r["id"]: r for r in ingested if r["split"] == "telephone"}
+    for row in (r for r in ingested if r["split"] == "regression"):
+        twin = twins[f"{row['id']}@telephone"]
+        assert twin["audio_sha256"] != row["audio_sha256"] and twin["band"] == "telephone"
+        assert (twin["text_norm"], twin["duration_s"]) == (row["text_norm"], row["duration_s"])
+        assert twin["speaker"] == f"{row['speaker']}@telephone"
+    assert len(twins) == 20
+    again = ingest_batches(incoming, tmp_path / "again", IngestOptions())
+    assert [r["audio_sha256"] for r in again] == [r["audio_sha256"] for r in ingested]  # deterministic channel
+
+
+def test_telephone_channel_keeps_300_to_3400_hz_and_is_deterministic():
+    from zhasr.audio import telephone_channel
+
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    tones = {f: 0.1 * np.sin(2 * np.pi * f * t) for f in (100, 1000, 3000, 6000)}
+    passed = {f: np.sqrt(np.mean(telephone_channel(x.astype(np.float32))[rate // 2:-rate // 2] ** 2)) / 0.0707
+              for f, x in tones.items()}
+    assert passed[1000] > 0.9 and passed[3000] > 0.9  # inside the band: through
+    assert passed[100] < 0.1 and passed[6000] < 0.05  # outside: gone
+    x = tones[1000].astype(np.float32)
+    assert np.array_equal(telephone_channel(x), telephone_channel(x))
+
+
+def test_a_held_out_template_sends_all_its_clips_to_test_and_stays_there(tmp_path):
+    from zhasr.ingest import template_held_out
+
+    options = IngestOptions()
+    templates = [f"order/{i}" for i in range(40)]
+    held = [t for t in templates if template_held_out(t, options)]
+    assert 0 < len(held) < len(templates) / 2
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    rows = []
+    for i in range(80):
+        write_tone(incoming / "b1" / f"{i}.wav", 1.0, freq=100 + 10 * i)
+        rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i % 17}",
+                     "template": templates[i % 40]})
+    write_batch(incoming, "b1", rows)
+    first = ingest_batches(incoming, dataset, options)
+    trained = {r["template"] for r in first if r["split"] in ("train", "dev")}
+    assert not trained & set(held)  # a test sentence is never trained on
+    assert {r["split"] for r in first if r["template"] in held} == {"test"}
+    # test also holds clips of test speakers with trained templates: "seen" sentences
+    assert any(r["split"] == "test" and r["template"] in trained for r in first)
+    frozen = json.loads((dataset / "frozen_test.json").read_text())
+    assert sorted(frozen["templates"]) == sorted(held)
+    # holding out no template any more does not free the held-out ones
+    second = ingest_batches(incoming, dataset, IngestOptions(template_test_fraction=0.0))
+    assert {r["split"] for r in second if r["template"] in held} == {"test"}
+
+
+def test_a_topic_is_held_out_like_a_template(tmp_path):
+    from zhasr.ingest import template_held_out
+
+    options = IngestOptions(template_test_fraction=0.5)
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    rows = []
+    for i in range(12):
+        write_tone(incoming / "b1" / f"{i}.wav", 1.0, freq=100 + 10 * i)
+        rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i}", "topic": f"t{i % 6}"})
+    write_batch(incoming, "b1", rows)
+    ingested = ingest_batches(incoming, dataset, options)
+    assert [r["template"] for r in ingested] == [f"t{i % 6}" for i in range(12)]
+    held = {r["template"] for r in ingested if template_held_out(r["template"], options)}
+    assert held and {r["split"] for r in ingested if r["template"] in held} == {"test"}
 
 
 def test_test_split_stays_frozen_when_fractions_change(tmp_path):

@@ -39,7 +39,8 @@ def corrupt(text: str, every: int | None) -> str:
 
 
 def rows(set_name: str, n: int) -> list[dict]:
-    return [{"id": f"{set_name}-{i}", "text_norm": SENTENCES[i % len(SENTENCES)], "duration_s": 3.0,
+    return [{"id": f"{set_name}-{i}", "text": SENTENCES[i % len(SENTENCES)], "text_norm": SENTENCES[i % len(SENTENCES)],
+             "duration_s": 3.0,
              "batch": set_name, "speaker": f"spk{i % 4}", "band": "telephone" if i % 2 else "wideband"}
             for i in range(n)]
 
@@ -102,8 +103,20 @@ def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
     outcome = {r.rule: r.passed for r in verdict.rules}
     assert verdict.gain.gain > 0 and verdict.gain.low > 0
     assert outcome == {"cer_gain": True, "relative_gain": True, "significant": True, "slices": True,
-                       "regression_set": False, "loop_rate": True}
+                       "regression_set": False, "telephone_set": True, "loop_rate": True}
     assert not verdict.passed and verdict.reason.startswith("regression_set: CER")
+
+
+def test_gate_fails_a_candidate_that_holds_on_wideband_speech_but_loses_on_the_telephone_twin(ctx):
+    evaluation, records = {}, {}
+    for set_name, cand in (("test", 10), ("regression", 10), ("telephone", 2)):
+        set_rows = rows(set_name, 24)
+        evaluation[set_name], records[set_name] = score_set(
+            set_rows, [slice_labels(r, 30.0) for r in set_rows],
+            {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, 3)}, [])
+    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
+    assert outcome["regression_set"].passed and not outcome["telephone_set"].passed
+    assert "on 24 clips" in outcome["telephone_set"].detail and "limit +2.00 pts" in outcome["telephone_set"].detail
 
 
 def test_gate_fails_a_candidate_that_is_better_overall_but_worse_on_telephone_calls(ctx):

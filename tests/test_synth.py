@@ -52,9 +52,12 @@ def test_numbers_are_written_as_spoken():
 
 def test_sentences_are_chinese_and_mostly_distinct():
     rng = np.random.default_rng(0)
-    texts = [synth.make_sentence(rng, synth.TOPICS[i % len(synth.TOPICS)], first=i % 4 == 0, last=i % 4 == 3)
-             for i in range(1000)]
+    sentences = [synth.make_sentence(rng, synth.TOPICS[i % len(synth.TOPICS)], first=i % 4 == 0, last=i % 4 == 3)
+                 for i in range(1000)]
+    texts = [text for text, _ in sentences]
     assert len(set(texts)) > 800
+    templates = {template for _, template in sentences}  # "order/3": which template each text filled
+    assert templates == {f"{kind}/{i}" for kind, pool in synth.TEMPLATES.items() for i in range(len(pool))}
     for text in texts:
         to_pinyin(text)  # no digits or Latin letters
         assert len(HAN_CHAR.findall(text)) >= 5
@@ -78,7 +81,7 @@ def test_manifest_rows_channels_and_durations(batches):
     assert {r["channel"] for r in rows} == {"telephone", "wideband"}
     assert len({r["speaker"] for r in rows}) == OPTIONS.n_speakers
     for row in rows:
-        assert set(row) == {"id", "audio", "text", "speaker", "call_id", "channel", "snr_db"}
+        assert set(row) == {"id", "audio", "text", "template", "speaker", "call_id", "channel", "snr_db"}
         assert row["snr_db"] in OPTIONS.snr_db_choices
         samples, rate = sf.read(batch / row["audio"], dtype="float32")
         assert rate == (8000 if row["channel"] == "telephone" else 16000)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import soxr
 
 TARGET_RATE = 16000  # Hz
 TELEPHONE_MAX_RATE = 8000  # Hz; sources at or below this rate carry only the telephone band
+TELEPHONE_BAND_HZ = (300, 3400)  # the band G.711 telephony passes
 
 
 # Extensions libsndfile decodes; anything else is refused before decoding is tried.
@@ -78,3 +81,21 @@ def wav_bytes(samples: np.ndarray, rate: int = TARGET_RATE) -> bytes:
 
 def sha256_hex(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
+
+
+def telephone_channel(samples: np.ndarray, rate: int = TARGET_RATE) -> np.ndarray:
+    """(n_samples,) float32 at ``rate`` through a telephone line and back: sox band-passes it to
+    300-3400 Hz, resamples to 8 kHz and encodes 8-bit G.711 mu-law; decoded and resampled to ``rate``.
+
+    Deterministic: sox runs with a fixed random seed and no dither, the same input gives the same bytes.
+    """
+    if shutil.which("sox") is None:
+        raise RuntimeError("sox is not installed (Debian package sox): the telephone channel needs it")
+    lo, hi = TELEPHONE_BAND_HZ
+    cmd = ["sox", "-R", "-D", "-V1", "-t", "wav", "-", "-t", "wav", "-e", "u-law", "-b", "8", "-c", "1", "-",
+           "sinc", f"{lo}-{hi}", "rate", "-v", str(TELEPHONE_MAX_RATE)]
+    done = subprocess.run(cmd, input=wav_bytes(samples, rate), capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"sox telephone channel failed: {done.stderr.decode(errors='replace').strip()}")
+    phone, phone_rate = sf.read(io.BytesIO(done.stdout), dtype="float32")
+    return np.ascontiguousarray(soxr.resample(phone, phone_rate, rate, quality="HQ"), dtype=np.float32)

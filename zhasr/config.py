@@ -33,6 +33,7 @@ class PathsParams:
     models: str = "models"  # imported base model, merged candidates
     runs: str = "runs"  # training checkpoints and adapters
     reports: str = "reports"  # stage outputs read by later stages (JSON), DVC metrics
+    decode_cache: str = "cache/decode"  # per-clip decodings keyed by weights, audio, engine and options
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class IngestParams:
     dev_fraction: float = 0.1  # share of speakers/calls assigned to dev
     test_fraction: float = 0.2  # share of speakers/calls assigned to the frozen test split
     split_seed: str = "zhasr"  # salt of the speaker hash that decides the split
+    # share of templates (or topics) held out: every clip of one goes to test, so test holds unseen sentences
+    template_test_fraction: float = 0.15
+    telephone_regression: bool = True  # score the regression set also through an 8 kHz G.711 telephone channel
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ class GateParams:
     bootstrap_samples: int = 1000  # paired resamples of the test clips
     max_slice_loss: float = 0.05  # no slice (batch, band, noise level, speaker) may lose more than this
     slice_min_clips: int = 4  # smaller slices are reported but not gated (too noisy to judge)
-    max_regression_loss: float = 0.02  # CER on the general-speech regression set may rise by at most this
+    max_regression_loss: float = 0.02  # CER on the regression set, and on its telephone twin, may rise by at most this
     max_loop_rate_increase: float = 0.0  # share of clips that loop may rise by at most this
 
 

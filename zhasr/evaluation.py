@@ -2,6 +2,8 @@
 
 ``score_set`` returns JSON-ready metrics per system and one record per clip;
 the gate, the MLflow review artifacts and the model card all read these.
+``cer`` (and MER, the slices and the per-clip errors) is scored with numbers in
+one written form on both sides (zhasr.numbers); ``cer_raw`` as written.
 """
 
 from __future__ import annotations
@@ -29,18 +31,21 @@ class SystemOutput:
     decode_seconds: float  # wall time of decoding the whole set
 
 
-def system_metrics(references: list[str], output: SystemOutput, audio_seconds: float,
-                   hotwords: list[str]) -> tuple[dict[str, Any], dict[str, list], list[UtteranceEdits]]:
-    """Corpus metrics of one system, its per-clip columns (text, CER, errors, flags) and per-clip edits."""
+def system_metrics(references: list[str], output: SystemOutput, audio_seconds: float, hotwords: list[str],
+                   ) -> tuple[dict[str, Any], dict[str, list], tuple[list[UtteranceEdits], list[UtteranceEdits]]]:
+    """Corpus metrics of one system, its per-clip columns (text, CER, errors, flags) and per-clip edits
+    (numbers normalized, raw)."""
     hypotheses = [t.text for t in output.transcripts]
-    cer = character_error_rate(references, hypotheses)
-    mer = mixed_error_rate(references, hypotheses)
+    cer = character_error_rate(references, hypotheses, numbers=True)
+    raw = character_error_rate(references, hypotheses)
+    mer = mixed_error_rate(references, hypotheses, numbers=True)
     recall = hotword_recall(references, hypotheses, hotwords)
     clips = len(references)
     hallucinated = [is_hallucination(u) for u in cer.utterances]
     found, occurrences = sum(f for f, _ in recall.values()), sum(n for _, n in recall.values())
     metrics = {
-        "cer": cer.rate, "mer": mer.rate, "substitutions": cer.substitutions, "deletions": cer.deletions,
+        "cer": cer.rate, "cer_raw": raw.rate, "mer": mer.rate, "substitutions": cer.substitutions,
+        "deletions": cer.deletions,
         "insertions": cer.insertions, "reference_chars": cer.reference_len,
         "loops": sum(t.looped for t in output.transcripts),
         "loop_rate": sum(t.looped for t in output.transcripts) / clips,
@@ -54,32 +59,34 @@ def system_metrics(references: list[str], output: SystemOutput, audio_seconds: f
     }
     columns = {
         "text": hypotheses, "cer": cer.per_utterance, "errors": [u.errors for u in cer.utterances],
+        "cer_raw": raw.per_utterance,
         "looped": [t.looped for t in output.transcripts], "hallucinated": hallucinated,
     }
-    return metrics, columns, cer.utterances
+    return metrics, columns, (cer.utterances, raw.utterances)
 
 
 def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs: dict[str, SystemOutput],
               hotwords: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``rows``: manifest rows (``text_norm``, ``duration_s``, ``id``); ``slices``: one label dict per row
-    (see zhasr.slices); ``outputs``: ``{"candidate": ..., "champion": ...}``.
+    """``rows``: manifest rows (``text``, ``text_norm``, ``duration_s``, ``id``); ``slices``: one label dict
+    per row (see zhasr.slices); ``outputs``: ``{"candidate": ..., "champion": ...}``.
 
     Returns ``(summary, records)``: summary = ``{"clips", "hours", "candidate": metrics, "champion": metrics,
-    "slices": [{"kind", "value", "clips", "candidate_cer", "champion_cer"}]}``; records = one dict per clip.
+    "slices": [{"kind", "value", "clips", "candidate_cer", "champion_cer", "candidate_cer_raw",
+    "champion_cer_raw"}]}``; records = one dict per clip.
     """
-    references = [r["text_norm"] for r in rows]
+    references = [r["text"] for r in rows]  # normalized while scored: numbers need their punctuation
     audio_seconds = sum(r["duration_s"] for r in rows)
     summary: dict[str, Any] = {"clips": len(rows), "hours": audio_seconds / 3600}
     columns, edits, per_slice = {}, {}, {}
     for system in SYSTEMS:
         summary[system], columns[system], edits[system] = system_metrics(references, outputs[system],
                                                                          audio_seconds, hotwords)
-        per_slice[system] = slice_error_rates(slices, edits[system])
+        per_slice[f"{system}_cer"] = slice_error_rates(slices, edits[system][0])
+        per_slice[f"{system}_cer_raw"] = slice_error_rates(slices, edits[system][1])
     summary["slices"] = [
-        {"kind": kind, "value": value, "clips": clips,
-         "candidate_cer": cer, "champion_cer": per_slice["champion"][(kind, value)][0]}
-        for (kind, value), (cer, clips) in sorted(per_slice["candidate"].items(),
-                                                  key=lambda kv: (SLICE_KINDS.index(kv[0][0]), kv[0][1]))
+        {"kind": kind, "value": value, "clips": clips, **{key: rates[(kind, value)][0] for key, rates in per_slice.items()}}
+        for (kind, value), (_, clips) in sorted(per_slice["candidate_cer"].items(),
+                                                key=lambda kv: (SLICE_KINDS.index(kv[0][0]), kv[0][1]))
     ]
     records = []
     for i, (row, labels) in enumerate(zip(rows, slices)):
@@ -87,7 +94,7 @@ def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs:
         record = {"id": row["id"], "reference": row["text_norm"]}
         for system in SYSTEMS:
             record.update({system: columns[system]["text"][i], f"{system}_cer": columns[system]["cer"][i]})
-        record.update(labels, duration_s=row["duration_s"], reference_chars=edits["candidate"][i].reference_len)
+        record.update(labels, duration_s=row["duration_s"], reference_chars=edits["candidate"][0][i].reference_len)
         for system in SYSTEMS:
             record.update({f"{system}_{key}": values[i] for key, values in columns[system].items()
                            if key not in ("text", "cer")})

@@ -1,7 +1,7 @@
 """The promotion gate: rules from params.yaml over the evaluation of candidate and champion.
 
 Input is the evaluate stage's summary (see zhasr.evaluation.score_set, one
-entry per set: ``{"test": ..., "regression": ...}``) and the test split's
+entry per set: ``{"test": ..., "regression": ..., "telephone": ...}``) and the test split's
 per-clip records (for the paired bootstrap). Every rule's outcome is kept, so
 a reviewer sees why, not only whether.
 """
@@ -42,6 +42,16 @@ def _points(x: float) -> str:
     return f"{100 * x:+.2f} pts"
 
 
+def _regression_rule(evaluated: dict[str, Any] | None, rule: str, what: str, limit: float) -> RuleOutcome:
+    """General speech must not get worse by more than ``limit`` (CER as a fraction)."""
+    if evaluated is None:
+        return RuleOutcome(rule, True, f"no {what} evaluated")
+    loss = evaluated["candidate"]["cer"] - evaluated["champion"]["cer"]
+    return RuleOutcome(rule, loss <= limit,
+                       f"CER {evaluated['champion']['cer']:.2%} -> {evaluated['candidate']['cer']:.2%} on "
+                       f"{evaluated['clips']} clips, change {_points(loss)}, limit {_points(limit)}")
+
+
 def decide(evaluation: dict[str, Any], test_records: list[dict[str, Any]], rules: GateParams, seed: int = 0) -> Verdict:
     test = evaluation["test"]
     cand, champ = test["candidate"], test["champion"]
@@ -73,15 +83,9 @@ def decide(evaluation: dict[str, Any], test_records: list[dict[str, Any]], rules
             f"worst of {len(gated)} slices: {worst['kind']}={worst['value']} ({worst['clips']} clips) "
             f"{worst['champion_cer']:.2%} -> {worst['candidate_cer']:.2%}, change {_points(loss)}, "
             f"limit {_points(rules.max_slice_loss)}"))
-    regression = evaluation.get("regression")
-    if regression is None:
-        outcomes.append(RuleOutcome("regression_set", True, "no regression set evaluated"))
-    else:
-        loss = regression["candidate"]["cer"] - regression["champion"]["cer"]
-        outcomes.append(RuleOutcome(
-            "regression_set", loss <= rules.max_regression_loss,
-            f"CER {regression['champion']['cer']:.2%} -> {regression['candidate']['cer']:.2%} on "
-            f"{regression['clips']} clips, change {_points(loss)}, limit {_points(rules.max_regression_loss)}"))
+    for set_name, rule, what in (("regression", "regression_set", "regression set"),
+                                 ("telephone", "telephone_set", "telephone regression set")):
+        outcomes.append(_regression_rule(evaluation.get(set_name), rule, what, rules.max_regression_loss))
     rise = cand["loop_rate"] - champ["loop_rate"]
     outcomes.append(RuleOutcome(
         "loop_rate", rise <= rules.max_loop_rate_increase,

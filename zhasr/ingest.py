@@ -6,16 +6,20 @@ Input, one folder per batch under ``incoming``::
     <batch>/clips/...         audio in any libsndfile format, rate and channel count
 
 Optional keys of a line: ``speaker`` or ``call_id`` (decides the split),
+``template`` or ``topic`` (the sentence or subject a clip was made from: a held-out
+one sends all its clips to test, so test holds sentences never trained on),
 ``language``, ``split: "regression"`` (evaluation only, never trained on) and
 ``segments: [{"start": s, "end": s, "text": ...}]``, which cuts a long
-recording into one row per segment.
+recording into one row per segment. Each regression row also gets a telephone
+twin (split ``telephone``: 8 kHz G.711 mu-law, 300-3400 Hz), its own
+evaluation-only set.
 
 Output under ``dataset``:
 
 - ``audio/<sha[:2]>/<sha>.wav``: PCM-16, 16 kHz mono, named by the sha256 of its bytes;
 - ``ingested.jsonl``: one row per input line (or segment). A line that cannot be
   used keeps its row with ``decode_error`` set to the reason; validation quarantines it;
-- ``frozen_test.json``: speakers and audio hashes ever in test; they stay in test;
+- ``frozen_test.json``: speakers, held-out templates and audio hashes ever in test; they stay in test;
 - ``ledger.jsonl``: one line per batch manifest version ingested.
 """
 
@@ -36,7 +40,9 @@ from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_jsonl
 from zhasr.text import normalize
 
 EVAL_ONLY_SPLIT = "regression"  # a batch row may ask for it: evaluated, never trained on
-FROZEN_TEST_FILE = "frozen_test.json"  # speakers and audio hashes ever in test
+TELEPHONE_SPLIT = "telephone"  # the regression rows through a telephone channel, made at ingest
+EVALUATION_SETS = ("test", EVAL_ONLY_SPLIT, TELEPHONE_SPLIT)
+FROZEN_TEST_FILE = "frozen_test.json"  # speakers, held-out templates and audio hashes ever in test
 LEDGER_FILE = "ledger.jsonl"  # one line per ingested batch version
 
 
@@ -46,13 +52,27 @@ class IngestOptions:
     dev_fraction: float = 0.1  # share of speakers assigned to dev
     test_fraction: float = 0.2  # share of speakers assigned to test
     split_seed: str = "zhasr"  # salt of the speaker hash
+    template_test_fraction: float = 0.15  # share of templates (or topics) held out: all their clips in test
+    telephone_regression: bool = True  # give each regression row a telephone twin (split "telephone")
     workers: int = 2  # decoding threads (soundfile and soxr release the GIL)
 
 
-def assign_split(speaker: str, options: IngestOptions) -> str:
-    """Deterministic split from a hash of the speaker or call id: same speaker, same split."""
-    digest = hashlib.sha256(f"{options.split_seed}:{speaker}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+def _unit_hash(key: str, options: IngestOptions) -> float:
+    digest = hashlib.sha256(f"{options.split_seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def template_held_out(template: str, options: IngestOptions) -> bool:
+    """Whether every clip of ``template`` goes to test (a hash of it, like the speaker's)."""
+    return bool(template) and _unit_hash(f"template:{template}", options) < options.template_test_fraction
+
+
+def assign_split(speaker: str, options: IngestOptions, template: str = "") -> str:
+    """Deterministic split from a hash of the speaker or call id (same speaker, same split); a held-out
+    template sends the clip to test whatever its speaker, so no test sentence is ever trained on."""
+    if template_held_out(template, options):
+        return "test"
+    u = _unit_hash(speaker, options)
     if u < options.test_fraction:
         return "test"
     if u < options.test_fraction + options.dev_fraction:
@@ -117,6 +137,16 @@ def _audio_fields(samples, decoded: audio.DecodedAudio, dataset_dir: Path, rate:
     }
 
 
+def _telephone_twin(row: dict[str, Any], samples, dataset_dir: Path, rate: int) -> dict[str, Any]:
+    """The regression row through the telephone channel: its own clip, speaker and split."""
+    phone = audio.telephone_channel(samples, rate)
+    relative, sha = _store(phone, dataset_dir, rate)
+    return {**row, "id": f"{row['id']}@telephone", "speaker": f"{row['speaker']}@telephone",
+            "split": TELEPHONE_SPLIT, "audio": relative, "audio_sha256": sha,
+            "sample_rate_src": audio.TELEPHONE_MAX_RATE, "band": "telephone",
+            "rms_dbfs": round(max(audio.rms_dbfs(phone), -200.0), 2)}
+
+
 def _parse_segments(raw: Any) -> list[tuple[float, float, str]]:
     """``[{"start": s, "end": s, "text": str}]`` -> [(start_s, end_s, text)]; ValueError on bad input."""
     if not isinstance(raw, list) or not raw:
@@ -141,6 +171,7 @@ def _ingest_line(
     row = row or {}
     text = str(row.get("text") or "")
     speaker = str(row.get("speaker") or row.get("call_id") or f"{batch}:{row.get('audio', line_no)}")
+    template = str(row.get("template") or row.get("topic") or "")
     base: dict[str, Any] = {
         "id": str(row.get("id") or f"{batch}/{line_no}"),
         "batch": batch,
@@ -155,7 +186,8 @@ def _ingest_line(
         "band": None,
         "rms_dbfs": None,
         "speaker": speaker,
-        "split": EVAL_ONLY_SPLIT if row.get("split") == EVAL_ONLY_SPLIT else assign_split(speaker, options),
+        "split": EVAL_ONLY_SPLIT if row.get("split") == EVAL_ONLY_SPLIT else assign_split(speaker, options, template),
+        "template": template or None,
         "language": str(row.get("language") or "zh"),
         "decode_error": error,
     }
@@ -170,7 +202,10 @@ def _ingest_line(
     except (audio.AudioError, ValueError) as exc:
         return [{**base, "decode_error": str(exc)}]
     if segments is None:
-        return [{**base, **_audio_fields(decoded.samples, decoded, dataset_dir, options.sample_rate)}]
+        rows = [{**base, **_audio_fields(decoded.samples, decoded, dataset_dir, options.sample_rate)}]
+        if base["split"] == EVAL_ONLY_SPLIT and options.telephone_regression:
+            rows.append(_telephone_twin(rows[0], decoded.samples, dataset_dir, options.sample_rate))
+        return rows
     rows = []
     for k, (start, end, seg_text) in enumerate(segments):
         piece = decoded.samples[int(start * options.sample_rate): int(end * options.sample_rate)]
@@ -210,7 +245,7 @@ def ingest_batches(
             rows.extend(future.result())
             if progress:
                 progress(done, len(futures))
-    freeze_test_split(rows, dataset_dir / FROZEN_TEST_FILE)
+    freeze_test_split(rows, dataset_dir / FROZEN_TEST_FILE, options)
     record_batches(manifests, rows, dataset_dir / LEDGER_FILE)
     atomic_write_jsonl(dataset_dir / "ingested.jsonl", rows)
     return rows
@@ -230,19 +265,26 @@ def pending_batches(incoming: Path, dataset_dir: Path) -> list[str]:
             if (m.parent.name, hashlib.sha256(m.read_bytes()).hexdigest()) not in seen]
 
 
-def freeze_test_split(rows: list[dict[str, Any]], frozen_file: Path) -> None:
-    """Keep the test split frozen: a speaker or audio ever in test stays in test, whatever the params say.
+def freeze_test_split(rows: list[dict[str, Any]], frozen_file: Path, options: IngestOptions) -> None:
+    """Keep the test split frozen: a speaker, held-out template or audio ever in test stays in test,
+    whatever the params say.
 
-    ``frozen_file`` holds ``{"speakers": [...], "audio_sha256": [...]}``, only ever grown.
-    Rows are updated in place.
+    ``frozen_file`` holds ``{"speakers": [...], "templates": [...], "audio_sha256": [...]}``, only ever
+    grown. Rows are updated in place.
     """
     frozen = json.loads(frozen_file.read_text(encoding="utf-8")) if frozen_file.is_file() else {}
     speakers, hashes = set(frozen.get("speakers", [])), set(frozen.get("audio_sha256", []))
+    templates = set(frozen.get("templates", []))
     for row in rows:
-        if row["split"] != EVAL_ONLY_SPLIT and (row["speaker"] in speakers or row["audio_sha256"] in hashes):
+        if row["split"] in (EVAL_ONLY_SPLIT, TELEPHONE_SPLIT):
+            continue
+        if row["speaker"] in speakers or row["audio_sha256"] in hashes or row.get("template") in templates:
             row["split"] = "test"
     test = [r for r in rows if r["split"] == "test" and not r["decode_error"]]
+    # A test speaker's clips of a trained template stay "seen": only held-out templates are frozen.
+    held_out = {r["template"] for r in test if r.get("template") and template_held_out(r["template"], options)}
     grown = {"speakers": sorted(speakers | {r["speaker"] for r in test}),
+             "templates": sorted(templates | held_out),
              "audio_sha256": sorted(hashes | {r["audio_sha256"] for r in test})}
     if grown != frozen:
         atomic_write_json(frozen_file, grown)

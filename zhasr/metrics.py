@@ -1,5 +1,8 @@
 """Error rates for Chinese and Chinese-English speech, on normalized text (see zhasr.text).
 
+Every rate can be taken as written (``numbers=False``, "raw") or with numbers
+in one written form on both sides (``numbers=True``, see zhasr.numbers).
+
 - CER: every character is a token (spaces dropped), the primary metric.
 - MER, the mixed error rate used for code-switched Mandarin-English: each Han
   character is a token and each Latin word (letters and digits) is a token, so
@@ -62,14 +65,14 @@ class ErrorRate:
         return self.reference_len
 
 
-def cer_tokens(text: str) -> list[str]:
+def cer_tokens(text: str, numbers: bool = False) -> list[str]:
     """Characters of the normalized text, spaces dropped."""
-    return list(normalize(text).replace(" ", ""))
+    return list(normalize(text, numbers).replace(" ", ""))
 
 
-def mixed_tokens(text: str) -> list[str]:
+def mixed_tokens(text: str, numbers: bool = False) -> list[str]:
     """``"我的email地址"`` -> ``["我", "的", "email", "地", "址"]``."""
-    return _MIXED_TOKEN.findall(normalize(text))
+    return _MIXED_TOKEN.findall(normalize(text, numbers))
 
 
 def _error_rate(refs: list[list[str]], hyps: list[list[str]]) -> ErrorRate:
@@ -99,14 +102,15 @@ def _error_rate(refs: list[list[str]], hyps: list[list[str]]) -> ErrorRate:
     return ErrorRate((s + d + i) / total, s, d, i, total, utterances, confusions)
 
 
-def character_error_rate(references: list[str], hypotheses: list[str]) -> ErrorRate:
+def character_error_rate(references: list[str], hypotheses: list[str], numbers: bool = False) -> ErrorRate:
     """Corpus and per-utterance CER after normalization of both sides."""
-    return _error_rate([cer_tokens(r) for r in references], [cer_tokens(h) for h in hypotheses])
+    return _error_rate([cer_tokens(r, numbers) for r in references], [cer_tokens(h, numbers) for h in hypotheses])
 
 
-def mixed_error_rate(references: list[str], hypotheses: list[str]) -> ErrorRate:
+def mixed_error_rate(references: list[str], hypotheses: list[str], numbers: bool = False) -> ErrorRate:
     """MER: Han characters and Latin words as tokens."""
-    return _error_rate([mixed_tokens(r) for r in references], [mixed_tokens(h) for h in hypotheses])
+    return _error_rate([mixed_tokens(r, numbers) for r in references],
+                       [mixed_tokens(h, numbers) for h in hypotheses])
 
 
 def hotword_recall(references: list[str], hypotheses: list[str], hotwords: list[str]) -> dict[str, tuple[int, int]]:

@@ -1,4 +1,5 @@
-"""Slices of an evaluation set: which batch, channel band, noise level and speaker each clip belongs to.
+"""Slices of an evaluation set: which batch, channel band, noise level and speaker each clip belongs to,
+and whether its sentence (the template or topic a clip was labelled with) was ever trained on.
 
 The noise level is estimated from the audio itself, so it exists for any data:
 the ratio of loud to quiet frame energy (90th over 10th percentile of 25 ms
@@ -16,7 +17,7 @@ import numpy as np
 
 from zhasr.metrics import UtteranceEdits
 
-SLICE_KINDS = ("batch", "band", "noise", "speaker")
+SLICE_KINDS = ("batch", "band", "noise", "speaker", "sentence")
 NOISE_LEVELS = ((28.0, "clean"), (22.0, "moderate"), (float("-inf"), "noisy"))  # (lowest SNR in dB, name)
 
 
@@ -37,17 +38,26 @@ def noise_level(snr_db: float) -> str:
     return next(name for floor, name in NOISE_LEVELS if snr_db >= floor)
 
 
-def slice_labels(row: dict[str, Any], snr_db: float) -> dict[str, str]:
-    """``{"batch": ..., "band": "telephone"|"wideband", "noise": "clean"|"moderate"|"noisy", "speaker": ...}``."""
+def sentence_label(row: dict[str, Any], trained_templates: set[str]) -> str:
+    """``"unseen"`` when the row's template never reached training, ``"seen"`` when it did, ``"unknown"``
+    for a row without a template."""
+    if not row.get("template"):
+        return "unknown"
+    return "seen" if row["template"] in trained_templates else "unseen"
+
+
+def slice_labels(row: dict[str, Any], snr_db: float, trained_templates: set[str] = frozenset()) -> dict[str, str]:
+    """``{"batch": ..., "band": "telephone"|"wideband", "noise": "clean"|"moderate"|"noisy", "speaker": ...,
+    "sentence": "seen"|"unseen"|"unknown"}``; ``trained_templates``: templates of the train and dev splits."""
     return {"batch": row["batch"], "band": row.get("band") or "unknown", "noise": noise_level(snr_db),
-            "speaker": row["speaker"]}
+            "speaker": row["speaker"], "sentence": sentence_label(row, trained_templates)}
 
 
 def slice_error_rates(labels: list[dict[str, str]], edits: list[UtteranceEdits]) -> dict[tuple[str, str], tuple[float, int]]:
-    """``{(kind, value): (corpus CER of the slice, clips)}`` for every slice of every kind."""
+    """``{(kind, value): (corpus CER of the slice, clips)}`` for every slice of every kind the labels have."""
     errors: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for label, e in zip(labels, edits):
-        for kind in SLICE_KINDS:
+        for kind in (k for k in SLICE_KINDS if k in label):
             entry = errors[(kind, label[kind])]
             entry[0] += e.errors
             entry[1] += e.reference_len

@@ -301,17 +301,19 @@ class _Fillers(dict):
         return value
 
 
-def make_sentence(rng: np.random.Generator, topic: str, first: bool = False, last: bool = False) -> str:
-    """One utterance in Chinese characters: a template filled in.
+def make_sentence(rng: np.random.Generator, topic: str, first: bool = False, last: bool = False) -> tuple[str, str]:
+    """One utterance in Chinese characters, a template filled in, and the template's id (``"order/3"``).
 
     The first clip of a call is a greeting and the last a closing more often
     than not; the others come from ``topic``.
     """
     u = rng.random()
-    pool = TEMPLATES["greeting"] if first and u < 0.6 else TEMPLATES["closing"] if last and u < 0.6 else TEMPLATES[topic]
-    template = pool[int(rng.integers(len(pool)))]
-    opener = OPENERS[int(rng.integers(len(OPENERS)))] if pool is TEMPLATES[topic] and not template.startswith("好的") else ""
-    return (opener + template).format_map(_Fillers(rng))
+    kind = "greeting" if first and u < 0.6 else "closing" if last and u < 0.6 else topic
+    pool = TEMPLATES[kind]
+    index = int(rng.integers(len(pool)))
+    template = pool[index]
+    opener = OPENERS[int(rng.integers(len(OPENERS)))] if kind == topic and not template.startswith("好的") else ""
+    return (opener + template).format_map(_Fillers(rng)), f"{kind}/{index}"
 
 
 _PAUSES = {"，": ",", "、": ",", "；": ",", "：": ",", "。": ".", "！": ".", "？": ".", ",": ",", ".": ".", "?": ".", "!": "."}
@@ -475,13 +477,13 @@ def plan_calls(options: SynthOptions) -> list[Call]:
 def _synthesize_clip(k: int, call: Call, first: bool, last: bool, clip_id: str, audio_dir: Path,
                      options: SynthOptions) -> dict[str, Any]:
     rng = _rng(options.seed, 4, k)
-    text = make_sentence(rng, call.topic, first=first, last=last)
+    text, template = make_sentence(rng, call.topic, first=first, last=last)
     speech, rate = apply_channel(speak(to_pinyin(text), call.speaker), call.channel, options)
     samples = render(speech, rate, call, rng, options)
     path = audio_dir / f"{clip_id}.wav"
     sf.write(path, samples, rate, format="WAV", subtype="PCM_16")
-    return {"id": clip_id, "audio": f"audio/{path.name}", "text": text, "speaker": call.speaker.id,
-            "call_id": call.id, "channel": call.channel, "snr_db": call.snr_db}
+    return {"id": clip_id, "audio": f"audio/{path.name}", "text": text, "template": template,
+            "speaker": call.speaker.id, "call_id": call.id, "channel": call.channel, "snr_db": call.snr_db}
 
 
 def synthesize_batch(

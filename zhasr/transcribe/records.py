@@ -84,3 +84,11 @@ class Transcription:
     @property
     def hit_cap(self) -> bool:
         return any(HIT_TOKEN_CAP in s.flags for s in self.segments)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Transcription:
+        """The inverse of ``dataclasses.asdict`` (after a JSON round trip: lists for tuples)."""
+        segments = tuple(Segment(**{**s, "flags": tuple(s["flags"]), "words": tuple(Word(**w) for w in s["words"])})
+                         for s in data["segments"])
+        return cls(**{**data, "segments": segments, "removed": tuple(Removed(**r) for r in data["removed"]),
+                      "warnings": tuple(data["warnings"]), "timings": Timings(**data["timings"])})

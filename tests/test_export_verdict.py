@@ -1,0 +1,35 @@
+"""The export verdict reads the interval of the CER rise: fit, unfit or inconclusive."""
+
+from zhasr.export.verdict import FIT, INCONCLUSIVE, UNFIT, cer_rise, verdict
+
+LIMIT = 0.005  # export.max_cer_increase: half a point
+
+
+def rise(merged_errors, export_errors, chars=20):
+    return cer_rise(merged_errors, export_errors, [chars] * len(merged_errors), samples=1000, seed=0)
+
+
+def test_an_export_that_decodes_like_the_merged_model_is_fit():
+    merged = [2, 0, 1, 3] * 100  # 400 clips of 20 characters
+    exact = rise(merged, merged)
+    assert exact.low == exact.high == 0.0
+    assert verdict([exact], LIMIT) == FIT
+
+
+def test_an_export_clearly_worse_on_one_set_is_unfit():
+    merged = [1] * 200
+    worse = rise(merged, [3] * 200)  # two more errors a clip: +10 points on every resample
+    assert worse.low > LIMIT
+    assert verdict([rise(merged, merged), worse], LIMIT) == UNFIT
+
+
+def test_a_rise_whose_interval_straddles_the_limit_is_inconclusive():
+    # 64 clips: the export is better on 4 and worse on 8; the point estimate is +0.31 points (under the
+    # limit), but the interval reaches past it, so the clips cannot tell.
+    merged = [2] * 64
+    export = [1] * 4 + [3] * 8 + [2] * 52
+    straddling = rise(merged, export)
+    assert straddling.low <= LIMIT < straddling.high and straddling.rise < LIMIT
+    assert verdict([straddling], LIMIT) == INCONCLUSIVE
+    # the same per-clip differences on 40 times the clips settle it
+    assert verdict([rise(merged * 40, export * 40)], LIMIT) == FIT

@@ -1,0 +1,112 @@
+"""Decodings kept per clip, so that a model is decoded once per clip for its lifetime.
+
+An entry is keyed by everything that decides the decoding: the model's weights
+(sha256 of its weight files), the audio (sha256 of the 16 kHz samples), the
+engine (runtime and library versions) and the options (decoding options and the
+engine's settings). Entries live under ``<root>/<digest[:2]>/<digest>.json`` and
+hold their key; one whose stored key differs from the key asked for, or that does
+not parse, is ignored and decoded again, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from zhasr.manifest import atomic_write_json
+from zhasr.transcribe.records import Transcription
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+_RUNTIME_PACKAGES = {"transformers": ("transformers", "torch"), "ct2": ("ctranslate2",), "ggml": ("pywhispercpp",)}
+
+
+@dataclass(frozen=True)
+class DecodeKey:
+    weights: str  # sha256 of the model's weight files (see weights_digest)
+    audio: str  # sha256 of the (n_samples,) float32 16 kHz samples
+    engine: str  # runtime and library versions, e.g. "transformers transformers=5.23.0 torch=2.13.0"
+    options: str  # canonical JSON of the decoding options and the engine's settings
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+def weights_digest(*folders: Path) -> str:
+    """sha256 over the names and bytes of every weight file in ``folders`` (a model, then its adapter)."""
+    h = hashlib.sha256()
+    for folder in folders:
+        files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{folder}: no weight file ({', '.join(WEIGHT_SUFFIXES)}) to identify the model")
+        for path in files:
+            h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            with path.open("rb") as handle:
+                h.update(hashlib.file_digest(handle, "sha256").digest())
+    return h.hexdigest()
+
+
+def audio_digest(samples: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
+
+
+def engine_of(transcriber) -> tuple[str, str]:
+    """``(engine, options)`` of a zhasr.transcribe.Transcriber, as they enter the key."""
+    name = transcriber.runtime_name
+    versions = " ".join(f"{p}={metadata.version(p)}" for p in _RUNTIME_PACKAGES.get(name, ()))
+    decode = getattr(transcriber.runtime, "options", None)
+    options = {"settings": asdict(transcriber.params), "decode": asdict(decode) if decode is not None else None,
+               "language": transcriber.language}
+    return f"{name} {versions}".strip(), json.dumps(options, sort_keys=True, default=str)
+
+
+class DecodeCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _path(self, key: DecodeKey) -> Path:
+        digest = key.digest
+        return self.root / digest[:2] / f"{digest}.json"
+
+    def get(self, key: DecodeKey) -> Transcription | None:
+        """The stored decoding, or None when there is none or the entry does not match ``key``."""
+        path = self._path(key)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if entry["key"] != asdict(key):
+                return None
+            return Transcription.from_dict(entry["transcription"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, key: DecodeKey, transcription: Transcription) -> None:
+        atomic_write_json(self._path(key), {"key": asdict(key), "transcription": asdict(transcription)})
+
+
+@dataclass(frozen=True)
+class CachedDecoding:
+    transcriptions: list[Transcription]  # one per clip, in order
+    hits: int  # clips answered from the cache
+    misses: int  # clips decoded now
+
+
+def transcribe_cached(transcriber, clips: list[np.ndarray], cache: DecodeCache, weights: str,
+                      progress: Callable[[float, float], None] | None = None) -> CachedDecoding:
+    """``transcriber.transcribe_many`` (channels mixed) on the clips the cache does not hold; the rest
+    from the cache, relabelled with the transcriber's identity. New decodings are stored."""
+    engine, options = engine_of(transcriber)
+    keys = [DecodeKey(weights, audio_digest(c), engine, options) for c in clips]
+    found = [cache.get(k) for k in keys]
+    missing = [i for i, t in enumerate(found) if t is None]
+    decoded = transcriber.transcribe_many([clips[i] for i in missing], channels="mix", progress=progress) if missing else []
+    for i, t in zip(missing, decoded):
+        cache.put(keys[i], t)
+        found[i] = t
+    out = [t if t.model == transcriber.identity else replace(t, model=transcriber.identity) for t in found]
+    return CachedDecoding(out, len(clips) - len(missing), len(missing))
