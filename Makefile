@@ -96,4 +96,4 @@ prefect-ui: install
 	PREFECT_HOME=$(abspath .prefect) $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
 clean-state:
-	rm -rf mlflow/mlflow.db mlflow/artifacts .prefect data runs models reports serve .prometheus
+	rm -rf mlflow/mlflow.db mlflow/artifacts .prefect data runs models reports serve .prometheus cache

@@ -4,14 +4,15 @@ the Hugging Face Seq2SeqTrainer recipe (GPU).
     .venv/bin/python bench/train.py                  # s/step and peak RSS, whisper-base, CPU
     .venv/bin/python bench/train.py --budget-s 300   # ... and test CER after 300 s of training each
     .venv/bin/python bench/train.py --gpu            # whisper-small-sized model, bf16, on CUDA
+    .venv/bin/python bench/train.py --gpu --gpu-model base   # whisper-base, bf16, on CUDA
 
 Data: a synthetic call-center batch (``zhasr.synth``) ingested into a temporary
 dataset. Each configuration runs in its own process, so its peak memory is its
 own. Seconds per step is the median over the steps after the first (which pays
 for allocation); the encoder cache's one-off cost is printed separately.
 
-GPU mode compares, at the same batch size, zhasr's LoRA training (bf16, no
-cache) with the recipe of the Hugging Face Whisper fine-tuning guide: full
+GPU mode compares, at the same batch size, zhasr's LoRA and QLoRA training
+(bf16, no cache) with the recipe of the Hugging Face Whisper fine-tuning guide: full
 fine-tuning on ``Seq2SeqTrainer`` with gradient checkpointing. It prints
 samples per second and peak GPU memory (``torch.cuda.max_memory_allocated``).
 """
@@ -77,7 +78,7 @@ def worker(args: argparse.Namespace) -> dict:
     if args.variant == "hf-seq2seq":
         return hf_seq2seq_recipe(Path(args.model), train_rows, data / "dataset", data / "run-hf", args, clock)
     options = TrainOptions(
-        targets=args.targets, rank=args.rank, alpha=2 * args.rank, batch_size=args.batch_size,
+        method="qlora" if args.variant == "qlora" else "lora", targets=args.targets, rank=args.rank, alpha=2 * args.rank, batch_size=args.batch_size,
         max_steps=args.steps if not args.budget_s else 100_000, warmup_steps=1, save_steps=100_000,
         logging_steps=1, eval_steps=0, cached_encoder_layers=0 if args.variant == "plain" else args.cached_layers,
     )
@@ -144,6 +145,17 @@ def hf_seq2seq_recipe(model_dir: Path, rows: list[dict], dataset_dir: Path, out:
     return summarize(args, clock, steps=result.global_step)
 
 
+def gpu_model(root: Path, size: str) -> Path:
+    """whisper-base (packaged, offline) or a random model of whisper-small's shape (none is offline)."""
+    from zhasr.models import resolve_base_model
+    from zhasr.tiny_model import TinyWhisperOptions, build_tiny_whisper
+
+    if size == "base":
+        return resolve_base_model("packaged:whisper-base", root / "models")
+    small = TinyWhisperOptions(d_model=768, layers=12, heads=12, ffn_dim=3072)  # whisper-small's shape
+    return build_tiny_whisper(root / "models" / "random-small", options=small)
+
+
 def run_worker(argv: list[str]) -> dict:
     done = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
     if done.returncode != 0:
@@ -162,7 +174,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=120, help="synthetic clips to train on")
     parser.add_argument("--budget-s", type=float, default=0.0,
                         help="train each CPU configuration this long instead of --steps, then score the test split")
-    parser.add_argument("--gpu", action="store_true", help="whisper-small-sized model in bf16 on CUDA")
+    parser.add_argument("--gpu", action="store_true", help="LoRA, QLoRA and the HF recipe in bf16 on CUDA")
+    parser.add_argument("--gpu-model", choices=("small", "base"), default="small",
+                        help="--gpu: a whisper-small-sized random model, or the packaged whisper-base")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -180,11 +194,8 @@ def main() -> None:
     if args.gpu:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu: no CUDA device visible")
-        from zhasr.tiny_model import TinyWhisperOptions, build_tiny_whisper
-
-        small = TinyWhisperOptions(d_model=768, layers=12, heads=12, ffn_dim=3072)  # whisper-small's shape
-        model_dir = build_tiny_whisper(root / "models" / "random-small", options=small)
-        variants = ["lora", "hf-seq2seq"]
+        model_dir = gpu_model(root, args.gpu_model)
+        variants = ["lora", "qlora", "hf-seq2seq"]
     else:
         model_dir = resolve_base_model("packaged:whisper-base", root / "models")
         variants = ["plain", "cached"]

@@ -33,3 +33,14 @@ def test_a_rise_whose_interval_straddles_the_limit_is_inconclusive():
     assert verdict([straddling], LIMIT) == INCONCLUSIVE
     # the same per-clip differences on 40 times the clips settle it
     assert verdict([rise(merged * 40, export * 40)], LIMIT) == FIT
+
+
+def test_an_inconclusive_or_unfit_export_is_never_served_as_fit():
+    from types import SimpleNamespace
+
+    from tasks.transcribe import fit_exports
+
+    tail = "CER 30.00% (+0.10 pts [-1.20, +1.40], limit +0.50), 81 MB, RTF 0.190, runs:/abc/exports/"
+    version = SimpleNamespace(tags={"zhasr.export.ct2-int8": f"{INCONCLUSIVE}: {tail}ct2-int8",
+                                    "zhasr.export.ggml-q8_0": f"{UNFIT}: {tail}ggml-q8_0"})
+    assert fit_exports(version) == {}  # nothing downloaded, nothing offered to the engine

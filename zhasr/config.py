@@ -190,7 +190,7 @@ class MergeParams:
 class ExportParams:
     # written, run in their runtime and scored after each merge: ggml-f16, ggml-q8_0, ggml-q5_0,
     # ggml-q4_0 (whisper.cpp), ct2-int8, ct2-float16 (CTranslate2 / faster-whisper), gptq-4bit
-    formats: list[str] = field(default_factory=lambda: ["ggml-q8_0", "ct2-int8"])
+    formats: list[str] = field(default_factory=lambda: ["ct2-int8"])
     max_cer_increase: float = 0.005  # an 8- or 16-bit export more than this above the merged model is unfit
     low_bit_max_cer_increase: float = 0.02  # the same for 4- and 5-bit exports
     threads: int = 2  # CPU threads of the runtimes (real-time factors are measured with these)
