@@ -86,5 +86,7 @@ def test_weights_digest_follows_the_bytes_of_the_weights(tiny_model_dir, tmp_pat
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     assert weights_digest(copy) != weights_digest(tiny_model_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no weight file"):
-        weights_digest(tmp_path / "empty-dir" if (tmp_path / "empty-dir").mkdir() is None else tmp_path)
+        weights_digest(empty)
