@@ -1,4 +1,4 @@
-"""The retraining flow: ingest -> validate -> train -> evaluate -> gate -> merge -> export -> register -> approval.
+"""The retraining flow: ingest -> validate -> train -> merge -> evaluate -> gate -> export -> register -> approval.
 
 All stages log into one MLflow run; the flow run's state and each task's
 state are in Prefect. Run it with ``zhasr retrain`` or ``python -m flows.retrain``;
@@ -76,9 +76,9 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
             return {"trained": False, "reason": reason, "mlflow_run_id": run_id}
         # A retried flow run (schedule.retries) continues training from its last checkpoint.
         train_task(ctx, resume=(flow_run.run_count or 1) > 1)
+        merge_task(ctx)
         evaluation = evaluate_task(ctx)
         gate_task(ctx)
-        merge_task(ctx)
         if params.export.formats:
             export_task(ctx)
         result = register_task(ctx)

@@ -1,4 +1,4 @@
-"""Evaluate stage: candidate (base + adapter) and the registry's champion decoded on the same frozen sets.
+"""Evaluate stage: the merged candidate and the registry's champion decoded on the same frozen sets.
 
 The domain test split (every batch so far), the real-speech regression set and its telephone twin;
 CER (numbers normalized, and raw), MER, hotword recall, loops, hallucinations, real-time factor, CER
@@ -8,6 +8,7 @@ from the decode cache where it holds them: the champion is decoded once per clip
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,15 @@ from tasks.context import StageContext
 from zhasr.audio import load_16k
 from zhasr.decode import DecodeOptions, Stopwatch
 from zhasr.evaluation import SYSTEMS, SystemOutput, score_set
+from zhasr.export.ct2 import float32_copy, prune_copies
 from zhasr.ingest import EVALUATION_SETS
 from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
-from zhasr.models import load_model, resolve_base_model
+from zhasr.models import resolve_base_model
 from zhasr.progress import progress_bar
 from zhasr.slices import estimate_snr_db, slice_labels
 from zhasr.transcribe import Transcriber, guard
-from zhasr.transcribe.cache import DecodeCache, transcribe_cached, weights_digest
+from zhasr.transcribe.cache import DecodeCache, engine_key, transcribe_cached, weights_digest
+from zhasr.transcribe.ct2_runtime import Ct2Runtime
 from zhasr.transcribe.hf_runtime import TransformersRuntime
 
 
@@ -52,20 +55,40 @@ def decode_options(ctx: StageContext) -> DecodeOptions:
     return guard.decode_options(ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
 
 
-def decode_sets(ctx: StageContext, model_dir: Path, adapter_dir: Path | None, label: str,
+def ct2_copies(ctx: StageContext) -> Path:
+    """Where the float32 CTranslate2 copies that evaluation decodes with are kept, one per weights."""
+    return ctx.path("models") / "ct2-float32"
+
+
+def open_transcriber(ctx: StageContext, model_dir: Path, weights: str, label: str) -> Transcriber:
+    """The Hugging Face model in ``model_dir`` at full precision in ``evaluate.runtime``, with the engine's
+    settings."""
+    options = decode_options(ctx)
+    if ctx.params.evaluate.runtime == "ct2":
+        import torch
+
+        copy = float32_copy(model_dir, ct2_copies(ctx), weights)
+        runtime = Ct2Runtime(copy, options, ctx.params.transcribe.threads,
+                             device="cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        runtime = TransformersRuntime.open(model_dir, options)
+    return Transcriber(runtime, ctx.params.transcribe_settings(), ctx.params.model.language, identity=label)
+
+
+def decode_sets(ctx: StageContext, model_dir: Path, weights: str, label: str,
                 sets: dict[str, list]) -> tuple[dict[str, SystemOutput], dict[str, int]]:
-    """Decode every set ``{name: clips}`` with one model through the transcription engine, as it would
-    serve (VAD pieces, the guard, the hallucination filter), clips the decode cache holds excepted:
-    ``({name: SystemOutput}, {"hits": n, "misses": n})``."""
-    weights = weights_digest(model_dir, *([adapter_dir] if adapter_dir else []))
-    model, processor = load_model(model_dir, adapter_dir)
-    transcriber = Transcriber(TransformersRuntime(model, processor, decode_options(ctx)),
-                              ctx.params.transcribe_settings(), ctx.params.model.language, identity=label)
+    """Decode every set ``{name: clips}`` with the model of ``model_dir`` (whose weights' sha256 is
+    ``weights``) through the transcription engine, as it would serve (VAD pieces, the guard, the
+    hallucination filter), clips the decode cache holds excepted; the model is not even loaded when it
+    holds them all. ``({name: SystemOutput}, {"hits": n, "misses": n})``."""
+    engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx), ctx.params.transcribe_settings(),
+                        ctx.params.model.language)
+    opened = functools.cache(lambda: open_transcriber(ctx, model_dir, weights, label))
     cache = DecodeCache(ctx.path("decode_cache"))
     outputs, counts = {}, {"hits": 0, "misses": 0}
     for name, clips in sets.items():
         with progress_bar(f"decode {name} with {label} (speech seconds)") as progress, Stopwatch() as watch:
-            decoded = transcribe_cached(transcriber, clips, cache, weights,
+            decoded = transcribe_cached(opened, clips, cache, weights, engine, label,
                                         progress=lambda d, t: progress(round(d), round(t)))
         outputs[name] = SystemOutput(decoded.transcriptions, watch.seconds)
         log.warning("decode cache, %s on %s: %d hits, %d misses", label, name, decoded.hits, decoded.misses)
@@ -106,15 +129,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if "test" not in rows:
         raise ValueError(f"{dataset / 'manifest.jsonl'}: the test split is empty")
     trained_templates = {r["template"] for r in manifest if r["split"] in ("train", "dev") and r.get("template")}
-    train = read_json(ctx.report("train"), "train")
+    candidate_dir = Path(read_json(ctx.report("merge"), "merge")["merged_dir"])
     base_dir = resolve_base_model(ctx.params.model.base, ctx.path("models"))
     with tracking.stage_run(ctx, "evaluate"):
         clips = {name: [load_16k(dataset / r["audio"]) for r in set_rows] for name, set_rows in rows.items()}
         champion = ensure_champion(ctx, base_dir)
+        systems = {"candidate": candidate_dir, "champion": registry.whisper_dir(champion)}
+        weights = {system: weights_digest(folder) for system, folder in systems.items()}
         outputs, cache = {}, {}
-        outputs["candidate"], cache["candidate"] = decode_sets(
-            ctx, Path(train["base_model_dir"]), Path(train["adapter_dir"]), "candidate", clips)
-        outputs["champion"], cache["champion"] = decode_sets(ctx, registry.whisper_dir(champion), None, "champion", clips)
+        for system, folder in systems.items():
+            outputs[system], cache[system] = decode_sets(ctx, folder, weights[system], system, clips)
+        prune_copies(ct2_copies(ctx), {ct2_copies(ctx) / w[:16] for w in weights.values()})
         mlflow.log_metrics({f"decode_cache_{kind}_{system}": n for system, counts in cache.items()
                             for kind, n in counts.items()})
         summary: dict[str, Any] = {"champion_version": str(champion.version), "decode_cache": cache}

@@ -99,6 +99,7 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
             "steps": result.steps, "train_clips": len(train_rows), "dev_clips": len(dev_rows),
             "final_loss": result.final_loss, "seconds": round(result.seconds, 2),
             "cache_seconds": round(result.cache_seconds, 2), "cached_encoder_layers": result.cached_encoder_layers,
+            "precision": result.precision,
             "samples_per_second": result.samples_per_second, "best_step": result.best_step,
             "best_dev_cer": result.best_dev_cer, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "trainable_params": result.trainable_params, "total_params": result.total_params,

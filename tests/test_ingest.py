@@ -160,6 +160,32 @@ def test_a_held_out_template_sends_all_its_clips_to_test_and_stays_there(tmp_pat
     assert {r["split"] for r in second if r["template"] in held} == {"test"}
 
 
+def test_a_trained_speaker_keeps_training_when_one_of_its_sentences_is_held_out(tmp_path):
+    """Its held-out sentence goes to test; its other clips stay in train, pass validation and stay
+    in train on every later ingest (no speaker is frozen into test for a sentence)."""
+    from zhasr.ingest import template_held_out
+    from zhasr.validate import ValidationOptions, validate_rows
+
+    options = IngestOptions(test_fraction=0.0, dev_fraction=0.0, template_test_fraction=0.3)
+    templates = [f"t{i}" for i in range(10)]
+    held = {t for t in templates if template_held_out(t, options)}
+    assert held and held != set(templates)
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    rows = []
+    for i in range(20):
+        write_tone(incoming / "b1" / f"{i}.wav", 1.0, freq=100 + 10 * i)
+        rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i % 2}",
+                     "template": templates[i % 10]})
+    write_batch(incoming, "b1", rows)
+    for _ in range(2):  # the second ingest reads the frozen file the first one wrote
+        ingested = ingest_batches(incoming, dataset, options)
+        assert {(r["split"], r["sentence_held_out"]) for r in ingested} == {("test", True), ("train", False)}
+        assert {r["template"] for r in ingested if r["split"] == "test"} == held
+        assert json.loads((dataset / "frozen_test.json").read_text())["speakers"] == []
+        report = validate_rows(ingested, ValidationOptions(min_chars_per_s=0.1))
+        assert not report.rejected and len(report.accepted) == 20
+
+
 def test_a_topic_is_held_out_like_a_template(tmp_path):
     from zhasr.ingest import template_held_out
 

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from zhasr.text import to_simplified
 
@@ -81,14 +82,30 @@ def no_speech_token_id(tokenizer) -> int:
     raise ValueError("the tokenizer has neither <|nospeech|> nor <|nocaptions|>")
 
 
+def log_mel(processor, clips: list[np.ndarray]) -> torch.Tensor:
+    """(batch, n_mels, 3000) float32 log-mel features of 16 kHz clips, padded to 30 s. Computed in float32
+    also under a bf16 autocast (the extractor's STFT runs on the CPU and cannot hand back bf16)."""
+    with torch.autocast("cpu", enabled=False):
+        return processor.feature_extractor(clips, sampling_rate=16000, return_tensors="pt").input_features
+
+
+def encode(model, features: torch.Tensor) -> BaseModelOutput:
+    """(batch, n_mels, 3000) features -> the encoder's (batch, 1500, d_model) output. On a CPU one window at
+    a time: ~20% faster a window than a batch of 8, whose activations do not stay in cache."""
+    encoder = model.get_encoder()
+    if features.device.type != "cpu":
+        return encoder(features)
+    return BaseModelOutput(last_hidden_state=torch.cat([encoder(f).last_hidden_state for f in features.split(1)]))
+
+
 @torch.inference_mode()
 def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions, prompt: str | None = None,
               **extra) -> list[Transcript]:
     """One first-pass Transcript per clip of ``batch`` (``looped`` not yet judged)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    features = processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt").input_features
-    encoded = model.get_encoder()(features.to(device, dtype))
+    features = log_mel(processor, batch)
+    encoded = encode(model, features.to(device, dtype))
     # P(no speech) is read where Whisper reads it: the logits right after <|startoftranscript|>.
     sot = torch.full((len(batch), 1), model.generation_config.decoder_start_token_id, device=device)
     first = model(encoder_outputs=encoded, decoder_input_ids=sot).logits[:, -1].float().softmax(-1)

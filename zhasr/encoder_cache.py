@@ -26,6 +26,7 @@ from transformers import WhisperProcessor
 from transformers.modeling_outputs import BaseModelOutput
 
 from zhasr.audio import load_16k
+from zhasr.decode import log_mel
 from zhasr.manifest import atomic_write_bytes
 from zhasr.speech_data import SpeechDataset
 
@@ -83,28 +84,30 @@ def full_encoder(whisper: nn.Module, encoder: nn.Module) -> Iterator[None]:
         whisper.model.encoder = upper
 
 
-def cache_key(model_dir: Path, layers: int) -> str:
-    """Changes when the model's weights or the number of cached layers change."""
+def cache_key(model_dir: Path, layers: int, precision: str = "fp32") -> str:
+    """Changes when the model's weights, the number of cached layers or the precision they ran in change."""
     weights = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
     stamp = "|".join(f"{w.resolve()}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights)
-    return hashlib.sha256(f"{stamp}|layers={layers}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{stamp}|layers={layers}|{precision}".encode()).hexdigest()[:16]
 
 
 def fill_cache(encoder: nn.Module, processor: WhisperProcessor, rows: list[dict[str, Any]], dataset_dir: Path,
-               cache_dir: Path, layers: int, batch_size: int = 8,
+               cache_dir: Path, layers: int, batch_size: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> int:
     """Compute and store the lower-encoder output of every row not yet cached; returns how many were computed.
 
-    One file per clip, ``<cache_dir>/<audio stem>.pt``: (1500, d_model) float16.
+    One file per clip, ``<cache_dir>/<audio stem>.pt``: (1500, d_model) float16. ``batch_size``: clips a
+    forward pass, by default 8 on a GPU and 1 on a CPU (faster a clip there: the activations stay in cache).
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     missing = [r for r in rows if not cached_path(cache_dir, r).is_file()]
     device = next(encoder.parameters()).device
     dtype = next(encoder.parameters()).dtype
+    batch_size = batch_size or (1 if device.type == "cpu" else 8)
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
         clips = [load_16k(Path(dataset_dir) / r["audio"]) for r in batch]
-        features = processor.feature_extractor(clips, sampling_rate=16000, return_tensors="pt").input_features
+        features = log_mel(processor, clips)
         hidden = lower_hidden_states(encoder, features.to(device, dtype), layers).to("cpu", torch.float16)
         for row, tensor in zip(batch, hidden):
             buffer = io.BytesIO()

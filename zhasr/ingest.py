@@ -69,7 +69,8 @@ def template_held_out(template: str, options: IngestOptions) -> bool:
 
 def assign_split(speaker: str, options: IngestOptions, template: str = "") -> str:
     """Deterministic split from a hash of the speaker or call id (same speaker, same split); a held-out
-    template sends the clip to test whatever its speaker, so no test sentence is ever trained on."""
+    template sends the clip to test whatever its speaker, so no test sentence is ever trained on.
+    Such a clip is marked ``sentence_held_out`` on its row: its speaker may also be in train or dev."""
     if template_held_out(template, options):
         return "test"
     u = _unit_hash(speaker, options)
@@ -188,6 +189,7 @@ def _ingest_line(
         "speaker": speaker,
         "split": EVAL_ONLY_SPLIT if row.get("split") == EVAL_ONLY_SPLIT else assign_split(speaker, options, template),
         "template": template or None,
+        "sentence_held_out": row.get("split") != EVAL_ONLY_SPLIT and template_held_out(template, options),
         "language": str(row.get("language") or "zh"),
         "decode_error": error,
     }
@@ -266,11 +268,12 @@ def pending_batches(incoming: Path, dataset_dir: Path) -> list[str]:
 
 
 def freeze_test_split(rows: list[dict[str, Any]], frozen_file: Path, options: IngestOptions) -> None:
-    """Keep the test split frozen: a speaker, held-out template or audio ever in test stays in test,
-    whatever the params say.
+    """Keep the test split frozen: a held-out speaker, held-out template or audio ever in test stays in
+    test, whatever the params say.
 
     ``frozen_file`` holds ``{"speakers": [...], "templates": [...], "audio_sha256": [...]}``, only ever
-    grown. Rows are updated in place.
+    grown. A speaker is frozen only when held out as a speaker: one whose clip is in test for its
+    held-out sentence keeps its other clips in train or dev. Rows are updated in place.
     """
     frozen = json.loads(frozen_file.read_text(encoding="utf-8")) if frozen_file.is_file() else {}
     speakers, hashes = set(frozen.get("speakers", [])), set(frozen.get("audio_sha256", []))
@@ -278,13 +281,13 @@ def freeze_test_split(rows: list[dict[str, Any]], frozen_file: Path, options: In
     for row in rows:
         if row["split"] in (EVAL_ONLY_SPLIT, TELEPHONE_SPLIT):
             continue
-        if row["speaker"] in speakers or row["audio_sha256"] in hashes or row.get("template") in templates:
+        if row.get("template") in templates:
+            row["sentence_held_out"] = True
+        if row["speaker"] in speakers or row["audio_sha256"] in hashes or row["sentence_held_out"]:
             row["split"] = "test"
     test = [r for r in rows if r["split"] == "test" and not r["decode_error"]]
-    # A test speaker's clips of a trained template stay "seen": only held-out templates are frozen.
-    held_out = {r["template"] for r in test if r.get("template") and template_held_out(r["template"], options)}
-    grown = {"speakers": sorted(speakers | {r["speaker"] for r in test}),
-             "templates": sorted(templates | held_out),
+    grown = {"speakers": sorted(speakers | {r["speaker"] for r in test if not r["sentence_held_out"]}),
+             "templates": sorted(templates | {r["template"] for r in test if r["sentence_held_out"]}),
              "audio_sha256": sorted(hashes | {r["audio_sha256"] for r in test})}
     if grown != frozen:
         atomic_write_json(frozen_file, grown)

@@ -10,6 +10,8 @@ import torch
 from peft import PeftModel
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 
+from zhasr.decode import log_mel
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -43,7 +45,7 @@ def merge_difference(base_model_dir: Path, adapter_dir: Path, merged_dir: Path, 
     adapter_model, processor = load_model(base_model_dir, adapter_dir)
     merged_model, _ = load_model(merged_dir)
     merged_model = merged_model.float()
-    features = processor.feature_extractor(clip, sampling_rate=16000, return_tensors="pt").input_features
+    features = log_mel(processor, [clip])
     generated = adapter_model.generate(input_features=features, language="zh", task="transcribe",
                                        max_new_tokens=16, do_sample=False, return_dict_in_generate=True).sequences
     a = adapter_model(input_features=features, decoder_input_ids=generated).logits

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from transformers import WhisperProcessor
 
 from zhasr.audio import load_16k
+from zhasr.decode import log_mel
 
 
 def label_ids(processor: WhisperProcessor, text: str, language: str, task: str, max_tokens: int) -> list[int]:
@@ -43,7 +44,7 @@ class SpeechDataset(Dataset):
     def features(self, row: dict[str, Any]) -> torch.Tensor:
         """(80, 3000) log-mel features of the row's audio."""
         samples = load_16k(self.dataset_dir / row["audio"])
-        return self.processor.feature_extractor(samples, sampling_rate=16000, return_tensors="pt").input_features[0]
+        return log_mel(self.processor, [samples])[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]

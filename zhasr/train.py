@@ -56,6 +56,7 @@ class TrainOptions:
     eval_steps: int = 0  # dev CER every N steps (0 = never; then the last step is kept, not the best)
     early_stopping_patience: int = 0  # stop after N evaluations without a better dev CER (0 = never)
     cached_encoder_layers: int = -1  # lower encoder layers frozen and computed once; -1 = auto (CPU: 2/3, GPU: 0)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see resolve_precision)
     adapter_weight: float = 1.0  # the saved adapter's update is scaled by this (WiSE-FT); < 1 keeps more of the base
     seed: int = 0
     max_label_tokens: int = 128
@@ -75,11 +76,25 @@ class TrainResult:
     best_step: int | None = None  # step whose adapter was kept (None: no dev evaluation, the last step)
     best_dev_cer: float | None = None
     cached_encoder_layers: int = 0  # encoder layers computed once instead of every step
+    precision: str = "fp32"  # what the steps computed in: fp32, or bf16 / fp16 autocast
     cache_seconds: float = 0.0  # wall time spent filling the encoder cache
     seconds: float = 0.0  # wall time of trainer.train()
     samples_per_second: float = 0.0
     trainable_params: int = 0
     total_params: int = 0
+
+
+def resolve_precision(precision: str, on_gpu: bool) -> str:
+    """``auto``: bf16 where the device computes it natively (a CUDA GPU that supports it, a CPU with
+    AVX512-BF16 or AMX), fp16 on other GPUs, else fp32. The master weights and the optimizer stay fp32."""
+    if precision == "fp16" and not on_gpu:
+        raise ValueError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on a CPU")
+    if precision != "auto":
+        return precision
+    if on_gpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    capabilities = torch.cpu.get_capabilities()
+    return "bf16" if capabilities.get("avx512_bf16") or capabilities.get("amx_bf16") else "fp32"
 
 
 def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
@@ -119,7 +134,7 @@ class DevCerTrainer(Trainer):
         started = time.perf_counter()
         model.eval()
         swap = encoder_cache.full_encoder(whisper, self.full_encoder) if self.full_encoder is not None else contextlib.nullcontext()
-        with swap:
+        with swap, self.accelerator.autocast():  # decoded in the precision the steps compute in
             transcripts = transcribe(model, self.processor, self.dev_clips, self.decode_options)
         model.train()
         result = character_error_rate(self.dev_texts, [t.text for t in transcripts])
@@ -182,6 +197,7 @@ def train_adapter(
                          f"{options.eval_steps}: the best checkpoint is chosen among evaluated ones")
     torch.manual_seed(options.seed)
     on_gpu = torch.cuda.is_available()
+    precision = resolve_precision(options.precision, on_gpu)
 
     processor = WhisperProcessor.from_pretrained(base_model_dir)
     quantized = options.method == "qlora"
@@ -202,10 +218,13 @@ def train_adapter(
     if cached:
         from accelerate import PartialState
 
-        cache_dir = output_dir / "encoder_cache" / encoder_cache.cache_key(base_model_dir, cached)
+        cache_dir = output_dir / "encoder_cache" / encoder_cache.cache_key(base_model_dir, cached, precision)
         started = time.perf_counter()
-        encoder = model.model.encoder.to("cuda" if on_gpu else "cpu")
-        with PartialState().main_process_first():  # rank 0 fills the cache, the others read it
+        device = "cuda" if on_gpu else "cpu"
+        encoder = model.model.encoder.to(device)
+        autocast = torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                                  enabled=precision != "fp32")
+        with PartialState().main_process_first(), autocast:  # rank 0 fills the cache, the others read it
             encoder_cache.fill_cache(encoder, processor, train_rows, dataset_dir, cache_dir, cached, progress=progress)
         cache_seconds = time.perf_counter() - started
         dataset = encoder_cache.CachedSpeechDataset(train_rows, cache_dir, processor, options.language,
@@ -221,7 +240,6 @@ def train_adapter(
         model.get_base_model().model.encoder = encoder_cache.UpperEncoder(full_encoder, cached)
     trainable, total = model.get_nb_trainable_parameters()
 
-    bf16 = on_gpu and torch.cuda.is_bf16_supported()
     args = TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         max_steps=options.max_steps,
@@ -243,8 +261,8 @@ def train_adapter(
         metric_for_best_model="cer" if evaluate else None,
         greater_is_better=False,
         seed=options.seed,
-        bf16=bf16,
-        fp16=on_gpu and not bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         use_cpu=not on_gpu,
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -286,7 +304,7 @@ def train_adapter(
     return TrainResult(
         adapter_dir=adapter_dir, steps=state.global_step, final_loss=float(result.training_loss),
         loss_history=history.loss, dev_cer_history=history.dev_cer, best_step=best_step,
-        best_dev_cer=state.best_metric if best_step else None, cached_encoder_layers=cached,
+        best_dev_cer=state.best_metric if best_step else None, cached_encoder_layers=cached, precision=precision,
         cache_seconds=cache_seconds, seconds=seconds,
         samples_per_second=float(result.metrics.get("train_samples_per_second", 0.0)),
         trainable_params=trainable, total_params=total,

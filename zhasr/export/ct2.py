@@ -31,3 +31,20 @@ def write_ct2(model_dir: Path, out_dir: Path, quantization: str = "int8") -> Pat
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     return out_dir
+
+
+def float32_copy(model_dir: Path, root: Path, digest: str) -> Path:
+    """The Hugging Face Whisper in ``model_dir`` as a float32 CTranslate2 folder, ``root/<digest[:16]>``,
+    written once per weights (``digest``: their sha256). The same model at full precision in a faster
+    runtime: greedy tokens match transformers' while decoding costs a fraction on a CPU."""
+    out = Path(root) / digest[:16]
+    if not (out / "model.bin").is_file():
+        write_ct2(model_dir, out, "float32")
+    return out
+
+
+def prune_copies(root: Path, keep: set[Path]) -> None:
+    """Remove the float32 copies under ``root`` other than ``keep`` (each is the size of the model)."""
+    for folder in Path(root).iterdir() if Path(root).is_dir() else []:
+        if folder.is_dir() and folder.resolve() not in {k.resolve() for k in keep}:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -19,7 +19,10 @@ from typing import Callable
 
 import numpy as np
 
+from zhasr.config import TranscribeParams
+from zhasr.decode import DecodeOptions
 from zhasr.manifest import atomic_write_json
+from zhasr.transcribe.engine import Transcriber
 from zhasr.transcribe.records import Transcription
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
@@ -56,14 +59,19 @@ def audio_digest(samples: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
 
 
-def engine_of(transcriber) -> tuple[str, str]:
-    """``(engine, options)`` of a zhasr.transcribe.Transcriber, as they enter the key."""
-    name = transcriber.runtime_name
-    versions = " ".join(f"{p}={metadata.version(p)}" for p in _RUNTIME_PACKAGES.get(name, ()))
-    decode = getattr(transcriber.runtime, "options", None)
-    options = {"settings": asdict(transcriber.params), "decode": asdict(decode) if decode is not None else None,
-               "language": transcriber.language}
-    return f"{name} {versions}".strip(), json.dumps(options, sort_keys=True, default=str)
+def engine_key(runtime: str, decode: DecodeOptions | None, settings: TranscribeParams, language: str) -> tuple[str, str]:
+    """``(engine, options)`` as they enter the key: the runtime with its library versions, and the canonical
+    JSON of the decoding options, the engine's settings and the language. Known before any model loads."""
+    versions = " ".join(f"{p}={metadata.version(p)}" for p in _RUNTIME_PACKAGES.get(runtime, ()))
+    options = {"settings": asdict(settings), "decode": asdict(decode) if decode is not None else None,
+               "language": language}
+    return f"{runtime} {versions}".strip(), json.dumps(options, sort_keys=True, default=str)
+
+
+def engine_of(transcriber: Transcriber) -> tuple[str, str]:
+    """``engine_key`` of an open zhasr.transcribe.Transcriber."""
+    return engine_key(transcriber.runtime_name, getattr(transcriber.runtime, "options", None), transcriber.params,
+                      transcriber.language)
 
 
 class DecodeCache:
@@ -96,17 +104,29 @@ class CachedDecoding:
     misses: int  # clips decoded now
 
 
-def transcribe_cached(transcriber, clips: list[np.ndarray], cache: DecodeCache, weights: str,
+def transcribe_cached(transcriber: Transcriber | Callable[[], Transcriber], clips: list[np.ndarray],
+                      cache: DecodeCache, weights: str, engine: tuple[str, str] | None = None,
+                      identity: str | None = None,
                       progress: Callable[[float, float], None] | None = None) -> CachedDecoding:
     """``transcriber.transcribe_many`` (channels mixed) on the clips the cache does not hold; the rest
-    from the cache, relabelled with the transcriber's identity. New decodings are stored."""
-    engine, options = engine_of(transcriber)
-    keys = [DecodeKey(weights, audio_digest(c), engine, options) for c in clips]
+    from the cache. Every decoding is labelled ``identity`` (default: the transcriber's). New decodings
+    are stored.
+
+    ``transcriber`` may be a function that opens one, given its ``engine`` key (``engine_key``) and
+    ``identity``: it is called only when some clip is missing, so a model whose decodings are all
+    cached is never loaded."""
+    if isinstance(transcriber, Transcriber):
+        engine, identity = engine or engine_of(transcriber), identity or transcriber.identity
+    elif engine is None or identity is None:
+        raise ValueError("transcribe_cached: a transcriber not yet open needs its engine key and identity")
+    keys = [DecodeKey(weights, audio_digest(c), *engine) for c in clips]
     found = [cache.get(k) for k in keys]
     missing = [i for i, t in enumerate(found) if t is None]
-    decoded = transcriber.transcribe_many([clips[i] for i in missing], channels="mix", progress=progress) if missing else []
-    for i, t in zip(missing, decoded):
-        cache.put(keys[i], t)
-        found[i] = t
-    out = [t if t.model == transcriber.identity else replace(t, model=transcriber.identity) for t in found]
+    if missing:
+        opened = transcriber if isinstance(transcriber, Transcriber) else transcriber()
+        decoded = opened.transcribe_many([clips[i] for i in missing], channels="mix", progress=progress)
+        for i, t in zip(missing, decoded):
+            cache.put(keys[i], t)
+            found[i] = t
+    out = [t if t.model == identity else replace(t, model=identity) for t in found]
     return CachedDecoding(out, len(clips) - len(missing), len(missing))

@@ -39,14 +39,34 @@ class Ct2Runtime:
 
         return np.stack([pad_or_trim(self.model.feature_extractor(c)[..., :-1]) for c in clips])
 
-    def _generate(self, clips: list[np.ndarray], prompt: str | None, no_repeat_ngram: int = 0) -> list[Transcript]:
-        encoded = self.model.encode(self._features(clips))
+    def _encode(self, clips: list[np.ndarray]):
+        """(batch, 1500, d_model) encoder output of the clips, a CTranslate2 StorageView on the model's device.
+
+        On a CPU one window at a time: ~12% faster a window than a batch of 8 (its activations stay in
+        cache); the batch is put together for the decoder."""
+        import ctranslate2
+
+        features = self._features(clips)
+        if self.model.model.device != "cpu":
+            return self.model.encode(features)
+        return ctranslate2.StorageView.from_array(np.concatenate(
+            [np.asarray(self.model.encode(features[i : i + 1])) for i in range(len(clips))]))
+
+    def _rows(self, encoded, rows: list[int]):
+        """The encoder output of ``rows`` only: a retry decodes again without running the encoder again."""
+        import ctranslate2
+
+        host = np.asarray(encoded.to_device(ctranslate2.Device.cpu) if encoded.device != "cpu" else encoded)
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(host[rows])).to_device(
+            ctranslate2.Device.cuda if encoded.device == "cuda" else ctranslate2.Device.cpu)
+
+    def _generate(self, encoded, max_samples: int, prompt: str | None, no_repeat_ngram: int = 0) -> list[Transcript]:
         tokens = self.model.get_prompt(self.tokenizer, [], without_timestamps=True, hotwords=prompt)
-        cap = token_cap(max(len(c) for c in clips) / 16000, self.options)
+        cap = token_cap(max_samples / 16000, self.options)
         results = self.model.model.generate(
-            encoded, [list(tokens) for _ in clips], beam_size=self.options.num_beams, max_length=len(tokens) + cap,
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self.suppress,
-            no_repeat_ngram_size=no_repeat_ngram,
+            encoded, [list(tokens) for _ in range(encoded.shape[0])], beam_size=self.options.num_beams,
+            max_length=len(tokens) + cap, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self.suppress, no_repeat_ngram_size=no_repeat_ngram,
         )
         out = []
         for r in results:
@@ -64,12 +84,14 @@ class Ct2Runtime:
         for start in range(0, len(clips), size):
             batch = clips[start : start + size]
             try:
-                first = self._generate(batch, prompt)
+                encoded = self._encode(batch)
+                first = self._generate(encoded, max(len(c) for c in batch), prompt)
                 suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, self.options)]
                 again = {}
                 if suspect and self.options.retry_no_repeat_ngram > 0:
-                    again = dict(zip(suspect, self._generate([batch[i] for i in suspect], prompt,
-                                                             self.options.retry_no_repeat_ngram)))
+                    again = dict(zip(suspect, self._generate(
+                        self._rows(encoded, suspect), max(len(batch[i]) for i in suspect), prompt,
+                        self.options.retry_no_repeat_ngram)))
                 for i, t in enumerate(first):
                     kept = again.get(i, t)
                     out.append(Transcript(kept.text, kept.tokens, kept.hit_cap, looped=i in suspect,
@@ -88,7 +110,7 @@ class Ct2Runtime:
             if not text:
                 out.append(())
                 continue
-            encoded = self.model.encode(self._features([clip]))
+            encoded = self._encode([clip])
             frames = min(3000, int(np.ceil(len(clip) / 160)))  # mel frames; the encoder halves them
             result = self.model.model.align(encoded, self.tokenizer.sot_sequence, [text], frames,
                                             median_filter_width=7)[0]

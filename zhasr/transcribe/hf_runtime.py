@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zhasr.decode import DecodeOptions, Transcript, transcribe
+from zhasr.decode import DecodeOptions, Transcript, log_mel, transcribe
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import FRAMES_PER_S, dtw_path, split_on_characters, timed_words
 
@@ -65,8 +65,7 @@ class TransformersRuntime:
                     if not text:
                         out.append(())
                         continue
-                    features = self.processor.feature_extractor([clip], sampling_rate=16000,
-                                                                return_tensors="pt").input_features
+                    features = log_mel(self.processor, [clip])
                     encoded = self.model.get_encoder()(features.to(device, dtype))
                     ids = torch.tensor([sot + text + [eos]], device=device)
                     result = self.model(encoder_outputs=encoded, decoder_input_ids=ids, output_attentions=True)
