@@ -51,6 +51,14 @@ def test_a_hit_returns_the_stored_decoding_and_any_change_of_key_misses(clips, t
     assert [t.segments for t in again.transcriptions] == [t.segments for t in first.transcriptions]
     assert {t.model for t in again.transcriptions} == {"v1"}  # relabelled with the asking model
 
+    # A model whose decodings are all cached is never opened.
+    def must_not_open():
+        raise AssertionError("opened a model although every clip was cached")
+
+    lazy = transcribe_cached(must_not_open, clips, cache, weights, engine_of(transcriber), "v2")
+    assert (lazy.hits, lazy.misses) == (3, 0) and lazy.transcriptions[1].text == "缓存里的文字"
+    assert {t.model for t in lazy.transcriptions} == {"v2"}
+
     changed_option = Transcriber.open(tiny_model_dir, dataclasses.replace(PARAMS, max_new_tokens=9))
     assert transcribe_cached(changed_option, clips, cache, weights).misses == 3
     assert transcribe_cached(transcriber, clips, cache, "0" * 64).misses == 3  # other weights
