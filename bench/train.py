@@ -68,8 +68,9 @@ def make_dataset(root: Path, clips: int, regression_manifest: Path) -> list[dict
 
 def worker(args: argparse.Namespace) -> dict:
     """One configuration, in this process: train, time the steps, optionally score the test split."""
+    from zhasr.config import TrainParams
     from zhasr.manifest import read_jsonl
-    from zhasr.train import TrainOptions, train_adapter
+    from zhasr.train import train_adapter
 
     data = Path(args.data)
     rows = read_jsonl(data / "dataset" / "ingested.jsonl")  # not validated: synthetic and curated rows
@@ -77,10 +78,10 @@ def worker(args: argparse.Namespace) -> dict:
     clock = StepClock(args.budget_s)
     if args.variant == "hf-seq2seq":
         return hf_seq2seq_recipe(Path(args.model), train_rows, data / "dataset", data / "run-hf", args, clock)
-    options = TrainOptions(
+    options = TrainParams(  # the steps are --steps, or what StepClock lets run in --budget-s
         method="qlora" if args.variant == "qlora" else "lora", targets=args.targets, rank=args.rank, alpha=2 * args.rank, batch_size=args.batch_size,
-        max_steps=args.steps if not args.budget_s else 100_000, warmup_steps=1, save_steps=100_000,
-        logging_steps=1, eval_steps=0, cached_encoder_layers=0 if args.variant == "plain" else args.cached_layers,
+        epochs=1e6, max_steps=args.steps if not args.budget_s else 100_000, time_budget_s=0, evaluations=1,
+        logging_steps=1, cached_encoder_layers=0 if args.variant == "plain" else args.cached_layers,
     )
     result = train_adapter(Path(args.model), train_rows, data / "dataset", data / f"run-{args.variant}", options,
                            callbacks=[clock])

@@ -8,8 +8,6 @@ from the decode cache where it holds them: the champion is decoded once per clip
 
 from __future__ import annotations
 
-import functools
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,86 +16,15 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import registry, review, tracking
+from tasks import review, tracking
 from tasks.context import StageContext
-from zhasr.audio import load_16k
-from zhasr.decode import DecodeOptions, Stopwatch
+from tasks.decoding import Model, ct2_copies, decode_sets, evaluation_rows, load_clips, references, split_rows
 from zhasr.evaluation import SYSTEMS, SystemOutput, score_set
-from zhasr.export.ct2 import float32_copy, prune_copies
+from zhasr.export.ct2 import prune_copies
 from zhasr.ingest import EVALUATION_SETS
-from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
-from zhasr.models import resolve_base_model
-from zhasr.progress import progress_bar
+from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_json
+from zhasr.metrics import character_error_rate
 from zhasr.slices import estimate_snr_db, slice_labels
-from zhasr.transcribe import Transcriber, guard
-from zhasr.transcribe.cache import DecodeCache, engine_key, transcribe_cached, weights_digest
-from zhasr.transcribe.ct2_runtime import Ct2Runtime
-from zhasr.transcribe.hf_runtime import TransformersRuntime
-
-
-def ensure_champion(ctx: StageContext, base_dir: Path):
-    """The champion version; the base model is registered as the first champion when there is none."""
-    name = ctx.params.register.model_name
-    champion = registry.version_by_alias(name, registry.CHAMPION)
-    if champion is None:
-        with mlflow.start_run(run_name="base-model", nested=True):
-            mlflow.set_tag("zhasr.kind", "base-model")
-            champion = registry.log_and_register(
-                name, base_dir, ctx.params.model.language,
-                tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"}, transcribe=ctx.params.transcribe_settings(),
-            )
-        registry.change_alias(name, registry.CHAMPION, str(champion.version), action="register", by="zhasr",
-                              note="base model registered as the first champion")
-    return champion
-
-
-def decode_options(ctx: StageContext) -> DecodeOptions:
-    return guard.decode_options(ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
-
-
-def ct2_copies(ctx: StageContext) -> Path:
-    """Where the float32 CTranslate2 copies that evaluation decodes with are kept, one per weights."""
-    return ctx.path("models") / "ct2-float32"
-
-
-def open_transcriber(ctx: StageContext, model_dir: Path, weights: str, label: str) -> Transcriber:
-    """The Hugging Face model in ``model_dir`` at full precision in ``evaluate.runtime``, with the engine's
-    settings."""
-    options = decode_options(ctx)
-    if ctx.params.evaluate.runtime == "ct2":
-        import torch
-
-        copy = float32_copy(model_dir, ct2_copies(ctx), weights)
-        runtime = Ct2Runtime(copy, options, ctx.params.transcribe.threads,
-                             device="cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        runtime = TransformersRuntime.open(model_dir, options)
-    return Transcriber(runtime, ctx.params.transcribe_settings(), ctx.params.model.language, identity=label)
-
-
-def decode_sets(ctx: StageContext, model_dir: Path, weights: str, label: str,
-                sets: dict[str, list]) -> tuple[dict[str, SystemOutput], dict[str, int]]:
-    """Decode every set ``{name: clips}`` with the model of ``model_dir`` (whose weights' sha256 is
-    ``weights``) through the transcription engine, as it would serve (VAD pieces, the guard, the
-    hallucination filter), clips the decode cache holds excepted; the model is not even loaded when it
-    holds them all. ``({name: SystemOutput}, {"hits": n, "misses": n})``."""
-    engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx), ctx.params.transcribe_settings(),
-                        ctx.params.model.language)
-    opened = functools.cache(lambda: open_transcriber(ctx, model_dir, weights, label))
-    cache = DecodeCache(ctx.path("decode_cache"))
-    outputs, counts = {}, {"hits": 0, "misses": 0}
-    for name, clips in sets.items():
-        with progress_bar(f"decode {name} with {label} (speech seconds)") as progress, Stopwatch() as watch:
-            decoded = transcribe_cached(opened, clips, cache, weights, engine, label,
-                                        progress=lambda d, t: progress(round(d), round(t)))
-        outputs[name] = SystemOutput(decoded.transcriptions, watch.seconds)
-        log.warning("decode cache, %s on %s: %d hits, %d misses", label, name, decoded.hits, decoded.misses)
-        counts["hits"] += decoded.hits
-        counts["misses"] += decoded.misses
-    return outputs, counts
-
-
-log = logging.getLogger(__name__)
 
 METRICS = ("cer", "cer_raw", "mer", "hotword_recall", "loop_rate", "hallucination_rate", "hit_token_cap", "rtf")
 
@@ -114,6 +41,7 @@ def log_set(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -
     for system in SYSTEMS:
         mlflow.log_metrics({f"{m}{suffix}_{system}": summary[system][m] for m in METRICS
                             if summary[system][m] is not None})
+    mlflow.log_metrics({f"{m}{suffix}_base": summary["base"][m] for m in ("cer", "cer_raw")})
     if name == "test":
         mlflow.log_metrics(sentence_rates(summary))
     mlflow.log_table(pd.DataFrame(records), artifact_file=f"eval/{name}_utterances.json")
@@ -122,24 +50,28 @@ def log_set(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -
     tracking.log_figure_png(review.cer_by_slice_figure(summary["slices"], name), f"plots/cer_by_slice_{name}.png")
 
 
+def base_figures(rows: list[dict[str, Any]], output: SystemOutput) -> dict[str, float]:
+    """The base model's CER (numbers normalized) and raw CER on a set: where the candidate sits between it
+    and its fine-tuned self."""
+    references, hypotheses = [r["text"] for r in rows], [t.text for t in output.transcripts]
+    return {"cer": character_error_rate(references, hypotheses, numbers=True).rate,
+            "cer_raw": character_error_rate(references, hypotheses).rate}
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
-    dataset = ctx.path("dataset")
-    manifest = read_jsonl(dataset / "manifest.jsonl")
-    rows = {name: set_rows for name in EVALUATION_SETS if (set_rows := [r for r in manifest if r["split"] == name])}
+    rows = evaluation_rows(ctx)
     if "test" not in rows:
-        raise ValueError(f"{dataset / 'manifest.jsonl'}: the test split is empty")
-    trained_templates = {r["template"] for r in manifest if r["split"] in ("train", "dev") and r.get("template")}
-    candidate_dir = Path(read_json(ctx.report("merge"), "merge")["merged_dir"])
-    base_dir = resolve_base_model(ctx.params.model.base, ctx.path("models"))
+        raise ValueError(f"{ctx.path('dataset') / 'manifest.jsonl'}: the test split is empty")
+    trained_templates = {r["template"] for split in ("train", "dev") for r in split_rows(ctx, split) if r.get("template")}
+    candidate = Model.of("candidate", Path(read_json(ctx.report("merge"), "merge")["merged_dir"]))
     with tracking.stage_run(ctx, "evaluate"):
-        clips = {name: [load_16k(dataset / r["audio"]) for r in set_rows] for name, set_rows in rows.items()}
-        champion = ensure_champion(ctx, base_dir)
-        systems = {"candidate": candidate_dir, "champion": registry.whisper_dir(champion)}
-        weights = {system: weights_digest(folder) for system, folder in systems.items()}
+        clips = load_clips(ctx, rows)
+        champion, models = references(ctx)
+        models = {"candidate": candidate, **models}
         outputs, cache = {}, {}
-        for system, folder in systems.items():
-            outputs[system], cache[system] = decode_sets(ctx, folder, weights[system], system, clips)
-        prune_copies(ct2_copies(ctx), {ct2_copies(ctx) / w[:16] for w in weights.values()})
+        for label, model in models.items():
+            outputs[label], cache[label] = decode_sets(ctx, model, clips)
+        prune_copies(ct2_copies(ctx), {ct2_copies(ctx) / m.weights[:16] for m in models.values()})
         mlflow.log_metrics({f"decode_cache_{kind}_{system}": n for system, counts in cache.items()
                             for kind, n in counts.items()})
         summary: dict[str, Any] = {"champion_version": str(champion.version), "decode_cache": cache}
@@ -147,6 +79,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             slices = [slice_labels(r, estimate_snr_db(c), trained_templates) for r, c in zip(set_rows, clips[name])]
             set_summary, records = score_set(set_rows, slices, {s: outputs[s][name] for s in SYSTEMS},
                                              ctx.params.evaluate.hotwords)
+            # the base model: the champion's figures while it is the champion, else its own decodings
+            set_summary["base"] = (base_figures(set_rows, outputs["base"][name]) if "base" in outputs else
+                                   {k: set_summary["champion"][k] for k in ("cer", "cer_raw")})
             log_set(name, set_summary, records)
             atomic_write_jsonl(utterances_path(ctx, name), records)
             summary[name] = set_summary

@@ -1,4 +1,12 @@
-"""Merge stage: the trained adapter folded into a plain Hugging Face Whisper directory."""
+"""Merge stage: the trained adapter folded into a plain Hugging Face Whisper directory, at the largest
+weight that keeps general speech within the gate's limit.
+
+The adapter is merged at ``merge.adapter_weight``. While real-zh or its telephone twin decodes worse
+than the better of the base model and the champion by more than ``gate.max_regression_loss``, it is
+merged again at a smaller weight (``zhasr.merge.next_adapter_weight``), down to
+``merge.min_adapter_weight``: the regression sets decide how far a retraining may move. Every weight
+tried is logged; its decodings stay in the decode cache, so evaluation reuses those of the one kept.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,19 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import tracking
 from tasks.context import StageContext
+from tasks.decoding import Model, decode_sets, evaluation_rows, load_clips, references, split_rows
 from zhasr.audio import load_16k
-from zhasr.manifest import atomic_write_json, read_json, read_jsonl
-from zhasr.merge import merge_adapter, merge_difference
+from zhasr.manifest import atomic_write_json, read_json
+from zhasr.merge import merge_adapter, merge_difference, next_adapter_weight
+from zhasr.metrics import character_error_rate
+
+GUARDED_SETS = ("regression", "telephone")  # general speech, wideband and through a telephone line
 
 
 class MergeMismatch(RuntimeError):
@@ -24,25 +37,70 @@ class MergeMismatch(RuntimeError):
 def check_clip(ctx: StageContext):
     """A test clip to compare adapter and merged outputs on (silence when the split is empty)."""
     manifest = ctx.path("dataset") / "manifest.jsonl"
-    rows = [r for r in read_jsonl(manifest) if r["split"] == "test"] if manifest.is_file() else []
+    rows = split_rows(ctx, "test") if manifest.is_file() else []
     return load_16k(ctx.path("dataset") / rows[0]["audio"]) if rows else np.zeros(16000, np.float32)
 
 
+def set_cers(ctx: StageContext, model: Model, sets: dict[str, list[dict[str, Any]]],
+             clips: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """``{set: CER}`` of ``model`` (numbers normalized, as evaluation scores), decoded through the cache."""
+    outputs, _ = decode_sets(ctx, model, clips)
+    return {name: character_error_rate([r["text"] for r in rows], [t.text for t in outputs[name].transcripts],
+                                       numbers=True).rate for name, rows in sets.items()}
+
+
+def merge_at(ctx: StageContext, weight: float, out_dir: Path) -> float:
+    """Merge at ``weight`` into ``out_dir``; its largest logit difference from base + adapter."""
+    train, p = read_json(ctx.report("train"), "train"), ctx.params.merge
+    base, adapter = Path(train["base_model_dir"]), Path(train["adapter_dir"])
+    merge_adapter(base, adapter, out_dir, dtype=p.dtype, weight=weight)
+    difference = merge_difference(base, adapter, out_dir, check_clip(ctx), weight)
+    if difference > p.tolerance:
+        raise MergeMismatch(f"{out_dir}: logits differ from base + adapter by {difference:.3g} > "
+                            f"merge.tolerance={p.tolerance:g} ({p.dtype})")
+    return difference
+
+
+def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[dict[str, Any]]]:
+    """(weight kept, its logit difference, one row per weight tried with the CER and the loss on each
+    guarded set and their reference: the better of base and champion)."""
+    p, limit = ctx.params.merge, ctx.params.gate.max_regression_loss
+    sets = evaluation_rows(ctx, GUARDED_SETS)
+    weight = p.adapter_weight
+    difference = merge_at(ctx, weight, out_dir)
+    if not sets:
+        return weight, difference, []
+    clips = load_clips(ctx, sets)
+    scored = [set_cers(ctx, model, sets, clips) for model in references(ctx)[1].values()]
+    reference = {name: min(cers[name] for cers in scored) for name in sets}
+    tried = []
+    while True:
+        cers = set_cers(ctx, Model.of("candidate", out_dir), sets, clips)
+        losses = {name: cers[name] - reference[name] for name in sets}
+        tried.append({"adapter_weight": weight, **{f"cer_{n}": cers[n] for n in sets},
+                      **{f"reference_{n}": reference[n] for n in sets}, **{f"loss_{n}": losses[n] for n in sets}})
+        worst = max(losses, key=losses.get)
+        if losses[worst] <= limit or weight <= p.min_adapter_weight:
+            return weight, difference, tried
+        start = Model.of("start", Path(read_json(ctx.report("train"), "train")["base_model_dir"]))  # base or champion
+        start_loss = set_cers(ctx, start, sets, clips)[worst] - reference[worst]
+        weight = next_adapter_weight(weight, losses[worst], start_loss, limit, p.min_adapter_weight)
+        difference = merge_at(ctx, weight, out_dir)
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
-    train = read_json(ctx.report("train"), "train")
     out_dir = ctx.path("models") / "candidate"
     p = ctx.params.merge
-    base, adapter = Path(train["base_model_dir"]), Path(train["adapter_dir"])
     with tracking.stage_run(ctx, "merge"):
-        merge_adapter(base, adapter, out_dir, dtype=p.dtype)
-        difference = merge_difference(base, adapter, out_dir, check_clip(ctx))
+        weight, difference, tried = guarded_merge(ctx, out_dir)
         size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
-        mlflow.log_metrics({"merged_size_mb": size_mb, "merge_max_logit_diff": difference})
-        if difference > p.tolerance:
-            raise MergeMismatch(f"{out_dir}: logits differ from base + adapter by {difference:.3g} > "
-                                f"merge.tolerance={p.tolerance:g} ({p.dtype})")
+        mlflow.log_metrics({"merged_size_mb": size_mb, "merge_max_logit_diff": difference, "adapter_weight": weight,
+                            "adapter_weights_tried": len(tried)})
+        if tried:
+            mlflow.log_table(pd.DataFrame(tried), artifact_file="merge/adapter_weights.json")
         summary = {"merged_dir": str(out_dir), "size_mb": round(size_mb, 1), "dtype": p.dtype,
-                   "max_logit_diff": difference, "tolerance": p.tolerance}
+                   "adapter_weight": weight, "weights_tried": tried, "max_logit_diff": difference,
+                   "tolerance": p.tolerance}
         atomic_write_json(ctx.report("merge"), summary)
     return summary
 

@@ -3,6 +3,7 @@ model card; alias "challenger" only if it passed the gate. "champion" needs a pe
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ def git_commit(root: Path) -> str:
 
 def version_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, Any]) -> dict[str, str]:
     test = evaluation["test"]
+    train, merge = read_json(ctx.report("train"), "train"), read_json(ctx.report("merge"), "merge")
     tags = {
         "zhasr.git_commit": git_commit(ctx.root),
         "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"],
@@ -46,6 +48,9 @@ def version_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[st
         "zhasr.cer_gain": f"{verdict['gain']['gain']:.6f}",
         "zhasr.cer_gain_ci": f"[{verdict['gain']['low']:.6f}, {verdict['gain']['high']:.6f}]",
         "zhasr.champion_version": evaluation["champion_version"],
+        "zhasr.learned_batches": json.dumps(train.get("learned_batches", []), ensure_ascii=False),
+        "zhasr.train_start": str(train.get("start")),
+        "zhasr.adapter_weight": str(merge.get("adapter_weight")),
         "zhasr.champion_cer": f"{test['champion']['cer']:.6f}",
     }
     for set_name in ("regression", "telephone"):
@@ -74,6 +79,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         number = str(version.version)
         card = review.model_card(
             name=name, version=number, params=ctx.params.flat(), train=read_json(ctx.report("train"), "train"),
+            merge=read_json(ctx.report("merge"), "merge"),
             evaluation=evaluation, verdict=verdict,
             lineage={k.removeprefix("zhasr."): tags[k] for k in
                      ("zhasr.git_commit", "zhasr.dataset_md5", "zhasr.params_hash", "zhasr.base_model")}

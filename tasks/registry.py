@@ -9,6 +9,7 @@ runs are the full history (who, when, why, from which version) that ``rollback``
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,6 +117,11 @@ def whisper_dir(version: ModelVersion) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(version.source))
     artifacts = Model.load(local / "MLmodel").flavors["python_function"]["artifacts"]
     return local / artifacts["whisper"]["path"]
+
+
+def learned_batches(version: ModelVersion) -> set[str]:
+    """The batches a version was trained on (its ``zhasr.learned_batches`` tag; none for the base model)."""
+    return set(json.loads(version.tags.get("zhasr.learned_batches") or "[]"))
 
 
 def last_trained_dataset(name: str) -> tuple[str, str] | None:

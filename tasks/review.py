@@ -54,15 +54,17 @@ def _pct(x: float | None) -> str:
 
 
 def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict[str, str],
-               train: dict[str, Any], evaluation: dict[str, Any], verdict: dict[str, Any]) -> str:
+               train: dict[str, Any], merge: dict[str, Any], evaluation: dict[str, Any],
+               verdict: dict[str, Any]) -> str:
     """Markdown for the model version's description and ``model_card.md`` in the run."""
     champion = evaluation["champion_version"]
     lines = [
         f"# {name} v{version}",
         "",
         f"Whisper fine-tuned for Mandarin call-center speech: {params['train.method']} adapter "
-        f"(rank {params['train.rank']}, targets {params['train.targets']}, weight {params['train.adapter_weight']}) "
-        f"on {train.get('start', '?')}, merged into a plain Hugging Face model.",
+        f"(rank {params['train.rank']}, targets {params['train.targets']}) on {train.get('start', '?')}, merged "
+        f"into a plain Hugging Face model at weight {merge.get('adapter_weight', '?')} (0: the start model, 1: as "
+        f"trained; weights tried: {', '.join(str(t['adapter_weight']) for t in merge.get('weights_tried', [])) or 'one'}).",
         "",
         "## Lineage",
         "",
@@ -70,7 +72,9 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "",
         "## Training",
         "",
-        f"- {train.get('train_clips', '?')} clips, {train.get('steps', '?')} steps of batch {params['train.batch_size']}"
+        f"- {train.get('train_clips', '?')} clips ({train.get('new_clips', '?')} new, {train.get('replayed_clips', 0)} "
+        f"replayed), {train.get('steps', '?')} steps of batch {params['train.batch_size']} "
+        f"(set by {train.get('limited_by', '?')})"
         f", learning rate {params['train.learning_rate']}; dev CER "
         + " → ".join(f"{_pct(cer)} (step {step})" for step, cer in train.get("dev_cer_history", []))
         + f"; best at step {train.get('best_step', '?')}",
@@ -79,15 +83,17 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "",
         "CER with numbers in one written form (raw CER, numbers as written, in brackets).",
         "",
-        "| set | clips | CER champion | CER candidate | MER candidate | hotword recall | loops | hallucinations | RTF |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| set | clips | CER base | CER champion | CER candidate | MER candidate | hotword recall | loops | "
+        "hallucinations | RTF |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for set_name in EVALUATION_SETS:
         if set_name not in evaluation:
             continue
         s = evaluation[set_name]
         c, b = s["candidate"], s["champion"]
-        lines.append(f"| {set_name} | {s['clips']} | {_pct(b['cer'])} ({_pct(b['cer_raw'])}) | "
+        base = s.get("base", b)
+        lines.append(f"| {set_name} | {s['clips']} | {_pct(base['cer'])} | {_pct(b['cer'])} ({_pct(b['cer_raw'])}) | "
                      f"{_pct(c['cer'])} ({_pct(c['cer_raw'])}) | {_pct(c['mer'])} | "
                      f"{_pct(b['hotword_recall'])} -> {_pct(c['hotword_recall'])} | "
                      f"{_pct(b['loop_rate'])} -> {_pct(c['loop_rate'])} | {_pct(c['hallucination_rate'])} | "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,12 @@ from transformers import TrainerCallback
 
 from tasks import registry, tracking
 from tasks.context import StageContext
-from tasks.evaluate import decode_options
-from zhasr.manifest import atomic_write_json, read_json, read_jsonl
+from tasks.decoding import decode_options, split_rows
+from zhasr.manifest import atomic_write_json, read_json
 from zhasr.models import resolve_base_model
 from zhasr.progress import progress_bar
-from zhasr.train import TrainOptions, train_adapter
+from zhasr.recipe import RoundRows, select_rows
+from zhasr.train import read_plan, train_adapter
 
 
 class MlflowStepLogger(TrainerCallback):
@@ -41,22 +41,16 @@ class MlflowStepLogger(TrainerCallback):
             mlflow.log_metrics(numbers, step=state.global_step)
 
 
-def train_options(ctx: StageContext, resume: bool = False) -> TrainOptions:
-    p = asdict(ctx.params.train)
-    del p["init_from"]
-    return TrainOptions(**p, language=ctx.params.model.language, task=ctx.params.model.task, resume=resume,
-                        decode=decode_options(ctx))
-
-
-def start_model_dir(ctx: StageContext) -> tuple[Path, str]:
-    """(Hugging Face folder training starts from, what it is): the base model, or the champion's merged weights."""
+def start_model(ctx: StageContext) -> tuple[Path, str, set[str]]:
+    """(Hugging Face folder training starts from, what it is, the batches it has learned): the base model,
+    or with ``train.init_from: champion`` the champion's merged weights."""
     base_dir = resolve_base_model(ctx.params.model.base, ctx.path("models"))
     if ctx.params.train.init_from == "champion":
         tracking.configure(ctx)
         champion = registry.version_by_alias(ctx.params.register.model_name, registry.CHAMPION)
         if champion is not None:
-            return registry.whisper_dir(champion), f"champion v{champion.version}"
-    return base_dir, ctx.params.model.base
+            return registry.whisper_dir(champion), f"champion v{champion.version}", registry.learned_batches(champion)
+    return base_dir, ctx.params.model.base, set()
 
 
 def curves_figure(loss: list[tuple[int, float]], dev_cer: list[tuple[int, float]]):
@@ -76,40 +70,60 @@ def curves_figure(loss: list[tuple[int, float]], dev_cer: list[tuple[int, float]
     return figure
 
 
+def round_rows(ctx: StageContext, learned: set[str], resume: bool) -> RoundRows:
+    """This round's clips: those of the plan being resumed, else ``zhasr.recipe.select_rows``."""
+    train_rows = split_rows(ctx, "train")
+    plan = read_plan(ctx.path("runs") / "train") if resume else None
+    if plan is None:
+        p = ctx.params.train
+        return select_rows(train_rows, learned, p.init_from, p.replay_ratio, p.seed)
+    by_id = {r["id"]: r for r in train_rows}
+    missing = [i for i in plan["rows"] if i not in by_id]
+    if missing:
+        raise ValueError(f"cannot resume: {len(missing)} clip(s) of the plan being resumed ({missing[0]}, ...) are no "
+                         f"longer in the train split of {ctx.path('dataset') / 'manifest.jsonl'}")
+    return RoundRows([by_id[i] for i in plan["rows"]], plan["new_clips"], plan["replayed_clips"],
+                     plan["learned_batches"])
+
+
 def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
-    rows = read_jsonl(ctx.path("dataset") / "manifest.jsonl")
-    train_rows = [r for r in rows if r["split"] == "train"]
-    dev_rows = [r for r in rows if r["split"] == "dev"]
     main_process = int(os.environ.get("RANK", "0")) == 0
     from accelerate import PartialState
 
     with PartialState().main_process_first():  # rank 0 imports or builds the model folder once
-        start_dir, start_name = start_model_dir(ctx)
-    options = train_options(ctx, resume)
+        start_dir, start_name, learned = start_model(ctx)
+    chosen = round_rows(ctx, learned, resume)
+    dev_rows = split_rows(ctx, "dev")
     stage = tracking.stage_run(ctx, "train") if main_process else contextlib.nullcontext()
     with stage, (progress_bar("cache lower encoder") if main_process else contextlib.nullcontext()) as progress:
         if main_process:
             mlflow.set_tags({"zhasr.base_model": ctx.params.model.base, "zhasr.train_start": start_name,
                              "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"]})
-        result = train_adapter(start_dir, train_rows, ctx.path("dataset"), ctx.path("runs") / "train", options,
-                               dev_rows=dev_rows, callbacks=[MlflowStepLogger()] if main_process else [],
-                               progress=progress)
+        result = train_adapter(
+            start_dir, chosen.rows, ctx.path("dataset"), ctx.path("runs") / "train", ctx.params.train,
+            language=ctx.params.model.language, task=ctx.params.model.task, decode=decode_options(ctx),
+            dev_rows=dev_rows, resume=resume, callbacks=[MlflowStepLogger()] if main_process else [],
+            progress=progress, note={"new_clips": chosen.new, "replayed_clips": chosen.replayed,
+                                     "learned_batches": chosen.learned_batches, "start": start_name})
         summary = {
             "adapter_dir": str(result.adapter_dir), "base_model_dir": str(start_dir), "start": start_name,
-            "steps": result.steps, "train_clips": len(train_rows), "dev_clips": len(dev_rows),
-            "final_loss": result.final_loss, "seconds": round(result.seconds, 2),
+            "steps": result.steps, "planned_steps": result.plan.steps, "limited_by": result.plan.limited_by,
+            "step_seconds_measured": result.plan.step_seconds, "train_clips": len(chosen.rows),
+            "new_clips": chosen.new, "replayed_clips": chosen.replayed, "learned_batches": chosen.learned_batches,
+            "dev_clips": len(dev_rows), "final_loss": result.final_loss, "seconds": round(result.seconds, 2),
             "cache_seconds": round(result.cache_seconds, 2), "cached_encoder_layers": result.cached_encoder_layers,
-            "precision": result.precision,
-            "samples_per_second": result.samples_per_second, "best_step": result.best_step,
-            "best_dev_cer": result.best_dev_cer, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "precision": result.precision, "samples_per_second": result.samples_per_second,
+            "best_step": result.best_step, "best_dev_cer": result.best_dev_cer,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "loss_history": result.loss_history, "dev_cer_history": result.dev_cer_history,
         }
         if not main_process:
             return summary
         mlflow.log_metrics({"train_final_loss": result.final_loss, "train_seconds": result.seconds,
-                            "train_cache_seconds": result.cache_seconds, "train_clips": len(train_rows),
-                            "trainable_params": result.trainable_params})
+                            "train_cache_seconds": result.cache_seconds, "train_clips": len(chosen.rows),
+                            "train_new_clips": chosen.new, "train_replayed_clips": chosen.replayed,
+                            "train_steps": result.steps, "trainable_params": result.trainable_params})
         tracking.log_figure_png(curves_figure(result.loss_history, result.dev_cer_history), "plots/loss_curve.png")
         atomic_write_json(ctx.report("train"), summary)
     return summary

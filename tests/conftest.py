@@ -24,7 +24,7 @@ TEST_PARAMS = {
     "model": {"base": "tiny-random"},
     "synth": {"n_clips": 16, "n_speakers": 8},
     "ingest": {"test_fraction": 0.25, "dev_fraction": 0.0},
-    "train": {"max_steps": 4, "batch_size": 2, "save_steps": 2, "eval_steps": 2, "warmup_steps": 0,
+    "train": {"max_steps": 4, "time_budget_s": 0, "batch_size": 2, "evaluations": 2, "warmup_ratio": 0.0,
               "cached_encoder_layers": 1,
               "learning_rate": 1.0e-3},
     "transcribe": {"max_new_tokens": 24},

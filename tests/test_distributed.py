@@ -25,7 +25,7 @@ def test_torchrun_two_cpu_processes_share_the_data(project, tiny_model_dir):
     write_batch(project / "data/incoming", "b1", rows)
     env = {**os.environ, "ZHASR_ROOT": str(project), "OMP_NUM_THREADS": "1"}
     overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.max_steps=4", "--set", "train.batch_size=2",
-                 "--set", "train.save_steps=4"]
+                 "--set", "train.evaluations=1"]
     for stage in ("ingest", "validate"):
         assert _zhasr(stage, *overrides, env=env).returncode == 0
 

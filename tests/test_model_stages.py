@@ -6,12 +6,13 @@ import torch
 from conftest import write_tone
 from test_ingest import write_batch
 
+from zhasr.config import TrainParams
 from zhasr.decode import DecodeOptions, collapse_loops, is_loop, token_cap, transcribe
 from zhasr.ingest import IngestOptions, ingest_batches
 from zhasr.merge import merge_adapter
 from zhasr.models import load_model
 from zhasr.speech_data import SpeechCollator, label_ids
-from zhasr.train import TrainOptions, train_adapter
+from zhasr.train import train_adapter
 
 
 @pytest.fixture()
@@ -45,8 +46,8 @@ def test_collator_pads_labels_with_ignore_index():
 
 def test_train_lowers_loss_then_merge_matches_adapter(tiny_model_dir, tone_dataset, tmp_path):
     dataset, rows = tone_dataset
-    options = TrainOptions(max_steps=12, batch_size=4, learning_rate=5e-3, warmup_steps=0, save_steps=6,
-                           targets="all-linear", cached_encoder_layers=0)
+    options = TrainParams(epochs=12, time_budget_s=0, evaluations=2, batch_size=4, learning_rate=5e-3,
+                          warmup_ratio=0.0, targets="all-linear", cached_encoder_layers=0)
     result = train_adapter(tiny_model_dir, rows, dataset, tmp_path / "run", options)
     assert result.steps == 12
     first, last = result.loss_history[0][1], result.loss_history[-1][1]

@@ -20,7 +20,8 @@ from test_ingest import write_batch
 from tasks import registry
 from tasks.cli import main
 from tasks.context import StageContext
-from tasks.evaluate import ensure_champion, utterances_path
+from tasks.decoding import ensure_champion
+from tasks.evaluate import utterances_path
 from zhasr.config import load_params
 from zhasr.decode import Transcript
 from zhasr.evaluation import SystemOutput, score_set
@@ -117,6 +118,24 @@ def test_gate_fails_a_candidate_that_holds_on_wideband_speech_but_loses_on_the_t
     outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
     assert outcome["regression_set"].passed and not outcome["telephone_set"].passed
     assert "on 24 clips" in outcome["telephone_set"].detail and "limit +2.00 pts" in outcome["telephone_set"].detail
+
+
+def test_general_speech_is_judged_against_the_better_of_base_and_champion(ctx):
+    """A champion that already lost ground on real speech leaves the next round only the rest of the limit."""
+    evaluation, records = {}, {}
+    for set_name, cand, champ in (("test", 10, 3), ("regression", 8, 9)):
+        set_rows = rows(set_name, 24)
+        evaluation[set_name], records[set_name] = score_set(
+            set_rows, [slice_labels(r, 30.0) for r in set_rows],
+            {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, champ)}, [])
+    regression = evaluation["regression"]
+    assert regression["candidate"]["cer"] - regression["champion"]["cer"] < 0.02  # within the limit of the champion
+    regression["base"] = {"cer": regression["candidate"]["cer"] - 0.03, "cer_raw": 0.0}  # the base was 3 points better
+    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
+    assert not outcome["regression_set"].passed and "(base model; champion" in outcome["regression_set"].detail
+    regression["base"]["cer"] = regression["champion"]["cer"] + 0.01  # the champion is the better one
+    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
+    assert outcome["regression_set"].passed and "(champion; champion" in outcome["regression_set"].detail
 
 
 def test_gate_fails_a_candidate_that_is_better_overall_but_worse_on_telephone_calls(ctx):

@@ -282,7 +282,7 @@ def test_hot_swap_follows_approve_and_rollback_without_a_failed_request(project,
     from tasks import registry, tracking
     from tasks.cli import main
     from tasks.context import StageContext
-    from tasks.evaluate import ensure_champion
+    from tasks.decoding import ensure_champion
     from zhasr.config import load_params
 
     make_root(project, {**TEST_PARAMS, "serve": {"poll_s": 1.0, "batch_wait_ms": 10.0}})

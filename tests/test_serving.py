@@ -15,7 +15,7 @@ import requests
 
 from tasks import tracking
 from tasks.context import StageContext
-from tasks.evaluate import ensure_champion
+from tasks.decoding import ensure_champion
 from zhasr.config import load_params
 
 

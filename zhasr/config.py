@@ -96,15 +96,21 @@ class TrainParams:
     dropout: float = 0.05  # dropout on the LoRA branch
     learning_rate: float = 1e-3
     lr_scheduler: str = "linear"  # transformers scheduler name: linear, cosine, constant_with_warmup ...
-    max_steps: int = 40  # optimizer steps
+    # How long: the step count follows the data. epochs passes over this round's clips (new and
+    # replayed), then capped by max_steps and by what fits in time_budget_s at the step time
+    # measured on two steps before training; rounded down to a multiple of the evaluation interval.
+    epochs: float = 3.0
+    max_steps: int = 0  # at most this many optimizer steps (0: no cap)
+    time_budget_s: float = 1800.0  # seconds of optimizer steps (dev evaluations not counted; 0: no cap)
     batch_size: int = 8  # clips per device per step (before accumulation)
     grad_accum: int = 1  # gradient accumulation steps
     gradient_checkpointing: bool = False  # less activation memory, ~30% slower steps
-    warmup_steps: int = 4
+    warmup_ratio: float = 0.1  # share of the steps the learning rate warms up over
     weight_decay: float = 0.0
     logging_steps: int = 1
-    save_steps: int = 10  # checkpoint every N steps (resumable); a multiple of eval_steps
-    eval_steps: int = 10  # dev-split CER every N steps; the best checkpoint is kept (0 = off)
+    # dev CER this many times, evenly spread to the last step, and once before the first; a checkpoint at
+    # each; the adapter kept is the one with the lowest dev CER
+    evaluations: int = 4
     early_stopping_patience: int = 2  # stop after N evaluations without a better dev CER (0 = off)
     # Lower encoder layers frozen and computed once per clip instead of every step (0 = plain LoRA).
     # -1 = auto: two thirds of the encoder on a CPU, none on a GPU. The README gives the measured trade-off.
@@ -112,11 +118,10 @@ class TrainParams:
     # auto: bf16 autocast where the device computes bf16 natively (a CUDA GPU with bf16, a CPU with
     # AVX512-BF16 or AMX: ~2x faster steps there), fp16 on other GPUs, else fp32. Weights stay fp32.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    # The saved adapter's update is scaled by this: weight-space interpolation between the start
-    # model (0) and the fine-tuned one (1), as in WiSE-FT. Below 1 it gives up a little in-domain
-    # gain for less loss of general ability (measured in the README).
-    adapter_weight: float = 0.7
-    init_from: Literal["base", "champion"] = "base"  # champion: incremental, from its merged weights
+    # base: every train clip so far, from the base model; champion: from the champion's merged weights,
+    # on the batches it has not learned plus replay_ratio replayed clips of earlier batches per new clip
+    init_from: Literal["base", "champion"] = "base"
+    replay_ratio: float = 1.0
     seed: int = 0
     max_label_tokens: int = 128  # labels longer than this are truncated
 
@@ -187,6 +192,12 @@ class GateParams:
 
 @dataclass(frozen=True)
 class MergeParams:
+    # The adapter's update is scaled by a weight: an interpolation between the start model (0) and the
+    # fine-tuned one (1), as in WiSE-FT. Merged first at adapter_weight; while real-zh or its telephone
+    # twin is worse than the better of base and champion by more than gate.max_regression_loss, merged
+    # again at a smaller weight, down to min_adapter_weight (measured in the README).
+    adapter_weight: float = 0.7
+    min_adapter_weight: float = 0.3
     dtype: Literal["float32", "float16"] = "float32"  # weights of the merged model folder
     # largest allowed |logit| difference between base + adapter and the merged model on a test clip;
     # float32 merges differ by ~1e-5, float16 ones by ~1e-2
@@ -358,13 +369,22 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _check_train(train: TrainParams) -> None:
     """Rules that involve a value's range or two keys at once."""
-    if not 0 < train.adapter_weight <= 1:
-        raise ConfigError(f"train.adapter_weight: expected 0 < w <= 1, got {train.adapter_weight}")
     if train.cached_encoder_layers < -1:
         raise ConfigError(f"train.cached_encoder_layers: expected -1 (auto) or a layer count, got {train.cached_encoder_layers}")
-    if train.eval_steps > 0 and train.save_steps % train.eval_steps:
-        raise ConfigError(f"train.save_steps: {train.save_steps} is not a multiple of train.eval_steps="
-                          f"{train.eval_steps}; the best checkpoint is chosen among evaluated ones")
+    for key in ("epochs", "batch_size", "grad_accum", "evaluations"):
+        if getattr(train, key) <= 0:
+            raise ConfigError(f"train.{key}: must be above 0, got {getattr(train, key)}")
+    for key in ("max_steps", "time_budget_s", "replay_ratio"):
+        if getattr(train, key) < 0:
+            raise ConfigError(f"train.{key}: must be 0 or more, got {getattr(train, key)}")
+    if not 0 <= train.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio: expected 0 <= r < 1, got {train.warmup_ratio}")
+
+
+def _check_merge(merge: MergeParams) -> None:
+    if not 0 < merge.min_adapter_weight <= merge.adapter_weight <= 1:
+        raise ConfigError(f"merge.adapter_weight: expected 0 < merge.min_adapter_weight <= merge.adapter_weight "
+                          f"<= 1, got {merge.min_adapter_weight} and {merge.adapter_weight}")
 
 
 def _check_gate(gate: GateParams) -> None:
@@ -428,6 +448,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     _check_transcribe(params.transcribe)
     _check_export(params.export)
     _check_train(params.train)
+    _check_merge(params.merge)
     _check_gate(params.gate)
     _check_schedule(params.schedule)
     _check_serve(params.serve)

@@ -43,13 +43,18 @@ def _points(x: float) -> str:
 
 
 def _regression_rule(evaluated: dict[str, Any] | None, rule: str, what: str, limit: float) -> RuleOutcome:
-    """General speech must not get worse by more than ``limit`` (CER as a fraction)."""
+    """General speech must not get worse by more than ``limit`` (CER as a fraction) than the better of the
+    champion and the base model: each round may move only as far as the rounds before left room for."""
     if evaluated is None:
         return RuleOutcome(rule, True, f"no {what} evaluated")
-    loss = evaluated["candidate"]["cer"] - evaluated["champion"]["cer"]
+    champion = evaluated["champion"]["cer"]
+    base = evaluated.get("base", {}).get("cer", champion)
+    reference, which = (champion, "champion") if champion <= base else (base, "base model")
+    loss = evaluated["candidate"]["cer"] - reference
     return RuleOutcome(rule, loss <= limit,
-                       f"CER {evaluated['champion']['cer']:.2%} -> {evaluated['candidate']['cer']:.2%} on "
-                       f"{evaluated['clips']} clips, change {_points(loss)}, limit {_points(limit)}")
+                       f"CER {reference:.2%} ({which}; champion {champion:.2%}, base {base:.2%}) -> "
+                       f"{evaluated['candidate']['cer']:.2%} on {evaluated['clips']} clips, change {_points(loss)}, "
+                       f"limit {_points(limit)}")
 
 
 def decide(evaluation: dict[str, Any], test_records: list[dict[str, Any]], rules: GateParams, seed: int = 0) -> Verdict:

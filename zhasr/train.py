@@ -1,18 +1,21 @@
 """PEFT (LoRA / DoRA / QLoRA) fine-tuning of Whisper on the Hugging Face Trainer.
 
-The whole recipe is here: load the base model, optionally cache the lower
-encoder layers (``zhasr.encoder_cache``), wrap the model with an adapter, run
-``Trainer`` with dev-set CER evaluation, early stopping and the best
-checkpoint kept, save the adapter. The same code runs on one CPU, one GPU,
-and under ``torchrun`` / ``accelerate launch`` (DDP, FSDP, DeepSpeed).
+The whole recipe is here, in its phases: load the start model and, on the cached path, run the lower
+encoder layers once per clip (``zhasr.encoder_cache``); wrap the model with an adapter; plan the steps
+from the data and the time budget (``zhasr.recipe``); run the ``Trainer`` with dev-set CER evaluation,
+early stopping and the best checkpoint kept; save the adapter as trained (the merge stage chooses its
+weight). The same code runs on one CPU, one GPU, and under ``torchrun`` / ``accelerate launch`` (DDP,
+FSDP, DeepSpeed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,39 +34,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from zhasr import encoder_cache
 from zhasr.adapters import check_method_available, lora_config, quantization_config
 from zhasr.audio import load_16k
+from zhasr.config import TrainParams
 from zhasr.decode import DecodeOptions, transcribe
+from zhasr.manifest import atomic_write_json
 from zhasr.metrics import character_error_rate
+from zhasr.recipe import StepPlan, plan_steps
 from zhasr.speech_data import SpeechCollator, SpeechDataset
 
-
-@dataclass(frozen=True)
-class TrainOptions:
-    method: str = "lora"  # lora | dora | qlora (4-bit base, CUDA only)
-    targets: str = "attention"  # preset of zhasr.adapters.TARGET_PRESETS
-    rank: int = 16  # LoRA rank r
-    alpha: int = 32  # scale = alpha / rank
-    dropout: float = 0.05
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "linear"  # any transformers scheduler name: linear, cosine, constant_with_warmup ...
-    max_steps: int = 10  # optimizer steps
-    batch_size: int = 4  # clips per device per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
-    warmup_steps: int = 2
-    weight_decay: float = 0.0
-    logging_steps: int = 1
-    save_steps: int = 5  # checkpoint interval, in steps
-    eval_steps: int = 0  # dev CER every N steps (0 = never; then the last step is kept, not the best)
-    early_stopping_patience: int = 0  # stop after N evaluations without a better dev CER (0 = never)
-    cached_encoder_layers: int = -1  # lower encoder layers frozen and computed once; -1 = auto (CPU: 2/3, GPU: 0)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see resolve_precision)
-    adapter_weight: float = 1.0  # the saved adapter's update is scaled by this (WiSE-FT); < 1 keeps more of the base
-    seed: int = 0
-    max_label_tokens: int = 128
-    language: str = "zh"
-    task: str = "transcribe"
-    resume: bool = False  # continue from the newest complete checkpoint in the output folder
-    decode: DecodeOptions = field(default_factory=DecodeOptions)  # how dev clips are decoded
+PLAN_FILE = "plan.json"  # in the output folder: the round's steps and clips, kept for a resumed run
 
 
 @dataclass(frozen=True)
@@ -75,6 +53,7 @@ class TrainResult:
     dev_cer_history: list[tuple[int, float]] = field(default_factory=list)  # (step, dev CER 0-1)
     best_step: int | None = None  # step whose adapter was kept (None: no dev evaluation, the last step)
     best_dev_cer: float | None = None
+    plan: StepPlan | None = None  # the steps planned, and what limited them
     cached_encoder_layers: int = 0  # encoder layers computed once instead of every step
     precision: str = "fp32"  # what the steps computed in: fp32, or bf16 / fp16 autocast
     cache_seconds: float = 0.0  # wall time spent filling the encoder cache
@@ -167,100 +146,111 @@ class _History(TrainerCallback):
             self.dev_cer.append((state.global_step, float(logs["eval_cer"])))
 
 
-def train_adapter(
-    base_model_dir: Path,
-    train_rows: list[dict[str, Any]],
-    dataset_dir: Path,
-    output_dir: Path,
-    options: TrainOptions,
-    dev_rows: list[dict[str, Any]] | None = None,
-    callbacks: list[TrainerCallback] | None = None,
-    progress=None,
-) -> TrainResult:
-    """Train an adapter on ``train_rows`` and save it to ``output_dir / "adapter"``.
+@dataclass
+class Prepared:
+    """The model ready for the Trainer, with what it was built from."""
 
-    Checkpoints go to ``output_dir / "checkpoints"`` every ``save_steps``; the
-    lower-encoder cache to ``output_dir / "encoder_cache"``. With ``dev_rows`` and
-    ``eval_steps`` the adapter saved is the one with the lowest dev CER.
-    ``progress(done, total)`` reports the encoder cache being filled.
-    """
-    check_method_available(options.method)  # before any work: QLoRA on a CPU fails here
-    if not 0 < options.adapter_weight <= 1:
-        raise ValueError(f"train.adapter_weight={options.adapter_weight}: expected 0 < w <= 1")
-    if not train_rows:
-        raise ValueError("no training rows: the train split is empty")
-    output_dir = Path(output_dir)
-    dev_rows = dev_rows or []
-    evaluate = bool(dev_rows) and options.eval_steps > 0
-    if evaluate and options.save_steps % options.eval_steps:
-        raise ValueError(f"train.save_steps={options.save_steps} must be a multiple of train.eval_steps="
-                         f"{options.eval_steps}: the best checkpoint is chosen among evaluated ones")
-    torch.manual_seed(options.seed)
+    model: torch.nn.Module  # PeftModel; on the cached path its encoder is an UpperEncoder
+    processor: WhisperProcessor
+    dataset: torch.utils.data.Dataset  # items {"input_features", "labels"}
+    full_encoder: torch.nn.Module | None  # the whole encoder (cached path), put back to decode dev clips
+    cached_layers: int
+    precision: str  # fp32 | bf16 | fp16
+    cache_seconds: float
+
+
+def _autocast(precision: str, device: str):
+    return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                          enabled=precision != "fp32")
+
+
+def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path, output_dir: Path,
+            params: TrainParams, language: str, task: str, progress=None) -> Prepared:
+    """Load the start model, fill the lower-encoder cache (``progress(done, total)``) when some layers
+    are cached, and wrap the model with the adapter of ``params``."""
     on_gpu = torch.cuda.is_available()
-    precision = resolve_precision(options.precision, on_gpu)
-
+    device = "cuda" if on_gpu else "cpu"
+    precision = resolve_precision(params.precision, on_gpu)
     processor = WhisperProcessor.from_pretrained(base_model_dir)
-    quantized = options.method == "qlora"
+    quantized = params.method == "qlora"
     model = WhisperForConditionalGeneration.from_pretrained(
         base_model_dir, **({"quantization_config": quantization_config(), "device_map": {"": 0}} if quantized else {}))
     model.config.use_cache = False
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=options.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     n_encoder = model.config.encoder_layers
-    cached = options.cached_encoder_layers
+    cached = params.cached_encoder_layers
     if cached < 0:
         cached = encoder_cache.auto_cached_layers(n_encoder, on_gpu)
     if not 0 <= cached <= n_encoder:
         raise ValueError(f"train.cached_encoder_layers={cached}: the model has {n_encoder} encoder layers")
-
-    cache_seconds = 0.0
-    full_encoder = None
+    started = time.perf_counter()
     if cached:
         from accelerate import PartialState
 
         cache_dir = output_dir / "encoder_cache" / encoder_cache.cache_key(base_model_dir, cached, precision)
-        started = time.perf_counter()
-        device = "cuda" if on_gpu else "cpu"
         encoder = model.model.encoder.to(device)
-        autocast = torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
-                                  enabled=precision != "fp32")
-        with PartialState().main_process_first(), autocast:  # rank 0 fills the cache, the others read it
-            encoder_cache.fill_cache(encoder, processor, train_rows, dataset_dir, cache_dir, cached, progress=progress)
-        cache_seconds = time.perf_counter() - started
-        dataset = encoder_cache.CachedSpeechDataset(train_rows, cache_dir, processor, options.language,
-                                                    options.task, options.max_label_tokens)
+        with PartialState().main_process_first(), _autocast(precision, device):  # rank 0 fills, the others read
+            encoder_cache.fill_cache(encoder, processor, rows, dataset_dir, cache_dir, cached, progress=progress)
+        dataset = encoder_cache.CachedSpeechDataset(rows, cache_dir, processor, language, task,
+                                                    params.max_label_tokens)
     else:
-        dataset = SpeechDataset(train_rows, dataset_dir, processor, options.language, options.task,
-                                options.max_label_tokens)
-
-    model = get_peft_model(model, lora_config(options.method, options.targets, options.rank, options.alpha,
-                                              options.dropout, n_encoder, first_encoder_layer=cached))
+        dataset = SpeechDataset(rows, dataset_dir, processor, language, task, params.max_label_tokens)
+    cache_seconds = time.perf_counter() - started
+    model = get_peft_model(model, lora_config(params.method, params.targets, params.rank, params.alpha,
+                                              params.dropout, n_encoder, first_encoder_layer=cached))
+    full_encoder = None
     if cached:
         full_encoder = model.get_base_model().model.encoder
         model.get_base_model().model.encoder = encoder_cache.UpperEncoder(full_encoder, cached)
-    trainable, total = model.get_nb_trainable_parameters()
+    return Prepared(model, processor, dataset, full_encoder, cached, precision, cache_seconds)
 
-    args = TrainingArguments(
+
+def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int = 2) -> float:
+    """Wall time of one optimizer step: forward and backward of a full batch, ``repeats`` times after a
+    warm-up, the median times ``grad_accum``. Gradients and the random state are left as they were."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = prepared.model.to(device)
+    items = [prepared.dataset[i % len(prepared.dataset)] for i in range(params.batch_size)]
+    batch = {k: v.to(device) for k, v in SpeechCollator()(items).items()}
+    state = torch.random.get_rng_state()
+    model.train()
+    times = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        with _autocast(prepared.precision, device):
+            loss = model(**batch).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - started)
+    torch.random.set_rng_state(state)
+    return statistics.median(times[1:]) * params.grad_accum
+
+
+def training_arguments(output_dir: Path, params: TrainParams, plan: StepPlan, precision: str,
+                       evaluate: bool) -> TrainingArguments:
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
-        max_steps=options.max_steps,
-        per_device_train_batch_size=options.batch_size,
-        gradient_accumulation_steps=options.grad_accum,
-        activation_checkpointing=options.gradient_checkpointing,
+        max_steps=plan.steps,
+        per_device_train_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.grad_accum,
+        activation_checkpointing=params.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
-        learning_rate=options.learning_rate,
-        lr_scheduler_type=options.lr_scheduler,
-        warmup_steps=options.warmup_steps,
-        weight_decay=options.weight_decay,
-        logging_steps=options.logging_steps,
-        save_steps=options.save_steps,
+        learning_rate=params.learning_rate,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=plan.warmup_steps,
+        weight_decay=params.weight_decay,
+        logging_steps=params.logging_steps,
+        save_steps=plan.eval_every,
         save_total_limit=2,  # plus the best one, which the Trainer never deletes
         eval_strategy="steps" if evaluate else "no",
-        eval_steps=options.eval_steps if evaluate else None,
+        eval_steps=plan.eval_every if evaluate else None,
         eval_on_start=evaluate,  # the zero-shot dev CER starts the curve
         load_best_model_at_end=evaluate,
         metric_for_best_model="cer" if evaluate else None,
         greater_is_better=False,
-        seed=options.seed,
+        seed=params.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not on_gpu,
@@ -271,41 +261,98 @@ def train_adapter(
         report_to=[],
         disable_tqdm=False,
     )
+
+
+def read_plan(output_dir: Path) -> dict[str, Any] | None:
+    """The plan a run wrote to ``output_dir`` (``{"steps", "eval_every", "warmup_steps", "limited_by",
+    "step_seconds", "rows": [ids], ...}``), or None."""
+    path = Path(output_dir) / PLAN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def decide_plan(prepared: Prepared, output_dir: Path, rows: list[dict[str, Any]], params: TrainParams,
+                resume: bool, note: dict[str, Any] | None) -> StepPlan:
+    """The plan of a resumed run as it was written; else planned from the clips (and, under a time
+    budget, the step time measured on rank 0) and written to ``output_dir / plan.json`` with ``note``."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    if resume and (saved := read_plan(output_dir)):
+        return StepPlan(**{k: saved[k] for k in StepPlan.__dataclass_fields__})
+    state = PartialState()
+    measured = [measure_step_seconds(prepared, params) if params.time_budget_s and state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(measured)
+    plan = plan_steps(len(rows), params, state.num_processes, measured[0])
+    if state.is_main_process:
+        atomic_write_json(output_dir / PLAN_FILE, {**asdict(plan), "rows": [r["id"] for r in rows], **(note or {})})
+    return plan
+
+
+def train_adapter(
+    base_model_dir: Path,
+    rows: list[dict[str, Any]],
+    dataset_dir: Path,
+    output_dir: Path,
+    params: TrainParams,
+    *,
+    language: str = "zh",
+    task: str = "transcribe",
+    decode: DecodeOptions | None = None,
+    dev_rows: list[dict[str, Any]] | None = None,
+    resume: bool = False,
+    callbacks: list[TrainerCallback] | None = None,
+    progress=None,
+    note: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train an adapter on ``rows`` and save it, as trained, to ``output_dir / "adapter"``.
+
+    Checkpoints go to ``output_dir / "checkpoints"`` at every evaluation; the lower-encoder cache to
+    ``output_dir / "encoder_cache"``; the plan (steps, rows, ``note``) to ``output_dir / plan.json``.
+    With ``dev_rows`` the adapter saved is the one with the lowest dev CER (decoded with ``decode``).
+    ``resume``: continue the plan and the newest complete checkpoint of a run that was cut short.
+    ``progress(done, total)`` reports the encoder cache being filled.
+    """
+    check_method_available(params.method)  # before any work: QLoRA on a CPU fails here
+    if not rows:
+        raise ValueError("no training rows: the train split is empty")
+    output_dir = Path(output_dir)
+    dev_rows = dev_rows or []
+    if not resume:  # a plan left by an earlier run is not this run's
+        (output_dir / PLAN_FILE).unlink(missing_ok=True)
+    torch.manual_seed(params.seed)
+    prepared = prepare(base_model_dir, rows, dataset_dir, output_dir, params, language, task, progress)
+    trainable, total = prepared.model.get_nb_trainable_parameters()
+    plan = decide_plan(prepared, output_dir, rows, params, resume, note)
+    evaluate = bool(dev_rows)
+    args = training_arguments(output_dir, params, plan, prepared.precision, evaluate)
     history = _History()
-    stopping = [EarlyStoppingCallback(options.early_stopping_patience)] if evaluate and options.early_stopping_patience else []
+    stopping = [EarlyStoppingCallback(params.early_stopping_patience)] if evaluate and params.early_stopping_patience else []
     trainer = DevCerTrainer(
-        model=model, args=args, train_dataset=dataset, eval_dataset=dev_rows if evaluate else None,
+        model=prepared.model, args=args, train_dataset=prepared.dataset, eval_dataset=dev_rows if evaluate else None,
         data_collator=SpeechCollator(), callbacks=[history, *stopping, *(callbacks or [])],
-        processor=processor, dev_clips=[load_16k(Path(dataset_dir) / r["audio"]) for r in dev_rows] if evaluate else [],
-        dev_texts=[r["text_norm"] for r in dev_rows], decode_options=options.decode, encoder=full_encoder,
-        samples_per_step=options.batch_size * options.grad_accum * args.world_size,
+        processor=prepared.processor, dev_clips=[load_16k(Path(dataset_dir) / r["audio"]) for r in dev_rows],
+        dev_texts=[r["text_norm"] for r in dev_rows], decode_options=decode or DecodeOptions(language=language, task=task),
+        encoder=prepared.full_encoder, samples_per_step=params.batch_size * params.grad_accum * args.world_size,
     )
-    if options.resume:
-        checkpoints = complete_checkpoints(output_dir / "checkpoints")
-    else:  # a new run: the previous run's checkpoints must not be mixed into this one's rotation
-        checkpoints = []
-        if trainer.is_world_process_zero():
-            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    checkpoints = complete_checkpoints(output_dir / "checkpoints") if resume else []
+    if not resume and trainer.is_world_process_zero():  # a new run must not mix in the last run's rotation
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
     seconds = time.perf_counter() - started
-
     adapter_dir = output_dir / "adapter"
-    # Weight-space interpolation between the start model (0) and the fine-tuned one (1): W0 + w * (alpha / r) * BA.
-    # On a narrow domain it keeps most of the in-domain gain and loses less general ability (Wortsman et al. 2022).
-    config = model.peft_config["default"]
-    config.lora_alpha = config.lora_alpha * options.adapter_weight
     if trainer.is_world_process_zero():
-        model.save_pretrained(adapter_dir)
-        processor.save_pretrained(adapter_dir)
+        prepared.model.save_pretrained(adapter_dir)
+        prepared.processor.save_pretrained(adapter_dir)
     state = trainer.state
     # The zero-shot evaluation at step 0 is not a candidate: best is among the saved checkpoints.
     best_step = state.best_global_step if evaluate and state.best_model_checkpoint else None
     return TrainResult(
         adapter_dir=adapter_dir, steps=state.global_step, final_loss=float(result.training_loss),
         loss_history=history.loss, dev_cer_history=history.dev_cer, best_step=best_step,
-        best_dev_cer=state.best_metric if best_step else None, cached_encoder_layers=cached, precision=precision,
-        cache_seconds=cache_seconds, seconds=seconds,
+        best_dev_cer=state.best_metric if best_step else None, plan=plan, cached_encoder_layers=prepared.cached_layers,
+        precision=prepared.precision, cache_seconds=prepared.cache_seconds, seconds=seconds,
         samples_per_second=float(result.metrics.get("train_samples_per_second", 0.0)),
         trainable_params=trainable, total_params=total,
     )

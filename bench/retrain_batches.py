@@ -1,0 +1,156 @@
+"""The nightly loop itself: three successive synthetic batches, the retraining flow after each, every
+challenger that passes the gate approved, the champion tracked round after round.
+
+    .venv/bin/python bench/retrain_batches.py [--recipe base|champion] [--rounds 3] [--clips 80]
+                                              [--speakers 16] [--set KEY=VALUE ...]
+
+Each recipe runs in a project of its own under ``runs/bench-retrain/<recipe>/`` (its own MLflow store,
+Prefect home, decode cache and data; the imported whisper-base is linked, not copied), started empty:
+round 1's champion is the base model. Round k writes batch ``bench-b<k>`` (seed k: other speakers,
+voices and fillers), runs ``zhasr retrain`` as a user would, and ``zhasr approve`` when the candidate
+passed. Exports are off (``export.formats=[]``): the loop is what is measured.
+
+Printed per round: train clips (new, replayed), steps and what set them, the merge weight, wall time,
+candidate and champion CER on the grown test split (numbers normalized), on its unseen sentences, on
+real-zh and its telephone twin, the base model's real-zh CER, and the gate's verdict. The table is also
+logged as an MLflow run (``bench/retrain_batches.json``) in the bench project's store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def zhasr(root: Path, *args: str) -> str:
+    """Run ``zhasr ARGS`` in the bench project; its stdout (the JSON result). Raises with its log on failure."""
+    env = {**os.environ, "ZHASR_ROOT": str(root)}
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "PREFECT_API_URL"):  # the bench project's own stores
+        env.pop(key, None)
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "zhasr"), *args], env=env, cwd=root, capture_output=True,
+                          text=True)
+    (root / "logs").mkdir(exist_ok=True)
+    (root / "logs" / f"{args[0]}-{time.strftime('%H%M%S')}.log").write_text(done.stderr, encoding="utf-8")
+    if done.returncode != 0:
+        raise RuntimeError(f"zhasr {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def last_json(text: str) -> dict:
+    """The JSON object a ``zhasr`` command prints last on stdout."""
+    start = 0 if text.startswith("{") else text.rindex("\n{") + 1
+    return json.loads(text[start:])
+
+
+def new_project(recipe: str) -> Path:
+    root = REPO / "runs" / "bench-retrain" / recipe
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "models").mkdir(parents=True)
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    base = REPO / "models" / "whisper-base"
+    if not (base / "config.json").is_file():
+        zhasr(REPO, "import-model")
+    (root / "models" / "whisper-base").symlink_to(base, target_is_directory=True)
+    return root
+
+
+def report(root: Path, stage: str) -> dict:
+    return json.loads((root / "reports" / f"{stage}.json").read_text(encoding="utf-8"))
+
+
+def round_row(root: Path, k: int, seconds: float) -> dict:
+    train, merge, evaluation, gate = (report(root, s) for s in ("train", "merge", "evaluate", "gate"))
+    test = evaluation["test"]
+    unseen = next((s for s in test["slices"] if s["kind"] == "sentence" and s["value"] == "unseen"), None)
+    row = {"round": k, "train_clips": train["train_clips"], "new": train["new_clips"],
+           "replayed": train["replayed_clips"], "steps": train["steps"], "set_by": train["limited_by"],
+           "weight": merge["adapter_weight"], "wall_s": round(seconds), "test_clips": test["clips"],
+           "cer_candidate": test["candidate"]["cer"], "cer_champion": test["champion"]["cer"],
+           "unseen_candidate": unseen["candidate_cer"] if unseen else None,
+           "unseen_champion": unseen["champion_cer"] if unseen else None,
+           "champion_version": evaluation["champion_version"], "gate": "pass" if gate["passed"] else "fail",
+           "reason": gate["reason"]}
+    for name in ("regression", "telephone"):
+        if name in evaluation:
+            row.update({f"{name}_candidate": evaluation[name]["candidate"]["cer"],
+                        f"{name}_champion": evaluation[name]["champion"]["cer"],
+                        f"{name}_base": evaluation[name]["base"]["cer"]})
+    return row
+
+
+def pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.2f}%"
+
+
+def print_table(recipe: str, rows: list[dict]) -> None:
+    print(f"\nrecipe init_from={recipe}")
+    print("| round | train clips (new + replayed) | steps (set by) | weight | wall | test clips | CER candidate | "
+          "CER champion | unseen: candidate / champion | real-zh: candidate / champion / base | "
+          "telephone: candidate / champion / base | gate |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['round']} | {r['train_clips']} ({r['new']} + {r['replayed']}) | {r['steps']} ({r['set_by']}) | "
+              f"{r['weight']} | {r['wall_s']} s | {r['test_clips']} | {pct(r['cer_candidate'])} | "
+              f"{pct(r['cer_champion'])} (v{r['champion_version']}) | {pct(r['unseen_candidate'])} / "
+              f"{pct(r['unseen_champion'])} | {pct(r.get('regression_candidate'))} / "
+              f"{pct(r.get('regression_champion'))} / {pct(r.get('regression_base'))} | "
+              f"{pct(r.get('telephone_candidate'))} / {pct(r.get('telephone_champion'))} / "
+              f"{pct(r.get('telephone_base'))} | {r['gate']} |")
+    for r in rows:
+        if r["gate"] != "pass":
+            print(f"round {r['round']}: {r['reason']}")
+
+
+def log_to_mlflow(root: Path, recipe: str, rows: list[dict], args: argparse.Namespace) -> None:
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    mlflow.set_experiment("zhasr-bench-retrain")
+    with mlflow.start_run(run_name=f"retrain-batches-{recipe}"):
+        mlflow.log_params({"recipe": recipe, "rounds": args.rounds, "clips": args.clips, "speakers": args.speakers,
+                           "overrides": json.dumps(args.set)})
+        mlflow.log_table(pd.DataFrame(rows), artifact_file="bench/retrain_batches.json")
+        for r in rows:
+            mlflow.log_metrics({"cer_candidate": r["cer_candidate"], "cer_champion": r["cer_champion"],
+                                "wall_s": r["wall_s"], "steps": r["steps"]}, step=r["round"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", choices=("base", "champion"), default="base", help="train.init_from")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=80, help="clips per batch")
+    parser.add_argument("--speakers", type=int, default=16, help="speakers per batch")
+    parser.add_argument("--set", action="append", default=[], help="params override KEY=VALUE, every round")
+    args = parser.parse_args()
+
+    root = new_project(args.recipe)
+    manifest = (REPO / "../shared/data/real-zh/manifest.jsonl").resolve()
+    common = ["approval.timeout_s=0", "export.formats=[]", f"train.init_from={args.recipe}",
+              f"regression.manifest={manifest}", *args.set]
+    rows = []
+    for k in range(1, args.rounds + 1):
+        synth = [f"synth.batch=bench-b{k}", f"synth.seed={k}", f"synth.n_clips={args.clips}",
+                 f"synth.n_speakers={args.speakers}"]
+        zhasr(root, "synth", *(x for o in common + synth for x in ("--set", o)))
+        started = time.perf_counter()
+        result = last_json(zhasr(root, "retrain", *(x for o in common for x in ("--set", o))))
+        rows.append(round_row(root, k, time.perf_counter() - started))
+        if result["passed"]:
+            zhasr(root, "approve", result["version"], "--by", "bench", "--note", f"round {k}: {result['reason']}")
+        print_table(args.recipe, rows)
+    log_to_mlflow(root, args.recipe, rows, args)
+
+
+if __name__ == "__main__":
+    main()

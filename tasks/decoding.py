@@ -1,0 +1,137 @@
+"""Decoding for the stages that score models (merge's interpolation guard, evaluate) and train's dev
+CER: the engine's decoding options, the evaluation sets, the reference models (champion and base),
+and each model decoded at full precision in ``evaluate.runtime`` through the decode cache."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+from tasks import registry
+from tasks.context import StageContext
+from zhasr.audio import load_16k
+from zhasr.decode import DecodeOptions, Stopwatch
+from zhasr.evaluation import SystemOutput
+from zhasr.export.ct2 import float32_copy
+from zhasr.ingest import EVALUATION_SETS
+from zhasr.manifest import read_jsonl
+from zhasr.models import resolve_base_model
+from zhasr.progress import progress_bar
+from zhasr.transcribe import Transcriber, guard
+from zhasr.transcribe.cache import DecodeCache, engine_key, transcribe_cached, weights_digest
+
+log = logging.getLogger(__name__)
+
+
+def decode_options(ctx: StageContext) -> DecodeOptions:
+    return guard.decode_options(ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
+
+
+def split_rows(ctx: StageContext, split: str) -> list[dict[str, Any]]:
+    """The validated dataset manifest's rows of one split, in manifest order."""
+    return [r for r in read_jsonl(ctx.path("dataset") / "manifest.jsonl") if r["split"] == split]
+
+
+def evaluation_rows(ctx: StageContext, sets: tuple[str, ...] = EVALUATION_SETS) -> dict[str, list[dict[str, Any]]]:
+    """``{set: rows}`` of the evaluation sets the dataset has (test, regression, telephone)."""
+    return {name: rows for name in sets if (rows := split_rows(ctx, name))}
+
+
+def load_clips(ctx: StageContext, sets: dict[str, list[dict[str, Any]]]) -> dict[str, list[np.ndarray]]:
+    """``{set: [(n,) float32 16 kHz samples]}`` of the rows of each set."""
+    return {name: [load_16k(ctx.path("dataset") / r["audio"]) for r in rows] for name, rows in sets.items()}
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model decoded by evaluation: its Hugging Face folder and the sha256 of its weights."""
+
+    label: str  # candidate | champion | base
+    folder: Path
+    weights: str
+
+    @classmethod
+    def of(cls, label: str, folder: Path) -> Model:
+        return cls(label, Path(folder), weights_digest(folder))
+
+
+def base_model_dir(ctx: StageContext) -> Path:
+    return resolve_base_model(ctx.params.model.base, ctx.path("models"))
+
+
+def ensure_champion(ctx: StageContext, base_dir: Path):
+    """The champion version; the base model (``base_dir``) is registered as the first champion when
+    there is none. Call inside an MLflow run."""
+    name = ctx.params.register.model_name
+    champion = registry.version_by_alias(name, registry.CHAMPION)
+    if champion is None:
+        with mlflow.start_run(run_name="base-model", nested=True):
+            mlflow.set_tag("zhasr.kind", "base-model")
+            champion = registry.log_and_register(
+                name, base_dir, ctx.params.model.language,
+                tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"},
+                transcribe=ctx.params.transcribe_settings(),
+            )
+        registry.change_alias(name, registry.CHAMPION, str(champion.version), action="register", by="zhasr",
+                              note="base model registered as the first champion")
+    return champion
+
+
+def references(ctx: StageContext) -> tuple[Any, dict[str, Model]]:
+    """(champion version, ``{"champion": Model, "base": Model}``): what a candidate is scored against.
+    "base" is left out while the champion is the base model itself."""
+    base_dir = base_model_dir(ctx)
+    champion = ensure_champion(ctx, base_dir)
+    models = {"champion": Model.of("champion", registry.whisper_dir(champion)), "base": Model.of("base", base_dir)}
+    if models["base"].weights == models["champion"].weights:
+        del models["base"]
+    return champion, models
+
+
+def ct2_copies(ctx: StageContext) -> Path:
+    """Where the float32 CTranslate2 copies that evaluation decodes with are kept, one per weights."""
+    return ctx.path("models") / "ct2-float32"
+
+
+def open_transcriber(ctx: StageContext, model: Model) -> Transcriber:
+    """``model`` at full precision in ``evaluate.runtime``, with the engine's settings."""
+    options = decode_options(ctx)
+    if ctx.params.evaluate.runtime == "ct2":
+        import torch
+
+        from zhasr.transcribe.ct2_runtime import Ct2Runtime
+
+        runtime = Ct2Runtime(float32_copy(model.folder, ct2_copies(ctx), model.weights), options,
+                             ctx.params.transcribe.threads, device="cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        from zhasr.transcribe.hf_runtime import TransformersRuntime
+
+        runtime = TransformersRuntime.open(model.folder, options)
+    return Transcriber(runtime, ctx.params.transcribe_settings(), ctx.params.model.language, identity=model.label)
+
+
+def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray]]
+                ) -> tuple[dict[str, SystemOutput], dict[str, int]]:
+    """Decode every set ``{name: clips}`` with ``model`` through the transcription engine, as it would
+    serve (VAD pieces, the guard, the hallucination filter), clips the decode cache holds excepted; the
+    model is not even loaded when it holds them all. ``({name: SystemOutput}, {"hits": n, "misses": n})``."""
+    engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx), ctx.params.transcribe_settings(),
+                        ctx.params.model.language)
+    opened = functools.cache(lambda: open_transcriber(ctx, model))
+    cache = DecodeCache(ctx.path("decode_cache"))
+    outputs, counts = {}, {"hits": 0, "misses": 0}
+    for name, clips in sets.items():
+        with progress_bar(f"decode {name} with {model.label} (speech seconds)") as progress, Stopwatch() as watch:
+            decoded = transcribe_cached(opened, clips, cache, model.weights, engine, model.label,
+                                        progress=lambda d, t: progress(round(d), round(t)))
+        outputs[name] = SystemOutput(decoded.transcriptions, watch.seconds)
+        log.warning("decode cache, %s on %s: %d hits, %d misses", model.label, name, decoded.hits, decoded.misses)
+        counts["hits"] += decoded.hits
+        counts["misses"] += decoded.misses
+    return outputs, counts

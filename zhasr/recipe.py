@@ -1,0 +1,68 @@
+"""How much a round trains: which clips (new batches and replayed ones) and how many steps.
+
+The step count follows the data: ``train.epochs`` passes over the round's clips, capped by
+``train.max_steps`` and by the steps that fit in ``train.time_budget_s`` at the measured step time,
+then rounded down to a multiple of the evaluation interval so that the last step is evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from zhasr.config import TrainParams
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    steps: int  # optimizer steps
+    eval_every: int  # dev CER and a checkpoint every this many steps
+    warmup_steps: int  # learning-rate warm-up
+    limited_by: str  # what set the count: "epochs", "max_steps" or "time_budget"
+    step_seconds: float | None = None  # measured before training; None without a time budget
+
+
+def plan_steps(clips: int, params: TrainParams, processes: int = 1, step_seconds: float | None = None) -> StepPlan:
+    """The steps for ``clips`` training clips on ``processes`` data-parallel processes.
+
+    ``step_seconds``: wall time of one optimizer step, needed when ``params.time_budget_s`` is set.
+    """
+    per_step = params.batch_size * params.grad_accum * processes
+    limits = {"epochs": max(1, math.ceil(params.epochs * clips / per_step))}
+    if params.max_steps:
+        limits["max_steps"] = params.max_steps
+    if params.time_budget_s and step_seconds:
+        limits["time_budget"] = max(1, int(params.time_budget_s // step_seconds))
+    limited_by = min(limits, key=lambda k: (limits[k], k != "epochs"))
+    raw = limits[limited_by]
+    eval_every = max(1, raw // params.evaluations)
+    steps = eval_every * (raw // eval_every)
+    return StepPlan(steps=steps, eval_every=eval_every, warmup_steps=round(params.warmup_ratio * steps),
+                    limited_by=limited_by, step_seconds=step_seconds)
+
+
+@dataclass(frozen=True)
+class RoundRows:
+    rows: list[dict[str, Any]]  # the clips this round trains on: new ones, then replayed ones
+    new: int  # clips of batches the start model has not learned
+    replayed: int  # clips of batches it has learned, drawn again
+    learned_batches: list[str]  # the batches the trained model will have learned
+
+
+def select_rows(train_rows: list[dict[str, Any]], learned: set[str], init_from: str, replay_ratio: float,
+                seed: int = 0) -> RoundRows:
+    """The round's clips. From the base model every train clip; from the champion the clips of batches
+    it has not learned (``learned``: its batches) and ``replay_ratio`` replayed clips of its batches per
+    new clip, drawn with ``seed``, so the newest batch does not wash out the rest. Nothing new: all
+    clips again."""
+    batches = sorted({r["batch"] for r in train_rows} | learned)
+    new = [r for r in train_rows if r["batch"] not in learned]
+    earlier = [r for r in train_rows if r["batch"] in learned]
+    if init_from == "base":  # the start model is the base model: ``learned`` is empty, every clip is new
+        return RoundRows(new + earlier, len(new), len(earlier), batches)
+    if not new:
+        return RoundRows(earlier, 0, len(earlier), batches)
+    replayed = random.Random(seed).sample(earlier, min(len(earlier), round(replay_ratio * len(new))))
+    return RoundRows(new + replayed, len(new), len(replayed), batches)
