@@ -5,7 +5,7 @@ challenger that passes the gate approved, the champion tracked round after round
                                               [--speakers 16] [--set KEY=VALUE ...]
 
 Each recipe runs in a project of its own under ``runs/bench-retrain/<recipe>/`` (its own MLflow store,
-Prefect home, decode cache and data; the imported whisper-base is linked, not copied), started empty:
+Prefect home, decode cache and data; the imported whisper-base hard-linked, not copied), started empty:
 round 1's champion is the base model. Round k writes batch ``bench-b<k>`` (seed k: other speakers,
 voices and fillers), runs ``zhasr retrain`` as a user would, and ``zhasr approve`` when the candidate
 passed. Exports are off (``export.formats=[]``): the loop is what is measured.
@@ -59,7 +59,8 @@ def new_project(recipe: str) -> Path:
     base = REPO / "models" / "whisper-base"
     if not (base / "config.json").is_file():
         zhasr(REPO, "import-model")
-    (root / "models" / "whisper-base").symlink_to(base, target_is_directory=True)
+    # hard links: the model's files, not a link MLflow would refuse to log as an artifact
+    shutil.copytree(base, root / "models" / "whisper-base", copy_function=os.link)
     return root
 
 
