@@ -115,7 +115,11 @@ def log_to_mlflow(root: Path, recipe: str, rows: list[dict], args: argparse.Name
     import mlflow
     import pandas as pd
 
+    from zhasr.project import mlflow_artifact_uri
+
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    if mlflow.get_experiment_by_name("zhasr-bench-retrain") is None:
+        mlflow.create_experiment("zhasr-bench-retrain", artifact_location=mlflow_artifact_uri(root))
     mlflow.set_experiment("zhasr-bench-retrain")
     with mlflow.start_run(run_name=f"retrain-batches-{recipe}"):
         mlflow.log_params({"recipe": recipe, "rounds": args.rounds, "clips": args.clips, "speakers": args.speakers,

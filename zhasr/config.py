@@ -39,8 +39,8 @@ class PathsParams:
 @dataclass(frozen=True)
 class SynthParams:
     batch: str = "synth-demo"  # batch id written under paths.incoming
-    n_clips: int = 160  # utterances to synthesize
-    n_speakers: int = 32  # distinct voices (voice variant + speed + pitch)
+    n_clips: int = 144  # utterances to synthesize
+    n_speakers: int = 36  # distinct voices (voice variant + speed + pitch)
     seed: int = 0  # same seed, same bytes
     telephone_fraction: float = 0.5  # share of clips passed through an 8 kHz telephone band
     snr_db: list[float] = field(default_factory=lambda: [30.0, 20.0, 15.0])  # noise levels drawn per clip
@@ -110,7 +110,7 @@ class TrainParams:
     logging_steps: int = 1
     # dev CER this many times, evenly spread to the last step, and once before the first; a checkpoint at
     # each; the adapter kept is the one with the lowest dev CER
-    evaluations: int = 4
+    evaluations: int = 3
     early_stopping_patience: int = 2  # stop after N evaluations without a better dev CER (0 = off)
     # Lower encoder layers frozen and computed once per clip instead of every step (0 = plain LoRA).
     # -1 = auto: two thirds of the encoder on a CPU, none on a GPU. The README gives the measured trade-off.

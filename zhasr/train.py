@@ -206,9 +206,10 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
     return Prepared(model, processor, dataset, full_encoder, cached, precision, cache_seconds)
 
 
-def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int = 2) -> float:
+def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int = 1) -> float:
     """Wall time of one optimizer step: forward and backward of a full batch, ``repeats`` times after a
-    warm-up, the median times ``grad_accum``. Gradients and the random state are left as they were."""
+    warm-up (which pays for allocations), the median times ``grad_accum``. Gradients and the random
+    state are left as they were."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = prepared.model.to(device)
     items = [prepared.dataset[i % len(prepared.dataset)] for i in range(params.batch_size)]
