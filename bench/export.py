@@ -3,7 +3,7 @@
     .venv/bin/python bench/export.py [--model models/candidate] [--formats ggml-f16 ggml-q8_0 ...]
 
 Uses the project's ingested test split and regression set (run the demo first). The merged model
-decodes with transformers (zhasr.decode, batch 8); exports decode clip by clip in their runtimes.
+decodes with transformers (zhasr.model.decode, batch 8); exports decode clip by clip in their runtimes.
 gptq-4bit calibrates on --calibration-clips train clips.
 """
 
@@ -13,13 +13,13 @@ import argparse
 import time
 from pathlib import Path
 
-from zhasr.audio import load_16k
-from zhasr.decode import DecodeOptions, transcribe
+from zhasr.data.audio import load_16k
+from zhasr.data.manifest import read_jsonl
+from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, transcribe_export, write_export
-from zhasr.manifest import read_jsonl
-from zhasr.metrics import character_error_rate
-from zhasr.models import load_model
+from zhasr.model.decode import DecodeOptions, transcribe
+from zhasr.model.loading import load_model
 
 
 def main() -> None:

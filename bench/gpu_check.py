@@ -41,12 +41,12 @@ def training_rows(root: Path, data: Path, size: str, steps: int, batch: int) -> 
 
 
 def transcription_rows(root: Path, data: Path) -> list[list[str]]:
-    from zhasr.audio import load_16k
     from zhasr.config import TranscribeParams
+    from zhasr.data.audio import load_16k
+    from zhasr.data.manifest import read_jsonl
+    from zhasr.evaluation.metrics import character_error_rate
     from zhasr.export.formats import write_export
-    from zhasr.manifest import read_jsonl
-    from zhasr.metrics import character_error_rate
-    from zhasr.models import resolve_base_model
+    from zhasr.model.loading import resolve_base_model
     from zhasr.transcribe import Transcriber
 
     base = resolve_base_model("packaged:whisper-base", root / "models")

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from zhasr.config import load_params
-from zhasr.manifest import read_jsonl
-from zhasr.metrics import character_error_rate, hotword_recall
+from zhasr.data.manifest import read_jsonl
+from zhasr.evaluation.metrics import character_error_rate, hotword_recall
 from zhasr.transcribe import Transcriber
 
 

@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from zhasr.ingest import IngestOptions, ingest_batches
-from zhasr.synth import SynthOptions, synthesize_batch
-from zhasr.validate import ValidationOptions, validate_rows
+from zhasr.config import IngestParams, SynthParams, ValidateParams
+from zhasr.data.ingest import ingest_batches
+from zhasr.data.synth import synthesize_batch
+from zhasr.data.validate import validate_rows
 
 
 def main() -> None:
@@ -26,13 +27,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synthesize_batch(tmp / "incoming", SynthOptions(n_clips=args.clips, n_speakers=40, seed=1), "bench",
+        synthesize_batch(tmp / "incoming", SynthParams(n_clips=args.clips, n_speakers=40, seed=1), "bench",
                          progress=lambda done, total: None)
         started = time.perf_counter()
-        rows = ingest_batches(tmp / "incoming", tmp / "dataset", IngestOptions(workers=args.workers))
+        rows = ingest_batches(tmp / "incoming", tmp / "dataset", IngestParams(test_fraction=0.2, workers=args.workers))
         ingest_s = time.perf_counter() - started
         started = time.perf_counter()
-        report = validate_rows(rows, ValidationOptions(), docs_dir=tmp / "docs")
+        report = validate_rows(rows, ValidateParams(min_chars_per_s=1.0), docs_dir=tmp / "docs")
         validate_s = time.perf_counter() - started
     audio_s = sum(r["duration_s"] for r in rows)
     total = ingest_s + validate_s

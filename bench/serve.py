@@ -56,7 +56,7 @@ def default_model() -> Path:
     candidate = Path("models/candidate")
     if (candidate / "config.json").is_file():
         return candidate
-    from zhasr.models import resolve_base_model
+    from zhasr.model.loading import resolve_base_model
 
     return resolve_base_model("packaged:whisper-base", Path("models"))
 

@@ -6,7 +6,7 @@ the Hugging Face Seq2SeqTrainer recipe (GPU).
     .venv/bin/python bench/train.py --gpu            # whisper-small-sized model, bf16, on CUDA
     .venv/bin/python bench/train.py --gpu --gpu-model base   # whisper-base, bf16, on CUDA
 
-Data: a synthetic call-center batch (``zhasr.synth``) ingested into a temporary
+Data: a synthetic call-center batch (``zhasr.data.synth``) ingested into a temporary
 dataset. Each configuration runs in its own process, so its peak memory is its
 own. Seconds per step is the median over the steps after the first (which pays
 for allocation); the encoder cache's one-off cost is printed separately.
@@ -55,22 +55,23 @@ class StepClock(TrainerCallback):
 
 def make_dataset(root: Path, clips: int, regression_manifest: Path) -> list[dict]:
     """Synthetic train/dev/test rows, plus the real-speech regression set when its manifest exists."""
-    from zhasr.importers import ImportOptions, import_dataset
-    from zhasr.ingest import IngestOptions, ingest_batches
-    from zhasr.synth import SynthOptions, synthesize_batch
+    from zhasr.config import IngestParams, SynthParams
+    from zhasr.data.importers import ImportOptions, import_dataset
+    from zhasr.data.ingest import ingest_batches
+    from zhasr.data.synth import synthesize_batch
 
-    synthesize_batch(root / "incoming", SynthOptions(n_clips=clips, n_speakers=24, seed=1), "bench",
+    synthesize_batch(root / "incoming", SynthParams(n_clips=clips, n_speakers=24, seed=1), "bench",
                      progress=lambda done, total: None)
     if regression_manifest.is_file():
         import_dataset("jsonl", regression_manifest, root / "incoming", "real-zh", ImportOptions(split="regression"))
-    return ingest_batches(root / "incoming", root / "dataset", IngestOptions())
+    return ingest_batches(root / "incoming", root / "dataset", IngestParams(test_fraction=0.2))
 
 
 def worker(args: argparse.Namespace) -> dict:
     """One configuration, in this process: train, time the steps, optionally score the test split."""
     from zhasr.config import TrainParams
-    from zhasr.manifest import read_jsonl
-    from zhasr.train import train_adapter
+    from zhasr.data.manifest import read_jsonl
+    from zhasr.model.train import train_adapter
 
     data = Path(args.data)
     rows = read_jsonl(data / "dataset" / "ingested.jsonl")  # not validated: synthetic and curated rows
@@ -105,10 +106,10 @@ def summarize(args: argparse.Namespace, clock: StepClock, steps: int) -> dict:
 
 def split_cer(model_dir: Path, adapter_dir: Path | None, rows: list[dict], dataset_dir: Path) -> dict[str, float]:
     """CER (0-1) of the synthetic test split and, when imported, the real-speech regression set."""
-    from zhasr.audio import load_16k
-    from zhasr.decode import DecodeOptions, transcribe
-    from zhasr.metrics import character_error_rate
-    from zhasr.models import load_model
+    from zhasr.data.audio import load_16k
+    from zhasr.evaluation.metrics import character_error_rate
+    from zhasr.model.decode import DecodeOptions, transcribe
+    from zhasr.model.loading import load_model
 
     model, processor = load_model(model_dir, adapter_dir)
     scores = {}
@@ -129,7 +130,7 @@ def hf_seq2seq_recipe(model_dir: Path, rows: list[dict], dataset_dir: Path, out:
     """Full fine-tuning as in the Hugging Face Whisper guide, at the same batch size."""
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration, WhisperProcessor
 
-    from zhasr.speech_data import SpeechCollator, SpeechDataset
+    from zhasr.model.speech_data import SpeechCollator, SpeechDataset
 
     processor = WhisperProcessor.from_pretrained(model_dir)
     model = WhisperForConditionalGeneration.from_pretrained(model_dir)
@@ -148,8 +149,8 @@ def hf_seq2seq_recipe(model_dir: Path, rows: list[dict], dataset_dir: Path, out:
 
 def gpu_model(root: Path, size: str) -> Path:
     """whisper-base (packaged, offline) or a random model of whisper-small's shape (none is offline)."""
-    from zhasr.models import resolve_base_model
-    from zhasr.tiny_model import TinyWhisperOptions, build_tiny_whisper
+    from zhasr.model.loading import resolve_base_model
+    from zhasr.model.tiny import TinyWhisperOptions, build_tiny_whisper
 
     if size == "base":
         return resolve_base_model("packaged:whisper-base", root / "models")
@@ -170,7 +171,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per configuration")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--targets", default="attention", help="adapter preset (zhasr.adapters.TARGET_PRESETS)")
+    parser.add_argument("--targets", default="attention", help="adapter preset (zhasr.model.adapters.TARGET_PRESETS)")
     parser.add_argument("--cached-layers", type=int, default=4, help="encoder layers the cached path freezes")
     parser.add_argument("--clips", type=int, default=120, help="synthetic clips to train on")
     parser.add_argument("--budget-s", type=float, default=0.0,
@@ -187,7 +188,7 @@ def main() -> None:
         return
 
     from zhasr.config import RegressionParams
-    from zhasr.models import resolve_base_model
+    from zhasr.model.loading import resolve_base_model
     from zhasr.project import apply_default_env, project_root
 
     root = project_root()

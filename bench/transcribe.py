@@ -4,7 +4,7 @@
                                          [--ggml models/exports/ggml-model-q8_0.bin] [--channels mix]
 
 The call: 40 synthetic turns (two voices, 8 kHz telephone band) joined with 0.7-1.5 s pauses into a
-two-channel G.711 mu-law WAV of ~3.5 minutes (``zhasr.call_synth``), written once under
+two-channel G.711 mu-law WAV of ~3.5 minutes (``zhasr.data.synth.call``), written once under
 data/bench-call/. Each system runs in its own process (peak RSS is that process's), loads its model
 first (not timed), then transcribes the call once. The reference is the turns' labels in order; CER is
 on the normalized whole transcript.
@@ -29,14 +29,15 @@ SYSTEMS = ("engine-transformers", "engine-ct2", "engine-ggml", "faster-whisper-b
 
 
 def make_call(folder: Path) -> Path:
-    from zhasr.call_synth import clips_of_batch, write_call
-    from zhasr.synth import SynthOptions, synthesize_batch
+    from zhasr.config import SynthParams
+    from zhasr.data.synth import synthesize_batch
+    from zhasr.data.synth.call import clips_of_batch, write_call
 
     wav = folder / "call.wav"
     if wav.is_file():
         return wav
-    options = SynthOptions(n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
-                           snr_db_choices=(60.0,))
+    options = SynthParams(n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
+                           snr_db=[60.0])
     batch = folder / "clips" / "call-clips"
     clips = clips_of_batch(batch if batch.is_dir() else synthesize_batch(folder / "clips", options, "call-clips"))
     write_call(folder, [c for pair in zip(clips[:20], clips[20:]) for c in pair], 8000)
@@ -94,8 +95,8 @@ def main() -> None:
         line["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(line, ensure_ascii=False))
         return
-    from zhasr.metrics import character_error_rate
-    from zhasr.text import normalize
+    from zhasr.data.text import normalize
+    from zhasr.evaluation.metrics import character_error_rate
 
     turns = json.loads((wav.parent / "call.turns.json").read_text(encoding="utf-8"))
     reference = normalize("".join(t["text"] for t in turns))

@@ -17,8 +17,8 @@ from prefect.runtime import flow_run
 from prefect.states import Running
 from pydantic import Field
 
-from tasks import promotion, registry
-from tasks.context import StageContext
+from tasks import approval
+from zhasr.context import StageContext
 
 
 class ApprovalDecision(RunInput):
@@ -43,25 +43,20 @@ def await_approval(ctx: StageContext, version: str, model_card: str) -> dict[str
         # The run is still Paused on the server; it goes on running, without a decision.
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(flow_run.get_id(), Running(message="no approval before the timeout"), force=True)
-        champion = registry.version_by_alias(name, registry.CHAMPION)
-        logger.info("no answer in %d s: v%s stays challenger, champion is v%s", options.timeout_s, version,
-                    champion.version if champion else None)
-        return {"decision": "timeout", "champion": str(champion.version) if champion else None}
-    if decision.approve:
-        promotion.approve(name, version, by=decision.reviewer, note=decision.comment)
-    else:
-        promotion.reject(name, version, by=decision.reviewer, note=decision.comment)
-    champion = registry.version_by_alias(name, registry.CHAMPION)
+        champion = approval.champion_version(ctx)
+        logger.info("no answer in %d s: v%s stays challenger, champion is v%s", options.timeout_s, version, champion)
+        return {"decision": "timeout", "champion": champion}
+    champion = approval.decide(ctx, version, decision.approve, decision.reviewer, decision.comment)
     logger.info("%s %s v%s: %s", decision.reviewer, "approved" if decision.approve else "rejected", version,
                 decision.comment)
     return {"decision": "approved" if decision.approve else "rejected", "by": decision.reviewer,
-            "note": decision.comment, "champion": str(champion.version) if champion else None}
+            "note": decision.comment, "champion": champion}
 
 
 def after_register(ctx: StageContext, registered: dict[str, Any]) -> dict[str, Any]:
     """The register stage's summary (model card left out) with ``approval``: the reviewer's decision when a
     challenger was registered and ``approval.timeout_s`` > 0, else None."""
-    approval = None
+    answer = None
     if registered["passed"] and ctx.params.approval.timeout_s > 0:
-        approval = await_approval(ctx, registered["version"], registered["model_card"])
-    return {**{k: v for k, v in registered.items() if k != "model_card"}, "approval": approval}
+        answer = await_approval(ctx, registered["version"], registered["model_card"])
+    return {**{k: v for k, v in registered.items() if k != "model_card"}, "approval": answer}

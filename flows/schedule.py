@@ -24,7 +24,7 @@ from zhasr.project import project_root
 def _scheduled_flow():
     """The retrain flow with the retries of params.schedule. Built at import: the runner process that
     executes a scheduled run imports this module by its entrypoint and must get the same options."""
-    params_file = project_root() / "params.yaml"
+    params_file = project_root() / "params.yaml"  # read only: importing this module sets no environment
     s = (load_params(params_file) if params_file.is_file() else Params()).schedule
     return retrain.with_options(retries=s.retries, retry_delay_seconds=s.retry_delay_s)
 

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from service.errors import ApiError, error_response
 from service.requests import TranscriptionOptions, check_options, check_unknown
 from service.state import ServiceState
-from tasks.context import StageContext
+from zhasr.context import StageContext
 from zhasr.serve.batcher import Work
 from zhasr.serve.jobs import DONE
 from zhasr.transcribe.records import Segment

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tasks.context import StageContext
+from zhasr.context import StageContext
 
 
 def run(ctx: StageContext) -> None:

@@ -13,8 +13,8 @@ import threading
 import time
 
 from service.metrics import Metrics
-from tasks.context import StageContext
 from tasks.transcribe import ResolvedModel, resolve, version_named
+from zhasr.context import StageContext
 from zhasr.serve.batcher import Loaded
 from zhasr.transcribe import Transcriber
 

@@ -13,8 +13,8 @@ from service.metrics import Metrics
 from service.models import ServedModel
 from service.ratelimit import KeyLimits
 from service.requests import TranscriptionOptions
-from tasks.context import StageContext
-from zhasr.audio import AudioError
+from zhasr.context import StageContext
+from zhasr.data.audio import AudioError
 from zhasr.serve.batcher import Batcher, Loaded, Work
 from zhasr.serve.jobs import JobStore
 from zhasr.serve.keys import KeyStore

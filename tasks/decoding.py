@@ -13,15 +13,13 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from tasks import registry
-from tasks.context import StageContext
-from zhasr.audio import load_16k
-from zhasr.decode import DecodeOptions, Stopwatch
-from zhasr.evaluation import SystemOutput
+from mlflow_services import registry
+from zhasr.context import StageContext
+from zhasr.data.audio import load_16k
+from zhasr.evaluation.scoring import SystemOutput
 from zhasr.export.ct2 import float32_copy
-from zhasr.ingest import EVALUATION_SETS
-from zhasr.manifest import read_jsonl
-from zhasr.models import resolve_base_model
+from zhasr.model.decode import DecodeOptions, Stopwatch
+from zhasr.model.loading import resolve_base_model
 from zhasr.progress import progress_bar
 from zhasr.transcribe import Transcriber, guard
 from zhasr.transcribe.cache import DecodeCache, engine_key, transcribe_cached, weights_digest
@@ -31,16 +29,6 @@ log = logging.getLogger(__name__)
 
 def decode_options(ctx: StageContext) -> DecodeOptions:
     return guard.decode_options(ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
-
-
-def split_rows(ctx: StageContext, split: str) -> list[dict[str, Any]]:
-    """The validated dataset manifest's rows of one split, in manifest order."""
-    return [r for r in read_jsonl(ctx.path("dataset") / "manifest.jsonl") if r["split"] == split]
-
-
-def evaluation_rows(ctx: StageContext, sets: tuple[str, ...] = EVALUATION_SETS) -> dict[str, list[dict[str, Any]]]:
-    """``{set: rows}`` of the evaluation sets the dataset has (test, regression, telephone)."""
-    return {name: rows for name in sets if (rows := split_rows(ctx, name))}
 
 
 def load_clips(ctx: StageContext, sets: dict[str, list[dict[str, Any]]]) -> dict[str, list[np.ndarray]]:

@@ -16,15 +16,15 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import review, tracking
-from tasks.context import StageContext
-from tasks.decoding import Model, ct2_copies, decode_sets, evaluation_rows, load_clips, references, split_rows
-from zhasr.evaluation import SYSTEMS, SystemOutput, score_set
+from mlflow_services import review, tracking
+from tasks.decoding import Model, ct2_copies, decode_sets, load_clips, references
+from zhasr.context import StageContext
+from zhasr.data.ingest import EVALUATION_SETS
+from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, read_json
+from zhasr.evaluation.metrics import character_error_rate
+from zhasr.evaluation.scoring import SYSTEMS, SystemOutput, score_set
+from zhasr.evaluation.slices import estimate_snr_db, slice_labels
 from zhasr.export.ct2 import prune_copies
-from zhasr.ingest import EVALUATION_SETS
-from zhasr.manifest import atomic_write_json, atomic_write_jsonl, read_json
-from zhasr.metrics import character_error_rate
-from zhasr.slices import estimate_snr_db, slice_labels
 
 METRICS = ("cer", "cer_raw", "mer", "hotword_recall", "loop_rate", "hallucination_rate", "hit_token_cap", "rtf")
 
@@ -59,10 +59,10 @@ def base_figures(rows: list[dict[str, Any]], output: SystemOutput) -> dict[str, 
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    rows = evaluation_rows(ctx)
+    rows = ctx.evaluation_rows()
     if "test" not in rows:
         raise ValueError(f"{ctx.path('dataset') / 'manifest.jsonl'}: the test split is empty")
-    trained_templates = {r["template"] for split in ("train", "dev") for r in split_rows(ctx, split) if r.get("template")}
+    trained_templates = {r["template"] for split in ("train", "dev") for r in ctx.split_rows(split) if r.get("template")}
     candidate = Model.of("candidate", Path(read_json(ctx.report("merge"), "merge")["merged_dir"]))
     with tracking.stage_run(ctx, "evaluate"):
         clips = load_clips(ctx, rows)
@@ -83,7 +83,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             set_summary["base"] = (base_figures(set_rows, outputs["base"][name]) if "base" in outputs else
                                    {k: set_summary["champion"][k] for k in ("cer", "cer_raw")})
             log_set(name, set_summary, records)
-            atomic_write_jsonl(utterances_path(ctx, name), records)
+            atomic_write_jsonl(ctx.utterances(name), records)
             summary[name] = set_summary
         atomic_write_json(ctx.report("evaluate"), summary)
     return summary
@@ -102,11 +102,6 @@ def headline(summary: dict[str, Any]) -> dict[str, dict[str, str]]:
             out[f"test, {s['value']} sentences"] = {
                 system: rates(s[f"{system}_cer"], s[f"{system}_cer_raw"]) for system in SYSTEMS} | {"clips": s["clips"]}
     return out
-
-
-def utterances_path(ctx: StageContext, name: str) -> Path:
-    """``reports/evaluate_<set>_utterances.jsonl``: one record per clip (see zhasr.evaluation.score_set)."""
-    return ctx.path("reports") / f"evaluate_{name}_utterances.jsonl"
 
 
 evaluate_task = task(run, name="evaluate", cache_policy=NO_CACHE)

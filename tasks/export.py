@@ -1,6 +1,6 @@
 """Export stage: the merged candidate written in each format of params.export, run in that format's own
 runtime on every evaluated set, and judged against the merged model's CER: fit, unfit or inconclusive
-(zhasr.export.verdict). Fit and inconclusive exports are kept with the run; only fit ones are served."""
+(zhasr.evaluation.export_verdict). Fit and inconclusive exports are kept with the run; only fit ones are served."""
 
 from __future__ import annotations
 
@@ -12,29 +12,15 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import tracking
-from tasks.context import StageContext
-from tasks.evaluate import utterances_path
-from zhasr.decode import Stopwatch, real_time_factor
+from mlflow_services import tracking
+from zhasr.context import StageContext
+from zhasr.data.ingest import EVALUATION_SETS
+from zhasr.data.manifest import atomic_write_json, read_json, read_jsonl
+from zhasr.evaluation.export_verdict import FIT, UNFIT, Rise, limit_for, rise_over_merged, verdict
 from zhasr.export.calibration import calibration_clips
-from zhasr.export.formats import LOW_BIT, size_on_disk, transcribe_export, write_export
-from zhasr.export.gptq import GptqOptions
-from zhasr.export.verdict import FIT, UNFIT, Rise, cer_rise, verdict
-from zhasr.ingest import EVALUATION_SETS
-from zhasr.manifest import atomic_write_json, read_json, read_jsonl
-from zhasr.metrics import character_error_rate
+from zhasr.export.formats import size_on_disk, transcribe_export, write_export
+from zhasr.model.decode import Stopwatch, real_time_factor
 from zhasr.progress import progress_bar
-
-
-def export_rise(ctx: StageContext, rows: list[dict[str, Any]], merged: list[dict[str, Any]],
-                texts: list[str]) -> tuple[float, Rise]:
-    """The export's CER on the set's ``rows`` (numbers normalized, as evaluation scores) and its rise over
-    the merged model, whose per-clip records of the set are ``merged`` (same order)."""
-    scored = character_error_rate([r["text"] for r in rows], texts, numbers=True)
-    rise = cer_rise([r["candidate_errors"] for r in merged], [e.errors for e in scored.utterances],
-                    [e.reference_len for e in scored.utterances], samples=ctx.params.gate.bootstrap_samples,
-                    confidence=ctx.params.gate.confidence)
-    return scored.rate, rise
 
 
 def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
@@ -43,21 +29,20 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
     interval, and the verdict."""
     p = ctx.params.export
     dataset = ctx.path("dataset")
-    manifest = read_jsonl(dataset / "manifest.jsonl")
-    sets = {name: [r for r in manifest if r["split"] == name] for name in reference_cer}
-    merged_records = {name: read_jsonl(utterances_path(ctx, name)) for name in sets}
+    sets = ctx.evaluation_rows(tuple(reference_cer))
+    merged_records = {name: read_jsonl(ctx.utterances(name)) for name in sets}
     for name, rows in sets.items():
         if [r["id"] for r in merged_records[name]] != [r["id"] for r in rows]:
-            raise ValueError(f"{utterances_path(ctx, name)}: its clips differ from the {name} split of "
-                             f"{dataset / 'manifest.jsonl'}; run evaluate again")
+            raise ValueError(f"{ctx.utterances(name)}: its clips differ from the {name} split of "
+                             f"{ctx.dataset_manifest()}; run evaluate again")
     out_root = ctx.path("models") / "exports"
-    calibration = calibration_clips(manifest, dataset, p.gptq_calibration_clips) if "gptq-4bit" in formats else []
-    gptq = GptqOptions(group_size=p.gptq_group_size)
+    calibration = (calibration_clips(read_jsonl(ctx.dataset_manifest()), dataset, p.gptq_calibration_clips)
+                   if "gptq-4bit" in formats else [])
     results = []
     with progress_bar("export") as progress:
         for done, fmt in enumerate(formats):
             with Stopwatch() as writing:
-                path = write_export(fmt, merged_dir, out_root, calibration, ctx.params.model.language, gptq)
+                path = write_export(fmt, merged_dir, out_root, calibration, ctx.params.model.language, p)
             rises: dict[str, Rise] = {}
             row: dict[str, Any] = {"format": fmt, "path": str(path), "size_mb": round(size_on_disk(path) / 1e6, 1),
                                    "write_s": round(writing.seconds, 1)}
@@ -66,11 +51,13 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
                                                    ctx.params.model.language, p.threads,
                                                    ctx.params.transcribe.max_new_tokens,
                                                    ctx.params.transcribe_settings())
-                cer, rises[name] = export_rise(ctx, rows, merged_records[name], texts)
+                cer, rises[name] = rise_over_merged([r["text"] for r in rows],
+                                                    [r["candidate_errors"] for r in merged_records[name]], texts,
+                                                    ctx.params.gate.bootstrap_samples, ctx.params.gate.confidence)
                 row.update({f"cer_{name}": cer, f"cer_{name}_increase": rises[name].rise,
                             f"cer_{name}_increase_low": rises[name].low, f"cer_{name}_increase_high": rises[name].high,
                             f"rtf_{name}": real_time_factor(seconds, sum(r["duration_s"] for r in rows))})
-            limit = p.low_bit_max_cer_increase if fmt in LOW_BIT else p.max_cer_increase
+            limit = limit_for(fmt, p)
             row.update(limit=limit, verdict=verdict(rises.values(), limit))
             row["fit"] = row["verdict"] == FIT
             results.append(row)

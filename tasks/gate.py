@@ -8,16 +8,15 @@ import mlflow
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import tracking
-from tasks.context import StageContext
-from tasks.evaluate import utterances_path
-from zhasr.gate import decide
-from zhasr.manifest import atomic_write_json, read_json, read_jsonl
+from mlflow_services import tracking
+from zhasr.context import StageContext
+from zhasr.data.manifest import atomic_write_json, read_json, read_jsonl
+from zhasr.evaluation.gate import decide
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     evaluation = read_json(ctx.report("evaluate"), "evaluate")
-    verdict = decide(evaluation, read_jsonl(utterances_path(ctx, "test")), ctx.params.gate)
+    verdict = decide(evaluation, read_jsonl(ctx.utterances("test")), ctx.params.gate)
     with tracking.stage_run(ctx, "gate"):
         mlflow.set_tags({"zhasr.gate": "pass" if verdict.passed else "fail",
                          **{f"zhasr.gate.{r.rule}": "pass" if r.passed else "fail" for r in verdict.rules}})

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict
 from typing import Any
 
 import mlflow
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import tracking
-from tasks.context import StageContext
-from zhasr.ingest import IngestOptions, ingest_batches
-from zhasr.manifest import atomic_write_json
+from mlflow_services import tracking
+from zhasr.context import StageContext
+from zhasr.data.ingest import ingest_batches
+from zhasr.data.manifest import atomic_write_json
 from zhasr.progress import progress_bar
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    options = IngestOptions(**asdict(ctx.params.ingest))
     with tracking.stage_run(ctx, "ingest"), progress_bar("ingest") as progress:
-        rows = ingest_batches(ctx.path("incoming"), ctx.path("dataset"), options, progress)
+        rows = ingest_batches(ctx.path("incoming"), ctx.path("dataset"), ctx.params.ingest, progress)
         decoded = [r for r in rows if not r["decode_error"]]
         summary = {
             "rows": len(rows),

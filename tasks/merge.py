@@ -3,7 +3,7 @@ weight that keeps general speech within the gate's limit.
 
 The adapter is merged at ``merge.adapter_weight``. While real-zh or its telephone twin decodes worse
 than the better of the base model and the champion by more than ``gate.max_regression_loss``, it is
-merged again at a smaller weight (``zhasr.merge.next_adapter_weight``), down to
+merged again at a smaller weight (``zhasr.model.merge.next_adapter_weight``), down to
 ``merge.min_adapter_weight``: the regression sets decide how far a retraining may move. Every weight
 tried is logged; its decodings stay in the decode cache, so evaluation reuses those of the one kept.
 """
@@ -19,13 +19,13 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import tracking
-from tasks.context import StageContext
-from tasks.decoding import Model, decode_sets, evaluation_rows, load_clips, references, split_rows
-from zhasr.audio import load_16k
-from zhasr.manifest import atomic_write_json, read_json
-from zhasr.merge import merge_adapter, merge_difference, next_adapter_weight
-from zhasr.metrics import character_error_rate
+from mlflow_services import tracking
+from tasks.decoding import Model, decode_sets, load_clips, references
+from zhasr.context import StageContext
+from zhasr.data.audio import load_16k
+from zhasr.data.manifest import atomic_write_json, read_json
+from zhasr.evaluation.metrics import character_error_rate
+from zhasr.model.merge import merge_adapter, merge_difference, next_adapter_weight
 
 GUARDED_SETS = ("regression", "telephone")  # general speech, wideband and through a telephone line
 
@@ -36,8 +36,7 @@ class MergeMismatch(RuntimeError):
 
 def check_clip(ctx: StageContext):
     """A test clip to compare adapter and merged outputs on (silence when the split is empty)."""
-    manifest = ctx.path("dataset") / "manifest.jsonl"
-    rows = split_rows(ctx, "test") if manifest.is_file() else []
+    rows = ctx.split_rows("test") if ctx.dataset_manifest().is_file() else []
     return load_16k(ctx.path("dataset") / rows[0]["audio"]) if rows else np.zeros(16000, np.float32)
 
 
@@ -65,7 +64,7 @@ def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[
     """(weight kept, its logit difference, one row per weight tried with the CER and the loss on each
     guarded set and their reference: the better of base and champion)."""
     p, limit = ctx.params.merge, ctx.params.gate.max_regression_loss
-    sets = evaluation_rows(ctx, GUARDED_SETS)
+    sets = ctx.evaluation_rows(GUARDED_SETS)
     weight = p.adapter_weight
     difference = merge_at(ctx, weight, out_dir)
     if not sets:

@@ -1,5 +1,5 @@
 """Register stage: the merged candidate becomes a model version with its lineage, metrics, verdict and
-model card; alias "challenger" only if it passed the gate. "champion" needs a person (tasks.promotion)."""
+model card; alias "challenger" only if it passed the gate. "champion" needs a person (mlflow_services.promotion)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import registry, review, tracking
-from tasks.context import StageContext
-from zhasr.manifest import atomic_write_json, read_json
+from mlflow_services import registry, review, tracking
+from tasks.pipeline import is_transient_failure
+from zhasr.context import StageContext
+from zhasr.data.manifest import atomic_write_json, read_json
 
 GATE_ACTOR = "zhasr gate"
 
@@ -99,4 +100,4 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 register_task = task(run, name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
-                     retry_condition_fn=tracking.is_transient_failure)
+                     retry_condition_fn=is_transient_failure)

@@ -10,10 +10,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.context import StageContext
-from zhasr.importers import ImportOptions, import_dataset
-from zhasr.ingest import EVAL_ONLY_SPLIT
-from zhasr.synth import SynthOptions, synthesize_batch
+from zhasr.context import StageContext
+from zhasr.data.importers import ImportOptions, import_dataset
+from zhasr.data.ingest import EVAL_ONLY_SPLIT
+from zhasr.data.synth import synthesize_batch
 
 
 def run(ctx: StageContext) -> Path:
@@ -22,9 +22,7 @@ def run(ctx: StageContext) -> Path:
     batch_dir = ctx.path("incoming") / p.batch
     if (batch_dir / "manifest.jsonl").is_file():
         return batch_dir
-    options = SynthOptions(n_clips=p.n_clips, n_speakers=p.n_speakers, seed=p.seed,
-                           telephone_fraction=p.telephone_fraction, snr_db_choices=tuple(p.snr_db))
-    return synthesize_batch(ctx.path("incoming"), options, p.batch)
+    return synthesize_batch(ctx.path("incoming"), p, p.batch)
 
 
 def import_regression_set(ctx: StageContext) -> Path | None:

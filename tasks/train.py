@@ -20,14 +20,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from transformers import TrainerCallback
 
-from tasks import registry, tracking
-from tasks.context import StageContext
-from tasks.decoding import decode_options, split_rows
-from zhasr.manifest import atomic_write_json, read_json
-from zhasr.models import resolve_base_model
+from mlflow_services import registry, tracking
+from tasks.decoding import decode_options
+from zhasr.context import StageContext
+from zhasr.data.manifest import atomic_write_json, read_json
+from zhasr.model.loading import resolve_base_model
+from zhasr.model.recipe import RoundRows, select_rows
+from zhasr.model.train import read_plan, train_adapter
 from zhasr.progress import progress_bar
-from zhasr.recipe import RoundRows, select_rows
-from zhasr.train import read_plan, train_adapter
 
 
 class MlflowStepLogger(TrainerCallback):
@@ -71,8 +71,8 @@ def curves_figure(loss: list[tuple[int, float]], dev_cer: list[tuple[int, float]
 
 
 def round_rows(ctx: StageContext, learned: set[str], resume: bool) -> RoundRows:
-    """This round's clips: those of the plan being resumed, else ``zhasr.recipe.select_rows``."""
-    train_rows = split_rows(ctx, "train")
+    """This round's clips: those of the plan being resumed, else ``zhasr.model.recipe.select_rows``."""
+    train_rows = ctx.split_rows("train")
     plan = read_plan(ctx.path("runs") / "train") if resume else None
     if plan is None:
         p = ctx.params.train
@@ -93,7 +93,7 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
     with PartialState().main_process_first():  # rank 0 imports or builds the model folder once
         start_dir, start_name, learned = start_model(ctx)
     chosen = round_rows(ctx, learned, resume)
-    dev_rows = split_rows(ctx, "dev")
+    dev_rows = ctx.split_rows("dev")
     stage = tracking.stage_run(ctx, "train") if main_process else contextlib.nullcontext()
     with stage, (progress_bar("cache lower encoder") if main_process else contextlib.nullcontext()) as progress:
         if main_process:

@@ -15,8 +15,8 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from tasks import registry, tracking
-from tasks.context import StageContext
+from mlflow_services import registry, tracking
+from zhasr.context import StageContext
 from zhasr.transcribe import Transcriber
 from zhasr.transcribe.writers import write
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import asdict
 from typing import Any
 
 import mlflow
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import tracking
-from tasks.context import StageContext
-from zhasr.manifest import atomic_write_json, atomic_write_jsonl, file_md5, read_jsonl
-from zhasr.validate import ValidationOptions, validate_rows
+from mlflow_services import tracking
+from zhasr.context import StageContext
+from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, file_md5, read_jsonl
+from zhasr.data.validate import validate_rows
 
 
 class BatchRejected(RuntimeError):
@@ -22,11 +21,10 @@ class BatchRejected(RuntimeError):
 
 def run(ctx: StageContext) -> dict[str, Any]:
     p = ctx.params.validate
-    options = ValidationOptions(**asdict(p))
     rows = read_jsonl(ctx.path("dataset") / "ingested.jsonl")
     docs_dir = ctx.path("reports") / "data_docs"
     with tracking.stage_run(ctx, "validate"):
-        report = validate_rows(rows, options, docs_dir=docs_dir)
+        report = validate_rows(rows, p, docs_dir=docs_dir)
         # Keyed by the row object, not its id: a duplicated id is rejected once, its first copy kept.
         reasons: dict[int, list[str]] = {id(r): list(why) for r, why in report.rejected}
 

@@ -19,6 +19,10 @@ os.environ.update({
     "TOKENIZERS_PARALLELISM": "false",
 })
 
+# Prefect's console log handler writes to the stderr of the moment its logging is set up; set up here,
+# that is the session's stream, not the capture of whichever test happens to import it first.
+import prefect.main  # noqa: E402, F401  (runs setup_logging)
+
 # Small, fast settings for tests on the tiny random model.
 TEST_PARAMS = {
     "model": {"base": "tiny-random"},
@@ -45,7 +49,7 @@ def shared_models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(shared_models_dir) -> Path:
-    from zhasr.models import resolve_base_model
+    from zhasr.model.loading import resolve_base_model
 
     return resolve_base_model("tiny-random", shared_models_dir)
 
@@ -53,7 +57,7 @@ def tiny_model_dir(shared_models_dir) -> Path:
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory) -> Path:
     """The real whisper-base, imported from the PyPI packages (slow tests only)."""
-    from zhasr.model_import import ensure_packaged_base_model
+    from zhasr.model.ct2_import import ensure_packaged_base_model
 
     return ensure_packaged_base_model(tmp_path_factory.mktemp("base") / "whisper-base")
 
@@ -86,14 +90,15 @@ def project(tmp_path, shared_models_dir, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def generated_call(tmp_path_factory) -> tuple[Path, list]:
     """A two-channel 8 kHz mu-law call of 40 synthetic turns (~3.5 min), agent left and customer right,
-    with its turn list (``zhasr.call_synth.Turn``)."""
-    from zhasr.call_synth import clips_of_batch, write_call
-    from zhasr.synth import SynthOptions, synthesize_batch
+    with its turn list (``zhasr.data.synth.call.Turn``)."""
+    from zhasr.config import SynthParams
+    from zhasr.data.synth import synthesize_batch
+    from zhasr.data.synth.call import clips_of_batch, write_call
 
     root = tmp_path_factory.mktemp("call")
     # Two voices, 20 clips each; clean speech, so a turn's bounds are where its speech is.
-    options = SynthOptions(n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
-                           snr_db_choices=(60.0,))
+    options = SynthParams(n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
+                           snr_db=[60.0])
     clips = clips_of_batch(synthesize_batch(root, options, "call-clips", progress=lambda done, total: None))
     alternating = [c for pair in zip(clips[:20], clips[20:]) for c in pair]
     return write_call(root, alternating, 8000)

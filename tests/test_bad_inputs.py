@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from conftest import write_tone
 
-from tasks.cli import main
+from cli.main import main
 
 GOOD = [("g0", "您好请问有什么可以帮您"), ("g1", "我想查一下订单"), ("g2", "好的请稍等"), ("g3", "谢谢再见")]
 

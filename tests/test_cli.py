@@ -7,7 +7,7 @@ import torch
 from conftest import write_tone
 from test_ingest import write_batch
 
-from tasks.cli import main
+from cli.main import main
 
 
 def test_ingest_and_validate_through_the_cli_with_an_override(project, capsys):

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from zhasr.audio import load_16k
-from zhasr.config import TranscribeParams
+from zhasr.config import SynthParams, TranscribeParams
+from zhasr.data.audio import load_16k
 from zhasr.transcribe import Transcriber
 from zhasr.transcribe.cache import DecodeCache, DecodeKey, audio_digest, engine_of, transcribe_cached, weights_digest
 
@@ -18,9 +18,9 @@ PARAMS = TranscribeParams(max_new_tokens=8)  # the random model never stops by i
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    from zhasr.synth import SynthOptions, synthesize_batch
+    from zhasr.data.synth import synthesize_batch
 
-    batch = synthesize_batch(tmp_path_factory.mktemp("cache-clips"), SynthOptions(n_clips=3, n_speakers=1, seed=3),
+    batch = synthesize_batch(tmp_path_factory.mktemp("cache-clips"), SynthParams(n_clips=3, n_speakers=1, seed=3),
                              "cache", progress=lambda done, total: None)
     return [load_16k(p) for p in sorted((batch / "audio").glob("*.wav"))]
 

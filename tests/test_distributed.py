@@ -13,7 +13,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 
 def _zhasr(*args: str, env: dict, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *launcher, "-m", "tasks.cli", *args], env=env,
+    return subprocess.run([sys.executable, *launcher, "-m", "cli", *args], env=env,
                           capture_output=True, text=True, timeout=600)
 
 

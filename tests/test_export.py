@@ -13,11 +13,11 @@ from conftest import write_tone
 from torch import nn
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from zhasr.audio import load_16k
+from zhasr.config import ExportParams
+from zhasr.data.audio import load_16k
 from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, transcribe_export, write_export
 from zhasr.export.ggml import GgmlFormatError, read_ggml_header, write_ggml
 from zhasr.export.gptq import (
-    GptqOptions,
     calibration_examples,
     load_gptq,
     quantize_whisper,
@@ -26,7 +26,7 @@ from zhasr.export.gptq import (
 )
 from zhasr.export.whispercpp import transcribe_whispercpp
 
-TINY_GPTQ = GptqOptions(group_size=64)  # the tiny model's layers are 64 and 256 wide
+TINY_GPTQ = ExportParams(gptq_group_size=64)  # the tiny model's layers are 64 and 256 wide
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_gptq_quantizes_both_stacks_and_loads_back_what_it_quantized(tiny_model_
 
 
 def test_gptq_with_act_order_is_written_loaded_and_transcribes(tiny_model_dir, calibration, wav, tmp_path):
-    path = write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", GptqOptions(group_size=64, desc_act=True))
+    path = write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", ExportParams(gptq_group_size=64, gptq_desc_act=True))
     assert json.loads((path / "quantize_config.json").read_text())["desc_act"] is True
     texts, _ = transcribe_gptq(path, [load_16k(wav)] * 2, max_tokens=8)
     assert texts[0] == texts[1]
@@ -92,7 +92,7 @@ def test_gptq_with_act_order_is_written_loaded_and_transcribes(tiny_model_dir, c
 
 def test_gptq_refuses_a_group_size_that_does_not_divide_the_layers(tiny_model_dir, calibration, tmp_path):
     with pytest.raises(ValueError, match=r"group_size 128 must divide .*\[64, 256\]"):
-        write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", GptqOptions(group_size=128))
+        write_gptq(tiny_model_dir, tmp_path / "gptq", calibration, "zh", ExportParams(gptq_group_size=128))
     with pytest.raises(ValueError, match="calibration clips"):
         write_gptq(tiny_model_dir, tmp_path / "gptq", [], "zh", TINY_GPTQ)
     assert not (tmp_path / "gptq").exists()

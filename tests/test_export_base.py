@@ -7,11 +7,11 @@ import json
 import pytest
 from conftest import REAL_ZH
 
-from zhasr.audio import load_16k
-from zhasr.decode import DecodeOptions, transcribe
+from zhasr.data.audio import load_16k
+from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.formats import transcribe_export, write_export
-from zhasr.metrics import character_error_rate
-from zhasr.models import load_model
+from zhasr.model.decode import DecodeOptions, transcribe
+from zhasr.model.loading import load_model
 
 CLIPS = ["yeyupiaoling_test.wav", "thchs30_A2_3.wav", "higgs_zh_man_sichuan.wav"]
 

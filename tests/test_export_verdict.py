@@ -1,6 +1,6 @@
 """The export verdict reads the interval of the CER rise: fit, unfit or inconclusive."""
 
-from zhasr.export.verdict import FIT, INCONCLUSIVE, UNFIT, cer_rise, verdict
+from zhasr.evaluation.export_verdict import FIT, INCONCLUSIVE, UNFIT, cer_rise, verdict
 
 LIMIT = 0.005  # export.max_cer_increase: half a point
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from tasks.cli import main
+from cli.main import main
 
 
 def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, capsys):

@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 from conftest import write_tone
 
-from zhasr.importers import FORMATS, ImportOptions, SourceError, import_dataset
+from zhasr.config import IngestParams
+from zhasr.data.importers import FORMATS, ImportOptions, SourceError, import_dataset
 
 
 def manifest(result) -> list[dict]:
@@ -322,7 +323,7 @@ def test_reimport_refused(tmp_path):
 
 
 def test_failure_mid_import_leaves_no_batch(tmp_path, monkeypatch):
-    from zhasr import importers
+    from zhasr.data import importers
 
     for name in ("a", "b", "c"):
         write_tone(tmp_path / f"{name}.wav", 0.5)
@@ -344,12 +345,12 @@ def test_failure_mid_import_leaves_no_batch(tmp_path, monkeypatch):
 
 
 def test_imported_batch_ingests(tmp_path):
-    from zhasr.ingest import IngestOptions, ingest_batches
+    from zhasr.data.ingest import ingest_batches
 
     write_tone(tmp_path / "src" / "a.wav", 0.5)
     (tmp_path / "src" / "m.jsonl").write_text(
         '{"audio": "a.wav", "text": "您好", "speaker": "s1"}\n{"audio": "gone.wav", "text": "再见"}\n', encoding="utf-8")
     import_dataset("jsonl", tmp_path / "src" / "m.jsonl", tmp_path / "incoming", "b")
-    rows = by_id(ingest_batches(tmp_path / "incoming", tmp_path / "dataset", IngestOptions(workers=1)))
+    rows = by_id(ingest_batches(tmp_path / "incoming", tmp_path / "dataset", IngestParams(test_fraction=0.2, workers=1)))
     assert rows["a"]["decode_error"] is None and rows["a"]["duration_s"] == pytest.approx(0.5)
     assert "file not found" in rows["gone"]["decode_error"]

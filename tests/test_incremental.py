@@ -10,9 +10,9 @@ from conftest import write_tone
 from mlflow.tracking import MlflowClient
 from test_ingest import write_batch
 
-from tasks import registry, tracking
-from tasks.context import StageContext
+from mlflow_services import registry, tracking
 from zhasr.config import load_params
+from zhasr.context import StageContext
 from zhasr.project import apply_default_env
 
 

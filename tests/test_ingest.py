@@ -5,7 +5,8 @@ import numpy as np
 import soundfile as sf
 from conftest import write_tone
 
-from zhasr.ingest import IngestOptions, assign_split, ingest_batches
+from zhasr.config import IngestParams
+from zhasr.data.ingest import assign_split, ingest_batches
 
 
 def write_batch(incoming: Path, name: str, rows: list[dict | bytes]) -> Path:
@@ -30,7 +31,7 @@ def test_ingest_resamples_downmixes_and_keeps_bad_rows_with_reasons(tmp_path):
         {"id": "e", "audio": "missing.wav", "text": "缺失", "speaker": "s5"},
         "坏的".encode("gbk"),
     ])
-    rows = ingest_batches(incoming, dataset, IngestOptions())
+    rows = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
     by_id = {r["id"]: r for r in rows}
     assert len(rows) == 6
     a = by_id["a"]
@@ -54,10 +55,10 @@ def test_reingest_is_idempotent_and_content_addressed(tmp_path):
     write_tone(batch / "a.wav", 1.0)
     write_batch(incoming, "b1", [{"id": "a", "audio": "a.wav", "text": "一", "speaker": "s1"},
                                  {"id": "a2", "audio": "a.wav", "text": "一", "speaker": "s1"}])
-    first = ingest_batches(incoming, dataset, IngestOptions())
+    first = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
     manifest = (dataset / "ingested.jsonl").read_bytes()
     files = sorted(p.relative_to(dataset) for p in dataset.rglob("*.wav"))
-    second = ingest_batches(incoming, dataset, IngestOptions())
+    second = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
     assert first == second
     assert (dataset / "ingested.jsonl").read_bytes() == manifest
     assert sorted(p.relative_to(dataset) for p in dataset.rglob("*.wav")) == files
@@ -70,12 +71,12 @@ def test_digital_silence_is_measured_not_dropped(tmp_path):
     (incoming / "b1").mkdir(parents=True)
     sf.write(incoming / "b1" / "silence.wav", np.zeros(16000, np.float32), 16000)
     write_batch(incoming, "b1", [{"id": "s", "audio": "silence.wav", "text": "喂", "speaker": "s1"}])
-    (row,) = ingest_batches(incoming, dataset, IngestOptions())
+    (row,) = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
     assert row["decode_error"] is None and row["rms_dbfs"] == -200.0
 
 
 def test_split_is_deterministic_by_speaker_and_roughly_proportional():
-    options = IngestOptions(dev_fraction=0.1, test_fraction=0.2)
+    options = IngestParams(dev_fraction=0.1, test_fraction=0.2)
     splits = [assign_split(f"spk{i}", options) for i in range(2000)]
     assert splits == [assign_split(f"spk{i}", options) for i in range(2000)]
     assert abs(splits.count("test") / 2000 - 0.2) < 0.03
@@ -91,7 +92,7 @@ def test_segments_cut_a_long_recording_and_bad_segments_are_reported(tmp_path):
                       {"start": 50.0, "end": 52.0, "text": "超出"}]},
         {"id": "bad", "audio": "call.wav", "text": "x", "speaker": "c2", "segments": [{"start": 3, "end": 1, "text": "x"}]},
     ])
-    rows = {r["id"]: r for r in ingest_batches(incoming, dataset, IngestOptions())}
+    rows = {r["id"]: r for r in ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))}
     assert rows["call#0"]["duration_s"] == 2.5 and rows["call#0"]["text_norm"] == "您好"
     assert rows["call#1"]["duration_s"] == 4.0 and rows["call#1"]["band"] == "telephone"
     assert "outside the audio" in rows["call#2"]["decode_error"]
@@ -105,7 +106,7 @@ def test_regression_rows_never_enter_train(tmp_path):
         write_tone(incoming / "real" / f"{i}.wav", 1.0, freq=100 + 10 * i)
         rows.append({"id": f"r{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i}", "split": "regression"})
     write_batch(incoming, "real", rows)
-    ingested = ingest_batches(incoming, dataset, IngestOptions())
+    ingested = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
     assert {r["split"] for r in ingested} == {"regression", "telephone"}
     # each regression clip has a telephone twin: its own audio, speaker and split, same text
     twins = {r["id"]: r for r in ingested if r["split"] == "telephone"}
@@ -115,12 +116,12 @@ def test_regression_rows_never_enter_train(tmp_path):
         assert (twin["text_norm"], twin["duration_s"]) == (row["text_norm"], row["duration_s"])
         assert twin["speaker"] == f"{row['speaker']}@telephone"
     assert len(twins) == 20
-    again = ingest_batches(incoming, tmp_path / "again", IngestOptions())
+    again = ingest_batches(incoming, tmp_path / "again", IngestParams(test_fraction=0.2))
     assert [r["audio_sha256"] for r in again] == [r["audio_sha256"] for r in ingested]  # deterministic channel
 
 
 def test_telephone_channel_keeps_300_to_3400_hz_and_is_deterministic():
-    from zhasr.audio import telephone_channel
+    from zhasr.data.audio import telephone_channel
 
     rate = 16000
     t = np.arange(2 * rate) / rate
@@ -133,20 +134,26 @@ def test_telephone_channel_keeps_300_to_3400_hz_and_is_deterministic():
     assert np.array_equal(telephone_channel(x), telephone_channel(x))
 
 
-def test_a_held_out_template_sends_all_its_clips_to_test_and_stays_there(tmp_path):
-    from zhasr.ingest import template_held_out
+def write_template_batch(incoming: Path, clips: int, speakers: int, templates: list[str]) -> None:
+    """Batch ``b1``: ``clips`` one-second tones, clip i by speaker ``s<i % speakers>`` saying template
+    ``templates[i % len(templates)]``."""
+    rows = []
+    for i in range(clips):
+        write_tone(incoming / "b1" / f"{i}.wav", 1.0, freq=100 + 10 * i)
+        rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i % speakers}",
+                     "template": templates[i % len(templates)]})
+    write_batch(incoming, "b1", rows)
 
-    options = IngestOptions()
+
+def test_a_held_out_template_sends_all_its_clips_to_test_and_stays_there(tmp_path):
+    from zhasr.data.ingest import template_held_out
+
+    options = IngestParams(test_fraction=0.2)
     templates = [f"order/{i}" for i in range(40)]
     held = [t for t in templates if template_held_out(t, options)]
     assert 0 < len(held) < len(templates) / 2
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
-    rows = []
-    for i in range(80):
-        write_tone(incoming / "b1" / f"{i}.wav", 1.0, freq=100 + 10 * i)
-        rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i % 17}",
-                     "template": templates[i % 40]})
-    write_batch(incoming, "b1", rows)
+    write_template_batch(incoming, 80, 17, templates)
     first = ingest_batches(incoming, dataset, options)
     trained = {r["template"] for r in first if r["split"] in ("train", "dev")}
     assert not trained & set(held)  # a test sentence is never trained on
@@ -156,40 +163,36 @@ def test_a_held_out_template_sends_all_its_clips_to_test_and_stays_there(tmp_pat
     frozen = json.loads((dataset / "frozen_test.json").read_text())
     assert sorted(frozen["templates"]) == sorted(held)
     # holding out no template any more does not free the held-out ones
-    second = ingest_batches(incoming, dataset, IngestOptions(template_test_fraction=0.0))
+    second = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2, template_test_fraction=0.0))
     assert {r["split"] for r in second if r["template"] in held} == {"test"}
 
 
 def test_a_trained_speaker_keeps_training_when_one_of_its_sentences_is_held_out(tmp_path):
     """Its held-out sentence goes to test; its other clips stay in train, pass validation and stay
     in train on every later ingest (no speaker is frozen into test for a sentence)."""
-    from zhasr.ingest import template_held_out
-    from zhasr.validate import ValidationOptions, validate_rows
+    from zhasr.config import ValidateParams
+    from zhasr.data.ingest import template_held_out
+    from zhasr.data.validate import validate_rows
 
-    options = IngestOptions(test_fraction=0.0, dev_fraction=0.0, template_test_fraction=0.3)
+    options = IngestParams(test_fraction=0.0, dev_fraction=0.0, template_test_fraction=0.3)
     templates = [f"t{i}" for i in range(10)]
     held = {t for t in templates if template_held_out(t, options)}
     assert held and held != set(templates)
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
-    rows = []
-    for i in range(20):
-        write_tone(incoming / "b1" / f"{i}.wav", 1.0, freq=100 + 10 * i)
-        rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i % 2}",
-                     "template": templates[i % 10]})
-    write_batch(incoming, "b1", rows)
+    write_template_batch(incoming, 20, 2, templates)
     for _ in range(2):  # the second ingest reads the frozen file the first one wrote
         ingested = ingest_batches(incoming, dataset, options)
         assert {(r["split"], r["sentence_held_out"]) for r in ingested} == {("test", True), ("train", False)}
         assert {r["template"] for r in ingested if r["split"] == "test"} == held
         assert json.loads((dataset / "frozen_test.json").read_text())["speakers"] == []
-        report = validate_rows(ingested, ValidationOptions(min_chars_per_s=0.1))
+        report = validate_rows(ingested, ValidateParams(min_chars_per_s=0.1))
         assert not report.rejected and len(report.accepted) == 20
 
 
 def test_a_topic_is_held_out_like_a_template(tmp_path):
-    from zhasr.ingest import template_held_out
+    from zhasr.data.ingest import template_held_out
 
-    options = IngestOptions(template_test_fraction=0.5)
+    options = IngestParams(test_fraction=0.2, template_test_fraction=0.5)
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
     rows = []
     for i in range(12):
@@ -209,10 +212,10 @@ def test_test_split_stays_frozen_when_fractions_change(tmp_path):
         write_tone(incoming / "b1" / f"{i}.wav", 1.0, freq=100 + 10 * i)
         rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i}"})
     write_batch(incoming, "b1", rows)
-    first = ingest_batches(incoming, dataset, IngestOptions(test_fraction=0.3))
+    first = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.3))
     was_test = {r["id"] for r in first if r["split"] == "test"}
     assert was_test
-    second = ingest_batches(incoming, dataset, IngestOptions(test_fraction=0.0, dev_fraction=0.0))
+    second = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.0, dev_fraction=0.0))
     assert {r["id"] for r in second if r["split"] == "test"} == was_test
 
 
@@ -220,10 +223,10 @@ def test_ledger_records_each_batch_version_once(tmp_path):
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
     write_tone(incoming / "b1" / "a.wav", 1.0)
     write_batch(incoming, "b1", [{"id": "a", "audio": "a.wav", "text": "一", "speaker": "s1"}])
-    ingest_batches(incoming, dataset, IngestOptions())
-    ingest_batches(incoming, dataset, IngestOptions())
+    ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
+    ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
     ledger = (dataset / "ledger.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(ledger) == 1 and json.loads(ledger[0])["rows"] == 1
     write_batch(incoming, "b1", [{"id": "a", "audio": "a.wav", "text": "一二", "speaker": "s1"}])
-    ingest_batches(incoming, dataset, IngestOptions())
+    ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
     assert len((dataset / "ledger.jsonl").read_text(encoding="utf-8").splitlines()) == 2

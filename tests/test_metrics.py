@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from zhasr.bootstrap import paired_bootstrap_gain
-from zhasr.metrics import (
+from zhasr.evaluation.bootstrap import paired_bootstrap_gain
+from zhasr.evaluation.metrics import (
     UtteranceEdits,
     character_error_rate,
     hotword_recall,
@@ -12,7 +12,7 @@ from zhasr.metrics import (
     mixed_error_rate,
     mixed_tokens,
 )
-from zhasr.slices import estimate_snr_db, noise_level, slice_error_rates
+from zhasr.evaluation.slices import estimate_snr_db, noise_level, slice_error_rates
 
 
 def test_mixed_tokens_split_han_characters_and_latin_words():

@@ -14,17 +14,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from zhasr.model_import import (
-    Ct2FormatError,
-    build_tokenizer,
-    check_vocabulary,
-    hf_state_dict_from_ct2,
-    import_ct2_model,
-    packaged_model_files,
-    packaged_whisper_base_dir,
-    read_ct2_model,
-)
-from zhasr.tiny_model import build_tiny_whisper
+from zhasr.model.ct2_import import import_ct2_model
+from zhasr.model.ct2_import.names import hf_state_dict_from_ct2
+from zhasr.model.ct2_import.packaged import packaged_model_files, packaged_whisper_base_dir
+from zhasr.model.ct2_import.reader import Ct2FormatError, read_ct2_model
+from zhasr.model.ct2_import.writer import build_tokenizer, check_vocabulary
+from zhasr.model.tiny import build_tiny_whisper
 
 REAL_ZH = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-zh"
 PROMPT = "<|startoftranscript|><|zh|><|transcribe|><|notimestamps|>"

@@ -6,13 +6,13 @@ import torch
 from conftest import write_tone
 from test_ingest import write_batch
 
-from zhasr.config import TrainParams
-from zhasr.decode import DecodeOptions, collapse_loops, is_loop, token_cap, transcribe
-from zhasr.ingest import IngestOptions, ingest_batches
-from zhasr.merge import merge_adapter
-from zhasr.models import load_model
-from zhasr.speech_data import SpeechCollator, label_ids
-from zhasr.train import train_adapter
+from zhasr.config import IngestParams, TrainParams, TranscribeParams
+from zhasr.data.ingest import ingest_batches
+from zhasr.model.decode import DecodeOptions, collapse_loops, is_loop, token_cap, transcribe
+from zhasr.model.loading import load_model
+from zhasr.model.merge import merge_adapter
+from zhasr.model.speech_data import SpeechCollator, label_ids
+from zhasr.model.train import train_adapter
 
 
 @pytest.fixture()
@@ -23,7 +23,7 @@ def tone_dataset(tmp_path):
         write_tone(incoming / "b" / f"{i}.wav", 1.0 + 0.2 * i, freq=200 + 40 * i)
         rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问" * (i + 1), "speaker": f"s{i}"})
     write_batch(incoming, "b", rows)
-    return dataset, ingest_batches(incoming, dataset, IngestOptions())
+    return dataset, ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
 
 
 def test_labels_start_with_language_and_end_with_eos(tiny_model_dir):
@@ -69,7 +69,7 @@ def test_train_lowers_loss_then_merge_matches_adapter(tiny_model_dir, tone_datas
 
 def test_transcribe_caps_tokens_by_duration(tiny_model_dir):
     model, processor = load_model(tiny_model_dir)
-    options = DecodeOptions(max_new_tokens=40, tokens_per_second=4.0)
+    options = DecodeOptions(TranscribeParams(max_new_tokens=40, tokens_per_second=4.0))
     clips = [np.zeros(16000, np.float32), np.zeros(8000, np.float32)]
     transcripts = transcribe(model, processor, clips, options)
     assert len(transcripts) == 2
@@ -92,8 +92,8 @@ def test_looping_output_is_decoded_again_with_repeats_banned(tiny_model_dir):
     # The random model never emits <|endoftext|>: every clip hits the cap, is suspect and is retried.
     model, processor = load_model(tiny_model_dir)
     clips = [np.zeros(16000, np.float32)]
-    guarded = transcribe(model, processor, clips, DecodeOptions(max_new_tokens=24))
-    unguarded = transcribe(model, processor, clips, DecodeOptions(max_new_tokens=24, retry_no_repeat_ngram=0))
+    guarded = transcribe(model, processor, clips, DecodeOptions(TranscribeParams(max_new_tokens=24)))
+    unguarded = transcribe(model, processor, clips, DecodeOptions(TranscribeParams(max_new_tokens=24, retry_no_repeat_ngram=0)))
     assert guarded[0].looped and guarded[0].retried
     assert unguarded[0].looped and not unguarded[0].retried
     ids = guarded[0].tokens  # generated ids only

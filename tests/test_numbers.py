@@ -2,8 +2,8 @@
 
 import pytest
 
-from zhasr.metrics import character_error_rate
-from zhasr.text import normalize
+from zhasr.data.text import normalize
+from zhasr.evaluation.metrics import character_error_rate
 
 # (as the label spells it, as Whisper may write it, the form both become)
 SAME_NUMBER = [

@@ -17,17 +17,16 @@ from conftest import write_tone
 from mlflow.tracking import MlflowClient
 from test_ingest import write_batch
 
-from tasks import registry
-from tasks.cli import main
-from tasks.context import StageContext
+from cli.main import main
+from mlflow_services import registry
 from tasks.decoding import ensure_champion
-from tasks.evaluate import utterances_path
 from zhasr.config import load_params
-from zhasr.decode import Transcript
-from zhasr.evaluation import SystemOutput, score_set
-from zhasr.gate import decide
-from zhasr.manifest import atomic_write_json, atomic_write_jsonl
-from zhasr.slices import slice_labels
+from zhasr.context import StageContext
+from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
+from zhasr.evaluation.gate import decide
+from zhasr.evaluation.scoring import SystemOutput, score_set
+from zhasr.evaluation.slices import slice_labels
+from zhasr.model.decode import Transcript
 
 NAME = "zhasr-test"
 SENTENCES = ["您好请问有什么可以帮您", "我想查一下订单的物流信息", "退款金额三到五个工作日原路退回",
@@ -61,7 +60,7 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
         slices = [slice_labels(r, 30.0) for r in set_rows]
         summary[set_name], records = score_set(set_rows, slices, {"candidate": outputs(set_rows, cand),
                                                                   "champion": outputs(set_rows, champion_every)}, ["订单"])
-        atomic_write_jsonl(utterances_path(ctx, set_name), records)
+        atomic_write_jsonl(ctx.utterances(set_name), records)
     atomic_write_json(ctx.report("evaluate"), summary)
     atomic_write_json(ctx.report("merge"), {"merged_dir": str(model_dir)})
     if not ctx.report("validate").exists():
@@ -70,7 +69,7 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
 
 
 def registry_run(ctx: StageContext):
-    from tasks import tracking
+    from mlflow_services import tracking
 
     return tracking.stage_run(ctx, "test-setup")
 
@@ -99,7 +98,7 @@ def promote(overrides: list[str] | None = None) -> dict:
 def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3, regression_every=2)
     evaluation = json.loads(ctx.report("evaluate").read_text())
-    records = [json.loads(line) for line in utterances_path(ctx, "test").read_text().splitlines()]
+    records = [json.loads(line) for line in ctx.utterances("test").read_text().splitlines()]
     verdict = decide(evaluation, records, ctx.params.gate)
     outcome = {r.rule: r.passed for r in verdict.rules}
     assert verdict.gain.gain > 0 and verdict.gain.low > 0
@@ -256,7 +255,8 @@ def _tone_batch(project, batch: str, texts: list[str]) -> None:
 
 
 def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, project, tiny_model_dir, capsys):
-    from flows.retrain import nothing_new, retrain
+    from flows.retrain import retrain
+    from tasks.pipeline import nothing_new
     from flows.schedule import deployment
 
     _tone_batch(project, "b1", ["您好请问", "订单号一二三", "退款到账了吗"])
@@ -294,7 +294,7 @@ def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, pro
 def test_register_retries_only_transient_failures():
     from prefect.states import Failed
 
-    from tasks.tracking import is_transient_failure
+    from mlflow_services.tracking import is_transient_failure
 
     def retried(exc: BaseException) -> bool:
         return is_transient_failure(None, None, Failed(data=exc))

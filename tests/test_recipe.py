@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from zhasr.config import TrainParams
-from zhasr.recipe import plan_steps, select_rows
+from zhasr.model.recipe import plan_steps, select_rows
 
 PARAMS = TrainParams(epochs=3.0, max_steps=0, time_budget_s=0, batch_size=8, evaluations=4, warmup_ratio=0.1)
 

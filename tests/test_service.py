@@ -259,7 +259,7 @@ def test_jobs_survive_kill_9_each_done_once(tmp_path, tiny_model_dir, generated_
 
 
 def test_serve_keys_cli_adds_lists_and_revokes(project, capsys):
-    from tasks.cli import main
+    from cli.main import main
 
     assert main(["serve-keys", "add", "carol"]) == 0
     key = capsys.readouterr().out.strip()
@@ -279,11 +279,11 @@ def test_hot_swap_follows_approve_and_rollback_without_a_failed_request(project,
     an approved v3 that cannot load leaves v2 serving (logged, counted); rollback to v1 swaps back."""
     import mlflow
 
-    from tasks import registry, tracking
-    from tasks.cli import main
-    from tasks.context import StageContext
+    from cli.main import main
+    from mlflow_services import registry, tracking
     from tasks.decoding import ensure_champion
     from zhasr.config import load_params
+    from zhasr.context import StageContext
 
     make_root(project, {**TEST_PARAMS, "serve": {"poll_s": 1.0, "batch_wait_ms": 10.0}})
     ctx = StageContext(project, load_params(project / "params.yaml"))

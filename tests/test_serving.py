@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tasks import tracking
-from tasks.context import StageContext
+from mlflow_services import tracking
 from tasks.decoding import ensure_champion
 from zhasr.config import load_params
+from zhasr.context import StageContext
 
 
 def free_port() -> int:

@@ -10,15 +10,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from zhasr import synth
-from zhasr.synth import MissingToolError, SynthOptions, int_zh, synthesize_batch, to_pinyin
-from zhasr.text import HAN_CHAR
+from zhasr.config import SynthParams
+from zhasr.data import synth
+from zhasr.data.synth import synthesize_batch, words
+from zhasr.data.synth.voice import MissingToolError, to_pinyin
+from zhasr.data.synth.words import int_zh
+from zhasr.data.text import HAN_CHAR
 
 needs_tools = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None,
     reason="needs espeak-ng and sox (apt-get install espeak-ng sox)")
 
-OPTIONS = SynthOptions(n_clips=8, n_speakers=4, seed=3, telephone_fraction=0.5)
+OPTIONS = SynthParams(n_clips=8, n_speakers=4, seed=3, telephone_fraction=0.5)
 QUIET = lambda done, total: None  # noqa: E731
 
 
@@ -46,18 +49,18 @@ def test_numbers_are_written_as_spoken():
     cases = {0: "零", 10: "十", 15: "十五", 105: "一百零五", 110: "一百一十", 1050: "一千零五十",
              20010: "二万零一十", 12345: "一万二千三百四十五"}
     assert {n: int_zh(n) for n in cases} == cases
-    assert synth.digits_zh("3572") == "三五七二"
-    assert synth.count_zh(2) == "两"
+    assert words.digits_zh("3572") == "三五七二"
+    assert words.count_zh(2) == "两"
 
 
 def test_sentences_are_chinese_and_mostly_distinct():
     rng = np.random.default_rng(0)
-    sentences = [synth.make_sentence(rng, synth.TOPICS[i % len(synth.TOPICS)], first=i % 4 == 0, last=i % 4 == 3)
+    sentences = [words.make_sentence(rng, words.TOPICS[i % len(words.TOPICS)], first=i % 4 == 0, last=i % 4 == 3)
                  for i in range(1000)]
     texts = [text for text, _ in sentences]
     assert len(set(texts)) > 800
     templates = {template for _, template in sentences}  # "order/3": which template each text filled
-    assert templates == {f"{kind}/{i}" for kind, pool in synth.TEMPLATES.items() for i in range(len(pool))}
+    assert templates == {f"{kind}/{i}" for kind, pool in words.TEMPLATES.items() for i in range(len(pool))}
     for text in texts:
         to_pinyin(text)  # no digits or Latin letters
         assert len(HAN_CHAR.findall(text)) >= 5
@@ -82,7 +85,7 @@ def test_manifest_rows_channels_and_durations(batches):
     assert len({r["speaker"] for r in rows}) == OPTIONS.n_speakers
     for row in rows:
         assert set(row) == {"id", "audio", "text", "template", "speaker", "call_id", "channel", "snr_db"}
-        assert row["snr_db"] in OPTIONS.snr_db_choices
+        assert row["snr_db"] in OPTIONS.snr_db
         samples, rate = sf.read(batch / row["audio"], dtype="float32")
         assert rate == (8000 if row["channel"] == "telephone" else 16000)
         assert samples.ndim == 1 and 0.5 <= len(samples) / rate <= 15.0
@@ -96,7 +99,7 @@ def test_manifest_rows_channels_and_durations(batches):
 
 @needs_tools
 def test_other_seed_other_corpus(tmp_path, batches):
-    other = synthesize_batch(tmp_path, SynthOptions(n_clips=2, n_speakers=2, seed=4), "b2", progress=QUIET)
+    other = synthesize_batch(tmp_path, SynthParams(n_clips=2, n_speakers=2, seed=4), "b2", progress=QUIET)
     assert [r["text"] for r in read_rows(other)] != [r["text"] for r in read_rows(batches[0])[:2]]
     assert all(r["speaker"].startswith("syn4-") for r in read_rows(other))
 
@@ -104,10 +107,10 @@ def test_other_seed_other_corpus(tmp_path, batches):
 @needs_tools
 def test_progress_and_existing_batch(tmp_path):
     calls = []
-    synthesize_batch(tmp_path, SynthOptions(n_clips=2, n_speakers=1), "b", progress=lambda d, n: calls.append((d, n)))
+    synthesize_batch(tmp_path, SynthParams(n_clips=2, n_speakers=1), "b", progress=lambda d, n: calls.append((d, n)))
     assert calls[-1] == (2, 2)
     with pytest.raises(FileExistsError):
-        synthesize_batch(tmp_path, SynthOptions(n_clips=2, n_speakers=1), "b", progress=QUIET)
+        synthesize_batch(tmp_path, SynthParams(n_clips=2, n_speakers=1), "b", progress=QUIET)
 
 
 @needs_tools
@@ -121,7 +124,7 @@ def test_failure_leaves_no_half_batch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synth, "speak", flaky)
     with pytest.raises(RuntimeError, match="espeak-ng died"):
-        synthesize_batch(tmp_path, SynthOptions(n_clips=4, n_speakers=2), "b", progress=QUIET)
+        synthesize_batch(tmp_path, SynthParams(n_clips=4, n_speakers=2), "b", progress=QUIET)
     assert list(tmp_path.iterdir()) == []
 
 

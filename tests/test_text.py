@@ -1,7 +1,7 @@
 import pytest
 
-from zhasr.metrics import character_error_rate
-from zhasr.text import normalize
+from zhasr.data.text import normalize
+from zhasr.evaluation.metrics import character_error_rate
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -11,12 +11,12 @@ import time
 from conftest import write_tone
 from test_ingest import write_batch
 
-from zhasr.manifest import read_jsonl
-from zhasr.train import complete_checkpoints
+from zhasr.data.manifest import read_jsonl
+from zhasr.model.train import complete_checkpoints
 
 
 def _zhasr(*args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tasks.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 

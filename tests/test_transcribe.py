@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from zhasr.audio import AudioError
 from zhasr.config import TranscribeParams
-from zhasr.decode import Transcript
+from zhasr.data.audio import AudioError
+from zhasr.model.decode import Transcript
 from zhasr.transcribe import Transcriber
 from zhasr.transcribe.guard import judge, strip_hallucinations
 from zhasr.transcribe.media import read_call
@@ -187,13 +187,13 @@ def test_writers_give_openai_shapes_and_subtitles():
 
 def test_cli_prints_only_the_transcript(project, tiny_exports, generated_call):
     wav, turns = generated_call
-    done = subprocess.run([sys.executable, "-m", "tasks.cli", "transcribe", str(wav), "--model", str(tiny_exports["ct2"]),
+    done = subprocess.run([sys.executable, "-m", "cli", "transcribe", str(wav), "--model", str(tiny_exports["ct2"]),
                            "--channels", "split", "--format", "srt", "--set", "transcribe.max_new_tokens=8"],
                           capture_output=True, text=True, timeout=600, cwd=project)
     assert done.returncode == 0, done.stderr[-2000:]
     cues = done.stdout.split("\n\n")
     assert done.stdout.startswith("1\n00:00:0") and len(cues) == len(turns)
     assert all(c.splitlines()[2].startswith(("[agent] ", "[customer] ")) for c in cues)
-    bad = subprocess.run([sys.executable, "-m", "tasks.cli", "transcribe", str(project / "params.yaml"),
+    bad = subprocess.run([sys.executable, "-m", "cli", "transcribe", str(project / "params.yaml"),
                           "--model", str(tiny_exports["ct2"])], capture_output=True, text=True, timeout=600, cwd=project)
     assert bad.returncode == 2 and "params.yaml: cannot decode audio" in bad.stderr and bad.stdout == ""

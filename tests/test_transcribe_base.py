@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import REAL_ZH, REPO
 
-from zhasr.audio import load_16k
 from zhasr.config import TranscribeParams
-from zhasr.decode import is_loop
+from zhasr.data.audio import load_16k
+from zhasr.data.text import normalize
+from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.formats import write_export
-from zhasr.metrics import character_error_rate
-from zhasr.text import normalize
+from zhasr.model.decode import is_loop
 from zhasr.transcribe import Transcriber
 from zhasr.transcribe.guard import decode_options
 from zhasr.transcribe.media import read_call

@@ -8,7 +8,8 @@ from typing import Any, Callable
 
 import pytest
 
-from zhasr.validate import ValidationOptions, ValidationReport, validate_rows
+from zhasr.config import ValidateParams, params_from_dict
+from zhasr.data.validate import ValidationReport, validate_rows
 
 SPEAKERS = {"spk0": "train", "spk1": "train", "spk2": "dev", "spk3": "test", "spk4": "train"}
 LABELS = ["您好请问有什么可以帮您", "我想查一下订单", "好的请稍等", "订单号是ab123", "谢谢再见"]
@@ -46,8 +47,8 @@ def rule_names(reasons: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def options() -> ValidationOptions:
-    return ValidationOptions()
+def options() -> ValidateParams:
+    return ValidateParams(min_chars_per_s=1.0)
 
 
 def test_clean_rows_all_accepted(options, tmp_path):
@@ -132,14 +133,14 @@ def test_row_failing_several_rules_lists_every_reason(options):
 
 def test_options_change_the_thresholds():
     rows = make_rows()  # every clean row speaks 4 chars/s
-    report = validate_rows(rows, ValidationOptions(max_chars_per_s=3.5, max_reject_fraction=1.0))
+    report = validate_rows(rows, ValidateParams(min_chars_per_s=1.0, max_chars_per_s=3.5, max_reject_fraction=1.0))
     assert len(report.rejected) == len(rows)
     assert all(rule_names(reasons) == [RATE] for _, reasons in report.rejected)
     assert not report.batch_rejected  # a fraction of 1.0 is not over a limit of 1.0
 
 
 def test_batch_rejected_when_fraction_over_threshold():
-    options = ValidationOptions(max_reject_fraction=0.3)
+    options = ValidateParams(min_chars_per_s=1.0, max_reject_fraction=0.3)
     rows = make_rows()
     for i in range(3):
         rows[i]["decode_error"] = "unreadable"
@@ -180,9 +181,9 @@ def test_empty_input(options):
 
 def test_invalid_options_refused():
     with pytest.raises(ValueError, match="allowed_text_regex"):
-        ValidationOptions(allowed_text_regex="[")
+        params_from_dict({"validate": {"allowed_text_regex": "["}})
     with pytest.raises(ValueError, match="min_duration_s"):
-        ValidationOptions(min_duration_s=5.0, max_duration_s=1.0)
+        params_from_dict({"validate": {"min_duration_s": 5.0, "max_duration_s": 1.0}})
 
 
 def test_thousand_rows_in_a_few_seconds(options, tmp_path):
@@ -199,5 +200,5 @@ def test_thousand_rows_in_a_few_seconds(options, tmp_path):
 
 
 def test_no_forbidden_imports():
-    source = (Path(__file__).resolve().parents[1] / "zhasr" / "validate.py").read_text(encoding="utf-8")
+    source = (Path(__file__).resolve().parents[1] / "zhasr" / "data" / "validate.py").read_text(encoding="utf-8")
     assert "prefect" not in source and "mlflow" not in source

@@ -40,10 +40,22 @@ class PathsParams:
 class SynthParams:
     batch: str = "synth-demo"  # batch id written under paths.incoming
     n_clips: int = 144  # utterances to synthesize
-    n_speakers: int = 36  # distinct voices (voice variant + speed + pitch)
-    seed: int = 0  # same seed, same bytes
-    telephone_fraction: float = 0.5  # share of clips passed through an 8 kHz telephone band
-    snr_db: list[float] = field(default_factory=lambda: [30.0, 20.0, 15.0])  # noise levels drawn per clip
+    n_speakers: int = 36  # distinct voices (espeak-ng variant + speed + pitch), cycled over 7 variants
+    seed: int = 0  # same seed and settings, same bytes
+    telephone_fraction: float = 0.5  # share of calls passed through the 8 kHz telephone band
+    snr_db: list[float] = field(default_factory=lambda: [30.0, 20.0, 15.0])  # dB, speech-to-noise power; one per call
+    noise_colors: list[str] = field(default_factory=lambda: ["white", "pink"])  # noise spectra; one drawn per call
+    clips_per_call: int = 4  # utterances per call at most (at least n_speakers calls are made)
+    # espeak-ng -s range per speaker (words per minute); 180 ~ 3.4, 260 ~ 5.2 Han characters per second
+    speed_wpm: list[int] = field(default_factory=lambda: [180, 260])
+    pitch: list[int] = field(default_factory=lambda: [25, 75])  # espeak-ng -p range per speaker (0-99, 50 = default)
+    level_dbfs: list[float] = field(default_factory=lambda: [-30.0, -18.0])  # dBFS, RMS of active speech, per clip
+    pad_s: list[float] = field(default_factory=lambda: [0.1, 0.5])  # s of leading and of trailing silence, per side
+    wideband_rate: int = 16000  # Hz of wideband clips
+    telephone_rate: int = 8000  # Hz of telephone clips
+    telephone_band_hz: list[int] = field(default_factory=lambda: [300, 3400])  # Hz, sox sinc band-pass of the channel
+    mulaw: bool = True  # telephone clips go through 8-bit mu-law companding, as G.711 does
+    workers: int = 2  # threads, each running one clip's espeak-ng and sox at a time
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,11 @@ class IngestParams:
     # share of templates (or topics) held out: every clip of one goes to test, so test holds unseen sentences
     template_test_fraction: float = 0.15
     telephone_regression: bool = True  # score the regression set also through an 8 kHz G.711 telephone channel
+    workers: int = 2  # decoding threads (soundfile and soxr release the GIL)
+
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff"  # CJK Unified Ideographs and Extension A
+DEFAULT_TEXT_REGEX = f"^(?=.*[{_CJK}])[{_CJK}A-Za-z0-9 ]+$"
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,9 @@ class ValidateParams:
     min_chars_per_s: float = 0.5  # below: label probably truncated or belongs to another clip
     max_chars_per_s: float = 9.0  # above: label too long for the clip (Mandarin speech ~3-6 chars/s)
     max_reject_fraction: float = 0.3  # a batch rejecting more than this share is rejected whole
+    # Whole normalized label. Default: CJK ideographs, ASCII letters/digits and spaces only,
+    # with at least one ideograph, so English-only and other-script labels fail.
+    allowed_text_regex: str = DEFAULT_TEXT_REGEX
 
 
 @dataclass(frozen=True)
@@ -214,6 +234,8 @@ class ExportParams:
     threads: int = 2  # CPU threads of the runtimes (real-time factors are measured with these)
     gptq_calibration_clips: int = 32  # train-split clips, with their texts, that GPTQ calibrates on
     gptq_group_size: int = 128  # input columns per scale; must divide d_model and the FFN width, or -1
+    gptq_damp_percent: float = 0.05  # added to the Hessian diagonal, as a fraction of its mean
+    gptq_desc_act: bool = False  # act-order: quantize columns by activation size; better accuracy, slower kernels
 
 
 @dataclass(frozen=True)
@@ -387,6 +409,37 @@ def _check_merge(merge: MergeParams) -> None:
                           f"<= 1, got {merge.min_adapter_weight} and {merge.adapter_weight}")
 
 
+def _check_synth(synth: SynthParams) -> None:
+    for key in ("n_clips", "n_speakers", "clips_per_call", "workers"):
+        if getattr(synth, key) < 1:
+            raise ConfigError(f"synth.{key}: must be at least 1, got {getattr(synth, key)}")
+    if not 0.0 <= synth.telephone_fraction <= 1.0:
+        raise ConfigError(f"synth.telephone_fraction: must be in [0, 1], got {synth.telephone_fraction}")
+    if not synth.snr_db:
+        raise ConfigError("synth.snr_db: must name at least one SNR in dB")
+    if unknown := set(synth.noise_colors) - {"white", "pink"}:
+        raise ConfigError(f"synth.noise_colors: unknown {sorted(unknown)}; use 'white' or 'pink'")
+    for key in ("speed_wpm", "pitch", "level_dbfs", "pad_s", "telephone_band_hz"):
+        low_high = getattr(synth, key)
+        if len(low_high) != 2 or low_high[0] > low_high[1]:
+            raise ConfigError(f"synth.{key}: expected [low, high], got {low_high}")
+
+
+def _check_validate(v: ValidateParams) -> None:
+    if not 0 <= v.min_duration_s <= v.max_duration_s:
+        raise ConfigError(f"validate.min_duration_s: need 0 <= min_duration_s <= max_duration_s, "
+                          f"got {v.min_duration_s} and {v.max_duration_s}")
+    if not 0 <= v.min_chars_per_s <= v.max_chars_per_s:
+        raise ConfigError(f"validate.min_chars_per_s: need 0 <= min_chars_per_s <= max_chars_per_s, "
+                          f"got {v.min_chars_per_s} and {v.max_chars_per_s}")
+    if not 0 <= v.max_reject_fraction <= 1:
+        raise ConfigError(f"validate.max_reject_fraction: must be within 0-1, got {v.max_reject_fraction}")
+    try:
+        re.compile(v.allowed_text_regex)
+    except re.error as exc:
+        raise ConfigError(f"validate.allowed_text_regex {v.allowed_text_regex!r}: {exc}") from exc
+
+
 def _check_gate(gate: GateParams) -> None:
     if not 0 < gate.confidence < 1:
         raise ConfigError(f"gate.confidence: expected 0 < c < 1, got {gate.confidence}")
@@ -445,6 +498,8 @@ def _check_serve(serve: ServeParams) -> None:
 def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
     params = _build(Params, data or {}, "")
+    _check_synth(params.synth)
+    _check_validate(params.validate)
     _check_transcribe(params.transcribe)
     _check_export(params.export)
     _check_train(params.train)

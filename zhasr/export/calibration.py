@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from zhasr.audio import load_16k
+from zhasr.data.audio import load_16k
 
 
 def calibration_clips(manifest: list[dict[str, Any]], dataset: Path, count: int) -> list[tuple[np.ndarray, str]]:

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from zhasr.config import TranscribeParams
-    from zhasr.export.gptq import GptqOptions
+    from zhasr.config import ExportParams, TranscribeParams
 
 EXPORT_FORMATS = ("ggml-f16", "ggml-q8_0", "ggml-q5_0", "ggml-q4_0", "ct2-int8", "ct2-float16", "gptq-4bit")
 LOW_BIT = frozenset({"ggml-q5_0", "ggml-q4_0", "gptq-4bit"})  # judged against the looser CER limit
@@ -35,10 +34,11 @@ def export_path(fmt: str, out_root: Path) -> Path:
 
 
 def write_export(fmt: str, model_dir: Path, out_root: Path, calibration: Sequence[tuple[np.ndarray, str]] = (),
-                 language: str = "zh", gptq: GptqOptions | None = None) -> Path:
+                 language: str = "zh", gptq: ExportParams | None = None) -> Path:
     """Write ``model_dir`` (a merged Hugging Face Whisper) as ``fmt`` under ``out_root``; returns its path.
 
-    ``calibration`` ((16 kHz audio, reference text) pairs) and ``gptq`` are used by gptq-4bit only.
+    ``calibration`` ((16 kHz audio, reference text) pairs) and ``gptq`` (its ``gptq_*`` settings; default
+    ExportParams') are used by gptq-4bit only.
     """
     runtime, variant = _split(fmt)
     path = export_path(fmt, out_root)
@@ -47,9 +47,10 @@ def write_export(fmt: str, model_dir: Path, out_root: Path, calibration: Sequenc
 
         return write_ggml(model_dir, path, variant)
     if runtime == "gptq":
-        from zhasr.export.gptq import GptqOptions, write_gptq
+        from zhasr.config import ExportParams
+        from zhasr.export.gptq import write_gptq
 
-        return write_gptq(model_dir, path, list(calibration), language, gptq or GptqOptions())
+        return write_gptq(model_dir, path, list(calibration), language, gptq or ExportParams())
     from zhasr.export.ct2 import write_ct2
 
     return write_ct2(model_dir, path, variant)

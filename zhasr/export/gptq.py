@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from zhasr.config import ExportParams, TranscribeParams
 
 # torchao, which gptqmodel imports, warns on every CPU machine about its CUDA-only kernels.
 logging.getLogger("torchao").setLevel(logging.ERROR)
@@ -37,13 +39,8 @@ QUANTIZED_PREFIX = "model"
 BLOCK_CLASSES = ["WhisperEncoderLayer", "WhisperDecoderLayer"]  # each kept whole on one device when loading
 
 
-@dataclass(frozen=True)
-class GptqOptions:
-    bits: int = 4
-    group_size: int = 128  # input columns sharing one scale and zero; -1 = one per output row
-    damp_percent: float = 0.05  # added to the Hessian diagonal, as a fraction of its mean
-    desc_act: bool = False  # act-order: better accuracy, slower kernels
-    sym: bool = True
+BITS = 4  # the format is gptq-4bit
+SYMMETRIC = True  # one scale per group, zero point at the middle of the range
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class _Captured(Exception):
 def calibration_examples(processor, clips: list[tuple[np.ndarray, str]], language: str,
                          task: str = "transcribe") -> list[CalibrationExample]:
     """One example per (16 kHz clip, reference text): the decoder is calibrated on the text it should produce."""
-    from zhasr.speech_data import label_ids
+    from zhasr.model.speech_data import label_ids
 
     start = processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
     examples = []
@@ -88,7 +85,7 @@ def _block_inputs(first_block: nn.Module, run: Callable[[], Any]) -> tuple[tuple
     return captured[0]
 
 
-def _quantize_stack(prefix: str, blocks: nn.ModuleList, inputs: list[tuple[tuple, dict]], options: GptqOptions,
+def _quantize_stack(prefix: str, blocks: nn.ModuleList, inputs: list[tuple[tuple, dict]], params: ExportParams,
                     block_done: Callable[[], Any]) -> dict[str, tuple]:
     """Quantize each linear layer of ``blocks`` in place (weights replaced by their dequantized values).
 
@@ -97,20 +94,21 @@ def _quantize_stack(prefix: str, blocks: nn.ModuleList, inputs: list[tuple[tuple
     from gptqmodel import QuantizeConfig
     from gptqmodel.quantization import GPTQ
 
-    config = QuantizeConfig(bits=options.bits, group_size=options.group_size, damp_percent=options.damp_percent,
-                            desc_act=options.desc_act, sym=options.sym, offload_to_disk=False)
+    config = QuantizeConfig(bits=BITS, group_size=params.gptq_group_size, damp_percent=params.gptq_damp_percent,
+                            desc_act=params.gptq_desc_act, sym=SYMMETRIC, offload_to_disk=False)
     packed: dict[str, tuple] = {}
     for index, block in enumerate(blocks):
         linears = {name: m for name, m in block.named_modules() if type(m) is nn.Linear}
         for name, linear in linears.items():  # one at a time, on the outputs of the quantized ones before it
             solver = GPTQ(linear, qcfg=config)
-            solver.quantizer.configure(bits=options.bits, sym=options.sym, perchannel=True)
+            solver.quantizer.configure(bits=BITS, sym=SYMMETRIC, perchannel=True)
             handle = linear.register_forward_hook(lambda _, inp, out: solver.add_batch(inp[0].data, out.data))
             for args, kwargs in inputs:
                 block(*args, **kwargs)
             handle.remove()
-            scale, zero, g_idx, *_ = solver.hf_quantize(percdamp=options.damp_percent, group_size=options.group_size,
-                                                        actorder=options.desc_act)
+            scale, zero, g_idx, *_ = solver.hf_quantize(percdamp=params.gptq_damp_percent,
+                                                        group_size=params.gptq_group_size,
+                                                        actorder=params.gptq_desc_act)
             packed[f"{prefix}.{index}.{name}"] = (solver.quantizer, scale, zero, g_idx)
             solver.free()
         # The quantized block's outputs are the next block's inputs.
@@ -124,39 +122,39 @@ def _hidden(output: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quantize_whisper(model, examples: list[CalibrationExample], options: GptqOptions) -> dict[str, tuple]:
+def quantize_whisper(model, examples: list[CalibrationExample], params: ExportParams) -> dict[str, tuple]:
     """Quantize ``model`` (WhisperForConditionalGeneration, fp32, eval) in place, encoder then decoder,
     with a progress bar over the blocks."""
     whisper = model.model
     device = next(model.parameters()).device
-    _check_group_size(model, options)
+    _check_group_size(model, params.gptq_group_size)
     bar = tqdm(total=len(whisper.encoder.layers) + len(whisper.decoder.layers), desc="GPTQ", unit="block")
     encoder_inputs = [_block_inputs(whisper.encoder.layers[0], lambda e=e: whisper.encoder(e.input_features.to(device)))
                       for e in examples]
-    packed = _quantize_stack("model.encoder.layers", whisper.encoder.layers, encoder_inputs, options, bar.update)
+    packed = _quantize_stack("model.encoder.layers", whisper.encoder.layers, encoder_inputs, params, bar.update)
     decoder_inputs = [_block_inputs(whisper.decoder.layers[0],
                                     lambda e=e: whisper(input_features=e.input_features.to(device),
                                                         decoder_input_ids=e.decoder_input_ids.to(device),
                                                         use_cache=False))
                       for e in examples]
-    packed |= _quantize_stack("model.decoder.layers", whisper.decoder.layers, decoder_inputs, options, bar.update)
+    packed |= _quantize_stack("model.decoder.layers", whisper.decoder.layers, decoder_inputs, params, bar.update)
     bar.close()
     return packed
 
 
-def _check_group_size(model, options: GptqOptions) -> None:
+def _check_group_size(model, group_size: int) -> None:
     widths = sorted({m.in_features for name, m in model.named_modules()
                      if type(m) is nn.Linear and name.startswith(QUANTIZED_PREFIX)})
-    if options.group_size != -1 and any(w % options.group_size for w in widths):
-        raise ValueError(f"GPTQ group_size {options.group_size} must divide every quantized layer's input width "
+    if group_size != -1 and any(w % group_size for w in widths):
+        raise ValueError(f"GPTQ group_size {group_size} must divide every quantized layer's input width "
                          f"(here {widths}); choose a divisor or -1")
 
 
 def write_gptq(model_dir: Path, out_dir: Path, clips: list[tuple[np.ndarray, str]], language: str,
-               options: GptqOptions = GptqOptions(), device: str | None = None) -> Path:
+               params: ExportParams, device: str | None = None) -> Path:
     """Quantize the Hugging Face Whisper in ``model_dir`` with ``clips`` ((16 kHz audio, reference text) pairs)
     on ``device`` (default: CUDA when present) and save a checkpoint for ``load_gptq``; ``out_dir`` is
-    complete or absent. Its ``gptq_calibration.json`` records the options, the clip count and the time."""
+    complete or absent; ``params.gptq_*`` set the quantization. Its ``gptq_calibration.json`` records them, the clip count and the time."""
     from optimum.gptq import GPTQQuantizer
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -167,12 +165,12 @@ def write_gptq(model_dir: Path, out_dir: Path, clips: list[tuple[np.ndarray, str
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
     processor = WhisperProcessor.from_pretrained(model_dir)
-    packed = quantize_whisper(model, calibration_examples(processor, clips, language), options)
+    packed = quantize_whisper(model, calibration_examples(processor, clips, language), params)
     model.to("cpu")  # packing runs on CPU; the checkpoint is the same for every device
 
     # act_group_aware (optimum's default) and act-order exclude each other.
-    quantizer = GPTQQuantizer(bits=options.bits, group_size=options.group_size, damp_percent=options.damp_percent,
-                              desc_act=options.desc_act, act_group_aware=not options.desc_act, sym=options.sym,
+    quantizer = GPTQQuantizer(bits=BITS, group_size=params.gptq_group_size, damp_percent=params.gptq_damp_percent,
+                              desc_act=params.gptq_desc_act, act_group_aware=not params.gptq_desc_act, sym=SYMMETRIC,
                               format="gptq_v2", block_name_to_quantize=QUANTIZED_PREFIX)
     quantizer.pack_model(model, packed)
     # What stays unquantized (token embedding, convolutions, norms, biases) and the scales are stored
@@ -191,7 +189,8 @@ def write_gptq(model_dir: Path, out_dir: Path, clips: list[tuple[np.ndarray, str
     processor.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
     (tmp / "gptq_calibration.json").write_text(json.dumps(
-        {**asdict(options), "clips": len(clips), "layers": len(packed), "device": device,
+        {"bits": BITS, "group_size": params.gptq_group_size, "damp_percent": params.gptq_damp_percent,
+         "desc_act": params.gptq_desc_act, "sym": SYMMETRIC, "clips": len(clips), "layers": len(packed), "device": device,
          "seconds": round(time.perf_counter() - started, 1)}, indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
@@ -226,10 +225,10 @@ def transcribe_gptq(path: Path, clips: list[np.ndarray], language: str = "zh", t
                     max_tokens: int = 224, device: str = "cpu") -> tuple[list[str], float]:
     """(one text per 16 kHz clip in simplified Chinese, decoding seconds), greedy with the loop guard,
     one clip at a time like the other runtimes."""
-    from zhasr.decode import DecodeOptions, transcribe
+    from zhasr.model.decode import DecodeOptions, transcribe
 
     model, processor = load_gptq(path, device)
-    options = DecodeOptions(language=language, batch_size=1, max_new_tokens=max_tokens)
+    options = DecodeOptions(TranscribeParams(batch_size=1, max_new_tokens=max_tokens), language)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

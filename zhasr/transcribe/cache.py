@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 
 from zhasr.config import TranscribeParams
-from zhasr.decode import DecodeOptions
-from zhasr.manifest import atomic_write_json
+from zhasr.data.manifest import atomic_write_json
+from zhasr.model.decode import DecodeOptions
 from zhasr.transcribe.engine import Transcriber
 from zhasr.transcribe.records import Transcription
 
@@ -63,7 +63,7 @@ def engine_key(runtime: str, decode: DecodeOptions | None, settings: TranscribeP
     """``(engine, options)`` as they enter the key: the runtime with its library versions, and the canonical
     JSON of the decoding options, the engine's settings and the language. Known before any model loads."""
     versions = " ".join(f"{p}={metadata.version(p)}" for p in _RUNTIME_PACKAGES.get(runtime, ()))
-    options = {"settings": asdict(settings), "decode": asdict(decode) if decode is not None else None,
+    options = {"settings": asdict(settings), "task": decode.task if decode is not None else None,
                "language": language}
     return f"{runtime} {versions}".strip(), json.dumps(options, sort_keys=True, default=str)
 

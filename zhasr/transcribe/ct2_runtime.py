@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zhasr.decode import DecodeOptions, Transcript, is_loop, token_cap
-from zhasr.text import to_simplified
+from zhasr.data.text import to_simplified
+from zhasr.model.decode import DecodeOptions, Transcript, is_loop, token_cap
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import split_on_characters, timed_words
 
@@ -64,7 +64,7 @@ class Ct2Runtime:
         tokens = self.model.get_prompt(self.tokenizer, [], without_timestamps=True, hotwords=prompt)
         cap = token_cap(max_samples / 16000, self.options)
         results = self.model.model.generate(
-            encoded, [list(tokens) for _ in range(encoded.shape[0])], beam_size=self.options.num_beams,
+            encoded, [list(tokens) for _ in range(encoded.shape[0])], beam_size=self.options.settings.num_beams,
             max_length=len(tokens) + cap, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress, no_repeat_ngram_size=no_repeat_ngram,
         )
@@ -80,7 +80,7 @@ class Ct2Runtime:
     def decode(self, clips: list[np.ndarray], prompt: str | None = None) -> list[Transcript]:
         """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised."""
         out: list[Transcript] = []
-        size = self.options.batch_size
+        size = self.options.settings.batch_size
         for start in range(0, len(clips), size):
             batch = clips[start : start + size]
             try:
@@ -88,10 +88,10 @@ class Ct2Runtime:
                 first = self._generate(encoded, max(len(c) for c in batch), prompt)
                 suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, self.options)]
                 again = {}
-                if suspect and self.options.retry_no_repeat_ngram > 0:
+                if suspect and self.options.settings.retry_no_repeat_ngram > 0:
                     again = dict(zip(suspect, self._generate(
                         self._rows(encoded, suspect), max(len(batch[i]) for i in suspect), prompt,
-                        self.options.retry_no_repeat_ngram)))
+                        self.options.settings.retry_no_repeat_ngram)))
                 for i, t in enumerate(first):
                     kept = again.get(i, t)
                     out.append(Transcript(kept.text, kept.tokens, kept.hit_cap, looped=i in suspect,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zhasr.audio import TARGET_RATE, AudioError
 from zhasr.config import TranscribeParams
-from zhasr.decode import Transcript
+from zhasr.data.audio import TARGET_RATE, AudioError
+from zhasr.model.decode import Transcript
 from zhasr.transcribe import guard
 from zhasr.transcribe.media import CallAudio, read_call
 from zhasr.transcribe.records import Removed, Segment, Timings, Transcription, Word

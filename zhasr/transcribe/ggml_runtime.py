@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from zhasr.config import TranscribeParams
-from zhasr.decode import DecodeOptions, Transcript, is_loop, token_cap
-from zhasr.text import to_simplified
+from zhasr.data.text import to_simplified
+from zhasr.model.decode import DecodeOptions, Transcript, is_loop, token_cap
 
 
 class GgmlRuntime:

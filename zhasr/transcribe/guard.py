@@ -1,6 +1,6 @@
 """The rules every runtime's output passes through, the same for transformers, CTranslate2 and whisper.cpp.
 
-Inside the runtimes (``zhasr.decode`` holds the rules): new tokens capped by the piece's duration; an
+Inside the runtimes (``zhasr.model.decode`` holds the rules): new tokens capped by the piece's duration; an
 output that hit the cap, compresses too well or repeats a unit is decoded again with repeated n-grams
 banned (whisper.cpp: its own temperature fallback); what still loops is collapsed to one copy.
 Here, after decoding: a piece is non-speech when P(no speech) > ``no_speech_threshold`` and its mean
@@ -11,8 +11,8 @@ hallucination lines is removed; the text is simplified Chinese.
 from __future__ import annotations
 
 from zhasr.config import TranscribeParams
-from zhasr.decode import DecodeOptions, Transcript, collapse_loops, compression_ratio
-from zhasr.text import normalize, to_simplified
+from zhasr.data.text import normalize, to_simplified
+from zhasr.model.decode import DecodeOptions, Transcript, collapse_loops, compression_ratio
 from zhasr.transcribe import records
 
 # A hallucination line this long (normalized) is cut out of a longer text too; shorter ones
@@ -22,10 +22,7 @@ _CUT_INSIDE_CHARS = 8
 
 def decode_options(params: TranscribeParams, language: str, task: str) -> DecodeOptions:
     """The runtimes' decoding settings, from the one place they are defined."""
-    return DecodeOptions(language=language, task=task, batch_size=params.batch_size,
-                         max_new_tokens=params.max_new_tokens, tokens_per_second=params.tokens_per_second,
-                         num_beams=params.num_beams, compression_ratio_threshold=params.compression_ratio_threshold,
-                         retry_no_repeat_ngram=params.retry_no_repeat_ngram)
+    return DecodeOptions(params, language, task)
 
 
 def strip_hallucinations(text: str, lines: list[str]) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zhasr.decode import DecodeOptions, Transcript, log_mel, transcribe
+from zhasr.model.decode import DecodeOptions, Transcript, log_mel, transcribe
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import FRAMES_PER_S, dtw_path, split_on_characters, timed_words
 
@@ -19,7 +19,7 @@ class TransformersRuntime:
 
     @classmethod
     def open(cls, model_dir: Path, options: DecodeOptions, device=None) -> TransformersRuntime:
-        from zhasr.models import load_model
+        from zhasr.model.loading import load_model
 
         model, processor = load_model(Path(model_dir), device=device)
         return cls(model, processor, options)
@@ -27,7 +27,7 @@ class TransformersRuntime:
     def decode(self, clips: list[np.ndarray], prompt: str | None = None) -> list[Transcript]:
         """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised."""
         out = []
-        size = self.options.batch_size
+        size = self.options.settings.batch_size
         for start in range(0, len(clips), size):
             batch = clips[start : start + size]
             try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from zhasr.audio import TARGET_RATE, AudioError
+from zhasr.data.audio import TARGET_RATE, AudioError
 
 
 class UnsupportedAudio(AudioError):

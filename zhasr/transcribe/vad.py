@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zhasr.audio import TARGET_RATE
 from zhasr.config import TranscribeParams
+from zhasr.data.audio import TARGET_RATE
 
 
 @dataclass(frozen=True)

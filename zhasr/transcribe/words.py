@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from zhasr.text import to_simplified
+from zhasr.data.text import to_simplified
 from zhasr.transcribe.records import Word
 
 FRAMES_PER_S = 50  # encoder frames a second (20 ms each)

@@ -1,0 +1,295 @@
+"""``zhasr`` command line: each stage as a subcommand (the same function the Prefect task runs), the flows,
+the registry decisions, the service and the UIs.
+
+Every subcommand takes ``--params FILE`` and any number of ``--set KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow_services.errors import PromotionError
+from zhasr.config import ConfigError
+from zhasr.context import StageContext
+from zhasr.data.audio import AudioError
+from zhasr.model.adapters import AdapterUnavailableError, check_method_available
+from zhasr.serve.keys import KeyFileError
+
+STAGES = ("ingest", "validate", "train", "evaluate", "gate", "merge", "export", "register")
+
+
+def _context(args: argparse.Namespace) -> StageContext:
+    ctx = StageContext.load(args.params, args.set)
+    if args.command in ("train", "retrain", "demo"):
+        check_method_available(ctx.params.train.method)  # QLoRA on a CPU stops here, before any work
+    return ctx
+
+
+def _print(result: Any) -> None:
+    print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+
+
+def cmd_stage(args: argparse.Namespace) -> Any:
+    import importlib
+
+    module = importlib.import_module(f"tasks.{args.command}")
+    ctx = _context(args)
+    if args.command == "train":
+        return module.run(ctx, resume=args.resume)
+    if args.command == "export":
+        return module.run(ctx, formats=args.format or None)
+    return module.run(ctx)
+
+
+def cmd_synth(args: argparse.Namespace) -> Any:
+    from tasks import synth
+
+    return synth.demo_data(_context(args))
+
+
+def cmd_import(args: argparse.Namespace) -> Any:
+    from zhasr.data.importers import ImportOptions, import_dataset
+
+    ctx = _context(args)
+    options = ImportOptions(language=args.language, split=args.split, cv_split=args.cv_split,
+                            hf_split=args.hf_split, text_column=args.text_column)
+    result = import_dataset(args.format, Path(args.source), ctx.path("incoming"), args.batch, options)
+    return {"batch_dir": str(result.batch_dir), "rows": result.rows,
+            "skipped": result.skipped, "warnings": result.warnings}
+
+
+def cmd_import_model(args: argparse.Namespace) -> Any:
+    from zhasr.model.loading import resolve_base_model
+
+    ctx = _context(args)
+    return str(resolve_base_model(args.source or ctx.params.model.base, ctx.path("models")))
+
+
+def cmd_retrain(args: argparse.Namespace) -> Any:
+    _context(args)  # fail on bad params before Prefect starts
+    from flows.retrain import retrain
+
+    return retrain(params_path=args.params, overrides=list(args.set), synthesize=args.synth)
+
+
+def cmd_demo(args: argparse.Namespace) -> Any:
+    args.synth = True
+    # Nobody is there to answer the approval form of a demo; --set approval.timeout_s=N brings it back.
+    args.set = ["approval.timeout_s=0", *args.set]
+    return cmd_retrain(args)
+
+
+def cmd_promote(args: argparse.Namespace) -> Any:
+    _context(args)
+    from flows.promote import promote
+
+    return promote(params_path=args.params, overrides=list(args.set))
+
+
+def _registry_context(args: argparse.Namespace):
+    from mlflow_services import tracking
+
+    ctx = _context(args)
+    tracking.configure(ctx)
+    return ctx.params.register.model_name
+
+
+def cmd_decision(args: argparse.Namespace) -> Any:
+    """approve / reject / rollback: a person's decision, recorded with who and why."""
+    from dataclasses import asdict
+
+    from mlflow_services import promotion
+
+    name = _registry_context(args)
+    if args.command == "rollback":
+        change = promotion.rollback(name, by=args.by, note=args.note, to=args.to)
+    else:
+        change = getattr(promotion, args.command)(name, args.version, by=args.by, note=args.note)
+    return asdict(change)
+
+
+def cmd_status(args: argparse.Namespace) -> Any:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mlflow_services import promotion
+
+    state = promotion.status(_registry_context(args))
+    table = Table(title=f"{state['model']}: versions")
+    for column in state["versions"][0] if state["versions"] else []:
+        table.add_column(column)
+    for row in state["versions"]:
+        table.add_row(*(str(v) for v in row.values()))
+    changes = Table(title="alias changes (newest last)")
+    for column in ("at", "action", "alias", "version", "previous", "by", "note"):
+        changes.add_column(column)
+    for c in state["alias_changes"]:
+        changes.add_row(*(str(c[k] or "")[:70] for k in ("at", "action", "alias", "version", "previous", "by", "note")))
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    console.print(table)
+    console.print(changes)
+    return state
+
+
+def cmd_transcribe(args: argparse.Namespace) -> Any:
+    from tasks import transcribe
+
+    ctx = _context(args)
+    return transcribe.run(ctx, [Path(f) for f in args.files], model=args.model, channels=args.channels,
+                          fmt=args.format, out_dir=Path(args.out) if args.out else None, runtime=args.runtime)
+
+
+def cmd_serve(args: argparse.Namespace) -> Any:
+    from service.main import run
+
+    run(_context(args))
+
+
+def cmd_serve_keys(args: argparse.Namespace) -> Any:
+    from zhasr.serve.keys import KeyStore
+
+    ctx = _context(args)
+    store = KeyStore(ctx.root / ctx.params.serve.keys_file)
+    if args.action == "add":
+        key = store.add(args.name)
+        print(f"new key for {args.name} (shown once, store it now):", file=sys.stderr)
+        return key + "\n"
+    if args.action == "revoke":
+        record = store.revoke(args.name)
+        return {"name": record.name, "revoked": record.revoked}
+    return [{"name": r.name, "created": r.created, "revoked": r.revoked, "sha256": r.sha256[:12]}
+            for r in store.records()]
+
+
+def cmd_schedule(args: argparse.Namespace) -> Any:
+    ctx = _context(args)
+    from flows.schedule import serve_schedule
+
+    params_path = Path(args.params).resolve() if args.params else None
+    print(f"serving deployment retrain/{ctx.params.schedule.deployment}: cron {ctx.params.schedule.cron!r} "
+          f"({ctx.params.schedule.timezone}); Ctrl-C stops it", flush=True)
+    serve_schedule(ctx.params, params_path)
+
+
+def cmd_ui(args: argparse.Namespace) -> Any:
+    import subprocess
+
+    ctx = _context(args)
+    from zhasr.project import mlflow_artifact_uri
+
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port),
+               "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
+               "--default-artifact-root", mlflow_artifact_uri(ctx.root), "--workers", "1"]
+    print(f"MLflow UI on http://127.0.0.1:{args.port}", flush=True)
+    return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", help="params file (default: params.yaml at the project root)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, e.g. --set train.learning_rate=1e-4 (repeatable)")
+    parser = argparse.ArgumentParser(prog="zhasr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    handlers: dict[str, Callable[[argparse.Namespace], Any]] = {}
+
+    def add(name: str, handler: Callable, help: str) -> argparse.ArgumentParser:
+        handlers[name] = handler
+        return sub.add_parser(name, parents=[common], help=help)
+
+    add("synth", cmd_synth, "write the demo batches under paths.incoming: synthetic call-center speech, "
+                            "and the regression set when present")
+    p = add("import", cmd_import, "turn a dataset (jsonl, json, csv, aishell, kaldi, commonvoice, hf-disk, "
+                                   "audiofolder) into a batch under paths.incoming")
+    p.add_argument("format", help="source layout")
+    p.add_argument("source", help="manifest file (jsonl/json/csv) or dataset folder")
+    p.add_argument("--batch", required=True, help="name of the new batch folder")
+    p.add_argument("--language", default="zh")
+    p.add_argument("--split", help='stamp every row, e.g. "regression" for an evaluation-only set')
+    p.add_argument("--cv-split", default="validated", help="commonvoice: which <split>.tsv")
+    p.add_argument("--hf-split", help="hf-disk: which split of a DatasetDict (default all)")
+    p.add_argument("--text-column", help="label column when it is not the default")
+    add("import-model", cmd_import_model, "import the base model into a local Hugging Face folder").add_argument(
+        "source", nargs="?", help="packaged:whisper-base, tiny-random, a CTranslate2 or HF folder, or a hub id")
+    stage_help = {
+        "ingest": "decode incoming batches to 16 kHz mono and normalize labels",
+        "validate": "run the Great Expectations suite; quarantine failing rows",
+        "train": "train a LoRA/DoRA/QLoRA adapter on the train split (torchrun / accelerate launch for DDP)",
+        "evaluate": "decode the test split and the regression set with candidate and champion; CER",
+        "gate": "apply the promotion rules of params.gate to the evaluation",
+        "merge": "fold the adapter into the base weights; check its outputs against base + adapter",
+        "export": "write the merged model for whisper.cpp, faster-whisper and GPTQ, run and score each export",
+        "register": "register the merged model with its model card; alias challenger if it passed the gate",
+    }
+    for stage in STAGES:
+        p = add(stage, cmd_stage, stage_help[stage])
+        if stage == "train":
+            p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+        if stage == "export":
+            from zhasr.export.formats import EXPORT_FORMATS
+
+            p.add_argument("--format", action="append", choices=EXPORT_FORMATS,
+                           help="a format to export (repeatable; default: export.formats in params)")
+    add("retrain", cmd_retrain, "run the retraining flow (Prefect)").add_argument(
+        "--synth", action="store_true", help="first write the synthetic batch if it is missing")
+    add("demo", cmd_demo, "synthesize the demo batch and run the retraining flow")
+    add("promote", cmd_promote, "gate, register and wait for approval on the evaluation in reports/")
+    for command, help in (("approve", "make a challenger the champion"), ("reject", "turn a challenger down")):
+        p = add(command, cmd_decision, help)
+        p.add_argument("version", help="model version number")
+        p.add_argument("--by", required=True, help="who decides (recorded)")
+        p.add_argument("--note", required=True, help="why (recorded)")
+    p = add("rollback", cmd_decision, "give the champion alias back to the previous champion")
+    p.add_argument("--to", help="a former champion's version (default: the one before the current)")
+    p.add_argument("--by", required=True, help="who decides (recorded)")
+    p.add_argument("--note", required=True, help="why (recorded)")
+    add("status", cmd_status, "versions, aliases, gate verdicts and the alias history")
+    p = add("transcribe", cmd_transcribe, "transcribe audio files (whole calls, any format) with a registered "
+                                          "version or a model folder")
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a folder (default: the champion)")
+    p.add_argument("--channels", choices=("mix", "split"), help="default: transcribe.channels")
+    p.add_argument("--runtime", choices=("auto", "transformers", "ct2", "ggml"), help="default: transcribe.runtime")
+    from zhasr.transcribe.writers import FORMATS
+
+    p.add_argument("--format", choices=FORMATS, default="json")
+    p.add_argument("--out", help="write <out>/<file stem>.<ext> per file and print a summary")
+    add("serve", cmd_serve, "serve the champion behind an OpenAI-compatible API (settings: params serve)")
+    p = add("serve-keys", cmd_serve_keys, "API keys of the service: add NAME (prints the key once), list, revoke NAME")
+    p.add_argument("action", choices=("add", "list", "revoke"))
+    p.add_argument("name", nargs="?", help="who the key is for (add, revoke)")
+    add("schedule", cmd_schedule, "serve the scheduled retraining deployment (cron from params.schedule)")
+    add("ui", cmd_ui, "start the MLflow UI on 127.0.0.1").add_argument("--port", type=int, default=5000)
+    parser.set_defaults(handlers=handlers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        # Libraries print progress and Trainer logs to stdout; stdout is kept for the JSON result.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = args.handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"zhasr: params error: {exc}", file=sys.stderr)
+        return 2
+    except (AdapterUnavailableError, PromotionError, AudioError, LookupError, KeyFileError) as exc:
+        print(f"zhasr: {exc}", file=sys.stderr)
+        return 2
+    # Under torchrun every process runs the command; the result is printed once.
+    if isinstance(result, str):  # a transcript in the format asked for, as it is
+        sys.stdout.write(result)
+    elif result is not None and args.command != "ui" and os.environ.get("RANK", "0") == "0":
+        _print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

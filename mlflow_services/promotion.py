@@ -1,0 +1,117 @@
+"""A person's decisions on the registry: approve a challenger, reject it, roll the champion back, see the state.
+
+The same functions serve ``zhasr approve|reject|rollback|status`` and the
+approval form of the retraining flow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlflow_services import registry
+from mlflow_services.errors import PromotionError
+from mlflow_services.registry import CHALLENGER, CHAMPION
+
+
+def _version(name: str, version: str):
+    try:
+        return MlflowClient().get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise PromotionError(f"{name} v{version}: no such model version") from exc
+
+
+def _require(by: str, note: str) -> None:
+    if not by.strip():
+        raise PromotionError("--by: name the person who decides")
+    if not note.strip():
+        raise PromotionError("--note: say why")
+
+
+def approve(name: str, version: str, by: str, note: str) -> registry.AliasChange:
+    """Make a version that passed the gate the champion; it stops being challenger."""
+    _require(by, note)
+    v = _version(name, version)
+    if v.tags.get("zhasr.gate") != "pass":
+        raise PromotionError(f"{name} v{version}: did not pass the gate ({v.tags.get('zhasr.gate_reason', 'no verdict')})"
+                             "; only a passing candidate can be approved")
+    champion = registry.version_by_alias(name, CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        raise PromotionError(f"{name} v{version} is already the champion")
+    change = registry.change_alias(name, CHAMPION, str(version), action="approve", by=by, note=note)
+    challenger = registry.version_by_alias(name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(version):
+        registry.change_alias(name, CHALLENGER, str(version), action="approve", by=by, note=note, remove=True)
+    MlflowClient().set_model_version_tag(name, str(version), "zhasr.review", "approved")
+    return change
+
+
+def reject(name: str, version: str, by: str, note: str) -> registry.AliasChange:
+    """Turn a candidate down: it loses the challenger alias and is tagged rejected."""
+    _require(by, note)
+    _version(name, version)
+    champion = registry.version_by_alias(name, CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        raise PromotionError(f"{name} v{version} is the champion; use rollback to replace it")
+    change = registry.change_alias(name, CHALLENGER, str(version), action="reject", by=by, note=note, remove=True)
+    MlflowClient().set_model_version_tag(name, str(version), "zhasr.review", "rejected")
+    return change
+
+
+def champion_lineage(name: str) -> list[str]:
+    """Versions that were champion, oldest first, rolled-back ones removed: the last is the champion."""
+    stack: list[str] = []
+    for change in registry.alias_history(name):
+        if change.alias != CHAMPION:
+            continue
+        if change.action == "rollback":
+            while stack and stack[-1] != change.version:
+                stack.pop()
+            if not stack:
+                stack.append(change.version)
+        else:
+            stack.append(change.version)
+    return stack
+
+
+def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.AliasChange:
+    """Give the champion alias back to the previous champion (or to version ``to``, a former champion)."""
+    _require(by, note)
+    lineage = champion_lineage(name)
+    current = registry.version_by_alias(name, CHAMPION)
+    if to is None:
+        if len(lineage) < 2:
+            raise PromotionError(f"{name}: no previous champion to roll back to (history: {lineage or 'empty'})")
+        to = lineage[-2]
+    elif str(to) not in lineage:
+        raise PromotionError(f"{name} v{to}: was never champion (former champions: {', '.join(lineage)})")
+    if current is not None and str(current.version) == str(to):
+        raise PromotionError(f"{name} v{to} is already the champion")
+    _version(name, str(to))
+    change = registry.change_alias(name, CHAMPION, str(to), action="rollback", by=by, note=note)
+    if current is not None:
+        MlflowClient().set_model_version_tag(name, str(current.version), "zhasr.review", f"rolled back to v{to}")
+    return change
+
+
+def status(name: str, history: int = 10) -> dict[str, Any]:
+    """Versions with their aliases, gate verdict, review and CER; the last ``history`` alias changes."""
+    client = MlflowClient()
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        raise PromotionError(f"{name}: no registered model of that name yet") from exc
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
+    rows = [{
+        "version": str(v.version), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
+        "gate": v.tags.get("zhasr.gate", v.tags.get("zhasr.role", "")), "review": v.tags.get("zhasr.review", ""),
+        "cer_test": v.tags.get("zhasr.cer", ""), "cer_regression": v.tags.get("zhasr.cer_regression", ""),
+        "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8], "git": v.tags.get("zhasr.git_commit", "")[:8],
+    } for v in versions]
+    changes = [c.__dict__ for c in registry.alias_history(name)[-history:]]
+    return {"model": name, "versions": rows, "alias_changes": changes}

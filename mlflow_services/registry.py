@@ -1,0 +1,137 @@
+"""The MLflow model registry: log a Whisper directory as a version, move aliases with an audit trail,
+find a version's files.
+
+Every alias change is recorded twice: as tags on the version (``zhasr.<alias>.by``, ``.at``,
+``.note``) for the registry page, and as a run in the ``<model>-alias-log`` experiment, whose
+runs are the full history (who, when, why, from which version) that ``rollback`` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
+
+import mlflow_services
+import zhasr
+from mlflow_services import tracking
+from mlflow_services.pyfunc import WhisperTranscriber
+from zhasr.config import TranscribeParams
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+# A column of base64-encoded audio files in, one transcript per row out.
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "audio")]), outputs=Schema([ColSpec("string")]))
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "faster-whisper==1.2.1", "soundfile",
+                    "soxr", "opencc", "jiwer", "rich", "pyyaml"]
+
+
+def version_by_alias(name: str, alias: str) -> ModelVersion | None:
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def log_and_register(name: str, model_dir: Path, language: str, tags: dict[str, str],
+                     transcribe: TranscribeParams | None = None) -> ModelVersion:
+    """Log ``model_dir`` as a pyfunc model in the active run and register it as a new version of ``name``;
+    its pyfunc transcribes with ``transcribe`` (the engine's settings)."""
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=WhisperTranscriber(),
+        artifacts={"whisper": str(model_dir)},
+        code_paths=[str(Path(zhasr.__file__).parent), str(Path(mlflow_services.__file__).parent)],
+        pip_requirements=PIP_REQUIREMENTS,
+        model_config={"language": language, "transcribe": dataclasses.asdict(transcribe or TranscribeParams())},
+        signature=SIGNATURE,
+    )
+    return mlflow.register_model(info.model_uri, name, tags=tags)
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    action: str  # register | approve | reject | rollback | gate
+    alias: str  # champion | challenger
+    version: str  # the version the action is about
+    previous: str | None  # version that held the alias before (None: nobody)
+    by: str  # person or automated actor
+    note: str  # why
+    at: str  # ISO time, UTC
+
+
+def alias_log_experiment(name: str) -> str:
+    return f"{name}-alias-log"
+
+
+def change_alias(name: str, alias: str, version: str, *, action: str, by: str, note: str,
+                 remove: bool = False) -> AliasChange:
+    """Point ``alias`` at ``version`` (or remove it from ``version``) and record who, when and why."""
+    client = MlflowClient()
+    held = version_by_alias(name, alias)
+    previous = str(held.version) if held else None
+    if remove:
+        if previous == version:
+            client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, version)
+    change = AliasChange(action, alias, version, previous, by, note,
+                         datetime.now(timezone.utc).isoformat(timespec="microseconds"))
+    for key, value in (("by", by), ("at", change.at), ("note", note), ("action", action)):
+        client.set_model_version_tag(name, version, f"zhasr.{alias}.{key}", value)
+    experiment = mlflow.get_experiment_by_name(alias_log_experiment(name))
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(alias_log_experiment(name))
+    run = client.create_run(experiment_id, run_name=f"{action} v{version} {alias}",
+                            tags={f"zhasr.{k}": str(v) for k, v in asdict(change).items() if v is not None})
+    client.set_terminated(run.info.run_id)
+    return change
+
+
+def alias_history(name: str) -> list[AliasChange]:
+    """Every recorded alias change of ``name``, oldest first."""
+    experiment = mlflow.get_experiment_by_name(alias_log_experiment(name))
+    if experiment is None:
+        return []
+    runs = MlflowClient().search_runs([experiment.experiment_id], max_results=10000)
+    fields = [f.name for f in dataclasses.fields(AliasChange)]
+    changes = [AliasChange(**{f: r.data.tags.get(f"zhasr.{f}") for f in fields}) for r in runs]
+    # Run start times have millisecond resolution; two changes of one decision can share one.
+    return sorted(changes, key=lambda c: c.at)
+
+
+def whisper_dir(version: ModelVersion) -> Path:
+    """Local folder of the Hugging Face files inside a registered version (downloaded if remote)."""
+    local = None
+    if version.model_id:
+        local = tracking.local_path(mlflow.get_logged_model(version.model_id).artifact_location)
+    if local is None or not local.exists():
+        local = Path(mlflow.artifacts.download_artifacts(version.source))
+    artifacts = Model.load(local / "MLmodel").flavors["python_function"]["artifacts"]
+    return local / artifacts["whisper"]["path"]
+
+
+def learned_batches(version: ModelVersion) -> set[str]:
+    """The batches a version was trained on (its ``zhasr.learned_batches`` tag; none for the base model)."""
+    return set(json.loads(version.tags.get("zhasr.learned_batches") or "[]"))
+
+
+def last_trained_dataset(name: str) -> tuple[str, str] | None:
+    """(version, dataset md5) of the newest version trained by the pipeline (not the base model); None if none."""
+    try:
+        versions = MlflowClient().search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    trained = [v for v in versions if v.tags.get("zhasr.dataset_md5")]
+    if not trained:
+        return None
+    newest = max(trained, key=lambda v: int(v.version))
+    return str(newest.version), newest.tags["zhasr.dataset_md5"]

@@ -1,0 +1,160 @@
+"""Synthetic Mandarin call-center speech: templates, espeak-ng voices, telephone channel, noise.
+
+Debian's espeak-ng cannot read Han characters with ``-v cmn``, so each label is
+converted to tone-numbered pinyin (``nin2 hao3 , qing3 wen4 .``) and spoken by
+``-v cmn-latn-pinyin+VARIANT``. Labels contain Chinese characters only: every
+number is written the way it is spoken (order number 三五七二零八一六, amount
+三百二十八元, date 三月十五号), so label and audio agree character for character.
+
+The corpus is a set of calls. One call is one speaker (a fixed voice variant,
+speed and pitch) on one channel at one noise level, saying up to
+``clips_per_call`` utterances on one topic. Per clip::
+
+    label --pypinyin--> pinyin --espeak-ng--> 22.05 kHz --sox--> 16 kHz wideband
+                                                            or 300-3400 Hz band at 8 kHz
+          --numpy--> silence padding, level, white/pink noise at snr_db
+          (telephone: 8-bit mu-law companding) --> PCM-16 WAV
+
+Output, written atomically (a hidden temporary folder, renamed when complete)::
+
+    <out_dir>/<batch_id>/manifest.jsonl   {"id", "audio", "text", "speaker", "call_id", "channel", "snr_db"}
+    <out_dir>/<batch_id>/audio/<id>.wav
+    <out_dir>/<batch_id>/synth.json       settings and the speakers' voice settings
+
+The same settings give byte-identical files on the same machine (espeak-ng, sox
+and numpy versions fixed): every random draw comes from a generator seeded by
+``(seed, kind, index)``, never from thread order.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import numpy as np
+import soundfile as sf
+
+from zhasr.config import SynthParams
+from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
+from zhasr.data.synth.voice import (
+    ESPEAK_VOICE,
+    VOICE_VARIANTS,
+    Call,
+    Speaker,
+    apply_channel,
+    check_tools,
+    render,
+    speak,
+    to_pinyin,
+)
+from zhasr.data.synth.words import TOPICS, make_sentence
+from zhasr.progress import progress_bar
+
+
+def _rng(seed: int, kind: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, kind, index]))
+
+
+def plan_speakers(params: SynthParams) -> list[Speaker]:
+    """``n_speakers`` voices: variants cycled, speed and pitch drawn per speaker."""
+    speakers = []
+    for i in range(params.n_speakers):
+        rng = _rng(params.seed, 1, i)
+        speakers.append(Speaker(
+            id=f"syn{params.seed}-spk{i:02d}", variant=VOICE_VARIANTS[i % len(VOICE_VARIANTS)],
+            speed_wpm=int(rng.integers(params.speed_wpm[0], params.speed_wpm[1] + 1)),
+            pitch=int(rng.integers(params.pitch[0], params.pitch[1] + 1)),
+        ))
+    return speakers
+
+
+def plan_calls(params: SynthParams) -> list[Call]:
+    """At least one call per speaker (if there are enough clips); ``telephone_fraction`` of them telephone."""
+    speakers = plan_speakers(params)
+    n_calls = min(params.n_clips, max(params.n_speakers, math.ceil(params.n_clips / params.clips_per_call)))
+    order = _rng(params.seed, 2, 0).permutation(n_calls)
+    n_phone = round(params.telephone_fraction * n_calls)
+    calls = []
+    for j in range(n_calls):
+        rng = _rng(params.seed, 3, j)
+        calls.append(Call(
+            id=f"syn{params.seed}-call{j:04d}", speaker=speakers[j % len(speakers)],
+            topic=TOPICS[int(rng.integers(len(TOPICS)))],
+            channel="telephone" if order[j] < n_phone else "wideband",
+            snr_db=float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
+            noise=params.noise_colors[int(rng.integers(len(params.noise_colors)))],
+        ))
+    return calls
+
+
+def _synthesize_clip(k: int, call: Call, first: bool, last: bool, clip_id: str, audio_dir: Path,
+                     params: SynthParams) -> dict[str, Any]:
+    rng = _rng(params.seed, 4, k)
+    text, template = make_sentence(rng, call.topic, first=first, last=last)
+    speech, rate = apply_channel(speak(to_pinyin(text), call.speaker), call.channel, params)
+    samples = render(speech, rate, call, rng, params)
+    path = audio_dir / f"{clip_id}.wav"
+    sf.write(path, samples, rate, format="WAV", subtype="PCM_16")
+    return {"id": clip_id, "audio": f"audio/{path.name}", "text": text, "template": template,
+            "speaker": call.speaker.id, "call_id": call.id, "channel": call.channel, "snr_db": call.snr_db}
+
+
+def synthesize_batch(
+    out_dir: Path, params: SynthParams, batch_id: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write ``out_dir/<batch_id>/`` (manifest.jsonl, audio/, synth.json) and return that folder.
+
+    ``progress(done, total)`` is called after each clip; without it a rich
+    progress bar is shown. The batch is built in a hidden temporary folder under
+    ``out_dir`` and renamed into place when complete: an interrupted run leaves
+    no ``<batch_id>`` folder. An existing batch is never overwritten
+    (FileExistsError).
+    """
+    check_tools()
+    out_dir = Path(out_dir)
+    target = out_dir / batch_id
+    if target.exists():
+        raise FileExistsError(f"{target}: batch already exists; remove it or choose another batch id")
+    calls = plan_calls(params)
+    # Clip k belongs to call k * n_calls // n_clips: contiguous, near-equal runs.
+    owner = [k * len(calls) // params.n_clips for k in range(params.n_clips)]
+    jobs = [(k, calls[j], k == 0 or owner[k - 1] != j, k == params.n_clips - 1 or owner[k + 1] != j,
+             f"{batch_id}-{k:05d}") for k, j in enumerate(owner)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Two levels deep, so a `*/manifest.jsonl` glob over out_dir never sees a half batch.
+    staging = Path(tempfile.mkdtemp(prefix=f".{batch_id}.partial-", dir=out_dir))
+    try:
+        work = staging / batch_id
+        audio_dir = work / "audio"
+        audio_dir.mkdir(parents=True)
+        rows = []
+        with _progress(progress, f"synth {batch_id}") as report, ThreadPoolExecutor(max_workers=params.workers) as pool:
+            futures = [pool.submit(_synthesize_clip, *job, audio_dir, params) for job in jobs]
+            try:
+                for done, future in enumerate(futures, start=1):
+                    rows.append(future.result())
+                    report(done, len(futures))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        atomic_write_json(work / "synth.json", {
+            "options": {**asdict(params), "batch": batch_id},
+            "speakers": [asdict(s) for s in plan_speakers(params)],
+            "voice": ESPEAK_VOICE,
+        })
+        atomic_write_jsonl(work / "manifest.jsonl", rows)
+        work.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _progress(progress: Callable[[int, int], None] | None, description: str) -> ContextManager[Callable[[int, int], None]]:
+    return nullcontext(progress) if progress is not None else progress_bar(description)

@@ -1,0 +1,65 @@
+"""Whether an export keeps the merged model's accuracy: fit, unfit or inconclusive, from the interval.
+
+The rise of an export's CER over the merged model it was written from is
+estimated per set by a paired bootstrap over clips. A point estimate near the
+limit flips between machines (a few clips decoded differently), so the verdict
+reads the interval instead:
+
+- fit: the upper end of the interval is within the limit on every set;
+- unfit: the lower end is above the limit on some set;
+- inconclusive: otherwise; too few clips to tell. Such an export is kept and
+  tagged, never served as fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from zhasr.config import ExportParams
+from zhasr.evaluation.bootstrap import paired_bootstrap_gain
+from zhasr.evaluation.metrics import character_error_rate
+from zhasr.export.formats import LOW_BIT
+
+FIT, UNFIT, INCONCLUSIVE = "fit", "unfit", "inconclusive"
+
+
+@dataclass(frozen=True)
+class Rise:
+    rise: float  # export CER - merged CER on the whole set (fraction; positive = the export is worse)
+    low: float  # lower end of the interval
+    high: float  # upper end
+
+
+def cer_rise(merged_errors: list[int], export_errors: list[int], reference_chars: list[int],
+             samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> Rise:
+    """Paired bootstrap interval of the CER rise; one entry per clip in each list."""
+    # The "gain" of the merged model over the export is the export's rise.
+    gain = paired_bootstrap_gain(merged_errors, export_errors, reference_chars, samples, confidence, seed)
+    return Rise(gain.gain, gain.low, gain.high)
+
+
+def verdict(rises: Iterable[Rise], limit: float) -> str:
+    """FIT, UNFIT or INCONCLUSIVE for an export with these rises (one per set) against ``limit``."""
+    rises = list(rises)
+    if any(r.low > limit for r in rises):
+        return UNFIT
+    if all(r.high <= limit for r in rises):
+        return FIT
+    return INCONCLUSIVE
+
+
+def limit_for(fmt: str, params: ExportParams) -> float:
+    """The largest CER rise ``fmt`` may show: the looser limit for 4- and 5-bit formats."""
+    return params.low_bit_max_cer_increase if fmt in LOW_BIT else params.max_cer_increase
+
+
+def rise_over_merged(references: list[str], merged_errors: list[int], texts: list[str], samples: int = 1000,
+                     confidence: float = 0.95) -> tuple[float, Rise]:
+    """The export's CER on one set (numbers normalized, as evaluation scores) and its rise over the merged
+    model, from the set's ``references``, the merged model's character errors per clip and the export's
+    ``texts`` (same clips, same order)."""
+    scored = character_error_rate(references, texts, numbers=True)
+    rise = cer_rise(merged_errors, [e.errors for e in scored.utterances], [e.reference_len for e in scored.utterances],
+                    samples=samples, confidence=confidence)
+    return scored.rate, rise

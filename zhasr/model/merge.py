@@ -1,0 +1,81 @@
+"""Fold a LoRA/DoRA adapter into the base weights: a plain Hugging Face Whisper directory."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import PeftModel
+from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+from zhasr.model.decode import log_mel
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def with_adapter(base_model_dir: Path, adapter_dir: Path, weight: float = 1.0) -> PeftModel:
+    """The base model with the adapter applied at ``weight`` times its trained scale: W0 + w (alpha / r) BA,
+    a weight-space interpolation between the start model (0) and the fine-tuned one (1), as in WiSE-FT
+    (Wortsman et al. 2022). For DoRA only the low-rank direction is scaled."""
+    from peft.tuners.lora import LoraLayer
+
+    model = PeftModel.from_pretrained(WhisperForConditionalGeneration.from_pretrained(base_model_dir), adapter_dir)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.set_scale("default", weight)
+    return model
+
+
+def next_adapter_weight(weight: float, loss: float, start_loss: float, limit: float, floor: float,
+                        grid: float = 0.05) -> float:
+    """The weight to try after ``weight`` lost ``loss`` (> ``limit``) on general speech, where the start
+    model (weight 0) loses ``start_loss``. The loss grows about linearly with the weight (measured:
+    README), so the weight that would meet ``limit`` with 10% to spare, rounded down to ``grid``; at
+    least one grid step lower, and not below ``floor``."""
+    slope = (loss - start_loss) / weight
+    target = (0.9 * limit - start_loss) / slope if slope > 0 else weight - grid
+    return round(max(floor, min(math.floor(target / grid + 1e-9) * grid, weight - grid)), 4)
+
+
+def merge_adapter(base_model_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float32",
+                  weight: float = 1.0) -> Path:
+    """Write base + ``weight`` x adapter, merged, to ``out_dir`` (weights, processor, generation config).
+
+    Written to a temporary folder and renamed, so ``out_dir`` is complete or absent.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"merge dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+    out_dir = Path(out_dir)
+    merged = with_adapter(base_model_dir, adapter_dir, weight).merge_and_unload()
+    merged.config.use_cache = True
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.to(DTYPES[dtype]).save_pretrained(tmp)
+    WhisperProcessor.from_pretrained(base_model_dir).save_pretrained(tmp)
+    GenerationConfig.from_pretrained(base_model_dir).save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.replace(out_dir)
+    return out_dir
+
+
+@torch.inference_mode()
+def merge_difference(base_model_dir: Path, adapter_dir: Path, merged_dir: Path, clip: np.ndarray,
+                     weight: float = 1.0) -> float:
+    """Largest absolute difference between the logits of base + ``weight`` x adapter and of the merged
+    model, on ``clip`` (16 kHz, (n_samples,)) with the transcription prompt and 16 decoded tokens (float32
+    compute)."""
+    from zhasr.model.loading import load_model
+
+    adapter_model = with_adapter(base_model_dir, adapter_dir, weight).eval()
+    processor = WhisperProcessor.from_pretrained(base_model_dir)
+    merged_model, _ = load_model(merged_dir)
+    merged_model = merged_model.float()
+    features = log_mel(processor, [clip])
+    generated = adapter_model.generate(input_features=features, language="zh", task="transcribe",
+                                       max_new_tokens=16, do_sample=False, return_dict_in_generate=True).sequences
+    a = adapter_model(input_features=features, decoder_input_ids=generated).logits
+    m = merged_model(input_features=features, decoder_input_ids=generated).logits
+    return float((a - m).abs().max())
