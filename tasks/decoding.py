@@ -21,14 +21,14 @@ from zhasr.export.ct2 import float32_copy
 from zhasr.model.decode import DecodeOptions, Stopwatch
 from zhasr.model.loading import resolve_base_model
 from zhasr.progress import progress_bar
-from zhasr.transcribe import Transcriber, guard
+from zhasr.transcribe import Transcriber
 from zhasr.transcribe.cache import DecodeCache, engine_key, transcribe_cached, weights_digest
 
 log = logging.getLogger(__name__)
 
 
 def decode_options(ctx: StageContext) -> DecodeOptions:
-    return guard.decode_options(ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
+    return DecodeOptions(ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
 
 
 def load_clips(ctx: StageContext, sets: dict[str, list[dict[str, Any]]]) -> dict[str, list[np.ndarray]]:

@@ -256,8 +256,8 @@ def _tone_batch(project, batch: str, texts: list[str]) -> None:
 
 def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, project, tiny_model_dir, capsys):
     from flows.retrain import retrain
-    from tasks.pipeline import nothing_new
     from flows.schedule import deployment
+    from tasks.pipeline import nothing_new
 
     _tone_batch(project, "b1", ["您好请问", "订单号一二三", "退款到账了吗"])
     assert main(["ingest"]) == 0 and main(["validate"]) == 0
@@ -294,7 +294,7 @@ def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, pro
 def test_register_retries_only_transient_failures():
     from prefect.states import Failed
 
-    from mlflow_services.tracking import is_transient_failure
+    from tasks.pipeline import is_transient_failure
 
     def retried(exc: BaseException) -> bool:
         return is_transient_failure(None, None, Failed(data=exc))

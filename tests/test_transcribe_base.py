@@ -14,9 +14,8 @@ from zhasr.data.audio import load_16k
 from zhasr.data.text import normalize
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.formats import write_export
-from zhasr.model.decode import is_loop
+from zhasr.model.decode import DecodeOptions, is_loop
 from zhasr.transcribe import Transcriber
-from zhasr.transcribe.guard import decode_options
 from zhasr.transcribe.media import read_call
 
 pytestmark = [pytest.mark.slow,
@@ -67,7 +66,7 @@ def test_whole_call_scores_like_its_clips_and_nothing_loops(runtime, runtimes, g
     assert abs(whole_cer - clip_cer) <= 0.02, (runtime, whole_cer, clip_cer)
     for name, clips in regression_clips().items():
         results = transcriber.transcribe_many(clips, channels="mix")
-        looping = [r.text for r in results if is_loop(r.text, decode_options(PARAMS, "zh", "transcribe"))]
+        looping = [r.text for r in results if is_loop(r.text, DecodeOptions(PARAMS))]
         first_pass = sum(r.looped for r in results)
         print(f"{runtime} {name}: {len(results)} clips, {first_pass} looped before the guard, {len(looping)} after")
         assert looping == [], (runtime, name, looping)

@@ -17,7 +17,7 @@ import numpy as np
 
 from zhasr.config import TranscribeParams
 from zhasr.data.audio import TARGET_RATE, AudioError
-from zhasr.model.decode import Transcript
+from zhasr.model.decode import DecodeOptions, Transcript
 from zhasr.transcribe import guard
 from zhasr.transcribe.media import CallAudio, read_call
 from zhasr.transcribe.records import Removed, Segment, Timings, Transcription, Word
@@ -111,7 +111,7 @@ class Transcriber:
         (default ``params.runtime``), one of its ``exports``."""
         path = pick_model(Path(model), exports or {}, runtime or params.runtime)
         kind = runtime_of(path)
-        options = guard.decode_options(params, language, task)
+        options = DecodeOptions(params, language, task)
         if kind == "ct2":
             from zhasr.transcribe.ct2_runtime import Ct2Runtime
 

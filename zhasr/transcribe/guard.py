@@ -12,17 +12,12 @@ from __future__ import annotations
 
 from zhasr.config import TranscribeParams
 from zhasr.data.text import normalize, to_simplified
-from zhasr.model.decode import DecodeOptions, Transcript, collapse_loops, compression_ratio
+from zhasr.model.decode import Transcript, collapse_loops, compression_ratio
 from zhasr.transcribe import records
 
 # A hallucination line this long (normalized) is cut out of a longer text too; shorter ones
 # ("谢谢观看") only when they are all a piece says.
 _CUT_INSIDE_CHARS = 8
-
-
-def decode_options(params: TranscribeParams, language: str, task: str) -> DecodeOptions:
-    """The runtimes' decoding settings, from the one place they are defined."""
-    return DecodeOptions(params, language, task)
 
 
 def strip_hallucinations(text: str, lines: list[str]) -> str:
