@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synthesize_batch(tmp / "incoming", SynthParams(n_clips=args.clips, n_speakers=40, seed=1), "bench",
+        synthesize_batch(tmp / "incoming", SynthParams(batch="bench", n_clips=args.clips, n_speakers=40, seed=1),
                          progress=lambda done, total: None)
         started = time.perf_counter()
         rows = ingest_batches(tmp / "incoming", tmp / "dataset", IngestParams(test_fraction=0.2, workers=args.workers))

@@ -60,7 +60,7 @@ def make_dataset(root: Path, clips: int, regression_manifest: Path) -> list[dict
     from zhasr.data.ingest import ingest_batches
     from zhasr.data.synth import synthesize_batch
 
-    synthesize_batch(root / "incoming", SynthParams(n_clips=clips, n_speakers=24, seed=1), "bench",
+    synthesize_batch(root / "incoming", SynthParams(batch="bench", n_clips=clips, n_speakers=24, seed=1),
                      progress=lambda done, total: None)
     if regression_manifest.is_file():
         import_dataset("jsonl", regression_manifest, root / "incoming", "real-zh", ImportOptions(split="regression"))

@@ -36,10 +36,10 @@ def make_call(folder: Path) -> Path:
     wav = folder / "call.wav"
     if wav.is_file():
         return wav
-    options = SynthParams(n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
+    options = SynthParams(batch="call-clips", n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
                            snr_db=[60.0])
     batch = folder / "clips" / "call-clips"
-    clips = clips_of_batch(batch if batch.is_dir() else synthesize_batch(folder / "clips", options, "call-clips"))
+    clips = clips_of_batch(batch if batch.is_dir() else synthesize_batch(folder / "clips", options))
     write_call(folder, [c for pair in zip(clips[:20], clips[20:]) for c in pair], 8000)
     return wav
 

@@ -22,7 +22,7 @@ def run(ctx: StageContext) -> Path:
     batch_dir = ctx.path("incoming") / p.batch
     if (batch_dir / "manifest.jsonl").is_file():
         return batch_dir
-    return synthesize_batch(ctx.path("incoming"), p, p.batch)
+    return synthesize_batch(ctx.path("incoming"), p)
 
 
 def import_regression_set(ctx: StageContext) -> Path | None:

@@ -97,9 +97,9 @@ def generated_call(tmp_path_factory) -> tuple[Path, list]:
 
     root = tmp_path_factory.mktemp("call")
     # Two voices, 20 clips each; clean speech, so a turn's bounds are where its speech is.
-    options = SynthParams(n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
+    options = SynthParams(batch="call-clips", n_clips=40, n_speakers=2, clips_per_call=20, seed=7, telephone_fraction=1.0,
                            snr_db=[60.0])
-    clips = clips_of_batch(synthesize_batch(root, options, "call-clips", progress=lambda done, total: None))
+    clips = clips_of_batch(synthesize_batch(root, options, progress=lambda done, total: None))
     alternating = [c for pair in zip(clips[:20], clips[20:]) for c in pair]
     return write_call(root, alternating, 8000)
 

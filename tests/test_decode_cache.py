@@ -20,8 +20,8 @@ PARAMS = TranscribeParams(max_new_tokens=8)  # the random model never stops by i
 def clips(tmp_path_factory):
     from zhasr.data.synth import synthesize_batch
 
-    batch = synthesize_batch(tmp_path_factory.mktemp("cache-clips"), SynthParams(n_clips=3, n_speakers=1, seed=3),
-                             "cache", progress=lambda done, total: None)
+    batch = synthesize_batch(tmp_path_factory.mktemp("cache-clips"), SynthParams(batch="cache", n_clips=3, n_speakers=1, seed=3),
+                             progress=lambda done, total: None)
     return [load_16k(p) for p in sorted((batch / "audio").glob("*.wav"))]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ needs_tools = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None,
     reason="needs espeak-ng and sox (apt-get install espeak-ng sox)")
 
-OPTIONS = SynthParams(n_clips=8, n_speakers=4, seed=3, telephone_fraction=0.5)
+OPTIONS = SynthParams(batch="b1", n_clips=8, n_speakers=4, seed=3, telephone_fraction=0.5)
 QUIET = lambda done, total: None  # noqa: E731
 
 
@@ -32,8 +33,8 @@ def read_rows(batch: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory) -> tuple[Path, Path]:
     """The same options synthesized twice, into two folders."""
-    a = synthesize_batch(tmp_path_factory.mktemp("a"), OPTIONS, "b1", progress=QUIET)
-    b = synthesize_batch(tmp_path_factory.mktemp("b"), OPTIONS, "b1", progress=QUIET)
+    a = synthesize_batch(tmp_path_factory.mktemp("a"), OPTIONS, progress=QUIET)
+    b = synthesize_batch(tmp_path_factory.mktemp("b"), OPTIONS, progress=QUIET)
     return a, b
 
 
@@ -99,7 +100,7 @@ def test_manifest_rows_channels_and_durations(batches):
 
 @needs_tools
 def test_other_seed_other_corpus(tmp_path, batches):
-    other = synthesize_batch(tmp_path, SynthParams(n_clips=2, n_speakers=2, seed=4), "b2", progress=QUIET)
+    other = synthesize_batch(tmp_path, SynthParams(batch="b2", n_clips=2, n_speakers=2, seed=4), progress=QUIET)
     assert [r["text"] for r in read_rows(other)] != [r["text"] for r in read_rows(batches[0])[:2]]
     assert all(r["speaker"].startswith("syn4-") for r in read_rows(other))
 
@@ -107,10 +108,10 @@ def test_other_seed_other_corpus(tmp_path, batches):
 @needs_tools
 def test_progress_and_existing_batch(tmp_path):
     calls = []
-    synthesize_batch(tmp_path, SynthParams(n_clips=2, n_speakers=1), "b", progress=lambda d, n: calls.append((d, n)))
+    synthesize_batch(tmp_path, SynthParams(batch="b", n_clips=2, n_speakers=1), progress=lambda d, n: calls.append((d, n)))
     assert calls[-1] == (2, 2)
     with pytest.raises(FileExistsError):
-        synthesize_batch(tmp_path, SynthParams(n_clips=2, n_speakers=1), "b", progress=QUIET)
+        synthesize_batch(tmp_path, SynthParams(batch="b", n_clips=2, n_speakers=1), progress=QUIET)
 
 
 @needs_tools
@@ -124,7 +125,7 @@ def test_failure_leaves_no_half_batch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synth, "speak", flaky)
     with pytest.raises(RuntimeError, match="espeak-ng died"):
-        synthesize_batch(tmp_path, SynthParams(n_clips=4, n_speakers=2), "b", progress=QUIET)
+        synthesize_batch(tmp_path, SynthParams(batch="b", n_clips=4, n_speakers=2), progress=QUIET)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -132,7 +133,7 @@ def test_missing_binaries_are_named(tmp_path, monkeypatch):
     espeak = shutil.which("espeak-ng")
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingToolError, match=r"espeak-ng not found on PATH.*apt-get install espeak-ng"):
-        synthesize_batch(tmp_path / "out", OPTIONS, "b", progress=QUIET)
+        synthesize_batch(tmp_path / "out", replace(OPTIONS, batch="b"), progress=QUIET)
     assert not (tmp_path / "out").exists()
     if espeak:  # espeak-ng present, sox absent
         (tmp_path / "espeak-ng").symlink_to(espeak)

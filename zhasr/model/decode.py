@@ -22,6 +22,9 @@ from transformers.modeling_outputs import BaseModelOutput
 from zhasr.config import TranscribeParams
 from zhasr.data.text import to_simplified
 
+_DECODING_SETTINGS = ("batch_size", "max_new_tokens", "tokens_per_second", "num_beams",
+                      "compression_ratio_threshold", "retry_no_repeat_ngram")
+
 
 @dataclass(frozen=True)
 class DecodeOptions:
@@ -31,6 +34,11 @@ class DecodeOptions:
     settings: TranscribeParams = field(default_factory=TranscribeParams)
     language: str = "zh"
     task: str = "transcribe"
+
+    def key(self) -> dict[str, object]:
+        """What decides the tokens: language, task and the settings the runtimes read (a decode-cache key)."""
+        return {"language": self.language, "task": self.task,
+                **{name: getattr(self.settings, name) for name in _DECODING_SETTINGS}}
 
 
 @dataclass(frozen=True)

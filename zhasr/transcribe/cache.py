@@ -63,7 +63,7 @@ def engine_key(runtime: str, decode: DecodeOptions | None, settings: TranscribeP
     """``(engine, options)`` as they enter the key: the runtime with its library versions, and the canonical
     JSON of the decoding options, the engine's settings and the language. Known before any model loads."""
     versions = " ".join(f"{p}={metadata.version(p)}" for p in _RUNTIME_PACKAGES.get(runtime, ()))
-    options = {"settings": asdict(settings), "task": decode.task if decode is not None else None,
+    options = {"settings": asdict(settings), "decode": decode.key() if decode is not None else None,
                "language": language}
     return f"{runtime} {versions}".strip(), json.dumps(options, sort_keys=True, default=str)
 

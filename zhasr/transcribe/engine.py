@@ -119,7 +119,7 @@ class Transcriber:
         elif kind == "ggml":
             from zhasr.transcribe.ggml_runtime import GgmlRuntime
 
-            engine = GgmlRuntime(path, options, params)
+            engine = GgmlRuntime(path, options)
         elif (path / "quantize_config.json").is_file():  # a GPTQ export: the transformers runtime on int4 kernels
             from zhasr.export.gptq import load_gptq
             from zhasr.transcribe.hf_runtime import TransformersRuntime

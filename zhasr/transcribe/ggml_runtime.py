@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from zhasr.config import TranscribeParams
 from zhasr.data.text import to_simplified
 from zhasr.model.decode import DecodeOptions, Transcript, is_loop, token_cap
 
@@ -20,11 +19,11 @@ from zhasr.model.decode import DecodeOptions, Transcript, is_loop, token_cap
 class GgmlRuntime:
     name = "ggml"
 
-    def __init__(self, model_file: Path, options: DecodeOptions, params: TranscribeParams):
+    def __init__(self, model_file: Path, options: DecodeOptions):
         from zhasr.export.ggml import read_ggml_header
 
         read_ggml_header(Path(model_file))  # a corrupt or cut file is refused here, not later
-        self.model_file, self.options, self.params = Path(model_file), options, params
+        self.model_file, self.options = Path(model_file), options
 
     def decode(self, clips: list[np.ndarray], prompt: str | None = None) -> list[Transcript]:
         from zhasr.export.whispercpp import WhisperCppError, transcribe_whispercpp
@@ -32,8 +31,9 @@ class GgmlRuntime:
         caps = [token_cap(len(c) / 16000, self.options) for c in clips]
         try:
             results = transcribe_whispercpp(self.model_file, clips, caps, self.options.language,
-                                            self.params.threads, prompt, self.params.no_speech_threshold,
-                                            self.params.logprob_threshold)
+                                            self.options.settings.threads, prompt,
+                                            self.options.settings.no_speech_threshold,
+                                            self.options.settings.logprob_threshold)
         except (WhisperCppError, OSError, ValueError) as exc:
             return [Transcript("", [], False, False, error=f"whisper.cpp: {exc}")] * len(clips)
         out = []

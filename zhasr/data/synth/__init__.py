@@ -17,9 +17,9 @@ speed and pitch) on one channel at one noise level, saying up to
 
 Output, written atomically (a hidden temporary folder, renamed when complete)::
 
-    <out_dir>/<batch_id>/manifest.jsonl   {"id", "audio", "text", "speaker", "call_id", "channel", "snr_db"}
-    <out_dir>/<batch_id>/audio/<id>.wav
-    <out_dir>/<batch_id>/synth.json       settings and the speakers' voice settings
+    <out_dir>/<batch>/manifest.jsonl   {"id", "audio", "text", "speaker", "call_id", "channel", "snr_db"}
+    <out_dir>/<batch>/audio/<id>.wav
+    <out_dir>/<batch>/synth.json       settings and the speakers' voice settings
 
 The same settings give byte-identical files on the same machine (espeak-ng, sox
 and numpy versions fixed): every random draw comes from a generator seeded by
@@ -106,17 +106,18 @@ def _synthesize_clip(k: int, call: Call, first: bool, last: bool, clip_id: str, 
 
 
 def synthesize_batch(
-    out_dir: Path, params: SynthParams, batch_id: str,
+    out_dir: Path, params: SynthParams,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write ``out_dir/<batch_id>/`` (manifest.jsonl, audio/, synth.json) and return that folder.
+    """Write ``out_dir/<params.batch>/`` (manifest.jsonl, audio/, synth.json) and return that folder.
 
     ``progress(done, total)`` is called after each clip; without it a rich
     progress bar is shown. The batch is built in a hidden temporary folder under
     ``out_dir`` and renamed into place when complete: an interrupted run leaves
-    no ``<batch_id>`` folder. An existing batch is never overwritten
+    no ``<params.batch>`` folder. An existing batch is never overwritten
     (FileExistsError).
     """
+    batch_id = params.batch
     check_tools()
     out_dir = Path(out_dir)
     target = out_dir / batch_id
@@ -145,7 +146,7 @@ def synthesize_batch(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         atomic_write_json(work / "synth.json", {
-            "options": {**asdict(params), "batch": batch_id},
+            "options": asdict(params),
             "speakers": [asdict(s) for s in plan_speakers(params)],
             "voice": ESPEAK_VOICE,
         })
