@@ -38,6 +38,14 @@ def test_override_sets_nested_value_with_its_type():
     ("export.formats=[gptq-8bit]", "export.formats[0]: unknown format 'gptq-8bit'"),
     ("export.gptq_group_size=0", "export.gptq_group_size"),
     ("export.gptq_calibration_clips=0", "export.gptq_calibration_clips"),
+    ("export.gptq_damp_percent=1.5", "export.gptq_damp_percent"),
+    ("ingest.workers=0", "ingest.workers: must be at least 1"),
+    ("synth.clips_per_call=0", "synth.clips_per_call: must be at least 1"),
+    ("synth.noise_colors=[blue]", "synth.noise_colors: unknown ['blue']"),
+    ("synth.speed_wpm=[260, 180]", "synth.speed_wpm: expected [low, high]"),
+    ("validate.allowed_text_regex='['", "validate.allowed_text_regex '[': unterminated character set"),
+    ("train.targets=[q_proj", "train.targets: value '[q_proj' is not valid YAML"),
+    ("validate.min_duration_s=40", "validate.min_duration_s"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

@@ -425,6 +425,11 @@ def _check_synth(synth: SynthParams) -> None:
             raise ConfigError(f"synth.{key}: expected [low, high], got {low_high}")
 
 
+def _check_ingest(ingest: IngestParams) -> None:
+    if ingest.workers < 1:
+        raise ConfigError(f"ingest.workers: must be at least 1, got {ingest.workers}")
+
+
 def _check_validate(v: ValidateParams) -> None:
     if not 0 <= v.min_duration_s <= v.max_duration_s:
         raise ConfigError(f"validate.min_duration_s: need 0 <= min_duration_s <= max_duration_s, "
@@ -469,6 +474,8 @@ def _check_export(export: ExportParams) -> None:
             raise ConfigError(f"export.formats[{i}]: unknown format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
     if export.gptq_calibration_clips < 1:
         raise ConfigError(f"export.gptq_calibration_clips: must be at least 1, got {export.gptq_calibration_clips}")
+    if not 0 < export.gptq_damp_percent < 1:
+        raise ConfigError(f"export.gptq_damp_percent: expected 0 < d < 1, got {export.gptq_damp_percent}")
     if export.gptq_group_size != -1 and export.gptq_group_size < 1:
         raise ConfigError(f"export.gptq_group_size: a positive divisor of the layer widths or -1, "
                           f"got {export.gptq_group_size}")
@@ -499,6 +506,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
     params = _build(Params, data or {}, "")
     _check_synth(params.synth)
+    _check_ingest(params.ingest)
     _check_validate(params.validate)
     _check_transcribe(params.transcribe)
     _check_export(params.export)
@@ -527,7 +535,11 @@ def apply_overrides(params: Params, overrides: list[str]) -> Params:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key.strip()}: value {raw!r} is not valid YAML ({exc.problem})") from exc
+        _set_dotted(data, key.strip(), value)
     return params_from_dict(data)
 
 
