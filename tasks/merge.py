@@ -25,6 +25,7 @@ from zhasr.context import StageContext
 from zhasr.data.audio import load_16k
 from zhasr.data.manifest import atomic_write_json, read_json
 from zhasr.evaluation.metrics import character_error_rate
+from zhasr.export.formats import size_on_disk
 from zhasr.model.merge import merge_adapter, merge_difference, next_adapter_weight
 
 GUARDED_SETS = ("regression", "telephone")  # general speech, wideband and through a telephone line
@@ -92,7 +93,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     p = ctx.params.merge
     with tracking.stage_run(ctx, "merge"):
         weight, difference, tried = guarded_merge(ctx, out_dir)
-        size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
+        size_mb = size_on_disk(out_dir) / 2**20
         mlflow.log_metrics({"merged_size_mb": size_mb, "merge_max_logit_diff": difference, "adapter_weight": weight,
                             "adapter_weights_tried": len(tried)})
         if tried:

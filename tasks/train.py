@@ -81,7 +81,7 @@ def round_rows(ctx: StageContext, learned: set[str], resume: bool) -> RoundRows:
     missing = [i for i in plan["rows"] if i not in by_id]
     if missing:
         raise ValueError(f"cannot resume: {len(missing)} clip(s) of the plan being resumed ({missing[0]}, ...) are no "
-                         f"longer in the train split of {ctx.path('dataset') / 'manifest.jsonl'}")
+                         f"longer in the train split of {ctx.dataset_manifest()}")
     return RoundRows([by_id[i] for i in plan["rows"]], plan["new_clips"], plan["replayed_clips"],
                      plan["learned_batches"])
 
