@@ -18,7 +18,9 @@ from zhasr.context import StageContext
 from zhasr.data.audio import load_16k
 from zhasr.evaluation.scoring import SystemOutput
 from zhasr.export.ct2 import float32_copy
+from zhasr.model import shared_encoder
 from zhasr.model.decode import DecodeOptions, Stopwatch
+from zhasr.model.encoder_cache import cached_layer_count
 from zhasr.model.loading import resolve_base_model
 from zhasr.progress import progress_bar
 from zhasr.transcribe import Transcriber
@@ -87,6 +89,24 @@ def ct2_copies(ctx: StageContext) -> Path:
     return ctx.path("models") / "ct2-float32"
 
 
+@functools.cache
+def _encoder_layers(base_dir: Path) -> int:
+    from transformers import WhisperConfig
+
+    return WhisperConfig.from_pretrained(base_dir).encoder_layers
+
+
+def shared_encoder_layers(ctx: StageContext) -> int:
+    """Encoder layers whose output evaluation shares between models: those training leaves as in the
+    base model (``train.cached_encoder_layers``), with ``evaluate.share_lower_encoder`` on the ct2 runtime
+    on a CPU; else 0."""
+    import torch
+
+    if not ctx.params.evaluate.share_lower_encoder or ctx.params.evaluate.runtime != "ct2" or torch.cuda.is_available():
+        return 0
+    return cached_layer_count(ctx.params.train.cached_encoder_layers, _encoder_layers(base_model_dir(ctx)), False)
+
+
 def open_transcriber(ctx: StageContext, model: Model) -> Transcriber:
     """``model`` at full precision in ``evaluate.runtime``, with the engine's settings."""
     options = decode_options(ctx)
@@ -95,8 +115,11 @@ def open_transcriber(ctx: StageContext, model: Model) -> Transcriber:
 
         from zhasr.transcribe.ct2_runtime import Ct2Runtime
 
+        layers = shared_encoder_layers(ctx)
+        encoder = shared_encoder.SharedLowerEncoder(model.folder, layers, ctx.path("encoder_states")) if layers else None
         runtime = Ct2Runtime(float32_copy(model.folder, ct2_copies(ctx), model.weights), options,
-                             ctx.params.transcribe.threads, device="cuda" if torch.cuda.is_available() else "cpu")
+                             ctx.params.transcribe.threads, device="cuda" if torch.cuda.is_available() else "cpu",
+                             encoder=encoder)
     else:
         from zhasr.transcribe.hf_runtime import TransformersRuntime
 
@@ -108,9 +131,12 @@ def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray
                 ) -> tuple[dict[str, SystemOutput], dict[str, int]]:
     """Decode every set ``{name: clips}`` with ``model`` through the transcription engine, as it would
     serve (VAD pieces, the guard, the hallucination filter), clips the decode cache holds excepted; the
-    model is not even loaded when it holds them all. ``({name: SystemOutput}, {"hits": n, "misses": n})``."""
+    model is not even loaded when it holds them all. ``({name: SystemOutput}, counts)``: decode-cache
+    ``hits`` and ``misses`` (clips), and where the lower encoder is shared, ``encoder_hits`` and
+    ``encoder_misses`` (30-s windows whose lower-layer output was read from the store or computed)."""
+    layers = shared_encoder_layers(ctx)
     engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx), ctx.params.transcribe_settings(),
-                        ctx.params.model.language)
+                        ctx.params.model.language, shared_encoder.describe(layers) if layers else "")
     opened = functools.cache(lambda: open_transcriber(ctx, model))
     cache = DecodeCache(ctx.path("decode_cache"))
     outputs, counts = {}, {"hits": 0, "misses": 0}
@@ -122,4 +148,8 @@ def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray
         log.warning("decode cache, %s on %s: %d hits, %d misses", model.label, name, decoded.hits, decoded.misses)
         counts["hits"] += decoded.hits
         counts["misses"] += decoded.misses
+    encoder = getattr(opened().runtime, "encoder", None) if opened.cache_info().currsize else None
+    if encoder is not None:
+        counts |= {"encoder_hits": encoder.hits, "encoder_misses": encoder.misses}
+        log.warning("shared lower encoder, %s: %d windows read, %d computed", model.label, encoder.hits, encoder.misses)
     return outputs, counts

@@ -34,6 +34,7 @@ class PathsParams:
     runs: str = "runs"  # training checkpoints and adapters
     reports: str = "reports"  # stage outputs read by later stages (JSON), DVC metrics
     decode_cache: str = "cache/decode"  # per-clip decodings keyed by weights, audio, engine and options
+    encoder_states: str = "cache/encoder-states"  # evaluation's shared lower encoder layers, per 30-s window
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,10 @@ class EvaluateParams:
     # CTranslate2 copy of each model (same greedy tokens as transformers, decoding ~10x faster on a CPU),
     # "transformers" the Hugging Face model itself.
     runtime: Literal["ct2", "transformers"] = "ct2"
+    # ct2 on a CPU: the lower encoder layers that training leaves as in the base model
+    # (train.cached_encoder_layers) run once per window for every model that shares them, their output
+    # kept under paths.encoder_states (1.5 MB a window); each model runs only its own upper layers
+    share_lower_encoder: bool = True
     # domain terms whose recall is reported: share of their occurrences in the references that the
     # hypothesis also contains (normalized like the labels)
     hotwords: list[str] = field(default_factory=lambda: list(DEFAULT_HOTWORDS))

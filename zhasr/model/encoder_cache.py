@@ -31,9 +31,13 @@ from zhasr.model.decode import log_mel
 from zhasr.model.speech_data import SpeechDataset
 
 
-def auto_cached_layers(encoder_layers: int, on_gpu: bool) -> int:
-    """The default: two thirds of the encoder cached on a CPU (4 of whisper-base's 6), none on a GPU."""
-    return 0 if on_gpu else (2 * encoder_layers) // 3
+def cached_layer_count(setting: int, encoder_layers: int, on_gpu: bool) -> int:
+    """``train.cached_encoder_layers`` resolved: -1 (auto) is two thirds of the encoder on a CPU (4 of
+    whisper-base's 6) and none on a GPU; raises ValueError for more layers than the encoder has."""
+    cached = (0 if on_gpu else (2 * encoder_layers) // 3) if setting < 0 else setting
+    if not 0 <= cached <= encoder_layers:
+        raise ValueError(f"train.cached_encoder_layers={setting}: the model has {encoder_layers} encoder layers")
+    return cached
 
 
 @torch.inference_mode()

@@ -179,11 +179,7 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     n_encoder = model.config.encoder_layers
-    cached = params.cached_encoder_layers
-    if cached < 0:
-        cached = encoder_cache.auto_cached_layers(n_encoder, on_gpu)
-    if not 0 <= cached <= n_encoder:
-        raise ValueError(f"train.cached_encoder_layers={cached}: the model has {n_encoder} encoder layers")
+    cached = encoder_cache.cached_layer_count(params.cached_encoder_layers, n_encoder, on_gpu)
     started = time.perf_counter()
     if cached:
         from accelerate import PartialState

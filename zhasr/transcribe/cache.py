@@ -59,13 +59,16 @@ def audio_digest(samples: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
 
 
-def engine_key(runtime: str, decode: DecodeOptions | None, settings: TranscribeParams, language: str) -> tuple[str, str]:
-    """``(engine, options)`` as they enter the key: the runtime with its library versions, and the canonical
-    JSON of the decoding options, the engine's settings and the language. Known before any model loads."""
+def engine_key(runtime: str, decode: DecodeOptions | None, settings: TranscribeParams, language: str,
+               encoder: str = "") -> tuple[str, str]:
+    """``(engine, options)`` as they enter the key: the runtime with its library versions (and ``encoder``,
+    how its encoder runs where that is not the runtime's own), and the canonical JSON of the decoding
+    options, the engine's settings and the language. Known before any model loads."""
     versions = " ".join(f"{p}={metadata.version(p)}" for p in _RUNTIME_PACKAGES.get(runtime, ()))
     options = {"settings": asdict(settings), "decode": decode.key() if decode is not None else None,
                "language": language}
-    return f"{runtime} {versions}".strip(), json.dumps(options, sort_keys=True, default=str)
+    engine = " ".join(part for part in (runtime, versions, f"[{encoder}]" if encoder else "") if part)
+    return engine, json.dumps(options, sort_keys=True, default=str)
 
 
 def engine_of(transcriber: Transcriber) -> tuple[str, str]:

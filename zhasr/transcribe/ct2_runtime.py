@@ -8,6 +8,7 @@ duration, a retry with repeated n-grams banned for pieces that loop, then the co
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,7 +21,10 @@ from zhasr.transcribe.words import split_on_characters, timed_words
 class Ct2Runtime:
     name = "ct2"
 
-    def __init__(self, model_dir: Path, options: DecodeOptions, threads: int = 2, device: str = "cpu"):
+    def __init__(self, model_dir: Path, options: DecodeOptions, threads: int = 2, device: str = "cpu",
+                 encoder: Callable[[np.ndarray], np.ndarray] | None = None):
+        """``encoder``: (batch, n_mels, 3000) features -> (batch, 1500, d_model) float32 states, in place of
+        CTranslate2's encoder on a CPU (zhasr.model.shared_encoder.SharedLowerEncoder); None: CTranslate2's."""
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -33,6 +37,7 @@ class Ct2Runtime:
                                    language=options.language)
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
         self.options = options
+        self.encoder = encoder
 
     def _features(self, clips: list[np.ndarray]) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
@@ -47,6 +52,8 @@ class Ct2Runtime:
         import ctranslate2
 
         features = self._features(clips)
+        if self.encoder is not None and self.model.model.device == "cpu":
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(self.encoder(features), np.float32))
         if self.model.model.device != "cpu":
             return self.model.encode(features)
         return ctranslate2.StorageView.from_array(np.concatenate(
