@@ -11,8 +11,10 @@ voices and fillers), runs ``zhasr retrain`` as a user would, and ``zhasr approve
 passed. Exports are off (``export.formats=[]``): the loop is what is measured.
 
 Printed per round: train clips (new, replayed), steps and what set them, the merge weight, wall time,
-candidate and champion CER on the grown test split (numbers normalized), on its unseen sentences, on
-real-zh and its telephone twin, the base model's real-zh CER, and the gate's verdict. The table is also
+the evaluate stage's time (and its share of round 1's), the clips of the evaluation sets the champion
+was decoded on in that stage and those the decode cache answered, candidate and champion CER on the grown test split (numbers
+normalized), on its unseen sentences, on real-zh and its telephone twin, the base model's real-zh CER,
+and the gate's verdict. The table is also
 logged as an MLflow run (``bench/retrain_batches.json``) in the bench project's store.
 """
 
@@ -68,13 +70,24 @@ def report(root: Path, stage: str) -> dict:
     return json.loads((root / "reports" / f"{stage}.json").read_text(encoding="utf-8"))
 
 
-def round_row(root: Path, k: int, seconds: float) -> dict:
+def evaluate_seconds(root: Path, run_id: str) -> float:
+    """The flow run's ``stage_evaluate_s`` in the bench project's MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    from zhasr.project import mlflow_tracking_uri
+
+    return MlflowClient(tracking_uri=mlflow_tracking_uri(root)).get_run(run_id).data.metrics["stage_evaluate_s"]
+
+
+def round_row(root: Path, k: int, seconds: float, run_id: str) -> dict:
     train, merge, evaluation, gate = (report(root, s) for s in ("train", "merge", "evaluate", "gate"))
     test = evaluation["test"]
     unseen = next((s for s in test["slices"] if s["kind"] == "sentence" and s["value"] == "unseen"), None)
     row = {"round": k, "train_clips": train["train_clips"], "new": train["new_clips"],
            "replayed": train["replayed_clips"], "steps": train["steps"], "set_by": train["limited_by"],
-           "weight": merge["adapter_weight"], "wall_s": round(seconds), "test_clips": test["clips"],
+           "weight": merge["adapter_weight"], "wall_s": round(seconds), "evaluate_s": evaluate_seconds(root, run_id),
+           "champion_decoded": evaluation["decode_cache"]["champion"]["misses"],
+           "champion_cached": evaluation["decode_cache"]["champion"]["hits"], "test_clips": test["clips"],
            "cer_candidate": test["candidate"]["cer"], "cer_champion": test["champion"]["cer"],
            "unseen_candidate": unseen["candidate_cer"] if unseen else None,
            "unseen_champion": unseen["champion_cer"] if unseen else None,
@@ -94,13 +107,16 @@ def pct(x: float | None) -> str:
 
 def print_table(recipe: str, rows: list[dict]) -> None:
     print(f"\nrecipe init_from={recipe}")
-    print("| round | train clips (new + replayed) | steps (set by) | weight | wall | test clips | CER candidate | "
+    print("| round | train clips (new + replayed) | steps (set by) | weight | wall | evaluate (of round 1) | "
+          "champion decoded / cached | test clips | CER candidate | "
           "CER champion | unseen: candidate / champion | real-zh: candidate / champion / base | "
           "telephone: candidate / champion / base | gate |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        share = r["evaluate_s"] / rows[0]["evaluate_s"]
         print(f"| {r['round']} | {r['train_clips']} ({r['new']} + {r['replayed']}) | {r['steps']} ({r['set_by']}) | "
-              f"{r['weight']} | {r['wall_s']} s | {r['test_clips']} | {pct(r['cer_candidate'])} | "
+              f"{r['weight']} | {r['wall_s']} s | {r['evaluate_s']:.1f} s ({share:.0%}) | "
+              f"{r['champion_decoded']} / {r['champion_cached']} | {r['test_clips']} | {pct(r['cer_candidate'])} | "
               f"{pct(r['cer_champion'])} (v{r['champion_version']}) | {pct(r['unseen_candidate'])} / "
               f"{pct(r['unseen_champion'])} | {pct(r.get('regression_candidate'))} / "
               f"{pct(r.get('regression_champion'))} / {pct(r.get('regression_base'))} | "
@@ -127,7 +143,8 @@ def log_to_mlflow(root: Path, recipe: str, rows: list[dict], args: argparse.Name
         mlflow.log_table(pd.DataFrame(rows), artifact_file="bench/retrain_batches.json")
         for r in rows:
             mlflow.log_metrics({"cer_candidate": r["cer_candidate"], "cer_champion": r["cer_champion"],
-                                "wall_s": r["wall_s"], "steps": r["steps"]}, step=r["round"])
+                                "wall_s": r["wall_s"], "evaluate_s": r["evaluate_s"], "steps": r["steps"]},
+                               step=r["round"])
 
 
 def main() -> None:
@@ -150,7 +167,7 @@ def main() -> None:
         zhasr(root, "synth", *(x for o in common + synth for x in ("--set", o)))
         started = time.perf_counter()
         result = last_json(zhasr(root, "retrain", *(x for o in common for x in ("--set", o))))
-        rows.append(round_row(root, k, time.perf_counter() - started))
+        rows.append(round_row(root, k, time.perf_counter() - started, result["mlflow_run_id"]))
         if result["passed"]:
             zhasr(root, "approve", result["version"], "--by", "bench", "--note", f"round {k}: {result['reason']}")
         print_table(args.recipe, rows)
