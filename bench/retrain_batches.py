@@ -12,9 +12,9 @@ passed. Exports are off (``export.formats=[]``): the loop is what is measured.
 
 Printed per round: train clips (new, replayed), steps and what set them, the merge weight, wall time,
 the evaluate stage's time (and its share of round 1's), the clips of the evaluation sets the champion
-was decoded on in that stage and those the decode cache answered, candidate and champion CER on the grown test split (numbers
-normalized), on its unseen sentences, on real-zh and its telephone twin, the base model's real-zh CER,
-and the gate's verdict. The table is also
+was decoded on in that stage and those the decode cache answered, candidate and champion CER on the
+grown test split (numbers normalized), on its unseen sentences, on real-zh and its telephone twin, the
+base model's real-zh CER, and the gate's verdict. The table is also
 logged as an MLflow run (``bench/retrain_batches.json``) in the bench project's store.
 """
 

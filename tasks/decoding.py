@@ -107,16 +107,17 @@ def shared_encoder_layers(ctx: StageContext) -> int:
     return cached_layer_count(ctx.params.train.cached_encoder_layers, _encoder_layers(base_model_dir(ctx)), False)
 
 
-def open_transcriber(ctx: StageContext, model: Model) -> Transcriber:
-    """``model`` at full precision in ``evaluate.runtime``, with the engine's settings."""
+def open_transcriber(ctx: StageContext, model: Model, shared_layers: int = 0) -> Transcriber:
+    """``model`` at full precision in ``evaluate.runtime``, with the engine's settings; in ct2, its lower
+    ``shared_layers`` encoder layers read from and written to ``paths.encoder_states``."""
     options = decode_options(ctx)
     if ctx.params.evaluate.runtime == "ct2":
         import torch
 
         from zhasr.transcribe.ct2_runtime import Ct2Runtime
 
-        layers = shared_encoder_layers(ctx)
-        encoder = shared_encoder.SharedLowerEncoder(model.folder, layers, ctx.path("encoder_states")) if layers else None
+        encoder = (shared_encoder.SharedLowerEncoder(model.folder, shared_layers, ctx.path("encoder_states"))
+                   if shared_layers else None)
         runtime = Ct2Runtime(float32_copy(model.folder, ct2_copies(ctx), model.weights), options,
                              ctx.params.transcribe.threads, device="cuda" if torch.cuda.is_available() else "cpu",
                              encoder=encoder)
@@ -137,7 +138,7 @@ def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray
     layers = shared_encoder_layers(ctx)
     engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx), ctx.params.transcribe_settings(),
                         ctx.params.model.language, shared_encoder.describe(layers) if layers else "")
-    opened = functools.cache(lambda: open_transcriber(ctx, model))
+    opened = functools.cache(lambda: open_transcriber(ctx, model, layers))
     cache = DecodeCache(ctx.path("decode_cache"))
     outputs, counts = {}, {"hits": 0, "misses": 0}
     for name, clips in sets.items():
@@ -148,8 +149,8 @@ def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray
         log.warning("decode cache, %s on %s: %d hits, %d misses", model.label, name, decoded.hits, decoded.misses)
         counts["hits"] += decoded.hits
         counts["misses"] += decoded.misses
-    encoder = getattr(opened().runtime, "encoder", None) if opened.cache_info().currsize else None
-    if encoder is not None:
+    if layers and opened.cache_info().currsize:  # the model was opened: some clip was not cached
+        encoder = opened().runtime.encoder
         counts |= {"encoder_hits": encoder.hits, "encoder_misses": encoder.misses}
         log.warning("shared lower encoder, %s: %d windows read, %d computed", model.label, encoder.hits, encoder.misses)
     return outputs, counts

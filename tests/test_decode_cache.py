@@ -98,3 +98,18 @@ def test_weights_digest_follows_the_bytes_of_the_weights(tiny_model_dir, tmp_pat
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no weight file"):
         weights_digest(empty)
+
+
+def test_the_engine_key_names_a_shared_lower_encoder_and_is_as_before_without_one():
+    from importlib import metadata
+
+    from zhasr.model.decode import DecodeOptions
+    from zhasr.model.shared_encoder import describe
+    from zhasr.transcribe.cache import engine_key
+
+    options = DecodeOptions(PARAMS)
+    plain, plain_options = engine_key("ct2", options, PARAMS, "zh")
+    assert plain == f"ct2 ctranslate2={metadata.version('ctranslate2')}"  # the key decodings were stored under
+    shared, shared_options = engine_key("ct2", options, PARAMS, "zh", describe(4))
+    assert shared == f"{plain} [{describe(4)}]" and shared_options == plain_options
+    assert engine_key("ct2", options, PARAMS, "zh", describe(3))[0] != shared

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import torch
 from mlflow.tracking import MlflowClient
 
 from cli.main import main
@@ -25,9 +26,10 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
                    "ingest_rows", "validate_accepted", "train_final_loss", "cer_raw_candidate",
                    "decode_cache_misses_champion", "decode_cache_hits_champion", "stage_evaluate_s"):
         assert metric in run.data.metrics, metric
-    # The champion (the base model) reads the lower encoder layers' output the candidate computed.
-    assert run.data.metrics["decode_cache_encoder_hits_champion"] > 0
-    assert run.data.metrics["decode_cache_encoder_misses_champion"] == 0
+    if not torch.cuda.is_available():  # on a GPU evaluation runs CTranslate2's own encoder
+        # The champion (the base model) reads the lower encoder layers' output the candidate computed.
+        assert run.data.metrics["decode_cache_encoder_hits_champion"] > 0
+        assert run.data.metrics["decode_cache_encoder_misses_champion"] == 0
     losses = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in losses] == [1, 2, 3, 4]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_cer")] == [0, 2, 4]

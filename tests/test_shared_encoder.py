@@ -14,11 +14,12 @@ from zhasr.model.shared_encoder import SharedLowerEncoder
 SHARED = 1  # of the tiny model's 2 encoder layers
 
 
-def changed_copy(model_dir, out_dir, encoder_layer: int):
-    """The model with one encoder layer's weights (and the decoder's) moved, saved to ``out_dir``."""
+def changed_copy(model_dir, out_dir, encoder_part: str):
+    """The model with one part of its encoder (``"layers.1"``, ``"conv1"``) and a decoder layer moved,
+    saved to ``out_dir``."""
     model = WhisperForConditionalGeneration.from_pretrained(model_dir)
     with torch.no_grad():
-        for module in (model.model.encoder.layers[encoder_layer], model.model.decoder.layers[0]):
+        for module in (model.model.encoder.get_submodule(encoder_part), model.model.decoder.layers[0]):
             for p in module.parameters():
                 p.add_(0.05 * torch.randn_like(p))
     model.save_pretrained(out_dir)
@@ -39,7 +40,7 @@ def features(tiny_model_dir):
 
 def test_a_model_sharing_the_lower_layers_reads_them_and_gets_its_own_output(tiny_model_dir, features, tmp_path):
     torch.manual_seed(0)
-    tuned = changed_copy(tiny_model_dir, tmp_path / "tuned", encoder_layer=SHARED)  # upper layer and decoder moved
+    tuned = changed_copy(tiny_model_dir, tmp_path / "tuned", f"layers.{SHARED}")  # upper layer and decoder moved
     base = SharedLowerEncoder(tiny_model_dir, SHARED, tmp_path / "store")
     base_out = base(features)
     assert (base.hits, base.misses) == (0, 2)
@@ -60,9 +61,10 @@ def test_other_lower_layers_or_a_broken_entry_are_computed_again(tiny_model_dir,
     first = SharedLowerEncoder(tiny_model_dir, SHARED, store)
     expected = first(features)
 
-    other = SharedLowerEncoder(changed_copy(tiny_model_dir, tmp_path / "other", encoder_layer=0), SHARED, store)
-    other(features)
-    assert other.folder != first.folder and (other.hits, other.misses) == (0, 2)
+    for part in ("layers.0", "conv1", "conv2"):  # a shared layer, or what runs before the layers
+        other = SharedLowerEncoder(changed_copy(tiny_model_dir, tmp_path / part, part), SHARED, store)
+        other(features)
+        assert other.folder != first.folder and (other.hits, other.misses) == (0, 2), part
 
     entries = sorted(first.folder.glob("*.npy"))
     entries[0].write_bytes(b"not an array")

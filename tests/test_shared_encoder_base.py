@@ -28,10 +28,14 @@ def test_shared_lower_layers_decode_as_ctranslate2_own_encoder(base_dir, tmp_pat
              for line in (REAL_ZH / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     options = DecodeOptions(TranscribeParams())
     models = [base_dir] + ([CANDIDATE] if (CANDIDATE / "config.json").is_file() else [])
-    for i, model in enumerate(models):
+    computed = set()
+    for model in models:
         ct2_dir = float32_copy(model, tmp_path / "ct2", weights_digest(model))
         own = [t.text for t in Ct2Runtime(ct2_dir, options).decode(clips)]
         encoder = SharedLowerEncoder(model, 4, tmp_path / "states")
         shared = [t.text for t in Ct2Runtime(ct2_dir, options, encoder=encoder).decode(clips)]
         assert shared == own, model
-        assert (encoder.hits, encoder.misses) == ((0, len(clips)) if i == 0 else (len(clips), 0))
+        # a candidate trained on the cached-encoder path reads what the base model computed
+        read = encoder.folder in computed
+        assert (encoder.hits, encoder.misses) == ((len(clips), 0) if read else (0, len(clips))), model
+        computed.add(encoder.folder)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +28,22 @@ from zhasr.model.encoder_cache import UpperEncoder, lower_hidden_states
 STORED_DTYPE = np.dtype(np.float16)
 
 
+def describe(layers: int) -> str:
+    """What decides the encoder's output beyond the weights, for a decode-cache key."""
+    return (f"torch={torch.__version__} transformers={metadata.version('transformers')} encoder, "
+            f"lower {layers} layers shared and stored as {STORED_DTYPE}")
+
+
 def lower_layers_digest(encoder: torch.nn.Module, layers: int) -> str:
-    """sha256 over the names and float32 bytes of the convolutions, positions and the first ``layers``
-    layers of a Whisper encoder: equal for every model that shares them."""
+    """sha256 over the libraries that run them and the names and float32 bytes of the convolutions,
+    positions and first ``layers`` layers of a Whisper encoder: equal for every model that shares them."""
     lower = ("conv1.", "conv2.", "embed_positions.", *(f"layers.{i}." for i in range(layers)))
-    h = hashlib.sha256(f"layers={layers}".encode())
+    h = hashlib.sha256(describe(layers).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         if name.startswith(lower):
             h.update(name.encode() + b"\0")
             h.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def describe(layers: int) -> str:
-    """What decides the encoder's output beyond the weights, for a decode-cache key."""
-    return f"torch={torch.__version__} encoder, lower {layers} layers shared and stored as {STORED_DTYPE}"
 
 
 class SharedLowerEncoder:

@@ -52,10 +52,10 @@ class Ct2Runtime:
         import ctranslate2
 
         features = self._features(clips)
-        if self.encoder is not None and self.model.model.device == "cpu":
-            return ctranslate2.StorageView.from_array(np.ascontiguousarray(self.encoder(features), np.float32))
         if self.model.model.device != "cpu":
             return self.model.encode(features)
+        if self.encoder is not None:
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(self.encoder(features), np.float32))
         return ctranslate2.StorageView.from_array(np.concatenate(
             [np.asarray(self.model.encode(features[i : i + 1])) for i in range(len(clips))]))
 
