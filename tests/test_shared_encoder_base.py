@@ -1,6 +1,7 @@
 """Evaluation's shared lower encoder on a real Whisper: whisper-base computes its lower 4 layers' output
-on the real-zh clips, the demo's candidate (when the demo has run) reads it, and each decodes the same text
-as with CTranslate2's own float32 encoder."""
+on the real-zh clips, the demo's candidate (when the demo has run) reads it where its lower layers are the
+base model's (trained on a CPU, merged in float32), and each decodes the same text as with CTranslate2's
+own float32 encoder. That a merged candidate does share them is checked on the tiny model in test_flow_e2e."""
 
 from __future__ import annotations
 
