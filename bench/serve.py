@@ -95,7 +95,7 @@ def direct(model: Path, params_path: Path, clips: list[Path], n: int, max_s: flo
     from zhasr.transcribe import Transcriber
 
     p = load_params(params_path)
-    transcriber = Transcriber.open(model, p.transcribe_settings(), language=p.model.language, task=p.model.task)
+    transcriber = Transcriber.open(model, p.transcribe, language=p.model.language, task=p.model.task)
     transcriber.transcribe(clips[0])  # warm-up
     latencies, audio, started = [], 0.0, time.perf_counter()
     for i in range(n):

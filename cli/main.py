@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -157,13 +158,13 @@ def cmd_serve_keys(args: argparse.Namespace) -> Any:
     ctx = _context(args)
     store = KeyStore(ctx.root / ctx.params.serve.keys_file)
     if args.action == "add":
-        key = store.add(args.name)
+        key = store.add(args.name, [t for t in re.split(r"[,，\s]+", args.hotwords or "") if t])
         print(f"new key for {args.name} (shown once, store it now):", file=sys.stderr)
         return key + "\n"
     if args.action == "revoke":
         record = store.revoke(args.name)
         return {"name": record.name, "revoked": record.revoked}
-    return [{"name": r.name, "created": r.created, "revoked": r.revoked, "sha256": r.sha256[:12]}
+    return [{"name": r.name, "created": r.created, "revoked": r.revoked, "sha256": r.sha256[:12], "hotwords": r.hotwords}
             for r in store.records()]
 
 
@@ -264,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve-keys", cmd_serve_keys, "API keys of the service: add NAME (prints the key once), list, revoke NAME")
     p.add_argument("action", choices=("add", "list", "revoke"))
     p.add_argument("name", nargs="?", help="who the key is for (add, revoke)")
+    p.add_argument("--hotwords", help="add: this key's decoder prompt terms, comma-separated (a request's own "
+                                      "hotwords replace them)")
     add("schedule", cmd_schedule, "serve the scheduled retraining deployment (cron from params.schedule)")
     add("ui", cmd_ui, "start the MLflow UI on 127.0.0.1").add_argument("--port", type=int, default=5000)
     parser.set_defaults(handlers=handlers)

@@ -130,7 +130,7 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
                 temperature=temperature, timestamp_granularities=timestamp_granularities, stream=stream,
                 channels=channels, hotwords=hotwords))
             started = time.perf_counter()
-            work = await run_in_threadpool(state.work, admitted, options, file.filename or "file")
+            work = await run_in_threadpool(state.work, admitted, options, file.filename or "file", key_name)
             headers = {"X-Model-Version": work.loaded.version}
             if options.stream:
                 return StreamingResponse(_events(state, work, started), media_type="text/event-stream",
@@ -257,7 +257,7 @@ async def _stream(state: ServiceState, work: Work, started: float):
         while sent < len(work.order) and work.order[sent] in work.results:
             k = work.order[sent]
             sent += 1
-            segment = transcriber.segment(work.plan, k, work.results[k])
+            segment = transcriber.segment(work.plan, k, work.results[k], work.prompt)
             if isinstance(segment, Segment) and segment.text:
                 yield _sse({"type": "transcript.text.delta", "delta": (" " if said else "") + segment.text,
                             "logprobs": None, "start": segment.start, "end": segment.end,

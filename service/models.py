@@ -41,7 +41,7 @@ class ServedModel:
 
     def _open(self, model: ResolvedModel) -> Loaded:
         p = self.ctx.params
-        transcriber = Transcriber.open(model.model_dir, p.transcribe_settings(), language=p.model.language,
+        transcriber = Transcriber.open(model.model_dir, p.transcribe, language=p.model.language,
                                        task=p.model.task, exports=model.exports, identity=model.identity)
         return Loaded(model.version or model.model_dir.name, model.identity, transcriber)
 

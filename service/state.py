@@ -139,14 +139,16 @@ class ServiceState:
                            headers={"Retry-After": str(refusal.retry_after_s)})
         return Admitted(call, self.loaded())
 
-    def work(self, admitted: Admitted, options: TranscriptionOptions, name: str) -> Work:
-        """Cut the call into pieces and queue them with the worker; 400 when the channels do not fit."""
+    def work(self, admitted: Admitted, options: TranscriptionOptions, name: str, key_name: str) -> Work:
+        """Cut the call into pieces and queue them with the worker; 400 when the channels do not fit. The
+        prompt's terms: the request's hotwords, else the key's own, else ``transcribe.hotwords``."""
         transcriber = admitted.loaded.transcriber
         try:
             plan = transcriber.prepare([admitted.call], channels=options.channels, names=[name])
         except AudioError as exc:
             raise ApiError(400, str(exc), "channels", "bad_channels") from exc
-        prompt = transcriber.prompt(text=options.prompt, hotwords=options.hotwords)
+        hotwords = options.hotwords if options.hotwords is not None else (self.keys.hotwords_of(key_name) or None)
+        prompt = transcriber.prompt(text=options.prompt, hotwords=hotwords)
         return self.batcher.submit(Work(admitted.loaded, plan, prompt, options.words))
 
     # -- jobs ----------------------------------------------------------------------------------------
@@ -163,7 +165,7 @@ class ServiceState:
             started = time.perf_counter()
             try:
                 admitted = Admitted(read_call(job.audio.read_bytes(), job.id, self.serve.max_audio_s), self.loaded())
-                result = self.work(admitted, options, job.id).wait()
+                result = self.work(admitted, options, job.id, job.key_name).wait()
             except (AudioError, ApiError, RuntimeError, OSError) as exc:
                 log.warning("job %s failed: %s", job.id, exc)
                 self.jobs.fail(job.id, str(exc))

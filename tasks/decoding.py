@@ -66,7 +66,7 @@ def ensure_champion(ctx: StageContext, base_dir: Path):
             champion = registry.log_and_register(
                 name, base_dir, ctx.params.model.language,
                 tags={"zhasr.base_model": ctx.params.model.base, "zhasr.role": "base"},
-                transcribe=ctx.params.transcribe_settings(),
+                transcribe=ctx.params.transcribe,
             )
         registry.change_alias(name, registry.CHAMPION, str(champion.version), action="register", by="zhasr",
                               note="base model registered as the first champion")
@@ -125,7 +125,7 @@ def open_transcriber(ctx: StageContext, model: Model, shared_layers: int = 0) ->
         from zhasr.transcribe.hf_runtime import TransformersRuntime
 
         runtime = TransformersRuntime.open(model.folder, options)
-    return Transcriber(runtime, ctx.params.transcribe_settings(), ctx.params.model.language, identity=model.label)
+    return Transcriber(runtime, ctx.params.transcribe, ctx.params.model.language, identity=model.label)
 
 
 def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray]]
@@ -136,7 +136,7 @@ def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray
     ``hits`` and ``misses`` (clips), and where the lower encoder is shared, ``encoder_hits`` and
     ``encoder_misses`` (30-s windows whose lower-layer output was read from the store or computed)."""
     layers = shared_encoder_layers(ctx)
-    engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx), ctx.params.transcribe_settings(),
+    engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx), ctx.params.transcribe,
                         ctx.params.model.language, shared_encoder.describe(layers) if layers else "")
     opened = functools.cache(lambda: open_transcriber(ctx, model, layers))
     cache = DecodeCache(ctx.path("decode_cache"))

@@ -50,7 +50,7 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
                 texts, seconds = transcribe_export(fmt, path, [dataset / r["audio"] for r in rows],
                                                    ctx.params.model.language, p.threads,
                                                    ctx.params.transcribe.max_new_tokens,
-                                                   ctx.params.transcribe_settings())
+                                                   ctx.params.transcribe)
                 cer, rises[name] = rise_over_merged([r["text"] for r in rows],
                                                     [r["candidate_errors"] for r in merged_records[name]], texts,
                                                     ctx.params.gate.bootstrap_samples, ctx.params.gate.confidence)

@@ -76,7 +76,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tags = version_tags(ctx, evaluation, verdict)
     with tracking.stage_run(ctx, "register") as run:
         version = registry.log_and_register(name, Path(merged["merged_dir"]), ctx.params.model.language, tags=tags,
-                                            transcribe=ctx.params.transcribe_settings())
+                                            transcribe=ctx.params.transcribe)
         number = str(version.version)
         card = review.model_card(
             name=name, version=number, params=ctx.params.flat(), train=read_json(ctx.report("train"), "train"),

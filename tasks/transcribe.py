@@ -81,7 +81,7 @@ def resolve(ctx: StageContext, spec: str | None = None) -> ResolvedModel:
 def open_transcriber(ctx: StageContext, spec: str | None = None, runtime: str | None = None) -> Transcriber:
     model = resolve(ctx, spec)
     p = ctx.params
-    return Transcriber.open(model.model_dir, p.transcribe_settings(), language=p.model.language, task=p.model.task,
+    return Transcriber.open(model.model_dir, p.transcribe, language=p.model.language, task=p.model.task,
                             exports=model.exports, runtime=runtime, identity=model.identity)
 
 

@@ -272,6 +272,11 @@ def test_serve_keys_cli_adds_lists_and_revokes(project, capsys):
     assert [(k["name"], k["revoked"]) for k in listed] == [("carol", None)] and key not in json.dumps(listed)
     assert main(["serve-keys", "revoke", "carol"]) == 0
     assert KeyStore(project / "serve" / "keys.json").name_of(key) is None
+    # a key with its own prompt terms: the service prompts with them when a request names none
+    assert main(["serve-keys", "add", "desk-7", "--hotwords", "顺丰,京东物流 退款"]) == 0
+    capsys.readouterr()
+    store = KeyStore(project / "serve" / "keys.json")
+    assert store.hotwords_of("desk-7") == ["顺丰", "京东物流", "退款"] and store.hotwords_of("carol") == []
 
 
 def test_hot_swap_follows_approve_and_rollback_without_a_failed_request(project, tiny_model_dir, clip, tmp_path):

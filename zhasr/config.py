@@ -179,8 +179,20 @@ class TranscribeParams:
     no_speech_threshold: float = 0.6  # a piece is non-speech when P(no speech) is above this ...
     logprob_threshold: float = -1.0  # ... and its average token log-probability below this (Whisper's rule)
     hallucinations: list[str] = field(default_factory=lambda: list(DEFAULT_HALLUCINATIONS))
-    hotwords: list[str] | None = None  # domain terms handed to the runtime as a prompt; None: evaluate.hotwords
-    use_hotwords: bool = True  # measured: recall 63.8% -> 80.9% and CER -1.4 pts on the test split (README)
+    # domain terms handed to the decoder as a prompt, only when a user names them (a request's or a key's
+    # own list replaces these); none by default: a fixed list raised CER on held-out speech (docs)
+    hotwords: list[str] = field(default_factory=list)
+    # a one-track input (mono, or channels mixed) at most this long is decoded whole as one segment, its
+    # pauses not cut (the VAD only says whether it holds speech); 0 = off. Measured on real-zh through
+    # four telephone channels: whole clips beat packed VAD pieces and pieces alone (docs/decoding.md)
+    whole_clip_s: float = 30.0
+    # consecutive speech pieces of one track share a window of up to pack_window_s, decoded once and its
+    # text given back to the pieces by time; false: every piece in a window of its own
+    pack_pieces: bool = True
+    # s of audio a packed window holds at most; the rest of Whisper's 30 s stays padding, so the model
+    # sees its last utterance end (filled to 30 s it drops it: measured in docs/decoding.md)
+    pack_window_s: float = 24.0
+    pack_gap_s: float = 1.0  # s; longer pauses between packed pieces are shortened to this
     threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
     max_audio_s: float = 14400.0  # longer inputs are refused (4 h)
 
@@ -313,13 +325,6 @@ class Params:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def transcribe_settings(self) -> TranscribeParams:
-        """``transcribe`` with its hotwords resolved (None: ``evaluate.hotwords``), as every caller of the
-        engine (CLI, evaluation, export checks, the registered pyfunc) must use it."""
-        if self.transcribe.hotwords is not None:
-            return self.transcribe
-        return dataclasses.replace(self.transcribe, hotwords=list(self.evaluate.hotwords))
 
     def flat(self) -> dict[str, Any]:
         """``{"train.rank": 16, ...}``: the form logged as MLflow params."""
@@ -493,6 +498,12 @@ def _check_transcribe(t: TranscribeParams) -> None:
         raise ConfigError(f"transcribe.vad_threshold: expected 0 < p < 1, got {t.vad_threshold}")
     if len(t.channel_roles) != 2 or len(set(t.channel_roles)) != 2:
         raise ConfigError(f"transcribe.channel_roles: expected two different names (left, right), got {t.channel_roles}")
+    if not 0 <= t.whole_clip_s <= 30:
+        raise ConfigError(f"transcribe.whole_clip_s: expected 0 (off) to 30 s (Whisper's window), got {t.whole_clip_s}")
+    if not 1 <= t.pack_window_s <= 30:
+        raise ConfigError(f"transcribe.pack_window_s: expected 1 to 30 s (Whisper's window), got {t.pack_window_s}")
+    if not 0 <= t.pack_gap_s <= t.max_piece_s:
+        raise ConfigError(f"transcribe.pack_gap_s: expected 0 to max_piece_s ({t.max_piece_s} s), got {t.pack_gap_s}")
     if t.batch_size < 1 or t.max_new_tokens < 8:
         raise ConfigError("transcribe.batch_size: at least 1" if t.batch_size < 1 else
                           f"transcribe.max_new_tokens: at least 8, got {t.max_new_tokens}")

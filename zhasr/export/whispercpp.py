@@ -25,8 +25,9 @@ class WhisperCppError(RuntimeError):
 def transcribe_whispercpp(model_file: Path, clips: list[np.ndarray], caps: list[int], language: str = "zh",
                           threads: int = 2, prompt: str | None = None, no_speech_threshold: float = 0.6,
                           logprob_threshold: float = -1.0, timeout_s: float = 3600) -> list[dict]:
-    """One ``{"text", "probability"}`` per (n,) 16 kHz clip via whisper.cpp, greedy with its temperature
-    fallback, at most ``caps[i]`` tokens for clip i. ``probability``: geometric mean of token probabilities."""
+    """One ``{"text", "probability", "segments"}`` per (n,) 16 kHz clip via whisper.cpp, greedy with its
+    temperature fallback, at most ``caps[i]`` tokens for clip i. ``probability``: geometric mean of token
+    probabilities; ``segments``: whisper.cpp's own ``[start_s, end_s, text]`` (its timestamp tokens)."""
     read_ggml_header(model_file)
     with tempfile.TemporaryDirectory(prefix="zhasr-whispercpp-") as tmp:
         pieces = Path(tmp) / "pieces.npz"
@@ -60,7 +61,8 @@ def _main(model_file: str, pieces_file: str, settings_json: str) -> None:
             segments = model.transcribe(pieces[f"arr_{i}"], max_tokens=cap, extract_probability=True)
             probs = [s.probability for s in segments if not math.isnan(s.probability)]
             out.append({"text": "".join(s.text for s in segments).strip(),
-                        "probability": float(np.mean(probs)) if probs else None})
+                        "probability": float(np.mean(probs)) if probs else None,
+                        "segments": [[s.t0 / 100, s.t1 / 100, s.text] for s in segments if s.text.strip()]})
     print(json.dumps(out, ensure_ascii=False))
 
 

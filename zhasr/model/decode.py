@@ -52,6 +52,8 @@ class Transcript:
     no_speech_prob: float | None = None  # P(<|nospeech|>) right after <|startoftranscript|>
     collapsed: bool = False  # a loop survived and was cut to one copy
     error: str | None = None  # the runtime failed on this clip (text is empty)
+    # the runtime's own timestamped segments, (start_s, end_s, text) from the clip's start (whisper.cpp)
+    timed: tuple[tuple[float, float, str], ...] = ()
 
 
 # Whisper's typical loop: a unit of 2-20 characters three or more times in a row, or one
@@ -75,9 +77,37 @@ def is_loop(text: str, options: DecodeOptions) -> bool:
     return compression_ratio(text) > options.settings.compression_ratio_threshold or bool(_LOOP.search(text))
 
 
-def token_cap(duration_s: float, options: DecodeOptions) -> int:
-    """New-token budget for a clip of ``duration_s`` seconds."""
-    return max(8, min(options.settings.max_new_tokens, math.ceil(duration_s * options.settings.tokens_per_second) + 8))
+def token_cap(duration_s: float, options: DecodeOptions, timestamps: bool = False) -> int:
+    """New-token budget for a clip of ``duration_s`` seconds, at most ``max_new_tokens``; with ``timestamps``,
+    one more a second for the timestamp tokens (a segment of two seconds or more takes two)."""
+    wanted = math.ceil(duration_s * options.settings.tokens_per_second) + 8 + (math.ceil(duration_s) if timestamps else 0)
+    return max(8, min(options.settings.max_new_tokens, wanted))
+
+
+TIME_PER_TIMESTAMP_S = 0.02  # Whisper's timestamp tokens step by 20 ms
+
+
+def timestamp_segments(ids: list[int], timestamp_begin: int, decode: Callable[[list[int]], str],
+                       duration_s: float) -> tuple[list[int], tuple[tuple[float, float, str], ...]]:
+    """(text token ids, ``(start_s, end_s, text)`` segments) of a decoding with Whisper's timestamp tokens
+    (``<|0.00|> text <|2.88|><|2.88|> text <|5.68|>``); text before the first or after the last timestamp
+    runs from the window's start or to ``duration_s``. ``decode``: token ids -> text."""
+    text_ids, segments, pending, start = [], [], [], 0.0
+    opened = False
+    for token in ids:
+        if token < timestamp_begin:
+            text_ids.append(token)
+            pending.append(token)
+            continue
+        time_s = min((token - timestamp_begin) * TIME_PER_TIMESTAMP_S, duration_s)
+        if pending:
+            segments.append((start if opened else 0.0, time_s, decode(pending)))
+            pending, opened = [], False
+        else:
+            start, opened = time_s, True
+    if pending:
+        segments.append((start if opened else 0.0, duration_s, decode(pending)))
+    return text_ids, tuple((round(s, 3), round(max(e, s), 3), t) for s, e, t in segments if t.strip())
 
 
 def no_speech_token_id(tokenizer) -> int:
@@ -107,7 +137,7 @@ def encode(model, features: torch.Tensor) -> BaseModelOutput:
 
 @torch.inference_mode()
 def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions, prompt: str | None = None,
-              **extra) -> list[Transcript]:
+              timestamps: bool = False, **extra) -> list[Transcript]:
     """One first-pass Transcript per clip of ``batch`` (``looped`` not yet judged)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -119,40 +149,59 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
     no_speech = first[:, no_speech_token_id(processor.tokenizer)].tolist()
     if prompt:
         extra["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(device)
-    cap = token_cap(max(len(c) for c in batch) / 16000, options)
+    cap = token_cap(max(len(c) for c in batch) / 16000, options, timestamps)
     generated = model.generate(
-        encoder_outputs=encoded, language=options.language, task=options.task,
+        encoder_outputs=encoded, language=options.language, task=options.task, return_timestamps=timestamps,
         max_new_tokens=cap, num_beams=options.settings.num_beams, do_sample=False, return_dict_in_generate=True,
         output_scores=True, use_cache=True, **extra,
     )
-    new = generated.sequences[:, -len(generated.scores):]  # the prompt (and any hotword prompt) is cut off
-    logprobs = model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True,
-                                               beam_indices=getattr(generated, "beam_indices", None))
-    eos = processor.tokenizer.eos_token_id
+    if timestamps:  # a dict: the new tokens, and each row's scores inside its segments
+        rows = generated["sequences"].tolist()
+        logprobs = [_row_logprobs(segments[0]["result"]["scores"], row) if segments else torch.zeros(1)
+                    for segments, row in zip(generated["segments"], rows)]
+    else:
+        rows = generated.sequences[:, -len(generated.scores):].tolist()  # the prompt (and any hotword prompt) cut off
+        logprobs = model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True,
+                                                   beam_indices=getattr(generated, "beam_indices", None))
+    tokenizer = processor.tokenizer
+    eos = tokenizer.eos_token_id
     out = []
-    for row, scores, p_none in zip(new.tolist(), logprobs, no_speech):
+    for row, scores, p_none, clip in zip(rows, logprobs, no_speech, batch):
         stop = row.index(eos) if eos in row else len(row)
-        text = to_simplified(processor.tokenizer.decode(row[:stop], skip_special_tokens=True).strip())
+        ids, timed = row[:stop], ()
+        if timestamps:
+            ids, timed = timestamp_segments(ids, tokenizer.convert_tokens_to_ids("<|0.00|>"),
+                                            lambda t: to_simplified(tokenizer.decode(t, skip_special_tokens=True).strip()),
+                                            len(clip) / 16000)
+        text = to_simplified(tokenizer.decode(ids, skip_special_tokens=True).strip())
         mean = float(scores[: stop + 1].float().mean()) if stop + 1 <= len(scores) else float(scores.float().mean())
-        out.append(Transcript(text=text, tokens=row, hit_cap=eos not in row, looped=False,
-                              avg_logprob=mean, no_speech_prob=p_none))
+        hit_cap = len(row) >= cap if timestamps else eos not in row  # in timestamp mode the final eos is dropped
+        out.append(Transcript(text=text, tokens=row, hit_cap=hit_cap, looped=False,
+                              avg_logprob=mean, no_speech_prob=p_none, timed=timed))
     return out
 
 
+def _row_logprobs(step_scores: list[torch.Tensor], row: list[int]) -> torch.Tensor:
+    """Log-probability of each generated token of ``row`` under its step's (processed) logits."""
+    return torch.stack([torch.log_softmax(s.float(), -1)[t] for s, t in zip(step_scores, row)] or [torch.zeros(())])
+
+
 def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions,
-               progress: Callable[[int, int], None] | None = None, prompt: str | None = None) -> list[Transcript]:
+               progress: Callable[[int, int], None] | None = None, prompt: str | None = None,
+               timestamps: bool = False) -> list[Transcript]:
     """One Transcript per clip; ``clips`` are (n_samples,) float32 at 16 kHz, each <= 30 s.
 
-    ``prompt``: text given to the decoder as previous context (hotwords), not part of the output.
+    ``prompt``: text given to the decoder as previous context (hotwords), not part of the output;
+    ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``.
     """
     out: list[Transcript] = []
     for start in range(0, len(clips), options.settings.batch_size):
         batch = clips[start : start + options.settings.batch_size]
-        first = _generate(model, processor, batch, options, prompt)
+        first = _generate(model, processor, batch, options, prompt, timestamps)
         suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, options)]
         second = {}
         if suspect and options.settings.retry_no_repeat_ngram > 0:
-            again = _generate(model, processor, [batch[i] for i in suspect], options, prompt,
+            again = _generate(model, processor, [batch[i] for i in suspect], options, prompt, timestamps,
                               no_repeat_ngram_size=options.settings.retry_no_repeat_ngram)
             second = dict(zip(suspect, again))
         for i, kept in enumerate(first):

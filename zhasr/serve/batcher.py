@@ -1,10 +1,11 @@
-"""One inference worker for all requests: speech pieces of every waiting request decoded together.
+"""One inference worker for all requests: windows of every waiting request decoded together.
 
 A request (``Work``) is admitted with the model version it will finish on (its ``Loaded`` slot),
-the decoder prompt and whether it wants word timings; its pieces join one queue in timeline
-order. The worker takes the oldest piece, waits up to ``wait_s`` for more, and decodes up to
-``batch_size`` pieces that share its model, prompt and word setting: across requests when
-``across_requests`` is on, else only pieces of the same request (one request at a time).
+the decoder prompt and whether it wants word timings; its windows (speech pieces of one track packed
+together, ``zhasr.transcribe.packing``) join one queue in timeline order. The worker takes the oldest
+window, waits up to ``wait_s`` for more, and decodes up to ``batch_size`` windows that share its model,
+prompt and word setting: across requests when ``across_requests`` is on, else only windows of the same
+request (one request at a time). A window never holds pieces of two requests.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Loaded:
 class Work:
     """One request in the worker: its plan, its decoded pieces, and its events for streaming.
 
-    ``events`` receives ``(piece index, Decoded)`` as pieces are decoded, then None when the work is
+    ``events`` receives the piece indices of each window as it is decoded, then None when the work is
     over (``result`` or ``error`` set)."""
 
     def __init__(self, loaded: Loaded, plan: Plan, prompt: str | None, words: bool):
@@ -45,8 +46,10 @@ class Work:
         self.error: str | None = None
         self.enqueued_at = time.perf_counter()
         self.first_decoded_at: float | None = None
-        # timeline order: the order pieces are queued, decoded and streamed in
+        # timeline order: pieces are streamed in it, windows queued and decoded in it
         self.order = sorted(range(len(plan.pieces)), key=lambda k: (plan.pieces[k].start, plan.pieces[k].channel))
+        first = {k: n for n, k in enumerate(self.order)}
+        self.window_order = sorted(range(len(plan.windows)), key=lambda w: min(first[k] for k in plan.windows[w].pieces))
 
     @property
     def group(self) -> tuple:
@@ -55,7 +58,7 @@ class Work:
     def _finish(self, error: str | None = None) -> None:
         if error is None:
             try:
-                self.result = self.loaded.transcriber.finish(self.plan, self.results, self.words)[0]
+                self.result = self.loaded.transcriber.finish(self.plan, self.results, self.words, self.prompt)[0]
             except Exception as exc:  # an assembly fault fails this request only
                 error = f"{type(exc).__name__}: {exc}"
         self.error = error
@@ -70,7 +73,7 @@ class Work:
         return self.result
 
 
-BatchObserver = Callable[[int, float], None]  # (pieces in the batch, seconds it took)
+BatchObserver = Callable[[int, float], None]  # (windows in the batch, seconds it took)
 
 
 class Batcher:
@@ -85,18 +88,18 @@ class Batcher:
         self._thread.start()
 
     def submit(self, work: Work) -> Work:
-        """Queue every piece of ``work``; a work without speech is finished at once."""
+        """Queue every window of ``work``; a work without speech is finished at once."""
         if not work.order:
             work._finish()
             return work
         with self._cond:
-            self._queue.extend((work, k) for k in work.order)
+            self._queue.extend((work, w) for w in work.window_order)
             self._cond.notify()
         return work
 
     @property
     def depth(self) -> int:
-        """Pieces waiting to be decoded."""
+        """Windows waiting to be decoded."""
         return len(self._queue)
 
     def stop(self) -> None:
@@ -128,19 +131,20 @@ class Batcher:
             first = batch[0][0]
             started = time.perf_counter()
             try:
-                decoded = first.loaded.transcriber.decode([w.plan.clip(k) for w, k in batch], first.prompt, first.words)
+                decoded = first.loaded.transcriber.decode_windows([(w.plan, j) for w, j in batch], first.prompt,
+                                                                  first.words)
             except Exception as exc:  # the runtime failing on a batch fails those requests, not the worker
                 for work in {w for w, _ in batch}:
                     self._drop(work, f"{type(exc).__name__}: {exc}")
                 continue
             if self.observe:
                 self.observe(len(batch), time.perf_counter() - started)
-            for (work, k), d in zip(batch, decoded):
+            for (work, _), pieces in zip(batch, decoded):
                 if work.done.is_set():
                     continue
                 work.first_decoded_at = work.first_decoded_at or started
-                work.results[k] = d
-                work.events.put((k, d))
+                work.results.update(pieces)
+                work.events.put(sorted(pieces))
                 if len(work.results) == len(work.order):
                     work._finish()
 

@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +30,7 @@ class KeyRecord:
     sha256: str  # hex digest of the key
     created: str  # ISO time, UTC
     revoked: str | None = None  # ISO time of revocation, None while valid
+    hotwords: list[str] = field(default_factory=list)  # this key's decoder prompt terms; a request's own replace them
 
     @property
     def active(self) -> bool:
@@ -73,25 +74,29 @@ class KeyStore:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
-    def add(self, name: str) -> str:
-        """A new key for ``name`` (letters, digits, ``-_.``); returns the key, which is not stored."""
+    def add(self, name: str, hotwords: list[str] | None = None) -> str:
+        """A new key for ``name`` (letters, digits, ``-_.``), with its own prompt ``hotwords``; returns the
+        key, which is not stored."""
         if not name or not all(c.isalnum() or c in "-_." for c in name):
             raise KeyFileError(f"key name {name!r}: use letters, digits, '-', '_' or '.'")
         records = self.records()
         if any(r.name == name and r.active for r in records):
             raise KeyFileError(f"key name {name!r}: already in use (revoke it first)")
         key = PREFIX + secrets.token_urlsafe(32)
-        self._write(records + [KeyRecord(name, digest(key), _now())])
+        self._write(records + [KeyRecord(name, digest(key), _now(), hotwords=list(hotwords or []))])
         return key
 
     def revoke(self, name: str) -> KeyRecord:
         records = self.records()
         if not any(r.name == name and r.active for r in records):
             raise KeyFileError(f"key name {name!r}: no active key of that name")
-        updated = [KeyRecord(r.name, r.sha256, r.created, _now()) if r.name == name and r.active else r
-                   for r in records]
+        updated = [replace(r, revoked=_now()) if r.name == name and r.active else r for r in records]
         self._write(updated)
         return next(r for r in updated if r.name == name and r.revoked)
+
+    def hotwords_of(self, name: str) -> list[str]:
+        """The prompt terms of the active key ``name`` ([] when it has none)."""
+        return next((list(r.hotwords) for r in self.records() if r.name == name and r.active), [])
 
     def name_of(self, key: str) -> str | None:
         """The name of the active key ``key``, or None (unknown or revoked)."""

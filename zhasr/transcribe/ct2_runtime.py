@@ -7,13 +7,14 @@ duration, a retry with repeated n-grams banned for pieces that loop, then the co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from zhasr.data.text import to_simplified
-from zhasr.model.decode import DecodeOptions, Transcript, is_loop, token_cap
+from zhasr.model.decode import DecodeOptions, Transcript, is_loop, timestamp_segments, token_cap
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import split_on_characters, timed_words
 
@@ -38,6 +39,7 @@ class Ct2Runtime:
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
         self.options = options
         self.encoder = encoder
+        self._encoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(clip) -> (clip, (1500, d) states)
 
     def _features(self, clips: list[np.ndarray]) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
@@ -67,57 +69,80 @@ class Ct2Runtime:
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(host[rows])).to_device(
             ctranslate2.Device.cuda if encoded.device == "cuda" else ctranslate2.Device.cpu)
 
-    def _generate(self, encoded, max_samples: int, prompt: str | None, no_repeat_ngram: int = 0) -> list[Transcript]:
-        tokens = self.model.get_prompt(self.tokenizer, [], without_timestamps=True, hotwords=prompt)
-        cap = token_cap(max_samples / 16000, self.options)
+    def _generate(self, encoded, clips: list[np.ndarray], prompt: str | None, no_repeat_ngram: int = 0,
+                  timestamps: bool = False) -> list[Transcript]:
+        tokens = self.model.get_prompt(self.tokenizer, [], without_timestamps=not timestamps, hotwords=prompt)
+        cap = token_cap(max(len(c) for c in clips) / 16000, self.options, timestamps)
         results = self.model.model.generate(
             encoded, [list(tokens) for _ in range(encoded.shape[0])], beam_size=self.options.settings.num_beams,
             max_length=len(tokens) + cap, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress, no_repeat_ngram_size=no_repeat_ngram,
         )
         out = []
-        for r in results:
-            ids = r.sequences_ids[0]
-            text = to_simplified(self.tokenizer.decode(ids).strip())
+        for r, clip in zip(results, clips):
+            ids, timed = r.sequences_ids[0], ()
+            if timestamps:
+                text_ids, timed = timestamp_segments(ids, self.tokenizer.timestamp_begin, self.tokenizer.decode,
+                                                     len(clip) / 16000)
+                timed = tuple((s, e, to_simplified(t.strip())) for s, e, t in timed)
+            text = to_simplified(self.tokenizer.decode(text_ids if timestamps else ids).strip())
             out.append(Transcript(text=text, tokens=ids, hit_cap=len(ids) >= cap, looped=False,
                                   avg_logprob=r.scores[0] * len(ids) / (len(ids) + 1),  # faster-whisper's mean
-                                  no_speech_prob=r.no_speech_prob))
+                                  no_speech_prob=r.no_speech_prob, timed=timed))
         return out
 
-    def decode(self, clips: list[np.ndarray], prompt: str | None = None) -> list[Transcript]:
-        """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised."""
+    def _keep(self, batch: list[np.ndarray], encoded) -> None:
+        """Keep the encoder output of the last ``decode`` call's clips for ``align``: aligning a decoded
+        window then costs a decoder pass, not a second encoder pass."""
+        import ctranslate2
+
+        host = np.asarray(encoded.to_device(ctranslate2.Device.cpu) if encoded.device != "cpu" else encoded)
+        self._encoded.update((id(c), (c, np.array(row))) for c, row in zip(batch, host))
+
+    def decode(self, clips: list[np.ndarray], prompt: str | None = None, timestamps: bool = False) -> list[Transcript]:
+        """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised.
+        ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``."""
         out: list[Transcript] = []
         size = self.options.settings.batch_size
+        self._encoded.clear()
         for start in range(0, len(clips), size):
             batch = clips[start : start + size]
             try:
                 encoded = self._encode(batch)
-                first = self._generate(encoded, max(len(c) for c in batch), prompt)
+                self._keep(batch, encoded)
+                first = self._generate(encoded, batch, prompt, timestamps=timestamps)
                 suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, self.options)]
                 again = {}
                 if suspect and self.options.settings.retry_no_repeat_ngram > 0:
                     again = dict(zip(suspect, self._generate(
-                        self._rows(encoded, suspect), max(len(batch[i]) for i in suspect), prompt,
-                        self.options.settings.retry_no_repeat_ngram)))
+                        self._rows(encoded, suspect), [batch[i] for i in suspect], prompt,
+                        self.options.settings.retry_no_repeat_ngram, timestamps)))
                 for i, t in enumerate(first):
                     kept = again.get(i, t)
-                    out.append(Transcript(kept.text, kept.tokens, kept.hit_cap, looped=i in suspect,
-                                          retried=i in again, avg_logprob=kept.avg_logprob,
-                                          no_speech_prob=kept.no_speech_prob))
+                    out.append(replace(kept, looped=i in suspect, retried=i in again))
             except (RuntimeError, ValueError) as exc:
                 out += [Transcript("", [], False, False, error=f"ct2: {exc}")] * len(batch)
         return out
 
     def align(self, clips: list[np.ndarray], texts: list[str]) -> list[tuple[Word, ...]]:
         """Word timings (seconds from each clip's start) of each clip's final text: CTranslate2's alignment
-        heads and DTW."""
+        heads and DTW, one clip at a time (3x faster than a batch of 8 on a CPU), reusing the encoder output
+        of clips just decoded."""
+        import ctranslate2
+
         out: list[tuple[Word, ...]] = []
         for clip, words in zip(clips, texts):
             text = self.tokenizer.encode(" " + words) if words else []
             if not text:
                 out.append(())
                 continue
-            encoded = self._encode([clip])
+            kept = self._encoded.get(id(clip))
+            if kept is not None and kept[0] is clip:
+                encoded = ctranslate2.StorageView.from_array(kept[1][None])
+                if self.model.model.device != "cpu":
+                    encoded = encoded.to_device(ctranslate2.Device.cuda)
+            else:
+                encoded = self._encode([clip])
             frames = min(3000, int(np.ceil(len(clip) / 160)))  # mel frames; the encoder halves them
             result = self.model.model.align(encoded, self.tokenizer.sot_sequence, [text], frames,
                                             median_filter_width=7)[0]

@@ -1,8 +1,11 @@
 """``Transcriber``: whole calls in, a timeline of segments out, in any runtime.
 
-Pieces from every input, channel and call of a ``transcribe_many`` call are decoded together in
-batches of ``batch_size`` (longest first, so a batch holds pieces of similar length), which is
-how one worker serves many requests at once.
+Each track (one channel of one input) is cut into speech pieces by the VAD; consecutive pieces of a
+track share a 30-s window (``zhasr.transcribe.packing``), decoded once, its text given back to the
+pieces by word times. A window whose text cannot be placed, or that the guard does not pass clean,
+is decoded again piece by piece. Windows from every input of a ``transcribe_many`` call are decoded
+together in batches of ``batch_size`` (longest first, so a batch holds windows of similar length),
+which is how one worker serves many requests at once.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +21,9 @@ import numpy as np
 from zhasr.config import TranscribeParams
 from zhasr.data.audio import TARGET_RATE, AudioError
 from zhasr.model.decode import DecodeOptions, Transcript
-from zhasr.transcribe import guard
+from zhasr.transcribe import guard, packing
 from zhasr.transcribe.media import CallAudio, read_call
+from zhasr.transcribe.packing import Window
 from zhasr.transcribe.records import Removed, Segment, Timings, Transcription, Word
 from zhasr.transcribe.vad import Piece, speech_spans
 
@@ -74,22 +78,35 @@ Decoded = tuple[Transcript, tuple[Word, ...]]  # one piece's decoding and its wo
 
 @dataclass(frozen=True)
 class Plan:
-    """Inputs read and cut into speech pieces, ready to decode; times are ``perf_counter`` marks."""
+    """Inputs read, cut into speech pieces and packed into windows, ready to decode; times are
+    ``perf_counter`` marks."""
 
     calls: list[CallAudio]
     names: list[str]
     mode: str  # mix | split
     warnings: list[list[str]]  # per input, appended to while assembling
     pieces: list[Piece]
+    windows: list[Window]  # every piece in exactly one
     tracks: dict[tuple[int, int], _Track]  # (source, channel) -> track
     started: float
     decoded_at: float
     vad_at: float
+    unplaced: set[int] = field(default_factory=set)  # windows decoded again piece by piece
 
     def clip(self, k: int) -> np.ndarray:
         """Samples of piece ``k``, (n,) float32 at 16 kHz."""
         piece = self.pieces[k]
-        return self.tracks[(piece.source, piece.channel)].samples[piece.start : piece.end]
+        return self._samples(piece)[piece.start : piece.end]
+
+    def window_clip(self, w: int) -> np.ndarray:
+        """Samples of window ``w``, (n,) float32 at 16 kHz: its pieces with the pauses between them."""
+        return packing.window_audio(self.windows[w], self.pieces, self._samples)
+
+    def window_speech_s(self, w: int) -> float:
+        return sum(self.pieces[k].end - self.pieces[k].start for k in self.windows[w].pieces) / TARGET_RATE
+
+    def _samples(self, piece: Piece) -> np.ndarray:
+        return self.tracks[(piece.source, piece.channel)].samples
 
     @property
     def speech_s(self) -> float:
@@ -101,7 +118,6 @@ class Transcriber:
 
     def __init__(self, runtime, params: TranscribeParams, language: str = "zh", identity: str = ""):
         self.runtime, self.params, self.language, self.identity = runtime, params, language, identity
-        self.hotwords = list(params.hotwords or [])
 
     @classmethod
     def open(cls, model: Path, params: TranscribeParams, *, language: str = "zh", task: str = "transcribe",
@@ -136,34 +152,39 @@ class Transcriber:
         return self.runtime.name
 
     def transcribe(self, audio: AudioSource, *, channels: str | None = None, name: str | None = None,
-                   use_hotwords: bool | None = None, words: bool = False,
+                   hotwords: Sequence[str] | None = None, words: bool = False,
                    progress: Callable[[float, float], None] | None = None) -> Transcription:
         """Transcribe one input; raises AudioError (naming ``name``) for input that cannot be used."""
-        return self.transcribe_many([audio], channels=channels, names=[name] if name else None,
-                                    use_hotwords=use_hotwords, words=words, progress=progress)[0]
+        return self.transcribe_many([audio], channels=channels, names=[name] if name else None, hotwords=hotwords,
+                                    words=words, progress=progress)[0]
 
     def transcribe_many(self, audios: Sequence[AudioSource], *, channels: str | None = None,
-                        names: Sequence[str] | None = None, use_hotwords: bool | None = None, words: bool = False,
-                        progress: Callable[[float, float], None] | None = None) -> list[Transcription]:
-        """One Transcription per input, all pieces decoded together (longest first, so a batch holds
-        pieces of similar length). ``progress(done_s, total_s)`` counts seconds of speech decoded."""
-        plan = self.prepare(audios, channels=channels, names=names)
-        prompt = self.prompt(use_hotwords)
-        order = sorted(range(len(plan.pieces)), key=lambda k: plan.pieces[k].start - plan.pieces[k].end)
+                        names: Sequence[str] | None = None, hotwords: Sequence[str] | None = None,
+                        words: bool = False, progress: Callable[[float, float], None] | None = None,
+                        across_inputs: bool = False) -> list[Transcription]:
+        """One Transcription per input, all windows decoded together (longest first, so a batch holds
+        windows of similar length). ``hotwords``: the prompt's terms (None: ``transcribe.hotwords``);
+        ``across_inputs``: pieces of different inputs may share a window (see ``prepare``).
+        ``progress(done_s, total_s)`` counts seconds of speech decoded."""
+        plan = self.prepare(audios, channels=channels, names=names, across_inputs=across_inputs)
+        prompt = self.prompt(hotwords=hotwords)
+        order = sorted(range(len(plan.windows)), key=lambda w: -plan.windows[w].length)
         results: dict[int, Decoded] = {}
         done = 0.0
         for b in range(0, len(order), self.params.batch_size):
             batch = order[b : b + self.params.batch_size]
-            clips = [plan.clip(k) for k in batch]
-            results.update(zip(batch, self.decode(clips, prompt, words)))
-            done += sum(len(c) for c in clips) / TARGET_RATE
+            for decoded in self.decode_windows([(plan, w) for w in batch], prompt, words):
+                results.update(decoded)
+            done += sum(plan.window_speech_s(w) for w in batch)
             if progress:
                 progress(done, plan.speech_s)
-        return self.finish(plan, results, words)
+        return self.finish(plan, results, words, prompt)
 
     def prepare(self, audios: Sequence[AudioSource], *, channels: str | None = None,
-                names: Sequence[str] | None = None) -> Plan:
-        """Read every input and cut its tracks into speech pieces; raises AudioError naming the input."""
+                names: Sequence[str] | None = None, across_inputs: bool = False) -> Plan:
+        """Read every input, cut its tracks into speech pieces and pack them into windows; raises
+        AudioError naming the input. Pieces of different tracks never share a window, except with
+        ``across_inputs`` (the same channel of different inputs, for scoring many short clips)."""
         mode = channels or self.params.channels
         if mode not in ("mix", "split"):
             raise ValueError(f"channels: expected mix or split, got {mode!r}")
@@ -176,33 +197,98 @@ class Transcriber:
         tracks = []
         for i, call in enumerate(calls):
             tracks += self._tracks(i, call, mode, names[i], warnings[i])
-        pieces = [Piece(t.source, t.channel, s, e) for t in tracks for s, e in speech_spans(t.samples, self.params)]
-        return Plan(calls, names, mode, warnings, pieces, {(t.source, t.channel): t for t in tracks},
+        per_input = [sum(t.source == i for t in tracks) for i in range(len(calls))]
+        pieces = [piece for t in tracks for piece in self._pieces(t, per_input[t.source] == 1)]
+        windows = packing.pack(pieces, self.params.pack_window_s, self.params.pack_gap_s, self.params.pack_pieces,
+                               key=(lambda p: p.channel) if across_inputs else (lambda p: (p.source, p.channel)))
+        return Plan(calls, names, mode, warnings, pieces, windows, {(t.source, t.channel): t for t in tracks},
                     started, decoded_at, time.perf_counter())
 
-    def prompt(self, use_hotwords: bool | None = None, text: str | None = None,
-               hotwords: Sequence[str] | None = None) -> str | None:
-        """The decoder prompt: ``text`` (a caller's context) followed by the hotwords when they are on
-        (``hotwords`` in place of the configured ones)."""
-        hot = self.params.use_hotwords if use_hotwords is None else use_hotwords
-        terms = list(hotwords) if hotwords is not None else self.hotwords
-        parts = [p for p in (text, " ".join(terms) if hot and terms else None) if p]
-        return " ".join(parts) or None
+    def prompt(self, text: str | None = None, hotwords: Sequence[str] | None = None) -> str | None:
+        """The decoder prompt, only when asked for: ``text`` (a caller's context) followed by ``hotwords``
+        (None: ``transcribe.hotwords``, empty by default)."""
+        terms = list(self.params.hotwords) if hotwords is None else list(hotwords)
+        return " ".join(p for p in (text, " ".join(terms)) if p) or None
 
     def decode(self, clips: list[np.ndarray], prompt: str | None, words: bool = False) -> list[Decoded]:
-        """(Transcript, words) per clip; words are empty where not asked for or the runtime cannot align."""
+        """(Transcript, words) per clip, each decoded alone; words are empty where not asked for or the
+        runtime cannot align."""
         transcripts = self.runtime.decode(clips, prompt)
         timed: list[tuple[Word, ...]] = [()] * len(clips)
         if words and hasattr(self.runtime, "align"):  # the final text is aligned, so words spell the segment
-            judged = [guard.judge(t, self.params) for t in transcripts]
+            judged = [guard.judge(t, self.params, prompt) for t in transcripts]
             timed = self.runtime.align(clips, ["" if reason else text for text, _, reason in judged])
         return list(zip(transcripts, timed))
 
-    def segment(self, plan: Plan, k: int, decoded: Decoded) -> Segment | Removed:
+    def decode_windows(self, items: Sequence[tuple[Plan, int]], prompt: str | None,
+                       words: bool = False) -> list[dict[int, Decoded]]:
+        """``{piece index: Decoded}`` for each ``(plan, window index)``. A window of one piece is decoded as
+        a clip; a window of several with Whisper's timestamp tokens (the way it was pretrained on 30-s
+        windows: without them it tends to stop after the first utterance), its text given to the pieces
+        by the timestamped segments, or by word alignment where a segment spans two pieces or words are
+        asked for. A window the guard does not pass clean (a loop, the token cap, a removal) or whose
+        text cannot be placed is decoded again piece by piece, and marked in ``plan.unplaced``."""
+        windows = [plan.windows[w] for plan, w in items]
+        clips = [plan.window_clip(w) for plan, w in items]
+        transcripts: list[Transcript | None] = [None] * len(items)
+        for packed in (False, True):
+            group = [i for i, window in enumerate(windows) if (len(window.pieces) > 1) == packed]
+            if group:
+                for i, t in zip(group, self.runtime.decode([clips[i] for i in group], prompt, timestamps=packed)):
+                    transcripts[i] = t
+        judged = [guard.judge(t, self.params, prompt) for t in transcripts]
+        out: list[dict[int, Decoded]] = [{} for _ in items]
+        aligned = hasattr(self.runtime, "align")
+        to_align, again = [], []
+        for i, (window, t, (text, flags, reason)) in enumerate(zip(windows, transcripts, judged)):
+            if len(window.pieces) == 1:
+                out[i][window.pieces[0]] = (t, ())
+                if words and aligned and text and not reason:
+                    to_align.append(i)
+            elif reason or flags:
+                again.append(i)
+            elif not (words and aligned) and (placed := self._place(items[i], t.timed, t)) is not None:
+                out[i] = placed
+            elif aligned:
+                to_align.append(i)
+            else:
+                again.append(i)
+        timed = self.runtime.align([clips[i] for i in to_align], [judged[i][0] for i in to_align]) if to_align else []
+        for i, units in zip(to_align, timed):
+            if len(windows[i].pieces) == 1:
+                out[i][windows[i].pieces[0]] = (transcripts[i], units)
+            elif units and (placed := self._place(items[i], units, transcripts[i], words)) is not None:
+                out[i] = placed
+            else:
+                again.append(i)
+        singles = []
+        for i in again:
+            plan, w = items[i]
+            plan.unplaced.add(w)
+            singles += [(i, plan, k) for k in windows[i].pieces]
+        decoded = self.decode([plan.clip(k) for _, plan, k in singles], prompt, words) if singles else []
+        for (i, _, k), d in zip(singles, decoded):
+            out[i][k] = d
+        return out
+
+    @staticmethod
+    def _place(item: tuple[Plan, int], units, window: Transcript, words: bool = False) -> dict[int, Decoded] | None:
+        """The window's timed ``units`` (word timings, or the runtime's ``(start, end, text)`` segments) given
+        to its pieces, or None when they cannot be: a unit over two pieces, or a piece left without text
+        (the VAD heard speech there; decoded alone it gets its own chance)."""
+        plan, w = item
+        units = [u if isinstance(u, Word) else Word(start=u[0], end=u[1], word=u[2]) for u in units]
+        placed = packing.place(plan.windows[w], plan.pieces, units)
+        if placed is None or not all(placed):
+            return None
+        return {k: (_piece_transcript(piece_units, window), piece_units if words else ())
+                for k, piece_units in zip(plan.windows[w].pieces, placed)}
+
+    def segment(self, plan: Plan, k: int, decoded: Decoded, prompt: str | None = None) -> Segment | Removed:
         """Piece ``k`` of ``plan`` after the guard: a Segment (``id`` -1 until the timeline is built) or,
         when the guard removes it, a Removed with the reason."""
         piece, (t, words) = plan.pieces[k], decoded
-        text, flags, reason = guard.judge(t, self.params)
+        text, flags, reason = guard.judge(t, self.params, prompt)
         start, end = round(piece.start_s, 3), round(piece.end_s, 3)
         if reason:
             return Removed(start, end, piece.channel, reason, text)
@@ -212,7 +298,8 @@ class Transcriber:
                        error=t.error, words=tuple(dataclasses.replace(w, start=round(w.start + start, 3),
                                                                       end=round(w.end + start, 3)) for w in words))
 
-    def finish(self, plan: Plan, results: Mapping[int, Decoded], words: bool = False) -> list[Transcription]:
+    def finish(self, plan: Plan, results: Mapping[int, Decoded], words: bool = False,
+               prompt: str | None = None) -> list[Transcription]:
         """One Transcription per input of ``plan`` from the decoded pieces ``{piece index: Decoded}``."""
         finished = time.perf_counter()
         total = max(1, sum(p.end - p.start for p in plan.pieces))
@@ -221,11 +308,13 @@ class Transcriber:
             mine = sorted((k for k in range(len(plan.pieces)) if plan.pieces[k].source == i),
                           key=lambda k: (plan.pieces[k].start, plan.pieces[k].channel))
             share = sum(plan.pieces[k].end - plan.pieces[k].start for k in mine) / total
+            windows = [w for w, window in enumerate(plan.windows) if any(plan.pieces[k].source == i for k in window.pieces)]
             timings = Timings(decode_audio_s=round((plan.decoded_at - plan.started) / len(plan.calls), 3),
                               vad_s=round((plan.vad_at - plan.decoded_at) / len(plan.calls), 3),
                               inference_s=round((finished - plan.vad_at) * share, 3),
-                              total_s=round(finished - plan.started, 3))
-            judged = [self.segment(plan, k, results[k]) for k in mine]
+                              total_s=round(finished - plan.started, 3), windows=len(windows),
+                              unplaced=sum(w in plan.unplaced for w in windows))
+            judged = [self.segment(plan, k, results[k], prompt) for k in mine]
             segments = [dataclasses.replace(s, id=n) for n, s in enumerate(x for x in judged if isinstance(x, Segment))]
             warnings = plan.warnings[i]
             if any(s.error for s in segments):
@@ -240,6 +329,15 @@ class Transcriber:
                                      warnings=tuple(warnings), timings=timings))
         return out
 
+    def _pieces(self, track: _Track, only_track: bool) -> list[Piece]:
+        """The VAD's speech pieces of ``track``; the whole track as one piece when it is its input's only
+        track, holds speech and is at most ``whole_clip_s`` long (a clip is decoded whole, never cut at
+        its pauses)."""
+        spans = speech_spans(track.samples, self.params)
+        if spans and only_track and len(track.samples) <= self.params.whole_clip_s * TARGET_RATE:
+            spans = [(0, len(track.samples))]
+        return [Piece(track.source, track.channel, start, end) for start, end in spans]
+
     def _tracks(self, source: int, call: CallAudio, mode: str, name: str, warnings: list[str]) -> list[_Track]:
         if mode == "mix" or call.channels == 1:
             if mode == "split":
@@ -249,6 +347,15 @@ class Transcriber:
             raise AudioError(f"{name}: {call.channels} channels; split takes two-channel calls "
                              f"({' / '.join(self.params.channel_roles)}), use channels=mix")
         return [_Track(source, c, self.params.channel_roles[c], call.samples[c]) for c in range(2)]
+
+
+def _piece_transcript(words: Sequence[Word], window: Transcript) -> Transcript:
+    """A piece's share of a placed window: its words' text, their mean log-probability (the window's where
+    the runtime gives no word probabilities) and the window's P(no speech)."""
+    probs = [w.probability for w in words if w.probability is not None]
+    logprob = float(np.mean(np.log(np.maximum(probs, 1e-6)))) if probs else window.avg_logprob
+    return Transcript(packing.join_words(words), [], hit_cap=False, looped=False, avg_logprob=logprob,
+                      no_speech_prob=window.no_speech_prob)
 
 
 def _as_call(audio: AudioSource, name: str, max_audio_s: float) -> CallAudio:

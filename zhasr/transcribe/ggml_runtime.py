@@ -2,7 +2,8 @@
 
 whisper.cpp decodes one piece at a time; its own temperature fallback (entropy threshold 2.4,
 like Whisper's compression-ratio rule) is the retry, then the engine's collapse. It applies the
-no-speech rule itself (``no_speech_thold`` with ``logprob_thold``), so pieces come back empty.
+no-speech rule itself (``no_speech_thold`` with ``logprob_thold``), so pieces come back empty. It has
+no word alignment: a packed window's text is placed by whisper.cpp's own timestamped segments.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class GgmlRuntime:
         read_ggml_header(Path(model_file))  # a corrupt or cut file is refused here, not later
         self.model_file, self.options = Path(model_file), options
 
-    def decode(self, clips: list[np.ndarray], prompt: str | None = None) -> list[Transcript]:
+    def decode(self, clips: list[np.ndarray], prompt: str | None = None, timestamps: bool = False) -> list[Transcript]:
+        """One Transcript per clip; whisper.cpp always decodes with timestamps, its segments in ``timed``."""
         from zhasr.export.whispercpp import WhisperCppError, transcribe_whispercpp
 
         caps = [token_cap(len(c) / 16000, self.options) for c in clips]
@@ -41,5 +43,6 @@ class GgmlRuntime:
             text = to_simplified(r["text"])
             p = r["probability"]
             out.append(Transcript(text, [], hit_cap=False, looped=is_loop(text, self.options),
-                                  avg_logprob=math.log(p) if p else None))
+                                  avg_logprob=math.log(p) if p else None,
+                                  timed=tuple((float(s), float(e), to_simplified(t)) for s, e, t in r["segments"])))
         return out

@@ -24,14 +24,15 @@ class TransformersRuntime:
         model, processor = load_model(Path(model_dir), device=device)
         return cls(model, processor, options)
 
-    def decode(self, clips: list[np.ndarray], prompt: str | None = None) -> list[Transcript]:
-        """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised."""
+    def decode(self, clips: list[np.ndarray], prompt: str | None = None, timestamps: bool = False) -> list[Transcript]:
+        """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised.
+        ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``."""
         out = []
         size = self.options.settings.batch_size
         for start in range(0, len(clips), size):
             batch = clips[start : start + size]
             try:
-                out += transcribe(self.model, self.processor, batch, self.options, prompt=prompt)
+                out += transcribe(self.model, self.processor, batch, self.options, prompt=prompt, timestamps=timestamps)
             except (RuntimeError, ValueError) as exc:
                 out += [Transcript("", [], False, False, error=f"transformers: {exc}")] * len(batch)
         return out

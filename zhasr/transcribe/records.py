@@ -43,7 +43,7 @@ class Removed:
     start: float
     end: float
     channel: int
-    reason: str  # "no_speech" | "hallucination" | "empty"
+    reason: str  # "no_speech" | "hallucination" | "empty" | "prompt_echo"
     text: str  # what the runtime said
 
 
@@ -53,6 +53,8 @@ class Timings:
     vad_s: float = 0.0
     inference_s: float = 0.0
     total_s: float = 0.0
+    windows: int = 0  # 30-s encoder windows its speech was packed into
+    unplaced: int = 0  # of those, windows decoded again piece by piece (text not placed, or not clean)
 
 
 @dataclass(frozen=True)

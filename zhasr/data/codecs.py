@@ -1,0 +1,99 @@
+"""Telephone channels made with real codecs: speech band-passed to 300-3400 Hz at 8 kHz (sox), then
+encoded and decoded by FFmpeg's encoders through PyAV, as a PBX or a carrier would.
+
+``mulaw`` and ``alaw`` are G.711 (64 kbit/s), ``amr-nb`` is AMR-NB at 12.2 kbit/s (GSM and 3G voice),
+``amr-nb-lossy`` is AMR-NB at 7.95 kbit/s with bursty loss of 20-ms packets (zeroed, as a jitter
+buffer without concealment plays them) and a hot level that clips. Every channel is deterministic: the
+same samples give the same output (losses are drawn from a seed made of the audio's bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from zhasr.data.audio import TARGET_RATE, TELEPHONE_BAND_HZ, TELEPHONE_MAX_RATE, wav_bytes
+
+CODECS = ("mulaw", "alaw", "amr-nb", "amr-nb-lossy")
+# codec -> (container format, FFmpeg encoder, bit rate in bit/s or None)
+_ENCODERS = {"mulaw": ("wav", "pcm_mulaw", None), "alaw": ("wav", "pcm_alaw", None),
+             "amr-nb": ("amr", "libopencore_amrnb", 12200), "amr-nb-lossy": ("amr", "libopencore_amrnb", 7950)}
+_PACKET_S = 0.02  # one AMR frame
+_LOSS_START, _LOSS_STAY = 0.03, 0.4  # Gilbert model: P(a loss burst starts), P(the next packet is lost too)
+_HOT_GAIN_DB = 9.0  # the lossy channel's level error before the codec: peaks clip
+
+
+def narrowband(samples: np.ndarray, rate: int = TARGET_RATE) -> np.ndarray:
+    """(n,) float32 at ``rate`` -> (m,) float32 at 8 kHz, band-passed to 300-3400 Hz by sox (no dither)."""
+    if shutil.which("sox") is None:
+        raise RuntimeError("sox is not installed (Debian package sox): the telephone channels need it")
+    lo, hi = TELEPHONE_BAND_HZ
+    cmd = ["sox", "-R", "-D", "-V1", "-t", "wav", "-", "-t", "wav", "-e", "float", "-b", "32", "-c", "1", "-",
+           "sinc", f"{lo}-{hi}", "rate", "-v", str(TELEPHONE_MAX_RATE)]
+    done = subprocess.run(cmd, input=wav_bytes(samples, rate), capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"sox band-pass failed: {done.stderr.decode(errors='replace').strip()}")
+    out, _ = sf.read(io.BytesIO(done.stdout), dtype="float32")
+    return out
+
+
+def _encode_decode(samples8k: np.ndarray, codec: str) -> np.ndarray:
+    """(n,) float32 at 8 kHz through the codec's encoder and FFmpeg's decoder, (m,) float32 at 8 kHz."""
+    import av
+
+    container_format, encoder, bit_rate = _ENCODERS[codec]
+    pcm = (np.clip(samples8k, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container_format) as out:
+        stream = out.add_stream(encoder, rate=TELEPHONE_MAX_RATE, layout="mono")
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        frame_size = stream.codec_context.frame_size or 160
+        for start in range(0, len(pcm), frame_size):
+            chunk = pcm[start : start + frame_size]
+            if len(chunk) < frame_size and container_format == "amr":  # AMR takes whole 20-ms frames only
+                chunk = np.pad(chunk, (0, frame_size - len(chunk)))
+            frame = av.AudioFrame.from_ndarray(chunk[None], format="s16", layout="mono")
+            frame.rate = TELEPHONE_MAX_RATE
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    buffer.seek(0)
+    with av.open(buffer, mode="r") as source:
+        decoded = [f.to_ndarray().reshape(-1) for f in source.decode(source.streams.audio[0])]
+    data = np.concatenate(decoded)
+    return (data.astype(np.float32) / 32768.0 if data.dtype == np.int16 else data.astype(np.float32))[: len(samples8k)]
+
+
+def _lose_packets(samples8k: np.ndarray) -> np.ndarray:
+    """Bursty loss of 20-ms packets (a two-state Gilbert model), seeded by the audio itself."""
+    seed = int.from_bytes(hashlib.sha256(samples8k.tobytes()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    step = int(_PACKET_S * TELEPHONE_MAX_RATE)
+    out, lost = samples8k.copy(), False
+    for start in range(0, len(out), step):
+        lost = rng.random() < (_LOSS_STAY if lost else _LOSS_START)
+        if lost:
+            out[start : start + step] = 0.0
+    return out
+
+
+def telephone(samples: np.ndarray, codec: str, rate: int = TARGET_RATE) -> np.ndarray:
+    """(n,) float32 at ``rate`` through the telephone channel ``codec`` (one of CODECS) and back to ``rate``."""
+    if codec not in _ENCODERS:
+        raise ValueError(f"telephone codec {codec!r}: expected one of {', '.join(CODECS)}")
+    band = narrowband(samples, rate)
+    if codec == "amr-nb-lossy":
+        band = np.clip(band * 10 ** (_HOT_GAIN_DB / 20), -1.0, 1.0)
+    heard = _encode_decode(band, codec)
+    if codec == "amr-nb-lossy":
+        heard = _lose_packets(heard)
+    back = soxr.resample(heard, TELEPHONE_MAX_RATE, rate, quality="HQ")
+    return np.ascontiguousarray(np.clip(back, -1.0, 1.0), dtype=np.float32)

@@ -1,0 +1,35 @@
+"""How well a transcript's segments find the turns of a call: bounds within a tolerance, the right speaker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Timed(Protocol):
+    start: float  # seconds in the call
+    end: float
+    speaker: str
+
+
+@dataclass(frozen=True)
+class TurnMatch:
+    turns: int
+    close: int  # turns whose best-overlapping segment starts and ends within the tolerance of the turn
+    right_speaker: int  # turns whose best-overlapping segment has the turn's speaker
+    missing: int  # turns no segment overlaps
+
+
+def match_turns(segments: Sequence[Timed], turns: Sequence[Timed], tolerance_s: float = 0.5) -> TurnMatch:
+    """Each turn against the segment that overlaps it most."""
+    close = right = missing = 0
+    for turn in turns:
+        overlap, best = max(((min(s.end, turn.end) - max(s.start, turn.start), s) for s in segments),
+                            key=lambda x: x[0], default=(0.0, None))
+        if overlap <= 0:
+            missing += 1
+            continue
+        close += abs(best.start - turn.start) <= tolerance_s and abs(best.end - turn.end) <= tolerance_s
+        right += best.speaker == turn.speaker
+    return TurnMatch(len(turns), close, right, missing)
