@@ -13,7 +13,7 @@ from zhasr.model.decode import Transcript, timestamp_segments
 from zhasr.transcribe import Transcriber
 from zhasr.transcribe.guard import is_prompt_echo, judge
 from zhasr.transcribe.packing import join_words, pack, place, window_audio
-from zhasr.transcribe.records import Word
+from zhasr.transcribe.records import Segment, Word
 from zhasr.transcribe.vad import Piece
 
 RATE = 16000
@@ -154,3 +154,26 @@ def test_packing_settings_are_range_checked(bad):
 
     with pytest.raises(ConfigError, match=f"transcribe.{next(iter(bad))}"):
         params_from_dict({"transcribe": bad})
+
+
+def _segment(start: float, end: float, channel: int, text: str) -> Segment:
+    return Segment(id=-1, start=start, end=end, text=text, channel=channel, speaker=("agent", "customer")[channel],
+                   avg_logprob=-0.2 if channel else -0.4, no_speech_prob=0.1, compression_ratio=1.0,
+                   words=(Word(start, end, text),))
+
+
+def test_pieces_of_one_channel_with_nobody_between_become_one_turn():
+    from zhasr.transcribe.engine import merge_turns
+
+    segments = [_segment(0.0, 2.0, 0, "您好"), _segment(3.0, 5.0, 0, "请问"),  # 1-s pause: one turn
+                _segment(5.5, 7.0, 1, "我要退款"),  # the customer answers
+                _segment(7.5, 9.0, 0, "好的"), _segment(12.0, 13.0, 0, "稍等"),  # 3-s pause: two turns
+                _segment(13.5, 14.0, 1, "嗯")]
+    turns = merge_turns(segments, pause_s=2.0, max_s=30.0)
+    assert [(t.start, t.end, t.channel, t.text) for t in turns] == [
+        (0.0, 5.0, 0, "您好请问"), (5.5, 7.0, 1, "我要退款"), (7.5, 9.0, 0, "好的"), (12.0, 13.0, 0, "稍等"),
+        (13.5, 14.0, 1, "嗯")]
+    assert [w.word for w in turns[0].words] == ["您好", "请问"] and turns[0].avg_logprob == pytest.approx(-0.4)
+    # a turn is never longer than max_s; 0 s of pause merges nothing
+    assert len(merge_turns(segments[:2], pause_s=2.0, max_s=4.0)) == 2
+    assert len(merge_turns(segments, pause_s=0.0, max_s=30.0)) == len(segments)

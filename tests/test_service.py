@@ -85,7 +85,9 @@ def test_segment_and_word_timestamps(server, clip):
 
 
 def test_stream_sends_segments_as_deltas_then_done(server, clip):
-    events = list(client(server).audio.transcriptions.create(model=MODEL, file=clip.open("rb"), stream=True))
+    # split: the two channels' turns are segments of their own (a mixed 12-s clip is one segment, decoded whole)
+    events = list(client(server).audio.transcriptions.create(model=MODEL, file=clip.open("rb"), stream=True,
+                                                             extra_body={"channels": "split"}))
     deltas = [e for e in events if e.type == "transcript.text.delta"]
     assert events[-1].type == "transcript.text.done" and len(deltas) >= 2
     assert "".join(d.delta for d in deltas) == events[-1].text

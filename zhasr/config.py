@@ -171,7 +171,7 @@ class TranscribeParams:
     num_beams: int = 1  # 1 = greedy (transformers runtime; ct2 uses it as beam_size)
     compression_ratio_threshold: float = 2.4  # above: a loop (Whisper's own threshold, on UTF-8 bytes)
     retry_no_repeat_ngram: int = 4  # a looping piece is decoded again with repeated n-grams of this size banned; 0 = off
-    vad_threshold: float = 0.5  # Silero speech probability above which a 32 ms frame is speech
+    vad_threshold: float = 0.35  # Silero speech probability above which a 32 ms frame is speech
     min_silence_ms: int = 500  # a pause at least this long ends a speech piece (turn gaps are longer)
     min_speech_ms: int = 200  # shorter bursts are dropped by the VAD
     speech_pad_ms: int = 200  # each piece is widened by this on both sides
@@ -193,6 +193,9 @@ class TranscribeParams:
     # sees its last utterance end (filled to 30 s it drops it: measured in docs/decoding.md)
     pack_window_s: float = 24.0
     pack_gap_s: float = 1.0  # s; longer pauses between packed pieces are shortened to this
+    # split calls: pieces of one channel at most this far apart (s), with nothing said on the other channel
+    # in between, are one turn and one segment (at most max_piece_s long); 0 = a segment per piece
+    turn_pause_s: float = 2.0
     threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
     max_audio_s: float = 14400.0  # longer inputs are refused (4 h)
 
@@ -502,6 +505,8 @@ def _check_transcribe(t: TranscribeParams) -> None:
         raise ConfigError(f"transcribe.whole_clip_s: expected 0 (off) to 30 s (Whisper's window), got {t.whole_clip_s}")
     if not 1 <= t.pack_window_s <= 30:
         raise ConfigError(f"transcribe.pack_window_s: expected 1 to 30 s (Whisper's window), got {t.pack_window_s}")
+    if t.turn_pause_s < 0:
+        raise ConfigError(f"transcribe.turn_pause_s: must be 0 or more, got {t.turn_pause_s}")
     if not 0 <= t.pack_gap_s <= t.max_piece_s:
         raise ConfigError(f"transcribe.pack_gap_s: expected 0 to max_piece_s ({t.max_piece_s} s), got {t.pack_gap_s}")
     if t.batch_size < 1 or t.max_new_tokens < 8:

@@ -147,22 +147,18 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
     sot = torch.full((len(batch), 1), model.generation_config.decoder_start_token_id, device=device)
     first = model(encoder_outputs=encoded, decoder_input_ids=sot).logits[:, -1].float().softmax(-1)
     no_speech = first[:, no_speech_token_id(processor.tokenizer)].tolist()
-    if prompt:
-        extra["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(device)
     cap = token_cap(max(len(c) for c in batch) / 16000, options, timestamps)
-    generated = model.generate(
-        encoder_outputs=encoded, language=options.language, task=options.task, return_timestamps=timestamps,
-        max_new_tokens=cap, num_beams=options.settings.num_beams, do_sample=False, return_dict_in_generate=True,
-        output_scores=True, use_cache=True, **extra,
-    )
-    if timestamps:  # a dict: the new tokens, and each row's scores inside its segments
-        rows = generated["sequences"].tolist()
-        logprobs = [_row_logprobs(segments[0]["result"]["scores"], row) if segments else torch.zeros(1)
-                    for segments, row in zip(generated["segments"], rows)]
+    settings = dict(encoder_outputs=encoded, max_new_tokens=cap, num_beams=options.settings.num_beams, do_sample=False,
+                    return_dict_in_generate=True, output_scores=True, use_cache=True, **extra)
+    if timestamps:
+        generated = _generate_timestamped(model, processor, len(batch), options, prompt, settings)
     else:
-        rows = generated.sequences[:, -len(generated.scores):].tolist()  # the prompt (and any hotword prompt) cut off
-        logprobs = model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True,
-                                                   beam_indices=getattr(generated, "beam_indices", None))
+        if prompt:
+            settings["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(device)
+        generated = model.generate(language=options.language, task=options.task, **settings)
+    rows = generated.sequences[:, -len(generated.scores):].tolist()  # the prompt (and any hotword prompt) cut off
+    logprobs = model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True,
+                                               beam_indices=getattr(generated, "beam_indices", None))
     tokenizer = processor.tokenizer
     eos = tokenizer.eos_token_id
     out = []
@@ -175,15 +171,26 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
                                             len(clip) / 16000)
         text = to_simplified(tokenizer.decode(ids, skip_special_tokens=True).strip())
         mean = float(scores[: stop + 1].float().mean()) if stop + 1 <= len(scores) else float(scores.float().mean())
-        hit_cap = len(row) >= cap if timestamps else eos not in row  # in timestamp mode the final eos is dropped
-        out.append(Transcript(text=text, tokens=row, hit_cap=hit_cap, looped=False,
+        out.append(Transcript(text=text, tokens=row, hit_cap=eos not in row, looped=False,
                               avg_logprob=mean, no_speech_prob=p_none, timed=timed))
     return out
 
 
-def _row_logprobs(step_scores: list[torch.Tensor], row: list[int]) -> torch.Tensor:
-    """Log-probability of each generated token of ``row`` under its step's (processed) logits."""
-    return torch.stack([torch.log_softmax(s.float(), -1)[t] for s, t in zip(step_scores, row)] or [torch.zeros(())])
+def _generate_timestamped(model, processor, rows: int, options: DecodeOptions, prompt: str | None, settings: dict):
+    """``generate`` from ``<|startoftranscript|><|lang|><|task|>`` (no ``<|notimestamps|>``) under Whisper's
+    timestamp rules, the plain GenerationMixin loop: Whisper's own ``generate`` with ``return_timestamps``
+    runs its long-form machinery, which needs input features, not encoder outputs."""
+    from transformers import GenerationMixin, LogitsProcessorList
+    from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+
+    config = model.generation_config
+    prefix = [config.decoder_start_token_id, config.lang_to_id[f"<|{options.language}|>"], config.task_to_id[options.task]]
+    if prompt:
+        prefix = processor.get_prompt_ids(prompt).tolist() + prefix
+    device = settings["encoder_outputs"].last_hidden_state.device
+    rules = LogitsProcessorList([WhisperTimeStampLogitsProcessor(config, begin_index=len(prefix))])
+    return GenerationMixin.generate(model, decoder_input_ids=torch.tensor([prefix] * rows, device=device),
+                                    logits_processor=rules, **settings)
 
 
 def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions,

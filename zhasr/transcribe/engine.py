@@ -226,8 +226,10 @@ class Transcriber:
         a clip; a window of several with Whisper's timestamp tokens (the way it was pretrained on 30-s
         windows: without them it tends to stop after the first utterance), its text given to the pieces
         by the timestamped segments, or by word alignment where a segment spans two pieces or words are
-        asked for. A window the guard does not pass clean (a loop, the token cap, a removal) or whose
-        text cannot be placed is decoded again piece by piece, and marked in ``plan.unplaced``."""
+        asked for. A window the guard does not pass (removed, or still looping or cut at the token cap
+        after its retry) is decoded again piece by piece; of a placed window, only the pieces left without
+        text are (the VAD heard speech there: alone it gets its own chance). Such windows are marked in
+        ``plan.unplaced``."""
         windows = [plan.windows[w] for plan, w in items]
         clips = [plan.window_clip(w) for plan, w in items]
         transcripts: list[Transcript | None] = [None] * len(items)
@@ -239,33 +241,30 @@ class Transcriber:
         judged = [guard.judge(t, self.params, prompt) for t in transcripts]
         out: list[dict[int, Decoded]] = [{} for _ in items]
         aligned = hasattr(self.runtime, "align")
-        to_align, again = [], []
+        to_align = []
         for i, (window, t, (text, flags, reason)) in enumerate(zip(windows, transcripts, judged)):
             if len(window.pieces) == 1:
                 out[i][window.pieces[0]] = (t, ())
                 if words and aligned and text and not reason:
                     to_align.append(i)
-            elif reason or flags:
-                again.append(i)
+            elif reason or not guard.clean(flags):
+                continue  # every piece decoded alone below
             elif not (words and aligned) and (placed := self._place(items[i], t.timed, t)) is not None:
                 out[i] = placed
             elif aligned:
                 to_align.append(i)
-            else:
-                again.append(i)
         timed = self.runtime.align([clips[i] for i in to_align], [judged[i][0] for i in to_align]) if to_align else []
         for i, units in zip(to_align, timed):
             if len(windows[i].pieces) == 1:
                 out[i][windows[i].pieces[0]] = (transcripts[i], units)
             elif units and (placed := self._place(items[i], units, transcripts[i], words)) is not None:
                 out[i] = placed
-            else:
-                again.append(i)
         singles = []
-        for i in again:
-            plan, w = items[i]
-            plan.unplaced.add(w)
-            singles += [(i, plan, k) for k in windows[i].pieces]
+        for i, (plan, w) in enumerate(items):
+            missing = [k for k in windows[i].pieces if k not in out[i]]
+            if missing:
+                plan.unplaced.add(w)
+                singles += [(i, plan, k) for k in missing]
         decoded = self.decode([plan.clip(k) for _, plan, k in singles], prompt, words) if singles else []
         for (i, _, k), d in zip(singles, decoded):
             out[i][k] = d
@@ -274,15 +273,15 @@ class Transcriber:
     @staticmethod
     def _place(item: tuple[Plan, int], units, window: Transcript, words: bool = False) -> dict[int, Decoded] | None:
         """The window's timed ``units`` (word timings, or the runtime's ``(start, end, text)`` segments) given
-        to its pieces, or None when they cannot be: a unit over two pieces, or a piece left without text
-        (the VAD heard speech there; decoded alone it gets its own chance)."""
+        to its pieces: the pieces that got text (a piece left without any is not in the answer), or None
+        when a unit lies over two pieces and nobody can tell whose text it is."""
         plan, w = item
         units = [u if isinstance(u, Word) else Word(start=u[0], end=u[1], word=u[2]) for u in units]
         placed = packing.place(plan.windows[w], plan.pieces, units)
-        if placed is None or not all(placed):
+        if placed is None:
             return None
         return {k: (_piece_transcript(piece_units, window), piece_units if words else ())
-                for k, piece_units in zip(plan.windows[w].pieces, placed)}
+                for k, piece_units in zip(plan.windows[w].pieces, placed) if packing.join_words(piece_units).strip()}
 
     def segment(self, plan: Plan, k: int, decoded: Decoded, prompt: str | None = None) -> Segment | Removed:
         """Piece ``k`` of ``plan`` after the guard: a Segment (``id`` -1 until the timeline is built) or,
@@ -315,7 +314,10 @@ class Transcriber:
                               total_s=round(finished - plan.started, 3), windows=len(windows),
                               unplaced=sum(w in plan.unplaced for w in windows))
             judged = [self.segment(plan, k, results[k], prompt) for k in mine]
-            segments = [dataclasses.replace(s, id=n) for n, s in enumerate(x for x in judged if isinstance(x, Segment))]
+            segments = [x for x in judged if isinstance(x, Segment)]
+            if plan.mode == "split" and self.params.turn_pause_s > 0:
+                segments = merge_turns(segments, self.params.turn_pause_s, self.params.max_piece_s)
+            segments = [dataclasses.replace(s, id=n) for n, s in enumerate(segments)]
             warnings = plan.warnings[i]
             if any(s.error for s in segments):
                 warnings.append(f"{sum(1 for s in segments if s.error)} piece(s) failed in the runtime; "
@@ -349,13 +351,34 @@ class Transcriber:
         return [_Track(source, c, self.params.channel_roles[c], call.samples[c]) for c in range(2)]
 
 
+def merge_turns(segments: Sequence[Segment], pause_s: float, max_s: float) -> list[Segment]:
+    """Segments of a split call (timeline order) as turns: consecutive segments of one channel, nobody
+    on the other channel starting in between, at most ``pause_s`` apart and together at most ``max_s``
+    long, become one segment (texts and words joined, the lower P(no speech), the flags of both)."""
+    out: list[Segment] = []
+    for s in segments:
+        last = out[-1] if out else None
+        if last is None or last.channel != s.channel or s.start - last.end > pause_s or s.end - last.start > max_s:
+            out.append(s)
+            continue
+        text = packing.join_words([Word(0, 0, last.text), Word(0, 0, s.text)])
+        logprobs = [(x.avg_logprob, x.end - x.start) for x in (last, s) if x.avg_logprob is not None]
+        no_speech = [x.no_speech_prob for x in (last, s) if x.no_speech_prob is not None]
+        out[-1] = dataclasses.replace(
+            last, end=s.end, text=text, compression_ratio=guard.ratio(text), words=last.words + s.words,
+            avg_logprob=round(sum(p * d for p, d in logprobs) / sum(d for _, d in logprobs), 4) if logprobs else None,
+            no_speech_prob=min(no_speech) if no_speech else None, flags=tuple(dict.fromkeys(last.flags + s.flags)),
+            error=last.error or s.error)
+    return out
+
+
 def _piece_transcript(words: Sequence[Word], window: Transcript) -> Transcript:
     """A piece's share of a placed window: its words' text, their mean log-probability (the window's where
-    the runtime gives no word probabilities) and the window's P(no speech)."""
+    the runtime gives no word probabilities), the window's P(no speech) and its loop flags."""
     probs = [w.probability for w in words if w.probability is not None]
     logprob = float(np.mean(np.log(np.maximum(probs, 1e-6)))) if probs else window.avg_logprob
-    return Transcript(packing.join_words(words), [], hit_cap=False, looped=False, avg_logprob=logprob,
-                      no_speech_prob=window.no_speech_prob)
+    return Transcript(packing.join_words(words), [], hit_cap=False, looped=window.looped, retried=window.retried,
+                      avg_logprob=logprob, no_speech_prob=window.no_speech_prob)
 
 
 def _as_call(audio: AudioSource, name: str, max_audio_s: float) -> CallAudio:

@@ -54,7 +54,7 @@ class Timings:
     inference_s: float = 0.0
     total_s: float = 0.0
     windows: int = 0  # 30-s encoder windows its speech was packed into
-    unplaced: int = 0  # of those, windows decoded again piece by piece (text not placed, or not clean)
+    unplaced: int = 0  # of those, windows with pieces decoded again alone (text not placed, or not clean)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ import numpy as np
 from zhasr.config import TranscribeParams
 from zhasr.data.audio import TARGET_RATE
 
+# Silero (as faster-whisper runs it over a whole track) misses loud speech: on the real-speech bench
+# call, a channel whose peaks reach 0.46 had 42% of its speech found as it is and 94% attenuated to
+# peaks of 0.05, with no more false alarms; the VAD reads a track attenuated (never amplified) so
+# that its 99.9th-percentile |sample| is at most this.
+VAD_PEAK = 0.05
+
 
 @dataclass(frozen=True)
 class Piece:
@@ -41,7 +47,9 @@ def speech_spans(samples: np.ndarray, params: TranscribeParams) -> list[tuple[in
     options = VadOptions(threshold=params.vad_threshold, min_speech_duration_ms=params.min_speech_ms,
                          max_speech_duration_s=params.max_piece_s, min_silence_duration_ms=params.min_silence_ms,
                          speech_pad_ms=params.speech_pad_ms)
-    spans = get_speech_timestamps(samples, options, sampling_rate=TARGET_RATE)
+    peak = float(np.quantile(np.abs(samples), 0.999))
+    heard = samples * (VAD_PEAK / peak) if peak > VAD_PEAK else samples
+    spans = get_speech_timestamps(np.asarray(heard, dtype=np.float32), options, sampling_rate=TARGET_RATE)
     limit = int(params.max_piece_s * TARGET_RATE)
     out = []
     for span in spans:  # the VAD's own cut leaves room for the padding; this is the last word on length
