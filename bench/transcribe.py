@@ -7,7 +7,8 @@
 Two calls, each a two-channel 8 kHz G.711 mu-law WAV written once under data/bench-call/:
 - synthetic: 40 synthetic turns (two espeak-ng voices) joined with 0.7-1.5 s pauses (~3.5 minutes);
 - real: the 27 real-zh clips (real Mandarin nothing is tuned on) through the telephone band, turn by turn
-  on alternating channels (~4.5 minutes; the THCHS-30 speaker's eleven sentences mostly on the left).
+  on alternating channels (~4.5 minutes; the THCHS-30 speaker's eleven sentences mostly on the left);
+- real-alaw, real-amr-nb, real-amr-nb-lossy (on request): the real call transcoded once more.
 Each system runs in its own process (peak RSS is that process's), loads its model first (not timed), then
 transcribes the call ``--repeat`` times; the fastest is reported (the machine is shared, so the other
 runs measure its load, not the code). The reference is the turns' labels in order; CER is on the
@@ -29,7 +30,10 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,7 +78,33 @@ def make_real_call(folder: Path) -> Path:
     return wav
 
 
-CALLS = {"synthetic": make_call, "real": make_real_call}
+def make_real_call_through(codec: str) -> Callable[[Path], Path]:
+    """The real-speech call with each channel sent once more through ``codec`` (zhasr.data.codecs: A-law,
+    AMR-NB, lossy AMR-NB), as a PBX that transcodes would; written once, turns as the real call's."""
+
+    def make(folder: Path) -> Path:
+        import shutil
+
+        import soundfile as sf
+
+        from zhasr.data.codecs import telephone
+        from zhasr.transcribe.media import read_call
+
+        wav = folder / f"real-call-{codec}.wav"
+        if wav.is_file():
+            return wav
+        source = make_real_call(folder)
+        call = read_call(source, source.name, 14400.0)
+        channels = [telephone(call.samples[c], codec)[: call.samples.shape[1]] for c in range(call.channels)]
+        sf.write(wav, np.stack(channels).T, 16000, subtype="PCM_16")
+        shutil.copy(source.with_suffix(".turns.json"), wav.with_suffix(".turns.json"))
+        return wav
+
+    return make
+
+
+CALLS = {"synthetic": make_call, "real": make_real_call, **{f"real-{c}": make_real_call_through(c)
+                                                             for c in ("alaw", "amr-nb", "amr-nb-lossy")}}
 
 
 def run_one(system: str, args: argparse.Namespace, wav: Path) -> dict:
@@ -127,7 +157,7 @@ def main() -> None:
     parser.add_argument("--ct2", default="models/exports/ct2-int8")
     parser.add_argument("--ggml", default="models/exports/ggml-model-q8_0.bin")
     parser.add_argument("--folder", default="data/bench-call", help="where the generated calls are kept")
-    parser.add_argument("--calls", nargs="*", default=list(CALLS), choices=CALLS)
+    parser.add_argument("--calls", nargs="*", default=["synthetic", "real"], choices=CALLS)
     parser.add_argument("--channels", default="split", choices=("mix", "split"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="transcriptions per system; the fastest counts")
