@@ -226,10 +226,10 @@ class Transcriber:
         a clip; a window of several with Whisper's timestamp tokens (the way it was pretrained on 30-s
         windows: without them it tends to stop after the first utterance), its text given to the pieces
         by the timestamped segments, or by word alignment where a segment spans two pieces or words are
-        asked for. A window the guard does not pass (removed, or still looping or cut at the token cap
-        after its retry) is decoded again piece by piece; of a placed window, only the pieces left without
-        text are (the VAD heard speech there: alone it gets its own chance). Such windows are marked in
-        ``plan.unplaced``."""
+        asked for. A window the guard does not pass clean (removed, or looped: a retry with repeated
+        n-grams banned over a whole window also bans the phrases a call says twice) is decoded again piece
+        by piece; of a placed window, only the pieces left without text are (the VAD heard speech there:
+        alone it gets its own chance). Such windows are marked in ``plan.unplaced``."""
         windows = [plan.windows[w] for plan, w in items]
         clips = [plan.window_clip(w) for plan, w in items]
         transcripts: list[Transcript | None] = [None] * len(items)
@@ -247,7 +247,7 @@ class Transcriber:
                 out[i][window.pieces[0]] = (t, ())
                 if words and aligned and text and not reason:
                     to_align.append(i)
-            elif reason or not guard.clean(flags):
+            elif reason or flags:
                 continue  # every piece decoded alone below
             elif not (words and aligned) and (placed := self._place(items[i], t.timed, t)) is not None:
                 out[i] = placed
@@ -374,11 +374,11 @@ def merge_turns(segments: Sequence[Segment], pause_s: float, max_s: float) -> li
 
 def _piece_transcript(words: Sequence[Word], window: Transcript) -> Transcript:
     """A piece's share of a placed window: its words' text, their mean log-probability (the window's where
-    the runtime gives no word probabilities), the window's P(no speech) and its loop flags."""
+    the runtime gives no word probabilities) and the window's P(no speech)."""
     probs = [w.probability for w in words if w.probability is not None]
     logprob = float(np.mean(np.log(np.maximum(probs, 1e-6)))) if probs else window.avg_logprob
-    return Transcript(packing.join_words(words), [], hit_cap=False, looped=window.looped, retried=window.retried,
-                      avg_logprob=logprob, no_speech_prob=window.no_speech_prob)
+    return Transcript(packing.join_words(words), [], hit_cap=False, looped=False, avg_logprob=logprob,
+                      no_speech_prob=window.no_speech_prob)
 
 
 def _as_call(audio: AudioSource, name: str, max_audio_s: float) -> CallAudio:

@@ -84,11 +84,5 @@ def judge(t: Transcript, params: TranscribeParams, prompt: str | None = None) ->
     return kept, flags, None
 
 
-def clean(flags: tuple[str, ...]) -> bool:
-    """A decoding to keep as it is: no loop left after the retry and not cut at the token cap (a loop that
-    its retry resolved is clean)."""
-    return records.COLLAPSED not in flags and records.HIT_TOKEN_CAP not in flags and records.FAILED not in flags
-
-
 def ratio(text: str) -> float:
     return round(compression_ratio(text), 3)
