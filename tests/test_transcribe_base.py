@@ -72,7 +72,8 @@ def test_a_real_call_packed_scores_like_its_clips_and_nothing_loops(runtime, run
     whole = transcriber.transcribe(wav, channels="split")
     reference = normalize("".join(t.text for t in turns))
     whole_cer = character_error_rate([reference], [normalize(whole.text)]).cer
-    assert whole.timings.windows < len(turns) / 2  # turns share windows
+    # turns share windows: these turns are 3-28 s long, so a 24-s window holds one to three of a channel's
+    assert whole.timings.windows < 0.7 * len(turns)
     found = match_turns(whole.segments, turns)
     assert found.missing == 0 and found.right_speaker == len(turns), found
     # The same clips, cut from their channel at their speech bounds widened by 0.3 s, decoded one by one
