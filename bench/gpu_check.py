@@ -1,7 +1,9 @@
-"""Every GPU path in one run, one table: bf16 LoRA, QLoRA and the Hugging Face recipe on whisper-base
-and a whisper-small-sized model, GPTQ quantization and transcription, the engine's ct2 runtime.
+"""Every GPU path in one run, one table: the engine's full windows in the transformers runtime, bf16 LoRA,
+QLoRA and the Hugging Face recipe on whisper-base and a whisper-small-sized model, GPTQ quantization and
+transcription, the engine's ct2 runtime.
 
     bench/gpu_check.sh                 # on a machine with CUDA; skips elsewhere
+    bench/gpu_check.sh --only windows --tokenizer DIR   # where only torch and the project's packages are
 
 Training rows run ``bench/train.py``'s workers (each configuration in its own process, so peak GPU
 memory is its own) at the same batch. GPTQ quantizes whisper-base on CUDA with train clips as
@@ -78,11 +80,52 @@ def transcription_rows(root: Path, data: Path) -> list[list[str]]:
     return out
 
 
+def windows_rows(root: Path, tokenizer_dir: Path | None) -> list[list[str]]:
+    """The engine's transformers runtime on CUDA on a random model of whisper-base's shape (speed only: its
+    text is noise): 24-s windows decoded with timestamp tokens (full windows) and without (whole clips), in
+    batches of 1, 8 and 32 (the service's batcher across requests), each decoding capped at 128 tokens."""
+    import numpy as np
+
+    from zhasr.config import TranscribeParams
+    from zhasr.model.decode import DecodeOptions
+    from zhasr.model.tiny import TinyWhisperOptions, build_tiny_whisper
+    from zhasr.transcribe.hf_runtime import TransformersRuntime
+
+    shape = TinyWhisperOptions(d_model=512, layers=6, heads=8, ffn_dim=2048)  # whisper-base's
+    model_dir = build_tiny_whisper(root / "models" / "random-base", tokenizer_dir=tokenizer_dir, options=shape)
+    runtime = TransformersRuntime.open(model_dir, DecodeOptions(), device="cuda")
+    rng = np.random.default_rng(0)
+    windows = [(0.05 * rng.standard_normal(24 * 16000)).astype(np.float32) for _ in range(32)]
+    out = []
+    for timestamps in (True, False):
+        for batch in (1, 8, 32):
+            runtime.options = DecodeOptions(TranscribeParams(batch_size=batch, max_new_tokens=128,
+                                                             retry_no_repeat_ngram=0))
+            clips = windows[: max(8, batch)]
+            runtime.decode(clips[:batch], timestamps=timestamps)  # warm-up
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            started = time.perf_counter()
+            decoded = runtime.decode(clips, timestamps=timestamps)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+            failed = [t.error for t in decoded if t.error]
+            out.append([f"engine windows, {'timestamps' if timestamps else 'whole clip'}", "random whisper-base",
+                        f"{len(clips) / seconds:.2f} windows/s", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GB",
+                        f"batch {batch}, {len(clips)} windows of 24 s, {sum(len(t.tokens) for t in decoded)} tokens"
+                        + (f", {len(failed)} failed: {failed[0][:60]}" if failed else "")])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--only", choices=("windows",), help="only the engine's window decoding (no dataset, "
+                                                            "no whisper-base: a random model of its shape)")
+    parser.add_argument("--tokenizer", type=Path, help="a CTranslate2 Whisper folder with tokenizer.json and "
+                                                         "config.json (default: the packaged whisper-base's)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device, nothing to check")
@@ -93,11 +136,12 @@ def main() -> None:
     apply_default_env(root, "packaged:whisper-base")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        train_bench.make_dataset(Path(tmp), args.clips, Path("/nonexistent"))
-        table = []
-        for size in ("base", "small"):
-            table += training_rows(root, Path(tmp), size, args.steps, args.batch_size)
-        table += transcription_rows(root, Path(tmp))
+        table = windows_rows(Path(tmp), args.tokenizer)
+        if args.only is None:
+            train_bench.make_dataset(Path(tmp), args.clips, Path("/nonexistent"))
+            for size in ("base", "small"):
+                table += training_rows(root, Path(tmp), size, args.steps, args.batch_size)
+            table += transcription_rows(root, Path(tmp))
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.perf_counter() - started:.0f} s in all\n")
     print("| check | model | speed | peak GPU memory | notes |")
     print("|---|---|---|---|---|")
