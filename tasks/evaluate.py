@@ -1,6 +1,7 @@
 """Evaluate stage: the merged candidate and the registry's champion decoded on the same frozen sets.
 
-The domain test split (every batch so far), the real-speech regression set and its telephone twin;
+The domain test split (every batch so far), the judging half of the real speech, wideband and through
+each telephone channel (the base model's CER beside each, with the candidate's change and its interval);
 CER (numbers normalized, and raw), MER, hotword recall, loops, hallucinations, real-time factor, CER
 by slice (seen and unseen sentences among them); review tables and charts in MLflow. Decodings come
 from the decode cache where it holds them: the champion is decoded once per clip.
@@ -21,6 +22,8 @@ from tasks.decoding import Model, ct2_copies, decode_sets, load_clips, reference
 from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, read_json
+from zhasr.config import GateParams
+from zhasr.evaluation.bootstrap import paired_bootstrap_gain
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.evaluation.scoring import SYSTEMS, SystemOutput, score_set
 from zhasr.evaluation.slices import estimate_snr_db, slice_labels
@@ -41,7 +44,7 @@ def log_set(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -
     for system in SYSTEMS:
         mlflow.log_metrics({f"{m}{suffix}_{system}": summary[system][m] for m in METRICS
                             if summary[system][m] is not None})
-    mlflow.log_metrics({f"{m}{suffix}_base": summary["base"][m] for m in ("cer", "cer_raw")})
+    mlflow.log_metrics({f"{m}{suffix}_base": summary["base"][m] for m in ("cer", "cer_raw", "candidate_change")})
     if name == "test":
         mlflow.log_metrics(sentence_rates(summary))
     mlflow.log_table(pd.DataFrame(records), artifact_file=f"eval/{name}_utterances.json")
@@ -50,12 +53,23 @@ def log_set(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -
     tracking.log_figure_png(review.cer_by_slice_figure(summary["slices"], name), f"plots/cer_by_slice_{name}.png")
 
 
-def base_figures(rows: list[dict[str, Any]], output: SystemOutput) -> dict[str, float]:
-    """The base model's CER (numbers normalized) and raw CER on a set: where the candidate sits between it
-    and its fine-tuned self."""
-    references, hypotheses = [r["text"] for r in rows], [t.text for t in output.transcripts]
-    return {"cer": character_error_rate(references, hypotheses, numbers=True).rate,
-            "cer_raw": character_error_rate(references, hypotheses).rate}
+def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, records: list[dict[str, Any]],
+                 champion: dict[str, Any], bootstrap: GateParams) -> dict[str, Any]:
+    """The base model's CER (numbers normalized) and raw CER on a set (the champion's while it is the
+    champion: ``output`` None), and the candidate's change against it with its paired bootstrap interval
+    (CER points as fractions, positive = the candidate is worse): where the candidate sits between the
+    model it started from and its fine-tuned self."""
+    if output is None:
+        figures, errors = {k: champion[k] for k in ("cer", "cer_raw")}, [r["champion_errors"] for r in records]
+    else:
+        references, hypotheses = [r["text"] for r in rows], [t.text for t in output.transcripts]
+        scored = character_error_rate(references, hypotheses, numbers=True)
+        figures = {"cer": scored.rate, "cer_raw": character_error_rate(references, hypotheses).rate}
+        errors = [u.errors for u in scored.utterances]
+    gain = paired_bootstrap_gain([r["candidate_errors"] for r in records], errors, [r["reference_chars"] for r in records],
+                                 samples=bootstrap.bootstrap_samples, confidence=bootstrap.confidence)
+    return {**figures, "candidate_change": -gain.gain, "candidate_change_low": -gain.high,
+            "candidate_change_high": -gain.low}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -80,8 +94,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             set_summary, records = score_set(set_rows, slices, {s: outputs[s][name] for s in SYSTEMS},
                                              ctx.params.evaluate.hotwords)
             # the base model: the champion's figures while it is the champion, else its own decodings
-            set_summary["base"] = (base_figures(set_rows, outputs["base"][name]) if "base" in outputs else
-                                   {k: set_summary["champion"][k] for k in ("cer", "cer_raw")})
+            set_summary["base"] = base_figures(set_rows, outputs["base"][name] if "base" in outputs else None,
+                                               records, set_summary["champion"], ctx.params.gate)
             log_set(name, set_summary, records)
             atomic_write_jsonl(ctx.utterances(name), records)
             summary[name] = set_summary
@@ -91,12 +105,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def headline(summary: dict[str, Any]) -> dict[str, dict[str, str]]:
     """CER of each set (and of the test split's seen and unseen sentences) by system, numbers normalized
-    and raw: ``{"test": {"champion": "75.40% (raw 78.10%)", ...}, ...}``."""
+    and raw, and the candidate's change against the base model with its bootstrap interval:
+    ``{"test": {"champion": "75.40% (raw 78.10%)", ..., "candidate - base": "+0.62 pts [-1.10, +2.30]"}, ...}``."""
     def rates(cer: float, raw: float) -> str:
         return f"{cer:.2%} (raw {raw:.2%})"
 
-    out = {name: {system: rates(summary[name][system]["cer"], summary[name][system]["cer_raw"]) for system in SYSTEMS}
-           | {"clips": summary[name]["clips"]} for name in EVALUATION_SETS if name in summary}
+    def change(base: dict[str, Any]) -> str:
+        return (f"{100 * base['candidate_change']:+.2f} pts [{100 * base['candidate_change_low']:+.2f}, "
+                f"{100 * base['candidate_change_high']:+.2f}]")
+
+    out = {name: {system: rates(summary[name][system]["cer"], summary[name][system]["cer_raw"])
+                  for system in ("base", *SYSTEMS)} | {"candidate - base": change(summary[name]["base"]),
+                                                       "clips": summary[name]["clips"]}
+           for name in EVALUATION_SETS if name in summary}
     for s in summary["test"]["slices"]:
         if s["kind"] == "sentence" and s["value"] != "unknown":
             out[f"test, {s['value']} sentences"] = {

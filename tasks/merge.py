@@ -1,11 +1,12 @@
 """Merge stage: the trained adapter folded into a plain Hugging Face Whisper directory, at the largest
 weight that keeps general speech within the gate's limit.
 
-The adapter is merged at ``merge.adapter_weight``. While real-zh or its telephone twin decodes worse
-than the better of the base model and the champion by more than ``gate.max_regression_loss``, it is
-merged again at a smaller weight (``zhasr.model.merge.next_adapter_weight``), down to
-``merge.min_adapter_weight``: the regression sets decide how far a retraining may move. Every weight
-tried is logged; its decodings stay in the decode cache, so evaluation reuses those of the one kept.
+The adapter is merged at ``merge.adapter_weight``. While the tuning half of the real speech (wideband
+or through G.711 mu-law) decodes worse than the better of the base model and the champion by more than
+``gate.max_regression_loss``, it is merged again at a smaller weight
+(``zhasr.model.merge.next_adapter_weight``), down to ``merge.min_adapter_weight``. The judging half is
+never looked at here: the gate judges the weight kept on speech it was not chosen on. Every weight
+tried is logged.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from mlflow_services import tracking
 from tasks.decoding import Model, decode_sets, load_clips, references
 from zhasr.context import StageContext
 from zhasr.data.audio import load_16k
+from zhasr.data.ingest import TUNING_SETS
 from zhasr.data.manifest import atomic_write_json, read_json
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.formats import size_on_disk
 from zhasr.model.merge import merge_adapter, merge_difference, next_adapter_weight
 
-GUARDED_SETS = ("regression", "telephone")  # general speech, wideband and through a telephone line
+GUARDED_SETS = TUNING_SETS  # the tuning half of the real speech, wideband and through G.711 mu-law
 
 
 class MergeMismatch(RuntimeError):

@@ -33,7 +33,8 @@ def import_regression_set(ctx: StageContext) -> Path | None:
     if source is None or not source.is_file():
         return None
     if not (target / "manifest.jsonl").is_file():
-        import_dataset("jsonl", source, ctx.path("incoming"), r.batch, ImportOptions(split=EVAL_ONLY_SPLIT))
+        import_dataset("jsonl", source, ctx.path("incoming"), r.batch,
+                       ImportOptions(split=EVAL_ONLY_SPLIT, speaker_pattern=r.speaker_pattern or None))
     return target
 
 

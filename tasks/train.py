@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 from mlflow_services import registry, tracking
 from tasks.decoding import decode_options
 from zhasr.context import StageContext
+from zhasr.data.augment import telephone_augmented
 from zhasr.data.manifest import atomic_write_json, read_json
 from zhasr.model.loading import resolve_base_model
 from zhasr.model.recipe import RoundRows, select_rows
@@ -93,6 +94,9 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
     with PartialState().main_process_first():  # rank 0 imports or builds the model folder once
         start_dir, start_name, learned = start_model(ctx)
     chosen = round_rows(ctx, learned, resume)
+    p = ctx.params.train
+    rows = telephone_augmented(chosen.rows, ctx.path("dataset"), ctx.path("augmented"),
+                               p.augment_codecs, p.telephone_augment, p.seed)
     dev_rows = ctx.split_rows("dev")
     stage = tracking.stage_run(ctx, "train") if main_process else contextlib.nullcontext()
     with stage, (progress_bar("cache lower encoder") if main_process else contextlib.nullcontext()) as progress:
@@ -100,7 +104,7 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
             mlflow.set_tags({"zhasr.base_model": ctx.params.model.base, "zhasr.train_start": start_name,
                              "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"]})
         result = train_adapter(
-            start_dir, chosen.rows, ctx.path("dataset"), ctx.path("runs") / "train", ctx.params.train,
+            start_dir, rows, ctx.path("dataset"), ctx.path("runs") / "train", p,
             language=ctx.params.model.language, task=ctx.params.model.task, decode=decode_options(ctx),
             dev_rows=dev_rows, resume=resume, callbacks=[MlflowStepLogger()] if main_process else [],
             progress=progress, note={"new_clips": chosen.new, "replayed_clips": chosen.replayed,

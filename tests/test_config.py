@@ -46,6 +46,11 @@ def test_override_sets_nested_value_with_its_type():
     ("validate.allowed_text_regex='['", "validate.allowed_text_regex '[': unterminated character set"),
     ("train.targets=[q_proj", "train.targets: value '[q_proj' is not valid YAML"),
     ("validate.min_duration_s=40", "validate.min_duration_s"),
+    ("ingest.telephone_codecs=[mulaw, gsm]", "ingest.telephone_codecs: unknown codec(s) gsm"),
+    ("ingest.regression_tuning_fraction=1", "ingest.regression_tuning_fraction"),
+    ("train.augment_codecs=[opus]", "train.augment_codecs: unknown codec(s) opus"),
+    ("train.telephone_augment=1.5", "train.telephone_augment"),
+    ("regression.speaker_pattern='thchs30_A2'", "regression.speaker_pattern 'thchs30_A2': needs a group"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

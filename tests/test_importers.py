@@ -81,6 +81,19 @@ def test_jsonl_rows_links_and_per_row_problems(tmp_path):
     assert copy_path.read_bytes() == (src / "clips" / "b.flac").read_bytes()
 
 
+def test_a_speaker_pattern_names_the_speaker_where_a_row_names_none(tmp_path):
+    src = tmp_path / "src"
+    for name in ("thchs30_A2_0.wav", "thchs30_A2_1.wav", "other.wav", "named.wav"):
+        write_tone(src / name, 0.5)
+    lines = [{"audio": "thchs30_A2_0.wav", "text": "一"}, {"audio": "thchs30_A2_1.wav", "text": "二"},
+             {"audio": "other.wav", "text": "三"}, {"audio": "named.wav", "text": "四", "speaker": "s9"}]
+    (src / "data.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
+    options = ImportOptions(split="regression", speaker_pattern=r"(thchs30_A\d+)_")
+    rows = manifest(import_dataset("jsonl", src / "data.jsonl", tmp_path / "incoming", "real", options))
+    assert [r.get("speaker") for r in rows] == ["thchs30_A2", "thchs30_A2", None, "s9"]
+    assert {r["split"] for r in rows} == {"regression"}
+
+
 def test_json_and_csv(tmp_path):
     src = tmp_path / "src"
     write_tone(src / "a.wav", 0.5)

@@ -99,25 +99,36 @@ def test_segments_cut_a_long_recording_and_bad_segments_are_reported(tmp_path):
     assert "start < end" in rows["bad"]["decode_error"]
 
 
-def test_regression_rows_never_enter_train(tmp_path):
+def test_regression_rows_never_enter_train_and_split_once_by_speaker_into_halves(tmp_path):
+    from zhasr.data.ingest import telephone_split
+
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
     rows = []
     for i in range(20):
         write_tone(incoming / "real" / f"{i}.wav", 1.0, freq=100 + 10 * i)
-        rows.append({"id": f"r{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i}", "split": "regression"})
+        rows.append({"id": f"r{i}", "audio": f"{i}.wav", "text": "您好", "speaker": f"s{i % 10}", "split": "regression"})
     write_batch(incoming, "real", rows)
-    ingested = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
-    assert {r["split"] for r in ingested} == {"regression", "telephone"}
-    # each regression clip has a telephone twin: its own audio, speaker and split, same text
-    twins = {r["id"]: r for r in ingested if r["split"] == "telephone"}
-    for row in (r for r in ingested if r["split"] == "regression"):
-        twin = twins[f"{row['id']}@telephone"]
-        assert twin["audio_sha256"] != row["audio_sha256"] and twin["band"] == "telephone"
-        assert (twin["text_norm"], twin["duration_s"]) == (row["text_norm"], row["duration_s"])
-        assert twin["speaker"] == f"{row['speaker']}@telephone"
-    assert len(twins) == 20
-    again = ingest_batches(incoming, tmp_path / "again", IngestParams(test_fraction=0.2))
-    assert [r["audio_sha256"] for r in again] == [r["audio_sha256"] for r in ingested]  # deterministic channel
+    params = IngestParams(test_fraction=0.2)
+    ingested = ingest_batches(incoming, dataset, params)
+    judged = [r for r in ingested if r["split"] == "regression"]
+    tuning = [r for r in ingested if r["split"] == "tuning"]
+    assert judged and tuning and len(judged) + len(tuning) == 20  # nothing in train, dev or test
+    assert not {r["speaker"] for r in judged} & {r["speaker"] for r in tuning}  # a speaker in one half only
+    twin_sets = {telephone_split(c) for c in params.telephone_codecs}
+    assert twin_sets == {"telephone", "telephone-alaw", "telephone-amr-nb-lossy", "telephone-g723"}
+    assert {r["split"] for r in ingested} == {"regression", "tuning", "tuning-telephone"} | twin_sets
+    # each judged clip has a twin through every channel, each tuning clip one through mu-law: its own audio,
+    # speaker and split, the same text
+    by_id = {r["id"]: r for r in ingested}
+    for row, splits in [(r, twin_sets) for r in judged] + [(r, {"tuning-telephone"}) for r in tuning]:
+        for split in splits:
+            twin = by_id[f"{row['id']}@{split}"]
+            assert twin["split"] == split and twin["band"] == "telephone" and twin["speaker"] == f"{row['speaker']}@{split}"
+            assert twin["audio_sha256"] != row["audio_sha256"]
+            assert (twin["text_norm"], twin["duration_s"]) == (row["text_norm"], row["duration_s"])
+    assert len({by_id[f"{judged[0]['id']}@{s}"]["audio_sha256"] for s in twin_sets}) == 4  # four channels
+    again = ingest_batches(incoming, tmp_path / "again", params)
+    assert [r["audio_sha256"] for r in again] == [r["audio_sha256"] for r in ingested]  # deterministic channels
 
 
 def test_telephone_channel_keeps_300_to_3400_hz_and_is_deterministic():

@@ -35,6 +35,7 @@ class PathsParams:
     reports: str = "reports"  # stage outputs read by later stages (JSON), DVC metrics
     decode_cache: str = "cache/decode"  # per-clip decodings keyed by weights, audio, engine and options
     encoder_states: str = "cache/encoder-states"  # evaluation's shared lower encoder layers, per 30-s window
+    augmented: str = "cache/augmented"  # training clips through a telephone channel (train.telephone_augment)
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,20 @@ class SynthParams:
     workers: int = 2  # threads, each running one clip's espeak-ng and sox at a time
 
 
+# Telephone channels made with real codecs (zhasr.data.codecs): G.711 mu-law and A-law, AMR-NB at 12.2
+# kbit/s, AMR-NB at 7.95 kbit/s with packet loss and clipping, G.723.1 at 6.3 kbit/s.
+TELEPHONE_CODECS = ("mulaw", "alaw", "amr-nb", "amr-nb-lossy", "g723")
+
+
 @dataclass(frozen=True)
 class RegressionParams:
     # JSONL {audio, text} of real general-domain speech, imported by the demo as an
     # evaluation-only batch (split "regression"); "" or a missing file skips it.
     manifest: str = "../shared/data/real-zh/manifest.jsonl"
     batch: str = "real-zh"  # batch id under paths.incoming
+    # where a row names no speaker, the first group of this regular expression searched in its audio path
+    # (real-zh's eleven THCHS-30 clips are one speaker, A2); clips it does not match are a speaker each
+    speaker_pattern: str = r"(thchs30_A\d+)_"
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,14 @@ class IngestParams:
     split_seed: str = "zhasr"  # salt of the speaker hash that decides the split
     # share of templates (or topics) held out: every clip of one goes to test, so test holds unseen sentences
     template_test_fraction: float = 0.15
-    telephone_regression: bool = True  # score the regression set also through an 8 kHz G.711 telephone channel
+    # Real-speech rows (split "regression" in a batch) are divided once, by a hash of the speaker: this
+    # share of the speakers is the tuning half (split "tuning", and "tuning-telephone" through G.711
+    # mu-law), which the merge guard may look at; the rest is the judging half, which only the gate reads.
+    regression_tuning_fraction: float = 0.5
+    telephone_regression: bool = True  # twins of the judging half through telephone_codecs, each its own set
+    # the judging half's telephone channels: mulaw is split "telephone" (sox, G.711 mu-law), each other one
+    # "telephone-<codec>"; a channel train.augment_codecs leaves out stands for the codecs nobody simulated
+    telephone_codecs: list[str] = field(default_factory=lambda: ["mulaw", "alaw", "amr-nb-lossy", "g723"])
     workers: int = 2  # decoding threads (soundfile and soxr release the GIL)
 
 
@@ -145,6 +161,11 @@ class TrainParams:
     replay_ratio: float = 1.0
     seed: int = 0
     max_label_tokens: int = 128  # labels longer than this are truncated
+    # this share of the wideband training clips goes through one telephone channel of augment_codecs each
+    # (a hash of the clip picks whether and which: the same every epoch and round); a channel of
+    # ingest.telephone_codecs left out here (g723) is the gate's codec that training never heard
+    telephone_augment: float = 0.5
+    augment_codecs: list[str] = field(default_factory=lambda: ["mulaw", "alaw", "amr-nb", "amr-nb-lossy"])
 
 
 DEFAULT_HOTWORDS = ["订单", "退款", "退货", "快递", "物流", "发货", "地址", "客服", "验证码", "手机号",
@@ -226,15 +247,15 @@ class GateParams:
     bootstrap_samples: int = 1000  # paired resamples of the test clips
     max_slice_loss: float = 0.05  # no slice (batch, band, noise level, speaker) may lose more than this
     slice_min_clips: int = 4  # smaller slices are reported but not gated (too noisy to judge)
-    max_regression_loss: float = 0.02  # CER on the regression set, and on its telephone twin, may rise by at most this
+    max_regression_loss: float = 0.02  # CER on the judging half of real-zh, and on each telephone twin, may rise by at most this
     max_loop_rate_increase: float = 0.0  # share of clips that loop may rise by at most this
 
 
 @dataclass(frozen=True)
 class MergeParams:
     # The adapter's update is scaled by a weight: an interpolation between the start model (0) and the
-    # fine-tuned one (1), as in WiSE-FT. Merged first at adapter_weight; while real-zh or its telephone
-    # twin is worse than the better of base and champion by more than gate.max_regression_loss, merged
+    # fine-tuned one (1), as in WiSE-FT. Merged first at adapter_weight; while the tuning half of real-zh
+    # (or its mu-law twin) is worse than the better of base and champion by more than gate.max_regression_loss, merged
     # again at a smaller weight, down to min_adapter_weight (measured in the README).
     adapter_weight: float = 0.7
     min_adapter_weight: float = 0.3
@@ -404,6 +425,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _check_train(train: TrainParams) -> None:
     """Rules that involve a value's range or two keys at once."""
+    if not 0 <= train.telephone_augment <= 1:
+        raise ConfigError(f"train.telephone_augment: expected a share within 0-1, got {train.telephone_augment}")
+    _check_codecs("train.augment_codecs", train.augment_codecs)
     if train.cached_encoder_layers < -1:
         raise ConfigError(f"train.cached_encoder_layers: expected -1 (auto) or a layer count, got {train.cached_encoder_layers}")
     for key in ("epochs", "batch_size", "grad_accum", "evaluations"):
@@ -441,6 +465,24 @@ def _check_synth(synth: SynthParams) -> None:
 def _check_ingest(ingest: IngestParams) -> None:
     if ingest.workers < 1:
         raise ConfigError(f"ingest.workers: must be at least 1, got {ingest.workers}")
+    if not 0 <= ingest.regression_tuning_fraction < 1:
+        raise ConfigError(f"ingest.regression_tuning_fraction: expected 0 <= f < 1, got {ingest.regression_tuning_fraction}")
+    _check_codecs("ingest.telephone_codecs", ingest.telephone_codecs)
+
+
+def _check_codecs(key: str, codecs: list[str]) -> None:
+    unknown = [c for c in codecs if c not in TELEPHONE_CODECS]
+    if unknown:
+        raise ConfigError(f"{key}: unknown codec(s) {', '.join(unknown)}; expected some of {', '.join(TELEPHONE_CODECS)}")
+
+
+def _check_regression(r: RegressionParams) -> None:
+    try:
+        pattern = re.compile(r.speaker_pattern)
+    except re.error as exc:
+        raise ConfigError(f"regression.speaker_pattern {r.speaker_pattern!r}: {exc}") from exc
+    if r.speaker_pattern and pattern.groups < 1:
+        raise ConfigError(f"regression.speaker_pattern {r.speaker_pattern!r}: needs a group, the speaker")
 
 
 def _check_validate(v: ValidateParams) -> None:
@@ -528,6 +570,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     params = _build(Params, data or {}, "")
     _check_synth(params.synth)
     _check_ingest(params.ingest)
+    _check_regression(params.regression)
     _check_validate(params.validate)
     _check_transcribe(params.transcribe)
     _check_export(params.export)

@@ -3,7 +3,9 @@ encoded and decoded by FFmpeg's encoders through PyAV, as a PBX or a carrier wou
 
 ``mulaw`` and ``alaw`` are G.711 (64 kbit/s), ``amr-nb`` is AMR-NB at 12.2 kbit/s (GSM and 3G voice),
 ``amr-nb-lossy`` is AMR-NB at 7.95 kbit/s with bursty loss of 20-ms packets (zeroed, as a jitter
-buffer without concealment plays them) and a hot level that clips. Every channel is deterministic: the
+buffer without concealment plays them) and a hot level that clips, ``g723`` is G.723.1 at 6.3 kbit/s
+(a VoIP codec of another family: training augmentation leaves it out, so it stands for the codecs of
+a customer's PBX that nobody simulated). Every channel is deterministic: the
 same samples give the same output (losses are drawn from a seed made of the audio's bytes).
 """
 
@@ -18,12 +20,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from zhasr.config import TELEPHONE_CODECS
 from zhasr.data.audio import TARGET_RATE, TELEPHONE_BAND_HZ, TELEPHONE_MAX_RATE, wav_bytes
 
-CODECS = ("mulaw", "alaw", "amr-nb", "amr-nb-lossy")
+CODECS = TELEPHONE_CODECS
 # codec -> (container format, FFmpeg encoder, bit rate in bit/s or None)
 _ENCODERS = {"mulaw": ("wav", "pcm_mulaw", None), "alaw": ("wav", "pcm_alaw", None),
-             "amr-nb": ("amr", "libopencore_amrnb", 12200), "amr-nb-lossy": ("amr", "libopencore_amrnb", 7950)}
+             "amr-nb": ("amr", "libopencore_amrnb", 12200), "amr-nb-lossy": ("amr", "libopencore_amrnb", 7950),
+             "g723": ("g723_1", "g723_1", 6300)}
 _PACKET_S = 0.02  # one AMR frame
 _LOSS_START, _LOSS_STAY = 0.03, 0.4  # Gilbert model: P(a loss burst starts), P(the next packet is lost too)
 _HOT_GAIN_DB = 9.0  # the lossy channel's level error before the codec: peaks clip
@@ -57,7 +61,7 @@ def _encode_decode(samples8k: np.ndarray, codec: str) -> np.ndarray:
         frame_size = stream.codec_context.frame_size or 160
         for start in range(0, len(pcm), frame_size):
             chunk = pcm[start : start + frame_size]
-            if len(chunk) < frame_size and container_format == "amr":  # AMR takes whole 20-ms frames only
+            if len(chunk) < frame_size and container_format != "wav":  # AMR and G.723.1 take whole frames only
                 chunk = np.pad(chunk, (0, frame_size - len(chunk)))
             frame = av.AudioFrame.from_ndarray(chunk[None], format="s16", layout="mono")
             frame.rate = TELEPHONE_MAX_RATE
@@ -66,7 +70,7 @@ def _encode_decode(samples8k: np.ndarray, codec: str) -> np.ndarray:
         for packet in stream.encode(None):
             out.mux(packet)
     buffer.seek(0)
-    with av.open(buffer, mode="r") as source:
+    with av.open(buffer, mode="r", format=container_format) as source:
         decoded = [f.to_ndarray().reshape(-1) for f in source.decode(source.streams.audio[0])]
     data = np.concatenate(decoded)
     return (data.astype(np.float32) / 32768.0 if data.dtype == np.int16 else data.astype(np.float32))[: len(samples8k)]

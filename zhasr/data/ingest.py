@@ -10,9 +10,13 @@ Optional keys of a line: ``speaker`` or ``call_id`` (decides the split),
 one sends all its clips to test, so test holds sentences never trained on),
 ``language``, ``split: "regression"`` (evaluation only, never trained on) and
 ``segments: [{"start": s, "end": s, "text": ...}]``, which cuts a long
-recording into one row per segment. Each regression row also gets a telephone
-twin (split ``telephone``: 8 kHz G.711 mu-law, 300-3400 Hz), its own
-evaluation-only set.
+recording into one row per segment. Regression rows are divided once by a hash
+of the speaker into a tuning half (split ``tuning``: the merge guard may look at
+it) and a judging half (split ``regression``: only the gate reads it). Each row
+of the judging half also gets a twin through every telephone channel of
+``ingest.telephone_codecs`` (split ``telephone`` for 8 kHz G.711 mu-law,
+``telephone-<codec>`` for the others), each its own evaluation-only set; the
+tuning half gets a mu-law twin (split ``tuning-telephone``).
 
 Output under ``dataset``:
 
@@ -34,14 +38,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from zhasr.config import IngestParams
-from zhasr.data import audio
+from zhasr.config import TELEPHONE_CODECS, IngestParams
+from zhasr.data import audio, codecs
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, read_jsonl
 from zhasr.data.text import normalize
 
-EVAL_ONLY_SPLIT = "regression"  # a batch row may ask for it: evaluated, never trained on
-TELEPHONE_SPLIT = "telephone"  # the regression rows through a telephone channel, made at ingest
-EVALUATION_SETS = ("test", EVAL_ONLY_SPLIT, TELEPHONE_SPLIT)
+EVAL_ONLY_SPLIT = "regression"  # a batch row may ask for it: never trained on; the judging half keeps the name
+TUNING_SPLIT = "tuning"  # the real-speech half the merge guard may look at
+TELEPHONE_SPLIT = "telephone"  # the judging half through G.711 mu-law, made at ingest
+TUNING_TELEPHONE_SPLIT = "tuning-telephone"  # the tuning half through G.711 mu-law
+
+
+def telephone_split(codec: str) -> str:
+    """The judging half's set through ``codec``: ``telephone`` for G.711 mu-law, else ``telephone-<codec>``."""
+    return TELEPHONE_SPLIT if codec == "mulaw" else f"{TELEPHONE_SPLIT}-{codec}"
+
+
+GENERAL_SPEECH_SETS = (EVAL_ONLY_SPLIT, *(telephone_split(c) for c in TELEPHONE_CODECS))  # the gate's
+TUNING_SETS = (TUNING_SPLIT, TUNING_TELEPHONE_SPLIT)  # the merge guard's
+EVALUATION_SETS = ("test", *GENERAL_SPEECH_SETS)
+EVAL_ONLY_SPLITS = frozenset(GENERAL_SPEECH_SETS + TUNING_SETS)  # evaluated, never trained on
 FROZEN_TEST_FILE = "frozen_test.json"  # speakers, held-out templates and audio hashes ever in test
 LEDGER_FILE = "ledger.jsonl"  # one line per ingested batch version
 
@@ -127,14 +143,24 @@ def _audio_fields(samples, decoded: audio.DecodedAudio, dataset_dir: Path, rate:
     }
 
 
-def _telephone_twin(row: dict[str, Any], samples, dataset_dir: Path, rate: int) -> dict[str, Any]:
-    """The regression row through the telephone channel: its own clip, speaker and split."""
-    phone = audio.telephone_channel(samples, rate)
-    relative, sha = _store(phone, dataset_dir, rate)
-    return {**row, "id": f"{row['id']}@telephone", "speaker": f"{row['speaker']}@telephone",
-            "split": TELEPHONE_SPLIT, "audio": relative, "audio_sha256": sha,
-            "sample_rate_src": audio.TELEPHONE_MAX_RATE, "band": "telephone",
-            "rms_dbfs": round(max(audio.rms_dbfs(phone), -200.0), 2)}
+def regression_half(speaker: str, params: IngestParams) -> str:
+    """``tuning`` or ``regression`` (judging) for a real-speech speaker: a hash, so a speaker never moves."""
+    return TUNING_SPLIT if _unit_hash(f"tuning:{speaker}", params) < params.regression_tuning_fraction else EVAL_ONLY_SPLIT
+
+
+def _telephone_twins(row: dict[str, Any], samples, dataset_dir: Path, params: IngestParams) -> list[dict[str, Any]]:
+    """The real-speech row through its half's telephone channels: each twin its own clip, speaker and split."""
+    channels = [(TUNING_TELEPHONE_SPLIT, "mulaw")] if row["split"] == TUNING_SPLIT else \
+        [(telephone_split(c), c) for c in params.telephone_codecs]
+    twins = []
+    for split, codec in channels:
+        rate = params.sample_rate
+        phone = audio.telephone_channel(samples, rate) if codec == "mulaw" else codecs.telephone(samples, codec, rate)
+        relative, sha = _store(phone, dataset_dir, rate)
+        twins.append({**row, "id": f"{row['id']}@{split}", "speaker": f"{row['speaker']}@{split}", "split": split,
+                      "audio": relative, "audio_sha256": sha, "sample_rate_src": audio.TELEPHONE_MAX_RATE,
+                      "band": "telephone", "codec": codec, "rms_dbfs": round(max(audio.rms_dbfs(phone), -200.0), 2)})
+    return twins
 
 
 def _parse_segments(raw: Any) -> list[tuple[float, float, str]]:
@@ -176,7 +202,8 @@ def _ingest_line(
         "band": None,
         "rms_dbfs": None,
         "speaker": speaker,
-        "split": EVAL_ONLY_SPLIT if row.get("split") == EVAL_ONLY_SPLIT else assign_split(speaker, params, template),
+        "split": regression_half(speaker, params) if row.get("split") == EVAL_ONLY_SPLIT
+        else assign_split(speaker, params, template),
         "template": template or None,
         "sentence_held_out": row.get("split") != EVAL_ONLY_SPLIT and template_held_out(template, params),
         "language": str(row.get("language") or "zh"),
@@ -194,8 +221,8 @@ def _ingest_line(
         return [{**base, "decode_error": str(exc)}]
     if segments is None:
         rows = [{**base, **_audio_fields(decoded.samples, decoded, dataset_dir, params.sample_rate)}]
-        if base["split"] == EVAL_ONLY_SPLIT and params.telephone_regression:
-            rows.append(_telephone_twin(rows[0], decoded.samples, dataset_dir, params.sample_rate))
+        if base["split"] in (EVAL_ONLY_SPLIT, TUNING_SPLIT) and params.telephone_regression:
+            rows += _telephone_twins(rows[0], decoded.samples, dataset_dir, params)
         return rows
     rows = []
     for k, (start, end, seg_text) in enumerate(segments):
@@ -268,7 +295,7 @@ def freeze_test_split(rows: list[dict[str, Any]], frozen_file: Path, params: Ing
     speakers, hashes = set(frozen.get("speakers", [])), set(frozen.get("audio_sha256", []))
     templates = set(frozen.get("templates", []))
     for row in rows:
-        if row["split"] in (EVAL_ONLY_SPLIT, TELEPHONE_SPLIT):
+        if row["split"] in EVAL_ONLY_SPLITS:
             continue
         if row.get("template") in templates:
             row["sentence_held_out"] = True

@@ -1,7 +1,7 @@
 """The promotion gate: rules from params.yaml over the evaluation of candidate and champion.
 
 Input is the evaluate stage's summary (see zhasr.evaluation.scoring.score_set, one
-entry per set: ``{"test": ..., "regression": ..., "telephone": ...}``) and the test split's
+entry per set: ``{"test": ..., "regression": ..., "telephone": ..., "telephone-alaw": ...}``) and the test split's
 per-clip records (for the paired bootstrap). Every rule's outcome is kept, so
 a reviewer sees why, not only whether.
 """
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from zhasr.config import GateParams
+from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.evaluation.bootstrap import GainInterval, paired_bootstrap_gain
 
 
@@ -88,9 +89,10 @@ def decide(evaluation: dict[str, Any], test_records: list[dict[str, Any]], rules
             f"worst of {len(gated)} slices: {worst['kind']}={worst['value']} ({worst['clips']} clips) "
             f"{worst['champion_cer']:.2%} -> {worst['candidate_cer']:.2%}, change {_points(loss)}, "
             f"limit {_points(rules.max_slice_loss)}"))
-    for set_name, rule, what in (("regression", "regression_set", "regression set"),
-                                 ("telephone", "telephone_set", "telephone regression set")):
-        outcomes.append(_regression_rule(evaluation.get(set_name), rule, what, rules.max_regression_loss))
+    for set_name in GENERAL_SPEECH_SETS:  # the judging half of the real speech, wideband and per telephone channel
+        if set_name in evaluation or set_name in ("regression", "telephone"):
+            outcomes.append(_regression_rule(evaluation.get(set_name), f"{set_name.replace('-', '_')}_set",
+                                             f"{set_name} set", rules.max_regression_loss))
     rise = cand["loop_rate"] - champ["loop_rate"]
     outcomes.append(RuleOutcome(
         "loop_rate", rise <= rules.max_loop_rate_increase,

@@ -36,6 +36,9 @@ class ImportOptions:
     text_column: str | None = None
     link: bool = True  # hardlink audio when on the same filesystem (falls back to a copy); False always copies
     split: str | None = None  # stamped on every row; "regression" makes an evaluation-only set
+    # where a row names no speaker: a regular expression searched in its audio path whose first group is the
+    # speaker (r"(thchs30_A\d+)_" makes THCHS-30's A2_0 ... A2_10 one speaker); None: the batch and path
+    speaker_pattern: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,9 @@ class _Build:
         if not text.strip():
             problems.append("no text")
         row: dict[str, Any] = {"id": row_id, "audio": dest, "text": text}
+        pattern = self.options.speaker_pattern
+        if speaker in (None, "") and pattern and (found := re.search(pattern, dest)):
+            speaker = found.group(1)
         if speaker not in (None, ""):
             row["speaker"] = str(speaker)
         for key, value in (extra or {}).items():

@@ -1,0 +1,48 @@
+"""Telephone augmentation of training clips through the codec family of ``zhasr.data.codecs``.
+
+A share of the wideband training clips is sent through one telephone channel each (G.711, AMR-NB,
+lossy AMR-NB ...). A hash of the clip's audio picks whether and which, so a clip sounds the same in
+every epoch and every round, and its cached lower-encoder states stay valid. The channel's output is
+written once, next to nothing in the dataset: ``<out_dir>/<sha256>.<codec>.wav``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zhasr.data.audio import TARGET_RATE, load_16k, wav_bytes
+from zhasr.data.codecs import telephone
+from zhasr.data.manifest import atomic_write_bytes
+
+
+def _unit(key: str) -> float:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def chosen_codec(audio_sha256: str, codecs: Sequence[str], fraction: float, seed: int = 0) -> str | None:
+    """The codec a clip goes through, or None: ``fraction`` of the clips, each codec equally often."""
+    if not codecs or _unit(f"augment:{seed}:{audio_sha256}") >= fraction:
+        return None
+    return codecs[int(_unit(f"codec:{seed}:{audio_sha256}") * len(codecs))]
+
+
+def telephone_augmented(rows: Sequence[dict[str, Any]], dataset_dir: Path, out_dir: Path, codecs: Sequence[str],
+                        fraction: float, seed: int = 0) -> list[dict[str, Any]]:
+    """``rows`` with the chosen wideband clips replaced by their telephone versions: ``audio`` an absolute
+    path under ``out_dir`` (written when missing), ``band`` telephone, ``codec`` the channel. Clips already
+    narrowband are kept as they are."""
+    out = []
+    for row in rows:
+        codec = chosen_codec(row["audio_sha256"], codecs, fraction, seed) if row.get("band") == "wideband" else None
+        if codec is None:
+            out.append(row)
+            continue
+        path = Path(out_dir) / f"{row['audio_sha256']}.{codec}.wav"
+        if not path.is_file():
+            heard = telephone(load_16k(Path(dataset_dir) / row["audio"]), codec, TARGET_RATE)
+            atomic_write_bytes(path, wav_bytes(heard, TARGET_RATE))
+        out.append({**row, "audio": str(path.resolve()), "band": "telephone", "codec": codec})
+    return out
