@@ -7,6 +7,7 @@ from conftest import write_tone
 from test_ingest import write_batch
 
 from zhasr.config import IngestParams, TrainParams, TranscribeParams
+from zhasr.data.audio import load_16k
 from zhasr.data.ingest import ingest_batches
 from zhasr.model.decode import DecodeOptions, collapse_loops, is_loop, token_cap, transcribe
 from zhasr.model.loading import load_model
@@ -108,3 +109,25 @@ def test_looping_output_is_decoded_again_with_repeats_banned(tiny_model_dir):
 ])
 def test_loop_detection(text, looped):
     assert is_loop(text, DecodeOptions()) == looped
+
+
+def test_a_kl_term_to_the_start_model_keeps_the_adapted_model_near_it(tiny_model_dir, tone_dataset, tmp_path):
+    dataset, rows = tone_dataset
+    _, processor = load_model(tiny_model_dir)
+    features = processor.feature_extractor(load_16k(dataset / rows[0]["audio"]), sampling_rate=16000,
+                                           return_tensors="pt").input_features
+    labels = torch.tensor([label_ids(processor, rows[0]["text_norm"], "zh", "transcribe", 64)])
+
+    def drift(kl_to_start: float) -> float:
+        """KL(start || adapted) of the next-token distributions on a training clip after 8 steps."""
+        options = TrainParams(epochs=8, time_budget_s=0, evaluations=1, batch_size=4, learning_rate=5e-3,
+                              warmup_ratio=0.0, targets="all-linear", cached_encoder_layers=0, kl_to_start=kl_to_start)
+        result = train_adapter(tiny_model_dir, rows, dataset, tmp_path / f"run-{kl_to_start}", options)
+        adapted, _ = load_model(tiny_model_dir, result.adapter_dir)
+        with torch.no_grad():
+            after = adapted(input_features=features, labels=labels).logits.log_softmax(-1)
+            with adapted.disable_adapter():
+                before = adapted(input_features=features, labels=labels).logits.log_softmax(-1)
+        return float(torch.nn.functional.kl_div(after, before, log_target=True, reduction="batchmean"))
+
+    assert drift(200.0) < 0.5 * drift(0.0)

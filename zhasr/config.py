@@ -166,6 +166,9 @@ class TrainParams:
     # ingest.telephone_codecs left out here (g723) is the gate's codec that training never heard
     telephone_augment: float = 0.5
     augment_codecs: list[str] = field(default_factory=lambda: ["mulaw", "alaw", "amr-nb", "amr-nb-lossy"])
+    # weight of KL(start model || adapted model) over the label tokens added to the loss: the start model
+    # (adapters off, one more forward pass a step) keeps the adapted one near what it knew; 0 = off
+    kl_to_start: float = 0.0
 
 
 DEFAULT_HOTWORDS = ["订单", "退款", "退货", "快递", "物流", "发货", "地址", "客服", "验证码", "手机号",
@@ -425,6 +428,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _check_train(train: TrainParams) -> None:
     """Rules that involve a value's range or two keys at once."""
+    if train.kl_to_start < 0:
+        raise ConfigError(f"train.kl_to_start: must be 0 or more, got {train.kl_to_start}")
     if not 0 <= train.telephone_augment <= 1:
         raise ConfigError(f"train.telephone_augment: expected a share within 0-1, got {train.telephone_augment}")
     _check_codecs("train.augment_codecs", train.augment_codecs)

@@ -101,11 +101,27 @@ class DevCerTrainer(Trainer):
     """
 
     def __init__(self, *args, processor: WhisperProcessor, dev_clips: list, dev_texts: list[str],
-                 decode_options: DecodeOptions, encoder: torch.nn.Module | None, samples_per_step: int, **kwargs):
+                 decode_options: DecodeOptions, encoder: torch.nn.Module | None, samples_per_step: int,
+                 kl_to_start: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.processor, self.dev_clips, self.dev_texts = processor, dev_clips, dev_texts
         self.decode_options, self.full_encoder, self.samples_per_step = decode_options, encoder, samples_per_step
+        self.kl_to_start = kl_to_start
         self._last_log: tuple[float, int] | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The labels' cross-entropy, plus ``kl_to_start`` x KL(start model || adapted model) over the label
+        positions: the start model (adapters off) on the same batch is the teacher that keeps what it knew."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if self.kl_to_start > 0:
+            with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+                teacher = model(**inputs).logits
+            positions = inputs["labels"] != -100  # (batch, labels)
+            kl = torch.nn.functional.kl_div(torch.log_softmax(outputs.logits[positions].float(), -1),
+                                            torch.log_softmax(teacher[positions].float(), -1),
+                                            log_target=True, reduction="batchmean")
+            loss = loss + self.kl_to_start * kl
+        return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         model = self.accelerator.unwrap_model(self.model)
@@ -300,6 +316,7 @@ def build_trainer(prepared: Prepared, args: TrainingArguments, params: TrainPara
         processor=prepared.processor, dev_clips=[load_16k(dataset_dir / r["audio"]) for r in dev_rows],
         dev_texts=[r["text_norm"] for r in dev_rows], decode_options=decode,
         encoder=prepared.full_encoder, samples_per_step=params.batch_size * params.grad_accum * args.world_size,
+        kl_to_start=params.kl_to_start,
     )
     return trainer, history
 
