@@ -13,8 +13,9 @@ passed. Exports are off (``export.formats=[]``): the loop is what is measured.
 Printed per round: train clips (new, replayed), steps and what set them, the merge weight, wall time,
 the evaluate stage's time (and its share of round 1's), the clips of the evaluation sets the champion
 was decoded on in that stage and those the decode cache answered, candidate and champion CER on the
-grown test split (numbers normalized), on its unseen sentences, on real-zh and its telephone twin, the
-base model's real-zh CER, and the gate's verdict. The table is also
+grown test split (numbers normalized), on its unseen sentences, on real-zh's judging half wideband and
+through mu-law (candidate, champion, base), the telephone channel where the candidate lost most against
+the base model, and the gate's verdict. The table is also
 logged as an MLflow run (``bench/retrain_batches.json``) in the bench project's store.
 """
 
@@ -31,6 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from zhasr.data.ingest import GENERAL_SPEECH_SETS  # noqa: E402
 
 
 def zhasr(root: Path, *args: str) -> str:
@@ -93,11 +96,15 @@ def round_row(root: Path, k: int, seconds: float, run_id: str) -> dict:
            "unseen_champion": unseen["champion_cer"] if unseen else None,
            "champion_version": evaluation["champion_version"], "gate": "pass" if gate["passed"] else "fail",
            "reason": gate["reason"]}
-    for name in ("regression", "telephone"):
+    for name in GENERAL_SPEECH_SETS:
         if name in evaluation:
             row.update({f"{name}_candidate": evaluation[name]["candidate"]["cer"],
                         f"{name}_champion": evaluation[name]["champion"]["cer"],
                         f"{name}_base": evaluation[name]["base"]["cer"]})
+    channels = [n for n in GENERAL_SPEECH_SETS if n != "regression" and n in evaluation]
+    if channels:
+        worst = max(channels, key=lambda n: row[f"{n}_candidate"] - row[f"{n}_base"])
+        row |= {"worst_channel": worst, "worst_channel_change": row[f"{worst}_candidate"] - row[f"{worst}_base"]}
     return row
 
 
@@ -110,8 +117,8 @@ def print_table(recipe: str, rows: list[dict]) -> None:
     print("| round | train clips (new + replayed) | steps (set by) | weight | wall | evaluate (of round 1) | "
           "champion decoded / cached | test clips | CER candidate | "
           "CER champion | unseen: candidate / champion | real-zh: candidate / champion / base | "
-          "telephone: candidate / champion / base | gate |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "telephone: candidate / champion / base | worst channel: candidate - base | gate |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         share = r["evaluate_s"] / rows[0]["evaluate_s"]
         print(f"| {r['round']} | {r['train_clips']} ({r['new']} + {r['replayed']}) | {r['steps']} ({r['set_by']}) | "
@@ -121,7 +128,8 @@ def print_table(recipe: str, rows: list[dict]) -> None:
               f"{pct(r['unseen_champion'])} | {pct(r.get('regression_candidate'))} / "
               f"{pct(r.get('regression_champion'))} / {pct(r.get('regression_base'))} | "
               f"{pct(r.get('telephone_candidate'))} / {pct(r.get('telephone_champion'))} / "
-              f"{pct(r.get('telephone_base'))} | {r['gate']} |")
+              f"{pct(r.get('telephone_base'))} | {r.get('worst_channel', '')} "
+              f"{100 * r.get('worst_channel_change', 0):+.2f} pts | {r['gate']} |")
     for r in rows:
         if r["gate"] != "pass":
             print(f"round {r['round']}: {r['reason']}")

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from zhasr.data.ingest import EVALUATION_SETS  # noqa: E402
+from zhasr.evaluation.gate import judged_general_sets  # noqa: E402
 from zhasr.evaluation.scoring import SYSTEMS  # noqa: E402
 
 # Han glyphs in chart labels: the first installed CJK font wins, DejaVu (no Han) last.
@@ -87,7 +87,7 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "hallucinations | RTF |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for set_name in EVALUATION_SETS:
+    for set_name in ("test", *judged_general_sets(evaluation)):
         if set_name not in evaluation:
             continue
         s = evaluation[set_name]

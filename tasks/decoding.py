@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import mlflow
 import numpy as np
 
 from mlflow_services import registry
+from zhasr.config import TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.audio import load_16k
 from zhasr.evaluation.scoring import SystemOutput
@@ -29,8 +30,15 @@ from zhasr.transcribe.cache import DecodeCache, engine_key, transcribe_cached, w
 log = logging.getLogger(__name__)
 
 
-def decode_options(ctx: StageContext) -> DecodeOptions:
-    return DecodeOptions(ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
+def decode_options(ctx: StageContext, settings: TranscribeParams | None = None) -> DecodeOptions:
+    """The engine's decoding options: ``settings``, else the transcribe section (what the service uses)."""
+    return DecodeOptions(settings or ctx.params.transcribe, ctx.params.model.language, ctx.params.model.task)
+
+
+def whole_clip_decoding(settings: TranscribeParams) -> TranscribeParams:
+    """``settings`` with no prompt and clips up to Whisper's 30-s window decoded whole: the second decoding
+    general speech is judged through, so that neither a prompt nor cutting at pauses flatters a model."""
+    return replace(settings, hotwords=[], whole_clip_s=max(settings.whole_clip_s, 30.0))
 
 
 def load_clips(ctx: StageContext, sets: dict[str, list[dict[str, Any]]]) -> dict[str, list[np.ndarray]]:
@@ -107,10 +115,13 @@ def shared_encoder_layers(ctx: StageContext) -> int:
     return cached_layer_count(ctx.params.train.cached_encoder_layers, _encoder_layers(base_model_dir(ctx)), False)
 
 
-def open_transcriber(ctx: StageContext, model: Model, shared_layers: int = 0) -> Transcriber:
-    """``model`` at full precision in ``evaluate.runtime``, with the engine's settings; in ct2, its lower
-    ``shared_layers`` encoder layers read from and written to ``paths.encoder_states``."""
-    options = decode_options(ctx)
+def open_transcriber(ctx: StageContext, model: Model, shared_layers: int = 0,
+                     settings: TranscribeParams | None = None) -> Transcriber:
+    """``model`` at full precision in ``evaluate.runtime``, with the engine's settings (``settings``, else the
+    transcribe section); in ct2, its lower ``shared_layers`` encoder layers read from and written to
+    ``paths.encoder_states``."""
+    settings = settings or ctx.params.transcribe
+    options = decode_options(ctx, settings)
     if ctx.params.evaluate.runtime == "ct2":
         import torch
 
@@ -119,26 +130,28 @@ def open_transcriber(ctx: StageContext, model: Model, shared_layers: int = 0) ->
         encoder = (shared_encoder.SharedLowerEncoder(model.folder, shared_layers, ctx.path("encoder_states"))
                    if shared_layers else None)
         runtime = Ct2Runtime(float32_copy(model.folder, ct2_copies(ctx), model.weights), options,
-                             ctx.params.transcribe.threads, device="cuda" if torch.cuda.is_available() else "cpu",
+                             settings.threads, device="cuda" if torch.cuda.is_available() else "cpu",
                              encoder=encoder)
     else:
         from zhasr.transcribe.hf_runtime import TransformersRuntime
 
         runtime = TransformersRuntime.open(model.folder, options)
-    return Transcriber(runtime, ctx.params.transcribe, ctx.params.model.language, identity=model.label)
+    return Transcriber(runtime, settings, ctx.params.model.language, identity=model.label)
 
 
-def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray]]
-                ) -> tuple[dict[str, SystemOutput], dict[str, int]]:
-    """Decode every set ``{name: clips}`` with ``model`` through the transcription engine, as it would
-    serve (VAD pieces, the guard, the hallucination filter), clips the decode cache holds excepted; the
+def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray]],
+                settings: TranscribeParams | None = None) -> tuple[dict[str, SystemOutput], dict[str, int]]:
+    """Decode every set ``{name: clips}`` with ``model`` through the transcription engine with ``settings``
+    (else the transcribe section: as it would serve, with VAD, the guard, the hallucination filter), clips
+    the decode cache holds excepted; the
     model is not even loaded when it holds them all. ``({name: SystemOutput}, counts)``: decode-cache
     ``hits`` and ``misses`` (clips), and where the lower encoder is shared, ``encoder_hits`` and
     ``encoder_misses`` (30-s windows whose lower-layer output was read from the store or computed)."""
+    settings = settings or ctx.params.transcribe
     layers = shared_encoder_layers(ctx)
-    engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx), ctx.params.transcribe,
+    engine = engine_key(ctx.params.evaluate.runtime, decode_options(ctx, settings), settings,
                         ctx.params.model.language, shared_encoder.describe(layers) if layers else "")
-    opened = functools.cache(lambda: open_transcriber(ctx, model, layers))
+    opened = functools.cache(lambda: open_transcriber(ctx, model, layers, settings))
     cache = DecodeCache(ctx.path("decode_cache"))
     outputs, counts = {}, {"hits": 0, "misses": 0}
     for name, clips in sets.items():

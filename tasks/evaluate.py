@@ -18,12 +18,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import review, tracking
-from tasks.decoding import Model, ct2_copies, decode_sets, load_clips, references
+from tasks.decoding import Model, ct2_copies, decode_sets, load_clips, references, whole_clip_decoding
 from zhasr.context import StageContext
-from zhasr.data.ingest import EVALUATION_SETS
+from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, read_json
 from zhasr.config import GateParams
 from zhasr.evaluation.bootstrap import paired_bootstrap_gain
+from zhasr.evaluation.gate import WHOLE_CLIP_SUFFIX, judged_general_sets
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.evaluation.scoring import SYSTEMS, SystemOutput, score_set
 from zhasr.evaluation.slices import estimate_snr_db, slice_labels
@@ -80,15 +81,26 @@ def run(ctx: StageContext) -> dict[str, Any]:
     candidate = Model.of("candidate", Path(read_json(ctx.report("merge"), "merge")["merged_dir"]))
     with tracking.stage_run(ctx, "evaluate"):
         clips = load_clips(ctx, rows)
+        # general speech a second time as whole clips without a prompt, where the service decodes otherwise
+        whole_clip = whole_clip_decoding(ctx.params.transcribe)
+        again = ({f"{name}{WHOLE_CLIP_SUFFIX}": clips[name] for name in GENERAL_SPEECH_SETS if name in clips}
+                 if whole_clip != ctx.params.transcribe else {})
+        rows |= {name: rows[name.removesuffix(WHOLE_CLIP_SUFFIX)] for name in again}
         champion, models = references(ctx)
         models = {"candidate": candidate, **models}
         outputs, cache = {}, {}
         for label, model in models.items():
             outputs[label], cache[label] = decode_sets(ctx, model, clips)
+            if again:
+                more, counts = decode_sets(ctx, model, again, whole_clip)
+                outputs[label] |= more
+                cache[label] = {kind: n + counts.get(kind, 0) for kind, n in cache[label].items()}
+        clips |= again
         prune_copies(ct2_copies(ctx), {ct2_copies(ctx) / m.weights[:16] for m in models.values()})
         mlflow.log_metrics({f"decode_cache_{kind}_{system}": n for system, counts in cache.items()
                             for kind, n in counts.items()})
-        summary: dict[str, Any] = {"champion_version": str(champion.version), "decode_cache": cache}
+        summary: dict[str, Any] = {"champion_version": str(champion.version), "decode_cache": cache,
+                                   "whole_clip_decoding": "decoded again" if again else "the service's own"}
         for name, set_rows in rows.items():
             slices = [slice_labels(r, estimate_snr_db(c), trained_templates) for r, c in zip(set_rows, clips[name])]
             set_summary, records = score_set(set_rows, slices, {s: outputs[s][name] for s in SYSTEMS},
@@ -117,7 +129,7 @@ def headline(summary: dict[str, Any]) -> dict[str, dict[str, str]]:
     out = {name: {system: rates(summary[name][system]["cer"], summary[name][system]["cer_raw"])
                   for system in ("base", *SYSTEMS)} | {"candidate - base": change(summary[name]["base"]),
                                                        "clips": summary[name]["clips"]}
-           for name in EVALUATION_SETS if name in summary}
+           for name in ("test", *judged_general_sets(summary)) if name in summary}
     for s in summary["test"]["slices"]:
         if s["kind"] == "sentence" and s["value"] != "unknown":
             out[f"test, {s['value']} sentences"] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from conftest import write_tone
@@ -19,7 +20,7 @@ from test_ingest import write_batch
 
 from cli.main import main
 from mlflow_services import registry
-from tasks.decoding import ensure_champion
+from tasks.decoding import ensure_champion, whole_clip_decoding
 from zhasr.config import load_params
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
@@ -117,6 +118,23 @@ def test_gate_fails_a_candidate_that_holds_on_wideband_speech_but_loses_on_the_t
     outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
     assert outcome["regression_set"].passed and not outcome["telephone_set"].passed
     assert "on 24 clips" in outcome["telephone_set"].detail and "limit +2.00 pts" in outcome["telephone_set"].detail
+
+
+def test_general_speech_fails_on_either_decoding(ctx):
+    """With a prompt set, real speech is judged as the service decodes it and as whole clips without one:
+    a candidate the prompt flatters fails on the second."""
+    prompted = replace(ctx.params.transcribe, hotwords=["订单", "退款"], whole_clip_s=0.0)
+    assert whole_clip_decoding(ctx.params.transcribe) == ctx.params.transcribe  # the defaults: one decoding
+    assert whole_clip_decoding(prompted) == replace(ctx.params.transcribe, hotwords=[], whole_clip_s=30.0)
+    evaluation, records = {}, {}
+    for set_name, cand in (("test", 10), ("regression", 10), ("regression-whole-clip", 2)):
+        set_rows = rows(set_name, 24)
+        evaluation[set_name], records[set_name] = score_set(
+            set_rows, [slice_labels(r, 30.0) for r in set_rows],
+            {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, 3)}, [])
+    verdict = decide(evaluation, records["test"], ctx.params.gate)
+    outcome = {r.rule: r.passed for r in verdict.rules}
+    assert outcome["regression_set"] and not outcome["regression_whole_clip_set"] and not verdict.passed
 
 
 def test_general_speech_is_judged_against_the_better_of_base_and_champion(ctx):

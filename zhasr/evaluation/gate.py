@@ -16,6 +16,18 @@ from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.evaluation.bootstrap import GainInterval, paired_bootstrap_gain
 
 
+# general speech is judged twice where the service's decoding is not whole clips without a prompt: the
+# second decoding's sets are named <set><WHOLE_CLIP_SUFFIX> in the evaluation
+WHOLE_CLIP_SUFFIX = "-whole-clip"
+
+
+def judged_general_sets(evaluation: dict[str, Any]) -> list[str]:
+    """The general-speech sets the gate reads, in order: each set as the service decodes it, then as
+    whole clips without a prompt when that decoding differs (``regression``, ``regression-whole-clip``, ...)."""
+    return [name for base in GENERAL_SPEECH_SETS for name in (base, f"{base}{WHOLE_CLIP_SUFFIX}")
+            if name in evaluation or name in ("regression", "telephone")]
+
+
 @dataclass(frozen=True)
 class RuleOutcome:
     rule: str  # short name, also the MLflow tag suffix: zhasr.gate.<rule>
@@ -89,9 +101,8 @@ def decide(evaluation: dict[str, Any], test_records: list[dict[str, Any]], rules
             f"worst of {len(gated)} slices: {worst['kind']}={worst['value']} ({worst['clips']} clips) "
             f"{worst['champion_cer']:.2%} -> {worst['candidate_cer']:.2%}, change {_points(loss)}, "
             f"limit {_points(rules.max_slice_loss)}"))
-    for set_name in GENERAL_SPEECH_SETS:  # the judging half of the real speech, wideband and per telephone channel
-        if set_name in evaluation or set_name in ("regression", "telephone"):
-            outcomes.append(_regression_rule(evaluation.get(set_name), f"{set_name.replace('-', '_')}_set",
+    for set_name in judged_general_sets(evaluation):  # real speech's judging half, wideband and per channel
+        outcomes.append(_regression_rule(evaluation.get(set_name), f"{set_name.replace('-', '_')}_set",
                                              f"{set_name} set", rules.max_regression_loss))
     rise = cand["loop_rate"] - champ["loop_rate"]
     outcomes.append(RuleOutcome(
