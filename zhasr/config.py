@@ -85,10 +85,11 @@ class IngestParams:
     # share of templates (or topics) held out: every clip of one goes to test, so test holds unseen sentences
     template_test_fraction: float = 0.15
     # Real-speech rows (split "regression" in a batch) are divided once, by a hash of the speaker: this
-    # share of the speakers is the tuning half (split "tuning", and "tuning-telephone" through G.711
-    # mu-law), which the merge guard may look at; the rest is the judging half, which only the gate reads.
+    # share of the speakers is the tuning half (split "tuning", and "tuning-telephone..." through each
+    # telephone channel), which the merge guard may look at; the rest is the judging half, which only the
+    # gate reads.
     regression_tuning_fraction: float = 0.5
-    telephone_regression: bool = True  # twins of the judging half through telephone_codecs, each its own set
+    telephone_regression: bool = True  # twins of both halves through telephone_codecs, each its own set
     # the judging half's telephone channels: mulaw is split "telephone" (sox, G.711 mu-law), each other one
     # "telephone-<codec>"; a channel train.augment_codecs leaves out stands for the codecs nobody simulated
     telephone_codecs: list[str] = field(default_factory=lambda: ["mulaw", "alaw", "amr-nb-lossy", "g723"])
@@ -258,7 +259,7 @@ class GateParams:
 class MergeParams:
     # The adapter's update is scaled by a weight: an interpolation between the start model (0) and the
     # fine-tuned one (1), as in WiSE-FT. Merged first at adapter_weight; while the tuning half of real-zh
-    # (or its mu-law twin) is worse than the better of base and champion by more than gate.max_regression_loss, merged
+    # (or a telephone twin of it) is worse than the better of base and champion by more than gate.max_regression_loss, merged
     # again at a smaller weight, down to min_adapter_weight (measured in the README).
     adapter_weight: float = 0.7
     min_adapter_weight: float = 0.3

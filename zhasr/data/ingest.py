@@ -46,16 +46,17 @@ from zhasr.data.text import normalize
 EVAL_ONLY_SPLIT = "regression"  # a batch row may ask for it: never trained on; the judging half keeps the name
 TUNING_SPLIT = "tuning"  # the real-speech half the merge guard may look at
 TELEPHONE_SPLIT = "telephone"  # the judging half through G.711 mu-law, made at ingest
-TUNING_TELEPHONE_SPLIT = "tuning-telephone"  # the tuning half through G.711 mu-law
 
 
-def telephone_split(codec: str) -> str:
-    """The judging half's set through ``codec``: ``telephone`` for G.711 mu-law, else ``telephone-<codec>``."""
-    return TELEPHONE_SPLIT if codec == "mulaw" else f"{TELEPHONE_SPLIT}-{codec}"
+def telephone_split(codec: str, half: str = EVAL_ONLY_SPLIT) -> str:
+    """A real-speech half's set through ``codec``: for the judging half ``telephone`` (G.711 mu-law) or
+    ``telephone-<codec>``, for the tuning half the same names behind ``tuning-``."""
+    name = TELEPHONE_SPLIT if codec == "mulaw" else f"{TELEPHONE_SPLIT}-{codec}"
+    return f"{TUNING_SPLIT}-{name}" if half == TUNING_SPLIT else name
 
 
 GENERAL_SPEECH_SETS = (EVAL_ONLY_SPLIT, *(telephone_split(c) for c in TELEPHONE_CODECS))  # the gate's
-TUNING_SETS = (TUNING_SPLIT, TUNING_TELEPHONE_SPLIT)  # the merge guard's
+TUNING_SETS = (TUNING_SPLIT, *(telephone_split(c, TUNING_SPLIT) for c in TELEPHONE_CODECS))  # the merge guard's
 EVALUATION_SETS = ("test", *GENERAL_SPEECH_SETS)
 EVAL_ONLY_SPLITS = frozenset(GENERAL_SPEECH_SETS + TUNING_SETS)  # evaluated, never trained on
 FROZEN_TEST_FILE = "frozen_test.json"  # speakers, held-out templates and audio hashes ever in test
@@ -149,9 +150,9 @@ def regression_half(speaker: str, params: IngestParams) -> str:
 
 
 def _telephone_twins(row: dict[str, Any], samples, dataset_dir: Path, params: IngestParams) -> list[dict[str, Any]]:
-    """The real-speech row through its half's telephone channels: each twin its own clip, speaker and split."""
-    channels = [(TUNING_TELEPHONE_SPLIT, "mulaw")] if row["split"] == TUNING_SPLIT else \
-        [(telephone_split(c), c) for c in params.telephone_codecs]
+    """The real-speech row through each telephone channel, in its half: each twin its own clip, speaker
+    and split, so that the merge guard sees on its half every channel the gate judges on the other."""
+    channels = [(telephone_split(c, row["split"]), c) for c in params.telephone_codecs]
     twins = []
     for split, codec in channels:
         rate = params.sample_rate
