@@ -90,9 +90,6 @@ def test_the_guard_merges_at_smaller_weights_while_general_speech_loses_more_tha
         assert weights[0] == 0.7 and weights[-1] == 0.3 == summary["adapter_weight"]
         assert all(a > b for a, b in zip(weights, weights[1:]))
     keys = set(summary["weights_tried"][0])
-    assert {"loss_tuning", "loss_tuning-telephone", "loss_tuning-telephone-g723", "loss_pooled"} <= keys
+    assert {"loss_tuning", "loss_tuning-telephone", "loss_tuning-telephone-g723"} <= keys
     assert not any("regression" in k for k in keys)
-    for t in summary["weights_tried"]:  # all the tuning half's clips together lie within its sets
-        sets = [t[k] for k in t if k.startswith("cer_tuning")]
-        assert len(sets) == 5 and min(sets) <= t["cer_pooled"] <= max(sets)
     assert summary["max_logit_diff"] < 1e-3
