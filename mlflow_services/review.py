@@ -83,9 +83,9 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "",
         "CER with numbers in one written form (raw CER, numbers as written, in brackets).",
         "",
-        "| set | clips | CER base | CER champion | CER candidate | MER candidate | hotword recall | loops | "
-        "hallucinations | RTF |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| set | clips | CER base | CER champion | CER candidate | candidate - base (95% interval) | MER candidate | "
+        "hotword recall | loops | hallucinations | RTF |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for set_name in ("test", *judged_general_sets(evaluation)):
         if set_name not in evaluation:
@@ -93,8 +93,10 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         s = evaluation[set_name]
         c, b = s["candidate"], s["champion"]
         base = s.get("base", b)
+        change = (f"{100 * base['candidate_change']:+.2f} [{100 * base['candidate_change_low']:+.2f}, "
+                  f"{100 * base['candidate_change_high']:+.2f}]" if "candidate_change" in base else "")
         lines.append(f"| {set_name} | {s['clips']} | {_pct(base['cer'])} | {_pct(b['cer'])} ({_pct(b['cer_raw'])}) | "
-                     f"{_pct(c['cer'])} ({_pct(c['cer_raw'])}) | {_pct(c['mer'])} | "
+                     f"{_pct(c['cer'])} ({_pct(c['cer_raw'])}) | {change} | {_pct(c['mer'])} | "
                      f"{_pct(b['hotword_recall'])} -> {_pct(c['hotword_recall'])} | "
                      f"{_pct(b['loop_rate'])} -> {_pct(c['loop_rate'])} | {_pct(c['hallucination_rate'])} | "
                      f"{c['rtf']:.3f} |")

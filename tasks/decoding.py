@@ -143,8 +143,7 @@ def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray
                 settings: TranscribeParams | None = None) -> tuple[dict[str, SystemOutput], dict[str, int]]:
     """Decode every set ``{name: clips}`` with ``model`` through the transcription engine with ``settings``
     (else the transcribe section: as it would serve, with VAD, the guard, the hallucination filter), clips
-    the decode cache holds excepted; the
-    model is not even loaded when it holds them all. ``({name: SystemOutput}, counts)``: decode-cache
+    the decode cache holds excepted; the model is not even loaded when it holds them all. ``({name: SystemOutput}, counts)``: decode-cache
     ``hits`` and ``misses`` (clips), and where the lower encoder is shared, ``encoder_hits`` and
     ``encoder_misses`` (30-s windows whose lower-layer output was read from the store or computed)."""
     settings = settings or ctx.params.transcribe

@@ -2,8 +2,8 @@
 weight that keeps general speech within the gate's limit.
 
 The adapter is merged at ``merge.adapter_weight``. While the tuning half of the real speech (wideband
-or through any telephone channel) decodes worse than the better of the base model and the champion by more than
-``gate.max_regression_loss``, it is merged again at a smaller weight
+or through any telephone channel) decodes worse than the better of the base model and the champion by
+more than ``gate.max_regression_loss``, it is merged again at a smaller weight
 (``zhasr.model.merge.next_adapter_weight``), down to ``merge.min_adapter_weight``. The judging half is
 never looked at here: the gate judges the weight kept on speech it was not chosen on. Every weight
 tried is logged.

@@ -259,8 +259,8 @@ class GateParams:
 class MergeParams:
     # The adapter's update is scaled by a weight: an interpolation between the start model (0) and the
     # fine-tuned one (1), as in WiSE-FT. Merged first at adapter_weight; while the tuning half of real-zh
-    # (or a telephone twin of it) is worse than the better of base and champion by more than gate.max_regression_loss, merged
-    # again at a smaller weight, down to min_adapter_weight (measured in the README).
+    # (or a telephone twin of it) is worse than the better of base and champion by more than
+    # gate.max_regression_loss, merged again at a smaller weight, down to min_adapter_weight (README).
     adapter_weight: float = 0.7
     min_adapter_weight: float = 0.3
     dtype: Literal["float32", "float16"] = "float32"  # weights of the merged model folder

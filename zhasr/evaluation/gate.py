@@ -103,7 +103,7 @@ def decide(evaluation: dict[str, Any], test_records: list[dict[str, Any]], rules
             f"limit {_points(rules.max_slice_loss)}"))
     for set_name in judged_general_sets(evaluation):  # real speech's judging half, wideband and per channel
         outcomes.append(_regression_rule(evaluation.get(set_name), f"{set_name.replace('-', '_')}_set",
-                                             f"{set_name} set", rules.max_regression_loss))
+                                         f"{set_name} set", rules.max_regression_loss))
     rise = cand["loop_rate"] - champ["loop_rate"]
     outcomes.append(RuleOutcome(
         "loop_rate", rise <= rules.max_loop_rate_increase,
