@@ -69,6 +69,17 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
     atomic_write_json(ctx.report("train"), {"start": "tiny-random", "steps": 4, "train_clips": 8})
 
 
+def scored_sets(*cases: tuple[str, int | None, int | None]) -> tuple[dict, dict]:
+    """(evaluation, per-clip records) of 24-clip sets, each case (set, candidate's and champion's ``every``)."""
+    evaluation, records = {}, {}
+    for set_name, cand, champ in cases:
+        set_rows = rows(set_name, 24)
+        evaluation[set_name], records[set_name] = score_set(
+            set_rows, [slice_labels(r, 30.0) for r in set_rows],
+            {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, champ)}, [])
+    return evaluation, records
+
+
 def registry_run(ctx: StageContext):
     from mlflow_services import tracking
 
@@ -109,12 +120,7 @@ def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
 
 
 def test_gate_fails_a_candidate_that_holds_on_wideband_speech_but_loses_on_the_telephone_twin(ctx):
-    evaluation, records = {}, {}
-    for set_name, cand in (("test", 10), ("regression", 10), ("telephone", 2)):
-        set_rows = rows(set_name, 24)
-        evaluation[set_name], records[set_name] = score_set(
-            set_rows, [slice_labels(r, 30.0) for r in set_rows],
-            {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, 3)}, [])
+    evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3), ("telephone", 2, 3))
     outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
     assert outcome["regression_set"].passed and not outcome["telephone_set"].passed
     assert "on 24 clips" in outcome["telephone_set"].detail and "limit +2.00 pts" in outcome["telephone_set"].detail
@@ -126,12 +132,7 @@ def test_general_speech_fails_on_either_decoding(ctx):
     prompted = replace(ctx.params.transcribe, hotwords=["订单", "退款"], whole_clip_s=0.0)
     assert whole_clip_decoding(ctx.params.transcribe) == ctx.params.transcribe  # the defaults: one decoding
     assert whole_clip_decoding(prompted) == replace(ctx.params.transcribe, hotwords=[], whole_clip_s=30.0)
-    evaluation, records = {}, {}
-    for set_name, cand in (("test", 10), ("regression", 10), ("regression-whole-clip", 2)):
-        set_rows = rows(set_name, 24)
-        evaluation[set_name], records[set_name] = score_set(
-            set_rows, [slice_labels(r, 30.0) for r in set_rows],
-            {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, 3)}, [])
+    evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3), ("regression-whole-clip", 2, 3))
     verdict = decide(evaluation, records["test"], ctx.params.gate)
     outcome = {r.rule: r.passed for r in verdict.rules}
     assert outcome["regression_set"] and not outcome["regression_whole_clip_set"] and not verdict.passed
@@ -139,12 +140,7 @@ def test_general_speech_fails_on_either_decoding(ctx):
 
 def test_general_speech_is_judged_against_the_better_of_base_and_champion(ctx):
     """A champion that already lost ground on real speech leaves the next round only the rest of the limit."""
-    evaluation, records = {}, {}
-    for set_name, cand, champ in (("test", 10, 3), ("regression", 8, 9)):
-        set_rows = rows(set_name, 24)
-        evaluation[set_name], records[set_name] = score_set(
-            set_rows, [slice_labels(r, 30.0) for r in set_rows],
-            {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, champ)}, [])
+    evaluation, records = scored_sets(("test", 10, 3), ("regression", 8, 9))
     regression = evaluation["regression"]
     assert regression["candidate"]["cer"] - regression["champion"]["cer"] < 0.02  # within the limit of the champion
     regression["base"] = {"cer": regression["candidate"]["cer"] - 0.03, "cer_raw": 0.0}  # the base was 3 points better
