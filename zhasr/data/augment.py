@@ -3,7 +3,7 @@
 A share of the wideband training clips is sent through one telephone channel each (G.711, AMR-NB,
 lossy AMR-NB ...). A hash of the clip's audio picks whether and which, so a clip sounds the same in
 every epoch and every round, and its cached lower-encoder states stay valid. The channel's output is
-written once, next to nothing in the dataset: ``<out_dir>/<sha256>.<codec>.wav``.
+written once, outside the dataset: ``<out_dir>/<sha256>.<codec>.wav``.
 """
 
 from __future__ import annotations
