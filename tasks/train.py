@@ -116,7 +116,8 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
             "new_clips": chosen.new, "replayed_clips": chosen.replayed, "learned_batches": chosen.learned_batches,
             "dev_clips": len(dev_rows), "final_loss": result.final_loss, "seconds": round(result.seconds, 2),
             "cache_seconds": round(result.cache_seconds, 2), "cached_encoder_layers": result.cached_encoder_layers,
-            "precision": result.precision, "samples_per_second": result.samples_per_second,
+            "precision": result.precision, "windows": result.windows,
+            "samples_per_second": result.samples_per_second, "clips_per_second": result.clips_per_second,
             "best_step": result.best_step, "best_dev_cer": result.best_dev_cer,
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "trainable_params": result.trainable_params, "total_params": result.total_params,
@@ -127,7 +128,9 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
         mlflow.log_metrics({"train_final_loss": result.final_loss, "train_seconds": result.seconds,
                             "train_cache_seconds": result.cache_seconds, "train_clips": len(chosen.rows),
                             "train_new_clips": chosen.new, "train_replayed_clips": chosen.replayed,
-                            "train_steps": result.steps, "trainable_params": result.trainable_params})
+                            "train_steps": result.steps, "train_windows": result.windows,
+                            "train_clips_per_second": result.clips_per_second,
+                            "trainable_params": result.trainable_params})
         tracking.log_figure_png(curves_figure(result.loss_history, result.dev_cer_history), "plots/loss_curve.png")
         atomic_write_json(ctx.report("train"), summary)
     return summary

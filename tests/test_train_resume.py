@@ -29,7 +29,7 @@ def test_kill_9_then_resume_reaches_max_steps(project, tiny_model_dir):
     write_batch(project / "data" / "incoming", "b1", rows)
     env = {**os.environ, "ZHASR_ROOT": str(project)}
     overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.epochs=4", "--set", "train.max_steps=8",
-                 "--set", "train.evaluations=4"]
+                 "--set", "train.evaluations=4", "--set", "train.pack_window_s=0"]
     for stage in ("ingest", "validate"):
         assert _zhasr(stage, *overrides, env=env).wait(timeout=300) == 0
     assert len(read_jsonl(project / "data/dataset/manifest.jsonl")) == 4

@@ -140,7 +140,7 @@ class TrainParams:
     epochs: float = 3.0
     max_steps: int = 0  # at most this many optimizer steps (0: no cap)
     time_budget_s: float = 1800.0  # seconds of optimizer steps (dev evaluations not counted; 0: no cap)
-    batch_size: int = 8  # clips per device per step (before accumulation)
+    batch_size: int = 2  # training windows per device per step (before accumulation): ~9 clips packed
     grad_accum: int = 1  # gradient accumulation steps
     gradient_checkpointing: bool = False  # less activation memory, ~30% slower steps
     warmup_ratio: float = 0.1  # share of the steps the learning rate warms up over
@@ -150,8 +150,8 @@ class TrainParams:
     # each; the adapter kept is the one with the lowest dev CER
     evaluations: int = 3
     early_stopping_patience: int = 2  # stop after N evaluations without a better dev CER (0 = off)
-    # Lower encoder layers frozen and computed once per clip instead of every step (0 = plain LoRA).
-    # -1 = auto: two thirds of the encoder on a CPU, none on a GPU. The README gives the measured trade-off.
+    # Lower encoder layers frozen and computed once per training window instead of every step (0 = plain
+    # LoRA). -1 = auto: half the encoder on a CPU (3 of whisper-base's 6), none on a GPU (docs/training.md).
     cached_encoder_layers: int = -1
     # auto: bf16 autocast where the device computes bf16 natively (a CUDA GPU with bf16, a CPU with
     # AVX512-BF16 or AMX: ~2x faster steps there), fp16 on other GPUs, else fp32. Weights stay fp32.
@@ -170,6 +170,13 @@ class TrainParams:
     # weight of KL(start model || adapted model) over the label tokens added to the loss: the start model
     # (adapters off, one more forward pass a step) keeps the adapted one near what it knew; 0 = off
     kl_to_start: float = 0.0
+    # Packed training windows: clips of one channel share a window of up to pack_window_s seconds (s;
+    # 0 = a window a clip), pack_gap_s of silence between them; batch_size counts windows. Labels: the
+    # clips' texts joined, or with pack_timestamps Whisper's timestamped layout. Measured in docs/training.md.
+    pack_window_s: float = 24.0
+    pack_gap_s: float = 0.5
+    pack_timestamps: bool = False
+    loader_workers: int = -1  # processes computing batches; -1 = auto: none on a CPU, up to 8 on a GPU
 
 
 DEFAULT_HOTWORDS = ["订单", "退款", "退货", "快递", "物流", "发货", "地址", "客服", "验证码", "手机号",
@@ -439,7 +446,11 @@ def _check_train(train: TrainParams) -> None:
     for key in ("epochs", "batch_size", "grad_accum", "evaluations"):
         if getattr(train, key) <= 0:
             raise ConfigError(f"train.{key}: must be above 0, got {getattr(train, key)}")
-    for key in ("max_steps", "time_budget_s", "replay_ratio"):
+    if not 0 <= train.pack_window_s <= 30:
+        raise ConfigError(f"train.pack_window_s: expected 0 (off) or seconds up to Whisper's 30-s window, got {train.pack_window_s}")
+    if train.loader_workers < -1:
+        raise ConfigError(f"train.loader_workers: expected -1 (auto) or a process count, got {train.loader_workers}")
+    for key in ("max_steps", "time_budget_s", "replay_ratio", "pack_gap_s"):
         if getattr(train, key) < 0:
             raise ConfigError(f"train.{key}: must be 0 or more, got {getattr(train, key)}")
     if not 0 <= train.warmup_ratio < 1:

@@ -137,11 +137,12 @@ def encode(model, features: torch.Tensor) -> BaseModelOutput:
 
 @torch.inference_mode()
 def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions, prompt: str | None = None,
-              timestamps: bool = False, **extra) -> list[Transcript]:
-    """One first-pass Transcript per clip of ``batch`` (``looped`` not yet judged)."""
+              timestamps: bool = False, inputs: list[torch.Tensor] | None = None, **extra) -> list[Transcript]:
+    """One first-pass Transcript per clip of ``batch`` (``looped`` not yet judged); ``inputs``: what the
+    encoder reads for each clip in place of its log-mel features."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    features = log_mel(processor, batch)
+    features = log_mel(processor, batch) if inputs is None else torch.stack(inputs)
     encoded = encode(model, features.to(device, dtype))
     # P(no speech) is read where Whisper reads it: the logits right after <|startoftranscript|>.
     sot = torch.full((len(batch), 1), model.generation_config.decoder_start_token_id, device=device)
@@ -195,8 +196,11 @@ def _generate_timestamped(model, processor, rows: int, options: DecodeOptions, p
 
 def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions,
                progress: Callable[[int, int], None] | None = None, prompt: str | None = None,
-               timestamps: bool = False) -> list[Transcript]:
+               timestamps: bool = False, encoder_inputs: list[torch.Tensor] | None = None) -> list[Transcript]:
     """One Transcript per clip; ``clips`` are (n_samples,) float32 at 16 kHz, each <= 30 s.
+
+    ``encoder_inputs``: what the model's encoder reads for each clip instead of its log-mel features (the
+    cached lower-encoder states, when training's encoder starts above them).
 
     ``prompt``: text given to the decoder as previous context (hotwords), not part of the output;
     ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``.
@@ -204,12 +208,13 @@ def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions
     out: list[Transcript] = []
     for start in range(0, len(clips), options.settings.batch_size):
         batch = clips[start : start + options.settings.batch_size]
-        first = _generate(model, processor, batch, options, prompt, timestamps)
+        inputs = encoder_inputs[start : start + options.settings.batch_size] if encoder_inputs else None
+        first = _generate(model, processor, batch, options, prompt, timestamps, inputs)
         suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, options)]
         second = {}
         if suspect and options.settings.retry_no_repeat_ngram > 0:
             again = _generate(model, processor, [batch[i] for i in suspect], options, prompt, timestamps,
-                              no_repeat_ngram_size=options.settings.retry_no_repeat_ngram)
+                              [inputs[i] for i in suspect] if inputs else None, no_repeat_ngram_size=options.settings.retry_no_repeat_ngram)
             second = dict(zip(suspect, again))
         for i, kept in enumerate(first):
             kept = second.get(i, kept)

@@ -1,4 +1,4 @@
-"""The cached-encoder training path: the lower encoder layers run once per clip, not once per step.
+"""The cached-encoder training path: the lower encoder layers run once per training window, not once per step.
 
 On a CPU most of a Whisper training step is the encoder running over 1,500
 positions (30 s of padded audio). Freezing the lower ``k`` encoder layers lets
@@ -7,34 +7,35 @@ encoder layers (with LoRA), the decoder, and their backward pass. The model
 still learns from the audio: the upper encoder layers and the decoder's
 cross-attention are adapted.
 
-``UpperEncoder`` takes the place of the encoder during training. It holds the
-original submodules under their original names, so adapter weights saved from
-it load onto a plain Whisper model.
+``UpperEncoder`` takes the place of the encoder during training, and during the
+dev evaluations, which decode the dev clips from their cached states too. It
+holds the original submodules under their original names, so adapter weights
+saved from it load onto a plain Whisper model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import WhisperProcessor
 from transformers.modeling_outputs import BaseModelOutput
 
-from zhasr.data.audio import load_16k
 from zhasr.data.manifest import atomic_write_bytes
 from zhasr.model.decode import log_mel
 from zhasr.model.speech_data import SpeechDataset
+from zhasr.model.training_windows import TrainingWindow
 
 
 def cached_layer_count(setting: int, encoder_layers: int, on_gpu: bool) -> int:
-    """``train.cached_encoder_layers`` resolved: -1 (auto) is two thirds of the encoder on a CPU (4 of
-    whisper-base's 6) and none on a GPU; raises ValueError for more layers than the encoder has."""
-    cached = (0 if on_gpu else (2 * encoder_layers) // 3) if setting < 0 else setting
+    """``train.cached_encoder_layers`` resolved: -1 (auto) is half the encoder on a CPU (3 of whisper-base's
+    6) and none on a GPU; raises ValueError for more layers than the encoder has."""
+    cached = (0 if on_gpu else encoder_layers // 2) if setting < 0 else setting
     if not 0 <= cached <= encoder_layers:
         raise ValueError(f"train.cached_encoder_layers={setting}: the model has {encoder_layers} encoder layers")
     return cached
@@ -74,20 +75,6 @@ class UpperEncoder(nn.Module):
         return BaseModelOutput(last_hidden_state=self.layer_norm(hidden))
 
 
-@contextlib.contextmanager
-def full_encoder(whisper: nn.Module, encoder: nn.Module) -> Iterator[None]:
-    """Put the complete ``encoder`` back into ``whisper`` (a WhisperForConditionalGeneration) for decoding.
-
-    Both encoders share their layers, so the adapters trained so far are in effect.
-    """
-    upper = whisper.model.encoder
-    whisper.model.encoder = encoder
-    try:
-        yield
-    finally:
-        whisper.model.encoder = upper
-
-
 def cache_key(model_dir: Path, layers: int, precision: str = "fp32") -> str:
     """Changes when the model's weights, the number of cached layers or the precision they ran in change."""
     weights = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
@@ -95,35 +82,40 @@ def cache_key(model_dir: Path, layers: int, precision: str = "fp32") -> str:
     return hashlib.sha256(f"{stamp}|layers={layers}|{precision}".encode()).hexdigest()[:16]
 
 
-def fill_cache(encoder: nn.Module, processor: WhisperProcessor, rows: list[dict[str, Any]], dataset_dir: Path,
+def fill_cache(encoder: nn.Module, processor: WhisperProcessor, windows: list[TrainingWindow], dataset_dir: Path,
                cache_dir: Path, layers: int, batch_size: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> int:
-    """Compute and store the lower-encoder output of every row not yet cached; returns how many were computed.
+    """Compute and store the lower-encoder output of every training window not yet cached; returns how many
+    were computed.
 
-    One file per clip, ``<cache_dir>/<audio stem>.pt``: (1500, d_model) float16. ``batch_size``: clips a
-    forward pass, by default 8 on a GPU and 1 on a CPU (faster a clip there: the activations stay in cache).
+    One file per window, ``<cache_dir>/<window key>.pt``: (1500, d_model) float16. ``batch_size``: windows a
+    forward pass, by default 8 on a GPU and 1 on a CPU (faster a window there: the activations stay in cache).
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    missing = [r for r in rows if not cached_path(cache_dir, r).is_file()]
+    missing = [w for w in windows if not cached_path(cache_dir, w).is_file()]
     device = next(encoder.parameters()).device
     dtype = next(encoder.parameters()).dtype
     batch_size = batch_size or (1 if device.type == "cpu" else 8)
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
-        clips = [load_16k(Path(dataset_dir) / r["audio"]) for r in batch]
-        features = log_mel(processor, clips)
+        features = log_mel(processor, [w.audio(dataset_dir) for w in batch])
         hidden = lower_hidden_states(encoder, features.to(device, dtype), layers).to("cpu", torch.float16)
-        for row, tensor in zip(batch, hidden):
+        for window, tensor in zip(batch, hidden):
             buffer = io.BytesIO()
             torch.save(tensor.clone(), buffer)  # clone: a view would save the whole batch
-            atomic_write_bytes(cached_path(cache_dir, row), buffer.getvalue())
+            atomic_write_bytes(cached_path(cache_dir, window), buffer.getvalue())
         if progress:
             progress(min(start + batch_size, len(missing)), len(missing))
     return len(missing)
 
 
-def cached_path(cache_dir: Path, row: dict[str, Any]) -> Path:
-    return Path(cache_dir) / f"{Path(row['audio']).stem}.pt"
+def cached_path(cache_dir: Path, window: TrainingWindow) -> Path:
+    return Path(cache_dir) / f"{window.key}.pt"
+
+
+def load_states(cache_dir: Path, window: TrainingWindow) -> torch.Tensor:
+    """(1500, d_model) float32: the window's lower-encoder output as ``fill_cache`` stored it."""
+    return torch.load(cached_path(cache_dir, window), weights_only=True).float()
 
 
 class CachedSpeechDataset(SpeechDataset):
@@ -132,5 +124,20 @@ class CachedSpeechDataset(SpeechDataset):
     ``dataset_dir`` is the cache folder filled by ``fill_cache``.
     """
 
-    def features(self, row: dict[str, Any]) -> torch.Tensor:
-        return torch.load(cached_path(self.dataset_dir, row), weights_only=True).float()
+    def features(self, window: TrainingWindow) -> torch.Tensor:
+        return load_states(self.dataset_dir, window)
+
+
+class CachedStates(Sequence):
+    """The lower-encoder states of ``windows``, read from ``cache_dir`` when indexed (a slice: a list)."""
+
+    def __init__(self, cache_dir: Path, windows: list[TrainingWindow]):
+        self.cache_dir, self.windows = Path(cache_dir), windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return load_states(self.cache_dir, self.windows[index])

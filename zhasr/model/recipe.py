@@ -1,6 +1,7 @@
 """How much a round trains: which clips (new batches and replayed ones) and how many steps.
 
-The step count follows the data: ``train.epochs`` passes over the round's clips, capped by
+The step count follows the data: ``train.epochs`` passes over the round's training windows (a clip each, or
+several clips each when packed), capped by
 ``train.max_steps`` and by the steps that fit in ``train.time_budget_s`` at the measured step time,
 then rounded down to a multiple of the evaluation interval so that the last step is evaluated.
 """
@@ -24,13 +25,13 @@ class StepPlan:
     step_seconds: float | None = None  # measured before training; None without a time budget
 
 
-def plan_steps(clips: int, params: TrainParams, processes: int = 1, step_seconds: float | None = None) -> StepPlan:
-    """The steps for ``clips`` training clips on ``processes`` data-parallel processes.
+def plan_steps(windows: int, params: TrainParams, processes: int = 1, step_seconds: float | None = None) -> StepPlan:
+    """The steps for ``windows`` training windows on ``processes`` data-parallel processes.
 
     ``step_seconds``: wall time of one optimizer step, needed when ``params.time_budget_s`` is set.
     """
     per_step = params.batch_size * params.grad_accum * processes
-    limits = {"epochs": max(1, math.ceil(params.epochs * clips / per_step))}
+    limits = {"epochs": max(1, math.ceil(params.epochs * windows / per_step))}
     if params.max_steps:
         limits["max_steps"] = params.max_steps
     if params.time_budget_s and step_seconds:

@@ -1,4 +1,4 @@
-"""Manifest rows to Whisper training examples: log-mel features and label token ids."""
+"""Training windows to Whisper training examples: log-mel features and label token ids."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Dataset
 from transformers import WhisperProcessor
 
-from zhasr.data.audio import load_16k
 from zhasr.model.decode import log_mel
+from zhasr.model.training_windows import DECODER_POSITIONS, TIMESTAMP_STEP_S, TrainingWindow
 
 
 def label_ids(processor: WhisperProcessor, text: str, language: str, task: str, max_tokens: int) -> list[int]:
@@ -30,33 +30,64 @@ def label_ids(processor: WhisperProcessor, text: str, language: str, task: str, 
     return ids
 
 
-class SpeechDataset(Dataset):
-    """Items ``{"input_features": (80, 3000) float32, "labels": list[int]}`` from manifest rows."""
+def text_tokens(processor: WhisperProcessor) -> callable:
+    """``count(text)``: the tokens a text takes in the labels, without special tokens."""
+    return lambda text: len(processor.tokenizer.encode(text, add_special_tokens=False))
 
-    def __init__(self, rows: list[dict[str, Any]], dataset_dir: Path, processor: WhisperProcessor,
-                 language: str, task: str, max_label_tokens: int):
-        self.rows, self.dataset_dir, self.processor = rows, Path(dataset_dir), processor
+
+def window_label_ids(processor: WhisperProcessor, window: TrainingWindow, language: str, task: str,
+                     max_tokens: int, timestamps: bool = True) -> list[int]:
+    """A window's labels: a clip alone as ``label_ids`` (at most ``max_tokens``); a packed window as
+    Whisper's timestamped layout, ``<|lang|><|task|>`` then ``<|start|> text <|end|>`` a clip (its start,
+    and its start plus its duration, at 20 ms), then ``<|endoftext|>``; without ``timestamps``, the clips'
+    texts one after the other after ``<|notimestamps|>``."""
+    if not window.packed:
+        return label_ids(processor, window.rows[0]["text_norm"], language, task, max_tokens)
+    if not timestamps:
+        text = "".join(row["text_norm"] for row in window.rows)
+        return label_ids(processor, text, language, task, DECODER_POSITIONS - 1)
+    tokenizer = processor.tokenizer
+    tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=True)
+    first_timestamp, last_step = tokenizer.convert_tokens_to_ids("<|0.00|>"), round(30.0 / TIMESTAMP_STEP_S)
+
+    def timestamp(seconds: float) -> int:
+        return first_timestamp + min(last_step, round(seconds / TIMESTAMP_STEP_S))
+
+    ids = list(tokenizer.prefix_tokens[1:])  # <|startoftranscript|> left out, as above
+    for row, start in zip(window.rows, window.starts_s):
+        ids += [timestamp(start), *tokenizer.encode(row["text_norm"], add_special_tokens=False),
+                timestamp(start + row["duration_s"])]
+    return ids[: DECODER_POSITIONS - 2] + [tokenizer.eos_token_id]
+
+
+class SpeechDataset(Dataset):
+    """Items ``{"input_features": (n_mels, 3000) float32, "labels": list[int]}``, one a training window."""
+
+    def __init__(self, windows: list[TrainingWindow], dataset_dir: Path, processor: WhisperProcessor,
+                 language: str, task: str, max_label_tokens: int, timestamps: bool = True):
+        self.windows, self.dataset_dir, self.processor = windows, Path(dataset_dir), processor
         self.language, self.task, self.max_label_tokens = language, task, max_label_tokens
+        self.timestamps = timestamps  # packed windows' labels: with timestamp tokens, or the texts joined
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.windows)
 
-    def features(self, row: dict[str, Any]) -> torch.Tensor:
-        """(80, 3000) log-mel features of the row's audio."""
-        samples = load_16k(self.dataset_dir / row["audio"])
-        return log_mel(self.processor, [samples])[0]
+    def features(self, window: TrainingWindow) -> torch.Tensor:
+        """(n_mels, 3000) log-mel features of the window's audio."""
+        return log_mel(self.processor, [window.audio(self.dataset_dir)])[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
+        window = self.windows[index]
         return {
-            "input_features": self.features(row),
-            "labels": label_ids(self.processor, row["text_norm"], self.language, self.task, self.max_label_tokens),
+            "input_features": self.features(window),
+            "labels": window_label_ids(self.processor, window, self.language, self.task, self.max_label_tokens,
+                                       self.timestamps),
         }
 
 
 @dataclass(frozen=True)
 class SpeechCollator:
-    """Stacks features to (batch, 80, 3000) and pads labels with -100 to (batch, max_len)."""
+    """Stacks features to (batch, n_mels, 3000) and pads labels with -100 to (batch, max_len)."""
 
     pad_label: int = -100
 

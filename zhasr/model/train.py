@@ -10,8 +10,8 @@ FSDP, DeepSpeed).
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import shutil
 import statistics
 import time
@@ -39,7 +39,8 @@ from zhasr.model import encoder_cache
 from zhasr.model.adapters import check_method_available, lora_config, quantization_config
 from zhasr.model.decode import DecodeOptions, transcribe
 from zhasr.model.recipe import StepPlan, plan_steps
-from zhasr.model.speech_data import SpeechCollator, SpeechDataset
+from zhasr.model.speech_data import SpeechCollator, SpeechDataset, text_tokens
+from zhasr.model.training_windows import TrainingWindow, pack_rows, single_windows
 
 PLAN_FILE = "plan.json"  # in the output folder: the round's steps and clips, kept for a resumed run
 
@@ -54,11 +55,13 @@ class TrainResult:
     best_step: int | None = None  # step whose adapter was kept (None: no dev evaluation, the last step)
     best_dev_cer: float | None = None
     plan: StepPlan | None = None  # the steps planned, and what limited them
+    windows: int = 0  # encoder windows the clips were trained in (packed: several clips a window)
     cached_encoder_layers: int = 0  # encoder layers computed once instead of every step
     precision: str = "fp32"  # what the steps computed in: fp32, or bf16 / fp16 autocast
     cache_seconds: float = 0.0  # wall time spent filling the encoder cache
     seconds: float = 0.0  # wall time of trainer.train()
-    samples_per_second: float = 0.0
+    samples_per_second: float = 0.0  # windows a second (clips a second when unpacked)
+    clips_per_second: float = 0.0
     trainable_params: int = 0
     total_params: int = 0
 
@@ -101,11 +104,11 @@ class DevCerTrainer(Trainer):
     """
 
     def __init__(self, *args, processor: WhisperProcessor, dev_clips: list, dev_texts: list[str],
-                 decode_options: DecodeOptions, encoder: torch.nn.Module | None, samples_per_step: int,
+                 decode_options: DecodeOptions, dev_inputs: encoder_cache.CachedStates | None, samples_per_step: int,
                  kl_to_start: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.processor, self.dev_clips, self.dev_texts = processor, dev_clips, dev_texts
-        self.decode_options, self.full_encoder, self.samples_per_step = decode_options, encoder, samples_per_step
+        self.decode_options, self.dev_inputs, self.samples_per_step = decode_options, dev_inputs, samples_per_step
         self.kl_to_start = kl_to_start
         self._last_log: tuple[float, int] | None = None
 
@@ -125,12 +128,11 @@ class DevCerTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         model = self.accelerator.unwrap_model(self.model)
-        whisper = model.get_base_model()
         started = time.perf_counter()
         model.eval()
-        swap = encoder_cache.full_encoder(whisper, self.full_encoder) if self.full_encoder is not None else contextlib.nullcontext()
-        with swap, self.accelerator.autocast():  # decoded in the precision the steps compute in
-            transcripts = transcribe(model, self.processor, self.dev_clips, self.decode_options)
+        with self.accelerator.autocast():  # decoded in the precision the steps compute in
+            transcripts = transcribe(model, self.processor, self.dev_clips, self.decode_options,
+                                     encoder_inputs=self.dev_inputs)
         model.train()
         result = character_error_rate(self.dev_texts, [t.text for t in transcripts])
         metrics = {f"{metric_key_prefix}_cer": result.cer,
@@ -168,8 +170,10 @@ class Prepared:
 
     model: torch.nn.Module  # PeftModel; on the cached path its encoder is an UpperEncoder
     processor: WhisperProcessor
-    dataset: torch.utils.data.Dataset  # items {"input_features", "labels"}
-    full_encoder: torch.nn.Module | None  # the whole encoder (cached path), put back to decode dev clips
+    dataset: torch.utils.data.Dataset  # items {"input_features", "labels"}, one a training window
+    windows: list[TrainingWindow]
+    # cached path: the dev clips' lower-encoder states, decoded through the model's upper encoder
+    dev_inputs: encoder_cache.CachedStates | None
     cached_layers: int
     precision: str  # fp32 | bf16 | fp16
     cache_seconds: float
@@ -181,9 +185,11 @@ def _autocast(precision: str, device: str):
 
 
 def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path, output_dir: Path,
-            params: TrainParams, language: str, task: str, progress=None) -> Prepared:
-    """Load the start model, fill the lower-encoder cache (``progress(done, total)``) when some layers
-    are cached, and wrap the model with the adapter of ``params``."""
+            params: TrainParams, language: str, task: str, progress=None,
+            dev_rows: list[dict[str, Any]] = ()) -> Prepared:
+    """Load the start model, pack the training windows, fill the lower-encoder cache for them and the
+    ``dev_rows`` (``progress(done, total)``) when some layers are cached, and wrap the model with the
+    adapter of ``params``."""
     on_gpu = torch.cuda.is_available()
     device = "cuda" if on_gpu else "cpu"
     precision = resolve_precision(params.precision, on_gpu)
@@ -196,6 +202,8 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     n_encoder = model.config.encoder_layers
     cached = encoder_cache.cached_layer_count(params.cached_encoder_layers, n_encoder, on_gpu)
+    windows = (pack_rows(rows, params.pack_window_s, params.pack_gap_s, text_tokens(processor), params.seed)
+               if params.pack_window_s > 0 else single_windows(rows))
     started = time.perf_counter()
     if cached:
         from accelerate import PartialState
@@ -203,19 +211,22 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
         cache_dir = output_dir / "encoder_cache" / encoder_cache.cache_key(base_model_dir, cached, precision)
         encoder = model.model.encoder.to(device)
         with PartialState().main_process_first(), _autocast(precision, device):  # rank 0 fills, the others read
-            encoder_cache.fill_cache(encoder, processor, rows, dataset_dir, cache_dir, cached, progress=progress)
-        dataset = encoder_cache.CachedSpeechDataset(rows, cache_dir, processor, language, task,
-                                                    params.max_label_tokens)
+            encoder_cache.fill_cache(encoder, processor, windows + single_windows(dev_rows), dataset_dir, cache_dir,
+                                     cached, progress=progress)
+        dataset = encoder_cache.CachedSpeechDataset(windows, cache_dir, processor, language, task,
+                                                    params.max_label_tokens, params.pack_timestamps)
     else:
-        dataset = SpeechDataset(rows, dataset_dir, processor, language, task, params.max_label_tokens)
+        dataset = SpeechDataset(windows, dataset_dir, processor, language, task, params.max_label_tokens,
+                                params.pack_timestamps)
     cache_seconds = time.perf_counter() - started
     model = get_peft_model(model, lora_config(params.method, params.targets, params.rank, params.alpha,
                                               params.dropout, n_encoder, first_encoder_layer=cached))
-    full_encoder = None
+    dev_inputs = None
     if cached:
-        full_encoder = model.get_base_model().model.encoder
-        model.get_base_model().model.encoder = encoder_cache.UpperEncoder(full_encoder, cached)
-    return Prepared(model, processor, dataset, full_encoder, cached, precision, cache_seconds)
+        whisper = model.get_base_model()
+        whisper.model.encoder = encoder_cache.UpperEncoder(whisper.model.encoder, cached)
+        dev_inputs = encoder_cache.CachedStates(cache_dir, single_windows(dev_rows))
+    return Prepared(model, processor, dataset, windows, dev_inputs, cached, precision, cache_seconds)
 
 
 def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int = 1) -> float:
@@ -240,9 +251,22 @@ def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int =
     return statistics.median(times[1:]) * params.grad_accum
 
 
+def loader_workers(setting: int, on_gpu: bool) -> int:
+    """``train.loader_workers`` resolved: -1 (auto) is none on a CPU (the steps use every core; cached states
+    are read, not computed) and up to 8 on a GPU, one core kept for the main process."""
+    if setting >= 0:
+        return setting
+    return min(8, max(0, (os.cpu_count() or 1) - 1)) if on_gpu else 0
+
+
 def training_arguments(output_dir: Path, params: TrainParams, plan: StepPlan, precision: str,
-                       evaluate: bool) -> TrainingArguments:
+                       evaluate: bool, windows: int) -> TrainingArguments:
+    """The Trainer's arguments; ``windows``: training windows, so that dropping a last partial batch never
+    leaves an epoch empty."""
     on_gpu = torch.cuda.is_available()
+    from accelerate import PartialState
+
+    full_batches = windows >= params.batch_size * PartialState().num_processes
     return TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         max_steps=plan.steps,
@@ -267,7 +291,11 @@ def training_arguments(output_dir: Path, params: TrainParams, plan: StepPlan, pr
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not on_gpu,
-        dataloader_num_workers=0,
+        # on a GPU, loader processes compute the next batch's features while the GPU runs this one
+        dataloader_num_workers=loader_workers(params.loader_workers, on_gpu),
+        dataloader_pin_memory=on_gpu,
+        dataloader_drop_last=full_batches,  # every step a full batch: one shape, steps of equal weight
+        optim="adamw_torch_fused" if on_gpu else "adamw_torch",
         remove_unused_columns=False,
         label_names=["labels"],
         ddp_find_unused_parameters=False,
@@ -296,9 +324,10 @@ def decide_plan(prepared: Prepared, output_dir: Path, rows: list[dict[str, Any]]
     measured = [measure_step_seconds(prepared, params) if params.time_budget_s and state.is_main_process else None]
     if state.num_processes > 1:
         broadcast_object_list(measured)
-    plan = plan_steps(len(rows), params, state.num_processes, measured[0])
+    plan = plan_steps(len(prepared.windows), params, state.num_processes, measured[0])
     if state.is_main_process:
-        atomic_write_json(output_dir / PLAN_FILE, {**asdict(plan), "rows": [r["id"] for r in rows], **(note or {})})
+        atomic_write_json(output_dir / PLAN_FILE, {**asdict(plan), "rows": [r["id"] for r in rows],
+                                                   "windows": len(prepared.windows), **(note or {})})
     return plan
 
 
@@ -315,7 +344,7 @@ def build_trainer(prepared: Prepared, args: TrainingArguments, params: TrainPara
         data_collator=SpeechCollator(), callbacks=[history, *stopping, *callbacks],
         processor=prepared.processor, dev_clips=[load_16k(dataset_dir / r["audio"]) for r in dev_rows],
         dev_texts=[r["text_norm"] for r in dev_rows], decode_options=decode,
-        encoder=prepared.full_encoder, samples_per_step=params.batch_size * params.grad_accum * args.world_size,
+        dev_inputs=prepared.dev_inputs, samples_per_step=params.batch_size * params.grad_accum * args.world_size,
         kl_to_start=params.kl_to_start,
     )
     return trainer, history
@@ -374,16 +403,17 @@ def train_adapter(
     if not resume:  # a plan left by an earlier run is not this run's
         (output_dir / PLAN_FILE).unlink(missing_ok=True)
     torch.manual_seed(params.seed)
-    prepared = prepare(base_model_dir, rows, dataset_dir, output_dir, params, language, task, progress)
+    prepared = prepare(base_model_dir, rows, dataset_dir, output_dir, params, language, task, progress, dev_rows)
     trainable, total = prepared.model.get_nb_trainable_parameters()
     plan = decide_plan(prepared, output_dir, rows, params, resume, note)
     evaluate = bool(dev_rows)
-    args = training_arguments(output_dir, params, plan, prepared.precision, evaluate)
+    args = training_arguments(output_dir, params, plan, prepared.precision, evaluate, len(prepared.windows))
     trainer, history = build_trainer(prepared, args, params, Path(dataset_dir), dev_rows,
                                      decode or DecodeOptions(language=language, task=task), callbacks or [])
     result, seconds = run_trainer(trainer, output_dir, resume)
     adapter_dir = save_adapter(trainer, prepared, output_dir)
     state = trainer.state
+    samples_per_second = float(result.metrics.get("train_samples_per_second", 0.0))
     # The zero-shot evaluation at step 0 is not a candidate: best is among the saved checkpoints.
     best_step = state.best_global_step if evaluate and state.best_model_checkpoint else None
     return TrainResult(
@@ -391,6 +421,7 @@ def train_adapter(
         loss_history=history.loss, dev_cer_history=history.dev_cer, best_step=best_step,
         best_dev_cer=state.best_metric if best_step else None, plan=plan, cached_encoder_layers=prepared.cached_layers,
         precision=prepared.precision, cache_seconds=prepared.cache_seconds, seconds=seconds,
-        samples_per_second=float(result.metrics.get("train_samples_per_second", 0.0)),
+        samples_per_second=samples_per_second, windows=len(prepared.windows),
+        clips_per_second=samples_per_second * len(rows) / len(prepared.windows),
         trainable_params=trainable, total_params=total,
     )
