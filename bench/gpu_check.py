@@ -1,8 +1,9 @@
-"""Every GPU path in one run, one table: the engine's full windows in the transformers runtime, bf16 LoRA,
-QLoRA and the Hugging Face recipe on whisper-base and a whisper-small-sized model, GPTQ quantization and
-transcription, the engine's ct2 runtime.
+"""Every GPU path in one run, one table: the engine's full windows in the transformers runtime, bf16 LoRA
+(one window a clip and packed), QLoRA and the Hugging Face recipe on a whisper-small-sized model at batch 64,
+GPTQ quantization and transcription, the engine's ct2 runtime.
 
     bench/gpu_check.sh                 # on a machine with CUDA; skips elsewhere
+    bench/gpu_check.sh --tokenizer DIR  # random models' tokenizer from DIR, not the whisper-base wheels
     bench/gpu_check.sh --only windows --tokenizer DIR   # where only torch and the project's packages are
 
 Training rows run ``bench/train.py``'s workers (each configuration in its own process, so peak GPU
@@ -27,18 +28,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train as train_bench  # noqa: E402  (bench/train.py)
 
 
-def training_rows(root: Path, data: Path, size: str, steps: int, batch: int) -> list[list[str]]:
-    model_dir = train_bench.gpu_model(root, size)
-    common = ["--steps", str(steps), "--batch-size", str(batch), "--rank", "16", "--targets", "attention",
-              "--budget-s", "0", "--model", str(model_dir), "--cached-layers", "0", "--data", str(data)]
+def training_rows(root: Path, data: Path, shape: str, steps: int, batch: int,
+                  tokenizer_dir: Path | None) -> list[list[str]]:
+    """``bench/train.py``'s GPU rows on a random model of ``shape``: LoRA one window a clip and packed (a
+    quarter of the batch in windows), QLoRA, and the Hugging Face recipe, every cycle timed with its loading."""
+    model_dir = train_bench.bench_model(root, shape, tokenizer_dir)
+    common = ["--steps", str(steps), "--epochs", "0", "--batch-size", str(batch),
+              "--packed-batch-size", str(max(1, batch // 4)), "--pack-window-s", "24", "--rank", "16",
+              "--targets", "attention", "--cached-layers", "0", "--model", str(model_dir), "--data", str(data)]
+    peak = next((v for k, v in train_bench.PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
     rows = []
-    for variant in ("lora", "qlora", "hf-seq2seq"):
+    for variant in ("lora", "lora-packed", "qlora", "hf-seq2seq"):
         try:
             f = train_bench.run_worker([*common, "--variant", variant])
-            rows.append([f"train {variant}", f"whisper-{size}", f"{f['samples_per_s']:.1f} samples/s",
-                         f"{f['peak_gpu_gb']:.1f} GB", f"{f['steps']} steps of batch {batch}"])
+            mfu = f"MFU {100 * f['model_tflops_per_s'] / peak:.0f}%" if peak else f"{f['model_tflops_per_s']:.1f} TFLOP/s"
+            util = f"GPU util {f['gpu_util']:.0f}%" if f.get("gpu_util") is not None else "GPU util -"
+            rows.append([f"train {variant}", f"random whisper-{shape}",
+                         f"{f['samples_per_s']:.1f} samples/s, {f['clips_per_s']:.1f} clips/s",
+                         f"{f['peak_gpu_gb']:.1f} GB", f"{mfu}, {util}, {f['steps']} steps of batch {f['batch']}"])
         except SystemExit as exc:
-            rows.append([f"train {variant}", f"whisper-{size}", "failed", "", str(exc)[:80]])
+            rows.append([f"train {variant}", f"random whisper-{shape}", "failed", "", str(exc)[:80]])
     return rows
 
 
@@ -88,10 +97,10 @@ def windows_rows(root: Path, tokenizer_dir: Path | None) -> list[list[str]]:
 
     from zhasr.config import TranscribeParams
     from zhasr.model.decode import DecodeOptions
-    from zhasr.model.tiny import TinyWhisperOptions, build_tiny_whisper
+    from zhasr.model.tiny import WHISPER_SHAPES, build_tiny_whisper
     from zhasr.transcribe.hf_runtime import TransformersRuntime
 
-    shape = TinyWhisperOptions(d_model=512, layers=6, heads=8, ffn_dim=2048)  # whisper-base's
+    shape = WHISPER_SHAPES["base"]
     model_dir = build_tiny_whisper(root / "models" / "random-base", tokenizer_dir=tokenizer_dir, options=shape)
     runtime = TransformersRuntime.open(model_dir, DecodeOptions(), device="cuda")
     rng = np.random.default_rng(0)
@@ -120,12 +129,14 @@ def windows_rows(root: Path, tokenizer_dir: Path | None) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--only", choices=("windows",), help="only the engine's window decoding (no dataset, "
                                                             "no whisper-base: a random model of its shape)")
-    parser.add_argument("--tokenizer", type=Path, help="a CTranslate2 Whisper folder with tokenizer.json and "
-                                                         "config.json (default: the packaged whisper-base's)")
+    shipped = Path(__file__).resolve().parent / "tokenizer"  # make gpu-tokenizer
+    parser.add_argument("--tokenizer", type=Path, default=shipped if shipped.is_dir() else None,
+                        help="a CTranslate2 Whisper folder with tokenizer.json and config.json (default: "
+                             "bench/tokenizer/ from make gpu-tokenizer, else the packaged whisper-base's)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device, nothing to check")
@@ -139,8 +150,7 @@ def main() -> None:
         table = windows_rows(Path(tmp), args.tokenizer)
         if args.only is None:
             train_bench.make_dataset(Path(tmp), args.clips, Path("/nonexistent"))
-            for size in ("base", "small"):
-                table += training_rows(root, Path(tmp), size, args.steps, args.batch_size)
+            table += training_rows(root, Path(tmp), "small", args.steps, args.batch_size, args.tokenizer)
             table += transcription_rows(root, Path(tmp))
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.perf_counter() - started:.0f} s in all\n")
     print("| check | model | speed | peak GPU memory | notes |")
