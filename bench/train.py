@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--pack-window-s", type=float, default=24.0)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--targets", default="attention", help="adapter preset (zhasr.model.adapters.TARGET_PRESETS)")
-    parser.add_argument("--cached-layers", type=int, default=4, help="encoder layers the cached path freezes")
+    parser.add_argument("--cached-layers", type=int, default=3, help="encoder layers the cached path freezes")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing in zhasr's rows")
     parser.add_argument("--clips", type=int, default=120, help="synthetic clips to make (train is ~70%%)")
     parser.add_argument("--gpu", action="store_true", help="LoRA and QLoRA, packed or not, and the HF recipe on CUDA")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ def label_ids(processor: WhisperProcessor, text: str, language: str, task: str, 
     return ids
 
 
-def text_tokens(processor: WhisperProcessor) -> callable:
+def text_tokens(processor: WhisperProcessor) -> Callable[[str], int]:
     """``count(text)``: the tokens a text takes in the labels, without special tokens."""
     return lambda text: len(processor.tokenizer.encode(text, add_special_tokens=False))
 

@@ -3,12 +3,13 @@
 Whisper's encoder reads 30 s whatever it is given, so a 4-s clip alone in a window is ~85% padding.
 Packed (``train.pack_window_s`` > 0), clips of one channel follow each other in a window, ``pack_gap_s``
 of silence between them, while the audio stays within ``pack_window_s`` and the labels within the
-decoder's 448 positions. The labels are Whisper's pretraining layout with timestamp tokens:
+decoder's 448 positions. A packed window's labels (``zhasr.model.speech_data.window_label_ids``) are its
+clips' texts one after the other, or with ``train.pack_timestamps`` Whisper's pretraining layout:
 ``<|zh|><|transcribe|><|0.00|> text <|4.20|><|4.70|> text <|9.10|> ... <|endoftext|>``. Unpacked, each clip
-is a window of its own with ``<|notimestamps|>`` labels, as before.
+is a window of its own with ``<|notimestamps|>`` labels.
 
-Which clips share a window is fixed by the seed (a hash of the round's clips), so a window's cached
-lower-encoder states stay valid across epochs and a resumed run packs the same windows.
+Which clips share a window is drawn once with the seed, so a window's cached lower-encoder states stay
+valid across epochs and a resumed run packs the same windows.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class TrainingWindow:
 
     rows: tuple[dict[str, Any], ...]  # manifest rows (``audio``, ``duration_s``, ``text_norm``)
     starts_s: tuple[float, ...]  # multiples of TIMESTAMP_STEP_S; (0.0,) for a clip alone
-    packed: bool  # labels with timestamp tokens: every window of a packed round, even one with a single clip
+    packed: bool  # a packed round's window (even one holding a single clip): labelled in the packed layout
 
     @property
     def key(self) -> str:
