@@ -25,7 +25,7 @@ def test_torchrun_two_cpu_processes_share_the_data(project, tiny_model_dir):
     write_batch(project / "data/incoming", "b1", rows)
     env = {**os.environ, "ZHASR_ROOT": str(project), "OMP_NUM_THREADS": "1"}
     overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.max_steps=4", "--set", "train.batch_size=2",
-                 "--set", "train.evaluations=1"]
+                 "--set", "train.evaluations=1", "--set", "train.pack_window_s=0"]
     for stage in ("ingest", "validate"):
         assert _zhasr(stage, *overrides, env=env).returncode == 0
 
@@ -39,6 +39,24 @@ def test_torchrun_two_cpu_processes_share_the_data(project, tiny_model_dir):
     # (a single process would have done 1).
     state = json.loads((project / "runs/train/checkpoints" / f"{PREFIX_CHECKPOINT_DIR}-4" / "trainer_state.json").read_text())
     assert state["epoch"] == pytest.approx(2.0)
+
+
+def test_torchrun_trains_packed_windows_fewer_than_a_batch_a_process(project, tiny_model_dir):
+    rows = []
+    for i in range(6):  # 1.0-1.5 s clips in at most 6 packed windows: fewer than 2 processes x 4 windows
+        write_tone(project / "data/incoming/b1" / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
+        rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问", "speaker": f"s{i}"})
+    write_batch(project / "data/incoming", "b1", rows)
+    env = {**os.environ, "ZHASR_ROOT": str(project), "OMP_NUM_THREADS": "1"}
+    overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.max_steps=2", "--set", "train.batch_size=4",
+                 "--set", "train.evaluations=1", "--set", "train.pack_window_s=4"]
+    for stage in ("ingest", "validate"):
+        assert _zhasr(stage, *overrides, env=env).returncode == 0
+    done = _zhasr("train", *overrides, env=env,
+                  launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["windows"] < 8 and summary["steps"] == summary["planned_steps"] == 2
 
 
 @pytest.mark.parametrize("name", ["ddp", "ddp-cpu", "fsdp", "deepspeed-zero3"])

@@ -48,7 +48,7 @@ def test_collator_pads_labels_with_ignore_index():
 def test_train_lowers_loss_then_merge_matches_adapter(tiny_model_dir, tone_dataset, tmp_path):
     dataset, rows = tone_dataset
     options = TrainParams(epochs=12, time_budget_s=0, evaluations=2, batch_size=4, learning_rate=5e-3,
-                          warmup_ratio=0.0, targets="all-linear", cached_encoder_layers=0)
+                          warmup_ratio=0.0, targets="all-linear", cached_encoder_layers=0, pack_window_s=0)
     result = train_adapter(tiny_model_dir, rows, dataset, tmp_path / "run", options)
     assert result.steps == 12
     first, last = result.loss_history[0][1], result.loss_history[-1][1]

@@ -261,16 +261,17 @@ def loader_workers(setting: int, on_gpu: bool) -> int:
 
 def training_arguments(output_dir: Path, params: TrainParams, plan: StepPlan, precision: str,
                        evaluate: bool, windows: int) -> TrainingArguments:
-    """The Trainer's arguments; ``windows``: training windows, so that dropping a last partial batch never
-    leaves an epoch empty."""
+    """The Trainer's arguments. ``windows``: training windows; a round with fewer than two batches a process
+    trains in smaller batches (under DDP, the Trainer gave a process with one batch an epoch no sample at all:
+    0 steps, measured with 2 processes on gloo)."""
     on_gpu = torch.cuda.is_available()
     from accelerate import PartialState
 
-    full_batches = windows >= params.batch_size * PartialState().num_processes
+    batch_size = min(params.batch_size, max(1, windows // (2 * PartialState().num_processes)))
     return TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         max_steps=plan.steps,
-        per_device_train_batch_size=params.batch_size,
+        per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=params.grad_accum,
         activation_checkpointing=params.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
@@ -294,7 +295,7 @@ def training_arguments(output_dir: Path, params: TrainParams, plan: StepPlan, pr
         # on a GPU, loader processes compute the next batch's features while the GPU runs this one
         dataloader_num_workers=loader_workers(params.loader_workers, on_gpu),
         dataloader_pin_memory=on_gpu,
-        dataloader_drop_last=full_batches,  # every step a full batch: one shape, steps of equal weight
+        dataloader_drop_last=True,  # every step a full batch: one shape, steps of equal weight
         optim="adamw_torch_fused" if on_gpu else "adamw_torch",
         remove_unused_columns=False,
         label_names=["labels"],
