@@ -17,22 +17,29 @@ def _zhasr(*args: str, env: dict, launcher: tuple[str, ...] = ()) -> subprocess.
                           capture_output=True, text=True, timeout=600)
 
 
-def test_torchrun_two_cpu_processes_share_the_data(project, tiny_model_dir):
+TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+
+
+def _train_on_two_processes(project: Path, clips: int, *overrides: str) -> dict:
+    """``clips`` tones of 1.0, 1.1 ... s ingested and validated, then the train stage under torchrun with 2
+    processes; returns rank 0's summary."""
     rows = []
-    for i in range(8):
+    for i in range(clips):
         write_tone(project / "data/incoming/b1" / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
         rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问", "speaker": f"s{i}"})
     write_batch(project / "data/incoming", "b1", rows)
     env = {**os.environ, "ZHASR_ROOT": str(project), "OMP_NUM_THREADS": "1"}
-    overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.max_steps=4", "--set", "train.batch_size=2",
-                 "--set", "train.evaluations=1", "--set", "train.pack_window_s=0"]
+    settings = ["--set", "ingest.test_fraction=0.0", "--set", "train.evaluations=1", *overrides]
     for stage in ("ingest", "validate"):
-        assert _zhasr(stage, *overrides, env=env).returncode == 0
-
-    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
-    done = _zhasr("train", *overrides, env=env, launcher=torchrun)
+        assert _zhasr(stage, *settings, env=env).returncode == 0
+    done = _zhasr("train", *settings, env=env, launcher=TORCHRUN)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)  # printed by rank 0 only
+    return json.loads(done.stdout)  # printed by rank 0 only
+
+
+def test_torchrun_two_cpu_processes_share_the_data(project, tiny_model_dir):
+    summary = _train_on_two_processes(project, 8, "--set", "train.max_steps=4", "--set", "train.batch_size=2",
+                                      "--set", "train.pack_window_s=0")
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert (Path(summary["adapter_dir"]) / "adapter_model.safetensors").is_file()
     # 8 clips, 2 per process per step, 2 processes: an epoch is 2 steps, so 4 steps are 2 epochs
@@ -42,20 +49,9 @@ def test_torchrun_two_cpu_processes_share_the_data(project, tiny_model_dir):
 
 
 def test_torchrun_trains_packed_windows_fewer_than_a_batch_a_process(project, tiny_model_dir):
-    rows = []
-    for i in range(6):  # 1.0-1.5 s clips in at most 6 packed windows: fewer than 2 processes x 4 windows
-        write_tone(project / "data/incoming/b1" / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
-        rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问", "speaker": f"s{i}"})
-    write_batch(project / "data/incoming", "b1", rows)
-    env = {**os.environ, "ZHASR_ROOT": str(project), "OMP_NUM_THREADS": "1"}
-    overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.max_steps=2", "--set", "train.batch_size=4",
-                 "--set", "train.evaluations=1", "--set", "train.pack_window_s=4"]
-    for stage in ("ingest", "validate"):
-        assert _zhasr(stage, *overrides, env=env).returncode == 0
-    done = _zhasr("train", *overrides, env=env,
-                  launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)
+    # 6 clips of 1.0-1.5 s in at most 6 packed windows: fewer than 2 processes x 4 windows
+    summary = _train_on_two_processes(project, 6, "--set", "train.max_steps=2", "--set", "train.batch_size=4",
+                                      "--set", "train.pack_window_s=4")
     assert summary["windows"] < 8 and summary["steps"] == summary["planned_steps"] == 2
 
 
