@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-slow test-infra bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui serve serve-mlflow monitor repro clean-state
+.PHONY: install demo test test-slow test-infra bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui labelstudio serve serve-mlflow monitor repro clean-state
 
 install: $(STAMP) $(SYS_STAMP)
 
@@ -96,6 +96,28 @@ serve-mlflow: install
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow/mlflow.db)} \
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/mlflow models serve -m models:/zhasr-whisper@champion \
 	  --env-manager local --host 127.0.0.1 --port 5001 --workers 1
+
+# Label Studio 1.23 in its own virtual environment (its pins are not the project's) on 127.0.0.1:$(LS_PORT),
+# sqlite under .labelstudio/. The first start creates the user zhasr@localhost with a password and an API
+# token made here (.labelstudio/password, .labelstudio/token); label-studio-sdk reads the token.
+LS_VENV := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.zhasr-installed
+LS_HOME := .labelstudio
+LS_PORT ?= 8089
+
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q label-studio==1.23.2
+	@touch $@
+
+labelstudio: $(LS_STAMP)
+	@mkdir -p $(LS_HOME) && chmod 700 $(LS_HOME)
+	@test -s $(LS_HOME)/token || $(PYTHON) -c "import secrets; print(secrets.token_hex(20))" > $(LS_HOME)/token
+	@test -s $(LS_HOME)/password || $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(16))" > $(LS_HOME)/password
+	$(LS_VENV)/bin/label-studio start --no-browser --internal-host 127.0.0.1 --port $(LS_PORT) \
+	  --data-dir $(abspath $(LS_HOME)) --username zhasr@localhost --password "$$(cat $(LS_HOME)/password)" \
+	  --user-token "$$(cat $(LS_HOME)/token)" --enable-legacy-api-token
 
 # The demo's flow runs live in .prefect/ (the temporary server's database): this serves them.
 prefect-ui: install
