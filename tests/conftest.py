@@ -104,6 +104,18 @@ def generated_call(tmp_path_factory) -> tuple[Path, list]:
     return write_call(root, alternating, 8000)
 
 
+def write_tone_batch(incoming: Path, name: str, clips: int, text=lambda i: "您好请问") -> Path:
+    """A batch folder ``incoming/name`` of ``clips`` tones (clip i: 1.0 + 0.1 i s at 200 + 30 i Hz, speaker
+    s<i>, ``text(i)``) with its manifest."""
+    from test_ingest import write_batch
+
+    rows = []
+    for i in range(clips):
+        write_tone(incoming / name / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
+        rows.append({"id": str(i), "audio": f"{i}.wav", "text": text(i), "speaker": f"s{i}"})
+    return write_batch(incoming, name, rows)
+
+
 def write_tone(path: Path, seconds: float, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> Path:
     """A harmonic tone with a little noise: decodes like speech-length audio."""
     t = np.arange(int(seconds * rate)) / rate

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_tone
-from test_ingest import write_batch
+from conftest import REPO, write_tone_batch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 
@@ -23,11 +22,7 @@ TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "
 def _train_on_two_processes(project: Path, clips: int, *overrides: str) -> dict:
     """``clips`` tones of 1.0, 1.1 ... s ingested and validated, then the train stage under torchrun with 2
     processes; returns rank 0's summary."""
-    rows = []
-    for i in range(clips):
-        write_tone(project / "data/incoming/b1" / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
-        rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问", "speaker": f"s{i}"})
-    write_batch(project / "data/incoming", "b1", rows)
+    write_tone_batch(project / "data/incoming", "b1", clips)
     env = {**os.environ, "ZHASR_ROOT": str(project), "OMP_NUM_THREADS": "1"}
     settings = ["--set", "ingest.test_fraction=0.0", "--set", "train.evaluations=1", *overrides]
     for stage in ("ingest", "validate"):
@@ -44,7 +39,8 @@ def test_torchrun_two_cpu_processes_share_the_data(project, tiny_model_dir):
     assert (Path(summary["adapter_dir"]) / "adapter_model.safetensors").is_file()
     # 8 clips, 2 per process per step, 2 processes: an epoch is 2 steps, so 4 steps are 2 epochs
     # (a single process would have done 1).
-    state = json.loads((project / "runs/train/checkpoints" / f"{PREFIX_CHECKPOINT_DIR}-4" / "trainer_state.json").read_text())
+    checkpoint = project / "runs/train/checkpoints" / f"{PREFIX_CHECKPOINT_DIR}-4"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert state["epoch"] == pytest.approx(2.0)
 
 

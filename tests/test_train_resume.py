@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import write_tone
+from conftest import write_tone, write_tone_batch
 from test_ingest import write_batch
 
 from zhasr.data.manifest import read_jsonl
@@ -21,12 +21,7 @@ def _zhasr(*args: str, env: dict) -> subprocess.Popen:
 
 
 def test_kill_9_then_resume_reaches_max_steps(project, tiny_model_dir):
-    batch = project / "data" / "incoming" / "b1"
-    rows = []
-    for i in range(4):
-        write_tone(batch / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
-        rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问", "speaker": f"s{i}"})
-    write_batch(project / "data" / "incoming", "b1", rows)
+    write_tone_batch(project / "data" / "incoming", "b1", 4)
     env = {**os.environ, "ZHASR_ROOT": str(project)}
     overrides = ["--set", "ingest.test_fraction=0.0", "--set", "train.epochs=4", "--set", "train.max_steps=8",
                  "--set", "train.evaluations=4", "--set", "train.pack_window_s=0"]

@@ -3,8 +3,7 @@ training on them through the lower-encoder cache."""
 
 import numpy as np
 import pytest
-from conftest import write_tone
-from test_ingest import write_batch
+from conftest import write_tone_batch
 
 from zhasr.config import IngestParams, TrainParams
 from zhasr.data.audio import load_16k
@@ -62,11 +61,7 @@ def test_packed_labels_are_whisper_timestamped_layout(tiny_model_dir):
 @pytest.fixture()
 def tone_clips(tmp_path):
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
-    rows = []
-    for i in range(8):
-        write_tone(incoming / "b" / f"{i}.wav", 1.0 + 0.1 * i, freq=200 + 30 * i)
-        rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问" * (1 + i % 3), "speaker": f"s{i}"})
-    write_batch(incoming, "b", rows)
+    write_tone_batch(incoming, "b", 8, text=lambda i: "您好请问" * (1 + i % 3))
     return dataset, ingest_batches(incoming, dataset, IngestParams(test_fraction=0.0, dev_fraction=0.0))
 
 

@@ -447,7 +447,8 @@ def _check_train(train: TrainParams) -> None:
         if getattr(train, key) <= 0:
             raise ConfigError(f"train.{key}: must be above 0, got {getattr(train, key)}")
     if not 0 <= train.pack_window_s <= 30:
-        raise ConfigError(f"train.pack_window_s: expected 0 (off) or seconds up to Whisper's 30-s window, got {train.pack_window_s}")
+        raise ConfigError(f"train.pack_window_s: expected 0 (off) or seconds up to Whisper's 30-s window, "
+                          f"got {train.pack_window_s}")
     if train.loader_workers < -1:
         raise ConfigError(f"train.loader_workers: expected -1 (auto) or a process count, got {train.loader_workers}")
     for key in ("max_steps", "time_budget_s", "replay_ratio", "pack_gap_s"):

@@ -214,7 +214,8 @@ def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions
         second = {}
         if suspect and options.settings.retry_no_repeat_ngram > 0:
             again = _generate(model, processor, [batch[i] for i in suspect], options, prompt, timestamps,
-                              [inputs[i] for i in suspect] if inputs else None, no_repeat_ngram_size=options.settings.retry_no_repeat_ngram)
+                              [inputs[i] for i in suspect] if inputs else None,
+                              no_repeat_ngram_size=options.settings.retry_no_repeat_ngram)
             second = dict(zip(suspect, again))
         for i, kept in enumerate(first):
             kept = second.get(i, kept)
