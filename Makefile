@@ -99,11 +99,14 @@ serve-mlflow: install
 
 # Label Studio 1.23 in its own virtual environment (its pins are not the project's) on 127.0.0.1:$(LS_PORT),
 # sqlite under .labelstudio/. The first start creates the user zhasr@localhost with a password and an API
-# token made here (.labelstudio/password, .labelstudio/token); label-studio-sdk reads the token.
+# token made here (.labelstudio/password, .labelstudio/token); `zhasr label` reads the token.
 LS_VENV := .venv-labelstudio
 LS_STAMP := $(LS_VENV)/.zhasr-installed
 LS_HOME := .labelstudio
 LS_PORT ?= 8089
+# `zhasr label push` keeps each call's audio here (paths.labelling); Label Studio serves it to signed-in users
+# of the project as local files, so no task carries a URL with a secret.
+LS_MEDIA := data/labelling
 
 $(LS_STAMP):
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
@@ -112,9 +115,10 @@ $(LS_STAMP):
 	@touch $@
 
 labelstudio: $(LS_STAMP)
-	@mkdir -p $(LS_HOME) && chmod 700 $(LS_HOME)
+	@mkdir -p $(LS_HOME) $(LS_MEDIA) && chmod 700 $(LS_HOME)
 	@test -s $(LS_HOME)/token || $(PYTHON) -c "import secrets; print(secrets.token_hex(20))" > $(LS_HOME)/token
 	@test -s $(LS_HOME)/password || $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(16))" > $(LS_HOME)/password
+	LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(abspath $(LS_MEDIA)) \
 	$(LS_VENV)/bin/label-studio start --no-browser --internal-host 127.0.0.1 --port $(LS_PORT) \
 	  --data-dir $(abspath $(LS_HOME)) --username zhasr@localhost --password "$$(cat $(LS_HOME)/password)" \
 	  --user-token "$$(cat $(LS_HOME)/token)" --enable-legacy-api-token

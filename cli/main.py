@@ -19,6 +19,7 @@ from mlflow_services.errors import PromotionError
 from zhasr.config import ConfigError
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
+from zhasr.labelling.studio import StudioError
 from zhasr.model.adapters import AdapterUnavailableError, check_method_available
 from zhasr.serve.keys import KeyFileError
 
@@ -146,6 +147,18 @@ def cmd_transcribe(args: argparse.Namespace) -> Any:
                           fmt=args.format, out_dir=Path(args.out) if args.out else None, runtime=args.runtime)
 
 
+def cmd_label(args: argparse.Namespace) -> Any:
+    from tasks import label
+
+    ctx = _context(args)
+    if args.action == "push":
+        if not args.calls:
+            raise LookupError("label push: name the calls (audio files or folders)")
+        return label.push(ctx, [Path(c) for c in args.calls], model=args.model, strategy=args.strategy,
+                          budget_min=args.budget_min)
+    return label.pull(ctx, batch=args.batch)
+
+
 def cmd_serve(args: argparse.Namespace) -> Any:
     from service.main import run
 
@@ -261,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--out", help="write <out>/<file stem>.<ext> per file and print a summary")
+    p = add("label", cmd_label, "Label Studio: push calls with the champion's segments as predictions (most "
+                                "uncertain first); pull people's corrections into a new batch")
+    p.add_argument("action", choices=("push", "pull"))
+    p.add_argument("calls", nargs="*", help="push: audio files or folders of calls")
+    p.add_argument("--model", help="push: models:/NAME@ALIAS, models:/NAME/VERSION or a folder (default: the champion)")
+    p.add_argument("--strategy", choices=("confidence", "disagreement", "random"), help="push: default label.strategy")
+    p.add_argument("--budget-min", type=float, help="push: minutes of audio to send (default label.budget_min; 0 = all)")
+    p.add_argument("--batch", help="pull: the new batch's name (default labelstudio-p<project>-<UTC time>)")
     add("serve", cmd_serve, "serve the champion behind an OpenAI-compatible API (settings: params serve)")
     p = add("serve-keys", cmd_serve_keys, "API keys of the service: add NAME (prints the key once), list, revoke NAME")
     p.add_argument("action", choices=("add", "list", "revoke"))
@@ -283,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2
-    except (AdapterUnavailableError, PromotionError, AudioError, LookupError, KeyFileError) as exc:
+    except (AdapterUnavailableError, PromotionError, AudioError, LookupError, KeyFileError, StudioError) as exc:
         print(f"zhasr: {exc}", file=sys.stderr)
         return 2
     # Under torchrun every process runs the command; the result is printed once.

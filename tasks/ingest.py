@@ -13,6 +13,7 @@ from mlflow_services import tracking
 from zhasr.context import StageContext
 from zhasr.data.ingest import ingest_batches
 from zhasr.data.manifest import atomic_write_json
+from zhasr.labelling.pull_batch import provenance
 from zhasr.progress import progress_bar
 
 
@@ -30,8 +31,23 @@ def run(ctx: StageContext) -> dict[str, Any]:
         }
         mlflow.log_metrics({"ingest_rows": summary["rows"], "ingest_decode_errors": summary["decode_errors"],
                             "ingest_hours": summary["hours"]})
+        log_label_lineage(ctx, summary["batches"])
         atomic_write_json(ctx.report("ingest"), summary)
     return summary
+
+
+def log_label_lineage(ctx: StageContext, batches: list[str]) -> None:
+    """Tag the run with the Label Studio projects and annotations its pulled batches came from."""
+    sources = {b: found for b in batches if (found := provenance(ctx.path("incoming") / b))}
+    if not sources:
+        return
+    projects = sorted({f"{s['project_title']} (id {s['project_id']}) {s['url']}/projects/{s['project_id']}"
+                       for s in sources.values()})
+    annotations = sorted({a for s in sources.values() for a in s["annotations"]})
+    mlflow.set_tags({"zhasr.labelstudio.projects": "; ".join(projects),
+                     # MLflow keeps 8,000 characters of a tag; the full list is in the artifact
+                     "zhasr.labelstudio.annotations": ",".join(map(str, annotations))[:7000]})
+    tracking.log_json(sources, "ingest/labelstudio.json")
 
 
 ingest_task = task(run, name="ingest", cache_policy=NO_CACHE)

@@ -36,6 +36,7 @@ class PathsParams:
     decode_cache: str = "cache/decode"  # per-clip decodings keyed by weights, audio, engine and options
     encoder_states: str = "cache/encoder-states"  # evaluation's shared lower encoder layers, per 30-s window
     augmented: str = "cache/augmented"  # training clips through a telephone channel (train.telephone_augment)
+    labelling: str = "data/labelling"  # calls sent to Label Studio (calls/<sha256>.wav, served to it) and the pull ledger
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,18 @@ class ServeParams:
 
 
 @dataclass(frozen=True)
+class LabelParams:
+    # ``zhasr label push|pull``: calls to Label Studio with the champion's segments, people's corrections back.
+    url: str = "http://127.0.0.1:8089"  # Label Studio (``make labelstudio``)
+    token_file: str = ".labelstudio/token"  # its API token, relative to the project root; LABEL_STUDIO_API_KEY wins
+    project: str = "zhasr calls"  # title of the labelling project, created by the first push
+    strategy: Literal["confidence", "disagreement", "random"] = "confidence"  # which calls people see first
+    budget_min: float = 0.0  # minutes of audio one push sends; 0 = every call given
+    min_region_s: float = 0.3  # a corrected region shorter than this is quarantined, not trained on
+    max_region_s: float = 30.0  # longer than Whisper's window: quarantined
+
+
+@dataclass(frozen=True)
 class Params:
     paths: PathsParams = field(default_factory=PathsParams)
     synth: SynthParams = field(default_factory=SynthParams)
@@ -357,6 +370,7 @@ class Params:
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
     serve: ServeParams = field(default_factory=ServeParams)
+    label: LabelParams = field(default_factory=LabelParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -583,6 +597,14 @@ def _check_serve(serve: ServeParams) -> None:
         raise ConfigError(f"serve.limits_storage: expected memory:// or redis://HOST:PORT, got {serve.limits_storage!r}")
 
 
+def _check_label(label: LabelParams) -> None:
+    if label.budget_min < 0:
+        raise ConfigError(f"label.budget_min: must be 0 (every call) or more minutes, got {label.budget_min}")
+    if not 0 <= label.min_region_s < label.max_region_s:
+        raise ConfigError(f"label.min_region_s, label.max_region_s: expected 0 <= min < max seconds, "
+                          f"got {label.min_region_s} and {label.max_region_s}")
+
+
 def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
     params = _build(Params, data or {}, "")
@@ -597,6 +619,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     _check_gate(params.gate)
     _check_schedule(params.schedule)
     _check_serve(params.serve)
+    _check_label(params.label)
     return params
 
 

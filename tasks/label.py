@@ -1,0 +1,135 @@
+"""Labelling with Label Studio: ``push`` sends calls with the champion's segments as predictions, the
+ones worth most first; ``pull`` turns people's corrections into the next batch under ``paths.incoming``.
+Both log an MLflow run (``label-push``, ``label-pull``) with a table of what they did."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from mlflow_services import registry, tracking
+from tasks.transcribe import open_transcriber
+from zhasr.context import StageContext
+from zhasr.data.audio import AudioError
+from zhasr.data.importers.common import AUDIO_SUFFIXES
+from zhasr.data.manifest import atomic_write_json
+from zhasr.labelling.calls import StoredCall, call_confidence, store_call, task
+from zhasr.labelling.export import read_export
+from zhasr.labelling.interface import label_config
+from zhasr.labelling.pull_batch import LabelSource, pulled, write_batch
+from zhasr.labelling.selection import Candidate, choose, disagreement
+from zhasr.labelling.studio import Studio, api_token
+from zhasr.progress import progress_bar
+
+
+def open_studio(ctx: StageContext) -> tuple[Studio, int]:
+    """The Label Studio of ``label.url`` and the id of the ``label.project`` project (created when missing),
+    allowed to serve the pushed calls' audio."""
+    p = ctx.params.label
+    studio = Studio(p.url, api_token(ctx.root / p.token_file))
+    project_id = studio.project(p.project, label_config(ctx.params.transcribe.channel_roles))
+    studio.serve_calls(project_id, ctx.path("labelling"))
+    return studio, project_id
+
+
+def call_files(paths: list[Path]) -> list[Path]:
+    """The audio files named, folders read recursively (by suffix), in a stable order."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return files
+
+
+def push(ctx: StageContext, paths: list[Path], model: str | None = None, strategy: str | None = None,
+         budget_min: float | None = None) -> dict[str, Any]:
+    """Transcribe the calls under ``paths`` with ``model`` (default: the champion; split channels where
+    stereo), choose the ones worth labelling first within the budget, and add them as tasks. A call the
+    project already has (same audio sha256) is not sent again; one that cannot be decoded is reported."""
+    p = ctx.params.label
+    strategy = strategy or p.strategy
+    budget_s = 60 * (p.budget_min if budget_min is None else budget_min)
+    studio, project_id = open_studio(ctx)
+    known = studio.pushed(project_id)
+    files = call_files(paths)
+    transcriber = open_transcriber(ctx, model)
+    challenger = None
+    if strategy == "disagreement":
+        spec = f"models:/{ctx.params.register.model_name}@{registry.CHALLENGER}"
+        challenger = open_transcriber(ctx, spec)
+    version = Path(transcriber.identity).name  # "zhasr-whisper v3", or the model folder's name
+    calls: dict[str, tuple[StoredCall, Any]] = {}
+    candidates, failed, repeated = [], [], []
+    with tracking.stage_run(ctx, "label-push"), progress_bar("label push: transcribing calls") as progress:
+        for done, path in enumerate(files, start=1):
+            try:
+                stored, audio = store_call(path, ctx.path("labelling"), ctx.params.transcribe.max_audio_s)
+            except AudioError as exc:
+                failed.append({"file": str(path), "reason": str(exc)})
+                continue
+            if stored.audio_sha256 in known or stored.call_id in calls:
+                repeated.append(str(path))
+                continue
+            channels = "split" if stored.channels > 1 else "mix"
+            result = transcriber.transcribe(audio, channels=channels, name=str(path))
+            other = challenger.transcribe(audio, channels=channels, name=str(path)) if challenger else None
+            calls[stored.call_id] = (stored, result)
+            candidates.append(Candidate(stored.call_id, stored.duration_s, round(1 - call_confidence(result), 4),
+                                        f"{stored.channels}ch@{stored.source_rate}",
+                                        disagreement(result.text, other.text) if other else None))
+            progress(done, len(files))
+        chosen = choose(candidates, strategy, budget_s, seed=ctx.params.synth.seed)
+        task_ids = studio.add_tasks(project_id, [task(calls[c.call_id][0], calls[c.call_id][1], version)
+                                                 for c in chosen])
+        table = [{"rank": k + 1, "call_id": c.call_id, "task_id": t, "minutes": round(c.duration_s / 60, 2),
+                  "uncertainty": c.uncertainty, "disagreement": c.disagreement, "kind": c.kind}
+                 for k, (c, t) in enumerate(zip(chosen, task_ids))]
+        summary = {"project": p.project, "project_id": project_id, "project_url": studio.project_url(project_id),
+                   "model_version": version, "strategy": strategy, "budget_min": budget_s / 60,
+                   "calls_given": len(files), "calls_pushed": len(chosen),
+                   "minutes_pushed": round(sum(c.duration_s for c in chosen) / 60, 2),
+                   "already_in_project": repeated, "failed": failed, "tasks": table}
+        mlflow.set_tags({"zhasr.labelstudio.project": f"{p.project} (id {project_id}) {studio.project_url(project_id)}",
+                         "zhasr.labelstudio.model_version": version})
+        mlflow.log_metrics({"label_calls_pushed": len(chosen), "label_minutes_pushed": summary["minutes_pushed"],
+                            "label_calls_failed": len(failed)})
+        if table:
+            mlflow.log_table({k: [row[k] for row in table] for k in table[0]}, "label/push_tasks.json")
+        atomic_write_json(ctx.report("label_push"), summary)
+    return summary
+
+
+def pull(ctx: StageContext, batch: str | None = None) -> dict[str, Any]:
+    """The project's full JSON export into a new batch: one clip per corrected region; rejected regions to
+    ``<quarantine>/<batch>/``. Annotations pulled before (same id and updated_at) are not pulled again."""
+    p = ctx.params.label
+    studio, project_id = open_studio(ctx)
+    with tracking.stage_run(ctx, "label-pull"):
+        read = read_export(studio.export(project_id), min_region_s=p.min_region_s, max_region_s=p.max_region_s,
+                           pulled=pulled(ctx.path("labelling")))
+        result = write_batch(read.regions, read.rejected, LabelSource(studio.url, project_id, p.project),
+                             labelling_dir=ctx.path("labelling"), incoming=ctx.path("incoming"),
+                             quarantine=ctx.path("quarantine"), batch=batch)
+        result = dataclasses.replace(result, already_pulled=read.already_pulled)
+        summary = {"project": p.project, "project_id": project_id, "project_url": studio.project_url(project_id),
+                   "batch_dir": str(result.batch_dir) if result.batch_dir else None, "rows": result.rows,
+                   "rejected": result.rejected, "already_pulled": result.already_pulled,
+                   "unlabelled_tasks": read.unlabelled, "minutes": result.minutes,
+                   "corrected_share": result.corrected_share, "annotations": list(result.annotations),
+                   "reasons": [r.reason for r in read.rejected]}
+        mlflow.set_tag("zhasr.labelstudio.project", f"{p.project} (id {project_id}) {studio.project_url(project_id)}")
+        mlflow.log_metrics({"label_rows": result.rows, "label_rejected": result.rejected,
+                            "label_minutes": result.minutes, "label_corrected_share": result.corrected_share})
+        if read.rejected:
+            mlflow.log_table({"task": [r.task_id for r in read.rejected], "annotation": [r.annotation_id for r in read.rejected],
+                              "region": [r.region_id for r in read.rejected], "reason": [r.reason for r in read.rejected]},
+                             "label/rejected.json")
+        atomic_write_json(ctx.report("label_pull"), summary)
+    return summary
