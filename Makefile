@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-slow test-infra bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui labelstudio serve serve-mlflow monitor repro clean-state
+.PHONY: install demo test test-slow test-infra test-labelstudio bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui labelstudio serve serve-mlflow monitor repro clean-state
 
 install: $(STAMP) $(SYS_STAMP)
 
@@ -122,6 +122,10 @@ labelstudio: $(LS_STAMP)
 	$(LS_VENV)/bin/label-studio start --no-browser --internal-host 127.0.0.1 --port $(LS_PORT) \
 	  --data-dir $(abspath $(LS_HOME)) --username zhasr@localhost --password "$$(cat $(LS_HOME)/password)" \
 	  --user-token "$$(cat $(LS_HOME)/token)" --enable-legacy-api-token
+
+# The labelling loop against a real Label Studio (started by the test on a free loopback port).
+test-labelstudio: install $(LS_STAMP)
+	$(PY) -m pytest -q -m labelstudio
 
 # The demo's flow runs live in .prefect/ (the temporary server's database): this serves them.
 prefect-ui: install
