@@ -188,6 +188,9 @@ def cmd_schedule(args: argparse.Namespace) -> Any:
     params_path = Path(args.params).resolve() if args.params else None
     print(f"serving deployment retrain/{ctx.params.schedule.deployment}: cron {ctx.params.schedule.cron!r} "
           f"({ctx.params.schedule.timezone}); Ctrl-C stops it", flush=True)
+    if ctx.params.label.calls_dir:
+        print(f"serving deployment label-push/{ctx.params.schedule.deployment}: cron {ctx.params.label.push_cron!r}, "
+              f"calls from {ctx.params.label.calls_dir}", flush=True)
     serve_schedule(ctx.params, params_path)
 
 

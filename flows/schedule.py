@@ -1,4 +1,5 @@
-"""Scheduled retraining: a Prefect deployment of the retrain flow on the cron of params.schedule.
+"""Scheduled retraining: a Prefect deployment of the retrain flow on the cron of params.schedule (and of
+the label-push flow on ``label.push_cron`` when ``label.calls_dir`` names the night's calls).
 
 Each scheduled run trains only when a new validated batch arrived
 (``only_if_new_data``), one run at a time (a run due while another is going is
@@ -16,6 +17,7 @@ from pathlib import Path
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from flows.label import label_push
 from flows.retrain import retrain
 from zhasr.config import Params, load_params
 from zhasr.project import project_root
@@ -47,8 +49,22 @@ def deployment(params: Params, params_path: Path | None = None) -> RunnerDeploym
     return runner
 
 
+def label_push_deployment(params: Params, params_path: Path | None = None) -> RunnerDeployment | None:
+    """``label-push`` of ``label.calls_dir`` on ``label.push_cron``; None when no folder is set."""
+    if not params.label.calls_dir:
+        return None
+    return label_push.to_deployment(
+        name=params.schedule.deployment,
+        schedules=[CronSchedule(cron=params.label.push_cron, timezone=params.schedule.timezone)],
+        concurrency_limit=1,
+        parameters={"params_path": str(params_path) if params_path else None},
+        description="Send the night's calls to Label Studio with the champion's segments, most uncertain first.",
+        tags=["zhasr", "label"],
+    )
+
+
 def serve_schedule(params: Params, params_path: Path | None = None) -> None:
-    """Register the deployment and run its scheduled flow runs from this process until interrupted."""
+    """Register the deployments and run their scheduled flow runs from this process until interrupted."""
     from prefect import serve
 
-    serve(deployment(params, params_path))
+    serve(*(d for d in (deployment(params, params_path), label_push_deployment(params, params_path)) if d))

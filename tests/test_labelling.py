@@ -173,3 +173,12 @@ def test_choose_fills_the_budget_with_the_least_certain_calls_and_spreads_over_k
     with pytest.raises(ValueError, match="challenger"):
         choose(pool, "disagreement", 100)
     assert disagreement("您好请问", "您好请问") == 0.0 and disagreement("您好请问", "") == 1.0
+
+
+def test_the_scheduled_push_is_served_only_when_a_calls_folder_is_set():
+    from flows.schedule import label_push_deployment
+    from zhasr.config import params_from_dict
+
+    assert label_push_deployment(params_from_dict({})) is None
+    served = label_push_deployment(params_from_dict({"label": {"calls_dir": "calls/tonight", "push_cron": "30 5 * * *"}}))
+    assert served.schedules[0].schedule.cron == "30 5 * * *" and served.concurrency_limit == 1

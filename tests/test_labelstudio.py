@@ -18,6 +18,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from cli.main import main
+from flows.label import label_pull, label_push
 from service.process import free_port
 from tasks import label
 from zhasr.context import StageContext
@@ -94,7 +95,7 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
     call.parent.mkdir()
     call.write_bytes(wav.read_bytes())
 
-    pushed = label.push(ctx, [call.parent], model=str(tiny_model_dir))
+    pushed = label_push(calls=[str(call.parent)], model=str(tiny_model_dir), overrides=sets)
     assert (pushed["calls_pushed"], pushed["project"]) == (1, "night calls")
     studio, project_id = label.open_studio(ctx)
     task_id = pushed["tasks"][0]["task_id"]
@@ -128,7 +129,7 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
     reasons = [q["reason"] for q in read_jsonl(ctx.path("quarantine") / batch.name / QUARANTINE)]
     assert any("late" in r and "ends past the audio's end" in r for r in reasons)
     assert any("blank" in r and "empty text" in r for r in reasons)
-    again = label.pull(ctx)
+    again = label_pull(overrides=sets)
     assert (again["rows"], again["batch_dir"], again["already_pulled"]) == (0, None, 1)
 
     assert main(["retrain", "--synth", *(a for s in sets for a in ("--set", s))]) == 0

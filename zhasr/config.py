@@ -347,6 +347,8 @@ class LabelParams:
     project: str = "zhasr calls"  # title of the labelling project, created by the first push
     strategy: Literal["confidence", "disagreement", "random"] = "confidence"  # which calls people see first
     budget_min: float = 0.0  # minutes of audio one push sends; 0 = every call given
+    calls_dir: str | None = None  # the folder a scheduled push reads (``zhasr schedule`` serves label-push when set)
+    push_cron: str = "0 6 * * *"  # when the scheduled push runs (schedule.timezone)
     min_region_s: float = 0.3  # a corrected region shorter than this is quarantined, not trained on
     max_region_s: float = 30.0  # longer than Whisper's window: quarantined
 
@@ -600,6 +602,8 @@ def _check_serve(serve: ServeParams) -> None:
 def _check_label(label: LabelParams) -> None:
     if label.budget_min < 0:
         raise ConfigError(f"label.budget_min: must be 0 (every call) or more minutes, got {label.budget_min}")
+    if len(label.push_cron.split()) != 5 or not all(_CRON_FIELD.match(f) for f in label.push_cron.split()):
+        raise ConfigError(f"label.push_cron: expected 5 cron fields (minute hour day month weekday), got {label.push_cron!r}")
     if not 0 <= label.min_region_s < label.max_region_s:
         raise ConfigError(f"label.min_region_s, label.max_region_s: expected 0 <= min < max seconds, "
                           f"got {label.min_region_s} and {label.max_region_s}")
