@@ -105,7 +105,8 @@ LS_STAMP := $(LS_VENV)/.zhasr-installed
 LS_HOME := .labelstudio
 LS_PORT ?= 8089
 # `zhasr label push` keeps each call's audio here (paths.labelling); Label Studio serves it to signed-in users
-# of the project as local files, so no task carries a URL with a secret.
+# of the project as local files, so no task carries a URL with a secret. SSRF protection is off so that its
+# webhooks may reach the transcription service on this machine (it listens on loopback only).
 LS_MEDIA := data/labelling
 
 $(LS_STAMP):
@@ -119,6 +120,7 @@ labelstudio: $(LS_STAMP)
 	@test -s $(LS_HOME)/token || $(PYTHON) -c "import secrets; print(secrets.token_hex(20))" > $(LS_HOME)/token
 	@test -s $(LS_HOME)/password || $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(16))" > $(LS_HOME)/password
 	LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(abspath $(LS_MEDIA)) \
+	SSRF_PROTECTION_ENABLED=false \
 	$(LS_VENV)/bin/label-studio start --no-browser --internal-host 127.0.0.1 --port $(LS_PORT) \
 	  --data-dir $(abspath $(LS_HOME)) --username zhasr@localhost --password "$$(cat $(LS_HOME)/password)" \
 	  --user-token "$$(cat $(LS_HOME)/token)" --enable-legacy-api-token

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from service.errors import ApiError, error_response
+from service.labelling import labelling_routes
 from service.requests import TranscriptionOptions, check_options, check_unknown
 from service.state import ServiceState
 from zhasr.context import StageContext
@@ -52,6 +53,7 @@ def create_app(ctx: StageContext) -> FastAPI:
     _answer_errors(app)
     _measure(app, state)
     _transcription_routes(app, state, ctx)
+    labelling_routes(app, state, ctx)
     _status_routes(app, state)
     return app
 

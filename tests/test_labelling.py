@@ -182,3 +182,16 @@ def test_the_scheduled_push_is_served_only_when_a_calls_folder_is_set():
     assert label_push_deployment(params_from_dict({})) is None
     served = label_push_deployment(params_from_dict({"label": {"calls_dir": "calls/tonight", "push_cron": "30 5 * * *"}}))
     assert served.schedules[0].schedule.cron == "30 5 * * *" and served.concurrency_limit == 1
+
+
+def test_labelled_minutes_count_regions_with_text_once_per_annotation(tmp_path):
+    from zhasr.labelling.webhook import MinuteLedger, labelled_minutes
+
+    result = region_items("a", 0.0, 30.0, 0, "agent", "您好") + region_items("b", 0.0, 100.0, 1, "customer", "好的") \
+        + region_items("c", 5.0, 6.0, 1, "customer", "")
+    assert labelled_minutes({"id": 3, "result": result}, max_region_s=60.0) == (3, 1.5)  # b capped at 60 s, c empty
+    assert labelled_minutes({"id": True, "result": []}, 60.0) is None and labelled_minutes([], 60.0) is None
+    ledger = MinuteLedger(tmp_path / "minutes.json")
+    assert ledger.add(3, 1.5) == 1.5 and ledger.add(3, 2.0) == 2.0 and ledger.add(4, 1.0) == 3.0
+    ledger.clear({"3"})
+    assert ledger.pending() == {"4": 1.0}

@@ -52,8 +52,9 @@ def label_studio(tmp_path_factory):
     media.mkdir()
     server = LabelStudioServer(f"http://127.0.0.1:{free_port()}", secrets.token_hex(20), media,
                                "person@localhost", secrets.token_urlsafe(12))
+    # SSRF protection off: its webhooks go to the service on this machine's loopback address
     env = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(media)}
+           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(media), "SSRF_PROTECTION_ENABLED": "false"}
     log = (home / "label-studio.log").open("w")
     process = subprocess.Popen(
         [str(LABEL_STUDIO), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port",
@@ -141,3 +142,48 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
     assert run.data.tags["zhasr.labelstudio.annotations"] == ",".join(map(str, sorted(annotation_ids)))
     trained = [r for r in ctx.split_rows("train") if r["batch"] == batch.name]
     assert sorted(r["text"] for r in trained) == sorted(r["text"] for r in rows)
+
+
+def test_the_webhook_pulls_the_corrections_and_starts_the_retraining(project, label_studio, generated_call,
+                                                                      tiny_model_dir, prefect_server, monkeypatch):
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL
+    from serve_harness import add_key, start_server
+
+    from flows.schedule import deployment
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # the service process creates the flow run
+    sets = [f"label.url={label_studio.url}", f"paths.labelling={label_studio.media}", "label.project=webhook calls",
+            "label.retrain_after_min=0.05", f"serve.model={tiny_model_dir}"]
+    ctx = StageContext.load(None, sets)
+    deployment_id = deployment(ctx.params).apply()  # retrain/<schedule.deployment>, as `zhasr schedule` registers it
+    wav, turns = generated_call
+    call = project / "calls" / "webhook-call.wav"
+    call.parent.mkdir()
+    call.write_bytes(wav.read_bytes())
+    key = add_key(project, "labelstudio")
+    server = start_server(project, sets)
+    try:
+        task_id = label.push(ctx, [call], model=str(tiny_model_dir))["tasks"][0]["task_id"]
+        studio, project_id = label.open_studio(ctx)
+        studio.client.webhooks.create(url=f"{server.url}/v1/labelstudio/webhook", project=project_id,
+                                      headers={"Authorization": f"Bearer {key}"}, send_payload=True,
+                                      send_for_all_actions=False, actions=["ANNOTATION_CREATED", "ANNOTATION_UPDATED"])
+        result = [item for t in turns[:2] for item in region_items(f"t{t.start}", t.start, t.end, t.channel, t.speaker,
+                                                                     t.text)]
+        assert sum(t.end - t.start for t in turns[:2]) / 60 > 0.05
+        studio.client.annotations.create(task_id, result=result, lead_time=60.0)
+
+        deadline, runs = time.monotonic() + 120, []
+        while time.monotonic() < deadline and not runs:
+            time.sleep(1)
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        assert len(runs) == 1, server.tail()
+        batches = list((project / "data" / "incoming").glob("labelstudio-p*"))
+        assert len(batches) == 1 and len(read_jsonl(batches[0] / "manifest.jsonl")) == 2
+        assert "labelstudio" in runs[0].tags
+    finally:
+        server.stop()

@@ -349,6 +349,9 @@ class LabelParams:
     budget_min: float = 0.0  # minutes of audio one push sends; 0 = every call given
     calls_dir: str | None = None  # the folder a scheduled push reads (``zhasr schedule`` serves label-push when set)
     push_cron: str = "0 6 * * *"  # when the scheduled push runs (schedule.timezone)
+    # labelled minutes reported by Label Studio's webhook (the service's /v1/labelstudio/webhook) that pull the
+    # corrections and start a run of the retrain deployment; 0 = the webhook only counts
+    retrain_after_min: float = 30.0
     min_region_s: float = 0.3  # a corrected region shorter than this is quarantined, not trained on
     max_region_s: float = 30.0  # longer than Whisper's window: quarantined
 
@@ -600,6 +603,8 @@ def _check_serve(serve: ServeParams) -> None:
 
 
 def _check_label(label: LabelParams) -> None:
+    if label.retrain_after_min < 0:
+        raise ConfigError(f"label.retrain_after_min: must be 0 (never) or more minutes, got {label.retrain_after_min}")
     if label.budget_min < 0:
         raise ConfigError(f"label.budget_min: must be 0 (every call) or more minutes, got {label.budget_min}")
     if len(label.push_cron.split()) != 5 or not all(_CRON_FIELD.match(f) for f in label.push_cron.split()):
