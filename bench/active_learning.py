@@ -85,7 +85,8 @@ def labelled_batch(incoming: Path, name: str, calls: list[tuple[Path, list]]) ->
 
 def rows_of(root: Path, name: str, calls, split: str = "train") -> list[dict]:
     labelled_batch(root / f"incoming-{name}", name, calls)
-    rows = ingest_batches(root / f"incoming-{name}", root / "dataset", IngestParams(test_fraction=0.0, dev_fraction=0.0))
+    every_row_in_train = IngestParams(test_fraction=0.0, dev_fraction=0.0)
+    rows = ingest_batches(root / f"incoming-{name}", root / "dataset", every_row_in_train)
     return [{**r, "split": split} for r in rows if not r["decode_error"]]
 
 
@@ -119,13 +120,16 @@ def main() -> None:
         from zhasr.data.importers import ImportOptions, import_dataset
 
         import_dataset("jsonl", REAL_ZH, root / "incoming-real", "real-zh", ImportOptions(split="regression"))
-        real = [r for r in ingest_batches(root / "incoming-real", root / "dataset", IngestParams(telephone_regression=False))
+        originals_only = IngestParams(telephone_regression=False)
+        real = [r for r in ingest_batches(root / "incoming-real", root / "dataset", originals_only)
                 if not r["decode_error"]]
     print(f"data: {len(pool)} pool calls, {len(test)} test calls ({len(test_rows)} turns), {len(real)} real clips; "
           f"{time.perf_counter() - started:.0f} s", flush=True)
 
     champion = Transcriber.open(base, params.transcribe)
-    challenger = Transcriber.open(args.challenger, params.transcribe) if (args.challenger / "config.json").is_file() else None
+    challenger = None
+    if (args.challenger / "config.json").is_file():
+        challenger = Transcriber.open(args.challenger, params.transcribe)
     candidates, durations = [], {}
     for wav, _ in pool:
         result = champion.transcribe(wav, channels="split")
@@ -136,7 +140,8 @@ def main() -> None:
     pool_min = sum(durations.values()) / 60
     print(f"pool transcribed: {pool_min:.1f} min of calls; {time.perf_counter() - started:.0f} s", flush=True)
 
-    base_test, base_real = cer(base, None, test_rows, root / "dataset"), cer(base, None, real, root / "dataset") if real else None
+    base_test = cer(base, None, test_rows, root / "dataset")
+    base_real = cer(base, None, real, root / "dataset") if real else None
     runs = [("random", args.budget, s) for s in range(args.random_seeds)]
     for strategy in ("confidence", "disagreement") if challenger else ("confidence",):
         runs += [(strategy, args.budget / 2, 0), (strategy, args.budget, 0)]
@@ -166,17 +171,20 @@ def main() -> None:
           + (f", real speech {100 * base_real:.2f}%" if base_real is not None else ""))
     print(f"pool {len(pool)} calls, {pool_min:.1f} min; budget {args.budget:.0%} of it; {args.epochs} epochs; "
           f"total {time.perf_counter() - started:.0f} s\n")
-    print("| strategy | seed | budget | calls | call min | speech min | test CER % | gain (points) | gain / call min | real CER % |")
+    print("| strategy | seed | budget | calls | call min | speech min | test CER % | gain (points) | gain / call min "
+          "| real CER % |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for t in table:
         real_text = "" if t["real_cer"] is None else f"{100 * t['real_cer']:.2f}"
         print(f"| {t['strategy']} | {t['seed']} | {t['budget_share']:.0%} | {t['calls']} | {t['call_min']} | "
-              f"{t['speech_min']} | {100 * t['test_cer']:.2f} | {t['gain_points']:+.2f} | {t['gain_per_min']:+.3f} | {real_text} |")
+              f"{t['speech_min']} | {100 * t['test_cer']:.2f} | {t['gain_points']:+.2f} | {t['gain_per_min']:+.3f} "
+              f"| {real_text} |")
     randoms = [t["gain_points"] for t in table if t["strategy"] == "random"]
     print(f"\nrandom at {args.budget:.0%}: gain {statistics.mean(randoms):+.2f} points "
           f"(seeds {', '.join(f'{g:+.2f}' for g in randoms)})")
     if args.out:
-        args.out.write_text(json.dumps({"base_test_cer": base_test, "base_real_cer": base_real, "rows": table}, indent=2))
+        summary = {"base_test_cer": base_test, "base_real_cer": base_real, "rows": table}
+        args.out.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
