@@ -68,15 +68,19 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
     calls: dict[str, tuple[StoredCall, Any]] = {}
     candidates, failed, repeated = [], [], []
     with tracking.stage_run(ctx, "label-push"), progress_bar("label push: transcribing calls") as progress:
-        for done, path in enumerate(files, start=1):
+        for done, path in enumerate(files):
+            progress(done, len(files))
             try:
                 stored, audio = store_call(path, ctx.path("labelling"), ctx.params.transcribe.max_audio_s)
             except AudioError as exc:
                 failed.append({"file": str(path), "reason": str(exc)})
                 continue
-            if stored.audio_sha256 in known or stored.call_id in calls:
+            if stored.audio_sha256 in known:
                 repeated.append(str(path))
                 continue
+            known.add(stored.audio_sha256)
+            if stored.call_id in calls:  # two files of one name in different folders
+                stored = dataclasses.replace(stored, call_id=f"{stored.call_id}-{stored.audio_sha256[:8]}")
             channels = "split" if stored.channels > 1 else "mix"
             result = transcriber.transcribe(audio, channels=channels, name=str(path))
             other = challenger.transcribe(audio, channels=channels, name=str(path)) if challenger else None
@@ -84,7 +88,7 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
             candidates.append(Candidate(stored.call_id, stored.duration_s, round(1 - call_confidence(result), 4),
                                         f"{stored.channels}ch@{stored.source_rate}",
                                         disagreement(result.text, other.text) if other else None))
-            progress(done, len(files))
+        progress(len(files), len(files))
         chosen = choose(candidates, strategy, budget_s, seed=ctx.params.synth.seed)
         task_ids = studio.add_tasks(project_id, [task(calls[c.call_id][0], calls[c.call_id][1], version)
                                                  for c in chosen])
