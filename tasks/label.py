@@ -16,7 +16,8 @@ from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
 from zhasr.data.importers.common import AUDIO_SUFFIXES
 from zhasr.data.manifest import atomic_write_json
-from zhasr.labelling.calls import StoredCall, call_confidence, store_call, task
+from zhasr.labelling.calls import StoredCall, store_call, task
+from zhasr.transcribe.confidence import call_confidence
 from zhasr.labelling.export import read_export
 from zhasr.labelling.interface import label_config
 from zhasr.labelling.pull_batch import LabelSource, pulled, write_batch

@@ -12,11 +12,12 @@ import pytest
 import soundfile as sf
 
 from zhasr.data.manifest import read_jsonl
-from zhasr.labelling.calls import call_confidence, prediction, store_call, task
+from zhasr.labelling.calls import prediction, store_call, task
 from zhasr.labelling.export import read_export
 from zhasr.labelling.interface import label_config, region_items
 from zhasr.labelling.pull_batch import PROVENANCE, QUARANTINE, LabelSource, provenance, pulled, write_batch
 from zhasr.labelling.selection import Candidate, choose, disagreement
+from zhasr.transcribe.confidence import call_confidence
 from zhasr.transcribe.records import Segment, Transcription
 
 SOURCE = LabelSource("http://127.0.0.1:8089", 7, "calls")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from zhasr.data.audio import TARGET_RATE
 from zhasr.data.manifest import atomic_write_bytes
 from zhasr.labelling.interface import UNKNOWN_ROLE, region_items
 from zhasr.transcribe.media import CallAudio, read_call
-from zhasr.transcribe.records import Segment, Transcription
+from zhasr.transcribe.confidence import call_confidence, segment_confidence
+from zhasr.transcribe.records import Transcription
 
 CALLS_DIR = "calls"  # under paths.labelling, Label Studio's local-files document root
 
@@ -55,23 +55,6 @@ def store_call(source: Path, labelling_dir: Path, max_audio_s: float | None = No
         atomic_write_bytes(target, buffer.getvalue())
     stored = StoredCall(Path(source).stem, sha, target, round(call.duration_s, 3), call.samples.shape[0], rate)
     return stored, call
-
-
-def segment_confidence(segment: Segment) -> float:
-    """P(the segment's text is right), as the decoder saw it: exp(mean token log-probability) times
-    P(speech); 0 for a flagged or failed segment, 0.5 where the runtime gives no log-probabilities."""
-    if segment.flags or segment.error:
-        return 0.0
-    p = math.exp(segment.avg_logprob) if segment.avg_logprob is not None else 0.5
-    return p * (1.0 - (segment.no_speech_prob or 0.0))
-
-
-def call_confidence(result: Transcription) -> float:
-    """Speech-time-weighted mean of ``segment_confidence`` (1.0 for a call with no segment)."""
-    weights = [max(s.end - s.start, 1e-3) for s in result.segments]
-    if not weights:
-        return 1.0
-    return sum(w * segment_confidence(s) for w, s in zip(weights, result.segments)) / sum(weights)
 
 
 def prediction(result: Transcription, model_version: str) -> dict:
