@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +38,12 @@ from zhasr.data.ingest import ingest_batches  # noqa: E402
 from zhasr.data.synth import synthesize_batch  # noqa: E402
 from zhasr.data.synth.call import write_call  # noqa: E402
 from zhasr.evaluation.metrics import character_error_rate  # noqa: E402
-from zhasr.labelling.calls import call_confidence  # noqa: E402
 from zhasr.labelling.selection import Candidate, choose, disagreement  # noqa: E402
 from zhasr.model.decode import DecodeOptions, transcribe  # noqa: E402
 from zhasr.model.loading import load_model  # noqa: E402
 from zhasr.model.train import train_adapter  # noqa: E402
 from zhasr.transcribe import Transcriber  # noqa: E402
+from zhasr.transcribe.confidence import call_confidence  # noqa: E402
 
 REAL_ZH = REPO.parent / "shared" / "data" / "real-zh" / "manifest.jsonl"
 

@@ -17,13 +17,13 @@ from zhasr.data.audio import AudioError
 from zhasr.data.importers.common import AUDIO_SUFFIXES
 from zhasr.data.manifest import atomic_write_json
 from zhasr.labelling.calls import StoredCall, store_call, task
-from zhasr.transcribe.confidence import call_confidence
 from zhasr.labelling.export import read_export
 from zhasr.labelling.interface import label_config
 from zhasr.labelling.pull_batch import LabelSource, pulled, write_batch
 from zhasr.labelling.selection import Candidate, choose, disagreement
 from zhasr.labelling.studio import Studio, api_token
 from zhasr.progress import progress_bar
+from zhasr.transcribe.confidence import call_confidence
 
 
 def open_studio(ctx: StageContext) -> tuple[Studio, int]:

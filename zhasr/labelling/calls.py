@@ -15,8 +15,8 @@ import soxr
 from zhasr.data.audio import TARGET_RATE
 from zhasr.data.manifest import atomic_write_bytes
 from zhasr.labelling.interface import UNKNOWN_ROLE, region_items
-from zhasr.transcribe.media import CallAudio, read_call
 from zhasr.transcribe.confidence import call_confidence, segment_confidence
+from zhasr.transcribe.media import CallAudio, read_call
 from zhasr.transcribe.records import Transcription
 
 CALLS_DIR = "calls"  # under paths.labelling, Label Studio's local-files document root
