@@ -159,6 +159,13 @@ def cmd_label(args: argparse.Namespace) -> Any:
     return label.pull(ctx, batch=args.batch)
 
 
+def cmd_transcribe_archive(args: argparse.Namespace) -> Any:
+    _context(args)
+    from flows.archive import run_archive
+
+    return run_archive(params_path=args.params, overrides=list(args.set), source=args.source, model=args.model)
+
+
 def cmd_serve(args: argparse.Namespace) -> Any:
     from service.main import run
 
@@ -277,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--out", help="write <out>/<file stem>.<ext> per file and print a summary")
+    p = add("transcribe-archive", cmd_transcribe_archive,
+            "transcribe a night's calls in shards on a Dask (or Ray) cluster into archive.out: a transcript per "
+            "call and one index (Parquet, JSONL); a rerun skips what is done")
+    p.add_argument("source", nargs="?", help="a folder, glob pattern or manifest of calls (default archive.source)")
+    p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a folder (default: the champion)")
     p = add("label", cmd_label, "Label Studio: push calls with the champion's segments as predictions (most "
                                 "uncertain first); pull people's corrections into a new batch")
     p.add_argument("action", choices=("push", "pull"))

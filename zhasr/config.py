@@ -340,6 +340,19 @@ class ServeParams:
 
 
 @dataclass(frozen=True)
+class ArchiveParams:
+    # ``zhasr transcribe-archive``: a night's calls in shards on a Dask (or Ray) cluster, resumable.
+    source: str | None = None  # a folder, glob pattern or manifest of calls (the scheduled run's; the CLI names its own)
+    out: str = "archive"  # output root (relative to the project root): transcripts/, records/, index.jsonl/.parquet
+    runner: Literal["dask", "ray"] = "dask"  # ray needs prefect-ray (pip install prefect-ray)
+    address: str | None = None  # an existing cluster's scheduler (tcp://HOST:8786, or Ray's); None: a local cluster
+    workers: int = 0  # local cluster: worker processes, each keeping its own model; 0 = one per 2 CPU cores
+    shard_calls: int = 4  # calls per Prefect task: a killed worker loses at most this many unfinished calls
+    formats: list[str] = field(default_factory=lambda: ["verbose_json"])  # per call: verbose_json, srt, vtt, text
+    cron: str = "0 1 * * *"  # when the scheduled run transcribes ``source`` (schedule.timezone); served with a source
+
+
+@dataclass(frozen=True)
 class LabelParams:
     # ``zhasr label push|pull``: calls to Label Studio with the champion's segments, people's corrections back.
     url: str = "http://127.0.0.1:8089"  # Label Studio (``make labelstudio``)
@@ -376,6 +389,7 @@ class Params:
     tracking: TrackingParams = field(default_factory=TrackingParams)
     serve: ServeParams = field(default_factory=ServeParams)
     label: LabelParams = field(default_factory=LabelParams)
+    archive: ArchiveParams = field(default_factory=ArchiveParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -614,6 +628,17 @@ def _check_label(label: LabelParams) -> None:
                           f"got {label.min_region_s} and {label.max_region_s}")
 
 
+def _check_archive(archive: ArchiveParams) -> None:
+    if archive.workers < 0 or archive.shard_calls < 1:
+        raise ConfigError(f"archive.workers, archive.shard_calls: expected 0 (auto) or more workers and at least one "
+                          f"call a shard, got {archive.workers} and {archive.shard_calls}")
+    unknown = sorted(set(archive.formats) - {"verbose_json", "srt", "vtt", "text"})
+    if unknown or not archive.formats:
+        raise ConfigError(f"archive.formats: expected some of verbose_json, srt, vtt, text, got {archive.formats}")
+    if len(archive.cron.split()) != 5 or not all(_CRON_FIELD.match(f) for f in archive.cron.split()):
+        raise ConfigError(f"archive.cron: expected 5 cron fields (minute hour day month weekday), got {archive.cron!r}")
+
+
 def params_from_dict(data: dict[str, Any]) -> Params:
     """Build Params from a nested mapping; missing keys take their defaults."""
     params = _build(Params, data or {}, "")
@@ -629,6 +654,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     _check_schedule(params.schedule)
     _check_serve(params.serve)
     _check_label(params.label)
+    _check_archive(params.archive)
     return params
 
 

@@ -1,0 +1,82 @@
+"""Bulk transcription's stage: one shard of calls on whichever worker runs it, the model kept open in the
+worker process across shards; and the end of a run (the index, its totals in MLflow)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mlflow_services import tracking
+from tasks.transcribe import ResolvedModel
+from zhasr.archive.listing import ArchiveCall
+from zhasr.archive.records import DONE, FAILED, CallRecord, all_records, write_index
+from zhasr.archive.shard import ShardResult, transcribe_shard
+from zhasr.context import StageContext
+from zhasr.transcribe import Transcriber
+
+_OPEN: dict[tuple[str, str], Transcriber] = {}  # per worker process: (model folder, params digest) -> engine
+
+
+def _engine(ctx: StageContext, model: ResolvedModel, threads: int) -> Transcriber:
+    key = (str(model.model_dir), ctx.params.digest())
+    if key not in _OPEN:
+        import torch
+
+        torch.set_num_threads(threads)
+        p = ctx.params
+        _OPEN[key] = Transcriber.open(model.model_dir, p.transcribe, language=p.model.language, task=p.model.task,
+                                      exports=model.exports, identity=model.identity)
+    return _OPEN[key]
+
+
+def run_shard(ctx: StageContext, model: ResolvedModel, calls: list[ArchiveCall],
+              known: dict[tuple[str, int, int], str], threads: int = 1) -> ShardResult:
+    """Records of ``calls`` with ``model`` under ``archive.out``; calls done before are not done again."""
+    a = ctx.params.archive
+    return transcribe_shard(calls, _engine(ctx, model, threads), ctx.root / a.out, model_name(ctx, model),
+                            model.identity, a.formats, known, ctx.params.transcribe.max_audio_s)
+
+
+shard_task = task(run_shard, name="transcribe-shard", cache_policy=NO_CACHE,
+                  task_run_name="shard from {calls[0].call_id}")
+
+
+def model_name(ctx: StageContext, model: ResolvedModel) -> str:
+    return ctx.params.register.model_name if model.version else str(model.model_dir)
+
+
+def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], wall_s: float, workers: int,
+           skipped: set[str]) -> dict[str, Any]:
+    """Rewrite the index from every record kept; log this run's totals to MLflow; its summary."""
+    out = ctx.root / ctx.params.archive.out
+    write_index(out, all_records(out))
+    made = [r for r in records if r.call_id not in skipped]  # in this run
+    statuses = Counter(r.status for r in made)
+    worked = [r for r in made if r.status == DONE]
+    hours = sum(r.duration_s for r in worked) / 3600
+    summary = {"out": str(out), "model_version": model.identity, "calls": len(records), "done": statuses[DONE],
+               "failed": statuses[FAILED], "skipped": len(skipped), "audio_hours": round(hours, 4),
+               "wall_s": round(wall_s, 1), "workers": workers,
+               "audio_hours_per_hour": round(sum(r.duration_s for r in worked) / wall_s, 2) if wall_s and worked else 0.0,
+               "failures": [{"call_id": r.call_id, "reason": r.reason} for r in made if r.status == FAILED]}
+    with tracking.stage_run(ctx, "transcribe-archive"):
+        mlflow.set_tags({"zhasr.archive.model_version": model.identity, "zhasr.archive.out": str(out)})
+        mlflow.log_metrics({k: summary[k] for k in ("calls", "done", "failed", "skipped", "audio_hours",
+                                                    "audio_hours_per_hour", "wall_s")})
+        tracking.log_json(summary, "archive/summary.json")
+    return summary
+
+
+def local_workers(setting: int) -> int:
+    """``archive.workers``, or one worker per 2 CPU cores."""
+    return setting or max(1, (os.cpu_count() or 2) // 2)
+
+
+def output_root(ctx: StageContext) -> Path:
+    return ctx.root / ctx.params.archive.out

@@ -1,0 +1,127 @@
+"""What each call became, kept so that nothing is done twice or lost.
+
+A worker writes one record per call and model version, atomically, as soon as the call is finished
+(``<out>/records/<version>/<sha256>.json``). A shard that runs again after its worker died finds the
+records of its finished calls and does only the rest. The index (``<out>/index.jsonl`` and
+``<out>/index.parquet``) is rebuilt from the records at the end of a run, keyed by (audio sha256, model
+version); a rerun with the same model skips every call whose file is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from zhasr.data.manifest import atomic_write_bytes, atomic_write_jsonl, read_jsonl
+
+DONE, FAILED = "done", "failed"
+INDEX_JSONL, INDEX_PARQUET = "index.jsonl", "index.parquet"
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    path: str
+    audio_sha256: str
+    size: int
+    mtime_ns: int
+    model: str  # "zhasr-whisper", or the model folder
+    model_version: str  # the registry version, or the folder's name
+    status: str  # done | failed
+    reason: str | None = None  # why a failed call failed
+    duration_s: float = 0.0
+    channels: int = 0
+    runtime: str = ""
+    texts: dict[str, str] = field(default_factory=dict)  # speaker ("agent", "customer"; "" when mixed) -> text
+    mean_confidence: float | None = None  # speech-time-weighted, 0-1 (zhasr.labelling.calls.call_confidence)
+    flags: tuple[str, ...] = ()  # guard flags of its segments, each once
+    wall_s: float = 0.0  # seconds this call took on its worker
+    outputs: tuple[str, ...] = ()  # written files, relative to the output root
+    finished_at: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.audio_sha256, self.model_version
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CallRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("flags", "outputs"):
+            values[name] = tuple(values.get(name) or ())
+        return cls(**values)
+
+
+def version_slug(model_version: str) -> str:
+    """``model_version`` as one folder name."""
+    return re.sub(r"[^\w.-]+", "_", model_version).strip("_") or "model"
+
+
+def record_path(out: Path, audio_sha256: str, model_version: str) -> Path:
+    return Path(out) / "records" / version_slug(model_version) / f"{audio_sha256}.json"
+
+
+def write_record(out: Path, record: CallRecord) -> None:
+    atomic_write_bytes(record_path(out, record.audio_sha256, record.model_version),
+                       json.dumps(record.to_dict(), ensure_ascii=False).encode())
+
+
+def read_record(out: Path, audio_sha256: str, model_version: str) -> CallRecord | None:
+    path = record_path(out, audio_sha256, model_version)
+    return CallRecord.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+
+
+def all_records(out: Path) -> list[CallRecord]:
+    """Every record under ``out``, by model version then call id."""
+    found = [CallRecord.from_dict(json.loads(p.read_text(encoding="utf-8")))
+             for p in sorted((Path(out) / "records").glob("*/*.json"))]
+    return sorted(found, key=lambda r: (r.model_version, r.call_id))
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def known_hashes(out: Path) -> dict[tuple[str, int, int], str]:
+    """(path, size, mtime_ns) -> sha256 of the files the index has: an unchanged file is not read again."""
+    index = Path(out) / INDEX_JSONL
+    rows = read_jsonl(index) if index.is_file() else []
+    return {(r["path"], r["size"], r["mtime_ns"]): r["audio_sha256"] for r in rows}
+
+
+def write_index(out: Path, records: list[CallRecord]) -> None:
+    """``index.jsonl`` and ``index.parquet`` (one row per call and model version), each replaced whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [r.to_dict() for r in records]
+    atomic_write_jsonl(Path(out) / INDEX_JSONL, rows)
+    table = pa.Table.from_pylist([{**row, "texts": json.dumps(row["texts"], ensure_ascii=False),
+                                   "flags": list(row["flags"]), "outputs": list(row["outputs"])} for row in rows],
+                                 schema=_SCHEMA())
+    target = Path(out) / INDEX_PARQUET
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(target)
+
+
+def _SCHEMA():  # noqa: N802  (a constant built on first use: pyarrow is imported only where the index is written)
+    import pyarrow as pa
+
+    return pa.schema([
+        ("call_id", pa.string()), ("path", pa.string()), ("audio_sha256", pa.string()), ("size", pa.int64()),
+        ("mtime_ns", pa.int64()), ("model", pa.string()), ("model_version", pa.string()), ("status", pa.string()),
+        ("reason", pa.string()), ("duration_s", pa.float64()), ("channels", pa.int32()), ("runtime", pa.string()),
+        ("texts", pa.string()), ("mean_confidence", pa.float64()), ("flags", pa.list_(pa.string())),
+        ("wall_s", pa.float64()), ("outputs", pa.list_(pa.string())), ("finished_at", pa.string()),
+    ])

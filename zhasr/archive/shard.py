@@ -1,0 +1,74 @@
+"""One shard of an archive on one worker: each call hashed (unless the index knows the unchanged file),
+skipped when its record for this model version exists, else transcribed (channels split where stereo),
+its transcripts written and its record kept. A call that cannot be decoded gets a failed record with
+the reason; the shard goes on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from zhasr.archive.listing import ArchiveCall
+from zhasr.archive.records import DONE, FAILED, CallRecord, file_sha256, read_record, version_slug, write_record
+from zhasr.data.audio import AudioError
+from zhasr.data.manifest import atomic_write_text
+from zhasr.transcribe.confidence import call_confidence
+from zhasr.transcribe.engine import Transcriber
+from zhasr.transcribe.media import read_call
+from zhasr.transcribe.writers import write
+
+EXTENSIONS = {"verbose_json": "json", "srt": "srt", "vtt": "vtt", "text": "txt"}
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    records: tuple[CallRecord, ...]  # one per call, in the shard's order
+    skipped: tuple[str, ...]  # call ids whose record for this model version existed before
+
+
+def transcribe_shard(calls: Sequence[ArchiveCall], transcriber: Transcriber, out: Path, model: str, model_version: str,
+                     formats: Sequence[str] = ("verbose_json",), known: dict[tuple[str, int, int], str] | None = None,
+                     max_audio_s: float | None = None) -> ShardResult:
+    """Records of ``calls`` for ``model_version``; existing ones are read, not made again."""
+    records, skipped = [], []
+    for call in calls:
+        sha = (known or {}).get(call.stat_key) or file_sha256(call.path)
+        existing = read_record(out, sha, model_version)
+        if existing is not None:
+            records.append(existing)
+            skipped.append(call.call_id)
+            continue
+        started = time.perf_counter()
+        base = dict(call_id=call.call_id, path=call.path, audio_sha256=sha, size=call.size, mtime_ns=call.mtime_ns,
+                    model=model, model_version=model_version)
+        try:
+            audio = read_call(Path(call.path), call.path, max_audio_s)
+            result = transcriber.transcribe(audio, channels="split" if audio.channels > 1 else "mix", name=call.path)
+        except AudioError as exc:
+            record = CallRecord(**base, status=FAILED, reason=str(exc), wall_s=round(time.perf_counter() - started, 3),
+                                finished_at=_now())
+        else:
+            outputs = []
+            for fmt in formats:
+                relative = f"transcripts/{version_slug(model_version)}/{call.call_id}.{EXTENSIONS[fmt]}"
+                atomic_write_text(Path(out) / relative, write(result, fmt))
+                outputs.append(relative)
+            texts: dict[str, list[str]] = {}
+            for segment in result.segments:
+                texts.setdefault(segment.speaker, []).append(segment.text)
+            record = CallRecord(
+                **base, status=DONE, duration_s=round(result.duration_s, 3), channels=audio.channels,
+                runtime=result.runtime, texts={k: "".join(v) for k, v in texts.items()},
+                mean_confidence=round(call_confidence(result), 4),
+                flags=tuple(sorted({f for s in result.segments for f in s.flags})),
+                wall_s=round(time.perf_counter() - started, 3), outputs=tuple(outputs), finished_at=_now())
+        write_record(out, record)
+        records.append(record)
+    return ShardResult(tuple(records), tuple(skipped))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
