@@ -26,9 +26,10 @@ _OPEN: dict[tuple[str, str], Transcriber] = {}  # per worker process: (model fol
 def _engine(ctx: StageContext, model: ResolvedModel, threads: int) -> Transcriber:
     key = (str(model.model_dir), ctx.params.digest())
     if key not in _OPEN:
-        import torch
+        if threads:  # a local cluster's share of the cores; on a cluster of its own a worker keeps torch's default
+            import torch
 
-        torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
         p = ctx.params
         _OPEN[key] = Transcriber.open(model.model_dir, p.transcribe, language=p.model.language, task=p.model.task,
                                       exports=model.exports, identity=model.identity)

@@ -39,6 +39,7 @@ class CallRecord:
     mean_confidence: float | None = None  # speech-time-weighted, 0-1 (zhasr.labelling.calls.call_confidence)
     flags: tuple[str, ...] = ()  # guard flags of its segments, each once
     wall_s: float = 0.0  # seconds this call took on its worker
+    worker: str = ""  # host:pid of the process that made the record
     outputs: tuple[str, ...] = ()  # written files, relative to the output root
     finished_at: str = ""
 
@@ -123,5 +124,5 @@ def _SCHEMA():  # noqa: N802  (a constant built on first use: pyarrow is importe
         ("mtime_ns", pa.int64()), ("model", pa.string()), ("model_version", pa.string()), ("status", pa.string()),
         ("reason", pa.string()), ("duration_s", pa.float64()), ("channels", pa.int32()), ("runtime", pa.string()),
         ("texts", pa.string()), ("mean_confidence", pa.float64()), ("flags", pa.list_(pa.string())),
-        ("wall_s", pa.float64()), ("outputs", pa.list_(pa.string())), ("finished_at", pa.string()),
+        ("wall_s", pa.float64()), ("worker", pa.string()), ("outputs", pa.list_(pa.string())), ("finished_at", pa.string()),
     ])

@@ -5,6 +5,8 @@ the reason; the shard goes on."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ def transcribe_shard(calls: Sequence[ArchiveCall], transcriber: Transcriber, out
             continue
         started = time.perf_counter()
         base = dict(call_id=call.call_id, path=call.path, audio_sha256=sha, size=call.size, mtime_ns=call.mtime_ns,
-                    model=model, model_version=model_version)
+                    model=model, model_version=model_version, worker=f"{socket.gethostname()}:{os.getpid()}")
         try:
             audio = read_call(Path(call.path), call.path, max_audio_s)
             result = transcriber.transcribe(audio, channels="split" if audio.channels > 1 else "mix", name=call.path)

@@ -1,0 +1,107 @@
+"""Bulk transcription on a real Dask LocalCluster of 2 worker processes: 22 generated calls (mono and stereo,
+one broken file), one worker killed by its pid mid-run, a rerun that skips everything, and a new champion
+that makes a third run do every call again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+from conftest import write_tone
+
+from zhasr.archive.listing import list_calls
+from zhasr.archive.records import DONE, FAILED, INDEX_PARQUET, all_records
+from zhasr.context import StageContext
+
+
+@pytest.fixture()
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local, \
+            Client(local) as client:
+        yield local, client
+
+
+@pytest.fixture()
+def calls_dir(project):
+    folder = project / "night"
+    for i in range(21):
+        write_tone(folder / f"line{i % 3}" / f"call{i:02d}.wav", 1.0 + 0.05 * i, rate=8000, channels=1 + i % 2,
+                   freq=180 + 20 * i)
+    (folder / "line0" / "broken.wav").write_bytes(b"RIFF\x00\x00 not audio")
+    return folder
+
+
+def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
+        project, calls_dir, cluster, tiny_model_dir, prefect_server, monkeypatch):
+    from flows.archive import run_archive
+    from mlflow_services import promotion
+    from tasks.decoding import ensure_champion
+    from test_promotion import promote, write_evaluation
+
+    local, client = cluster
+    sets = [f"archive.address={local.scheduler_address}", "archive.shard_calls=2", "archive.formats=[verbose_json,srt]"]
+    ctx = StageContext.load(None, sets)
+    ensure_champion(ctx, tiny_model_dir)  # v1, the champion the runs follow
+    out = project / "archive"
+
+    # Kill one worker by its pid once a few calls are done; its shard runs again on the other.
+    killed, finished = {}, threading.Event()
+
+    def kill_one_worker():
+        while not finished.is_set() and len(list(out.glob("records/*/*.json"))) < 4:
+            time.sleep(0.05)
+        if finished.is_set():
+            return
+        made_by = {json.loads(p.read_text())["worker"].rsplit(":", 1)[1] for p in out.glob("records/*/*.json")}
+        pid = next(p for p in client.run(os.getpid).values() if str(p) in made_by)  # a worker that finished calls
+        killed["pid"] = pid
+        killed["its_records"] = {p.name for p in out.glob("records/*/*.json")
+                                 if json.loads(p.read_text())["worker"].endswith(f":{pid}")}
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    try:
+        first = run_archive(overrides=sets, source=str(calls_dir))
+    finally:
+        finished.set()
+        killer.join()
+    assert killed["its_records"]
+
+    records = all_records(out)
+    assert Counter(r.key for r in records).most_common(1)[0][1] == 1  # each call once
+    # a shard the killed worker had begun ran again and skipped the calls it had finished
+    assert (len(records), first["done"] + first["skipped"], first["failed"]) == (22, 21, 1)
+    broken = next(r for r in records if r.status == FAILED)
+    assert broken.call_id == "line0/broken" and "cannot decode audio" in broken.reason
+    stereo = next(r for r in records if r.call_id == "line1/call01")
+    assert stereo.channels == 2 and set(stereo.texts) <= {"agent", "customer"}  # split by channel
+    assert Counter(r.channels for r in records) == {1: 11, 2: 10, 0: 1}
+    assert {r.model_version for r in records} == {"zhasr-test v1"}
+    assert (out / stereo.outputs[0]).is_file() and stereo.outputs[1].endswith(".srt")
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert len(index) == 22 and (out / INDEX_PARQUET).is_file()
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out / INDEX_PARQUET).num_rows == 22
+    # what the killed worker had finished stays as it made it: not done again
+    assert {f"{r.audio_sha256}.json" for r in records if r.worker.endswith(f":{killed['pid']}")} >= killed["its_records"]
+
+    second = run_archive(overrides=sets, source=str(calls_dir))
+    assert (second["skipped"], second["done"], second["failed"]) == (22, 0, 0)
+
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    promote()
+    promotion.approve(ctx.params.register.model_name, "2", by="reviewer", note="better on the night's calls")
+    third = run_archive(overrides=sets, source=str(calls_dir))
+    assert (third["done"], third["failed"], third["skipped"]) == (21, 1, 0)
+    versions = Counter(r.model_version for r in all_records(out))
+    assert versions == {"zhasr-test v1": 22, "zhasr-test v2": 22}
+    assert len(list_calls(calls_dir)) == 22
