@@ -195,6 +195,9 @@ def cmd_schedule(args: argparse.Namespace) -> Any:
     params_path = Path(args.params).resolve() if args.params else None
     print(f"serving deployment retrain/{ctx.params.schedule.deployment}: cron {ctx.params.schedule.cron!r} "
           f"({ctx.params.schedule.timezone}); Ctrl-C stops it", flush=True)
+    if ctx.params.archive.source:
+        print(f"serving deployment transcribe-archive/{ctx.params.schedule.deployment}: cron "
+              f"{ctx.params.archive.cron!r}, calls from {ctx.params.archive.source}", flush=True)
     if ctx.params.label.calls_dir:
         print(f"serving deployment label-push/{ctx.params.schedule.deployment}: cron {ctx.params.label.push_cron!r}, "
               f"calls from {ctx.params.label.calls_dir}", flush=True)

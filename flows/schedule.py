@@ -1,5 +1,6 @@
 """Scheduled retraining: a Prefect deployment of the retrain flow on the cron of params.schedule (and of
-the label-push flow on ``label.push_cron`` when ``label.calls_dir`` names the night's calls).
+the label-push flow on ``label.push_cron`` when ``label.calls_dir`` names the night's calls, and of the
+transcribe-archive flow on ``archive.cron`` when ``archive.source`` does).
 
 Each scheduled run trains only when a new validated batch arrived
 (``only_if_new_data``), one run at a time (a run due while another is going is
@@ -17,6 +18,7 @@ from pathlib import Path
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from flows.archive import task_runner, transcribe_archive
 from flows.label import label_push
 from flows.retrain import retrain
 from zhasr.config import Params, load_params
@@ -32,6 +34,16 @@ def _scheduled_flow():
 
 
 scheduled_retrain = _scheduled_flow()
+
+
+def _scheduled_archive():
+    """The archive flow on the task runner of params.archive, built at import for the same reason."""
+    params_file = project_root() / "params.yaml"
+    return transcribe_archive.with_options(task_runner=task_runner((load_params(params_file) if params_file.is_file()
+                                                                     else Params()).archive))
+
+
+scheduled_archive = _scheduled_archive()
 
 
 def deployment(params: Params, params_path: Path | None = None) -> RunnerDeployment:
@@ -63,8 +75,25 @@ def label_push_deployment(params: Params, params_path: Path | None = None) -> Ru
     )
 
 
+def archive_deployment(params: Params, params_path: Path | None = None) -> RunnerDeployment | None:
+    """``transcribe-archive`` of ``archive.source`` on ``archive.cron`` on the task runner the params name;
+    None when no source is set."""
+    if not params.archive.source:
+        return None
+    return scheduled_archive.to_deployment(
+        name=params.schedule.deployment,
+        schedules=[CronSchedule(cron=params.archive.cron, timezone=params.schedule.timezone)],
+        concurrency_limit=1,
+        parameters={"params_path": str(params_path) if params_path else None},
+        description="Transcribe the night's calls with the champion; a rerun skips what is done.",
+        tags=["zhasr", "archive"],
+    )
+
+
 def serve_schedule(params: Params, params_path: Path | None = None) -> None:
     """Register the deployments and run their scheduled flow runs from this process until interrupted."""
     from prefect import serve
 
-    serve(*(d for d in (deployment(params, params_path), label_push_deployment(params, params_path)) if d))
+    deployments = (deployment(params, params_path), label_push_deployment(params, params_path),
+                   archive_deployment(params, params_path))
+    serve(*(d for d in deployments if d))

@@ -105,3 +105,12 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
     versions = Counter(r.model_version for r in all_records(out))
     assert versions == {"zhasr-test v1": 22, "zhasr-test v2": 22}
     assert len(list_calls(calls_dir)) == 22
+
+
+def test_the_scheduled_archive_run_is_served_only_with_a_source():
+    from flows.schedule import archive_deployment
+    from zhasr.config import params_from_dict
+
+    assert archive_deployment(params_from_dict({})) is None
+    served = archive_deployment(params_from_dict({"archive": {"source": "/calls/tonight", "cron": "15 1 * * *"}}))
+    assert served.schedules[0].schedule.cron == "15 1 * * *" and served.concurrency_limit == 1
