@@ -5,17 +5,19 @@ Both log an MLflow run (``label-push``, ``label-pull``) with a table of what the
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
 from mlflow_services import registry, tracking
-from tasks.transcribe import open_transcriber
+from tasks.transcribe import open_transcriber, resolve
+from zhasr.archive.records import DONE, INDEX_JSONL
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
 from zhasr.data.importers.common import AUDIO_SUFFIXES
-from zhasr.data.manifest import atomic_write_json
+from zhasr.data.manifest import atomic_write_json, read_jsonl
 from zhasr.labelling.calls import StoredCall, store_call, task
 from zhasr.labelling.export import read_export
 from zhasr.labelling.interface import label_config
@@ -24,6 +26,8 @@ from zhasr.labelling.selection import Candidate, choose, disagreement
 from zhasr.labelling.studio import Studio, api_token
 from zhasr.progress import progress_bar
 from zhasr.transcribe.confidence import call_confidence
+from zhasr.transcribe.records import Transcription
+from zhasr.transcribe.writers import from_verbose
 
 
 def open_studio(ctx: StageContext) -> tuple[Studio, int]:
@@ -49,28 +53,54 @@ def call_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def indexed_transcripts(index: Path, model_version: str) -> tuple[list[tuple[Path, Transcription]], list[dict]]:
+    """The calls ``transcribe-archive`` transcribed with ``model_version`` (from its ``index.jsonl``) with their
+    transcripts, and its failed calls as ``{"file", "reason"}``."""
+    rows = [r for r in read_jsonl(index) if r["model_version"] == model_version]
+    if not rows:
+        raise LookupError(f"{index}: no call transcribed by {model_version}; run zhasr transcribe-archive with it first")
+    done, failed = [], []
+    for row in rows:
+        body = next((o for o in row["outputs"] if o.endswith(".json")), None)
+        if row["status"] != DONE or body is None:
+            failed.append({"file": row["path"], "reason": row["reason"] or "no verbose_json transcript in the index"})
+            continue
+        done.append((Path(row["path"]), from_verbose(json.loads((index.parent / body).read_text(encoding="utf-8")))))
+    return done, failed
+
+
 def push(ctx: StageContext, paths: list[Path], model: str | None = None, strategy: str | None = None,
          budget_min: float | None = None) -> dict[str, Any]:
     """Transcribe the calls under ``paths`` with ``model`` (default: the champion; split channels where
-    stereo), choose the ones worth labelling first within the budget, and add them as tasks. A call the
-    project already has (same audio sha256) is not sent again; one that cannot be decoded is reported."""
+    stereo), choose the ones worth labelling first within the budget, and add them as tasks. A path named
+    ``index.jsonl`` is a ``transcribe-archive`` index: its calls' transcripts by that model are used as they
+    are. A call the project already has (same audio sha256) is not sent again; one that cannot be decoded
+    is reported."""
     p = ctx.params.label
     strategy = strategy or p.strategy
     budget_s = 60 * (p.budget_min if budget_min is None else budget_min)
     studio, project_id = open_studio(ctx)
     known = studio.pushed(project_id)
-    files = call_files(paths)
-    transcriber = open_transcriber(ctx, model)
+    resolved = resolve(ctx, model)
+    version = Path(resolved.identity).name  # "zhasr-whisper v3", or the model folder's name
+    work: list[tuple[Path, Transcription | None]] = []
+    failed: list[dict] = []
+    for path in map(Path, paths):
+        if path.name == INDEX_JSONL:
+            done, bad = indexed_transcripts(path, resolved.identity)
+            work += done
+            failed += bad
+        else:
+            work += [(f, None) for f in call_files([path])]
+    transcriber = open_transcriber(ctx, model) if any(r is None for _, r in work) else None
     challenger = None
     if strategy == "disagreement":
-        spec = f"models:/{ctx.params.register.model_name}@{registry.CHALLENGER}"
-        challenger = open_transcriber(ctx, spec)
-    version = Path(transcriber.identity).name  # "zhasr-whisper v3", or the model folder's name
-    calls: dict[str, tuple[StoredCall, Any]] = {}
-    candidates, failed, repeated = [], [], []
-    with tracking.stage_run(ctx, "label-push"), progress_bar("label push: transcribing calls") as progress:
-        for done, path in enumerate(files):
-            progress(done, len(files))
+        challenger = open_transcriber(ctx, f"models:/{ctx.params.register.model_name}@{registry.CHALLENGER}")
+    calls: dict[str, tuple[StoredCall, Transcription]] = {}
+    candidates, repeated = [], []
+    with tracking.stage_run(ctx, "label-push"), progress_bar("label push: calls") as progress:
+        for done, (path, result) in enumerate(work):
+            progress(done, len(work))
             try:
                 stored, audio = store_call(path, ctx.path("labelling"), ctx.params.transcribe.max_audio_s)
             except AudioError as exc:
@@ -83,13 +113,13 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
             if stored.call_id in calls:  # two files of one name in different folders
                 stored = dataclasses.replace(stored, call_id=f"{stored.call_id}-{stored.audio_sha256[:8]}")
             channels = "split" if stored.channels > 1 else "mix"
-            result = transcriber.transcribe(audio, channels=channels, name=str(path))
+            result = result or transcriber.transcribe(audio, channels=channels, name=str(path))
             other = challenger.transcribe(audio, channels=channels, name=str(path)) if challenger else None
             calls[stored.call_id] = (stored, result)
             candidates.append(Candidate(stored.call_id, stored.duration_s, round(1 - call_confidence(result), 4),
                                         f"{stored.channels}ch@{stored.source_rate}",
                                         disagreement(result.text, other.text) if other else None))
-        progress(len(files), len(files))
+        progress(len(work), len(work))
         chosen = choose(candidates, strategy, budget_s, seed=ctx.params.synth.seed)
         task_ids = studio.add_tasks(project_id, [task(calls[c.call_id][0], calls[c.call_id][1], version)
                                                  for c in chosen])
@@ -98,7 +128,7 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
                  for k, (c, t) in enumerate(zip(chosen, task_ids))]
         summary = {"project": p.project, "project_id": project_id, "project_url": studio.project_url(project_id),
                    "model_version": version, "strategy": strategy, "budget_min": budget_s / 60,
-                   "calls_given": len(files), "calls_pushed": len(chosen),
+                   "calls_given": len(work) + len(failed), "calls_pushed": len(chosen),
                    "minutes_pushed": round(sum(c.duration_s for c in chosen) / 60, 2),
                    "already_in_project": repeated, "failed": failed, "tasks": table}
         mlflow.set_tags({"zhasr.labelstudio.project": f"{p.project} (id {project_id}) {studio.project_url(project_id)}",

@@ -114,3 +114,24 @@ def test_the_scheduled_archive_run_is_served_only_with_a_source():
     assert archive_deployment(params_from_dict({})) is None
     served = archive_deployment(params_from_dict({"archive": {"source": "/calls/tonight", "cron": "15 1 * * *"}}))
     assert served.schedules[0].schedule.cron == "15 1 * * *" and served.concurrency_limit == 1
+
+
+def test_label_push_reads_the_index_transcripts_as_they_are(tmp_path, tiny_model_dir):
+    from tasks.label import indexed_transcripts
+    from zhasr.archive.records import write_index
+    from zhasr.archive.shard import transcribe_shard
+    from zhasr.config import TranscribeParams
+    from zhasr.transcribe import Transcriber
+
+    write_tone(tmp_path / "calls" / "a.wav", 1.5, rate=8000, channels=2)
+    (tmp_path / "calls" / "b.wav").write_bytes(b"broken")
+    out = tmp_path / "archive"
+    engine = Transcriber.open(tiny_model_dir, TranscribeParams(max_new_tokens=16))
+    shard = transcribe_shard(list_calls(tmp_path / "calls"), engine, out, "tiny", "tiny v1")
+    write_index(out, list(shard.records))
+    done, failed = indexed_transcripts(out / "index.jsonl", "tiny v1")
+    assert [p.name for p, _ in done] == ["a.wav"] and done[0][1].channels == "split"
+    assert done[0][1].segments == engine.transcribe(tmp_path / "calls" / "a.wav", channels="split").segments
+    assert failed[0]["file"].endswith("b.wav") and "cannot decode" in failed[0]["reason"]
+    with pytest.raises(LookupError, match="no call transcribed by tiny v2"):
+        indexed_transcripts(out / "index.jsonl", "tiny v2")

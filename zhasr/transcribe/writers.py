@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from zhasr.transcribe.records import Transcription
+from zhasr.transcribe.records import Removed, Segment, Transcription
 
 FORMATS = ("text", "json", "verbose_json", "srt", "vtt")
 MEDIA_TYPES = {"text": "text/plain", "json": "application/json", "verbose_json": "application/json",
@@ -38,6 +38,18 @@ def verbose(t: Transcription, words: bool = False) -> dict[str, Any]:
     if words:
         body["words"] = [asdict(w) for s in t.segments for w in s.words]
     return body
+
+
+def from_verbose(body: dict[str, Any]) -> Transcription:
+    """The Transcription a ``verbose_json`` body (of ``verbose``) was written from: segments, removed pieces
+    and warnings (words and timings are not kept)."""
+    language = next((code for code, name in LANGUAGE_NAMES.items() if name == body["language"]), body["language"])
+    segments = tuple(Segment(s["id"], s["start"], s["end"], s["text"], s["channel"], s["speaker"], s["avg_logprob"],
+                             s["no_speech_prob"], s["compression_ratio"], tuple(s["flags"]), s.get("error"))
+                     for s in body["segments"])
+    return Transcription(body["text"], segments, body["duration"], language, body["model"], body["runtime"],
+                         body["channels"], tuple(Removed(**r) for r in body.get("removed", [])),
+                         tuple(body.get("warnings", [])))
 
 
 def _label(speaker: str, text: str) -> str:
