@@ -19,10 +19,10 @@ from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import review, tracking
 from tasks.decoding import Model, ct2_copies, decode_sets, load_clips, references, whole_clip_decoding
+from zhasr.config import GateParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, read_json
-from zhasr.config import GateParams
 from zhasr.evaluation.bootstrap import paired_bootstrap_gain
 from zhasr.evaluation.gate import WHOLE_CLIP_SUFFIX, judged_general_sets
 from zhasr.evaluation.metrics import character_error_rate
