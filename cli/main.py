@@ -19,6 +19,7 @@ from mlflow_services.errors import PromotionError
 from zhasr.config import ConfigError
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
+from zhasr.labelling.export import ExportError
 from zhasr.labelling.studio import StudioError
 from zhasr.model.adapters import AdapterUnavailableError, check_method_available
 from zhasr.serve.keys import KeyFileError
@@ -323,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2
-    except (AdapterUnavailableError, PromotionError, AudioError, LookupError, KeyFileError, StudioError) as exc:
+    except (AdapterUnavailableError, PromotionError, AudioError, LookupError, KeyFileError, StudioError,
+            ExportError) as exc:
         print(f"zhasr: {exc}", file=sys.stderr)
         return 2
     # Under torchrun every process runs the command; the result is printed once.

@@ -196,3 +196,16 @@ def test_labelled_minutes_count_regions_with_text_once_per_annotation(tmp_path):
     assert ledger.add(3, 1.5) == 1.5 and ledger.add(3, 2.0) == 2.0 and ledger.add(4, 1.0) == 3.0
     ledger.clear({"3"})
     assert ledger.pending() == {"4": 1.0}
+
+
+def test_label_commands_name_the_address_when_label_studio_is_not_there(project, monkeypatch, capsys):
+    from cli.main import main
+    from service.process import free_port
+
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    assert main(["label", "pull"]) == 2
+    assert "no Label Studio API token" in capsys.readouterr().err
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0" * 40)
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["label", "pull", "--set", f"label.url={url}"]) == 2
+    assert f"Label Studio at {url} does not answer" in capsys.readouterr().err

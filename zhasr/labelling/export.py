@@ -20,6 +20,10 @@ END_SLACK_S = 0.05  # a region may end this far past the audio (waveform pixels 
 OVERLAP_S = 0.05  # regions of one channel may touch by this much
 
 
+class ExportError(ValueError):
+    """The export is not one of a zhasr project: not Label Studio's full JSON, or no task is a zhasr call."""
+
+
 @dataclass(frozen=True)
 class CorrectedRegion:
     """One region of a person's annotation: what was said, where, by whom, and what the model had said."""
@@ -79,9 +83,9 @@ class _Region:
 def read_export(tasks: list[dict[str, Any]], *, min_region_s: float, max_region_s: float,
                 pulled: frozenset[tuple[int, str]] = frozenset()) -> ExportRead:
     """``tasks``: the full JSON export (a list of tasks). ``pulled``: (annotation id, updated_at) already in
-    a batch. Raises ValueError when no task of the export is a zhasr call (an export of another project)."""
+    a batch. Raises ExportError when no task of the export is a zhasr call (an export of another project)."""
     if not isinstance(tasks, list):
-        raise ValueError("the export is not Label Studio's full JSON (a list of tasks)")
+        raise ExportError("the export is not Label Studio's full JSON (a list of tasks)")
     regions: list[CorrectedRegion] = []
     rejected: list[Rejected] = []
     already = unlabelled = 0
@@ -126,7 +130,7 @@ def read_export(tasks: list[dict[str, Any]], *, min_region_s: float, max_region_
                 region.end_s, region.channel, region.role, region.text or "", annotation.get("completed_by"),
                 annotation.get("lead_time"), updated, _predicted_text(region, predicted), model_version))
     if tasks and not ours:
-        raise ValueError(f"none of the export's {len(tasks)} tasks is a zhasr call: it comes from another "
+        raise ExportError(f"none of the export's {len(tasks)} tasks is a zhasr call: it comes from another "
                          f"project or labelling config")
     return ExportRead(tuple(regions), tuple(rejected), already, unlabelled)
 
