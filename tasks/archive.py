@@ -20,12 +20,13 @@ from zhasr.archive.shard import ShardResult, transcribe_shard
 from zhasr.context import StageContext
 from zhasr.transcribe import Transcriber
 
-_OPEN: dict[tuple[str, str], Transcriber] = {}  # per worker process: (model folder, params digest) -> engine
+_OPEN: dict[tuple[str, str, str], Transcriber] = {}  # per worker process, the engine of the last model asked for
 
 
 def _engine(ctx: StageContext, model: ResolvedModel, threads: int) -> Transcriber:
-    key = (str(model.model_dir), ctx.params.digest())
+    key = (str(model.model_dir), model.identity, repr(ctx.params.transcribe))
     if key not in _OPEN:
+        _OPEN.clear()  # a long-lived worker holds one model: the new champion's replaces the old
         if threads:  # a local cluster's share of the cores; on a cluster of its own a worker keeps torch's default
             import torch
 
