@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/active_learning.py                    # 40 pool calls, 12 test calls, whisper-base
     .venv/bin/python bench/active_learning.py --calls 20 --test-calls 6 --epochs 2   # quicker
+    .venv/bin/python bench/active_learning.py --codecs mulaw,amr-nb-lossy,g723       # calls over several lines
 
 A pool of generated two-channel 8 kHz mu-law calls (synthetic voices, agent left, customer right) is
 transcribed by the champion (whisper-base) in split mode, as ``zhasr label push`` does. Each strategy of
@@ -27,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from zhasr.config import IngestParams, SynthParams, TrainParams, load_params  # noqa: E402
 from zhasr.data.audio import load_16k  # noqa: E402
+from zhasr.data.codecs import telephone  # noqa: E402
 from zhasr.data.ingest import ingest_batches  # noqa: E402
 from zhasr.data.synth import synthesize_batch  # noqa: E402
 from zhasr.data.synth.call import write_call  # noqa: E402
@@ -48,8 +51,9 @@ from zhasr.transcribe.confidence import call_confidence  # noqa: E402
 REAL_ZH = REPO.parent / "shared" / "data" / "real-zh" / "manifest.jsonl"
 
 
-def make_calls(root: Path, n_calls: int, seed: int) -> list[tuple[Path, list]]:
-    """``n_calls`` two-channel calls of 8 turns: synthetic call j's four clips on the left, j+1's on the right."""
+def make_calls(root: Path, n_calls: int, seed: int, codecs: list[str]) -> list[tuple[Path, list]]:
+    """``n_calls`` two-channel calls of 8 turns: synthetic call j's four clips on the left, j+1's on the right;
+    call k through the telephone codec ``codecs[k % len(codecs)]`` (mulaw: as written)."""
     options = SynthParams(batch=f"clips-{seed}", n_clips=8 * n_calls, n_speakers=2 * n_calls, clips_per_call=4,
                           seed=seed, telephone_fraction=1.0)
     batch = synthesize_batch(root / "synth", options, progress=lambda done, total: None)
@@ -63,7 +67,13 @@ def make_calls(root: Path, n_calls: int, seed: int) -> list[tuple[Path, list]]:
     for k in range(0, len(synth_calls) - 1, 2):
         left, right = synth_calls[k], synth_calls[k + 1]
         turns = [c for pair in zip(left, right) for c in pair]
-        calls.append(write_call(root / "calls", turns, 8000, name=f"s{seed}-call{k // 2:03d}", seed=k))
+        wav, call_turns = write_call(root / "calls", turns, 8000, name=f"s{seed}-call{k // 2:03d}", seed=k)
+        codec = codecs[(k // 2) % len(codecs)]
+        if codec != "mulaw":
+            samples, rate = sf.read(wav, always_2d=True, dtype="float32")
+            heard = np.stack([telephone(samples[:, c], codec, rate) for c in range(samples.shape[1])], axis=1)
+            sf.write(wav, heard, rate, subtype="PCM_16")
+        calls.append((wav, call_turns))
     return calls
 
 
@@ -104,6 +114,8 @@ def main() -> None:
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--challenger", type=Path, default=REPO / "models" / "candidate")
+    parser.add_argument("--codecs", default="mulaw", help="telephone codecs the calls go through, one a call in turn "
+                                                            "(e.g. mulaw,amr-nb-lossy,g723: a mix of lines)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
     from zhasr.model.ct2_import import ensure_packaged_base_model
@@ -112,7 +124,8 @@ def main() -> None:
     params = load_params(REPO / "params.yaml")
     root = Path(tempfile.mkdtemp(prefix="zhasr-al-"))
     started = time.perf_counter()
-    pool, test = make_calls(root, args.calls, seed=11), make_calls(root, args.test_calls, seed=12)
+    codecs = args.codecs.split(",")
+    pool, test = make_calls(root, args.calls, 11, codecs), make_calls(root, args.test_calls, 12, codecs)
     test_rows = rows_of(root, "test", test, "test")
     real = []
     if REAL_ZH.is_file():
@@ -168,7 +181,7 @@ def main() -> None:
 
     print(f"\nwhisper-base before labelling: test CER {100 * base_test:.2f}%"
           + (f", real speech {100 * base_real:.2f}%" if base_real is not None else ""))
-    print(f"pool {len(pool)} calls, {pool_min:.1f} min; budget {args.budget:.0%} of it; {args.epochs} epochs; "
+    print(f"pool {len(pool)} calls ({args.codecs}), {pool_min:.1f} min; budget {args.budget:.0%} of it; {args.epochs} epochs; "
           f"total {time.perf_counter() - started:.0f} s\n")
     print("| strategy | seed | budget | calls | call min | speech min | test CER % | gain (points) | gain / call min "
           "| real CER % |")
