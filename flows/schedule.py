@@ -61,18 +61,31 @@ def deployment(params: Params, params_path: Path | None = None) -> RunnerDeploym
     return runner
 
 
+def _nightly(flow_object, entrypoint: str | None, params: Params, params_path: Path | None, cron: str,
+             description: str, tag: str) -> RunnerDeployment:
+    """``flow_object`` on ``cron`` (schedule.timezone), one run at a time; ``entrypoint``: the module-level
+    name of a flow built with options, which the runner process must import to get the same options."""
+    runner = flow_object.to_deployment(
+        name=params.schedule.deployment,
+        schedules=[CronSchedule(cron=cron, timezone=params.schedule.timezone)],
+        concurrency_limit=1,
+        parameters={"params_path": str(params_path) if params_path else None},
+        description=description,
+        tags=["zhasr", tag],
+        **({"entrypoint_type": EntrypointType.MODULE_PATH} if entrypoint else {}),
+    )
+    if entrypoint:
+        runner.entrypoint = entrypoint
+    return runner
+
+
 def label_push_deployment(params: Params, params_path: Path | None = None) -> RunnerDeployment | None:
     """``label-push`` of ``label.calls_dir`` on ``label.push_cron``; None when no folder is set."""
     if not params.label.calls_dir:
         return None
-    return label_push.to_deployment(
-        name=params.schedule.deployment,
-        schedules=[CronSchedule(cron=params.label.push_cron, timezone=params.schedule.timezone)],
-        concurrency_limit=1,
-        parameters={"params_path": str(params_path) if params_path else None},
-        description="Send the night's calls to Label Studio with the champion's segments, most uncertain first.",
-        tags=["zhasr", "label"],
-    )
+    return _nightly(label_push, None, params, params_path, params.label.push_cron,
+                    "Send the night's calls to Label Studio with the champion's segments, most uncertain first.",
+                    "label")
 
 
 def archive_deployment(params: Params, params_path: Path | None = None) -> RunnerDeployment | None:
@@ -80,14 +93,8 @@ def archive_deployment(params: Params, params_path: Path | None = None) -> Runne
     None when no source is set."""
     if not params.archive.source:
         return None
-    return scheduled_archive.to_deployment(
-        name=params.schedule.deployment,
-        schedules=[CronSchedule(cron=params.archive.cron, timezone=params.schedule.timezone)],
-        concurrency_limit=1,
-        parameters={"params_path": str(params_path) if params_path else None},
-        description="Transcribe the night's calls with the champion; a rerun skips what is done.",
-        tags=["zhasr", "archive"],
-    )
+    return _nightly(scheduled_archive, f"{__name__}.scheduled_archive", params, params_path, params.archive.cron,
+                    "Transcribe the night's calls with the champion; a rerun skips what is done.", "archive")
 
 
 def serve_schedule(params: Params, params_path: Path | None = None) -> None:

@@ -114,6 +114,7 @@ def test_the_scheduled_archive_run_is_served_only_with_a_source():
     assert archive_deployment(params_from_dict({})) is None
     served = archive_deployment(params_from_dict({"archive": {"source": "/calls/tonight", "cron": "15 1 * * *"}}))
     assert served.schedules[0].schedule.cron == "15 1 * * *" and served.concurrency_limit == 1
+    assert served.entrypoint == "flows.schedule.scheduled_archive"  # the flow with its Dask task runner
 
 
 def test_label_push_reads_the_index_transcripts_as_they_are(tmp_path, tiny_model_dir):
