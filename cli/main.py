@@ -298,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("push", "pull"))
     p.add_argument("calls", nargs="*", help="push: audio files or folders of calls")
     p.add_argument("--model", help="push: models:/NAME@ALIAS, models:/NAME/VERSION or a folder (default: the champion)")
-    p.add_argument("--strategy", choices=("confidence", "disagreement", "random"), help="push: default label.strategy")
+    from zhasr.labelling.selection import STRATEGIES
+
+    p.add_argument("--strategy", choices=STRATEGIES, help="push: default label.strategy")
     p.add_argument("--budget-min", type=float,
                    help="push: minutes of audio to send (default label.budget_min; 0 = all)")
     p.add_argument("--batch", help="pull: the new batch's name (default labelstudio-p<project>-<UTC time>)")
