@@ -53,18 +53,25 @@ def log_params(run_id: str, ctx: StageContext) -> None:
 
 
 @contextmanager
-def stage_run(ctx: StageContext, stage: str) -> Iterator[mlflow.ActiveRun]:
+def stage_run(ctx: StageContext, stage: str, began_s_ago: float = 0.0) -> Iterator[mlflow.ActiveRun]:
     """The active MLflow run for ``stage``: the flow's run when there is one, else a new run. The stage's
-    wall time is logged as ``stage_<stage>_s``."""
-    configure(ctx)
-    started = time.perf_counter()
+    wall time is logged as ``stage_<stage>_s``. ``began_s_ago``: the work started that long before the run
+    is opened (a run logged at the end of a flow still shows the flow's duration)."""
+    experiment_id = configure(ctx)
+    started = time.perf_counter() - began_s_ago
     if ctx.mlflow_run_id:
         with mlflow.start_run(run_id=ctx.mlflow_run_id) as run:
             yield run
             mlflow.log_metric(f"stage_{stage}_s", round(time.perf_counter() - started, 1))
             mlflow.set_tag(f"zhasr.stage.{stage}", "done")
         return
-    with mlflow.start_run(run_name=stage, tags={"zhasr.kind": "stage", "zhasr.stage": stage}) as run:
+    tags = {"zhasr.kind": "stage", "zhasr.stage": stage}
+    opened = {"run_name": stage, "tags": tags}
+    if began_s_ago:
+        created = MlflowClient().create_run(experiment_id, start_time=int((time.time() - began_s_ago) * 1000),
+                                            run_name=stage, tags=tags)
+        opened = {"run_id": created.info.run_id}
+    with mlflow.start_run(**opened) as run:
         log_params(run.info.run_id, ctx)
         yield run
         mlflow.log_metric(f"stage_{stage}_s", round(time.perf_counter() - started, 1))

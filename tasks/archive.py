@@ -67,11 +67,16 @@ def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], w
                "wall_s": round(wall_s, 1), "workers": workers,
                "audio_hours_per_hour": round(sum(r.duration_s for r in worked) / wall_s, 2) if wall_s and worked else 0.0,
                "failures": [{"call_id": r.call_id, "reason": r.reason} for r in made if r.status == FAILED]}
-    with tracking.stage_run(ctx, "transcribe-archive"):
+    with tracking.stage_run(ctx, "transcribe-archive", began_s_ago=wall_s):
         mlflow.set_tags({"zhasr.archive.model_version": model.identity, "zhasr.archive.out": str(out)})
         mlflow.log_metrics({k: summary[k] for k in ("calls", "done", "failed", "skipped", "audio_hours",
                                                     "audio_hours_per_hour", "wall_s")})
         tracking.log_json(summary, "archive/summary.json")
+        if made:  # what this run did, a row a call (the index holds every run's)
+            mlflow.log_table({"call_id": [r.call_id for r in made], "status": [r.status for r in made],
+                              "minutes": [round(r.duration_s / 60, 2) for r in made],
+                              "confidence": [r.mean_confidence for r in made], "wall_s": [r.wall_s for r in made],
+                              "reason": [r.reason for r in made]}, "archive/calls.json")
     return summary
 
 
