@@ -181,7 +181,8 @@ def main() -> None:
 
     print(f"\nwhisper-base before labelling: test CER {100 * base_test:.2f}%"
           + (f", real speech {100 * base_real:.2f}%" if base_real is not None else ""))
-    print(f"pool {len(pool)} calls ({args.codecs}), {pool_min:.1f} min; budget {args.budget:.0%} of it; {args.epochs} epochs; "
+    print(f"pool {len(pool)} calls ({args.codecs}), {pool_min:.1f} min; budget {args.budget:.0%} of it; "
+          f"{args.epochs} epochs; "
           f"total {time.perf_counter() - started:.0f} s\n")
     print("| strategy | seed | budget | calls | call min | speech min | test CER % | gain (points) | gain / call min "
           "| real CER % |")

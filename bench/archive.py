@@ -70,8 +70,8 @@ def main() -> None:
     for workers in (1, 2):
         sets = ["--set", f"archive.workers={workers}", "--set", f"archive.shard_calls={args.shard_calls}",
                 "--set", f"archive.out=out-archive-{workers}"]
-        rows.append((f"transcribe-archive, {workers} Dask worker{'s' if workers > 1 else ''}",
-                     timed([*zhasr, "transcribe-archive", str(root / "calls"), "--model", str(args.model), *sets], env)))
+        command = [*zhasr, "transcribe-archive", str(root / "calls"), "--model", str(args.model), *sets]
+        rows.append((f"transcribe-archive, {workers} Dask worker{'s' if workers > 1 else ''}", timed(command, env)))
     rerun = timed([*zhasr, "transcribe-archive", str(root / "calls"), "--model", str(args.model), "--set",
                    "archive.workers=2", "--set", "archive.out=out-archive-2"], env)
     print(f"\n{len(calls)} calls, {audio_s / 60:.1f} min of two-channel 8 kHz audio, {os.cpu_count()} cores, "

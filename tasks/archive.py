@@ -65,7 +65,7 @@ def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], w
     summary = {"out": str(out), "model_version": model.identity, "calls": len(records), "done": statuses[DONE],
                "failed": statuses[FAILED], "skipped": len(skipped), "audio_hours": round(hours, 4),
                "wall_s": round(wall_s, 1), "workers": workers,
-               "audio_hours_per_hour": round(sum(r.duration_s for r in worked) / wall_s, 2) if wall_s and worked else 0.0,
+               "audio_hours_per_hour": round(hours * 3600 / wall_s, 2) if wall_s else 0.0,
                "failures": [{"call_id": r.call_id, "reason": r.reason} for r in made if r.status == FAILED]}
     with tracking.stage_run(ctx, "transcribe-archive", began_s_ago=wall_s):
         mlflow.set_tags({"zhasr.archive.model_version": model.identity, "zhasr.archive.out": str(out)})

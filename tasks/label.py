@@ -58,7 +58,8 @@ def indexed_transcripts(index: Path, model_version: str) -> tuple[list[tuple[Pat
     transcripts, and its failed calls as ``{"file", "reason"}``."""
     rows = [r for r in read_jsonl(index) if r["model_version"] == model_version]
     if not rows:
-        raise LookupError(f"{index}: no call transcribed by {model_version}; run zhasr transcribe-archive with it first")
+        raise LookupError(f"{index}: no call transcribed by {model_version}; "
+                          "run zhasr transcribe-archive with it first")
     done, failed = [], []
     for row in rows:
         body = next((o for o in row["outputs"] if o.endswith(".json")), None)
@@ -163,8 +164,7 @@ def pull(ctx: StageContext, batch: str | None = None) -> dict[str, Any]:
         mlflow.log_metrics({"label_rows": result.rows, "label_rejected": result.rejected,
                             "label_minutes": result.minutes, "label_corrected_share": result.corrected_share})
         if read.rejected:
-            mlflow.log_table({"task": [r.task_id for r in read.rejected], "annotation": [r.annotation_id for r in read.rejected],
-                              "region": [r.region_id for r in read.rejected], "reason": [r.reason for r in read.rejected]},
-                             "label/rejected.json")
+            columns = ("task_id", "annotation_id", "region_id", "reason")
+            mlflow.log_table({c: [getattr(r, c) for r in read.rejected] for c in columns}, "label/rejected.json")
         atomic_write_json(ctx.report("label_pull"), summary)
     return summary

@@ -15,7 +15,7 @@ import pytest
 from conftest import write_tone
 
 from zhasr.archive.listing import list_calls
-from zhasr.archive.records import DONE, FAILED, INDEX_PARQUET, all_records
+from zhasr.archive.records import FAILED, INDEX_PARQUET, all_records
 from zhasr.context import StageContext
 
 
@@ -40,10 +40,11 @@ def calls_dir(project):
 
 def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
         project, calls_dir, cluster, tiny_model_dir, prefect_server, monkeypatch):
+    from test_promotion import promote, write_evaluation
+
     from flows.archive import run_archive
     from mlflow_services import promotion
     from tasks.decoding import ensure_champion
-    from test_promotion import promote, write_evaluation
 
     local, client = cluster
     sets = [f"archive.address={local.scheduler_address}", "archive.shard_calls=2", "archive.formats=[verbose_json,srt]"]
@@ -92,7 +93,8 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
 
     assert pq.read_table(out / INDEX_PARQUET).num_rows == 22
     # what the killed worker had finished stays as it made it: not done again
-    assert {f"{r.audio_sha256}.json" for r in records if r.worker.endswith(f":{killed['pid']}")} >= killed["its_records"]
+    by_killed = {f"{r.audio_sha256}.json" for r in records if r.worker.endswith(f":{killed['pid']}")}
+    assert by_killed >= killed["its_records"]
 
     second = run_archive(overrides=sets, source=str(calls_dir))
     assert (second["skipped"], second["done"], second["failed"]) == (22, 0, 0)

@@ -79,8 +79,10 @@ def test_a_call_is_kept_at_its_own_rate_and_its_task_carries_predictions(tmp_pat
 
 
 def test_corrected_regions_keep_times_channel_role_and_what_the_model_said():
-    predicted = [region_items("seg0", 1.0, 2.5, 0, "agent", "您号"), region_items("seg1", 3.0, 4.2, 1, "customer", "查快递")]
-    corrected = [region_items("seg0", 1.0, 2.5, 0, "agent", "您好"), region_items("seg1", 3.0, 4.2, 1, "customer", "查快递"),
+    predicted = [region_items("seg0", 1.0, 2.5, 0, "agent", "您号"),
+                 region_items("seg1", 3.0, 4.2, 1, "customer", "查快递")]
+    corrected = [region_items("seg0", 1.0, 2.5, 0, "agent", "您好"),
+                 region_items("seg1", 3.0, 4.2, 1, "customer", "查快递"),
                  region_items("new", 5.0, 6.0, 1, "customer", "谢谢")]
     got = read([export_task(results=corrected, prediction_results=predicted)])
     assert not got.rejected
@@ -129,7 +131,8 @@ def test_an_export_of_another_config_or_project_is_refused_with_the_reason():
 def test_skipped_and_unannotated_tasks_and_the_newest_annotation():
     skipped = export_task(task_id=1, cancelled=True)
     unlabelled = {**export_task(task_id=2), "annotations": []}
-    twice = export_task(task_id=3, results=[region_items("r", 1.0, 2.0, 0, "agent", "旧")], ann_id=1, updated="2026-12-01")
+    twice = export_task(task_id=3, results=[region_items("r", 1.0, 2.0, 0, "agent", "旧")], ann_id=1,
+                        updated="2026-12-01")
     twice["annotations"].append(export_task(results=[region_items("r", 1.0, 2.0, 0, "agent", "新")], ann_id=2,
                                             updated="2026-12-02")["annotations"][0])
     got = read([skipped, unlabelled, twice])
@@ -142,7 +145,8 @@ def test_a_pull_writes_clips_from_their_channel_and_a_second_pull_adds_nothing(t
     stored, _ = store_call(write_call(tmp_path / "c1.wav"), labelling)
     data = {"audio": stored.audio_url, "call_id": "c1", "audio_sha256": stored.audio_sha256, "duration_s": 10.0,
             "channels": 2}
-    regions = [region_items("a", 1.0, 2.0, 0, "agent", "您好"), region_items("b", 3.0, 4.5, 1, "customer", "查快递"),
+    regions = [region_items("a", 1.0, 2.0, 0, "agent", "您好"),
+               region_items("b", 3.0, 4.5, 1, "customer", "查快递"),
                region_items("c", 5.0, 6.0, 1, "customer", "")]
     export = [export_task(results=regions, prediction_results=[region_items("a", 1.0, 2.0, 0, "agent", "您号")],
                           data=data)]
@@ -166,8 +170,9 @@ def test_a_pull_writes_clips_from_their_channel_and_a_second_pull_adds_nothing(t
 
 
 def test_choose_fills_the_budget_with_the_least_certain_calls_and_spreads_over_kinds():
-    pool = [Candidate("a", 60, 0.9, "2ch@8000"), Candidate("b", 60, 0.8, "2ch@8000"), Candidate("c", 60, 0.6, "1ch@16000"),
-            Candidate("d", 200, 0.99, "2ch@8000"), Candidate("e", 30, 0.1, "1ch@16000")]
+    pool = [Candidate("a", 60, 0.9, "2ch@8000"), Candidate("b", 60, 0.8, "2ch@8000"),
+            Candidate("c", 60, 0.6, "1ch@16000"), Candidate("d", 200, 0.99, "2ch@8000"),
+            Candidate("e", 30, 0.1, "1ch@16000")]
     assert [c.call_id for c in choose(pool, "confidence", 150)] == ["a", "c", "e"]
     assert [c.call_id for c in choose(pool, "confidence", 0)] == ["d", "a", "c", "b", "e"]
     assert choose(pool, "random", 0, seed=1) == choose(pool, "random", 0, seed=1)
@@ -181,15 +186,16 @@ def test_the_scheduled_push_is_served_only_when_a_calls_folder_is_set():
     from zhasr.config import params_from_dict
 
     assert label_push_deployment(params_from_dict({})) is None
-    served = label_push_deployment(params_from_dict({"label": {"calls_dir": "calls/tonight", "push_cron": "30 5 * * *"}}))
+    served = label_push_deployment(params_from_dict({"label": {"calls_dir": "calls/tonight",
+                                                               "push_cron": "30 5 * * *"}}))
     assert served.schedules[0].schedule.cron == "30 5 * * *" and served.concurrency_limit == 1
 
 
 def test_labelled_minutes_count_regions_with_text_once_per_annotation(tmp_path):
     from zhasr.labelling.webhook import MinuteLedger, labelled_minutes
 
-    result = region_items("a", 0.0, 30.0, 0, "agent", "您好") + region_items("b", 0.0, 100.0, 1, "customer", "好的") \
-        + region_items("c", 5.0, 6.0, 1, "customer", "")
+    result = (region_items("a", 0.0, 30.0, 0, "agent", "您好") + region_items("b", 0.0, 100.0, 1, "customer", "好的")
+              + region_items("c", 5.0, 6.0, 1, "customer", ""))
     assert labelled_minutes({"id": 3, "result": result}, max_region_s=60.0) == (3, 1.5)  # b capped at 60 s, c empty
     assert labelled_minutes({"id": True, "result": []}, 60.0) is None and labelled_minutes([], 60.0) is None
     ledger = MinuteLedger(tmp_path / "minutes.json")

@@ -181,7 +181,8 @@ def test_the_webhook_pulls_the_corrections_and_starts_the_retraining(project, la
         while time.monotonic() < deadline and not runs:
             time.sleep(1)
             with get_client(sync_client=True) as client:
-                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+                only_ours = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+                runs = client.read_flow_runs(deployment_filter=only_ours)
         assert len(runs) == 1, server.tail()
         batches = list((project / "data" / "incoming").glob("labelstudio-p*"))
         assert len(batches) == 1 and len(read_jsonl(batches[0] / "manifest.jsonl")) == 2

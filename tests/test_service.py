@@ -163,12 +163,13 @@ def test_the_labelstudio_webhook_counts_each_annotation_once_and_refuses_what_is
     url, auth = f"{server.url}/v1/labelstudio/webhook", {"Authorization": f"Bearer {server.keys['alice']}"}
     annotation = {"id": 5, "result": region_items("r", 1.0, 7.0, 0, "agent", "您好") + region_items("s", 8.0, 14.0, 1,
                                                                                                     "customer", "")}
-    first = requests.post(url, headers=auth, json={"action": "ANNOTATION_CREATED", "annotation": annotation}, timeout=10)
+    created = {"action": "ANNOTATION_CREATED", "annotation": annotation}
+    first = requests.post(url, headers=auth, json=created, timeout=10)
     assert first.status_code == 200 and first.json()["minutes"] == 0.1  # the region without text is not counted
-    again = requests.post(url, headers=auth, json={"action": "ANNOTATION_UPDATED", "annotation": annotation}, timeout=10)
+    again = requests.post(url, headers=auth, json={**created, "action": "ANNOTATION_UPDATED"}, timeout=10)
     assert again.json()["pending_min"] == 0.1 and again.json()["retrain_started"] is False  # once, below 30 min
     assert requests.post(url, headers=auth, json={"action": "PROJECT_UPDATED"}, timeout=10).json()["counted"] is False
-    assert requests.post(url, json={"action": "ANNOTATION_CREATED", "annotation": annotation}, timeout=10).status_code == 401
+    assert requests.post(url, json=created, timeout=10).status_code == 401
     bad = requests.post(url, headers=auth, json={"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}}, timeout=10)
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "annotation"
     assert requests.post(url, headers=auth, json=[1, 2], timeout=10).status_code == 422

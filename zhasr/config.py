@@ -36,7 +36,7 @@ class PathsParams:
     decode_cache: str = "cache/decode"  # per-clip decodings keyed by weights, audio, engine and options
     encoder_states: str = "cache/encoder-states"  # evaluation's shared lower encoder layers, per 30-s window
     augmented: str = "cache/augmented"  # training clips through a telephone channel (train.telephone_augment)
-    labelling: str = "data/labelling"  # calls sent to Label Studio (calls/<sha256>.wav, served to it) and the pull ledger
+    labelling: str = "data/labelling"  # calls sent to Label Studio (calls/<sha256>.wav) and the pull ledger
 
 
 @dataclass(frozen=True)
@@ -342,7 +342,7 @@ class ServeParams:
 @dataclass(frozen=True)
 class ArchiveParams:
     # ``zhasr transcribe-archive``: a night's calls in shards on a Dask (or Ray) cluster, resumable.
-    source: str | None = None  # a folder, glob pattern or manifest of calls (the scheduled run's; the CLI names its own)
+    source: str | None = None  # a folder, glob pattern or manifest of calls for the scheduled run
     out: str = "archive"  # output root (relative to the project root): transcripts/, records/, index.jsonl/.parquet
     runner: Literal["dask", "ray"] = "dask"  # ray needs prefect-ray (pip install prefect-ray)
     address: str | None = None  # an existing cluster's scheduler (tcp://HOST:8786, or Ray's); None: a local cluster
@@ -561,11 +561,16 @@ def _check_gate(gate: GateParams) -> None:
 _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
 
 
+def _check_cron(key: str, cron: str) -> None:
+    """The shape of a cron line; Prefect parses it in full when deploying."""
+    fields = cron.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ConfigError(f"{key}: expected 5 cron fields (minute hour day month weekday), got {cron!r}")
+
+
 def _check_schedule(schedule: ScheduleParams) -> None:
     """The shape of the cron line and the timezone; Prefect parses the cron in full when deploying."""
-    fields = schedule.cron.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        raise ConfigError(f"schedule.cron: expected 5 cron fields (minute hour day month weekday), got {schedule.cron!r}")
+    _check_cron("schedule.cron", schedule.cron)
     try:
         zoneinfo.ZoneInfo(schedule.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
@@ -621,8 +626,7 @@ def _check_label(label: LabelParams) -> None:
         raise ConfigError(f"label.retrain_after_min: must be 0 (never) or more minutes, got {label.retrain_after_min}")
     if label.budget_min < 0:
         raise ConfigError(f"label.budget_min: must be 0 (every call) or more minutes, got {label.budget_min}")
-    if len(label.push_cron.split()) != 5 or not all(_CRON_FIELD.match(f) for f in label.push_cron.split()):
-        raise ConfigError(f"label.push_cron: expected 5 cron fields (minute hour day month weekday), got {label.push_cron!r}")
+    _check_cron("label.push_cron", label.push_cron)
     if not 0 <= label.min_region_s < label.max_region_s:
         raise ConfigError(f"label.min_region_s, label.max_region_s: expected 0 <= min < max seconds, "
                           f"got {label.min_region_s} and {label.max_region_s}")
@@ -635,8 +639,7 @@ def _check_archive(archive: ArchiveParams) -> None:
     unknown = sorted(set(archive.formats) - {"verbose_json", "srt", "vtt", "text"})
     if unknown or not archive.formats:
         raise ConfigError(f"archive.formats: expected some of verbose_json, srt, vtt, text, got {archive.formats}")
-    if len(archive.cron.split()) != 5 or not all(_CRON_FIELD.match(f) for f in archive.cron.split()):
-        raise ConfigError(f"archive.cron: expected 5 cron fields (minute hour day month weekday), got {archive.cron!r}")
+    _check_cron("archive.cron", archive.cron)
 
 
 def params_from_dict(data: dict[str, Any]) -> Params:

@@ -124,5 +124,6 @@ def _SCHEMA():  # noqa: N802  (a constant built on first use: pyarrow is importe
         ("mtime_ns", pa.int64()), ("model", pa.string()), ("model_version", pa.string()), ("status", pa.string()),
         ("reason", pa.string()), ("duration_s", pa.float64()), ("channels", pa.int32()), ("runtime", pa.string()),
         ("texts", pa.string()), ("mean_confidence", pa.float64()), ("flags", pa.list_(pa.string())),
-        ("wall_s", pa.float64()), ("worker", pa.string()), ("outputs", pa.list_(pa.string())), ("finished_at", pa.string()),
+        ("wall_s", pa.float64()), ("worker", pa.string()), ("outputs", pa.list_(pa.string())),
+        ("finished_at", pa.string()),
     ])

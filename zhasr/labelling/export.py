@@ -95,8 +95,8 @@ def read_export(tasks: list[dict[str, Any]], *, min_region_s: float, max_region_
         data = task.get("data") or {}
         missing = [k for k in TASK_KEYS if k not in data]
         if missing:
-            rejected.append(Rejected(task_id, None, None, f"task {task_id}: not a zhasr call (data lacks "
-                                                          f"{', '.join(missing)}): a task of another project or config"))
+            reason = f"task {task_id}: not a zhasr call (data lacks {', '.join(missing)}): a task of another project"
+            rejected.append(Rejected(task_id, None, None, reason + " or config"))
             continue
         ours += 1
         annotation = _newest(task.get("annotations") or [])
