@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlflow_services.errors import PromotionError
+from zhasr.archive.listing import SourceError
 from zhasr.config import ConfigError
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2
     except (AdapterUnavailableError, PromotionError, AudioError, LookupError, KeyFileError, StudioError,
-            ExportError) as exc:
+            ExportError, SourceError) as exc:
         print(f"zhasr: {exc}", file=sys.stderr)
         return 2
     # Under torchrun every process runs the command; the result is printed once.

@@ -138,3 +138,18 @@ def test_label_push_reads_the_index_transcripts_as_they_are(tmp_path, tiny_model
     assert failed[0]["file"].endswith("b.wav") and "cannot decode" in failed[0]["reason"]
     with pytest.raises(LookupError, match="no call transcribed by tiny v2"):
         indexed_transcripts(out / "index.jsonl", "tiny v2")
+
+
+def test_a_source_naming_nothing_usable_is_refused_with_the_file_and_line(tmp_path):
+    from zhasr.archive.listing import SourceError
+
+    write_tone(tmp_path / "a.wav", 1.0)
+    (tmp_path / "calls.jsonl").write_text('{"audio": "a.wav"}\n{"audio": "missing.wav"}\n')
+    with pytest.raises(SourceError, match=r"calls.jsonl:2: missing.wav: no such file"):
+        list_calls(tmp_path / "calls.jsonl")
+    with pytest.raises(SourceError, match="neither a folder, a glob pattern nor a manifest"):
+        list_calls(tmp_path / "nowhere")
+    write_tone(tmp_path / "a.flac", 1.0)
+    with pytest.raises(SourceError, match="calls share an id .*: a"):
+        list_calls(tmp_path)
+    assert [c.call_id for c in list_calls(str(tmp_path / "*.wav"))] == ["a"]

@@ -6,10 +6,15 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from zhasr.data.importers.common import AUDIO_SUFFIXES
+
+
+class SourceError(ValueError):
+    """The archive's source names nothing usable; the message names the source, or the manifest and line."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,8 @@ def _call(path: Path, root: Path) -> ArchiveCall:
 
 
 def list_calls(source: str | Path) -> list[ArchiveCall]:
-    """The calls of ``source``, sorted by call id; FileNotFoundError naming the source, or the manifest and
-    line, when something named is missing."""
+    """The calls of ``source``, sorted by call id; SourceError when something named is missing or two calls
+    would share an id."""
     text = str(source)
     path = Path(text)
     if any(ch in text for ch in "*?["):
@@ -47,10 +52,10 @@ def list_calls(source: str | Path) -> list[ArchiveCall]:
     elif path.is_file():
         calls = _manifest_calls(path)
     else:
-        raise FileNotFoundError(f"{source}: neither a folder, a glob pattern nor a manifest file")
-    ids = [c.call_id for c in calls]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{source}: two calls share an id ({sorted({i for i in ids if ids.count(i) > 1})[:3]})")
+        raise SourceError(f"{source}: neither a folder, a glob pattern nor a manifest file")
+    shared = sorted(i for i, n in Counter(c.call_id for c in calls).items() if n > 1)
+    if shared:
+        raise SourceError(f"{source}: calls share an id (a name with two suffixes?): {', '.join(shared[:3])}")
     return sorted(calls, key=lambda c: c.call_id)
 
 
@@ -70,12 +75,12 @@ def _manifest_calls(manifest: Path) -> list[ArchiveCall]:
             try:
                 entry = json.loads(line)["audio"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{manifest}:{line_no}: expected a JSON object with an 'audio' path ({exc})") from exc
+                raise SourceError(f"{manifest}:{line_no}: expected a JSON object with an 'audio' path ({exc})") from exc
         else:
             entry = line.strip()
         audio = (manifest.parent / entry) if not os.path.isabs(entry) else Path(entry)
         if not audio.is_file():
-            raise FileNotFoundError(f"{manifest}:{line_no}: {entry}: no such file")
+            raise SourceError(f"{manifest}:{line_no}: {entry}: no such file")
         calls.append(_call(audio, manifest.parent))
     return calls
 
