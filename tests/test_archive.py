@@ -15,7 +15,7 @@ import pytest
 from conftest import write_tone
 
 from zhasr.archive.listing import list_calls
-from zhasr.archive.records import FAILED, INDEX_PARQUET, all_records
+from zhasr.archive.records import DONE, FAILED, INDEX_PARQUET, all_records
 from zhasr.context import StageContext
 
 
@@ -78,8 +78,10 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
 
     records = all_records(out)
     assert Counter(r.key for r in records).most_common(1)[0][1] == 1  # each call once
-    # a shard the killed worker had begun ran again and skipped the calls it had finished
-    assert (len(records), first["done"] + first["skipped"], first["failed"]) == (22, 21, 1)
+    # a shard the killed worker had begun ran again and skipped the calls it had finished (the broken one too,
+    # when that worker had recorded it)
+    assert (len(records), first["done"] + first["skipped"] + first["failed"]) == (22, 22)
+    assert Counter(r.status for r in records) == {DONE: 21, FAILED: 1}
     broken = next(r for r in records if r.status == FAILED)
     assert broken.call_id == "line0/broken" and "cannot decode audio" in broken.reason
     stereo = next(r for r in records if r.call_id == "line1/call01")
