@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import tracking
-from tasks.transcribe import ResolvedModel
+from tasks.transcribe import ResolvedModel, open_resolved
 from zhasr.archive.listing import ArchiveCall
 from zhasr.archive.records import DONE, FAILED, CallRecord, all_records, write_index
 from zhasr.archive.shard import ShardResult, transcribe_shard
@@ -31,9 +31,7 @@ def _engine(ctx: StageContext, model: ResolvedModel, threads: int) -> Transcribe
             import torch
 
             torch.set_num_threads(threads)
-        p = ctx.params
-        _OPEN[key] = Transcriber.open(model.model_dir, p.transcribe, language=p.model.language, task=p.model.task,
-                                      exports=model.exports, identity=model.identity)
+        _OPEN[key] = open_resolved(ctx, model)
     return _OPEN[key]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import mlflow
 
 from mlflow_services import registry, tracking
-from tasks.transcribe import open_transcriber, resolve
+from tasks.transcribe import open_resolved, open_transcriber, resolve
 from zhasr.archive.records import DONE, INDEX_JSONL
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
@@ -93,7 +93,7 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
             failed += bad
         else:
             work += [(f, None) for f in call_files([path])]
-    transcriber = open_transcriber(ctx, model) if any(r is None for _, r in work) else None
+    transcriber = open_resolved(ctx, resolved) if any(r is None for _, r in work) else None
     challenger = None
     if strategy == "disagreement":
         challenger = open_transcriber(ctx, f"models:/{ctx.params.register.model_name}@{registry.CHALLENGER}")

@@ -79,7 +79,11 @@ def resolve(ctx: StageContext, spec: str | None = None) -> ResolvedModel:
 
 
 def open_transcriber(ctx: StageContext, spec: str | None = None, runtime: str | None = None) -> Transcriber:
-    model = resolve(ctx, spec)
+    return open_resolved(ctx, resolve(ctx, spec), runtime)
+
+
+def open_resolved(ctx: StageContext, model: ResolvedModel, runtime: str | None = None) -> Transcriber:
+    """The engine of a model ``resolve`` found, with the project's transcribe settings."""
     p = ctx.params
     return Transcriber.open(model.model_dir, p.transcribe, language=p.model.language, task=p.model.task,
                             exports=model.exports, runtime=runtime, identity=model.identity)

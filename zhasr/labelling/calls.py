@@ -71,6 +71,5 @@ def task(call: StoredCall, result: Transcription, model_version: str) -> dict:
     """The Label Studio task of one call; ``data`` carries what a pull needs to find and check the audio
     (and nothing a client could use to reach anything else)."""
     return {"data": {"audio": call.audio_url, "call_id": call.call_id, "audio_sha256": call.audio_sha256,
-                     "duration_s": call.duration_s, "channels": call.channels, "source_rate": call.source_rate,
-                     "model": result.model},
+                     "duration_s": call.duration_s, "channels": call.channels, "source_rate": call.source_rate},
             "predictions": [prediction(result, model_version)]}
