@@ -38,9 +38,8 @@ def _engine(ctx: StageContext, model: ResolvedModel, threads: int) -> Transcribe
 def run_shard(ctx: StageContext, model: ResolvedModel, calls: list[ArchiveCall],
               known: dict[tuple[str, int, int], str], threads: int = 1) -> ShardResult:
     """Records of ``calls`` with ``model`` under ``archive.out``; calls done before are not done again."""
-    a = ctx.params.archive
-    return transcribe_shard(calls, _engine(ctx, model, threads), ctx.root / a.out, model_name(ctx, model),
-                            model.identity, a.formats, known, ctx.params.transcribe.max_audio_s)
+    return transcribe_shard(calls, _engine(ctx, model, threads), output_root(ctx), model_name(ctx, model),
+                            model.identity, ctx.params.archive.formats, known, ctx.params.transcribe.max_audio_s)
 
 
 shard_task = task(run_shard, name="transcribe-shard", cache_policy=NO_CACHE,
@@ -54,7 +53,7 @@ def model_name(ctx: StageContext, model: ResolvedModel) -> str:
 def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], wall_s: float, workers: int,
            skipped: set[str]) -> dict[str, Any]:
     """Rewrite the index from every record kept; log this run's totals to MLflow; its summary."""
-    out = ctx.root / ctx.params.archive.out
+    out = output_root(ctx)
     write_index(out, all_records(out))
     made = [r for r in records if r.call_id not in skipped]  # in this run
     statuses = Counter(r.status for r in made)
