@@ -146,7 +146,21 @@ def cmd_transcribe(args: argparse.Namespace) -> Any:
 
     ctx = _context(args)
     return transcribe.run(ctx, [Path(f) for f in args.files], model=args.model, channels=args.channels,
-                          fmt=args.format, out_dir=Path(args.out) if args.out else None, runtime=args.runtime)
+                          fmt=args.format, out_dir=Path(args.out) if args.out else None, runtime=args.runtime,
+                          redact=args.redact, itn=args.itn, redacted_audio=args.redacted_audio)
+
+
+def _kinds(value: str) -> list[str]:
+    """``--redact``: "none", "all" or kinds separated by commas."""
+    from zhasr.calltext.pii import KINDS
+
+    if value.strip() in ("none", ""):
+        return []
+    kinds = list(KINDS) if value.strip() == "all" else [k.strip() for k in value.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kind {unknown[0]!r}; expected all, none or {','.join(KINDS)}")
+    return kinds
 
 
 def cmd_label(args: argparse.Namespace) -> Any:
@@ -188,6 +202,22 @@ def cmd_serve_keys(args: argparse.Namespace) -> Any:
         return {"name": record.name, "revoked": record.revoked}
     return [{"name": r.name, "created": r.created, "revoked": r.revoked, "sha256": r.sha256[:12], "hotwords": r.hotwords}
             for r in store.records()]
+
+
+def cmd_serve_purge(args: argparse.Namespace) -> Any:
+    import time
+
+    from zhasr.serve.jobs import JobStore
+
+    ctx = _context(args)
+    days = ctx.params.serve.retain_days if args.days is None else args.days
+    if days <= 0:
+        raise LookupError("serve-purge: serve.retain_days is 0 (keep every job); name --days to purge")
+    store = JobStore(ctx.root / ctx.params.serve.jobs_dir)
+    try:
+        return {"purged": store.purge(time.time() - days * 86400), "older_than_days": days}
+    finally:
+        store.close()
 
 
 def cmd_schedule(args: argparse.Namespace) -> Any:
@@ -289,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--out", help="write <out>/<file stem>.<ext> per file and print a summary")
+    p.add_argument("--redact", type=_kinds, help="personal data to replace: all, none or some of phone,id_card,"
+                                                 "bank_card,code,email (default: transcribe.redact)")
+    p.add_argument("--itn", action=argparse.BooleanOptionalAction, default=None,
+                   help="numbers written as digits (default: transcribe.itn)")
+    p.add_argument("--redacted-audio", action="store_true",
+                   help="also write <out>/<file stem>.redacted.wav with the redacted stretches muted")
     p = add("transcribe-archive", cmd_transcribe_archive,
             "transcribe a night's calls in shards on a Dask (or Ray) cluster into archive.out: a transcript per "
             "call and one index (Parquet, JSONL); a rerun skips what is done")
@@ -311,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="who the key is for (add, revoke)")
     p.add_argument("--hotwords", help="add: this key's decoder prompt terms, comma-separated (a request's own "
                                       "hotwords replace them)")
+    p = add("serve-purge", cmd_serve_purge, "delete the service's finished jobs (results, kept audio) older than "
+                                             "serve.retain_days; the running service does this hourly")
+    p.add_argument("--days", type=float, help="default: serve.retain_days")
     add("schedule", cmd_schedule, "serve the scheduled retraining deployment (cron from params.schedule)")
     add("ui", cmd_ui, "start the MLflow UI on 127.0.0.1").add_argument("--port", type=int, default=5000)
     parser.set_defaults(handlers=handlers)

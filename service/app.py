@@ -6,6 +6,8 @@ Every transcription response carries the version it was made with (``X-Model-Ver
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import time
@@ -13,9 +15,10 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import anyio.to_thread
+import soundfile as sf
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline  # /docs with Swagger UI served from the package, no CDN
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -25,14 +28,18 @@ from service.errors import ApiError, error_response
 from service.labelling import labelling_routes
 from service.requests import TranscriptionOptions, check_options, check_unknown
 from service.state import ServiceState
+from zhasr.calltext.itn import numbers_to_digits
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Work
 from zhasr.serve.jobs import DONE
+from zhasr.transcribe.media import TARGET_RATE
 from zhasr.transcribe.records import Segment
-from zhasr.transcribe.writers import MEDIA_TYPES, verbose, write
+from zhasr.transcribe.redaction import finish_text, mute
+from zhasr.transcribe.writers import MEDIA_TYPES, diarized, verbose, write
 
 log = logging.getLogger("zhasr.serve")
 UPLOAD_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/transcriptions/jobs")
+REDACT_HELP = "personal data to replace: all, none or phone,id_card,bank_card,code,email (default: the server's)"
 
 
 def create_app(ctx: StageContext) -> FastAPI:
@@ -102,7 +109,8 @@ def _measure(app: FastAPI, state: ServiceState) -> None:
 def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) -> None:
     async def admit(request: Request, key_name: str, file: UploadFile, fields: dict) -> tuple:
         check_unknown(list((await request.form()).keys()))
-        options = check_options(served_name=state.model.name, language_served=ctx.params.model.language, **fields)
+        options = check_options(served_name=state.model.name, language_served=ctx.params.model.language,
+                                transcribe=ctx.params.transcribe, **fields)
         state.check_rate(key_name)
         blob = await file.read()
         admitted = await run_in_threadpool(state.read_audio, blob, file.filename or "file", key_name)
@@ -122,6 +130,9 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
         stream: Annotated[bool, Form()] = False,
         channels: Annotated[str | None, Form(description="mix | split (two-channel calls)")] = None,
         hotwords: Annotated[str | None, Form(description="domain terms, comma-separated")] = None,
+        redact: Annotated[str | None, Form(description=REDACT_HELP)] = None,
+        itn: Annotated[bool | None, Form(description="numbers written as digits")] = None,
+        redacted_audio: Annotated[bool, Form(description="verbose_json carries the muted audio")] = False,
         authorization: Annotated[str | None, Header()] = None,
     ):
         key_name = state.authenticate(authorization)
@@ -130,12 +141,12 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
             options, _, admitted = await admit(request, key_name, file, dict(
                 model=model, language=language, prompt=prompt, response_format=response_format,
                 temperature=temperature, timestamp_granularities=timestamp_granularities, stream=stream,
-                channels=channels, hotwords=hotwords))
+                channels=channels, hotwords=hotwords, redact=redact, itn=itn, redacted_audio=redacted_audio))
             started = time.perf_counter()
             work = await run_in_threadpool(state.work, admitted, options, file.filename or "file", key_name)
             headers = {"X-Model-Version": work.loaded.version}
             if options.stream:
-                return StreamingResponse(_events(state, work, started), media_type="text/event-stream",
+                return StreamingResponse(_events(state, work, started, options.itn), media_type="text/event-stream",
                                          headers=headers)
             result = await run_in_threadpool(work.wait)
         except BaseException:
@@ -143,7 +154,12 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
             raise
         state.free_place()
         _observe(state, work, result, started)
-        return _formatted(result, options, work, headers)
+        final = finish_text(result, options.redact, options.itn)
+        if options.redacted_audio:  # only with verbose_json (checked)
+            muted = base64.b64encode(_wav(mute(admitted.call.samples, TARGET_RATE, final.redactions))).decode()
+            return JSONResponse({**verbose(final, options.words), "redacted_audio": {
+                "format": "wav", "sample_rate": TARGET_RATE, "data": muted}}, headers=headers)
+        return _formatted(final, options, work, headers)
 
     @app.post("/v1/audio/transcriptions/jobs", status_code=202, summary="Queue a whole call; poll for the result")
     async def submit_job(
@@ -158,13 +174,17 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
         timestamp_granularities: Annotated[list[str], Form(alias="timestamp_granularities[]")] = [],
         channels: Annotated[str | None, Form()] = None,
         hotwords: Annotated[str | None, Form()] = None,
+        redact: Annotated[str | None, Form(description=REDACT_HELP)] = None,
+        itn: Annotated[bool | None, Form()] = None,
+        redacted_audio: Annotated[bool, Form(description="the result links the muted audio (GET .../audio)")] = False,
         authorization: Annotated[str | None, Header()] = None,
     ):
         key_name = state.authenticate(authorization)
         state.check_job_capacity()
         options, blob, admitted = await admit(request, key_name, file, dict(
             model=model, language=language, prompt=prompt, response_format=response_format, temperature=temperature,
-            timestamp_granularities=timestamp_granularities, stream=False, channels=channels, hotwords=hotwords))
+            timestamp_granularities=timestamp_granularities, stream=False, channels=channels, hotwords=hotwords,
+            redact=redact, itn=itn, redacted_audio=redacted_audio, job=True))
         job = await run_in_threadpool(state.jobs.submit, key_name, blob, options.to_dict(), admitted.call.duration_s)
         state.wake_jobs()
         return JSONResponse(_job_body(job), status_code=202,
@@ -177,6 +197,19 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
         if job is None or job.key_name != key_name:
             raise ApiError(404, f"job {job_id!r}: not found for this key", "job_id", "job_not_found")
         return JSONResponse(_job_body(job), headers={"X-Model-Version": job.model_version or ""})
+
+    @app.get("/v1/audio/transcriptions/jobs/{job_id}/audio", summary="A done job's audio, redacted stretches muted",
+             response_class=FileResponse)
+    async def get_job_audio(job_id: str, authorization: Annotated[str | None, Header()] = None):
+        key_name = state.authenticate(authorization)
+        job = await run_in_threadpool(state.jobs.get, job_id)
+        if job is None or job.key_name != key_name:
+            raise ApiError(404, f"job {job_id!r}: not found for this key", "job_id", "job_not_found")
+        path = state.jobs.redacted_audio(job_id)
+        if job.state != DONE or not path.is_file():
+            raise ApiError(404, f"job {job_id!r}: no redacted audio (asked with redacted_audio=true, kept "
+                                f"{state.serve.retain_days:g} days)", "job_id", "audio_not_found")
+        return FileResponse(path, media_type="audio/wav", filename=f"{job_id}.redacted.wav")
 
 
 def _status_routes(app: FastAPI, state: ServiceState) -> None:
@@ -230,6 +263,8 @@ def _observe(state: ServiceState, work: Work, result, started: float) -> None:
 
 def _formatted(result, options: TranscriptionOptions, work: Work, headers: dict) -> Response:
     fmt = options.response_format
+    if fmt == "diarized_json":
+        return JSONResponse(diarized(result), headers=headers)
     if fmt == "json":
         return JSONResponse({"text": result.text, "model": work.loaded.identity,
                              "usage": {"type": "duration", "seconds": round(result.duration_s, 3)}}, headers=headers)
@@ -238,22 +273,30 @@ def _formatted(result, options: TranscriptionOptions, work: Work, headers: dict)
     return Response(write(result, fmt), media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8", headers=headers)
 
 
+def _wav(samples) -> bytes:
+    """(channels, n) float32 at TARGET_RATE as a PCM-16 WAV file."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples.T, TARGET_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
 def _sse(event: dict) -> str:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
 
 
-async def _events(state: ServiceState, work: Work, started: float):
+async def _events(state: ServiceState, work: Work, started: float, itn: bool):
     """``transcript.text.delta`` per segment in timeline order as soon as it and all before it are
     decoded, then ``transcript.text.done`` (or ``error``); frees the request's place when it ends."""
     try:
-        async for event in _stream(state, work, started):
+        async for event in _stream(state, work, started, itn):
             yield event
     finally:
         state.free_place()
 
 
-async def _stream(state: ServiceState, work: Work, started: float):
+async def _stream(state: ServiceState, work: Work, started: float, itn: bool):
     transcriber, sent, said = work.loaded.transcriber, 0, 0
+    shown = numbers_to_digits if itn else (lambda text: text)
     while True:
         item = await run_in_threadpool(work.events.get)
         while sent < len(work.order) and work.order[sent] in work.results:
@@ -261,7 +304,7 @@ async def _stream(state: ServiceState, work: Work, started: float):
             sent += 1
             segment = transcriber.segment(work.plan, k, work.results[k], work.prompt)
             if isinstance(segment, Segment) and segment.text:
-                yield _sse({"type": "transcript.text.delta", "delta": (" " if said else "") + segment.text,
+                yield _sse({"type": "transcript.text.delta", "delta": (" " if said else "") + shown(segment.text),
                             "logprobs": None, "start": segment.start, "end": segment.end,
                             "speaker": segment.speaker, "channel": segment.channel})
                 said += 1
@@ -272,8 +315,8 @@ async def _stream(state: ServiceState, work: Work, started: float):
         return
     result = work.result
     _observe(state, work, result, started)
-    yield _sse({"type": "transcript.text.done", "text": result.text, "logprobs": None, "model": work.loaded.identity,
-                "usage": {"type": "duration", "seconds": round(result.duration_s, 3)}})
+    yield _sse({"type": "transcript.text.done", "text": finish_text(result, (), itn).text, "logprobs": None,
+                "model": work.loaded.identity, "usage": {"type": "duration", "seconds": round(result.duration_s, 3)}})
 
 
 def _job_body(job) -> dict:

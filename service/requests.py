@@ -1,4 +1,5 @@
-"""The fields of a transcription request, checked: OpenAI's audio API plus ``channels`` and ``hotwords``."""
+"""The fields of a transcription request, checked: OpenAI's audio API plus ``channels``, ``hotwords``,
+``redact``, ``itn`` and ``redacted_audio``."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from service.errors import ApiError
+from zhasr.calltext.pii import KINDS
+from zhasr.config import TranscribeParams
 
 # Every multipart field a transcription (or job) request may carry; anything else is a 422.
 FIELDS = ("file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
-          "stream", "channels", "hotwords")
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+          "stream", "channels", "hotwords", "redact", "itn", "redacted_audio")
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 GRANULARITIES = ("segment", "word")
 GRANULARITY_FIELD = "timestamp_granularities[]"
 MAX_PROMPT_CHARS = 500
@@ -28,6 +31,9 @@ class TranscriptionOptions:
     channels: str | None  # None: transcribe.channels
     hotwords: list[str] | None  # None: the configured ones
     stream: bool
+    redact: tuple[str, ...] = ()  # kinds of personal data replaced (the request's, else transcribe.redact)
+    itn: bool = False  # numbers written as digits
+    redacted_audio: bool = False  # the audio with the redacted stretches muted comes back too
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,10 +45,13 @@ def check_unknown(keys: list[str]) -> None:
         raise ApiError(422, f"unknown field {unknown[0]!r}; this endpoint takes {', '.join(FIELDS)}", unknown[0])
 
 
-def check_options(*, served_name: str, language_served: str, model: str, language: str | None, prompt: str | None,
-                  response_format: str, temperature: float, timestamp_granularities: list[str], stream: bool,
-                  channels: str | None, hotwords: str | None) -> TranscriptionOptions:
-    """Checked options, or an ApiError naming the field (404 for a model this server does not serve)."""
+def check_options(*, served_name: str, language_served: str, transcribe: TranscribeParams, model: str,
+                  language: str | None, prompt: str | None, response_format: str, temperature: float,
+                  timestamp_granularities: list[str], stream: bool, channels: str | None, hotwords: str | None,
+                  redact: str | None = None, itn: bool | None = None, redacted_audio: bool = False,
+                  job: bool = False) -> TranscriptionOptions:
+    """Checked options, or an ApiError naming the field (404 for a model this server does not serve);
+    ``transcribe`` gives what a request leaves out; ``job``: for a job (its result is verbose_json)."""
     if model not in (served_name, *ACCEPTED_MODEL_ALIASES):
         raise ApiError(404, f"model {model!r}: this server serves {served_name!r}", "model", "model_not_found")
     if language not in (None, "", language_served):
@@ -70,5 +79,30 @@ def check_options(*, served_name: str, language_served: str, model: str, languag
         if len(terms) > MAX_HOTWORDS or any(len(t) > MAX_HOTWORD_CHARS for t in terms):
             raise ApiError(422, f"hotwords: at most {MAX_HOTWORDS} terms of at most {MAX_HOTWORD_CHARS} characters, "
                                 "separated by commas or spaces", "hotwords")
+    kinds = check_redact(redact, transcribe.redact)
+    if stream and kinds:
+        raise ApiError(422, "stream: redaction needs the whole call (a number may run over two segments); "
+                            "send redact=none or a request without stream", "stream")
+    if redacted_audio and not kinds:
+        raise ApiError(422, "redacted_audio: nothing is redacted; name the kinds in redact", "redacted_audio")
+    if redacted_audio and response_format != "verbose_json" and not job:
+        raise ApiError(422, "redacted_audio: comes back in verbose_json (or from a job)", "redacted_audio")
+    if response_format == "diarized_json" and (channels or transcribe.channels) != "split":
+        raise ApiError(422, "response_format diarized_json: speakers are the channels of a two-channel call; "
+                            "send channels=split", "response_format")
     return TranscriptionOptions(response_format, "word" in timestamp_granularities, prompt or None, channels or None,
-                                terms, stream)
+                                terms, stream, tuple(kinds), transcribe.itn if itn is None else itn, redacted_audio)
+
+
+def check_redact(value: str | None, configured: list[str]) -> list[str]:
+    """``redact``: absent (the configured kinds), "none", "all" or kinds separated by commas."""
+    if value is None:
+        return list(configured)
+    value = value.strip()
+    if value in ("", "none", "false"):
+        return []
+    kinds = list(KINDS) if value in ("all", "true") else [k for k in re.split(r"[,，\s]+", value) if k]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ApiError(422, f"redact {unknown[0]!r}: expected all, none or some of {', '.join(KINDS)}", "redact")
+    return kinds

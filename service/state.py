@@ -18,10 +18,12 @@ from zhasr.data.audio import AudioError
 from zhasr.serve.batcher import Batcher, Loaded, Work
 from zhasr.serve.jobs import JobStore
 from zhasr.serve.keys import KeyStore
-from zhasr.transcribe.media import AudioTooLong, CallAudio, UnsupportedAudio, read_call
+from zhasr.transcribe.media import TARGET_RATE, AudioTooLong, CallAudio, UnsupportedAudio, read_call
+from zhasr.transcribe.redaction import finish_text, mute
 from zhasr.transcribe.writers import verbose
 
 log = logging.getLogger("zhasr.serve")
+PURGE_EVERY_S = 3600.0  # how often the job thread deletes jobs past serve.retain_days
 
 
 @dataclass(frozen=True)
@@ -149,14 +151,28 @@ class ServiceState:
             raise ApiError(400, str(exc), "channels", "bad_channels") from exc
         hotwords = options.hotwords if options.hotwords is not None else (self.keys.hotwords_of(key_name) or None)
         prompt = transcriber.prompt(text=options.prompt, hotwords=hotwords)
-        return self.batcher.submit(Work(admitted.loaded, plan, prompt, options.words))
+        # redaction places its spans in the audio by word times
+        return self.batcher.submit(Work(admitted.loaded, plan, prompt, options.words or bool(options.redact)))
 
     # -- jobs ----------------------------------------------------------------------------------------
     def wake_jobs(self) -> None:
         self._wake.set()
 
+    def purge(self) -> int:
+        """Finished jobs older than ``serve.retain_days`` deleted (results and kept audio); returns how many."""
+        if self.serve.retain_days <= 0:
+            return 0
+        purged = self.jobs.purge(time.time() - self.serve.retain_days * 86400)
+        if purged:
+            log.info("%d finished job(s) older than %g days deleted", purged, self.serve.retain_days)
+        return purged
+
     def _run_jobs(self) -> None:
+        purged_at = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - purged_at > PURGE_EVERY_S:
+                self.purge()
+                purged_at = time.monotonic()
             if self.model.current is None or (job := self.jobs.claim()) is None:
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -171,4 +187,10 @@ class ServiceState:
                 self.jobs.fail(job.id, str(exc))
                 continue
             self.metrics.transcribed(result, "job", time.perf_counter() - started)
-            self.jobs.complete(job.id, verbose(result, options.words), admitted.loaded.version)
+            final = finish_text(result, options.redact, options.itn)
+            body = verbose(final, options.words)
+            if options.redacted_audio:
+                self.jobs.keep_redacted_audio(job.id, mute(admitted.call.samples, TARGET_RATE, final.redactions),
+                                              TARGET_RATE)
+                body["redacted_audio"] = f"/v1/audio/transcriptions/jobs/{job.id}/audio"
+            self.jobs.complete(job.id, body, admitted.loaded.version)

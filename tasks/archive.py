@@ -39,7 +39,8 @@ def run_shard(ctx: StageContext, model: ResolvedModel, calls: list[ArchiveCall],
               known: dict[tuple[str, int, int], str], threads: int = 1) -> ShardResult:
     """Records of ``calls`` with ``model`` under ``archive.out``; calls done before are not done again."""
     return transcribe_shard(calls, _engine(ctx, model, threads), output_root(ctx), model_name(ctx, model),
-                            model.identity, ctx.params.archive.formats, known, ctx.params.transcribe.max_audio_s)
+                            model.identity, ctx.params.archive.formats, known, ctx.params.transcribe.max_audio_s,
+                            ctx.params.transcribe.redact, ctx.params.transcribe.itn)
 
 
 shard_task = task(run_shard, name="transcribe-shard", cache_policy=NO_CACHE,

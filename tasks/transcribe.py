@@ -8,6 +8,7 @@ with the run (``zhasr.export.<format>`` tags ending in a ``runs:/`` URI), downlo
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,22 @@ def open_resolved(ctx: StageContext, model: ResolvedModel, runtime: str | None =
 
 
 def run(ctx: StageContext, files: list[Path], model: str | None = None, channels: str | None = None,
-        fmt: str = "json", out_dir: Path | None = None, runtime: str | None = None) -> Any:
+        fmt: str = "json", out_dir: Path | None = None, runtime: str | None = None,
+        redact: Sequence[str] | None = None, itn: bool | None = None, redacted_audio: bool = False) -> Any:
     """One file without ``out_dir``: the result itself in ``fmt``. Otherwise ``<out_dir>/<stem>.<ext>`` per
-    file and a summary per file."""
+    file and a summary per file. ``redact`` (None: ``transcribe.redact``) and ``itn`` (None:
+    ``transcribe.itn``) as in ``zhasr.transcribe.redaction.finish_text``; ``redacted_audio`` also writes
+    ``<out_dir>/<stem>.redacted.wav`` (16 kHz, the call's channels) with the redacted stretches muted."""
+    import soundfile as sf
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from zhasr.transcribe.media import read_call
+    from zhasr.transcribe.media import TARGET_RATE, read_call
+    from zhasr.transcribe.redaction import finish_text, mute
 
+    kinds = ctx.params.transcribe.redact if redact is None else list(redact)
+    itn = ctx.params.transcribe.itn if itn is None else itn
+    if redacted_audio and (out_dir is None or not kinds):
+        raise LookupError("--redacted-audio: needs --out and kinds to redact (--redact or transcribe.redact)")
     transcriber = open_transcriber(ctx, model, runtime)
     results: dict[str, str] = {}
     summary = []
@@ -106,15 +116,19 @@ def run(ctx: StageContext, files: list[Path], model: str | None = None, channels
         seconds_task = bar.add_task("speech seconds", total=None)
         for path in files:
             call = read_call(Path(path), str(path), ctx.params.transcribe.max_audio_s)
-            result = transcriber.transcribe(call, channels=channels, name=str(path),
+            result = transcriber.transcribe(call, channels=channels, name=str(path), words=bool(kinds),
                                             progress=lambda d, t: bar.update(seconds_task, completed=round(d),
                                                                                      total=round(t)))
+            result = finish_text(result, kinds, itn)
             text = write(result, fmt)
             results[str(path)] = text
             if out_dir is not None:
                 target = Path(out_dir) / f"{Path(path).stem}.{'json' if 'json' in fmt else 'txt' if fmt == 'text' else fmt}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8")
+                if redacted_audio:
+                    sf.write(target.with_name(f"{Path(path).stem}.redacted.wav"),
+                             mute(call.samples, TARGET_RATE, result.redactions).T, TARGET_RATE, subtype="PCM_16")
                 summary.append({"file": str(path), "out": str(target), "duration_s": result.duration_s,
                                 "segments": len(result.segments), "runtime": result.runtime, "model": result.model,
                                 "warnings": list(result.warnings)})

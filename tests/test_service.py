@@ -18,6 +18,7 @@ import yaml
 from conftest import REPO, TEST_PARAMS, write_tone
 from serve_harness import add_key, cut, make_root, start_server
 
+from zhasr.serve.jobs import JobStore
 from zhasr.serve.keys import KeyStore
 
 MODEL = "tiny-random"  # the name a folder is served under
@@ -371,3 +372,65 @@ def test_hot_swap_follows_approve_and_rollback_without_a_failed_request(project,
     changes = [b for a, b in zip(versions, versions[1:]) if a != b]
     assert changes == ["2", "1"], versions  # one switch each way, never back and forth
     print(f"swap to v2 in {to_v2:.1f} s, back to v1 in {to_v1:.1f} s, {len(seen)} requests, none failed")
+
+
+def test_redact_itn_diarized_json_and_muted_audio_through_the_openai_client(server, clip):
+    import base64
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    c = client(server)
+    split = {"channels": "split", "redact": "all", "itn": "true"}
+    diarized = c.audio.transcriptions.create(model=MODEL, file=clip.open("rb"), response_format="diarized_json",
+                                             extra_body=split)
+    assert type(diarized).__name__ == "TranscriptionDiarized" and diarized.segments
+    assert {s.speaker for s in diarized.segments} <= {"agent", "customer"} and diarized.duration == pytest.approx(12.0)
+    verbose = c.audio.transcriptions.create(model=MODEL, file=clip.open("rb"), response_format="verbose_json",
+                                            extra_body={**split, "redacted_audio": "true"})
+    body = verbose.model_extra
+    assert body["call"]["turns"] >= 1 and {f["speaker"] for f in body["call"]["speakers"]} <= {"agent", "customer"}
+    muted, rate = sf.read(io.BytesIO(base64.b64decode(body["redacted_audio"]["data"])), always_2d=True)
+    original, _ = sf.read(clip, always_2d=True)
+    assert muted.shape[1] == 2 and abs(len(muted) / rate - len(original) / 8000) < 0.01
+    for r in body.get("redactions", []):  # the random model says what it says; each span it made is silent
+        assert np.abs(muted[int((r["audio_start"]) * rate):int(r["audio_end"] * rate)]).max(initial=0) == 0
+    for fields, param in [({"redact": "passport"}, "redact"), ({"redact": "phone", "stream": "true"}, "stream"),
+                          ({"response_format": "diarized_json", "channels": "mix"}, "response_format"),
+                          ({"redacted_audio": "true"}, "redacted_audio"),
+                          ({"redact": "phone", "redacted_audio": "true", "response_format": "json"}, "redacted_audio")]:
+        r = post(server, server.keys["alice"], files={"file": clip.open("rb")}, data={"model": MODEL, **fields})
+        assert r.status_code == 422 and r.json()["error"]["param"] == param, (fields, r.text)
+
+
+def test_a_redacted_job_keeps_its_muted_audio_until_purged(server, clip):
+    key = server.keys["bob"]
+    headers = {"Authorization": f"Bearer {key}"}
+    r = post(server, key, files={"file": clip.open("rb")}, path="/v1/audio/transcriptions/jobs",
+             data={"model": MODEL, "channels": "split", "redact": "phone,id_card", "redacted_audio": "true"})
+    assert r.status_code == 202, r.text
+    job = r.json()["id"]
+    deadline = time.monotonic() + 120
+    while (body := requests.get(f"{server.url}/v1/audio/transcriptions/jobs/{job}", headers=headers,
+                                timeout=10).json())["status"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert body["result"]["redacted_audio"] == f"/v1/audio/transcriptions/jobs/{job}/audio"
+    audio = requests.get(server.url + body["result"]["redacted_audio"], headers=headers, timeout=10)
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav" and audio.content[:4] == b"RIFF"
+    assert requests.get(server.url + body["result"]["redacted_audio"], timeout=10,
+                        headers={"Authorization": f"Bearer {server.keys['alice']}"}).status_code == 404
+
+
+def test_serve_purge_cli_deletes_jobs_past_retention(project, capsys):
+    from cli.main import main
+
+    store = JobStore(project / "serve" / "jobs")
+    job = store.submit("k", b"audio", {}, 1.0)
+    store.claim()
+    store.complete(job.id, {"text": "done"}, "1")
+    assert main(["serve-purge"]) == 0 and json.loads(capsys.readouterr().out)["purged"] == 0  # 30 days not passed
+    store._db.execute("UPDATE jobs SET finished = finished - 31 * 86400")
+    assert main(["serve-purge"]) == 0 and json.loads(capsys.readouterr().out)["purged"] == 1
+    assert store.get(job.id) is None
+    assert main(["serve-purge", "--set", "serve.retain_days=0"]) == 2  # kept forever: nothing to do without --days

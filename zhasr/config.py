@@ -231,6 +231,10 @@ class TranscribeParams:
     turn_pause_s: float = 2.0
     threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
     max_audio_s: float = 14400.0  # longer inputs are refused (4 h)
+    # personal data replaced by its kind in what the CLI, the service and the archive return: some of phone,
+    # id_card, bank_card, code, email (zhasr.calltext.pii); a request's ``redact`` field replaces this list
+    redact: list[str] = field(default_factory=list)
+    itn: bool = False  # numbers written as digits in returned text ("三百二十八元" -> "328元"); a request's ``itn`` wins
 
 
 @dataclass(frozen=True)
@@ -337,6 +341,9 @@ class ServeParams:
     batch_wait_ms: float = 30.0  # the worker waits this long after the first piece for more to fill a batch
     batch_requests: bool = True  # false: one request at a time (pieces of one request batched only)
     retry_after_s: int = 5  # advised wait on 503
+    # days a finished job's result (and its kept audio) is kept; older ones are deleted by the service
+    # (hourly) and by ``zhasr serve-purge``; 0 = kept until deleted by hand
+    retain_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -607,12 +614,19 @@ def _check_transcribe(t: TranscribeParams) -> None:
         raise ConfigError(f"transcribe.turn_pause_s: must be 0 or more, got {t.turn_pause_s}")
     if not 0 <= t.pack_gap_s <= t.max_piece_s:
         raise ConfigError(f"transcribe.pack_gap_s: expected 0 to max_piece_s ({t.max_piece_s} s), got {t.pack_gap_s}")
+    from zhasr.calltext.pii import KINDS
+
+    for i, kind in enumerate(t.redact):
+        if kind not in KINDS:
+            raise ConfigError(f"transcribe.redact[{i}]: unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if t.batch_size < 1 or t.max_new_tokens < 8:
         raise ConfigError("transcribe.batch_size: at least 1" if t.batch_size < 1 else
                           f"transcribe.max_new_tokens: at least 8, got {t.max_new_tokens}")
 
 
 def _check_serve(serve: ServeParams) -> None:
+    if serve.retain_days < 0:
+        raise ConfigError(f"serve.retain_days: must be 0 (keep) or more days, got {serve.retain_days}")
     for key in ("port", "max_upload_mb", "max_audio_s", "requests_per_minute", "audio_s_per_minute", "max_queued",
                 "max_queued_jobs", "poll_s"):
         if getattr(serve, key) <= 0:

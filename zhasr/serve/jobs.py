@@ -1,7 +1,9 @@
 """The durable job queue: accepted jobs in sqlite, their audio as files beside it.
 
 A job is accepted only once its audio is on disk (fsynced) and its row committed, so a server killed
-at any moment loses none. ``recover`` at start puts jobs that were running back in the queue; a
+at any moment loses none. Its audio is deleted once it is done (a muted copy is kept when asked for);
+``purge`` deletes finished jobs past their retention, with sqlite's secure_delete so that the deleted
+results do not linger in free pages. ``recover`` at start puts jobs that were running back in the queue; a
 job's result is written once (``complete`` only moves a running job to done), so none is done twice.
 One server process owns a jobs folder (give each replica its own).
 """
@@ -17,6 +19,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import soundfile as sf
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 
@@ -66,6 +71,7 @@ class JobStore:
         self._db = sqlite3.connect(self.folder / "jobs.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
@@ -121,6 +127,29 @@ class JobStore:
         if done:
             (self.folder / "audio" / job_id).unlink(missing_ok=True)
         return done
+
+    def redacted_audio(self, job_id: str) -> Path:
+        return self.folder / "audio" / f"{job_id}.redacted.wav"
+
+    def keep_redacted_audio(self, job_id: str, samples: np.ndarray, rate: int) -> None:
+        """The job's audio with its redacted stretches muted, (channels, n) at ``rate`` Hz, as PCM-16 WAV."""
+        target = self.redacted_audio(job_id)
+        sf.write(target.with_suffix(".part"), samples.T, rate, format="WAV", subtype="PCM_16")
+        os.replace(target.with_suffix(".part"), target)
+
+    def purge(self, finished_before: float) -> int:
+        """Done and failed jobs finished before ``finished_before`` (unix seconds) deleted with their audio
+        files; returns how many."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE state IN (?, ?) AND finished < ?",
+                                                  (DONE, FAILED, finished_before)).fetchall()]
+            for job_id in ids:
+                (self.folder / "audio" / job_id).unlink(missing_ok=True)
+                self.redacted_audio(job_id).unlink(missing_ok=True)
+                self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            if ids:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(ids)
 
     def fail(self, job_id: str, error: str) -> None:
         """A job whose audio or options cannot be transcribed: failed with the reason, audio kept."""

@@ -48,6 +48,21 @@ class Removed:
 
 
 @dataclass(frozen=True)
+class Redaction:
+    """Personal data taken out of a segment's text: where it was, never what it was."""
+
+    kind: str  # phone | id_card | bank_card | code | email (zhasr.calltext.pii.KINDS)
+    segment: int  # the segment's id
+    start: int  # characters in the segment's (final) text, end exclusive: the placeholder's span
+    end: int
+    text_start: int  # the same span in the Transcription's text
+    text_end: int
+    audio_start: float  # seconds in the original file, from word times (or the segment's bounds)
+    audio_end: float
+    channel: int
+
+
+@dataclass(frozen=True)
 class Timings:
     decode_audio_s: float = 0.0
     vad_s: float = 0.0
@@ -69,6 +84,7 @@ class Transcription:
     removed: tuple[Removed, ...] = ()
     warnings: tuple[str, ...] = ()
     timings: Timings = field(default_factory=Timings)
+    redactions: tuple[Redaction, ...] = ()  # set by zhasr.transcribe.redaction when redaction was asked
 
     @property
     def flagged(self) -> list[Segment]:
@@ -93,4 +109,5 @@ class Transcription:
         segments = tuple(Segment(**{**s, "flags": tuple(s["flags"]), "words": tuple(Word(**w) for w in s["words"])})
                          for s in data["segments"])
         return cls(**{**data, "segments": segments, "removed": tuple(Removed(**r) for r in data["removed"]),
-                      "warnings": tuple(data["warnings"]), "timings": Timings(**data["timings"])})
+                      "warnings": tuple(data["warnings"]), "timings": Timings(**data["timings"]),
+                      "redactions": tuple(Redaction(**r) for r in data.get("redactions", ()))})

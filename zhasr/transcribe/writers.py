@@ -1,4 +1,5 @@
-"""Output formats of a Transcription: text, json, verbose_json (OpenAI's audio API shapes), srt, vtt."""
+"""Output formats of a Transcription: text, json, verbose_json, diarized_json (OpenAI's audio API shapes),
+srt, vtt."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from zhasr.transcribe.records import Removed, Segment, Transcription
+from zhasr.transcribe.figures import call_figures
+from zhasr.transcribe.records import Redaction, Removed, Segment, Transcription
 
-FORMATS = ("text", "json", "verbose_json", "srt", "vtt")
+FORMATS = ("text", "json", "verbose_json", "diarized_json", "srt", "vtt")
 MEDIA_TYPES = {"text": "text/plain", "json": "application/json", "verbose_json": "application/json",
-               "srt": "application/x-subrip", "vtt": "text/vtt"}
+               "diarized_json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt"}
 LANGUAGE_NAMES = {"zh": "chinese", "yue": "cantonese", "en": "english"}  # OpenAI reports the language by name
 
 
@@ -23,7 +25,8 @@ def _clock(seconds: float, decimal: str) -> str:
 
 
 def verbose(t: Transcription, words: bool = False) -> dict[str, Any]:
-    """OpenAI's ``verbose_json`` plus the engine's fields (speaker, channel, flags, removed pieces)."""
+    """OpenAI's ``verbose_json`` plus the engine's fields (speaker, channel, flags, removed pieces), the
+    redactions when personal data was taken out, and a split call's figures under ``call``."""
     body: dict[str, Any] = {
         "task": "transcribe", "language": LANGUAGE_NAMES.get(t.language, t.language), "duration": t.duration_s,
         "text": t.text,
@@ -37,7 +40,19 @@ def verbose(t: Transcription, words: bool = False) -> dict[str, Any]:
     }
     if words:
         body["words"] = [asdict(w) for s in t.segments for w in s.words]
+    if t.redactions:
+        body["redactions"] = [asdict(r) for r in t.redactions]
+    if t.channels == "split":
+        body["call"] = asdict(call_figures(t))
     return body
+
+
+def diarized(t: Transcription) -> dict[str, Any]:
+    """OpenAI's ``diarized_json``: speaker-labelled segments (a split call's channel roles)."""
+    return {"task": "transcribe", "duration": t.duration_s, "text": t.text,
+            "segments": [{"type": "transcript.text.segment", "id": f"seg_{s.id}", "start": s.start, "end": s.end,
+                          "speaker": s.speaker or "A", "text": s.text} for s in t.segments if s.text],
+            "usage": {"type": "duration", "seconds": round(t.duration_s, 3)}}
 
 
 def from_verbose(body: dict[str, Any]) -> Transcription:
@@ -49,7 +64,8 @@ def from_verbose(body: dict[str, Any]) -> Transcription:
                      for s in body["segments"])
     return Transcription(body["text"], segments, body["duration"], language, body["model"], body["runtime"],
                          body["channels"], tuple(Removed(**r) for r in body.get("removed", [])),
-                         tuple(body.get("warnings", [])))
+                         tuple(body.get("warnings", [])),
+                         redactions=tuple(Redaction(**r) for r in body.get("redactions", [])))
 
 
 def _label(speaker: str, text: str) -> str:
@@ -64,6 +80,8 @@ def write(t: Transcription, fmt: str, words: bool = False) -> str:
         return json.dumps({"text": t.text}, ensure_ascii=False)
     if fmt == "verbose_json":
         return json.dumps(verbose(t, words), ensure_ascii=False)
+    if fmt == "diarized_json":
+        return json.dumps(diarized(t), ensure_ascii=False)
     if fmt == "srt":
         cues = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{_label(s.speaker, s.text)}\n"
                 for i, s in enumerate((s for s in t.segments if s.text), start=1)]

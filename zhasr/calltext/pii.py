@@ -1,0 +1,272 @@
+"""Personal data in call text: phone, ID-card and bank-card numbers, verification codes and e-mail
+addresses, found in every written form a transcript or a label uses.
+
+A number may be written in digits ("13812345678"), in Chinese numerals read digit by digit
+("幺三八一二三四五六七八"), mixed ("138一二三四5678"), and with spaces, dashes or commas between
+groups ("138-1234-5678", "138，1234，5678"). Each run of digits is read as one digit string, then
+tested kind by kind:
+
+- **id_card**: 18 characters (the last may be X, said "叉"), the resident ID's ISO 7064 MOD 11-2
+  check digit, a province code and a real birth date;
+- **bank_card**: 16 to 19 digits that pass Luhn;
+- **phone**: 11 digits with a mainland mobile prefix (13x-19x, the allocated second digits), optionally
+  after 86; or 0 and a 2-3 digit area code and 7-8 digits;
+- **code**: 3 to 8 digits after a word that names a code (验证码, 密码, 取件码, 安全码, ...);
+- **email**: local part, "@" (or "艾特", "at"), a domain, a dot (or "点", "dot") and a top-level domain.
+
+A speech recognizer gets a digit wrong now and then, and one wrong digit breaks a checksum. So a run
+that follows a word naming its kind ("身份证号", "卡号", "手机", "电话") within ``CONTEXT_CHARS`` is taken
+when its length is within a few digits of the kind's, checksum or not: the context says what it is.
+Without such a word a run needs its checksum (or mobile prefix) to be taken, which keeps order
+numbers, amounts and dates out. Recognizers also write words and digits as homophones ("身份正好"
+for 身份证号, "验证马" for 验证码, "要" for 幺), so the words are matched by their pinyin (without
+tones, zh/z, ch/c, sh/s, n/l and -ng/-n taken as one), and a character that sounds like a digit is
+read as one between two digits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pypinyin import lazy_pinyin
+
+KINDS = ("phone", "id_card", "bank_card", "code", "email")
+CONTEXT_CHARS = 12  # how far before a run (in characters) a word naming its kind counts
+AFTER_CHARS = 8  # ... and how far after it ("…，这是我的身份证")
+
+_DIGIT_VALUE = {str(d): str(d) for d in range(10)} | {ch: str(i) for i, ch in enumerate("零一二三四五六七八九")} | {
+    "〇": "0", "幺": "1", "洞": "0"}
+_CHECK_X = "Xx叉"  # the ID card's check character 10
+_SEPARATORS = " -–—,，、·.()（）"  # between digit groups ("." only between digits: a spoken "点" is not one)
+_MAX_GAP = 2  # separator characters allowed between two digits of one run
+
+# words that say what the following number is
+_CONTEXT_WORDS = {
+    "id_card": ("身份证", "证件号", "身份号码"),
+    "bank_card": ("卡号", "银行卡", "信用卡", "账号", "储蓄卡", "借记卡", "张卡"),
+    "phone": ("手机", "电话", "联系方式", "打给我", "回拨", "来电"),
+    "code": ("验证码", "校验码", "动态码", "动态密码", "短信码", "取件码", "提货码", "激活码", "安全码", "密码", "口令",
+             "授权码"),
+}
+# words that say the following number is none of them (checksums pass by chance: 1 in 10 for Luhn);
+# matched as written: by sound, "新号" would be "型号"
+_NOT_PERSONAL_WORDS = ("订单", "单号", "运单", "快递", "工号", "尾号", "后四位", "编号", "流水号", "批次", "型号", "金额")
+# lengths a number of each kind may have when a word names it (ID cards issued before 1999: 15 digits)
+_LENGTHS = {"id_card": range(14, 21), "bank_card": range(12, 21), "phone": range(9, 14), "code": range(3, 9)}
+_SOUND_MERGES = ((re.compile(r"^([zcs])h"), r"\1"), (re.compile(r"^l"), "n"), (re.compile(r"ng$"), "n"))
+_UNITS = set("十百千万亿")
+_DIGIT_SOUNDS = {"ling": "0", "yi": "1", "yao": "1", "er": "2", "san": "3", "si": "4", "wu": "5", "liu": "6", "qi": "7",
+                 "ba": "8", "jiu": "9"}
+_MOBILE = re.compile(r"1(?:3\d|4[5-9]|5[0-35-9]|6[2567]|7[0-8]|8\d|9[0-35-9])\d{8}")
+_LANDLINE = re.compile(r"0(?:[12]\d|[3-9]\d{2})\d{7,8}")
+_PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53,
+              54, 61, 62, 63, 64, 65, 71, 81, 82}
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+_LOCAL = r"[A-Za-z0-9][A-Za-z0-9._\-]*"
+_AT = r"(?:\s*(?:@|＠|艾特)\s*|\s+at\s+)"
+_DOT = r"(?:\s*(?:\.|点)\s*|\s+dot\s+)"
+_EMAIL = re.compile(rf"(?<![A-Za-z0-9._\-])(?:{_LOCAL}){_AT}[A-Za-z0-9\-]+(?:{_DOT}[A-Za-z0-9\-]+)*{_DOT}"
+                    r"(?:com|cn|net|org|edu|gov|info|io|hk|tw)(?![A-Za-z])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Found:
+    kind: str  # one of KINDS
+    start: int  # character offsets in the text, end exclusive
+    end: int
+
+
+@dataclass(frozen=True)
+class _Run:
+    start: int
+    end: int
+    digits: str  # the run's digits (and a final X), separators left out
+    groups: tuple[tuple[int, int, str], ...]  # (start, end, digits) of each group between separators
+
+
+def id_check_char(first17: str) -> str:
+    """The resident ID's 18th character for its first 17 digits."""
+    return "10X98765432"[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS)) % 11]
+
+
+def valid_id_card(number: str) -> bool:
+    """18 characters: a province code, a birth date between 1900 and today, and the check character."""
+    if not re.fullmatch(r"\d{17}[\dX]", number) or int(number[:2]) not in _PROVINCES:
+        return False
+    try:
+        born = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+    except ValueError:
+        return False
+    return dt.date(1900, 1, 1) <= born <= dt.date.today() and id_check_char(number[:17]) == number[17]
+
+
+def luhn_ok(number: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def valid_bank_card(number: str) -> bool:
+    return 16 <= len(number) <= 19 and number.isdigit() and luhn_ok(number)
+
+
+def valid_phone(number: str) -> bool:
+    """A mainland mobile number (86 before it allowed) or a landline with its area code."""
+    if len(number) == 13 and number.startswith("86"):
+        number = number[2:]
+    return bool(_MOBILE.fullmatch(number) or _LANDLINE.fullmatch(number))
+
+
+def _runs(text: str) -> list[_Run]:
+    """Maximal runs of digit characters, at most ``_MAX_GAP`` separators between two groups. After a
+    separator, a lone Chinese numeral starts a word ("，一共"), not a group."""
+    runs: list[_Run] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] not in _DIGIT_VALUE:
+            i += 1
+            continue
+        groups: list[tuple[int, int, str]] = []
+        while True:
+            g, digits = i, ""
+            while i < n and (text[i] in _DIGIT_VALUE or (heard := _heard_digit(text, i))):
+                digits += _DIGIT_VALUE.get(text[i]) or heard
+                i += 1
+            if i < n and text[i] in _CHECK_X and 14 <= sum(len(x[2]) for x in groups) + len(digits) <= 18:
+                i, digits = i + 1, digits + "X"  # the ID card's check character
+            groups.append((g, i, digits))
+            j = i
+            while j < n and j - i < _MAX_GAP and text[j] in _SEPARATORS:
+                j += 1
+            if j == i or not _starts_group(text, j):
+                break
+            i = j
+        runs.append(_Run(groups[0][0], i, "".join(x[2] for x in groups), tuple(groups)))
+    return runs
+
+
+def _heard_digit(text: str, i: int) -> str:
+    """The digit a Han character between two digits sounds like ("要" between digits: 1), else ""."""
+    ch = text[i]
+    if not (0 < i < len(text) - 1 and text[i - 1] in _DIGIT_VALUE and text[i + 1] in _DIGIT_VALUE and _is_han(ch)
+            and ch not in _UNITS):
+        return ""
+    return _DIGIT_SOUNDS.get(lazy_pinyin(ch)[0], "")
+
+
+def _starts_group(text: str, j: int) -> bool:
+    if j >= len(text) or text[j] not in _DIGIT_VALUE:
+        return False
+    after = text[j + 1] if j + 1 < len(text) else ""
+    if after in _UNITS or after == "点":  # a value ("三百", "五点"), not a digit of this number
+        return False
+    return text[j] not in "一两" or not after or after in _DIGIT_VALUE or not _is_han(after)
+
+
+def _is_han(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
+
+
+def _sound(syllable: str) -> str:
+    for pattern, replacement in _SOUND_MERGES:
+        syllable = pattern.sub(replacement, syllable)
+    return syllable
+
+
+@lru_cache(maxsize=4096)
+def _sounds(text: str) -> tuple[str, ...]:
+    """One toneless, merged syllable per character (non-Han characters as they are)."""
+    return tuple(_sound(p) if len(p) > 1 or p.isalpha() else p for p in lazy_pinyin(text, errors=lambda s: list(s)))
+
+
+def _last_end(words: Sequence[str], text: str) -> int:
+    """Where the last of ``words`` heard in ``text`` ends (a character offset), -1 when none is. A word of
+    three syllables or more is heard with one of them misheard ("动态立马" for 动态密码), as long as its
+    first and last are right."""
+    heard = _sounds(text)
+    if len(heard) != len(text):
+        return -1
+    best = -1
+    for word in words:
+        target = _sounds(word)
+        allowed = 1 if len(target) >= 3 else 0
+        for i in range(len(heard) - len(target) + 1):
+            window = heard[i:i + len(target)]
+            misses = sum(a != b for a, b in zip(window, target))
+            if misses <= allowed and window[0] == target[0] and window[-1] == target[-1]:
+                best = max(best, i + len(target))
+    return best
+
+
+def _context_kinds(text: str, start: int, end: int) -> set[str] | None:
+    """The kinds named by a word just before ``start`` (or, failing that, just after ``end``); None when a
+    word saying "not personal data" (an order number, a staff number) is nearer before than any of them."""
+    before = text[max(0, start - CONTEXT_CHARS):start]
+    named = {kind: _last_end(words, before) for kind, words in _CONTEXT_WORDS.items()}
+    negative = max((before.rfind(w) + len(w) for w in _NOT_PERSONAL_WORDS if w in before), default=-1)
+    if negative >= 0 and all(at < negative for at in named.values()):
+        return None
+    kinds = {kind for kind, at in named.items() if at >= 0}
+    if not kinds:
+        after = text[end:end + AFTER_CHARS]
+        kinds = {kind for kind, words in _CONTEXT_WORDS.items() if _last_end(words, after) >= 0}
+    return kinds
+
+
+def _kind_of(digits: str, context: set[str] | None, kinds: Sequence[str]) -> str | None:
+    """The kind a digit string is, checked first, then by the context's word and its length."""
+    if context is None:
+        return None
+    checked = (("id_card", valid_id_card), ("bank_card", valid_bank_card), ("phone", valid_phone))
+    for kind, valid in checked:
+        if kind in kinds and valid(digits):
+            return kind
+    for kind in ("id_card", "bank_card", "phone", "code"):
+        if kind in kinds and kind in context and len(digits) in _LENGTHS[kind]:
+            return kind
+    return None
+
+
+def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[Found]:
+    """The run as one number, else its longest stretches of whole groups that are one."""
+    kind = _kind_of(run.digits, context, kinds)
+    if kind:
+        return [Found(kind, run.start, run.end)]
+    found: list[Found] = []
+    g, groups = 0, run.groups
+    while g < len(groups):
+        for h in range(len(groups) - 1, g - 1, -1):
+            if (g, h) == (0, len(groups) - 1):
+                continue
+            kind = _kind_of("".join(x[2] for x in groups[g:h + 1]), context, kinds)
+            if kind:
+                found.append(Found(kind, groups[g][0], groups[h][1]))
+                g = h
+                break
+        g += 1
+    return found
+
+
+def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
+    """Spans of personal data of the given kinds in ``text``, in text order, not overlapping."""
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"redact: unknown kind {unknown[0]!r}; expected some of {', '.join(KINDS)}")
+    found: list[Found] = []
+    if "email" in kinds:
+        found += [Found("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
+    taken = [(f.start, f.end) for f in found]
+    for run in _runs(text):
+        if any(s < run.end and run.start < e for s, e in taken):
+            continue
+        if len(run.digits) >= 3:
+            found += _in_run(run, _context_kinds(text, run.start, run.end), kinds)
+    return sorted(found, key=lambda f: f.start)

@@ -1,0 +1,147 @@
+"""A transcription made fit to keep: personal data replaced by its kind, numbers written as digits, and
+the call's audio with the redacted stretches muted.
+
+Spans are looked for across consecutive segments of one channel (a number said with pauses may be cut
+into two pieces), in the text as decoded, where every written form of a number is still there; digits
+are written (``itn``) only afterwards, in the text between the spans. A span's audio time comes from
+the segment's word times when they spell its text, else from its share of the segment's characters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from zhasr.calltext.itn import numbers_to_digits
+from zhasr.calltext.pii import Found, find_pii
+from zhasr.transcribe.records import Redaction, Segment, Transcription, Word
+
+JOIN_GAP_S = 3.0  # segments of one channel at most this far apart are searched as one text
+MUTE_PAD_S = 0.25  # s muted beyond each span's audio bounds (word times are approximate)
+
+
+def placeholder(kind: str) -> str:
+    return f"[{kind.upper()}]"
+
+
+def finish_text(t: Transcription, kinds: Sequence[str] = (), itn: bool = False) -> Transcription:
+    """``t`` with personal data of ``kinds`` replaced by placeholders (recorded in ``redactions``) and,
+    with ``itn``, numbers as digits; segments, words and removed pieces' texts alike. Without either,
+    ``t`` itself."""
+    if not kinds and not itn:
+        return t
+    spans = _spans(t.segments, kinds) if kinds else {}
+    segments, redactions, offset = [], [], 0
+    for s in t.segments:
+        segment, placed = _rewrite(s, spans.get(s.id, []), itn)
+        segments.append(segment)
+        redactions += [dataclasses.replace(r, text_start=r.start + offset, text_end=r.end + offset) for r in placed]
+        if segment.text:
+            offset += len(segment.text) + 1  # the Transcription's text joins segments with a space
+    removed = tuple(dataclasses.replace(r, text=_redact_plain(r.text, kinds)) for r in t.removed)
+    return dataclasses.replace(t, text=" ".join(s.text for s in segments if s.text), segments=tuple(segments),
+                               removed=removed, redactions=tuple(redactions))
+
+
+def _spans(segments: Sequence[Segment], kinds: Sequence[str]) -> dict[int, list[Found]]:
+    """``{segment id: spans in its text}``; a span over several segments is cut at their bounds."""
+    out: dict[int, list[Found]] = {}
+    for group in _groups(segments):
+        starts, text = [], ""
+        for s in group:
+            starts.append(len(text))
+            text += s.text + " "
+        for found in find_pii(text, kinds):
+            for s, start in zip(group, starts):
+                a, b = max(found.start, start), min(found.end, start + len(s.text))
+                if a < b:
+                    out.setdefault(s.id, []).append(Found(found.kind, a - start, b - start))
+    return out
+
+
+def _groups(segments: Sequence[Segment]) -> list[list[Segment]]:
+    """Runs of consecutive segments of one channel, each at most JOIN_GAP_S after the one before."""
+    last: dict[int, list[Segment]] = {}
+    groups: list[list[Segment]] = []
+    for s in sorted(segments, key=lambda s: (s.channel, s.start)):
+        group = last.get(s.channel)
+        if group and s.start - group[-1].end <= JOIN_GAP_S:
+            group.append(s)
+        else:
+            last[s.channel] = [s]
+            groups.append(last[s.channel])
+    return groups
+
+
+def _rewrite(s: Segment, spans: list[Found], itn: bool) -> tuple[Segment, list[Redaction]]:
+    """The segment's new text and words, and its redactions (text offsets within the segment)."""
+    plain = numbers_to_digits if itn else (lambda x: x)
+    text, at, placed = "", 0, []
+    for f in spans:
+        text += plain(s.text[at:f.start])
+        mark = placeholder(f.kind)
+        audio_start, audio_end = _audio_bounds(s, f.start, f.end)
+        placed.append(Redaction(f.kind, s.id, len(text), len(text) + len(mark), 0, 0, audio_start, audio_end,
+                                s.channel))
+        text += mark
+        at = f.end
+    text += plain(s.text[at:])
+    return dataclasses.replace(s, text=text, words=_words(s, spans)), placed
+
+
+def _audio_bounds(s: Segment, start: int, end: int) -> tuple[float, float]:
+    """Seconds of characters ``start:end`` of the segment's text."""
+    if s.words and "".join(w.word for w in s.words) == s.text:
+        at, covered = 0, []
+        for w in s.words:
+            if at < end and start < at + len(w.word):
+                covered.append(w)
+            at += len(w.word)
+        if covered:
+            return covered[0].start, covered[-1].end
+    share = (s.end - s.start) / max(1, len(s.text))
+    return round(s.start + start * share, 3), round(s.start + end * share, 3)
+
+
+def _words(s: Segment, spans: list[Found]) -> tuple[Word, ...]:
+    """Words outside the spans as they were; the words of each span become one word, its placeholder."""
+    if not spans or not s.words:
+        return s.words
+    if "".join(w.word for w in s.words) != s.text:  # words that do not spell the text cannot be placed
+        return ()
+    out: list[Word] = []
+    at, k, last = 0, 0, -1
+    for w in s.words:
+        w_end = at + len(w.word)
+        while k < len(spans) and spans[k].end <= at:
+            k += 1
+        if k < len(spans) and spans[k].start < w_end:
+            if last == k:  # another word of the same span
+                out[-1] = dataclasses.replace(out[-1], end=w.end)
+            else:
+                out.append(Word(w.start, w.end, placeholder(spans[k].kind)))
+            last = k
+        else:
+            out.append(w)
+        at = w_end
+    return tuple(out)
+
+
+def _redact_plain(text: str, kinds: Sequence[str]) -> str:
+    for f in reversed(find_pii(text, kinds) if kinds else []):
+        text = text[:f.start] + placeholder(f.kind) + text[f.end:]
+    return text
+
+
+def mute(samples: np.ndarray, rate: int, redactions: Sequence[Redaction], pad_s: float = MUTE_PAD_S) -> np.ndarray:
+    """A copy of ``samples`` (channels, n) at ``rate`` Hz with every redaction's audio range, widened by
+    ``pad_s``, silent on every channel (a number said on one line is often heard on the other)."""
+    out = samples.copy()
+    for r in redactions:
+        a = max(0, int((r.audio_start - pad_s) * rate))
+        b = min(out.shape[-1], int(np.ceil((r.audio_end + pad_s) * rate)))
+        out[..., a:b] = 0.0
+    return out
+
