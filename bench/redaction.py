@@ -37,14 +37,13 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from zhasr.calltext.pii import KINDS, find_pii  # noqa: E402
+from zhasr.calltext.pii import KINDS, find_pii, placeholder  # noqa: E402
 from zhasr.config import SynthParams, load_params  # noqa: E402
 from zhasr.data.synth import plan_speakers  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
 from zhasr.data.synth.voice import Call, apply_channel, render, speak, to_pinyin  # noqa: E402
 from zhasr.progress import progress_bar  # noqa: E402
 from zhasr.transcribe import Transcriber  # noqa: E402
-from zhasr.transcribe.redaction import placeholder  # noqa: E402
 
 _DIGIT = {ch: str(i) for i, ch in enumerate("零一二三四五六七八九")} | {"〇": "0", "幺": "1"}
 

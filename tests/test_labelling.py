@@ -100,6 +100,7 @@ def test_corrected_regions_keep_times_channel_role_and_what_the_model_said():
     (region_items("r", 1.0, 2.0, 3, "agent", "好的"), "the call has 2 channel(s)"),
     (region_items("r", 1.0, 1.1, 0, "agent", "好"), "lasts 0.10 s, outside 0.3-30.0 s"),
     (region_items("r", 2.0, 1.0, 0, "agent", "好"), "needs 0 <= start < end"),
+    (region_items("r", 1.0, 2.0, 0, "agent", "我的电话是[PHONE]"), "holds [PHONE], a redaction"),
 ])
 def test_a_bad_region_is_rejected_with_its_reason_and_the_others_kept(region, reason):
     good = region_items("ok", 3.0, 4.0, 1, "customer", "好的")

@@ -20,8 +20,8 @@ when its length is within a few digits of the kind's, checksum or not: the conte
 Without such a word a run needs its checksum (or mobile prefix) to be taken, which keeps order
 numbers, amounts and dates out. Recognizers also write words and digits as homophones ("身份正好"
 for 身份证号, "验证马" for 验证码, "要" for 幺), so the words are matched by their pinyin (without
-tones, zh/z, ch/c, sh/s, n/l and -ng/-n taken as one), and a character that sounds like a digit is
-read as one between two digits.
+tones, zh/z, ch/c, sh/s, n/l and -ng/-n taken as one), a character that sounds like a digit is read
+as one between two digits, and one that sounds like 幺 ("要", "药") as a 1 just before digits.
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ from functools import lru_cache
 from pypinyin import lazy_pinyin
 
 KINDS = ("phone", "id_card", "bank_card", "code", "email")
+
+
+def placeholder(kind: str) -> str:
+    """What replaces personal data of ``kind`` in redacted text: "[PHONE]"."""
+    return f"[{kind.upper()}]"
+
+
+PLACEHOLDERS = tuple(placeholder(kind) for kind in KINDS)
 CONTEXT_CHARS = 12  # how far before a run (in characters) a word naming its kind counts
 AFTER_CHARS = 8  # ... and how far after it ("…，这是我的身份证")
 
@@ -134,8 +142,9 @@ def _runs(text: str) -> list[_Run]:
             i += 1
             continue
         groups: list[tuple[int, int, str]] = []
+        lead = i > 0 and _is_han(text[i - 1]) and text[i - 1] not in _UNITS and lazy_pinyin(text[i - 1])[0] == "yao"
         while True:
-            g, digits = i, ""
+            g, digits = (i - 1, "1") if lead and not groups else (i, "")  # "要三八…": 幺 heard as 要
             while i < n and (text[i] in _DIGIT_VALUE or (heard := _heard_digit(text, i))):
                 digits += _DIGIT_VALUE.get(text[i]) or heard
                 i += 1

@@ -2,7 +2,8 @@
 its regions checked one by one. Only the full JSON keeps region times and channels (JSON-MIN and
 ASR_MANIFEST drop them), so that is the only export read.
 
-A region is kept when it has a role or channel, a non-empty text, lies inside the call, on one of its
+A region is kept when it has a role or channel, a non-empty text without a redaction placeholder (a
+redacted prediction left as it was: "[PHONE]" is not what was said), lies inside the call, on one of its
 channels, lasts ``min_region_s``-``max_region_s`` and does not overlap another region of its channel.
 Everything else becomes a ``Rejected`` with its reason; nothing is dropped silently.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from zhasr.calltext.pii import PLACEHOLDERS
 
 from zhasr.labelling.interface import AUDIO, ROLE, TEXT, UNKNOWN_ROLE
 
@@ -169,6 +172,8 @@ def _region_problems(regions: list[_Region], duration_s: float, channels: int, m
         span = f"region {r.region_id} ({r.start_s:.2f}-{r.end_s:.2f} s, channel {r.channel})"
         if r.text is None or not r.text.strip():
             problems[r.region_id] = f"{span}: empty text"
+        elif marks := [m for m in PLACEHOLDERS if m in r.text]:
+            problems[r.region_id] = f"{span}: holds {marks[0]}, a redaction; type what was said or delete the region"
         elif r.start_s < 0 or r.end_s <= r.start_s:
             problems[r.region_id] = f"{span}: needs 0 <= start < end"
         elif r.end_s > duration_s + END_SLACK_S:

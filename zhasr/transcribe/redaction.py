@@ -15,15 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from zhasr.calltext.itn import numbers_to_digits
-from zhasr.calltext.pii import Found, find_pii
+from zhasr.calltext.pii import Found, find_pii, placeholder
 from zhasr.transcribe.records import Redaction, Segment, Transcription, Word
 
 JOIN_GAP_S = 3.0  # segments of one channel at most this far apart are searched as one text
 MUTE_PAD_S = 0.25  # s muted beyond each span's audio bounds (word times are approximate)
-
-
-def placeholder(kind: str) -> str:
-    return f"[{kind.upper()}]"
 
 
 def finish_text(t: Transcription, kinds: Sequence[str] = (), itn: bool = False) -> Transcription:
