@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from zhasr.calltext.pii import PLACEHOLDERS
-
 from zhasr.labelling.interface import AUDIO, ROLE, TEXT, UNKNOWN_ROLE
 
 TASK_KEYS = ("call_id", "audio_sha256", "duration_s", "channels")  # what a zhasr task carries in data
