@@ -16,7 +16,9 @@ service serves it). ``zhasr.calltext.pii.find_pii`` is run on each reference tex
 - precision: spans of a kind that fall on a number of that kind (sentences without personal data give
   only false ones); "on personal data": spans that fall on a number of any kind (an ID number heard
   one digit short and taken for a bank card is still redacted);
-- digits right: decoded sentences whose digits contain the whole number (what the model heard).
+- digits right: decoded sentences whose digits contain the whole number (what the model heard);
+- with number: leak-free when the opt-in kind ``number`` also masks every other run of 7+ digits, and
+  (last line) how many sentences without personal data it masks.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from zhasr.calltext.pii import KINDS, find_pii, placeholder  # noqa: E402
+from zhasr.calltext.pii import KINDS, NUMBER, find_pii, placeholder  # noqa: E402
 from zhasr.config import SynthParams, load_params  # noqa: E402
 from zhasr.data.synth import plan_speakers  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
@@ -62,8 +64,8 @@ def leaks(row: PiiSentence, redacted: str) -> bool:
     return any(value[i:i + window] in digits for i in range(len(value) - window + 1))
 
 
-def redact(text: str) -> tuple[str, list]:
-    found = find_pii(text)
+def redact(text: str, kinds=KINDS) -> tuple[str, list]:
+    found = find_pii(text, kinds)
     for f in reversed(found):
         text = text[:f.start] + placeholder(f.kind) + text[f.end:]
     return text, found
@@ -94,9 +96,12 @@ def synthesize(rows: list[PiiSentence], out: Path, seed: int) -> list[Path]:
 
 
 def score(rows: list[PiiSentence], texts: list[str], decoded: bool) -> dict[str, dict[str, float]]:
-    hit, leak_free, total, spans, right, personal, digits_right = (Counter() for _ in range(7))
+    hit, leak_free, total, spans, right, personal, digits_right, netted = (Counter() for _ in range(8))
     for row, text in zip(rows, texts):
         redacted, found = redact(text)
+        with_number, extra = redact(text, (*KINDS, NUMBER))
+        netted[row.kind] += not row.kind and any(f.kind == NUMBER for f in extra) or bool(row.kind) and not leaks(
+            row, with_number)
         for f in found:
             spans[f.kind] += 1
             on_number = bool(row.kind) and (decoded or (f.start < row.end and row.start < f.end))
@@ -120,7 +125,9 @@ def score(rows: list[PiiSentence], texts: list[str], decoded: bool) -> dict[str,
                        "on_personal_data": personal[kind] / spans[kind] if spans[kind] else 1.0}
         if decoded:
             table[kind] |= {"leak_free": leak_free[kind] / max(1, total[kind]),
-                            "digits_right": digits_right[kind] / max(1, total[kind])}
+                            "digits_right": digits_right[kind] / max(1, total[kind]),
+                            "leak_free_with_number": netted[kind] / max(1, total[kind])}
+    table["none"] = {"sentences": sum(1 for r in rows if not r.kind), "masked_by_number": netted[""]}
     return table
 
 
@@ -128,14 +135,17 @@ def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
     decoded = "leak_free" in table[KINDS[0]]
     print(f"\n{title}\n")
     print("| kind | sentences | recall % | precision % (spans) | on personal data % |"
-          + (" leak-free % | digits right % |" if decoded else ""))
-    print("|---|---|---|---|---|" + ("---|---|" if decoded else ""))
-    for kind, t in table.items():
+          + (" leak-free % | digits right % | leak-free with number % |" if decoded else ""))
+    print("|---|---|---|---|---|" + ("---|---|---|" if decoded else ""))
+    for kind in KINDS:
+        t = table[kind]
         line = (f"| {kind} | {t['sentences']} | {100 * t['recall']:.1f} | {100 * t['precision']:.1f} ({t['spans']}) | "
                 f"{100 * t['on_personal_data']:.1f} |")
         if decoded:
-            line += f" {100 * t['leak_free']:.1f} | {100 * t['digits_right']:.1f} |"
+            line += " " + " ".join(f"{100 * t[k]:.1f} |" for k in ("leak_free", "digits_right", "leak_free_with_number"))
         print(line)
+    print(f"\nnumber masks {table['none']['masked_by_number']} of the {table['none']['sentences']} sentences without "
+          "personal data")
 
 
 def decode(rows: list[PiiSentence], args: argparse.Namespace) -> tuple[Path, list[str]]:

@@ -152,15 +152,12 @@ def cmd_transcribe(args: argparse.Namespace) -> Any:
 
 def _kinds(value: str) -> list[str]:
     """``--redact``: "none", "all" or kinds separated by commas."""
-    from zhasr.calltext.pii import KINDS
+    from zhasr.calltext.pii import parse_kinds
 
-    if value.strip() in ("none", ""):
-        return []
-    kinds = list(KINDS) if value.strip() == "all" else [k.strip() for k in value.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown kind {unknown[0]!r}; expected all, none or {','.join(KINDS)}")
-    return kinds
+    try:
+        return parse_kinds(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def cmd_label(args: argparse.Namespace) -> Any:
@@ -320,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--out", help="write <out>/<file stem>.<ext> per file and print a summary")
     p.add_argument("--redact", type=_kinds, help="personal data to replace: all, none or some of phone,id_card,"
-                                                 "bank_card,code,email (default: transcribe.redact)")
+                                                 "bank_card,code,email,number (default: transcribe.redact)")
     p.add_argument("--itn", action=argparse.BooleanOptionalAction, default=None,
                    help="numbers written as digits (default: transcribe.itn)")
     p.add_argument("--redacted-audio", action="store_true",

@@ -39,7 +39,7 @@ from zhasr.transcribe.writers import MEDIA_TYPES, diarized, verbose, write
 
 log = logging.getLogger("zhasr.serve")
 UPLOAD_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/transcriptions/jobs")
-REDACT_HELP = "personal data to replace: all, none or phone,id_card,bank_card,code,email (default: the server's)"
+REDACT_HELP = "personal data to replace: all, none or phone,id_card,bank_card,code,email,number (default: the server's)"
 
 
 def create_app(ctx: StageContext) -> FastAPI:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from service.errors import ApiError
-from zhasr.calltext.pii import KINDS
+from zhasr.calltext.pii import parse_kinds
 from zhasr.config import TranscribeParams
 
 # Every multipart field a transcription (or job) request may carry; anything else is a 422.
@@ -98,11 +98,7 @@ def check_redact(value: str | None, configured: list[str]) -> list[str]:
     """``redact``: absent (the configured kinds), "none", "all" or kinds separated by commas."""
     if value is None:
         return list(configured)
-    value = value.strip()
-    if value in ("", "none", "false"):
-        return []
-    kinds = list(KINDS) if value in ("all", "true") else [k for k in re.split(r"[,，\s]+", value) if k]
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise ApiError(422, f"redact {unknown[0]!r}: expected all, none or some of {', '.join(KINDS)}", "redact")
-    return kinds
+    try:
+        return parse_kinds(value)
+    except ValueError as exc:
+        raise ApiError(422, f"redact: {exc}", "redact") from exc

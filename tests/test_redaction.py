@@ -11,7 +11,7 @@ import pytest
 from openai.types.audio import TranscriptionDiarized
 
 from zhasr.calltext.itn import numbers_to_digits
-from zhasr.calltext.pii import KINDS, find_pii, id_check_char, luhn_ok, valid_id_card, valid_phone
+from zhasr.calltext.pii import KINDS, find_pii, id_check_char, luhn_ok, parse_kinds, valid_id_card, valid_phone
 from zhasr.data.synth.personal import personal_set
 from zhasr.serve.jobs import JobStore
 from zhasr.transcribe.figures import call_figures
@@ -58,6 +58,15 @@ HELD_OUT = [  # phrased unlike the generator's templates
 def test_held_out_sentences(kind, text):
     kinds = {f.kind for f in find_pii(text)}
     assert kinds == ({kind} if kind else set()), (text, kinds)
+
+
+def test_number_masks_any_other_long_digit_run_only_when_named():
+    text = "订单号是187368839386872，手机尾号五六七八，我的手机号码是要三八一二三四五六七八"
+    assert [f.kind for f in find_pii(text, parse_kinds("all"))] == ["phone"]
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text, parse_kinds("phone,number"))] == [
+        ("number", "187368839386872"), ("phone", "要三八一二三四五六七八")]
+    with pytest.raises(ValueError, match="unknown kind 'passport'; expected all, none or some of phone"):
+        parse_kinds("phone,passport")
 
 
 def test_checksums_and_prefixes():

@@ -232,7 +232,8 @@ class TranscribeParams:
     threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
     max_audio_s: float = 14400.0  # longer inputs are refused (4 h)
     # personal data replaced by its kind in what the CLI, the service and the archive return: some of phone,
-    # id_card, bank_card, code, email (zhasr.calltext.pii); a request's ``redact`` field replaces this list
+    # id_card, bank_card, code, email, and number (any other run of 7+ digits) (zhasr.calltext.pii); a
+    # request's ``redact`` field replaces this list
     redact: list[str] = field(default_factory=list)
     itn: bool = False  # numbers written as digits in returned text ("三百二十八元" -> "328元"); a request's ``itn`` wins
 
@@ -614,11 +615,13 @@ def _check_transcribe(t: TranscribeParams) -> None:
         raise ConfigError(f"transcribe.turn_pause_s: must be 0 or more, got {t.turn_pause_s}")
     if not 0 <= t.pack_gap_s <= t.max_piece_s:
         raise ConfigError(f"transcribe.pack_gap_s: expected 0 to max_piece_s ({t.max_piece_s} s), got {t.pack_gap_s}")
-    from zhasr.calltext.pii import KINDS
+    from zhasr.calltext.pii import check_kinds
 
     for i, kind in enumerate(t.redact):
-        if kind not in KINDS:
-            raise ConfigError(f"transcribe.redact[{i}]: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        try:
+            check_kinds([kind])
+        except ValueError as exc:
+            raise ConfigError(f"transcribe.redact[{i}]: {exc}") from exc
     if t.batch_size < 1 or t.max_new_tokens < 8:
         raise ConfigError("transcribe.batch_size: at least 1" if t.batch_size < 1 else
                           f"transcribe.max_new_tokens: at least 8, got {t.max_new_tokens}")

@@ -12,7 +12,9 @@ tested kind by kind:
 - **phone**: 11 digits with a mainland mobile prefix (13x-19x, the allocated second digits), optionally
   after 86; or 0 and a 2-3 digit area code and 7-8 digits;
 - **code**: 3 to 8 digits after a word that names a code (验证码, 密码, 取件码, 安全码, ...);
-- **email**: local part, "@" (or "艾特", "at"), a domain, a dot (or "点", "dot") and a top-level domain.
+- **email**: local part, "@" (or "艾特", "at"), a domain, a dot (or "点", "dot") and a top-level domain;
+- **number** (only when named, not in "all"): any other run of ``NUMBER_DIGITS`` digits or more, order
+  and waybill numbers too: the net for personal numbers a recognizer garbled past recognition.
 
 A speech recognizer gets a digit wrong now and then, and one wrong digit breaks a checksum. So a run
 that follows a word naming its kind ("身份证号", "卡号", "手机", "电话") within ``CONTEXT_CHARS`` is taken
@@ -34,7 +36,9 @@ from functools import lru_cache
 
 from pypinyin import lazy_pinyin
 
-KINDS = ("phone", "id_card", "bank_card", "code", "email")
+KINDS = ("phone", "id_card", "bank_card", "code", "email")  # personal data: what "all" redacts
+NUMBER = "number"  # any other long digit run, when asked for by name
+NUMBER_DIGITS = 7
 
 
 def placeholder(kind: str) -> str:
@@ -42,7 +46,24 @@ def placeholder(kind: str) -> str:
     return f"[{kind.upper()}]"
 
 
-PLACEHOLDERS = tuple(placeholder(kind) for kind in KINDS)
+PLACEHOLDERS = tuple(placeholder(kind) for kind in (*KINDS, NUMBER))
+
+
+def parse_kinds(value: str) -> list[str]:
+    """Kinds named by a user: "all" (the personal kinds), "none", or kinds separated by commas or spaces;
+    ValueError naming an unknown one."""
+    value = value.strip()
+    if value in ("", "none", "false"):
+        return []
+    kinds = list(KINDS) if value in ("all", "true") else [k for k in re.split(r"[,，\s]+", value) if k]
+    check_kinds(kinds)
+    return kinds
+
+
+def check_kinds(kinds: Iterable[str]) -> None:
+    unknown = [k for k in kinds if k not in (*KINDS, NUMBER)]
+    if unknown:
+        raise ValueError(f"unknown kind {unknown[0]!r}; expected all, none or some of {', '.join((*KINDS, NUMBER))}")
 CONTEXT_CHARS = 12  # how far before a run (in characters) a word naming its kind counts
 AFTER_CHARS = 8  # ... and how far after it ("…，这是我的身份证")
 
@@ -84,7 +105,7 @@ _EMAIL = re.compile(rf"(?<![A-Za-z0-9._\-])(?:{_LOCAL}){_AT}[A-Za-z0-9\-]+(?:{_D
 
 @dataclass(frozen=True)
 class Found:
-    kind: str  # one of KINDS
+    kind: str  # one of KINDS, or NUMBER
     start: int  # character offsets in the text, end exclusive
     end: int
 
@@ -266,9 +287,7 @@ def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[F
 def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
     """Spans of personal data of the given kinds in ``text``, in text order, not overlapping."""
     kinds = tuple(kinds)
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise ValueError(f"redact: unknown kind {unknown[0]!r}; expected some of {', '.join(KINDS)}")
+    check_kinds(kinds)
     found: list[Found] = []
     if "email" in kinds:
         found += [Found("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
@@ -277,5 +296,8 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
         if any(s < run.end and run.start < e for s, e in taken):
             continue
         if len(run.digits) >= 3:
-            found += _in_run(run, _context_kinds(text, run.start, run.end), kinds)
+            in_run = _in_run(run, _context_kinds(text, run.start, run.end), kinds)
+            if not in_run and NUMBER in kinds and len(run.digits) >= NUMBER_DIGITS:
+                in_run = [Found(NUMBER, run.start, run.end)]
+            found += in_run
     return sorted(found, key=lambda f: f.start)
