@@ -79,7 +79,8 @@ def cmd_retrain(args: argparse.Namespace) -> Any:
     _context(args)  # fail on bad params before Prefect starts
     from flows.retrain import retrain
 
-    return retrain(params_path=args.params, overrides=list(args.set), synthesize=args.synth)
+    return retrain(params_path=args.params, overrides=list(args.set), synthesize=args.synth,
+                   only_if_new_data=not args.force)
 
 
 def cmd_demo(args: argparse.Namespace) -> Any:
@@ -182,6 +183,8 @@ def cmd_transcribe_archive(args: argparse.Namespace) -> Any:
 def cmd_serve(args: argparse.Namespace) -> Any:
     from service.main import run
 
+    args.set = [*args.set, *(f"serve.{key}={value}" for key in ("host", "port")
+                             if (value := getattr(args, key)) is not None)]
     run(_context(args))
 
 
@@ -292,9 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
 
             p.add_argument("--format", action="append", choices=EXPORT_FORMATS,
                            help="a format to export (repeatable; default: export.formats in params)")
-    add("retrain", cmd_retrain, "run the retraining flow (Prefect)").add_argument(
-        "--synth", action="store_true", help="first write the synthetic batch if it is missing")
-    add("demo", cmd_demo, "synthesize the demo batch and run the retraining flow")
+    p = add("retrain", cmd_retrain, "run the retraining flow (Prefect); nothing is trained when no new validated "
+                                    "batch arrived since the newest registered version, unless --force")
+    p.add_argument("--synth", action="store_true", help="first write the synthetic batch if it is missing")
+    p.add_argument("--force", action="store_true", help="train on an unchanged dataset (after a change of settings)")
+    add("demo", cmd_demo, "synthesize the demo batch and run the retraining flow (again: only with new data, or "
+                          "--force)").add_argument("--force", action="store_true", help="train on an unchanged dataset")
     add("promote", cmd_promote, "gate, register and wait for approval on the evaluation in reports/")
     for command, help in (("approve", "make a challenger the champion"), ("reject", "turn a challenger down")):
         p = add(command, cmd_decision, help)
@@ -338,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-min", type=float,
                    help="push: minutes of audio to send (default label.budget_min; 0 = all)")
     p.add_argument("--batch", help="pull: the new batch's name (default labelstudio-p<project>-<UTC time>)")
-    add("serve", cmd_serve, "serve the champion behind an OpenAI-compatible API (settings: params serve)")
+    p = add("serve", cmd_serve, "serve the champion behind an OpenAI-compatible API (settings: params serve)")
+    p.add_argument("--host", help="address to listen on (default serve.host, 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, help="default serve.port (8000)")
     p = add("serve-keys", cmd_serve_keys, "API keys of the service: add NAME (prints the key once), list, revoke NAME")
     p.add_argument("action", choices=("add", "list", "revoke"))
     p.add_argument("name", nargs="?", help="who the key is for (add, revoke)")

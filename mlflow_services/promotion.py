@@ -113,5 +113,17 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
         "cer_test": v.tags.get("zhasr.cer", ""), "cer_regression": v.tags.get("zhasr.cer_regression", ""),
         "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8], "git": v.tags.get("zhasr.git_commit", "")[:8],
     } for v in versions]
-    changes = [c.__dict__ for c in registry.alias_history(name)[-history:]]
-    return {"model": name, "versions": rows, "alias_changes": changes}
+    return {"model": name, "versions": rows, "alias_changes": _decisions(registry.alias_history(name))[-history:]}
+
+
+def _decisions(changes: list[registry.AliasChange]) -> list[dict[str, Any]]:
+    """One row per decision: an approval that also takes the challenger alias off is one change of two
+    aliases (``alias`` "challenger, champion"), not two rows."""
+    rows: list[dict[str, Any]] = []
+    for c in changes:
+        last = rows[-1] if rows else None
+        if last and (last["action"], last["version"], last["by"], last["note"]) == (c.action, c.version, c.by, c.note):
+            last["alias"] = ", ".join(sorted({*last["alias"].split(", "), c.alias}))
+        else:
+            rows.append(dict(c.__dict__))
+    return rows

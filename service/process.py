@@ -55,7 +55,7 @@ def start_server(root: Path, sets: list[str], *, port: int | None = None, wait_r
     """``zhasr serve`` in ``root`` with ``--set`` overrides; returns once /ready answers 200."""
     port = port or free_port()
     log = root / f"{name}-{port}.log"
-    args = [sys.executable, "-m", "cli", "serve", "--set", f"serve.port={port}"]
+    args = [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     for item in sets:
         args += ["--set", item]
     env = {**os.environ, "ZHASR_ROOT": str(root), "PYTHONPATH": str(REPO)}

@@ -259,6 +259,9 @@ def test_cli_approve_reject_rollback_and_status(prefect_server, ctx, tiny_model_
     assert state["versions"][2]["aliases"] == "champion"
     assert state["versions"][0]["review"] == "rolled back to v2"
     assert [c["action"] for c in state["alias_changes"]][-2:] == ["rollback", "rollback"]
+    # approving the challenger moved two aliases in one decision: one row
+    assert [(c["version"], c["alias"]) for c in state["alias_changes"] if c["action"] == "approve"] == [
+        ("2", "champion"), ("3", "challenger, champion")]
 
 
 def _tone_batch(project, batch: str, texts: list[str]) -> None:
@@ -295,6 +298,9 @@ def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, pro
     assert not (project / "runs").exists()  # no training started
     runs_after = len(MlflowClient().search_runs([MlflowClient().get_experiment_by_name("zhasr-test").experiment_id]))
     assert runs_after == runs_before  # not even an MLflow run
+    # run by hand, the same: only --force trains on an unchanged dataset
+    assert main(["retrain"]) == 0
+    assert json.loads(capsys.readouterr().out)["trained"] is False and not (project / "runs").exists()
 
     # A new batch whose every row fails validation is ingested and quarantined, and still trains nothing.
     _tone_batch(project, "b2", ["这一句话对一秒多的音频来说实在是太长太长太长了根本不可能说完的" * 2] * 2)
