@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -364,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the stages' own figures (decode-cache hits, windows read) at INFO on stderr; libraries at WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tasks").setLevel(logging.INFO)
     try:
         # Libraries print progress and Trainer logs to stdout; stdout is kept for the JSON result.
         with contextlib.redirect_stdout(sys.stderr):

@@ -265,9 +265,10 @@ def _formatted(result, options: TranscriptionOptions, work: Work, headers: dict)
     fmt = options.response_format
     if fmt == "diarized_json":
         return JSONResponse(diarized(result), headers=headers)
-    if fmt == "json":
+    if fmt == "json":  # OpenAI's fields, and what the engine warns of (a file cut short, a failed piece)
         return JSONResponse({"text": result.text, "model": work.loaded.identity,
-                             "usage": {"type": "duration", "seconds": round(result.duration_s, 3)}}, headers=headers)
+                             "usage": {"type": "duration", "seconds": round(result.duration_s, 3)},
+                             **({"warnings": list(result.warnings)} if result.warnings else {})}, headers=headers)
     if fmt == "verbose_json":
         return JSONResponse(verbose(result, options.words), headers=headers)
     return Response(write(result, fmt), media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8", headers=headers)

@@ -158,11 +158,11 @@ def decode_sets(ctx: StageContext, model: Model, sets: dict[str, list[np.ndarray
             decoded = transcribe_cached(opened, clips, cache, model.weights, engine, model.label,
                                         progress=lambda d, t: progress(round(d), round(t)))
         outputs[name] = SystemOutput(decoded.transcriptions, watch.seconds)
-        log.warning("decode cache, %s on %s: %d hits, %d misses", model.label, name, decoded.hits, decoded.misses)
+        log.info("decode cache, %s on %s: %d hits, %d misses", model.label, name, decoded.hits, decoded.misses)
         counts["hits"] += decoded.hits
         counts["misses"] += decoded.misses
     if layers and opened.cache_info().currsize:  # the model was opened: some clip was not cached
         encoder = opened().runtime.encoder
         counts |= {"encoder_hits": encoder.hits, "encoder_misses": encoder.misses}
-        log.warning("shared lower encoder, %s: %d windows read, %d computed", model.label, encoder.hits, encoder.misses)
+        log.info("shared lower encoder, %s: %d windows read, %d computed", model.label, encoder.hits, encoder.misses)
     return outputs, counts

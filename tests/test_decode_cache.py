@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from zhasr.config import SynthParams, TranscribeParams
@@ -113,3 +114,20 @@ def test_the_engine_key_names_a_shared_lower_encoder_and_is_as_before_without_on
     shared, shared_options = engine_key("ct2", options, PARAMS, "zh", describe(4))
     assert shared == f"{plain} [{describe(4)}]" and shared_options == plain_options
     assert engine_key("ct2", options, PARAMS, "zh", describe(3))[0] != shared
+
+
+def test_evaluation_reports_its_cache_figures_at_info(project, tiny_model_dir, caplog):
+    import logging
+
+    from tasks.decoding import Model, decode_sets
+    from zhasr.context import StageContext
+
+    ctx = StageContext.load(None, ["evaluate.runtime=transformers"])
+    clips = {"test": [np.zeros(16000, dtype=np.float32), np.full(8000, 0.01, dtype=np.float32)]}
+    model = Model.of("champion", tiny_model_dir)
+    with caplog.at_level(logging.INFO, logger="tasks"):
+        decode_sets(ctx, model, clips)
+        _, counts = decode_sets(ctx, model, clips)
+    assert counts == {"hits": 2, "misses": 0}
+    figures = [r for r in caplog.records if r.getMessage().startswith("decode cache")]
+    assert [r.levelname for r in figures] == ["INFO", "INFO"] and "2 hits" in figures[-1].getMessage()

@@ -434,3 +434,12 @@ def test_serve_purge_cli_deletes_jobs_past_retention(project, capsys):
     assert main(["serve-purge"]) == 0 and json.loads(capsys.readouterr().out)["purged"] == 1
     assert store.get(job.id) is None
     assert main(["serve-purge", "--set", "serve.retain_days=0"]) == 2  # kept forever: nothing to do without --days
+
+
+def test_a_truncated_upload_is_transcribed_as_far_as_it_goes_and_says_so(server, clip):
+    cut_short = clip.read_bytes()[: clip.stat().st_size // 3]  # a PCM-16 WAV whose header declares 12 s
+    r = post(server, server.keys["alice"], files={"file": ("cut.wav", cut_short)})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["seconds"] == pytest.approx(4.0, abs=0.1)
+    assert r.json()["warnings"] == ["cut.wav: the file is cut short: 4.0 s decoded of 12.0 s declared"]
+    assert "warnings" not in post(server, server.keys["alice"], files={"file": clip.open("rb")}).json()

@@ -70,6 +70,21 @@ def _decode_av(blob: bytes) -> tuple[np.ndarray, int, str, float | None]:
         return np.concatenate(chunks, axis=1), int(stream.rate or stream.sample_rate), stream.codec_context.name, declared
 
 
+def _wav_shortfall(blob: bytes) -> float | None:
+    """For a RIFF/WAVE file: declared data bytes / data bytes present (> 1 when the file is cut short);
+    None for other files or an unknown size (streamed WAV writes 0 or 0xFFFFFFFF)."""
+    if blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
+        return None
+    at = blob.find(b"data", 12, 4096)
+    if at < 0 or len(blob) < at + 8:
+        return None
+    declared = int.from_bytes(blob[at + 4:at + 8], "little")
+    present = len(blob) - (at + 8)
+    if declared in (0, 0xFFFFFFFF) or present <= 0:
+        return None
+    return declared / present
+
+
 def _scale(dtype: np.dtype) -> float:
     """Full scale of an integer sample type (1 for floats)."""
     return float(np.iinfo(dtype).max) + 1 if np.issubdtype(dtype, np.integer) else 1.0
@@ -111,6 +126,8 @@ def read_call(source: Path | bytes, name: str | None = None, max_duration_s: flo
             reason = str(av_error).split(": '<", 1)[0]  # PyAV appends the stream's repr
             raise UnsupportedAudio(f"{name}: cannot decode audio ({reason})") from av_error
     seconds = data.shape[1] / rate
+    if (shortfall := _wav_shortfall(blob)) and shortfall > 1:  # FFmpeg reads a WAV's length off the file's size
+        declared = max(declared or 0.0, seconds * shortfall)
     if declared and seconds < declared - 0.5:
         warnings.append(f"{name}: the file is cut short: {seconds:.1f} s decoded of {declared:.1f} s declared")
     if max_duration_s is not None and seconds > max_duration_s:
