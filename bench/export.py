@@ -13,11 +13,12 @@ import argparse
 import time
 from pathlib import Path
 
+from tasks.export import transcribe_export
 from zhasr.data.audio import load_16k
 from zhasr.data.manifest import read_jsonl
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.calibration import calibration_clips
-from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, transcribe_export, write_export
+from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, write_export
 from zhasr.model.decode import DecodeOptions, transcribe
 from zhasr.model.loading import load_model
 

@@ -4,6 +4,8 @@ runtime on every evaluated set, and judged against the merged model's CER: fit, 
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +15,30 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import tracking
+from zhasr.config import EXPORT_FORMATS, TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
 from zhasr.data.manifest import atomic_write_json, read_json, read_jsonl
 from zhasr.evaluation.export_verdict import FIT, UNFIT, Rise, limit_for, rise_over_merged, verdict
 from zhasr.export.calibration import calibration_clips
-from zhasr.export.formats import size_on_disk, transcribe_export, write_export
+from zhasr.export.formats import size_on_disk, write_export
 from zhasr.model.decode import Stopwatch, real_time_factor
 from zhasr.progress import progress_bar
+from zhasr.transcribe import Transcriber
+
+
+def transcribe_export(fmt: str, path: Path, wavs: list[Path], language: str, threads: int,
+                      max_tokens: int = 224, params: TranscribeParams | None = None) -> tuple[list[str], float]:
+    """(one text per wav, seconds) through the transcription engine in the format's runtime, so an
+    export is scored exactly as it serves. ``params`` default to the engine's, with ``threads`` and
+    ``max_tokens``."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    params = dataclasses.replace(params or TranscribeParams(), threads=threads, max_new_tokens=max_tokens)
+    transcriber = Transcriber.open(Path(path), params, language=language, runtime="auto")
+    started = time.perf_counter()
+    results = transcriber.transcribe_many(list(wavs), channels="mix", names=[str(w) for w in wavs])
+    return [r.text for r in results], time.perf_counter() - started
 
 
 def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,

@@ -13,9 +13,10 @@ from conftest import write_tone
 from torch import nn
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+from tasks.export import transcribe_export
 from zhasr.config import ExportParams
 from zhasr.data.audio import load_16k
-from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, transcribe_export, write_export
+from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, write_export
 from zhasr.export.ggml import GgmlFormatError, read_ggml_header, write_ggml
 from zhasr.export.gptq import (
     calibration_examples,

@@ -7,9 +7,10 @@ import json
 import pytest
 from conftest import REAL_ZH
 
+from tasks.export import transcribe_export
 from zhasr.data.audio import load_16k
 from zhasr.evaluation.metrics import character_error_rate
-from zhasr.export.formats import transcribe_export, write_export
+from zhasr.export.formats import write_export
 from zhasr.model.decode import DecodeOptions, transcribe
 from zhasr.model.loading import load_model
 

@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 from pypinyin import lazy_pinyin
 
-KINDS = ("phone", "id_card", "bank_card", "code", "email")  # personal data: what "all" redacts
+from zhasr.config import RedactKind
+
 NUMBER = "number"  # any other long digit run, when asked for by name
+KINDS = tuple(k for k in typing.get_args(RedactKind) if k != NUMBER)  # personal data: what "all" redacts
 NUMBER_DIGITS = 7
 
 

@@ -1,4 +1,4 @@
-"""The export formats by name: how each is written and how its runtime transcribes.
+"""The export formats by name (``zhasr.config.EXPORT_FORMATS``): where each is written and how.
 
     ggml-<f16|q8_0|q5_0|q4_0>   whisper.cpp (pywhispercpp), one .bin file
     ct2-<int8|float16>           CTranslate2 / faster-whisper, a folder
@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zhasr.config import EXPORT_FORMATS
+
 if TYPE_CHECKING:
     import numpy as np
 
-    from zhasr.config import ExportParams, TranscribeParams
+    from zhasr.config import ExportParams
 
-EXPORT_FORMATS = ("ggml-f16", "ggml-q8_0", "ggml-q5_0", "ggml-q4_0", "ct2-int8", "ct2-float16", "gptq-4bit")
 LOW_BIT = frozenset({"ggml-q5_0", "ggml-q4_0", "gptq-4bit"})  # judged against the looser CER limit
 
 
@@ -54,25 +55,6 @@ def write_export(fmt: str, model_dir: Path, out_root: Path, calibration: Sequenc
     from zhasr.export.ct2 import write_ct2
 
     return write_ct2(model_dir, path, variant)
-
-
-def transcribe_export(fmt: str, path: Path, wavs: list[Path], language: str, threads: int,
-                      max_tokens: int = 224, params: TranscribeParams | None = None) -> tuple[list[str], float]:
-    """(one text per wav, seconds) through the transcription engine in the format's runtime, so an
-    export is scored exactly as it serves. ``params`` default to the engine's, with ``threads`` and
-    ``max_tokens``."""
-    import dataclasses
-    import time
-
-    from zhasr.config import TranscribeParams
-    from zhasr.transcribe import Transcriber
-
-    _split(fmt)
-    params = dataclasses.replace(params or TranscribeParams(), threads=threads, max_new_tokens=max_tokens)
-    transcriber = Transcriber.open(Path(path), params, language=language, runtime="auto")
-    started = time.perf_counter()
-    results = transcriber.transcribe_many(list(wavs), channels="mix", names=[str(w) for w in wavs])
-    return [r.text for r in results], time.perf_counter() - started
 
 
 def size_on_disk(path: Path) -> int:

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+import zhasr.transcribe.guard as guard
+import zhasr.transcribe.packing as packing
 from zhasr.config import TranscribeParams
 from zhasr.data.audio import TARGET_RATE, AudioError
 from zhasr.model.decode import DecodeOptions, Transcript
-from zhasr.transcribe import guard, packing
 from zhasr.transcribe.media import CallAudio, read_call
 from zhasr.transcribe.packing import Window
 from zhasr.transcribe.records import Removed, Segment, Timings, Transcription, Word

@@ -14,7 +14,7 @@ from __future__ import annotations
 from zhasr.config import TranscribeParams
 from zhasr.data.text import normalize, to_simplified
 from zhasr.model.decode import Transcript, collapse_loops, compression_ratio
-from zhasr.transcribe import records
+from zhasr.transcribe.records import COLLAPSED, FAILED, HIT_TOKEN_CAP, LOOPED, RETRIED
 
 # A hallucination line this long (normalized) is cut out of a longer text too; shorter ones
 # ("谢谢观看") only when they are all a piece says.
@@ -69,11 +69,11 @@ def is_no_speech(t: Transcript, params: TranscribeParams) -> bool:
 def judge(t: Transcript, params: TranscribeParams, prompt: str | None = None) -> tuple[str, tuple[str, ...], str | None]:
     """(final text, flags, reason for removal or None) of one piece decoded with ``prompt``."""
     if t.error:
-        return "", (records.FAILED,), None
+        return "", (FAILED,), None
     # a decoding cut at the token cap can end inside a character: its stray bytes decode to U+FFFD
     text, collapsed = collapse_loops(to_simplified(t.text).replace("\ufffd", "").strip())
-    flags = tuple(f for f, on in ((records.LOOPED, t.looped), (records.RETRIED, t.retried),
-                                  (records.COLLAPSED, collapsed or t.collapsed), (records.HIT_TOKEN_CAP, t.hit_cap)) if on)
+    flags = tuple(f for f, on in ((LOOPED, t.looped), (RETRIED, t.retried), (COLLAPSED, collapsed or t.collapsed),
+                                  (HIT_TOKEN_CAP, t.hit_cap)) if on)
     if is_no_speech(t, params):
         return text, flags, "no_speech"
     kept = strip_hallucinations(text, params.hallucinations)
