@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-slow test-infra test-labelstudio bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui labelstudio serve serve-mlflow monitor repro clean-state
+.PHONY: install docs demo test test-slow test-infra test-labelstudio bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui labelstudio serve serve-mlflow monitor repro clean-state
 
 install: $(STAMP) $(SYS_STAMP)
 
@@ -39,6 +39,13 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 demo: install
 	$(VENV)/bin/zhasr demo
+
+# The documentation as a site in site/, built offline: the README is its home page.
+docs: install
+	$(PY) -m pip install -q -r requirements/docs.txt
+	sed -e 's|](docs/|](|g' -e 's|\[ARCHITECTURE.md\](ARCHITECTURE.md)|ARCHITECTURE.md|g' README.md > docs/index.md
+	$(PY) -m mkdocs build --strict --quiet
+	@echo "site/index.html"
 
 test: install
 	$(PY) -m pytest -q
