@@ -35,8 +35,9 @@ def approve(name: str, version: str, by: str, note: str) -> registry.AliasChange
     _require(by, note)
     v = _version(name, version)
     if v.tags.get("zhasr.gate") != "pass":
-        raise PromotionError(f"{name} v{version}: did not pass the gate ({v.tags.get('zhasr.gate_reason', 'no verdict')})"
-                             "; only a passing candidate can be approved")
+        reason = _details(v).get("zhasr.gate_reason", "no verdict")
+        raise PromotionError(f"{name} v{version}: did not pass the gate ({reason}); only a passing candidate can be "
+                             "approved")
     champion = registry.version_by_alias(name, CHAMPION)
     if champion is not None and str(champion.version) == str(version):
         raise PromotionError(f"{name} v{version} is already the champion")
@@ -107,13 +108,22 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
-    rows = [{
-        "version": str(v.version), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
-        "gate": v.tags.get("zhasr.gate", v.tags.get("zhasr.role", "")), "review": v.tags.get("zhasr.review", ""),
-        "cer_test": v.tags.get("zhasr.cer", ""), "cer_regression": v.tags.get("zhasr.cer_regression", ""),
-        "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8], "git": v.tags.get("zhasr.git_commit", "")[:8],
-    } for v in versions]
+    rows = []
+    for v in versions:
+        details = _details(v)
+        rows.append({
+            "version": str(v.version), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
+            "gate": v.tags.get("zhasr.gate", v.tags.get("zhasr.role", "")), "review": v.tags.get("zhasr.review", ""),
+            "cer_test": v.tags.get("zhasr.cer", ""), "cer_regression": details.get("zhasr.cer_regression", ""),
+            "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8], "git": details.get("zhasr.git_commit", "")[:8],
+        })
     return {"model": name, "versions": rows, "alias_changes": _decisions(registry.alias_history(name))[-history:]}
+
+
+def _details(version) -> dict[str, str]:
+    """The version's tags over those of the run that registered it (lineage, gate rules, other rates)."""
+    run_tags = MlflowClient().get_run(version.run_id).data.tags if version.run_id else {}
+    return {**run_tags, **version.tags}
 
 
 def _decisions(changes: list[registry.AliasChange]) -> list[dict[str, Any]]:

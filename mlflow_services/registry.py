@@ -75,7 +75,8 @@ def alias_log_experiment(name: str) -> str:
 
 def change_alias(name: str, alias: str, version: str, *, action: str, by: str, note: str,
                  remove: bool = False) -> AliasChange:
-    """Point ``alias`` at ``version`` (or remove it from ``version``) and record who, when and why."""
+    """Point ``alias`` at ``version`` (or remove it from ``version``) and record who, when and why: a run
+    of the experiment ``<name>-alias-log`` (the history ``status`` shows and ``rollback`` follows)."""
     client = MlflowClient()
     held = version_by_alias(name, alias)
     previous = str(held.version) if held else None
@@ -86,8 +87,6 @@ def change_alias(name: str, alias: str, version: str, *, action: str, by: str, n
         client.set_registered_model_alias(name, alias, version)
     change = AliasChange(action, alias, version, previous, by, note,
                          datetime.now(timezone.utc).isoformat(timespec="microseconds"))
-    for key, value in (("by", by), ("at", change.at), ("note", note), ("action", action)):
-        client.set_model_version_tag(name, version, f"zhasr.{alias}.{key}", value)
     experiment = mlflow.get_experiment_by_name(alias_log_experiment(name))
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(alias_log_experiment(name))
     run = client.create_run(experiment_id, run_name=f"{action} v{version} {alias}",

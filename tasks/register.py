@@ -32,40 +32,54 @@ def git_commit(root: Path) -> str:
     return head.strip() + ("+dirty" if dirty.strip() else "")
 
 
-def version_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, Any]) -> dict[str, str]:
-    test = evaluation["test"]
-    train, merge = read_json(ctx.report("train"), "train"), read_json(ctx.report("merge"), "merge")
-    tags = {
-        "zhasr.git_commit": git_commit(ctx.root),
-        "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"],
-        "zhasr.params_hash": ctx.params.digest(),
-        "zhasr.base_model": ctx.params.model.base,
+def version_tags(evaluation: dict[str, Any], verdict: dict[str, Any], dataset_md5: str, learned_batches: list[str],
+                 exports: list[dict[str, Any]]) -> dict[str, str]:
+    """What a reviewer reads in the registry's versions table, and what the code reads back: the gate,
+    test CER, the gain over the champion with its interval, that champion, the dataset, the batches
+    learned, and each export's verdict and URI (JSON). Everything else is in the model card and on the
+    register run (``run_tags``)."""
+    gain = verdict["gain"]
+    return {
         "zhasr.gate": "pass" if verdict["passed"] else "fail",
-        "zhasr.gate_reason": verdict["reason"][:4000],
+        "zhasr.cer": f"{evaluation['test']['candidate']['cer']:.6f}",
+        "zhasr.gain": f"{100 * gain['gain']:+.2f} pts [{100 * gain['low']:+.2f}, {100 * gain['high']:+.2f}]",
+        "zhasr.parent": str(evaluation["champion_version"]),
+        "zhasr.dataset_md5": dataset_md5,
+        "zhasr.learned_batches": json.dumps(learned_batches, ensure_ascii=False),
+        "zhasr.exports": json.dumps({row["format"]: {"verdict": row["verdict"], "uri": row.get("artifact")}
+                                     for row in exports}),
+    }
+
+
+def run_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, Any], train: dict[str, Any],
+             merge: dict[str, Any], exports: list[dict[str, Any]]) -> dict[str, str]:
+    """The register run's tags: lineage, every gate rule, the other error rates, each export's figures."""
+    test = evaluation["test"]
+    tags = {
+        "zhasr.git_commit": git_commit(ctx.root), "zhasr.params_hash": ctx.params.digest(),
+        "zhasr.base_model": ctx.params.model.base, "zhasr.gate_reason": verdict["reason"][:4000],
         **{f"zhasr.gate.{r['rule']}": "pass" if r["passed"] else "fail" for r in verdict["rules"]},
-        "zhasr.cer": f"{test['candidate']['cer']:.6f}",
-        "zhasr.cer_raw": f"{test['candidate']['cer_raw']:.6f}",
-        "zhasr.mer": f"{test['candidate']['mer']:.6f}",
-        "zhasr.cer_gain": f"{verdict['gain']['gain']:.6f}",
-        "zhasr.cer_gain_ci": f"[{verdict['gain']['low']:.6f}, {verdict['gain']['high']:.6f}]",
-        "zhasr.champion_version": evaluation["champion_version"],
-        "zhasr.learned_batches": json.dumps(train.get("learned_batches", []), ensure_ascii=False),
-        "zhasr.train_start": str(train.get("start")),
+        "zhasr.cer_raw": f"{test['candidate']['cer_raw']:.6f}", "zhasr.mer": f"{test['candidate']['mer']:.6f}",
+        "zhasr.champion_cer": f"{test['champion']['cer']:.6f}", "zhasr.train_start": str(train.get("start")),
         "zhasr.adapter_weight": str(merge.get("adapter_weight")),
-        "zhasr.champion_cer": f"{test['champion']['cer']:.6f}",
     }
     for set_name in ("regression", "telephone"):
         if set_name in evaluation:
             tags[f"zhasr.cer_{set_name}"] = f"{evaluation[set_name]['candidate']['cer']:.6f}"
+    for row in exports:
+        tags[f"zhasr.export.{row['format']}"] = (
+            f"{row['verdict']}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts "
+            f"[{100 * row['cer_test_increase_low']:+.2f}, {100 * row['cer_test_increase_high']:+.2f}], "
+            f"limit {100 * row['limit']:+.2f}), {row['size_mb']} MB, RTF {row['rtf_test']:.3f}")
+    return tags
+
+
+def current_exports(ctx: StageContext) -> list[dict[str, Any]]:
+    """The export stage's rows when it ran on this merge, else none."""
     export_report, merge_report = ctx.report("export"), ctx.report("merge")
     if export_report.is_file() and export_report.stat().st_mtime >= merge_report.stat().st_mtime:
-        for row in read_json(export_report, "export")["exports"]:
-            tags[f"zhasr.export.{row['format']}"] = (
-                f"{row['verdict']}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts "
-                f"[{100 * row['cer_test_increase_low']:+.2f}, {100 * row['cer_test_increase_high']:+.2f}], "
-                f"limit {100 * row['limit']:+.2f}), {row['size_mb']} MB, RTF {row['rtf_test']:.3f}"
-                + (f", {row['artifact']}" if "artifact" in row else ""))
-    return tags
+        return read_json(export_report, "export")["exports"]
+    return []
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -73,18 +87,21 @@ def run(ctx: StageContext) -> dict[str, Any]:
     verdict = read_json(ctx.report("gate"), "gate")
     merged = read_json(ctx.report("merge"), "merge")
     name = ctx.params.register.model_name
-    tags = version_tags(ctx, evaluation, verdict)
+    train, exports = read_json(ctx.report("train"), "train"), current_exports(ctx)
+    tags = version_tags(evaluation, verdict, read_json(ctx.report("validate"), "validate")["dataset_md5"],
+                        train.get("learned_batches", []), exports)
+    details = run_tags(ctx, evaluation, verdict, train, merged, exports)
     with tracking.stage_run(ctx, "register") as run:
+        mlflow.set_tags(details)
         version = registry.log_and_register(name, Path(merged["merged_dir"]), ctx.params.model.language, tags=tags,
                                             transcribe=ctx.params.transcribe)
         number = str(version.version)
         card = review.model_card(
-            name=name, version=number, params=ctx.params.flat(), train=read_json(ctx.report("train"), "train"),
-            merge=read_json(ctx.report("merge"), "merge"),
+            name=name, version=number, params=ctx.params.flat(), train=train, merge=merged,
             evaluation=evaluation, verdict=verdict,
-            lineage={k.removeprefix("zhasr."): tags[k] for k in
-                     ("zhasr.git_commit", "zhasr.dataset_md5", "zhasr.params_hash", "zhasr.base_model")}
-                    | {"mlflow_run": run.info.run_id},
+            lineage={k.removeprefix("zhasr."): details[k] for k in ("zhasr.git_commit", "zhasr.params_hash",
+                                                                    "zhasr.base_model")}
+                    | {"dataset_md5": tags["zhasr.dataset_md5"], "mlflow_run": run.info.run_id},
         )
         mlflow.log_text(card, "model_card.md")
         mlflow.set_tag("mlflow.note.content", card)  # the run's description in the UI

@@ -7,6 +7,7 @@ with the run (``zhasr.export.<format>`` tags ending in a ``runs:/`` URI), downlo
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,13 +35,20 @@ class ResolvedModel:
 
 
 def fit_exports(version) -> dict[str, Path]:
-    """``{format: local path}`` of the exports kept with ``version``'s run because they were fit."""
+    """``{format: local path}`` of the exports kept with ``version``'s run because they were fit (the
+    version's ``zhasr.exports``: format -> verdict and URI; versions registered before it carry one
+    ``zhasr.export.<format>`` line each, "fit: ..., runs:/...")."""
+    if "zhasr.exports" in version.tags:
+        uris = {fmt: e["uri"] for fmt, e in json.loads(version.tags["zhasr.exports"]).items()
+                if e["verdict"] == "fit" and e.get("uri")}
+    else:
+        uris = {key.removeprefix("zhasr.export."): uri.group(0) for key, value in version.tags.items()
+                if key.startswith("zhasr.export.") and value.startswith("fit") and (uri := _RUNS_URI.search(value))}
     out = {}
-    for key, value in version.tags.items():
-        if key.startswith("zhasr.export.") and value.startswith("fit") and (uri := _RUNS_URI.search(value)):
-            local = Path(mlflow.artifacts.download_artifacts(uri.group(0)))
-            bins = sorted(local.glob("*.bin")) if not (local / "model.bin").is_file() else []
-            out[key.removeprefix("zhasr.export.")] = bins[0] if bins else local
+    for fmt, uri in uris.items():
+        local = Path(mlflow.artifacts.download_artifacts(uri))
+        bins = sorted(local.glob("*.bin")) if not (local / "model.bin").is_file() else []
+        out[fmt] = bins[0] if bins else local
     return out
 
 

@@ -1,5 +1,7 @@
 """The export verdict reads the interval of the CER rise: fit, unfit or inconclusive."""
 
+import json
+
 from zhasr.evaluation.export_verdict import FIT, INCONCLUSIVE, UNFIT, cer_rise, verdict
 
 LIMIT = 0.005  # export.max_cer_increase: half a point
@@ -44,3 +46,6 @@ def test_an_inconclusive_or_unfit_export_is_never_served_as_fit():
     version = SimpleNamespace(tags={"zhasr.export.ct2-int8": f"{INCONCLUSIVE}: {tail}ct2-int8",
                                     "zhasr.export.ggml-q8_0": f"{UNFIT}: {tail}ggml-q8_0"})
     assert fit_exports(version) == {}  # nothing downloaded, nothing offered to the engine
+    exports = {"ct2-int8": {"verdict": INCONCLUSIVE, "uri": "runs:/abc/exports/ct2-int8"},
+               "ggml-q8_0": {"verdict": UNFIT, "uri": None}}
+    assert fit_exports(SimpleNamespace(tags={"zhasr.exports": json.dumps(exports)})) == {}

@@ -53,16 +53,20 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     candidate = client.get_model_version(name, result["version"])
     assert result["version"] == "2"
     assert candidate.tags["zhasr.gate"] == ("pass" if result["passed"] else "fail")
-    for tag in ("zhasr.git_commit", "zhasr.params_hash", "zhasr.base_model", "zhasr.cer", "zhasr.gate.slices"):
-        assert candidate.tags[tag], tag
+    registered_by = client.get_run(candidate.run_id).data.tags
+    for tag in ("zhasr.git_commit", "zhasr.params_hash", "zhasr.base_model", "zhasr.gate.slices"):
+        assert registered_by[tag], tag
+    assert set(candidate.tags) == {"zhasr.gate", "zhasr.cer", "zhasr.gain", "zhasr.parent", "zhasr.dataset_md5",
+                                   "zhasr.learned_batches", "zhasr.exports"}  # at most 8 with the review to come
     assert candidate.description.startswith("# zhasr-test v2")
     exports = json.loads((project / "reports/export.json").read_text())["exports"]
     assert [e["format"] for e in exports] == ["ggml-q8_0", "ct2-int8", "gptq-4bit"]
     for e in exports:
         assert e["size_mb"] > 0 and 0 <= e["cer_test"] and e["rtf_test"] > 0 and e["verdict"] == "fit" and e["fit"]
         assert e["cer_test_increase_low"] <= e["cer_test_increase"] <= e["cer_test_increase_high"]
-        tag = candidate.tags[f"zhasr.export.{e['format']}"]
-        assert tag.startswith("fit") and tag.endswith(f"runs:/{run.info.run_id}/exports/{e['format']}")
+        assert json.loads(candidate.tags["zhasr.exports"])[e["format"]] == {
+            "verdict": "fit", "uri": f"runs:/{run.info.run_id}/exports/{e['format']}"}
+        assert registered_by[f"zhasr.export.{e['format']}"].startswith("fit: CER")
         assert client.list_artifacts(run.info.run_id, f"exports/{e['format']}"), e["format"]
     calibration = json.loads((project / "models/exports/gptq-4bit/gptq_calibration.json").read_text())
     train_clips = json.loads((project / "reports/train.json").read_text())["train_clips"]

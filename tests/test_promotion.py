@@ -170,8 +170,9 @@ def test_worse_candidate_is_not_promoted_and_champion_untouched(prefect_server, 
     assert result["version"] == "2" and not result["passed"] and result["approval"] is None
     assert aliases() == {"champion": "1"}
     version = MlflowClient().get_model_version(NAME, "2")
-    assert version.tags["zhasr.gate"] == "fail" and version.tags["zhasr.gate.cer_gain"] == "fail"
-    assert "cer_gain" in version.tags["zhasr.gate_reason"]
+    registered_by = MlflowClient().get_run(version.run_id).data.tags  # the rules and the reason are on the run
+    assert version.tags["zhasr.gate"] == "fail" and registered_by["zhasr.gate.cer_gain"] == "fail"
+    assert "cer_gain" in registered_by["zhasr.gate_reason"]
     assert main(["approve", "2", "--by", "alice", "--note", "looks fine"]) == 2
     assert "did not pass the gate" in capsys.readouterr().err
     assert aliases() == {"champion": "1"}
@@ -208,8 +209,8 @@ def test_better_candidate_is_challenger_then_champion_after_approval_in_the_form
     assert result["approval"]["decision"] == "approved" and result["approval"]["champion"] == "2"
     assert aliases() == {"champion": "2"}
     version = MlflowClient().get_model_version(NAME, "2")
-    assert version.tags["zhasr.champion.by"] == "alice" and version.tags["zhasr.champion.note"] == "4x fewer errors"
-    assert version.tags["zhasr.review"] == "approved"
+    assert version.tags["zhasr.review"] == "approved" and len(version.tags) <= 8  # the registry page stays readable
+    assert registry.alias_history(NAME)[-2].note == "4x fewer errors"
     history = [(c.action, c.alias, c.version, c.by) for c in registry.alias_history(NAME)]
     assert history == [("register", "champion", "1", "zhasr"), ("gate", "challenger", "2", "zhasr gate"),
                        ("approve", "champion", "2", "alice"), ("approve", "challenger", "2", "alice")]
