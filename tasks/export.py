@@ -19,7 +19,7 @@ from zhasr.config import EXPORT_FORMATS, TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
 from zhasr.data.manifest import atomic_write_json, read_json, read_jsonl
-from zhasr.evaluation.export_verdict import FIT, UNFIT, Rise, limit_for, rise_over_merged, verdict
+from zhasr.evaluation.export_verdict import UNFIT, ExportResult, SetResult, limit_for, rise_over_merged, verdict
 from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import size_on_disk, write_export
 from zhasr.model.decode import Stopwatch, real_time_factor
@@ -42,9 +42,9 @@ def transcribe_export(fmt: str, path: Path, wavs: list[Path], language: str, thr
 
 
 def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
-                   reference_cer: dict[str, float]) -> list[dict[str, Any]]:
-    """One result row per format: size, CER and RTF per set, the rise over the merged model with its
-    interval, and the verdict."""
+                   reference_cer: dict[str, float]) -> list[ExportResult]:
+    """One result per format: size, CER and RTF per set, the rise over the merged model with its interval,
+    and the verdict."""
     p = ctx.params.export
     dataset = ctx.path("dataset")
     sets = {name: ctx.split_rows(name) for name in reference_cer}  # an evaluated set gone is an error below
@@ -61,24 +61,19 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
         for done, fmt in enumerate(formats):
             with Stopwatch() as writing:
                 path = write_export(fmt, merged_dir, out_root, calibration, ctx.params.model.language, p)
-            rises: dict[str, Rise] = {}
-            row: dict[str, Any] = {"format": fmt, "path": str(path), "size_mb": round(size_on_disk(path) / 1e6, 1),
-                                   "write_s": round(writing.seconds, 1)}
+            on_sets: dict[str, SetResult] = {}
             for name, rows in sets.items():
                 texts, seconds = transcribe_export(fmt, path, [dataset / r["audio"] for r in rows],
                                                    ctx.params.model.language, p.threads,
                                                    ctx.params.transcribe.max_new_tokens,
                                                    ctx.params.transcribe)
-                cer, rises[name] = rise_over_merged([r["text"] for r in rows],
-                                                    [r["candidate_errors"] for r in merged_records[name]], texts,
-                                                    ctx.params.gate.bootstrap_samples, ctx.params.gate.confidence)
-                row.update({f"cer_{name}": cer, f"cer_{name}_increase": rises[name].rise,
-                            f"cer_{name}_increase_low": rises[name].low, f"cer_{name}_increase_high": rises[name].high,
-                            f"rtf_{name}": real_time_factor(seconds, sum(r["duration_s"] for r in rows))})
+                cer, rise = rise_over_merged([r["text"] for r in rows],
+                                             [r["candidate_errors"] for r in merged_records[name]], texts,
+                                             ctx.params.gate.bootstrap_samples, ctx.params.gate.confidence)
+                on_sets[name] = SetResult(cer, rise, real_time_factor(seconds, sum(r["duration_s"] for r in rows)))
             limit = limit_for(fmt, p)
-            row.update(limit=limit, verdict=verdict(rises.values(), limit))
-            row["fit"] = row["verdict"] == FIT
-            results.append(row)
+            results.append(ExportResult(fmt, str(path), round(size_on_disk(path) / 1e6, 1), round(writing.seconds, 1),
+                                        on_sets, limit, verdict([r.rise for r in on_sets.values()], limit)))
             progress(done + 1, len(formats))
     return results
 
@@ -99,16 +94,16 @@ def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
     reference = {name: evaluation[name]["candidate"]["cer"] for name in EVALUATION_SETS if name in evaluation}
     with tracking.stage_run(ctx, "export") as mlflow_run:
         results = export_formats(ctx, formats or ctx.params.export.formats, Path(merged["merged_dir"]), reference)
-        for row in results:
-            key = row["format"].replace("-", "_")
-            mlflow.log_metrics({f"export_{key}_{m}": row[m] for m in row
-                                if m.startswith(("cer_", "rtf_")) or m in ("size_mb", "write_s")})
-            mlflow.set_tag(f"zhasr.export.{row['format']}", row["verdict"])
+        for k, result in enumerate(results):
+            key = result.format.replace("-", "_")
+            mlflow.log_metrics({f"export_{key}_{name}": value for name, value in result.flat().items()})
+            mlflow.set_tag(f"zhasr.export.{result.format}", result.verdict)
             # kept with the run (and so with its model version); models/exports/ is overwritten
-            if row["verdict"] != UNFIT:
-                row["artifact"] = log_export(Path(row["path"]), row["format"], mlflow_run.info.run_id)
-        mlflow.log_table(pd.DataFrame(results), artifact_file="export/exports.json")
-        summary = {"reference_cer": reference, "exports": results}
+            if result.verdict != UNFIT:
+                results[k] = result.kept(log_export(Path(result.path), result.format, mlflow_run.info.run_id))
+        mlflow.log_table(pd.DataFrame([{"format": r.format, "verdict": r.verdict, **r.flat(), "uri": r.uri}
+                                       for r in results]), artifact_file="export/exports.json")
+        summary = {"reference_cer": reference, "exports": [r.to_dict() for r in results]}
         atomic_write_json(ctx.report("export"), summary)
     return summary
 

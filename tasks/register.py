@@ -17,6 +17,7 @@ from mlflow_services import registry, review, tracking
 from tasks.pipeline import is_transient_failure
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, read_json
+from zhasr.evaluation.export_verdict import ExportResult
 
 GATE_ACTOR = "zhasr gate"
 
@@ -33,7 +34,7 @@ def git_commit(root: Path) -> str:
 
 
 def version_tags(evaluation: dict[str, Any], verdict: dict[str, Any], dataset_md5: str, learned_batches: list[str],
-                 exports: list[dict[str, Any]]) -> dict[str, str]:
+                 exports: list[ExportResult]) -> dict[str, str]:
     """What a reviewer reads in the registry's versions table, and what the code reads back: the gate,
     test CER, the gain over the champion with its interval, that champion, the dataset, the batches
     learned, and each export's verdict and URI (JSON). Everything else is in the model card and on the
@@ -46,13 +47,12 @@ def version_tags(evaluation: dict[str, Any], verdict: dict[str, Any], dataset_md
         "zhasr.parent": str(evaluation["champion_version"]),
         "zhasr.dataset_md5": dataset_md5,
         "zhasr.learned_batches": json.dumps(learned_batches, ensure_ascii=False),
-        "zhasr.exports": json.dumps({row["format"]: {"verdict": row["verdict"], "uri": row.get("artifact")}
-                                     for row in exports}),
+        "zhasr.exports": json.dumps({e.format: {"verdict": e.verdict, "uri": e.uri} for e in exports}),
     }
 
 
 def run_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, Any], train: dict[str, Any],
-             merge: dict[str, Any], exports: list[dict[str, Any]]) -> dict[str, str]:
+             merge: dict[str, Any], exports: list[ExportResult]) -> dict[str, str]:
     """The register run's tags: lineage, every gate rule, the other error rates, each export's figures."""
     test = evaluation["test"]
     tags = {
@@ -66,19 +66,23 @@ def run_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, A
     for set_name in ("regression", "telephone"):
         if set_name in evaluation:
             tags[f"zhasr.cer_{set_name}"] = f"{evaluation[set_name]['candidate']['cer']:.6f}"
-    for row in exports:
-        tags[f"zhasr.export.{row['format']}"] = (
-            f"{row['verdict']}: CER {row['cer_test']:.2%} ({100 * row['cer_test_increase']:+.2f} pts "
-            f"[{100 * row['cer_test_increase_low']:+.2f}, {100 * row['cer_test_increase_high']:+.2f}], "
-            f"limit {100 * row['limit']:+.2f}), {row['size_mb']} MB, RTF {row['rtf_test']:.3f}")
+    for e in exports:
+        test = e.sets["test"]
+        tags[f"zhasr.export.{e.format}"] = (
+            f"{e.verdict}: CER {test.cer:.2%} ({100 * test.rise.rise:+.2f} pts [{100 * test.rise.low:+.2f}, "
+            f"{100 * test.rise.high:+.2f}], limit {100 * e.limit:+.2f}), {e.size_mb} MB, RTF {test.rtf:.3f}")
     return tags
 
 
-def current_exports(ctx: StageContext) -> list[dict[str, Any]]:
-    """The export stage's rows when it ran on this merge, else none."""
+def current_exports(ctx: StageContext) -> list[ExportResult]:
+    """The export stage's results when it ran on this merge, else none."""
     export_report, merge_report = ctx.report("export"), ctx.report("merge")
     if export_report.is_file() and export_report.stat().st_mtime >= merge_report.stat().st_mtime:
-        return read_json(export_report, "export")["exports"]
+        rows = read_json(export_report, "export")["exports"]
+        if any("sets" not in row for row in rows):
+            raise LookupError(f"{export_report}: written by an earlier zhasr (no per-set results); run `zhasr export` "
+                              "again")
+        return [ExportResult.from_dict(row) for row in rows]
     return []
 
 

@@ -7,6 +7,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from cli.main import main
+from zhasr.evaluation.export_verdict import ExportResult
 
 
 def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, capsys):
@@ -59,15 +60,16 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     assert set(candidate.tags) == {"zhasr.gate", "zhasr.cer", "zhasr.gain", "zhasr.parent", "zhasr.dataset_md5",
                                    "zhasr.learned_batches", "zhasr.exports"}  # at most 8 with the review to come
     assert candidate.description.startswith("# zhasr-test v2")
-    exports = json.loads((project / "reports/export.json").read_text())["exports"]
-    assert [e["format"] for e in exports] == ["ggml-q8_0", "ct2-int8", "gptq-4bit"]
+    exports = [ExportResult.from_dict(e) for e in json.loads((project / "reports/export.json").read_text())["exports"]]
+    assert [e.format for e in exports] == ["ggml-q8_0", "ct2-int8", "gptq-4bit"]
     for e in exports:
-        assert e["size_mb"] > 0 and 0 <= e["cer_test"] and e["rtf_test"] > 0 and e["verdict"] == "fit" and e["fit"]
-        assert e["cer_test_increase_low"] <= e["cer_test_increase"] <= e["cer_test_increase_high"]
-        assert json.loads(candidate.tags["zhasr.exports"])[e["format"]] == {
-            "verdict": "fit", "uri": f"runs:/{run.info.run_id}/exports/{e['format']}"}
-        assert registered_by[f"zhasr.export.{e['format']}"].startswith("fit: CER")
-        assert client.list_artifacts(run.info.run_id, f"exports/{e['format']}"), e["format"]
+        test = e.sets["test"]
+        assert e.size_mb > 0 and 0 <= test.cer and test.rtf > 0 and e.fit
+        assert test.rise.low <= test.rise.rise <= test.rise.high
+        assert e.uri == f"runs:/{run.info.run_id}/exports/{e.format}"
+        assert json.loads(candidate.tags["zhasr.exports"])[e.format] == {"verdict": "fit", "uri": e.uri}
+        assert registered_by[f"zhasr.export.{e.format}"].startswith("fit: CER")
+        assert client.list_artifacts(run.info.run_id, f"exports/{e.format}"), e.format
     calibration = json.loads((project / "models/exports/gptq-4bit/gptq_calibration.json").read_text())
     train_clips = json.loads((project / "reports/train.json").read_text())["train_clips"]
     assert calibration["clips"] == min(4, train_clips) and calibration["layers"] == 32
@@ -85,8 +87,8 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     # Under a limit no export can meet, the same export is unfit and not kept with the run.
     capsys.readouterr()
     assert main(["export", "--format", "ggml-q8_0", "--set", "export.max_cer_increase=-10"]) == 0
-    (strict,) = json.loads(capsys.readouterr().out)["exports"]
-    assert strict["verdict"] == "unfit" and not strict["fit"] and "artifact" not in strict
+    (strict,) = [ExportResult.from_dict(e) for e in json.loads(capsys.readouterr().out)["exports"]]
+    assert strict.verdict == "unfit" and not strict.fit and strict.uri is None
 
     # Incremental retraining starts from the champion's registered weights.
     capsys.readouterr()

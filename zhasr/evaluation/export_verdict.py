@@ -14,7 +14,8 @@ reads the interval instead:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from zhasr.config import ExportParams
 from zhasr.evaluation.bootstrap import paired_bootstrap_gain
@@ -29,6 +30,54 @@ class Rise:
     rise: float  # export CER - merged CER on the whole set (fraction; positive = the export is worse)
     low: float  # lower end of the interval
     high: float  # upper end
+
+
+@dataclass(frozen=True)
+class SetResult:
+    """An export on one evaluated set."""
+
+    cer: float  # fraction, numbers in one written form
+    rise: Rise  # over the merged model, with its interval
+    rtf: float  # decoding seconds per audio second, data loading included
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One export format's row of the export report (reports/export.json)."""
+
+    format: str  # one of zhasr.config.EXPORT_FORMATS
+    path: str  # where it was written (models/exports/ is overwritten by the next merge)
+    size_mb: float
+    write_s: float
+    sets: dict[str, SetResult]  # by evaluated set: test, regression, telephone, ...
+    limit: float  # the CER rise allowed (fraction)
+    verdict: str  # FIT | UNFIT | INCONCLUSIVE
+    uri: str | None = None  # runs:/<run>/exports/<format> once kept with the run (fit and inconclusive ones)
+
+    @property
+    def fit(self) -> bool:
+        return self.verdict == FIT
+
+    def kept(self, uri: str) -> ExportResult:
+        return replace(self, uri=uri)
+
+    def flat(self) -> dict[str, float]:
+        """Its figures under one name each (``cer_test``, ``cer_test_increase_high``, ``rtf_test``, ...): the
+        MLflow metrics and table columns."""
+        figures = {"size_mb": self.size_mb, "write_s": self.write_s}
+        for name, r in self.sets.items():
+            figures |= {f"cer_{name}": r.cer, f"cer_{name}_increase": r.rise.rise,
+                        f"cer_{name}_increase_low": r.rise.low, f"cer_{name}_increase_high": r.rise.high,
+                        f"rtf_{name}": r.rtf}
+        return figures
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportResult:
+        sets = {name: SetResult(r["cer"], Rise(**r["rise"]), r["rtf"]) for name, r in data["sets"].items()}
+        return cls(**{**data, "sets": sets})
 
 
 def cer_rise(merged_errors: list[int], export_errors: list[int], reference_chars: list[int],
