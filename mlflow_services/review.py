@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -12,6 +12,9 @@ import pandas as pd  # noqa: E402
 
 from zhasr.evaluation.gate import judged_general_sets  # noqa: E402
 from zhasr.evaluation.scoring import SYSTEMS  # noqa: E402
+
+if TYPE_CHECKING:
+    from zhasr.model.train import TrainReport
 
 # Han glyphs in chart labels: the first installed CJK font wins, DejaVu (no Han) last.
 plt.rcParams["font.sans-serif"] = ["Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "DejaVu Sans"]
@@ -54,7 +57,7 @@ def _pct(x: float | None) -> str:
 
 
 def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict[str, str],
-               train: dict[str, Any], merge: dict[str, Any], evaluation: dict[str, Any],
+               train: TrainReport, merge: dict[str, Any], evaluation: dict[str, Any],
                verdict: dict[str, Any]) -> str:
     """Markdown for the model version's description and ``model_card.md`` in the run."""
     champion = evaluation["champion_version"]
@@ -62,7 +65,7 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         f"# {name} v{version}",
         "",
         f"Whisper fine-tuned for Mandarin call-center speech: {params['train.method']} adapter "
-        f"(rank {params['train.rank']}, targets {params['train.targets']}) on {train.get('start', '?')}, merged "
+        f"(rank {params['train.rank']}, targets {params['train.targets']}) on {train.start}, merged "
         f"into a plain Hugging Face model at weight {merge.get('adapter_weight', '?')} (0: the start model, 1: as "
         f"trained; weights tried: {', '.join(str(t['adapter_weight']) for t in merge.get('weights_tried', [])) or 'one'}).",
         "",
@@ -72,12 +75,11 @@ def model_card(*, name: str, version: str, params: dict[str, Any], lineage: dict
         "",
         "## Training",
         "",
-        f"- {train.get('train_clips', '?')} clips ({train.get('new_clips', '?')} new, {train.get('replayed_clips', 0)} "
-        f"replayed), {train.get('steps', '?')} steps of batch {params['train.batch_size']} "
-        f"(set by {train.get('limited_by', '?')})"
-        f", learning rate {params['train.learning_rate']}; dev CER "
-        + " → ".join(f"{_pct(cer)} (step {step})" for step, cer in train.get("dev_cer_history", []))
-        + f"; best at step {train.get('best_step', '?')}",
+        f"- {train.train_clips} clips ({train.new_clips} new, {train.replayed_clips} replayed), {train.steps} steps "
+        f"of batch {params['train.batch_size']} (set by {train.limited_by}), learning rate "
+        f"{params['train.learning_rate']}; dev CER "
+        + " → ".join(f"{_pct(cer)} (step {step})" for step, cer in train.dev_cer_history)
+        + (f"; best at step {train.best_step}" if train.best_step is not None else "; no dev evaluation"),
         "",
         f"## Evaluation against champion v{champion}",
         "",

@@ -29,6 +29,7 @@ from zhasr.data.manifest import atomic_write_json, read_json
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.formats import size_on_disk
 from zhasr.model.merge import merge_adapter, merge_difference, next_adapter_weight
+from zhasr.model.train import TrainReport
 
 GUARDED_SETS = TUNING_SETS  # the tuning half of the real speech, wideband and through each telephone channel
 
@@ -51,10 +52,14 @@ def set_cers(ctx: StageContext, model: Model, sets: dict[str, list[dict[str, Any
                                        numbers=True).rate for name, rows in sets.items()}
 
 
+def train_report(ctx: StageContext) -> TrainReport:
+    return TrainReport.from_dict(read_json(ctx.report("train"), "train"))
+
+
 def merge_at(ctx: StageContext, weight: float, out_dir: Path) -> float:
     """Merge at ``weight`` into ``out_dir``; its largest logit difference from base + adapter."""
-    train, p = read_json(ctx.report("train"), "train"), ctx.params.merge
-    base, adapter = Path(train["base_model_dir"]), Path(train["adapter_dir"])
+    train, p = train_report(ctx), ctx.params.merge
+    base, adapter = Path(train.base_model_dir), Path(train.adapter_dir)
     merge_adapter(base, adapter, out_dir, dtype=p.dtype, weight=weight)
     difference = merge_difference(base, adapter, out_dir, check_clip(ctx), weight)
     if difference > p.tolerance:
@@ -84,7 +89,7 @@ def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[
         worst = max(losses, key=losses.get)
         if losses[worst] <= limit or weight <= p.min_adapter_weight:
             return weight, difference, tried
-        start = Model.of("start", Path(read_json(ctx.report("train"), "train")["base_model_dir"]))  # base or champion
+        start = Model.of("start", Path(train_report(ctx).base_model_dir))  # base or champion
         start_loss = set_cers(ctx, start, sets, clips)[worst] - reference[worst]
         weight = next_adapter_weight(weight, losses[worst], start_loss, limit, p.min_adapter_weight)
         difference = merge_at(ctx, weight, out_dir)

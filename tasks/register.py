@@ -18,6 +18,7 @@ from tasks.pipeline import is_transient_failure
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, read_json
 from zhasr.evaluation.export_verdict import ExportResult
+from zhasr.model.train import TrainReport
 
 GATE_ACTOR = "zhasr gate"
 
@@ -51,7 +52,7 @@ def version_tags(evaluation: dict[str, Any], verdict: dict[str, Any], dataset_md
     }
 
 
-def run_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, Any], train: dict[str, Any],
+def run_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, Any], train: TrainReport,
              merge: dict[str, Any], exports: list[ExportResult]) -> dict[str, str]:
     """The register run's tags: lineage, every gate rule, the other error rates, each export's figures."""
     test = evaluation["test"]
@@ -60,7 +61,7 @@ def run_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, A
         "zhasr.base_model": ctx.params.model.base, "zhasr.gate_reason": verdict["reason"][:4000],
         **{f"zhasr.gate.{r['rule']}": "pass" if r["passed"] else "fail" for r in verdict["rules"]},
         "zhasr.cer_raw": f"{test['candidate']['cer_raw']:.6f}", "zhasr.mer": f"{test['candidate']['mer']:.6f}",
-        "zhasr.champion_cer": f"{test['champion']['cer']:.6f}", "zhasr.train_start": str(train.get("start")),
+        "zhasr.champion_cer": f"{test['champion']['cer']:.6f}", "zhasr.train_start": train.start,
         "zhasr.adapter_weight": str(merge.get("adapter_weight")),
     }
     for set_name in ("regression", "telephone"):
@@ -91,9 +92,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     verdict = read_json(ctx.report("gate"), "gate")
     merged = read_json(ctx.report("merge"), "merge")
     name = ctx.params.register.model_name
-    train, exports = read_json(ctx.report("train"), "train"), current_exports(ctx)
+    train, exports = TrainReport.from_dict(read_json(ctx.report("train"), "train")), current_exports(ctx)
     tags = version_tags(evaluation, verdict, read_json(ctx.report("validate"), "validate")["dataset_md5"],
-                        train.get("learned_batches", []), exports)
+                        train.learned_batches, exports)
     details = run_tags(ctx, evaluation, verdict, train, merged, exports)
     with tracking.stage_run(ctx, "register") as run:
         mlflow.set_tags(details)

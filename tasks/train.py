@@ -27,7 +27,7 @@ from zhasr.data.augment import telephone_augmented
 from zhasr.data.manifest import atomic_write_json, read_json
 from zhasr.model.loading import resolve_base_model
 from zhasr.model.recipe import RoundRows, select_rows
-from zhasr.model.train import read_plan, train_adapter
+from zhasr.model.train import TrainReport, read_plan, train_adapter
 from zhasr.progress import progress_bar
 
 
@@ -109,20 +109,19 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
             dev_rows=dev_rows, resume=resume, callbacks=[MlflowStepLogger()] if main_process else [],
             progress=progress, note={"new_clips": chosen.new, "replayed_clips": chosen.replayed,
                                      "learned_batches": chosen.learned_batches, "start": start_name})
-        summary = {
-            "adapter_dir": str(result.adapter_dir), "base_model_dir": str(start_dir), "start": start_name,
-            "steps": result.steps, "planned_steps": result.plan.steps, "limited_by": result.plan.limited_by,
-            "step_seconds_measured": result.plan.step_seconds, "train_clips": len(chosen.rows),
-            "new_clips": chosen.new, "replayed_clips": chosen.replayed, "learned_batches": chosen.learned_batches,
-            "dev_clips": len(dev_rows), "final_loss": result.final_loss, "seconds": round(result.seconds, 2),
-            "cache_seconds": round(result.cache_seconds, 2), "cached_encoder_layers": result.cached_encoder_layers,
-            "precision": result.precision, "windows": result.windows,
-            "samples_per_second": result.samples_per_second, "clips_per_second": result.clips_per_second,
-            "best_step": result.best_step, "best_dev_cer": result.best_dev_cer,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-            "trainable_params": result.trainable_params, "total_params": result.total_params,
-            "loss_history": result.loss_history, "dev_cer_history": result.dev_cer_history,
-        }
+        report = TrainReport(
+            adapter_dir=str(result.adapter_dir), base_model_dir=str(start_dir), start=start_name, steps=result.steps,
+            planned_steps=result.plan.steps, limited_by=result.plan.limited_by,
+            step_seconds_measured=result.plan.step_seconds, train_clips=len(chosen.rows), new_clips=chosen.new,
+            replayed_clips=chosen.replayed, learned_batches=list(chosen.learned_batches), dev_clips=len(dev_rows),
+            final_loss=result.final_loss, seconds=round(result.seconds, 2), cache_seconds=round(result.cache_seconds, 2),
+            cached_encoder_layers=result.cached_encoder_layers, precision=result.precision, windows=result.windows,
+            samples_per_second=result.samples_per_second, clips_per_second=result.clips_per_second,
+            best_step=result.best_step, best_dev_cer=result.best_dev_cer,
+            world_size=int(os.environ.get("WORLD_SIZE", "1")), trainable_params=result.trainable_params,
+            total_params=result.total_params, loss_history=list(result.loss_history),
+            dev_cer_history=list(result.dev_cer_history))
+        summary = report.to_dict()
         if not main_process:
             return summary
         mlflow.log_metrics({"train_final_loss": result.final_loss, "train_seconds": result.seconds,

@@ -28,6 +28,7 @@ from zhasr.evaluation.gate import decide
 from zhasr.evaluation.scoring import SystemOutput, score_set
 from zhasr.evaluation.slices import slice_labels
 from zhasr.model.decode import Transcript
+from zhasr.model.train import TrainReport
 
 NAME = "zhasr-test"
 SENTENCES = ["您好请问有什么可以帮您", "我想查一下订单的物流信息", "退款金额三到五个工作日原路退回",
@@ -66,7 +67,13 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
     atomic_write_json(ctx.report("merge"), {"merged_dir": str(model_dir)})
     if not ctx.report("validate").exists():
         atomic_write_json(ctx.report("validate"), {"dataset_md5": "0" * 32})
-    atomic_write_json(ctx.report("train"), {"start": "tiny-random", "steps": 4, "train_clips": 8})
+    atomic_write_json(ctx.report("train"), TrainReport(
+        adapter_dir="runs/train/adapter", base_model_dir=str(model_dir), start="tiny-random", steps=4, planned_steps=4,
+        limited_by="epochs", step_seconds_measured=None, train_clips=8, new_clips=8, replayed_clips=0,
+        learned_batches=[], dev_clips=2, final_loss=1.0, seconds=1.0, cache_seconds=0.0, cached_encoder_layers=0,
+        precision="fp32", windows=8, samples_per_second=8.0, clips_per_second=8.0, best_step=4, best_dev_cer=0.5,
+        world_size=1, trainable_params=1, total_params=2, loss_history=[(4, 1.0)], dev_cer_history=[(4, 0.5)],
+    ).to_dict())
 
 
 def scored_sets(*cases: tuple[str, int | None, int | None]) -> tuple[dict, dict]:

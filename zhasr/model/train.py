@@ -66,6 +66,48 @@ class TrainResult:
     total_params: int = 0
 
 
+@dataclass(frozen=True)
+class TrainReport:
+    """What the train stage hands on (reports/train.json): the adapter, where it started, the data and the
+    run's figures."""
+
+    adapter_dir: str
+    base_model_dir: str  # the start model's folder: the base model, or the champion when continuing from it
+    start: str  # its name (``model.base``, or ``<model> vN`` for a champion)
+    steps: int
+    planned_steps: int
+    limited_by: str  # what set the number of steps (epochs, max_steps, time budget)
+    step_seconds_measured: float | None
+    train_clips: int
+    new_clips: int  # clips of batches not learned before
+    replayed_clips: int  # clips of learned batches mixed back in against forgetting
+    learned_batches: list[str]  # every batch this adapter (and the champion it continues) learned
+    dev_clips: int
+    final_loss: float
+    seconds: float
+    cache_seconds: float
+    cached_encoder_layers: int
+    precision: str
+    windows: int
+    samples_per_second: float
+    clips_per_second: float
+    best_step: int | None
+    best_dev_cer: float | None
+    world_size: int
+    trainable_params: int
+    total_params: int
+    loss_history: list[tuple[int, float]]  # (step, loss)
+    dev_cer_history: list[tuple[int, float]]  # (step, dev CER 0-1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainReport:
+        return cls(**{**data, "loss_history": [tuple(x) for x in data["loss_history"]],
+                      "dev_cer_history": [tuple(x) for x in data["dev_cer_history"]]})
+
+
 def resolve_precision(precision: str, on_gpu: bool) -> str:
     """``auto``: bf16 where the device computes it natively (a CUDA GPU that supports it, a CPU with
     AVX512-BF16 or AMX), fp16 on other GPUs, else fp32. The master weights and the optimizer stay fp32."""
