@@ -362,12 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_stage_figures() -> None:
+    """The stages' own figures (decode-cache hits, windows read: INFO of the ``tasks`` loggers) on stderr;
+    the root logger is left to what runs (the service configures its own)."""
+    stages = logging.getLogger("tasks")
+    if not stages.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        stages.addHandler(handler)
+        stages.setLevel(logging.INFO)
+        stages.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # the stages' own figures (decode-cache hits, windows read) at INFO on stderr; libraries at WARNING
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("tasks").setLevel(logging.INFO)
+    _show_stage_figures()
     try:
         # Libraries print progress and Trainer logs to stdout; stdout is kept for the JSON result.
         with contextlib.redirect_stdout(sys.stderr):
