@@ -60,6 +60,7 @@ def create_app(ctx: StageContext) -> FastAPI:
     _answer_errors(app)
     _measure(app, state)
     _transcription_routes(app, state, ctx)
+    _job_routes(app, state, ctx)
     labelling_routes(app, state, ctx)
     _status_routes(app, state)
     return app
@@ -106,16 +107,19 @@ def _measure(app: FastAPI, state: ServiceState) -> None:
         return response
 
 
-def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) -> None:
-    async def admit(request: Request, key_name: str, file: UploadFile, fields: dict) -> tuple:
-        check_unknown(list((await request.form()).keys()))
-        options = check_options(served_name=state.model.name, language_served=ctx.params.model.language,
-                                transcribe=ctx.params.transcribe, **fields)
-        state.check_rate(key_name)
-        blob = await file.read()
-        admitted = await run_in_threadpool(state.read_audio, blob, file.filename or "file", key_name)
-        return options, blob, admitted
+async def _admit(state: ServiceState, ctx: StageContext, request: Request, key_name: str, file: UploadFile,
+                 fields: dict) -> tuple:
+    """(checked options, the upload's bytes, the admitted call) of a transcription or job request."""
+    check_unknown(list((await request.form()).keys()))
+    options = check_options(served_name=state.model.name, language_served=ctx.params.model.language,
+                            transcribe=ctx.params.transcribe, **fields)
+    state.check_rate(key_name)
+    blob = await file.read()
+    admitted = await run_in_threadpool(state.read_audio, blob, file.filename or "file", key_name)
+    return options, blob, admitted
 
+
+def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) -> None:
     @app.post("/v1/audio/transcriptions", summary="Transcribe a call (OpenAI-compatible)",
               responses={200: {"content": {m: {} for m in set(MEDIA_TYPES.values()) | {"text/event-stream"}}}})
     async def transcriptions(
@@ -138,7 +142,7 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
         key_name = state.authenticate(authorization)
         state.take_place()  # freed once the answer is out (a stream's: after its last event)
         try:
-            options, _, admitted = await admit(request, key_name, file, dict(
+            options, _, admitted = await _admit(state, ctx, request, key_name, file, dict(
                 model=model, language=language, prompt=prompt, response_format=response_format,
                 temperature=temperature, timestamp_granularities=timestamp_granularities, stream=stream,
                 channels=channels, hotwords=hotwords, redact=redact, itn=itn, redacted_audio=redacted_audio))
@@ -161,6 +165,9 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
                 "format": "wav", "sample_rate": TARGET_RATE, "data": muted}}, headers=headers)
         return _formatted(final, options, work, headers)
 
+
+
+def _job_routes(app: FastAPI, state: ServiceState, ctx: StageContext) -> None:
     @app.post("/v1/audio/transcriptions/jobs", status_code=202, summary="Queue a whole call; poll for the result")
     async def submit_job(
         request: Request,
@@ -181,7 +188,7 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
     ):
         key_name = state.authenticate(authorization)
         state.check_job_capacity()
-        options, blob, admitted = await admit(request, key_name, file, dict(
+        options, blob, admitted = await _admit(state, ctx, request, key_name, file, dict(
             model=model, language=language, prompt=prompt, response_format=response_format, temperature=temperature,
             timestamp_granularities=timestamp_granularities, stream=False, channels=channels, hotwords=hotwords,
             redact=redact, itn=itn, redacted_audio=redacted_audio, job=True))
