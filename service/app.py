@@ -7,7 +7,6 @@ Every transcription response carries the version it was made with (``X-Model-Ver
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import time
@@ -15,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import anyio.to_thread
-import soundfile as sf
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -34,7 +32,7 @@ from zhasr.serve.batcher import Work
 from zhasr.serve.jobs import DONE
 from zhasr.transcribe.media import TARGET_RATE
 from zhasr.transcribe.records import Segment
-from zhasr.transcribe.redaction import finish_text, mute
+from zhasr.transcribe.redaction import finish_text, muted_wav
 from zhasr.transcribe.writers import MEDIA_TYPES, diarized, verbose, write
 
 log = logging.getLogger("zhasr.serve")
@@ -160,7 +158,7 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
         _observe(state, work, result, started)
         final = finish_text(result, options.redact, options.itn)
         if options.redacted_audio:  # only with verbose_json (checked)
-            muted = base64.b64encode(_wav(mute(admitted.call.samples, TARGET_RATE, final.redactions))).decode()
+            muted = base64.b64encode(muted_wav(admitted.call.samples, TARGET_RATE, final.redactions)).decode()
             return JSONResponse({**verbose(final, options.words), "redacted_audio": {
                 "format": "wav", "sample_rate": TARGET_RATE, "data": muted}}, headers=headers)
         return _formatted(final, options, work, headers)
@@ -279,13 +277,6 @@ def _formatted(result, options: TranscriptionOptions, work: Work, headers: dict)
     if fmt == "verbose_json":
         return JSONResponse(verbose(result, options.words), headers=headers)
     return Response(write(result, fmt), media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8", headers=headers)
-
-
-def _wav(samples) -> bytes:
-    """(channels, n) float32 at TARGET_RATE as a PCM-16 WAV file."""
-    buffer = io.BytesIO()
-    sf.write(buffer, samples.T, TARGET_RATE, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 def _sse(event: dict) -> str:

@@ -105,11 +105,10 @@ def run(ctx: StageContext, files: list[Path], model: str | None = None, channels
     file and a summary per file. ``redact`` (None: ``transcribe.redact``) and ``itn`` (None:
     ``transcribe.itn``) as in ``zhasr.transcribe.redaction.finish_text``; ``redacted_audio`` also writes
     ``<out_dir>/<stem>.redacted.wav`` (16 kHz, the call's channels) with the redacted stretches muted."""
-    import soundfile as sf
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from zhasr.transcribe.media import TARGET_RATE, read_call
-    from zhasr.transcribe.redaction import finish_text, mute
+    from zhasr.transcribe.redaction import finish_text, muted_wav
 
     kinds = ctx.params.transcribe.redact if redact is None else list(redact)
     itn = ctx.params.transcribe.itn if itn is None else itn
@@ -135,8 +134,8 @@ def run(ctx: StageContext, files: list[Path], model: str | None = None, channels
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8")
                 if redacted_audio:
-                    sf.write(target.with_name(f"{Path(path).stem}.redacted.wav"),
-                             mute(call.samples, TARGET_RATE, result.redactions).T, TARGET_RATE, subtype="PCM_16")
+                    target.with_name(f"{Path(path).stem}.redacted.wav").write_bytes(
+                        muted_wav(call.samples, TARGET_RATE, result.redactions))
                 summary.append({"file": str(path), "out": str(target), "duration_s": result.duration_s,
                                 "segments": len(result.segments), "runtime": result.runtime, "model": result.model,
                                 "warnings": list(result.warnings)})

@@ -155,7 +155,7 @@ def test_purge_deletes_old_finished_jobs_their_audio_and_their_bytes(tmp_path):
     old, new, queued = (store.submit("k", b"RIFFaudio", {}, 1.0) for _ in range(3))
     for job in (old, new):
         store.claim()
-        store.keep_redacted_audio(job.id, np.zeros((2, 160), dtype=np.float32), 16000)
+        store.keep_redacted_audio(job.id, b"RIFF muted")
         store.complete(job.id, {"text": f"secret-{job.id}"}, "1")
     store._db.execute("UPDATE jobs SET finished = ? WHERE id = ?", (time.time() - 40 * 86400, old.id))
     assert store.purge(time.time() - 30 * 86400) == 1
@@ -172,3 +172,25 @@ def test_redaction_of_removed_pieces_too():
     t = dataclasses.replace(_transcription([_segment(0, 0, 1, "好的")]),
                             removed=(Removed(3.0, 4.0, 0, "hallucination", "验证码是六八二九四一"),))
     assert finish_text(t, ["code"]).removed[0].text == "验证码是[CODE]"
+
+
+def test_the_cli_writes_the_redacted_transcript_and_the_muted_audio(project, tiny_model_dir, generated_call, capsys):
+    import json
+
+    import soundfile as sf
+
+    from cli.main import main
+
+    call, _ = generated_call
+    out = project / "out"
+    assert main(["transcribe", str(call), "--model", str(tiny_model_dir), "--channels", "split", "--redact", "all",
+                 "--itn", "--format", "verbose_json", "--out", str(out), "--redacted-audio"]) == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    body = json.loads((out / f"{call.stem}.json").read_text(encoding="utf-8"))
+    assert summary["out"] == str(out / f"{call.stem}.json") and "call" in body  # a split call's figures
+    muted = sf.info(out / f"{call.stem}.redacted.wav")
+    assert (muted.channels, muted.samplerate) == (2, 16000) and abs(muted.duration - body["duration"]) < 0.01
+    assert main(["transcribe", str(call), "--model", str(tiny_model_dir), "--redacted-audio"]) == 2  # needs --out
+    assert "--redacted-audio: needs --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse names the kind
+        main(["transcribe", str(call), "--redact", "passport"])

@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
-
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 
 _SCHEMA = """
@@ -131,10 +128,10 @@ class JobStore:
     def redacted_audio(self, job_id: str) -> Path:
         return self.folder / "audio" / f"{job_id}.redacted.wav"
 
-    def keep_redacted_audio(self, job_id: str, samples: np.ndarray, rate: int) -> None:
-        """The job's audio with its redacted stretches muted, (channels, n) at ``rate`` Hz, as PCM-16 WAV."""
+    def keep_redacted_audio(self, job_id: str, wav: bytes) -> None:
+        """Keep the job's audio with its redacted stretches muted (a WAV file's bytes) until it is purged."""
         target = self.redacted_audio(job_id)
-        sf.write(target.with_suffix(".part"), samples.T, rate, format="WAV", subtype="PCM_16")
+        target.with_suffix(".part").write_bytes(wav)
         os.replace(target.with_suffix(".part"), target)
 
     def purge(self, finished_before: float) -> int:

@@ -10,9 +10,11 @@ the segment's word times when they spell its text, else from its share of the se
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Sequence
 
 import numpy as np
+import soundfile as sf
 
 from zhasr.calltext.itn import numbers_to_digits
 from zhasr.calltext.pii import Found, find_pii, placeholder
@@ -141,3 +143,9 @@ def mute(samples: np.ndarray, rate: int, redactions: Sequence[Redaction], pad_s:
         out[..., a:b] = 0.0
     return out
 
+
+def muted_wav(samples: np.ndarray, rate: int, redactions: Sequence[Redaction]) -> bytes:
+    """``samples`` (channels, n) at ``rate`` Hz with the redactions muted (``mute``), as a PCM-16 WAV file."""
+    buffer = io.BytesIO()
+    sf.write(buffer, mute(samples, rate, redactions).T, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
