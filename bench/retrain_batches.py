@@ -34,6 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from zhasr.data.ingest import GENERAL_SPEECH_SETS  # noqa: E402
+from zhasr.evaluation.gate import Verdict  # noqa: E402
+from zhasr.evaluation.summary import EvaluationSummary  # noqa: E402
+from zhasr.model.merge import MergeReport  # noqa: E402
+from zhasr.model.train import TrainReport  # noqa: E402
 
 
 def zhasr(root: Path, *args: str) -> str:
@@ -83,25 +87,26 @@ def evaluate_seconds(root: Path, run_id: str) -> float:
 
 
 def round_row(root: Path, k: int, seconds: float, run_id: str) -> dict:
-    train, merge, evaluation, gate = (report(root, s) for s in ("train", "merge", "evaluate", "gate"))
-    test = evaluation["test"]
-    unseen = next((s for s in test["slices"] if s["kind"] == "sentence" and s["value"] == "unseen"), None)
-    row = {"round": k, "train_clips": train["train_clips"], "new": train["new_clips"],
-           "replayed": train["replayed_clips"], "steps": train["steps"], "set_by": train["limited_by"],
-           "weight": merge["adapter_weight"], "wall_s": round(seconds), "evaluate_s": evaluate_seconds(root, run_id),
-           "champion_decoded": evaluation["decode_cache"]["champion"]["misses"],
-           "champion_cached": evaluation["decode_cache"]["champion"]["hits"], "test_clips": test["clips"],
-           "cer_candidate": test["candidate"]["cer"], "cer_champion": test["champion"]["cer"],
-           "unseen_candidate": unseen["candidate_cer"] if unseen else None,
-           "unseen_champion": unseen["champion_cer"] if unseen else None,
-           "champion_version": evaluation["champion_version"], "gate": "pass" if gate["passed"] else "fail",
-           "reason": gate["reason"]}
+    train, merge = TrainReport.from_dict(report(root, "train")), MergeReport.from_dict(report(root, "merge"))
+    evaluation, gate = EvaluationSummary.from_dict(report(root, "evaluate")), Verdict.from_dict(report(root, "gate"))
+    sets = evaluation.sets
+    test = sets["test"]
+    unseen = next((s for s in test.slices if s.kind == "sentence" and s.value == "unseen"), None)
+    row = {"round": k, "train_clips": train.train_clips, "new": train.new_clips,
+           "replayed": train.replayed_clips, "steps": train.steps, "set_by": train.limited_by,
+           "weight": merge.adapter_weight, "wall_s": round(seconds), "evaluate_s": evaluate_seconds(root, run_id),
+           "champion_decoded": evaluation.decode_cache["champion"]["misses"],
+           "champion_cached": evaluation.decode_cache["champion"]["hits"], "test_clips": test.clips,
+           "cer_candidate": test.candidate.cer, "cer_champion": test.champion.cer,
+           "unseen_candidate": unseen.candidate_cer if unseen else None,
+           "unseen_champion": unseen.champion_cer if unseen else None,
+           "champion_version": evaluation.champion_version, "gate": "pass" if gate.passed else "fail",
+           "reason": gate.reason}
     for name in GENERAL_SPEECH_SETS:
-        if name in evaluation:
-            row.update({f"{name}_candidate": evaluation[name]["candidate"]["cer"],
-                        f"{name}_champion": evaluation[name]["champion"]["cer"],
-                        f"{name}_base": evaluation[name]["base"]["cer"]})
-    channels = [n for n in GENERAL_SPEECH_SETS if n != "regression" and n in evaluation]
+        if name in sets:
+            row.update({f"{name}_candidate": sets[name].candidate.cer, f"{name}_champion": sets[name].champion.cer,
+                        f"{name}_base": sets[name].base.cer})
+    channels = [n for n in GENERAL_SPEECH_SETS if n != "regression" and n in sets]
     if channels:
         worst = max(channels, key=lambda n: row[f"{n}_candidate"] - row[f"{n}_base"])
         row |= {"worst_channel": worst, "worst_channel_change": row[f"{worst}_candidate"] - row[f"{worst}_base"]}

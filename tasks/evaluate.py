@@ -9,6 +9,7 @@ from the decode cache where it holds them: the champion is decoded once per clip
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,63 +23,66 @@ from tasks.decoding import Model, ct2_copies, decode_sets, load_clips, reference
 from zhasr.config import GateParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
-from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, read_json
+from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
 from zhasr.evaluation.bootstrap import paired_bootstrap_gain
 from zhasr.evaluation.gate import WHOLE_CLIP_SUFFIX, judged_general_sets
 from zhasr.evaluation.metrics import character_error_rate
-from zhasr.evaluation.scoring import SYSTEMS, SystemOutput, score_set
+from zhasr.evaluation.scoring import SystemOutput, score_set
 from zhasr.evaluation.slices import estimate_snr_db, slice_labels
+from zhasr.evaluation.summary import SYSTEMS, BaseFigures, EvaluationSummary, SetSummary, SystemMetrics
 from zhasr.export.ct2 import prune_copies
+from zhasr.model.merge import MergeReport
 
 METRICS = ("cer", "cer_raw", "mer", "hotword_recall", "loop_rate", "hallucination_rate", "hit_token_cap", "rtf")
 
 
-def sentence_rates(summary: dict[str, Any]) -> dict[str, float]:
+def sentence_rates(summary: SetSummary) -> dict[str, float]:
     """``{"cer_<seen|unseen>[_raw]_<system>": rate}`` from the sentence slices of a set's summary."""
-    return {f"cer_{s['value']}{raw}_{system}": s[f"{system}_cer{raw}"] for s in summary["slices"]
-            if s["kind"] == "sentence" and s["value"] != "unknown" for system in SYSTEMS for raw in ("", "_raw")}
+    return {f"cer_{s.value}{'_raw' if raw else ''}_{system}": s.cer(system, raw) for s in summary.slices
+            if s.kind == "sentence" and s.value != "unknown" for system in SYSTEMS for raw in (False, True)}
 
 
-def log_set(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
+def log_set(name: str, summary: SetSummary, records: list[dict[str, Any]]) -> None:
     """MLflow: metrics ``<metric>[_<set>]_<system>``, the per-clip table, confusion pairs, the slice chart."""
     suffix = "" if name == "test" else f"_{name}"
     for system in SYSTEMS:
-        mlflow.log_metrics({f"{m}{suffix}_{system}": summary[system][m] for m in METRICS
-                            if summary[system][m] is not None})
-    mlflow.log_metrics({f"{m}{suffix}_base": summary["base"][m] for m in ("cer", "cer_raw", "candidate_change")})
+        metrics = summary.system(system)
+        mlflow.log_metrics({f"{m}{suffix}_{system}": getattr(metrics, m) for m in METRICS
+                            if getattr(metrics, m) is not None})
+    mlflow.log_metrics({f"{m}{suffix}_base": getattr(summary.base, m) for m in ("cer", "cer_raw", "candidate_change")})
     if name == "test":
         mlflow.log_metrics(sentence_rates(summary))
     mlflow.log_table(pd.DataFrame(records), artifact_file=f"eval/{name}_utterances.json")
     mlflow.log_table(review.confusion_table(summary), artifact_file=f"eval/{name}_confusion_pairs.json")
-    mlflow.log_table(pd.DataFrame(summary["slices"]), artifact_file=f"eval/{name}_slices.json")
-    tracking.log_figure_png(review.cer_by_slice_figure(summary["slices"], name), f"plots/cer_by_slice_{name}.png")
+    mlflow.log_table(pd.DataFrame([asdict(s) for s in summary.slices]), artifact_file=f"eval/{name}_slices.json")
+    tracking.log_figure_png(review.cer_by_slice_figure(summary.slices, name), f"plots/cer_by_slice_{name}.png")
 
 
 def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, records: list[dict[str, Any]],
-                 champion: dict[str, Any], bootstrap: GateParams) -> dict[str, Any]:
+                 champion: SystemMetrics, bootstrap: GateParams) -> BaseFigures:
     """The base model's CER (numbers normalized) and raw CER on a set (the champion's while it is the
     champion: ``output`` None), and the candidate's change against it with its paired bootstrap interval
     (CER points as fractions, positive = the candidate is worse): where the candidate sits between the
     model it started from and its fine-tuned self."""
     if output is None:
-        figures, errors = {k: champion[k] for k in ("cer", "cer_raw")}, [r["champion_errors"] for r in records]
+        (cer, cer_raw), errors = (champion.cer, champion.cer_raw), [r["champion_errors"] for r in records]
     else:
         references, hypotheses = [r["text"] for r in rows], [t.text for t in output.transcripts]
         scored = character_error_rate(references, hypotheses, numbers=True)
-        figures = {"cer": scored.rate, "cer_raw": character_error_rate(references, hypotheses).rate}
+        cer, cer_raw = scored.rate, character_error_rate(references, hypotheses).rate
         errors = [u.errors for u in scored.utterances]
     gain = paired_bootstrap_gain([r["candidate_errors"] for r in records], errors, [r["reference_chars"] for r in records],
                                  samples=bootstrap.bootstrap_samples, confidence=bootstrap.confidence)
-    return {**figures, "candidate_change": -gain.gain, "candidate_change_low": -gain.high,
-            "candidate_change_high": -gain.low}
+    return BaseFigures(cer, cer_raw, candidate_change=-gain.gain, candidate_change_low=-gain.high,
+                       candidate_change_high=-gain.low)
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext) -> EvaluationSummary:
     rows = ctx.evaluation_rows()
     if "test" not in rows:
         raise ValueError(f"{ctx.path('dataset') / 'manifest.jsonl'}: the test split is empty")
     trained_templates = {r["template"] for split in ("train", "dev") for r in ctx.split_rows(split) if r.get("template")}
-    candidate = Model.of("candidate", Path(read_json(ctx.report("merge"), "merge")["merged_dir"]))
+    candidate = Model.of("candidate", Path(ctx.read_report("merge", MergeReport).merged_dir))
     with tracking.stage_run(ctx, "evaluate"):
         clips = load_clips(ctx, rows)
         # general speech a second time as whole clips without a prompt, where the service decodes otherwise
@@ -99,41 +103,43 @@ def run(ctx: StageContext) -> dict[str, Any]:
         prune_copies(ct2_copies(ctx), {ct2_copies(ctx) / m.weights[:16] for m in models.values()})
         mlflow.log_metrics({f"decode_cache_{kind}_{system}": n for system, counts in cache.items()
                             for kind, n in counts.items()})
-        summary: dict[str, Any] = {"champion_version": str(champion.version), "decode_cache": cache,
-                                   "whole_clip_decoding": "decoded again" if again else "the service's own"}
+        sets = {}
         for name, set_rows in rows.items():
             slices = [slice_labels(r, estimate_snr_db(c), trained_templates) for r, c in zip(set_rows, clips[name])]
             set_summary, records = score_set(set_rows, slices, {s: outputs[s][name] for s in SYSTEMS},
                                              ctx.params.evaluate.hotwords)
             # the base model: the champion's figures while it is the champion, else its own decodings
-            set_summary["base"] = base_figures(set_rows, outputs["base"][name] if "base" in outputs else None,
-                                               records, set_summary["champion"], ctx.params.gate)
-            log_set(name, set_summary, records)
+            base = base_figures(set_rows, outputs["base"][name] if "base" in outputs else None, records,
+                                set_summary.champion, ctx.params.gate)
+            sets[name] = replace(set_summary, base=base)
+            log_set(name, sets[name], records)
             atomic_write_jsonl(ctx.utterances(name), records)
-            summary[name] = set_summary
-        atomic_write_json(ctx.report("evaluate"), summary)
+        summary = EvaluationSummary(str(champion.version), cache,
+                                    "decoded again" if again else "the service's own", sets)
+        atomic_write_json(ctx.report("evaluate"), summary.to_dict())
     return summary
 
 
-def headline(summary: dict[str, Any]) -> dict[str, dict[str, str]]:
+def headline(summary: EvaluationSummary) -> dict[str, dict[str, str]]:
     """CER of each set (and of the test split's seen and unseen sentences) by system, numbers normalized
     and raw, and the candidate's change against the base model with its bootstrap interval:
     ``{"test": {"champion": "75.40% (raw 78.10%)", ..., "candidate - base": "+0.62 pts [-1.10, +2.30]"}, ...}``."""
     def rates(cer: float, raw: float) -> str:
         return f"{cer:.2%} (raw {raw:.2%})"
 
-    def change(base: dict[str, Any]) -> str:
-        return (f"{100 * base['candidate_change']:+.2f} pts [{100 * base['candidate_change_low']:+.2f}, "
-                f"{100 * base['candidate_change_high']:+.2f}]")
+    def change(base: BaseFigures) -> str:
+        return (f"{100 * base.candidate_change:+.2f} pts [{100 * base.candidate_change_low:+.2f}, "
+                f"{100 * base.candidate_change_high:+.2f}]")
 
-    out = {name: {system: rates(summary[name][system]["cer"], summary[name][system]["cer_raw"])
-                  for system in ("base", *SYSTEMS)} | {"candidate - base": change(summary[name]["base"]),
-                                                       "clips": summary[name]["clips"]}
-           for name in ("test", *judged_general_sets(summary)) if name in summary}
-    for s in summary["test"]["slices"]:
-        if s["kind"] == "sentence" and s["value"] != "unknown":
-            out[f"test, {s['value']} sentences"] = {
-                system: rates(s[f"{system}_cer"], s[f"{system}_cer_raw"]) for system in SYSTEMS} | {"clips": s["clips"]}
+    sets = summary.sets
+    out = {name: {"base": rates(s.base.cer, s.base.cer_raw)}
+                 | {system: rates(s.system(system).cer, s.system(system).cer_raw) for system in SYSTEMS}
+                 | {"candidate - base": change(s.base), "clips": s.clips}
+           for name in ("test", *judged_general_sets(sets)) if (s := sets.get(name))}
+    for s in sets["test"].slices:
+        if s.kind == "sentence" and s.value != "unknown":
+            out[f"test, {s.value} sentences"] = {
+                system: rates(s.cer(system), s.cer(system, raw=True)) for system in SYSTEMS} | {"clips": s.clips}
     return out
 
 

@@ -18,11 +18,13 @@ from mlflow_services import tracking
 from zhasr.config import EXPORT_FORMATS, TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
-from zhasr.data.manifest import atomic_write_json, read_json, read_jsonl
+from zhasr.data.manifest import atomic_write_json, read_jsonl
 from zhasr.evaluation.export_verdict import UNFIT, ExportResult, SetResult, limit_for, rise_over_merged, verdict
+from zhasr.evaluation.summary import EvaluationSummary
 from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import size_on_disk, write_export
 from zhasr.model.decode import Stopwatch, real_time_factor
+from zhasr.model.merge import MergeReport
 from zhasr.progress import progress_bar
 from zhasr.transcribe import Transcriber
 
@@ -88,12 +90,12 @@ def log_export(path: Path, fmt: str, run_id: str) -> str:
 
 
 def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
-    merged = read_json(ctx.report("merge"), "merge")
-    evaluation = read_json(ctx.report("evaluate"), "evaluate")
+    sets = ctx.read_report("evaluate", EvaluationSummary).sets
     # The merged model equals base + adapter within merge.tolerance, so the candidate's CER is its CER.
-    reference = {name: evaluation[name]["candidate"]["cer"] for name in EVALUATION_SETS if name in evaluation}
+    reference = {name: sets[name].candidate.cer for name in EVALUATION_SETS if name in sets}
     with tracking.stage_run(ctx, "export") as mlflow_run:
-        results = export_formats(ctx, formats or ctx.params.export.formats, Path(merged["merged_dir"]), reference)
+        results = export_formats(ctx, formats or ctx.params.export.formats, Path(ctx.read_report("merge", MergeReport).merged_dir),
+                                 reference)
         for k, result in enumerate(results):
             key = result.format.replace("-", "_")
             mlflow.log_metrics({f"export_{key}_{name}": value for name, value in result.flat().items()})

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlflow
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import tracking
 from zhasr.context import StageContext
-from zhasr.data.manifest import atomic_write_json, read_json, read_jsonl
-from zhasr.evaluation.gate import decide
+from zhasr.data.manifest import atomic_write_json, read_jsonl
+from zhasr.evaluation.gate import Verdict, decide
+from zhasr.evaluation.summary import EvaluationSummary
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
-    evaluation = read_json(ctx.report("evaluate"), "evaluate")
-    verdict = decide(evaluation, read_jsonl(ctx.utterances("test")), ctx.params.gate)
+def run(ctx: StageContext) -> Verdict:
+    verdict = decide(ctx.read_report("evaluate", EvaluationSummary).sets, read_jsonl(ctx.utterances("test")), ctx.params.gate)
     with tracking.stage_run(ctx, "gate"):
         mlflow.set_tags({"zhasr.gate": "pass" if verdict.passed else "fail",
                          **{f"zhasr.gate.{r.rule}": "pass" if r.passed else "fail" for r in verdict.rules}})
         mlflow.log_metrics({"gate_passed": float(verdict.passed), "cer_gain": verdict.gain.gain,
                             "cer_gain_ci_low": verdict.gain.low, "cer_gain_ci_high": verdict.gain.high})
         tracking.log_json(verdict.to_dict(), "gate/verdict.json")
-        summary = verdict.to_dict()
-        atomic_write_json(ctx.report("gate"), summary)
-    return summary
+        atomic_write_json(ctx.report("gate"), verdict.to_dict())
+    return verdict
 
 
 gate_task = task(run, name="gate", cache_policy=NO_CACHE)

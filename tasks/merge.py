@@ -25,10 +25,10 @@ from tasks.decoding import Model, decode_sets, load_clips, references
 from zhasr.context import StageContext
 from zhasr.data.audio import load_16k
 from zhasr.data.ingest import TUNING_SETS
-from zhasr.data.manifest import atomic_write_json, read_json
+from zhasr.data.manifest import atomic_write_json
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.formats import size_on_disk
-from zhasr.model.merge import merge_adapter, merge_difference, next_adapter_weight
+from zhasr.model.merge import MergeReport, merge_adapter, merge_difference, next_adapter_weight
 from zhasr.model.train import TrainReport
 
 GUARDED_SETS = TUNING_SETS  # the tuning half of the real speech, wideband and through each telephone channel
@@ -52,13 +52,10 @@ def set_cers(ctx: StageContext, model: Model, sets: dict[str, list[dict[str, Any
                                        numbers=True).rate for name, rows in sets.items()}
 
 
-def train_report(ctx: StageContext) -> TrainReport:
-    return TrainReport.from_dict(read_json(ctx.report("train"), "train"))
-
 
 def merge_at(ctx: StageContext, weight: float, out_dir: Path) -> float:
     """Merge at ``weight`` into ``out_dir``; its largest logit difference from base + adapter."""
-    train, p = train_report(ctx), ctx.params.merge
+    train, p = ctx.read_report("train", TrainReport), ctx.params.merge
     base, adapter = Path(train.base_model_dir), Path(train.adapter_dir)
     merge_adapter(base, adapter, out_dir, dtype=p.dtype, weight=weight)
     difference = merge_difference(base, adapter, out_dir, check_clip(ctx), weight)
@@ -89,13 +86,13 @@ def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[
         worst = max(losses, key=losses.get)
         if losses[worst] <= limit or weight <= p.min_adapter_weight:
             return weight, difference, tried
-        start = Model.of("start", Path(train_report(ctx).base_model_dir))  # base or champion
+        start = Model.of("start", Path(ctx.read_report("train", TrainReport).base_model_dir))  # base or champion
         start_loss = set_cers(ctx, start, sets, clips)[worst] - reference[worst]
         weight = next_adapter_weight(weight, losses[worst], start_loss, limit, p.min_adapter_weight)
         difference = merge_at(ctx, weight, out_dir)
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext) -> MergeReport:
     out_dir = ctx.path("models") / "candidate"
     p = ctx.params.merge
     with tracking.stage_run(ctx, "merge"):
@@ -105,11 +102,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
                             "adapter_weights_tried": len(tried)})
         if tried:
             mlflow.log_table(pd.DataFrame(tried), artifact_file="merge/adapter_weights.json")
-        summary = {"merged_dir": str(out_dir), "size_mb": round(size_mb, 1), "dtype": p.dtype,
-                   "adapter_weight": weight, "weights_tried": tried, "max_logit_diff": difference,
-                   "tolerance": p.tolerance}
-        atomic_write_json(ctx.report("merge"), summary)
-    return summary
+        report = MergeReport(str(out_dir), round(size_mb, 1), p.dtype, weight, tried, difference, p.tolerance)
+        atomic_write_json(ctx.report("merge"), report.to_dict())
+    return report
+
 
 
 merge_task = task(run, name="merge", cache_policy=NO_CACHE)

@@ -18,6 +18,9 @@ from tasks.pipeline import is_transient_failure
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, read_json
 from zhasr.evaluation.export_verdict import ExportResult
+from zhasr.evaluation.gate import Verdict
+from zhasr.evaluation.summary import EvaluationSummary
+from zhasr.model.merge import MergeReport
 from zhasr.model.train import TrainReport
 
 GATE_ACTOR = "zhasr gate"
@@ -34,39 +37,39 @@ def git_commit(root: Path) -> str:
     return head.strip() + ("+dirty" if dirty.strip() else "")
 
 
-def version_tags(evaluation: dict[str, Any], verdict: dict[str, Any], dataset_md5: str, learned_batches: list[str],
+def version_tags(evaluation: EvaluationSummary, verdict: Verdict, dataset_md5: str, learned_batches: list[str],
                  exports: list[ExportResult]) -> dict[str, str]:
     """What a reviewer reads in the registry's versions table, and what the code reads back: the gate,
     test CER, the gain over the champion with its interval, that champion, the dataset, the batches
     learned, and each export's verdict and URI (JSON). Everything else is in the model card and on the
     register run (``run_tags``)."""
-    gain = verdict["gain"]
+    gain = verdict.gain
     return {
-        "zhasr.gate": "pass" if verdict["passed"] else "fail",
-        "zhasr.cer": f"{evaluation['test']['candidate']['cer']:.6f}",
-        "zhasr.gain": f"{100 * gain['gain']:+.2f} pts [{100 * gain['low']:+.2f}, {100 * gain['high']:+.2f}]",
-        "zhasr.parent": str(evaluation["champion_version"]),
+        "zhasr.gate": "pass" if verdict.passed else "fail",
+        "zhasr.cer": f"{evaluation.sets['test'].candidate.cer:.6f}",
+        "zhasr.gain": f"{100 * gain.gain:+.2f} pts [{100 * gain.low:+.2f}, {100 * gain.high:+.2f}]",
+        "zhasr.parent": evaluation.champion_version,
         "zhasr.dataset_md5": dataset_md5,
         "zhasr.learned_batches": json.dumps(learned_batches, ensure_ascii=False),
         "zhasr.exports": json.dumps({e.format: {"verdict": e.verdict, "uri": e.uri} for e in exports}),
     }
 
 
-def run_tags(ctx: StageContext, evaluation: dict[str, Any], verdict: dict[str, Any], train: TrainReport,
-             merge: dict[str, Any], exports: list[ExportResult]) -> dict[str, str]:
+def run_tags(ctx: StageContext, evaluation: EvaluationSummary, verdict: Verdict, train: TrainReport,
+             merge: MergeReport, exports: list[ExportResult]) -> dict[str, str]:
     """The register run's tags: lineage, every gate rule, the other error rates, each export's figures."""
-    test = evaluation["test"]
+    test = evaluation.sets["test"]
     tags = {
         "zhasr.git_commit": git_commit(ctx.root), "zhasr.params_hash": ctx.params.digest(),
-        "zhasr.base_model": ctx.params.model.base, "zhasr.gate_reason": verdict["reason"][:4000],
-        **{f"zhasr.gate.{r['rule']}": "pass" if r["passed"] else "fail" for r in verdict["rules"]},
-        "zhasr.cer_raw": f"{test['candidate']['cer_raw']:.6f}", "zhasr.mer": f"{test['candidate']['mer']:.6f}",
-        "zhasr.champion_cer": f"{test['champion']['cer']:.6f}", "zhasr.train_start": train.start,
-        "zhasr.adapter_weight": str(merge.get("adapter_weight")),
+        "zhasr.base_model": ctx.params.model.base, "zhasr.gate_reason": verdict.reason[:4000],
+        **{f"zhasr.gate.{r.rule}": "pass" if r.passed else "fail" for r in verdict.rules},
+        "zhasr.cer_raw": f"{test.candidate.cer_raw:.6f}", "zhasr.mer": f"{test.candidate.mer:.6f}",
+        "zhasr.champion_cer": f"{test.champion.cer:.6f}", "zhasr.train_start": train.start,
+        "zhasr.adapter_weight": str(merge.adapter_weight),
     }
     for set_name in ("regression", "telephone"):
-        if set_name in evaluation:
-            tags[f"zhasr.cer_{set_name}"] = f"{evaluation[set_name]['candidate']['cer']:.6f}"
+        if set_name in evaluation.sets:
+            tags[f"zhasr.cer_{set_name}"] = f"{evaluation.sets[set_name].candidate.cer:.6f}"
     for e in exports:
         test = e.sets["test"]
         tags[f"zhasr.export.{e.format}"] = (
@@ -88,21 +91,19 @@ def current_exports(ctx: StageContext) -> list[ExportResult]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    evaluation = read_json(ctx.report("evaluate"), "evaluate")
-    verdict = read_json(ctx.report("gate"), "gate")
-    merged = read_json(ctx.report("merge"), "merge")
-    name = ctx.params.register.model_name
-    train, exports = TrainReport.from_dict(read_json(ctx.report("train"), "train")), current_exports(ctx)
+    evaluation, verdict = ctx.read_report("evaluate", EvaluationSummary), ctx.read_report("gate", Verdict)
+    merged, train = ctx.read_report("merge", MergeReport), ctx.read_report("train", TrainReport)
+    name, exports = ctx.params.register.model_name, current_exports(ctx)
     tags = version_tags(evaluation, verdict, read_json(ctx.report("validate"), "validate")["dataset_md5"],
                         train.learned_batches, exports)
     details = run_tags(ctx, evaluation, verdict, train, merged, exports)
     with tracking.stage_run(ctx, "register") as run:
         mlflow.set_tags(details)
-        version = registry.log_and_register(name, Path(merged["merged_dir"]), ctx.params.model.language, tags=tags,
+        version = registry.log_and_register(name, Path(merged.merged_dir), ctx.params.model.language, tags=tags,
                                             transcribe=ctx.params.transcribe)
         number = str(version.version)
         card = review.model_card(
-            name=name, version=number, params=ctx.params.flat(), train=train, merge=merged,
+            name=name, version=number, params=ctx.params, train=train, merge=merged,
             evaluation=evaluation, verdict=verdict,
             lineage={k.removeprefix("zhasr."): details[k] for k in ("zhasr.git_commit", "zhasr.params_hash",
                                                                     "zhasr.base_model")}
@@ -111,11 +112,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         mlflow.log_text(card, "model_card.md")
         mlflow.set_tag("mlflow.note.content", card)  # the run's description in the UI
         MlflowClient().update_model_version(name, number, description=card)
-        if verdict["passed"]:
-            registry.change_alias(name, registry.CHALLENGER, number, action="gate", by=GATE_ACTOR, note=verdict["reason"])
+        if verdict.passed:
+            registry.change_alias(name, registry.CHALLENGER, number, action="gate", by=GATE_ACTOR, note=verdict.reason)
         mlflow.set_tags({"zhasr.gate": tags["zhasr.gate"], "zhasr.model_version": number})
-        summary = {"model_name": name, "version": number, "passed": verdict["passed"], "reason": verdict["reason"],
-                   "alias": registry.CHALLENGER if verdict["passed"] else None, "run_id": run.info.run_id,
+        summary = {"model_name": name, "version": number, "passed": verdict.passed, "reason": verdict.reason,
+                   "alias": registry.CHALLENGER if verdict.passed else None, "run_id": run.info.run_id,
                    "model_card": card}
         atomic_write_json(ctx.report("register"), summary)
     return summary

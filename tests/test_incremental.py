@@ -13,6 +13,7 @@ from test_ingest import write_batch
 from mlflow_services import registry, tracking
 from zhasr.config import load_params
 from zhasr.context import StageContext
+from zhasr.model.merge import MergeReport
 from zhasr.project import apply_default_env
 
 
@@ -82,14 +83,14 @@ def test_the_guard_merges_at_smaller_weights_while_general_speech_loses_more_tha
                   "transcribe.max_new_tokens=8", "ingest.regression_tuning_fraction=0.99")  # all in the tuning half
     prepare_data(ctx)
     train.run(ctx)
-    summary = merge.run(ctx)
-    weights = [t["adapter_weight"] for t in summary["weights_tried"]]
+    report = merge.run(ctx)
+    weights = [t["adapter_weight"] for t in report.weights_tried]
     if tried is not None:  # within the limit at once: merged at merge.adapter_weight
-        assert weights == tried and summary["adapter_weight"] == 0.7
+        assert weights == tried and report.adapter_weight == 0.7
     else:  # no weight can meet a limit below zero: down to the floor, each try smaller than the last
-        assert weights[0] == 0.7 and weights[-1] == 0.3 == summary["adapter_weight"]
+        assert weights[0] == 0.7 and weights[-1] == 0.3 == report.adapter_weight
         assert all(a > b for a, b in zip(weights, weights[1:]))
-    keys = set(summary["weights_tried"][0])
+    keys = set(report.weights_tried[0])
     assert {"loss_tuning", "loss_tuning-telephone", "loss_tuning-telephone-g723"} <= keys
     assert not any("regression" in k for k in keys)
-    assert summary["max_logit_diff"] < 1e-3
+    assert report.max_logit_diff < 1e-3 and ctx.read_report("merge", MergeReport) == report

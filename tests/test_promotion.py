@@ -27,7 +27,9 @@ from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
 from zhasr.evaluation.gate import decide
 from zhasr.evaluation.scoring import SystemOutput, score_set
 from zhasr.evaluation.slices import slice_labels
+from zhasr.evaluation.summary import BaseFigures, EvaluationSummary
 from zhasr.model.decode import Transcript
+from zhasr.model.merge import MergeReport
 from zhasr.model.train import TrainReport
 
 NAME = "zhasr-test"
@@ -56,15 +58,16 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
     """The reports the gate and register stages read: an evaluation against the current champion."""
     with registry_run(ctx):
         champion = ensure_champion(ctx, model_dir)
-    summary = {"champion_version": str(champion.version)}
+    sets = {}
     for set_name, n, cand in (("test", 24, candidate_every), ("regression", 6, regression_every or candidate_every)):
         set_rows = rows(set_name, n)
         slices = [slice_labels(r, 30.0) for r in set_rows]
-        summary[set_name], records = score_set(set_rows, slices, {"candidate": outputs(set_rows, cand),
-                                                                  "champion": outputs(set_rows, champion_every)}, ["订单"])
+        sets[set_name], records = score_set(set_rows, slices, {"candidate": outputs(set_rows, cand),
+                                                               "champion": outputs(set_rows, champion_every)}, ["订单"])
         atomic_write_jsonl(ctx.utterances(set_name), records)
-    atomic_write_json(ctx.report("evaluate"), summary)
-    atomic_write_json(ctx.report("merge"), {"merged_dir": str(model_dir)})
+    summary = EvaluationSummary(str(champion.version), {}, "the service's own", sets)
+    atomic_write_json(ctx.report("evaluate"), summary.to_dict())
+    atomic_write_json(ctx.report("merge"), MergeReport(str(model_dir), 1.0, "float32", 1.0, [], 0.0, 1e-3).to_dict())
     if not ctx.report("validate").exists():
         atomic_write_json(ctx.report("validate"), {"dataset_md5": "0" * 32})
     atomic_write_json(ctx.report("train"), TrainReport(
@@ -116,14 +119,26 @@ def promote(overrides: list[str] | None = None) -> dict:
 
 def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3, regression_every=2)
-    evaluation = json.loads(ctx.report("evaluate").read_text())
+    evaluation = ctx.read_report("evaluate", EvaluationSummary)  # as the gate reads it: back from JSON
     records = [json.loads(line) for line in ctx.utterances("test").read_text().splitlines()]
-    verdict = decide(evaluation, records, ctx.params.gate)
+    verdict = decide(evaluation.sets, records, ctx.params.gate)
     outcome = {r.rule: r.passed for r in verdict.rules}
     assert verdict.gain.gain > 0 and verdict.gain.low > 0
     assert outcome == {"cer_gain": True, "relative_gain": True, "significant": True, "slices": True,
                        "regression_set": False, "telephone_set": True, "loop_rate": True}
     assert not verdict.passed and verdict.reason.startswith("regression_set: CER")
+
+
+def test_the_evaluation_report_reads_back_as_written_and_an_unreadable_one_is_named(ctx):
+    sets, _ = scored_sets(("test", 10, 3), ("telephone", 2, 3))
+    sets["telephone"] = replace(sets["telephone"], base=BaseFigures(0.3, 0.31, -0.01, -0.02, 0.0))
+    summary = EvaluationSummary("3", {"champion": {"hits": 24, "misses": 0}}, "the service's own", sets)
+    atomic_write_json(ctx.report("evaluate"), summary.to_dict())
+    assert ctx.read_report("evaluate", EvaluationSummary) == summary
+    assert json.loads(ctx.report("evaluate").read_text())["test"]["candidate"]["cer"] == sets["test"].candidate.cer
+    atomic_write_json(ctx.report("evaluate"), {"test": summary.to_dict()["test"]})  # no report fields
+    with pytest.raises(LookupError, match=r"evaluate\.json: not what this zhasr's evaluate stage writes .*KeyError.*run `zhasr evaluate`"):
+        ctx.read_report("evaluate", EvaluationSummary)
 
 
 def test_gate_fails_a_candidate_that_holds_on_wideband_speech_but_loses_on_the_telephone_twin(ctx):
@@ -149,11 +164,15 @@ def test_general_speech_is_judged_against_the_better_of_base_and_champion(ctx):
     """A champion that already lost ground on real speech leaves the next round only the rest of the limit."""
     evaluation, records = scored_sets(("test", 10, 3), ("regression", 8, 9))
     regression = evaluation["regression"]
-    assert regression["candidate"]["cer"] - regression["champion"]["cer"] < 0.02  # within the limit of the champion
-    regression["base"] = {"cer": regression["candidate"]["cer"] - 0.03, "cer_raw": 0.0}  # the base was 3 points better
+    assert regression.candidate.cer - regression.champion.cer < 0.02  # within the limit of the champion
+
+    def with_base(cer: float) -> None:
+        evaluation["regression"] = replace(regression, base=BaseFigures(cer, 0.0, 0.0, 0.0, 0.0))
+
+    with_base(regression.candidate.cer - 0.03)  # the base was 3 points better
     outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
     assert not outcome["regression_set"].passed and "(base model; champion" in outcome["regression_set"].detail
-    regression["base"]["cer"] = regression["champion"]["cer"] + 0.01  # the champion is the better one
+    with_base(regression.champion.cer + 0.01)  # the champion is the better one
     outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
     assert outcome["regression_set"].passed and "(champion; champion" in outcome["regression_set"].detail
 

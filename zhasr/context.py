@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
 
 from zhasr.config import Params, load_params
 from zhasr.data.ingest import EVALUATION_SETS
-from zhasr.data.manifest import read_jsonl
+from zhasr.data.manifest import read_json, read_jsonl
 from zhasr.project import apply_default_env, project_root
+
+
+class Report(Protocol):
+    """A stage's report record: ``TrainReport``, ``MergeReport``, ``EvaluationSummary``, ``Verdict``."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self: ...
+
+
+R = TypeVar("R", bound=Report)
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,16 @@ class StageContext:
     def report(self, stage: str) -> Path:
         """``reports/<stage>.json``: a stage's summary, read by later stages and by DVC."""
         return self.path("reports") / f"{stage}.json"
+
+    def read_report(self, stage: str, record: type[R]) -> R:
+        """``reports/<stage>.json`` as its record; one that this zhasr did not write raises LookupError
+        naming the file and the field."""
+        path = self.report(stage)
+        try:
+            return record.from_dict(read_json(path, stage))
+        except (KeyError, TypeError) as err:
+            raise LookupError(f"{path}: not what this zhasr's {stage} stage writes "
+                              f"({type(err).__name__}: {err}); run `zhasr {stage}` again") from err
 
     def utterances(self, set_name: str) -> Path:
         """``reports/evaluate_<set>_utterances.jsonl``: one record per clip (zhasr.evaluation.scoring)."""

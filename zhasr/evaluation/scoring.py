@@ -1,6 +1,6 @@
 """Scoring of one evaluation set decoded by two systems, candidate and champion, clip by clip.
 
-``score_set`` returns JSON-ready metrics per system and one record per clip;
+``score_set`` returns the set's summary (zhasr.evaluation.summary) and one record per clip;
 the gate, the MLflow review artifacts and the model card all read these.
 ``cer`` (and MER, the slices and the per-clip errors) is scored with numbers in
 one written form on both sides (zhasr.data.numbers); ``cer_raw`` as written.
@@ -19,10 +19,9 @@ from zhasr.evaluation.metrics import (
     mixed_error_rate,
 )
 from zhasr.evaluation.slices import SLICE_KINDS, slice_error_rates
+from zhasr.evaluation.summary import SYSTEMS, HotwordCount, SetSummary, SliceRates, SystemMetrics
 from zhasr.model.decode import Transcript, real_time_factor
 from zhasr.transcribe.records import Transcription
-
-SYSTEMS = ("candidate", "champion")
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class SystemOutput:
 
 
 def system_metrics(references: list[str], output: SystemOutput, audio_seconds: float, hotwords: list[str],
-                   ) -> tuple[dict[str, Any], dict[str, list], tuple[list[UtteranceEdits], list[UtteranceEdits]]]:
+                   ) -> tuple[SystemMetrics, dict[str, list], tuple[list[UtteranceEdits], list[UtteranceEdits]]]:
     """Corpus metrics of one system, its per-clip columns (text, CER, errors, flags) and per-clip edits
     (numbers normalized, raw)."""
     hypotheses = [t.text for t in output.transcripts]
@@ -43,20 +42,17 @@ def system_metrics(references: list[str], output: SystemOutput, audio_seconds: f
     clips = len(references)
     hallucinated = [is_hallucination(u) for u in cer.utterances]
     found, occurrences = sum(f for f, _ in recall.values()), sum(n for _, n in recall.values())
-    metrics = {
-        "cer": cer.rate, "cer_raw": raw.rate, "mer": mer.rate, "substitutions": cer.substitutions,
-        "deletions": cer.deletions,
-        "insertions": cer.insertions, "reference_chars": cer.reference_len,
-        "loops": sum(t.looped for t in output.transcripts),
-        "loop_rate": sum(t.looped for t in output.transcripts) / clips,
-        "hallucination_rate": sum(hallucinated) / clips,
-        "hit_token_cap": sum(t.hit_cap for t in output.transcripts),
-        "retried": sum(t.retried for t in output.transcripts),
-        "rtf": real_time_factor(output.decode_seconds, audio_seconds),
-        "hotword_recall": found / occurrences if occurrences else None,
-        "hotwords": {w: {"found": f, "occurrences": n} for w, (f, n) in sorted(recall.items())},
-        "confusions": [[r, h, n] for (r, h), n in cer.confusions.most_common(50)],
-    }
+    loops = sum(t.looped for t in output.transcripts)
+    metrics = SystemMetrics(
+        cer=cer.rate, cer_raw=raw.rate, mer=mer.rate, substitutions=cer.substitutions, deletions=cer.deletions,
+        insertions=cer.insertions, reference_chars=cer.reference_len, loops=loops, loop_rate=loops / clips,
+        hallucination_rate=sum(hallucinated) / clips, hit_token_cap=sum(t.hit_cap for t in output.transcripts),
+        retried=sum(t.retried for t in output.transcripts),
+        rtf=real_time_factor(output.decode_seconds, audio_seconds),
+        hotword_recall=found / occurrences if occurrences else None,
+        hotwords={w: HotwordCount(f, n) for w, (f, n) in sorted(recall.items())},
+        confusions=[(r, h, n) for (r, h), n in cer.confusions.most_common(50)],
+    )
     columns = {
         "text": hypotheses, "cer": cer.per_utterance, "errors": [u.errors for u in cer.utterances],
         "cer_raw": raw.per_utterance,
@@ -66,28 +62,25 @@ def system_metrics(references: list[str], output: SystemOutput, audio_seconds: f
 
 
 def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs: dict[str, SystemOutput],
-              hotwords: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              hotwords: list[str]) -> tuple[SetSummary, list[dict[str, Any]]]:
     """``rows``: manifest rows (``text``, ``text_norm``, ``duration_s``, ``id``); ``slices``: one label dict
     per row (see zhasr.evaluation.slices); ``outputs``: ``{"candidate": ..., "champion": ...}``.
 
-    Returns ``(summary, records)``: summary = ``{"clips", "hours", "candidate": metrics, "champion": metrics,
-    "slices": [{"kind", "value", "clips", "candidate_cer", "champion_cer", "candidate_cer_raw",
-    "champion_cer_raw"}]}``; records = one dict per clip.
+    Returns ``(summary, records)``: the set's summary (no base figures yet) and one dict per clip.
     """
     references = [r["text"] for r in rows]  # normalized while scored: numbers need their punctuation
     audio_seconds = sum(r["duration_s"] for r in rows)
-    summary: dict[str, Any] = {"clips": len(rows), "hours": audio_seconds / 3600}
-    columns, edits, per_slice = {}, {}, {}
+    metrics, columns, edits, per_slice = {}, {}, {}, {}
     for system in SYSTEMS:
-        summary[system], columns[system], edits[system] = system_metrics(references, outputs[system],
+        metrics[system], columns[system], edits[system] = system_metrics(references, outputs[system],
                                                                          audio_seconds, hotwords)
         per_slice[f"{system}_cer"] = slice_error_rates(slices, edits[system][0])
         per_slice[f"{system}_cer_raw"] = slice_error_rates(slices, edits[system][1])
-    summary["slices"] = [
-        {"kind": kind, "value": value, "clips": clips, **{key: rates[(kind, value)][0] for key, rates in per_slice.items()}}
-        for (kind, value), (_, clips) in sorted(per_slice["candidate_cer"].items(),
-                                                key=lambda kv: (SLICE_KINDS.index(kv[0][0]), kv[0][1]))
-    ]
+    summary = SetSummary(
+        clips=len(rows), hours=audio_seconds / 3600, candidate=metrics["candidate"], champion=metrics["champion"],
+        slices=[SliceRates(kind, value, clips, **{key: rates[(kind, value)][0] for key, rates in per_slice.items()})
+                for (kind, value), (_, clips) in sorted(per_slice["candidate_cer"].items(),
+                                                        key=lambda kv: (SLICE_KINDS.index(kv[0][0]), kv[0][1]))])
     records = []
     for i, (row, labels) in enumerate(zip(rows, slices)):
         # reading order of the review table: what was said, what each system heard, then the rest

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +16,27 @@ from transformers import GenerationConfig, WhisperForConditionalGeneration, Whis
 from zhasr.model.decode import log_mel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """The merge stage's report (reports/merge.json)."""
+
+    merged_dir: str  # the plain Hugging Face model evaluation and export read
+    size_mb: float
+    dtype: str  # one of DTYPES
+    adapter_weight: float  # 0: the start model, 1: as trained
+    # one row per weight tried: adapter_weight, then cer_/reference_/loss_<set> per guarded set (fractions)
+    weights_tried: list[dict[str, float]]
+    max_logit_diff: float  # largest logit difference from base + adapter on the check clip
+    tolerance: float  # merge.tolerance it had to stay within
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MergeReport:
+        return cls(**data)
 
 
 def with_adapter(base_model_dir: Path, adapter_dir: Path, weight: float = 1.0) -> PeftModel:
