@@ -60,51 +60,43 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-def model_card(*, name: str, version: str, params: Params, lineage: dict[str, str],
-               train: TrainReport, merge: MergeReport, evaluation: EvaluationSummary, verdict: Verdict) -> str:
-    """Markdown for the model version's description and ``model_card.md`` in the run."""
-    champion, sets = evaluation.champion_version, evaluation.sets
-    lines = [
-        f"# {name} v{version}",
-        "",
-        f"Whisper fine-tuned for Mandarin call-center speech: {params.train.method} adapter "
-        f"(rank {params.train.rank}, targets {params.train.targets}) on {train.start}, merged "
-        f"into a plain Hugging Face model at weight {merge.adapter_weight} (0: the start model, 1: as "
-        f"trained; weights tried: {', '.join(str(t['adapter_weight']) for t in merge.weights_tried) or 'one'}).",
-        "",
-        "## Lineage",
-        "",
-        *(f"- {k}: `{v}`" for k, v in lineage.items()),
-        "",
-        "## Training",
-        "",
-        f"- {train.train_clips} clips ({train.new_clips} new, {train.replayed_clips} replayed), {train.steps} steps "
-        f"of batch {params.train.batch_size} (set by {train.limited_by}), learning rate "
-        f"{params.train.learning_rate}; dev CER "
-        + " → ".join(f"{_pct(cer)} (step {step})" for step, cer in train.dev_cer_history)
-        + (f"; best at step {train.best_step}" if train.best_step is not None else "; no dev evaluation"),
-        "",
-        f"## Evaluation against champion v{champion}",
+def _set_row(name: str, s: SetSummary) -> str:
+    """One set's row of the model card's evaluation table."""
+    c, b = s.candidate, s.champion
+    base, change = (s.base.cer, f"{100 * s.base.candidate_change:+.2f} [{100 * s.base.candidate_change_low:+.2f}, "
+                    f"{100 * s.base.candidate_change_high:+.2f}]") if s.base else (b.cer, "")
+    return (f"| {name} | {s.clips} | {_pct(base)} | {_pct(b.cer)} ({_pct(b.cer_raw)}) | {_pct(c.cer)} ({_pct(c.cer_raw)}) "
+            f"| {change} | {_pct(c.mer)} | {_pct(b.hotword_recall)} -> {_pct(c.hotword_recall)} | "
+            f"{_pct(b.loop_rate)} -> {_pct(c.loop_rate)} | {_pct(c.hallucination_rate)} | {c.rtf:.3f} |")
+
+
+def _what_it_is(params: Params, train: TrainReport, merge: MergeReport) -> str:
+    tried = ", ".join(str(t["adapter_weight"]) for t in merge.weights_tried) or "one"
+    return (f"Whisper fine-tuned for Mandarin call-center speech: {params.train.method} adapter "
+            f"(rank {params.train.rank}, targets {params.train.targets}) on {train.start}, merged "
+            f"into a plain Hugging Face model at weight {merge.adapter_weight} (0: the start model, 1: as "
+            f"trained; weights tried: {tried}).")
+
+
+def _training(params: Params, train: TrainReport) -> str:
+    dev = " → ".join(f"{_pct(cer)} (step {step})" for step, cer in train.dev_cer_history)
+    best = f"; best at step {train.best_step}" if train.best_step is not None else "; no dev evaluation"
+    return (f"- {train.train_clips} clips ({train.new_clips} new, {train.replayed_clips} replayed), {train.steps} "
+            f"steps of batch {params.train.batch_size} (set by {train.limited_by}), learning rate "
+            f"{params.train.learning_rate}; dev CER {dev}{best}")
+
+
+def _evaluation(evaluation: EvaluationSummary, verdict: Verdict) -> list[str]:
+    sets, gain = evaluation.sets, verdict.gain
+    return [
+        f"## Evaluation against champion v{evaluation.champion_version}",
         "",
         "CER with numbers in one written form (raw CER, numbers as written, in brackets).",
         "",
         "| set | clips | CER base | CER champion | CER candidate | candidate - base (95% interval) | MER candidate | "
         "hotword recall | loops | hallucinations | RTF |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for set_name in ("test", *judged_general_sets(sets)):
-        if set_name not in sets:
-            continue
-        s = sets[set_name]
-        c, b = s.candidate, s.champion
-        base, change = (s.base.cer, f"{100 * s.base.candidate_change:+.2f} [{100 * s.base.candidate_change_low:+.2f}, "
-                        f"{100 * s.base.candidate_change_high:+.2f}]") if s.base else (b.cer, "")
-        lines.append(f"| {set_name} | {s.clips} | {_pct(base)} | {_pct(b.cer)} ({_pct(b.cer_raw)}) | "
-                     f"{_pct(c.cer)} ({_pct(c.cer_raw)}) | {change} | {_pct(c.mer)} | "
-                     f"{_pct(b.hotword_recall)} -> {_pct(c.hotword_recall)} | "
-                     f"{_pct(b.loop_rate)} -> {_pct(c.loop_rate)} | {_pct(c.hallucination_rate)} | {c.rtf:.3f} |")
-    gain = verdict.gain
-    lines += [
+        *(_set_row(name, sets[name]) for name in ("test", *judged_general_sets(sets)) if name in sets),
         "",
         f"CER gain {100 * gain.gain:+.2f} points, {gain.confidence:.0%} paired-bootstrap interval "
         f"[{100 * gain.low:+.2f}, {100 * gain.high:+.2f}].",
@@ -123,6 +115,26 @@ def model_card(*, name: str, version: str, params: Params, lineage: dict[str, st
         "## Most frequent errors (test set, candidate)",
         "",
         ", ".join(f"{r or '∅'}→{h or '∅'} ×{n}" for r, h, n in sets["test"].candidate.confusions[:10]),
+    ]
+
+
+def model_card(*, name: str, version: str, params: Params, lineage: dict[str, str],
+               train: TrainReport, merge: MergeReport, evaluation: EvaluationSummary, verdict: Verdict) -> str:
+    """Markdown for the model version's description and ``model_card.md`` in the run."""
+    lines = [
+        f"# {name} v{version}",
+        "",
+        _what_it_is(params, train, merge),
+        "",
+        "## Lineage",
+        "",
+        *(f"- {k}: `{v}`" for k, v in lineage.items()),
+        "",
+        "## Training",
+        "",
+        _training(params, train),
+        "",
+        *_evaluation(evaluation, verdict),
         "",
         "## Limits",
         "",
