@@ -69,6 +69,29 @@ def test_number_masks_any_other_long_digit_run_only_when_named():
         parse_kinds("phone,passport")
 
 
+GARBLED = [  # numbers a recognizer heard as words after a word naming them: (kind, text, the span)
+    ("phone", "行我的手机号码要把期思吴了三六三五七五要对吧", "要把期思吴了三六三五七五要"),
+    ("bank_card", "卡号六二以而把吴巴起一三四五六七九三二一零好的", "六二以而把吴巴起一三四五六七九三二一零"),
+    ("code", "验证马是五乳一千再五分钟内", "是五乳一"),
+    ("email", "我的油箱是张小明八八艾特一六三点康谢谢", "张小明八八艾特一六三点康"),
+]
+
+
+@pytest.mark.parametrize("kind,text,span", GARBLED)
+def test_a_stretch_that_sounds_like_digits_after_its_naming_word_is_taken_as_that_kind(kind, text, span):
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]
+
+
+@pytest.mark.parametrize("text", [
+    "我稍后给您回电话，请保持手机畅通",  # naming words, no number after them
+    "您的验证码已经发送了，请注意查收",
+    "手机尾号是五六七八的那个订单",  # a word saying "not personal data" in between
+    "邮箱我回头再发给您",  # too short to be an address
+])
+def test_naming_words_without_a_number_after_them_take_nothing(text):
+    assert find_pii(text) == []
+
+
 def test_checksums_and_prefixes():
     assert valid_id_card("11010519491231002X") and not valid_id_card("110105194912310021")
     assert not valid_id_card("11010520991231002" + id_check_char("11010520991231002"))  # born in the future

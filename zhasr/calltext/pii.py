@@ -24,6 +24,10 @@ numbers, amounts and dates out. Recognizers also write words and digits as homop
 for 身份证号, "验证马" for 验证码, "要" for 幺), so the words are matched by their pinyin (without
 tones, zh/z, ch/c, sh/s, n/l and -ng/-n taken as one), a character that sounds like a digit is read
 as one between two digits, and one that sounds like 幺 ("要", "药") as a 1 just before digits.
+
+A number garbled past reading is still taken by its naming word: the stretch after the word where at
+least half the characters are digits or sound like one, as long as the kind's shortest number (a
+*named stretch*); after "邮箱", what follows up to its "点" (".com").
 """
 
 from __future__ import annotations
@@ -93,6 +97,13 @@ _SOUND_MERGES = ((re.compile(r"^([zcs])h"), r"\1"), (re.compile(r"^l"), "n"), (r
 _UNITS = set("十百千万亿")
 _DIGIT_SOUNDS = {"ling": "0", "yi": "1", "yao": "1", "er": "2", "san": "3", "si": "4", "wu": "5", "liu": "6", "qi": "7",
                  "ba": "8", "jiu": "9"}
+# a named stretch (see _named_stretches): syllables heard as digits (merged sounds; 球 for 九) and how
+# many syllables that are not may come in a row before the stretch has the kind's shortest length
+_DIGIT_LIKE = {"nin", "yi", "yao", "er", "san", "si", "wu", "niu", "qi", "ba", "jiu", "qiu"}
+_STRETCH_GAP = 3
+_CONNECTORS = "是为：: "  # between a naming word and the address it names
+_EMAIL_WORDS = ("邮箱", "电子邮件", "邮件地址")
+_EMAIL_CHARS = 28  # the longest stretch taken as an e-mail address after its naming word
 _MOBILE = re.compile(r"1(?:3\d|4[5-9]|5[0-35-9]|6[2567]|7[0-8]|8\d|9[0-35-9])\d{8}")
 _LANDLINE = re.compile(r"0(?:[12]\d|[3-9]\d{2})\d{7,8}")
 _PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53,
@@ -219,14 +230,14 @@ def _sounds(text: str) -> tuple[str, ...]:
     return tuple(_sound(p) if len(p) > 1 or p.isalpha() else p for p in lazy_pinyin(text, errors=lambda s: list(s)))
 
 
-def _last_end(words: Sequence[str], text: str) -> int:
-    """Where the last of ``words`` heard in ``text`` ends (a character offset), -1 when none is. A word of
-    three syllables or more is heard with one of them misheard ("动态立马" for 动态密码), as long as its
-    first and last are right."""
+def _word_ends(words: Sequence[str], text: str) -> list[int]:
+    """Where each of ``words`` heard in ``text`` ends (character offsets, ascending). A word of three
+    syllables or more is heard with one of them misheard ("动态立马" for 动态密码), as long as its first
+    and last are right."""
     heard = _sounds(text)
     if len(heard) != len(text):
-        return -1
-    best = -1
+        return []
+    ends = set()
     for word in words:
         target = _sounds(word)
         allowed = 1 if len(target) >= 3 else 0
@@ -234,8 +245,13 @@ def _last_end(words: Sequence[str], text: str) -> int:
             window = heard[i:i + len(target)]
             misses = sum(a != b for a, b in zip(window, target))
             if misses <= allowed and window[0] == target[0] and window[-1] == target[-1]:
-                best = max(best, i + len(target))
-    return best
+                ends.add(i + len(target))
+    return sorted(ends)
+
+
+def _last_end(words: Sequence[str], text: str) -> int:
+    """Where the last of ``words`` heard in ``text`` ends, -1 when none is."""
+    return max(_word_ends(words, text), default=-1)
 
 
 def _context_kinds(text: str, start: int, end: int) -> set[str] | None:
@@ -287,6 +303,80 @@ def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[F
     return found
 
 
+def _digit_like(text: str) -> list[bool]:
+    """Per character: a digit, a numeral, or a Han character that sounds like one."""
+    heard = _sounds(text)
+    heard = heard if len(heard) == len(text) else tuple(text)
+    return [ch in _DIGIT_VALUE or (_is_han(ch) and ch not in _UNITS and sound in _DIGIT_LIKE)
+            for ch, sound in zip(text, heard)]
+
+
+def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> tuple[int, int] | None:
+    """(start, end) of the digit-like stretch from ``start``: characters that sound like digits, at most
+    ``_STRETCH_GAP`` others in a row until it is as long as the kind's shortest number, none after; None
+    when it is shorter, or less than half of it sounds like digits."""
+    start = next((j for j in range(start, min(len(text), start + _STRETCH_GAP + 1)) if like[j]), -1)
+    if start < 0:
+        return None
+    count, gap, last = 0, 0, -1
+    for j in range(start, min(len(text), start + lengths.stop + _STRETCH_GAP)):
+        if like[j]:
+            count, gap, last = count + 1, 0, j
+            if count >= lengths.stop - 1:
+                break
+        elif text[j] in "。？！?!":
+            break
+        elif text[j] not in _SEPARATORS:
+            gap += 1
+            if gap > _STRETCH_GAP or count >= lengths.start:
+                break
+    if count < lengths.start or count < (last + 1 - start) / 2:
+        return None
+    return start, last + 1
+
+
+def _email_after(text: str, start: int) -> tuple[int, int] | None:
+    """(start, end) of what follows an e-mail's naming word to a "点" and the syllable after it (".com"),
+    within ``_EMAIL_CHARS`` characters and the sentence; at least 6 characters. None without the dot."""
+    while start < len(text) and text[start] in _CONNECTORS:
+        start += 1
+    stop = min(len(text), start + _EMAIL_CHARS)
+    end = next((j for j in range(start, stop) if text[j] in "。？！?!，,"), stop)
+    dot = text.rfind("点", start, end)
+    return (start, dot + 2) if 0 <= dot < end - 1 and dot + 2 - start >= 6 else None
+
+
+def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
+    """Numbers a recognizer garbled past reading ("手机号码要撇发了三六三五七五要"): after a word naming a kind,
+    the stretch that sounds like digits for about the kind's length, as that kind; after "邮箱", what
+    follows to its ".com". A word saying "not personal data" in between keeps a stretch out."""
+    like, found = _digit_like(text), []
+    for kind in ("id_card", "bank_card", "phone", "code", "email"):
+        if kind not in kinds:
+            continue
+        words = _EMAIL_WORDS if kind == "email" else _CONTEXT_WORDS[kind]
+        for end in _word_ends(words, text):
+            span = _email_after(text, end) if kind == "email" else _stretch_after(text, like, end, _LENGTHS[kind])
+            if span and not any(w in text[end - 2:span[1]] for w in _NOT_PERSONAL_WORDS):
+                found.append(Found(kind, *span))
+    return found
+
+
+def _with_stretches(found: list[Found], stretches: list[Found]) -> list[Found]:
+    """``found`` with the named stretches that overlap nothing found, and those (but codes) that overlap
+    only spans of other kinds inside them (part of a garbled card number read as a phone number, or as a
+    code): those give way to one span over both, of the stretch's kind."""
+    for stretch in stretches:
+        overlapping = [f for f in found if f.start < stretch.end and stretch.start < f.end]
+        inside = all(f.kind != stretch.kind and stretch.start <= f.start and f.end <= stretch.end for f in overlapping)
+        if overlapping and (stretch.kind == "code" or not inside):
+            continue
+        start = min([stretch.start, *(f.start for f in overlapping)])
+        end = max([stretch.end, *(f.end for f in overlapping)])
+        found = [f for f in found if f not in overlapping] + [Found(stretch.kind, start, end)]
+    return found
+
+
 def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
     """Spans of personal data of the given kinds in ``text``, in text order, not overlapping."""
     kinds = tuple(kinds)
@@ -303,4 +393,4 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
             if not in_run and NUMBER in kinds and len(run.digits) >= NUMBER_DIGITS:
                 in_run = [Found(NUMBER, run.start, run.end)]
             found += in_run
-    return sorted(found, key=lambda f: f.start)
+    return sorted(_with_stretches(found, _named_stretches(text, kinds)), key=lambda f: f.start)
