@@ -37,7 +37,9 @@ def _context(args: argparse.Namespace) -> StageContext:
 
 
 def _print(result: Any) -> None:
-    print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    """A command's result as JSON on stdout; a stage's report record as its ``to_dict()``."""
+    data = result.to_dict() if hasattr(result, "to_dict") else result
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
 def cmd_stage(args: argparse.Namespace) -> Any:

@@ -129,6 +129,13 @@ def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
     assert not verdict.passed and verdict.reason.startswith("regression_set: CER")
 
 
+def test_zhasr_gate_prints_the_verdict_as_the_report_holds_it(ctx, tiny_model_dir, capsys):
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3, regression_every=2)
+    assert main(["gate"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(ctx.report("gate").read_text()) and printed["rules"][0]["rule"] == "cer_gain"
+
+
 def test_the_evaluation_report_reads_back_as_written_and_an_unreadable_one_is_named(ctx):
     sets, _ = scored_sets(("test", 10, 3), ("telephone", 2, 3))
     sets["telephone"] = replace(sets["telephone"], base=BaseFigures(0.3, 0.31, -0.01, -0.02, 0.0))
