@@ -230,14 +230,13 @@ def _sounds(text: str) -> tuple[str, ...]:
     return tuple(_sound(p) if len(p) > 1 or p.isalpha() else p for p in lazy_pinyin(text, errors=lambda s: list(s)))
 
 
-def _word_ends(words: Sequence[str], text: str) -> list[int]:
-    """Where each of ``words`` heard in ``text`` ends (character offsets, ascending). A word of three
-    syllables or more is heard with one of them misheard ("动态立马" for 动态密码), as long as its first
-    and last are right."""
+def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of each of ``words`` heard in ``text``. A word of three syllables or
+    more is heard with one of them misheard ("动态立马" for 动态密码), as long as its first and last are right."""
     heard = _sounds(text)
     if len(heard) != len(text):
         return []
-    ends = set()
+    spans = set()
     for word in words:
         target = _sounds(word)
         allowed = 1 if len(target) >= 3 else 0
@@ -245,27 +244,30 @@ def _word_ends(words: Sequence[str], text: str) -> list[int]:
             window = heard[i:i + len(target)]
             misses = sum(a != b for a, b in zip(window, target))
             if misses <= allowed and window[0] == target[0] and window[-1] == target[-1]:
-                ends.add(i + len(target))
-    return sorted(ends)
+                spans.add((i, i + len(target)))
+    return sorted(spans)
 
 
-def _last_end(words: Sequence[str], text: str) -> int:
-    """Where the last of ``words`` heard in ``text`` ends, -1 when none is."""
-    return max(_word_ends(words, text), default=-1)
+def _naming_words(text: str) -> dict[str, list[tuple[int, int]]]:
+    """Where each kind's naming words are heard in ``text``. A code word heard over a phone word is the
+    phone word: "手机号码" sounds like 激活码 with one syllable misheard."""
+    named = {kind: _heard(words, text) for kind, words in _CONTEXT_WORDS.items()}
+    named["code"] = [(s, e) for s, e in named["code"] if not any(s < pe and ps < e for ps, pe in named["phone"])]
+    return named
 
 
 def _context_kinds(text: str, start: int, end: int) -> set[str] | None:
     """The kinds named by a word just before ``start`` (or, failing that, just after ``end``); None when a
     word saying "not personal data" (an order number, a staff number) is nearer before than any of them."""
     before = text[max(0, start - CONTEXT_CHARS):start]
-    named = {kind: _last_end(words, before) for kind, words in _CONTEXT_WORDS.items()}
+    named = {kind: max((e for _, e in spans), default=-1) for kind, spans in _naming_words(before).items()}
     negative = max((before.rfind(w) + len(w) for w in _NOT_PERSONAL_WORDS if w in before), default=-1)
     if negative >= 0 and all(at < negative for at in named.values()):
         return None
     kinds = {kind for kind, at in named.items() if at >= 0}
     if not kinds:
         after = text[end:end + AFTER_CHARS]
-        kinds = {kind for kind, words in _CONTEXT_WORDS.items() if _last_end(words, after) >= 0}
+        kinds = {kind for kind, spans in _naming_words(after).items() if spans}
     return kinds
 
 
@@ -351,11 +353,11 @@ def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     the stretch that sounds like digits for about the kind's length, as that kind; after "邮箱", what
     follows to its ".com". A word saying "not personal data" in between keeps a stretch out."""
     like, found = _digit_like(text), []
+    named = _naming_words(text) | {"email": _heard(_EMAIL_WORDS, text)}
     for kind in ("id_card", "bank_card", "phone", "code", "email"):
         if kind not in kinds:
             continue
-        words = _EMAIL_WORDS if kind == "email" else _CONTEXT_WORDS[kind]
-        for end in _word_ends(words, text):
+        for _, end in named[kind]:
             span = _email_after(text, end) if kind == "email" else _stretch_after(text, like, end, _LENGTHS[kind])
             if span and not any(w in text[end - 2:span[1]] for w in _NOT_PERSONAL_WORDS):
                 found.append(Found(kind, *span))
