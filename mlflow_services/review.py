@@ -65,9 +65,9 @@ def _set_row(name: str, s: SetSummary) -> str:
     c, b = s.candidate, s.champion
     base, change = (s.base.cer, f"{100 * s.base.candidate_change:+.2f} [{100 * s.base.candidate_change_low:+.2f}, "
                     f"{100 * s.base.candidate_change_high:+.2f}]") if s.base else (b.cer, "")
-    return (f"| {name} | {s.clips} | {_pct(base)} | {_pct(b.cer)} ({_pct(b.cer_raw)}) | {_pct(c.cer)} ({_pct(c.cer_raw)}) "
-            f"| {change} | {_pct(c.mer)} | {_pct(b.hotword_recall)} -> {_pct(c.hotword_recall)} | "
-            f"{_pct(b.loop_rate)} -> {_pct(c.loop_rate)} | {_pct(c.hallucination_rate)} | {c.rtf:.3f} |")
+    return (f"| {name} | {s.clips} | {_pct(base)} | {_pct(b.cer)} ({_pct(b.cer_raw)}) | "
+            f"{_pct(c.cer)} ({_pct(c.cer_raw)}) | {change} | {_pct(c.mer)} | "
+            f"{_pct(b.hotword_recall)} -> {_pct(c.hotword_recall)} | {_pct(b.loop_rate)} -> {_pct(c.loop_rate)} | {_pct(c.hallucination_rate)} | {c.rtf:.3f} |")
 
 
 def _what_it_is(params: Params, train: TrainReport, merge: MergeReport) -> str:

@@ -94,8 +94,8 @@ def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
     # The merged model equals base + adapter within merge.tolerance, so the candidate's CER is its CER.
     reference = {name: sets[name].candidate.cer for name in EVALUATION_SETS if name in sets}
     with tracking.stage_run(ctx, "export") as mlflow_run:
-        results = export_formats(ctx, formats or ctx.params.export.formats, Path(ctx.read_report("merge", MergeReport).merged_dir),
-                                 reference)
+        merged = Path(ctx.read_report("merge", MergeReport).merged_dir)
+        results = export_formats(ctx, formats or ctx.params.export.formats, merged, reference)
         for k, result in enumerate(results):
             key = result.format.replace("-", "_")
             mlflow.log_metrics({f"export_{key}_{name}": value for name, value in result.flat().items()})

@@ -14,7 +14,8 @@ from zhasr.evaluation.summary import EvaluationSummary
 
 
 def run(ctx: StageContext) -> Verdict:
-    verdict = decide(ctx.read_report("evaluate", EvaluationSummary).sets, read_jsonl(ctx.utterances("test")), ctx.params.gate)
+    evaluation = ctx.read_report("evaluate", EvaluationSummary)
+    verdict = decide(evaluation.sets, read_jsonl(ctx.utterances("test")), ctx.params.gate)
     with tracking.stage_run(ctx, "gate"):
         mlflow.set_tags({"zhasr.gate": "pass" if verdict.passed else "fail",
                          **{f"zhasr.gate.{r.rule}": "pass" if r.passed else "fail" for r in verdict.rules}})

@@ -122,4 +122,5 @@ def test_dvc_reads_the_pipeline_in_a_fresh_checkout(tmp_path):
     dvc = Path(sys.executable).with_name("dvc")
     done = subprocess.run([str(dvc), "dag", "--dot"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert {"synth", "ingest", "merge", "evaluate", "gate", "export", "register"} <= set(re.findall(r'"(\w+)"', done.stdout))
+    stages = set(re.findall(r'"(\w+)"', done.stdout))
+    assert {"synth", "ingest", "merge", "evaluate", "gate", "export", "register"} <= stages

@@ -62,8 +62,8 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
     for set_name, n, cand in (("test", 24, candidate_every), ("regression", 6, regression_every or candidate_every)):
         set_rows = rows(set_name, n)
         slices = [slice_labels(r, 30.0) for r in set_rows]
-        sets[set_name], records = score_set(set_rows, slices, {"candidate": outputs(set_rows, cand),
-                                                               "champion": outputs(set_rows, champion_every)}, ["订单"])
+        systems = {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, champion_every)}
+        sets[set_name], records = score_set(set_rows, slices, systems, ["订单"])
         atomic_write_jsonl(ctx.utterances(set_name), records)
     summary = EvaluationSummary(str(champion.version), {}, "the service's own", sets)
     atomic_write_json(ctx.report("evaluate"), summary.to_dict())
@@ -144,7 +144,8 @@ def test_the_evaluation_report_reads_back_as_written_and_an_unreadable_one_is_na
     assert ctx.read_report("evaluate", EvaluationSummary) == summary
     assert json.loads(ctx.report("evaluate").read_text())["test"]["candidate"]["cer"] == sets["test"].candidate.cer
     atomic_write_json(ctx.report("evaluate"), {"test": summary.to_dict()["test"]})  # no report fields
-    with pytest.raises(LookupError, match=r"evaluate\.json: not what this zhasr's evaluate stage writes .*KeyError.*run `zhasr evaluate`"):
+    with pytest.raises(LookupError, match=r"evaluate\.json: not what this zhasr's evaluate stage writes .*KeyError.*"
+                                          r"run `zhasr evaluate`"):
         ctx.read_report("evaluate", EvaluationSummary)
 
 

@@ -1,8 +1,8 @@
 """The promotion gate: rules from params.yaml over the evaluation of candidate and champion.
 
 Input is the evaluate stage's sets (zhasr.evaluation.summary: ``{"test": ..., "regression": ...,
-"telephone": ..., "telephone-alaw": ...}``) and the test split's per-clip records (for the paired bootstrap). Every rule's outcome is kept, so
-a reviewer sees why, not only whether.
+"telephone": ..., "telephone-alaw": ...}``) and the test split's per-clip records (for the paired
+bootstrap). Every rule's outcome is kept, so a reviewer sees why, not only whether.
 """
 
 from __future__ import annotations
