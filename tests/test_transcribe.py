@@ -186,3 +186,33 @@ def test_cli_prints_only_the_transcript(project, tiny_exports, generated_call):
     bad = subprocess.run([sys.executable, "-m", "cli", "transcribe", str(project / "params.yaml"),
                           "--model", str(tiny_exports["ct2"])], capture_output=True, text=True, timeout=600, cwd=project)
     assert bad.returncode == 2 and "params.yaml: cannot decode audio" in bad.stderr and bad.stdout == ""
+
+
+def test_decoding_keeps_transformers_notes_about_its_own_generate_out_of_the_log(tiny_model_dir):
+    """transformers writes three notes on every batch about how its Whisper ``generate`` calls the generic
+    loop; a service would log them per request. Real warnings from the same loggers still come through."""
+    import logging
+
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from zhasr.model.decode import DecodeOptions, transcribe
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record.getMessage())
+
+    kept, handler = [], Kept()
+    loggers = [logging.getLogger(f"transformers.generation.{m}") for m in ("utils", "configuration_utils")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir)
+        processor = WhisperProcessor.from_pretrained(tiny_model_dir)
+        clip = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+        for timestamps in (False, True):
+            transcribe(model, processor, [clip, clip], DecodeOptions(), timestamps=timestamps)
+        loggers[0].warning("a real warning")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert kept == ["a real warning"], kept

@@ -8,6 +8,7 @@ repeated unit. Output is simplified Chinese.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -24,6 +25,24 @@ from zhasr.data.text import to_simplified
 
 _DECODING_SETTINGS = ("batch_size", "max_new_tokens", "tokens_per_second", "num_beams",
                       "compression_ratio_threshold", "retry_no_repeat_ngram")
+
+
+class _WhisperGenerateNotes(logging.Filter):
+    """transformers warns on every batch about how its own Whisper ``generate`` calls the generic loop: a
+    generation config beside its own suppress-token arguments, ``output_scores`` (which it does return,
+    and the guard reads), the model's ``max_length`` beside the cap by duration (which wins); and, for a
+    batch decoded with timestamps, a missing attention mask (every row starts with the same prompt:
+    nothing is padding). Nothing a caller can change; a service's log would be mostly these lines."""
+
+    NOTES = ("The following generation flags are not valid", "Passing `generation_config` together",
+             "Both `max_new_tokens`", "The attention mask is not set with a batched input")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.NOTES)
+
+
+for _name in ("transformers.generation.utils", "transformers.generation.configuration_utils"):
+    logging.getLogger(_name).addFilter(_WhisperGenerateNotes())
 
 
 @dataclass(frozen=True)
