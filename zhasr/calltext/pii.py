@@ -26,8 +26,8 @@ tones, zh/z, ch/c, sh/s, n/l and -ng/-n taken as one), a character that sounds l
 as one between two digits, and one that sounds like 幺 ("要", "药") as a 1 just before digits.
 
 A number garbled past reading is still taken by its naming word: the stretch after the word where at
-least half the characters are digits or sound like one, as long as the kind's shortest number (a
-*named stretch*); after "邮箱", what follows up to its "点" (".com").
+least half the characters are digits or sound like one, with three quarters of the kind's shortest
+length of them (a *named stretch*); after "邮箱", what follows up to its "点" (".com").
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ _DIGIT_SOUNDS = {"ling": "0", "yi": "1", "yao": "1", "er": "2", "san": "3", "si"
 # many syllables that are not may come in a row before the stretch has the kind's shortest length
 _DIGIT_LIKE = {"nin", "yi", "yao", "er", "san", "si", "wu", "niu", "qi", "ba", "jiu", "qiu"}
 _STRETCH_GAP = 3
+_STRETCH_SHARE = 0.75  # of the kind's shortest length that a stretch must sound like digits: some are lost
 _CONNECTORS = "是为：: "  # between a naming word and the address it names
 _EMAIL_WORDS = ("邮箱", "电子邮件", "邮件地址")
 _EMAIL_CHARS = 28  # the longest stretch taken as an e-mail address after its naming word
@@ -315,8 +316,9 @@ def _digit_like(text: str) -> list[bool]:
 
 def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> tuple[int, int] | None:
     """(start, end) of the digit-like stretch from ``start``: characters that sound like digits, at most
-    ``_STRETCH_GAP`` others in a row until it is as long as the kind's shortest number, none after; None
-    when it is shorter, or less than half of it sounds like digits."""
+    ``_STRETCH_GAP`` others in a row until it is as long as the kind's shortest number, none after, and
+    at most its longest; None when fewer than ``_STRETCH_SHARE`` of that shortest length sound like
+    digits, or less than half of the stretch does."""
     start = next((j for j in range(start, min(len(text), start + _STRETCH_GAP + 1)) if like[j]), -1)
     if start < 0:
         return None
@@ -332,7 +334,7 @@ def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> t
             gap += 1
             if gap > _STRETCH_GAP or count >= lengths.start:
                 break
-    if count < lengths.start or count < (last + 1 - start) / 2:
+    if count < _STRETCH_SHARE * lengths.start or count < (last + 1 - start) / 2:
         return None
     return start, last + 1
 
