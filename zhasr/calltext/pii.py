@@ -359,9 +359,9 @@ def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     for kind in ("id_card", "bank_card", "phone", "code", "email"):
         if kind not in kinds:
             continue
-        for _, end in named[kind]:
+        for start, end in named[kind]:
             span = _email_after(text, end) if kind == "email" else _stretch_after(text, like, end, _LENGTHS[kind])
-            if span and not any(w in text[end - 2:span[1]] for w in _NOT_PERSONAL_WORDS):
+            if span and not any(w in text[start:span[1]] for w in _NOT_PERSONAL_WORDS):
                 found.append(Found(kind, *span))
     return found
 
@@ -369,15 +369,12 @@ def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
 def _with_stretches(found: list[Found], stretches: list[Found]) -> list[Found]:
     """``found`` with the named stretches that overlap nothing found, and those (but codes) that overlap
     only spans of other kinds inside them (part of a garbled card number read as a phone number, or as a
-    code): those give way to one span over both, of the stretch's kind."""
+    code): those spans give way to the stretch."""
     for stretch in stretches:
         overlapping = [f for f in found if f.start < stretch.end and stretch.start < f.end]
         inside = all(f.kind != stretch.kind and stretch.start <= f.start and f.end <= stretch.end for f in overlapping)
-        if overlapping and (stretch.kind == "code" or not inside):
-            continue
-        start = min([stretch.start, *(f.start for f in overlapping)])
-        end = max([stretch.end, *(f.end for f in overlapping)])
-        found = [f for f in found if f not in overlapping] + [Found(stretch.kind, start, end)]
+        if not overlapping or (inside and stretch.kind != "code"):
+            found = [f for f in found if f not in overlapping] + [stretch]
     return found
 
 
