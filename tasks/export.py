@@ -91,10 +91,10 @@ def log_export(path: Path, fmt: str, run_id: str) -> str:
 
 def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
     sets = ctx.read_report("evaluate", EvaluationSummary).sets
+    merged = Path(ctx.read_report("merge", MergeReport).merged_dir)
     # The merged model equals base + adapter within merge.tolerance, so the candidate's CER is its CER.
     reference = {name: sets[name].candidate.cer for name in EVALUATION_SETS if name in sets}
     with tracking.stage_run(ctx, "export") as mlflow_run:
-        merged = Path(ctx.read_report("merge", MergeReport).merged_dir)
         results = export_formats(ctx, formats or ctx.params.export.formats, merged, reference)
         for k, result in enumerate(results):
             key = result.format.replace("-", "_")

@@ -52,7 +52,6 @@ def set_cers(ctx: StageContext, model: Model, sets: dict[str, list[dict[str, Any
                                        numbers=True).rate for name, rows in sets.items()}
 
 
-
 def merge_at(ctx: StageContext, weight: float, out_dir: Path) -> float:
     """Merge at ``weight`` into ``out_dir``; its largest logit difference from base + adapter."""
     train, p = ctx.read_report("train", TrainReport), ctx.params.merge
@@ -105,7 +104,6 @@ def run(ctx: StageContext) -> MergeReport:
         report = MergeReport(str(out_dir), round(size_mb, 1), p.dtype, weight, tried, difference, p.tolerance)
         atomic_write_json(ctx.report("merge"), report.to_dict())
     return report
-
 
 
 merge_task = task(run, name="merge", cache_policy=NO_CACHE)
