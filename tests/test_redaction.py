@@ -92,6 +92,16 @@ def test_naming_words_without_a_number_after_them_take_nothing(text):
     assert find_pii(text) == []
 
 
+@pytest.mark.parametrize("kind,text,span", [
+    ("email", "我的邮箱是zhangsan123点com谢谢", "zhangsan123点com"),  # the whole top-level domain
+    ("email", "我的邮箱地址是zhangsan点com", "zhangsan点com"),  # the longest naming word, not 邮箱 + "地址…"
+    ("code", "验证码是九九八七六五四三二", "是九九八七六五四三二"),  # longer than a code: masked whole, not cut
+    ("phone", "我家电话是87654321", "87654321"),  # a local landline without its area code
+])
+def test_a_span_covers_the_whole_of_what_it_names(kind, text, span):
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]
+
+
 def test_a_phone_word_is_not_heard_as_a_code_word():
     """"手机号码" sounds like 激活码 with one syllable misheard: a number after it a digit or two short of a
     phone number is a garbled phone number, not a code."""

@@ -92,7 +92,11 @@ _CONTEXT_WORDS = {
 # matched as written: by sound, "新号" would be "型号"
 _NOT_PERSONAL_WORDS = ("订单", "单号", "运单", "快递", "工号", "尾号", "后四位", "编号", "流水号", "批次", "型号", "金额")
 # lengths a number of each kind may have when a word names it (ID cards issued before 1999: 15 digits)
-_LENGTHS = {"id_card": range(14, 21), "bank_card": range(12, 21), "phone": range(9, 14), "code": range(3, 9)}
+# (a local landline without its area code: 7 or 8 digits)
+_LENGTHS = {"id_card": range(14, 21), "bank_card": range(12, 21), "phone": range(7, 14), "code": range(3, 9)}
+# a named stretch of a phone number needs a mobile number's length less two: from 7, too many stretches that
+# only sound like digits were taken (decoded precision 81-87 %)
+_STRETCH_LENGTHS = _LENGTHS | {"phone": range(9, 14)}
 _SOUND_MERGES = ((re.compile(r"^([zcs])h"), r"\1"), (re.compile(r"^l"), "n"), (re.compile(r"ng$"), "n"))
 _UNITS = set("十百千万亿")
 _DIGIT_SOUNDS = {"ling": "0", "yi": "1", "yao": "1", "er": "2", "san": "3", "si": "4", "wu": "5", "liu": "6", "qi": "7",
@@ -232,8 +236,9 @@ def _sounds(text: str) -> tuple[str, ...]:
 
 
 def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
-    """(start, end) character offsets of each of ``words`` heard in ``text``. A word of three syllables or
-    more is heard with one of them misheard ("动态立马" for 动态密码), as long as its first and last are right."""
+    """(start, end) character offsets of each of ``words`` heard in ``text`` (none inside a longer one). A
+    word of three syllables or more is heard with one of them misheard ("动态立马" for 动态密码), as long as
+    its first and last are right."""
     heard = _sounds(text)
     if len(heard) != len(text):
         return []
@@ -246,7 +251,8 @@ def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
             misses = sum(a != b for a, b in zip(window, target))
             if misses <= allowed and window[0] == target[0] and window[-1] == target[-1]:
                 spans.add((i, i + len(target)))
-    return sorted(spans)
+    # the longest word heard there: "邮箱地址" is a naming word, not "邮箱" and then an address "地址…"
+    return sorted(s for s in spans if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in spans))
 
 
 def _naming_words(text: str) -> dict[str, list[tuple[int, int]]]:
@@ -316,18 +322,16 @@ def _digit_like(text: str) -> list[bool]:
 
 def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> tuple[int, int] | None:
     """(start, end) of the digit-like stretch from ``start``: characters that sound like digits, at most
-    ``_STRETCH_GAP`` others in a row until it is as long as the kind's shortest number, none after, and
-    at most its longest; None when fewer than ``_STRETCH_SHARE`` of that shortest length sound like
-    digits, or less than half of the stretch does."""
+    ``_STRETCH_GAP`` others in a row until it is as long as the kind's shortest number, none after (a
+    number longer than the kind's is masked whole, not cut at its length); None when fewer than
+    ``_STRETCH_SHARE`` of that shortest length sound like digits, or less than half of the stretch does."""
     start = next((j for j in range(start, min(len(text), start + _STRETCH_GAP + 1)) if like[j]), -1)
     if start < 0:
         return None
     count, gap, last = 0, 0, -1
-    for j in range(start, min(len(text), start + lengths.stop + _STRETCH_GAP)):
+    for j in range(start, len(text)):
         if like[j]:
             count, gap, last = count + 1, 0, j
-            if count >= lengths.stop - 1:
-                break
         elif text[j] in "。？！?!":
             break
         elif text[j] not in _SEPARATORS:
@@ -340,14 +344,19 @@ def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> t
 
 
 def _email_after(text: str, start: int) -> tuple[int, int] | None:
-    """(start, end) of what follows an e-mail's naming word to a "点" and the syllable after it (".com"),
-    within ``_EMAIL_CHARS`` characters and the sentence; at least 6 characters. None without the dot."""
+    """(start, end) of what follows an e-mail's naming word to its last "点" and the top-level domain after
+    it (its Latin letters, or the first character "com" was heard as), within ``_EMAIL_CHARS`` characters
+    and the sentence; at least 6 characters. None without the dot."""
     while start < len(text) and text[start] in _CONNECTORS:
         start += 1
     stop = min(len(text), start + _EMAIL_CHARS)
     end = next((j for j in range(start, stop) if text[j] in "。？！?!，,"), stop)
     dot = text.rfind("点", start, end)
-    return (start, dot + 2) if 0 <= dot < end - 1 and dot + 2 - start >= 6 else None
+    if not 0 <= dot < end - 1:
+        return None
+    tld = re.match(r"\s*[A-Za-z]+", text[dot + 1:end]) or re.match(r"[^\s\d]", text[dot + 1:end])
+    end = dot + 1 + tld.end() if tld else dot + 1
+    return (start, end) if end - start >= 6 else None
 
 
 def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
@@ -360,7 +369,8 @@ def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
         if kind not in kinds:
             continue
         for start, end in named[kind]:
-            span = _email_after(text, end) if kind == "email" else _stretch_after(text, like, end, _LENGTHS[kind])
+            span = (_email_after(text, end) if kind == "email"
+                    else _stretch_after(text, like, end, _STRETCH_LENGTHS[kind]))
             if span and not any(w in text[start:span[1]] for w in _NOT_PERSONAL_WORDS):
                 found.append(Found(kind, *span))
     return found
