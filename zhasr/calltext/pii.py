@@ -94,8 +94,8 @@ _NOT_PERSONAL_WORDS = ("订单", "单号", "运单", "快递", "工号", "尾号
 # lengths a number of each kind may have when a word names it (ID cards issued before 1999: 15 digits)
 # (a local landline without its area code: 7 or 8 digits)
 _LENGTHS = {"id_card": range(14, 21), "bank_card": range(12, 21), "phone": range(7, 14), "code": range(3, 9)}
-# a named stretch of a phone number needs a mobile number's length less two: from 7, too many stretches that
-# only sound like digits were taken (decoded precision 81-87 %)
+# a named stretch of a phone number is measured against a mobile number's length less two: against 7, too
+# many stretches that only sound like digits were taken (decoded precision 81-87 %)
 _STRETCH_LENGTHS = _LENGTHS | {"phone": range(9, 14)}
 _SOUND_MERGES = ((re.compile(r"^([zcs])h"), r"\1"), (re.compile(r"^l"), "n"), (re.compile(r"ng$"), "n"))
 _UNITS = set("十百千万亿")
