@@ -39,7 +39,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from zhasr.calltext.pii import KINDS, NUMBER, find_pii, placeholder  # noqa: E402
+from zhasr.calltext.pii import KINDS, NUMBER, redact  # noqa: E402
 from zhasr.config import SynthParams, load_params  # noqa: E402
 from zhasr.data.synth import plan_speakers  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
@@ -62,13 +62,6 @@ def leaks(row: PiiSentence, redacted: str) -> bool:
     digits, window = digit_view(redacted), min(4, len(row.value))
     value = row.value.replace("X", "")
     return any(value[i:i + window] in digits for i in range(len(value) - window + 1))
-
-
-def redact(text: str, kinds=KINDS) -> tuple[str, list]:
-    found = find_pii(text, kinds)
-    for f in reversed(found):
-        text = text[:f.start] + placeholder(f.kind) + text[f.end:]
-    return text, found
 
 
 def synthesize(rows: list[PiiSentence], out: Path, seed: int) -> list[Path]:

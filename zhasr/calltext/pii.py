@@ -388,6 +388,15 @@ def _with_stretches(found: list[Found], stretches: list[Found]) -> list[Found]:
     return found
 
 
+def redact(text: str, kinds: Iterable[str] = KINDS) -> tuple[str, list[Found]]:
+    """``text`` with each span of ``kinds`` replaced by its placeholder, and the spans (offsets in ``text``
+    as it was)."""
+    found = find_pii(text, kinds)
+    for f in reversed(found):
+        text = text[:f.start] + placeholder(f.kind) + text[f.end:]
+    return text, found
+
+
 def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
     """Spans of personal data of the given kinds in ``text``, in text order, not overlapping."""
     kinds = tuple(kinds)

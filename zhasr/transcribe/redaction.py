@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from zhasr.calltext.itn import numbers_to_digits
-from zhasr.calltext.pii import Found, find_pii, placeholder
+from zhasr.calltext.pii import Found, find_pii, placeholder, redact
 from zhasr.transcribe.records import Redaction, Segment, Transcription, Word
 
 JOIN_GAP_S = 3.0  # segments of one channel at most this far apart are searched as one text
@@ -38,7 +38,7 @@ def finish_text(t: Transcription, kinds: Sequence[str] = (), itn: bool = False) 
         redactions += [dataclasses.replace(r, text_start=r.start + offset, text_end=r.end + offset) for r in placed]
         if segment.text:
             offset += len(segment.text) + 1  # the Transcription's text joins segments with a space
-    removed = tuple(dataclasses.replace(r, text=_redact_plain(r.text, kinds)) for r in t.removed)
+    removed = tuple(dataclasses.replace(r, text=redact(r.text, kinds)[0] if kinds else r.text) for r in t.removed)
     return dataclasses.replace(t, text=" ".join(s.text for s in segments if s.text), segments=tuple(segments),
                                removed=removed, redactions=tuple(redactions))
 
@@ -125,12 +125,6 @@ def _words(s: Segment, spans: list[Found]) -> tuple[Word, ...]:
             out.append(w)
         at = w_end
     return tuple(out)
-
-
-def _redact_plain(text: str, kinds: Sequence[str]) -> str:
-    for f in reversed(find_pii(text, kinds) if kinds else []):
-        text = text[:f.start] + placeholder(f.kind) + text[f.end:]
-    return text
 
 
 def mute(samples: np.ndarray, rate: int, redactions: Sequence[Redaction], pad_s: float = MUTE_PAD_S) -> np.ndarray:
