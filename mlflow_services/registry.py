@@ -45,11 +45,12 @@ def version_by_alias(name: str, alias: str) -> ModelVersion | None:
 def log_and_register(name: str, model_dir: Path, language: str, tags: dict[str, str],
                      transcribe: TranscribeParams | None = None) -> ModelVersion:
     """Log ``model_dir`` as a pyfunc model in the active run and register it as a new version of ``name``;
-    its pyfunc transcribes with ``transcribe`` (the engine's settings)."""
+    its pyfunc transcribes with ``transcribe`` (the engine's settings). A linked folder is logged from where
+    it lies (MLflow refuses to copy through a link that leaves the folder it was named in)."""
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=WhisperTranscriber(),
-        artifacts={"whisper": str(model_dir)},
+        artifacts={"whisper": str(Path(model_dir).resolve())},
         code_paths=[str(Path(zhasr.__file__).parent), str(Path(mlflow_services.__file__).parent)],
         pip_requirements=PIP_REQUIREMENTS,
         model_config={"language": language, "transcribe": dataclasses.asdict(transcribe or TranscribeParams())},

@@ -129,6 +129,18 @@ def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
     assert not verdict.passed and verdict.reason.startswith("regression_set: CER")
 
 
+def test_a_model_folder_linked_from_elsewhere_registers(ctx, project, tiny_model_dir):
+    """A base model folder that is a link to a shared copy (the way a team keeps one base model for many
+    checkouts): the champion registers from it, its weights in the version's artifacts."""
+    linked = project / "shared-link" / "whisper-base"
+    linked.parent.mkdir()
+    linked.symlink_to(tiny_model_dir, target_is_directory=True)
+    with registry_run(ctx):
+        champion = ensure_champion(ctx, linked)
+    assert champion.version == 1
+    assert (registry.whisper_dir(champion) / "model.safetensors").is_file()
+
+
 def test_zhasr_gate_prints_the_verdict_as_the_report_holds_it(ctx, tiny_model_dir, capsys):
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3, regression_every=2)
     assert main(["gate"]) == 0
