@@ -3,7 +3,9 @@ encoded and decoded by FFmpeg's encoders through PyAV, as a PBX or a carrier wou
 
 ``mulaw`` and ``alaw`` are G.711 (64 kbit/s), ``amr-nb`` is AMR-NB at 12.2 kbit/s (GSM and 3G voice),
 ``amr-nb-lossy`` is AMR-NB at 7.95 kbit/s with bursty loss of 20-ms packets (zeroed, as a jitter
-buffer without concealment plays them) and a hot level that clips, ``g723`` is G.723.1 at 6.3 kbit/s
+buffer without concealment plays them) and a hot level that clips, ``g726`` is G.726 ADPCM at 32 kbit/s
+(DECT handsets, older PBX trunks), ``opus`` is Opus at 8 kbit/s in its narrowband speech mode (soft
+phones and WebRTC on a poor link), ``g723`` is G.723.1 at 6.3 kbit/s
 (a VoIP codec of another family: training augmentation leaves it out, so it stands for the codecs of
 a customer's PBX that nobody simulated). Every channel is deterministic: the
 same samples give the same output (losses are drawn from a seed made of the audio's bytes).
@@ -27,7 +29,7 @@ CODECS = TELEPHONE_CODECS
 # codec -> (container format, FFmpeg encoder, bit rate in bit/s or None)
 _ENCODERS = {"mulaw": ("wav", "pcm_mulaw", None), "alaw": ("wav", "pcm_alaw", None),
              "amr-nb": ("amr", "libopencore_amrnb", 12200), "amr-nb-lossy": ("amr", "libopencore_amrnb", 7950),
-             "g723": ("g723_1", "g723_1", 6300)}
+             "g726": ("wav", "g726", 32000), "opus": ("ogg", "libopus", 8000), "g723": ("g723_1", "g723_1", 6300)}
 _PACKET_S = 0.02  # one AMR frame
 _LOSS_START, _LOSS_STAY = 0.03, 0.4  # Gilbert model: P(a loss burst starts), P(the next packet is lost too)
 _HOT_GAIN_DB = 9.0  # the lossy channel's level error before the codec: peaks clip
@@ -61,7 +63,7 @@ def _encode_decode(samples8k: np.ndarray, codec: str) -> np.ndarray:
         frame_size = stream.codec_context.frame_size or 160
         for start in range(0, len(pcm), frame_size):
             chunk = pcm[start : start + frame_size]
-            if len(chunk) < frame_size and container_format != "wav":  # AMR and G.723.1 take whole frames only
+            if len(chunk) < frame_size and container_format != "wav":  # AMR, Opus and G.723.1 take whole frames
                 chunk = np.pad(chunk, (0, frame_size - len(chunk)))
             frame = av.AudioFrame.from_ndarray(chunk[None], format="s16", layout="mono")
             frame.rate = TELEPHONE_MAX_RATE
@@ -71,9 +73,12 @@ def _encode_decode(samples8k: np.ndarray, codec: str) -> np.ndarray:
             out.mux(packet)
     buffer.seek(0)
     with av.open(buffer, mode="r", format=container_format) as source:
-        decoded = [f.to_ndarray().reshape(-1) for f in source.decode(source.streams.audio[0])]
-    data = np.concatenate(decoded)
-    return (data.astype(np.float32) / 32768.0 if data.dtype == np.int16 else data.astype(np.float32))[: len(samples8k)]
+        frames = list(source.decode(source.streams.audio[0]))
+    data = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+    data = data.astype(np.float32) / 32768.0 if data.dtype == np.int16 else data.astype(np.float32)
+    if frames[0].sample_rate != TELEPHONE_MAX_RATE:  # Opus decodes at 48 kHz whatever it was given
+        data = soxr.resample(data, frames[0].sample_rate, TELEPHONE_MAX_RATE, quality="HQ")
+    return np.pad(data, (0, max(0, len(samples8k) - len(data))))[: len(samples8k)]
 
 
 def _lose_packets(samples8k: np.ndarray) -> np.ndarray:
