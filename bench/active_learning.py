@@ -16,11 +16,16 @@ sentences, turns decoded one by one) and on the real-speech set when ``../shared
 ``--challenger DIR``; without one it is left out. Random is run with several seeds. The goal: the best
 strategy reaches random's gain with at most half the minutes (compare its row at half the budget with
 random's at the full budget).
+
+``oracle`` is no strategy a deployment has: it ranks calls by the champion's real CER on them (the bench
+knows the references). It bounds what any ranking by expected error can gain on this pool; the rank
+correlation printed beside it says how well the champion's confidence predicts that error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -99,6 +104,12 @@ def rows_of(root: Path, name: str, calls, split: str = "train") -> list[dict]:
     return [{**r, "split": split} for r in rows if not r["decode_error"]]
 
 
+def rank_correlation(a: list[float], b: list[float]) -> float:
+    """Spearman's rho of two equally long lists (ties broken by order)."""
+    ranks = [np.argsort(np.argsort(x)).astype(float) for x in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
 def cer(model_dir: Path, adapter: Path | None, rows: list[dict], dataset: Path) -> float:
     model, processor = load_model(model_dir, adapter)
     clips = [load_16k(dataset / r["audio"]) for r in rows]
@@ -142,25 +153,34 @@ def main() -> None:
     challenger = None
     if (args.challenger / "config.json").is_file():
         challenger = Transcriber.open(args.challenger, params.transcribe)
-    candidates, durations = [], {}
-    for wav, _ in pool:
+    candidates, durations, errors = [], {}, []
+    for wav, turns in pool:
         result = champion.transcribe(wav, channels="split")
         other = challenger.transcribe(wav, channels="split") if challenger else None
         durations[wav.stem] = result.duration_s
         candidates.append(Candidate(wav.stem, result.duration_s, 1 - call_confidence(result), "2ch@8000",
                                     disagreement(result.text, other.text) if other else None))
+        said = "".join(t.text for t in sorted(turns, key=lambda t: t.start))
+        errors.append(character_error_rate([said], [result.text]).rate)
+    oracle = [dataclasses.replace(c, uncertainty=e) for c, e in zip(candidates, errors)]
     pool_min = sum(durations.values()) / 60
-    print(f"pool transcribed: {pool_min:.1f} min of calls; {time.perf_counter() - started:.0f} s", flush=True)
+    rho = rank_correlation([c.uncertainty for c in candidates], errors)
+    print(f"pool transcribed: {pool_min:.1f} min of calls; champion CER per call {100 * min(errors):.1f}-"
+          f"{100 * max(errors):.1f}% (median {100 * statistics.median(errors):.1f}); rank correlation of "
+          f"1 - confidence with it {rho:+.2f}; {time.perf_counter() - started:.0f} s", flush=True)
 
     base_test = cer(base, None, test_rows, root / "dataset")
     base_real = cer(base, None, real, root / "dataset") if real else None
     runs = [("random", args.budget, s) for s in range(args.random_seeds)]
-    for strategy in ("confidence", "disagreement") if challenger else ("confidence",):
+    for strategy in ("confidence", "disagreement", "oracle") if challenger else ("confidence", "oracle"):
         runs += [(strategy, args.budget / 2, 0), (strategy, args.budget, 0)]
     by_id = {wav.stem: (wav, turns) for wav, turns in pool}
     table = []
     for strategy, share, seed in runs:
-        chosen = choose(candidates, strategy, share * pool_min * 60, seed=seed)
+        if strategy == "oracle":
+            chosen = choose(oracle, "confidence", share * pool_min * 60)
+        else:
+            chosen = choose(candidates, strategy, share * pool_min * 60, seed=seed)
         name = f"{strategy}-{share:.2f}-{seed}"
         if not chosen:
             print(f"{name}: no call fits {share:.0%} of the pool; skipped", flush=True)
@@ -196,7 +216,8 @@ def main() -> None:
     print(f"\nrandom at {args.budget:.0%}: gain {statistics.mean(randoms):+.2f} points "
           f"(seeds {', '.join(f'{g:+.2f}' for g in randoms)})")
     if args.out:
-        summary = {"base_test_cer": base_test, "base_real_cer": base_real, "rows": table}
+        summary = {"base_test_cer": base_test, "base_real_cer": base_real, "pool_cer_per_call": errors,
+                   "confidence_rank_correlation": rho, "rows": table}
         args.out.write_text(json.dumps(summary, indent=2))
 
 
