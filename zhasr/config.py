@@ -128,8 +128,10 @@ class ModelParams:
 class TrainParams:
     method: Literal["lora", "dora", "qlora"] = "lora"  # qlora: 4-bit base, CUDA only (refused on a CPU)
     # which Linear layers get adapters: attention = q/k/v/out of encoder self-attention and of
-    # decoder self- and cross-attention; all-linear adds fc1/fc2; attention-qv is q/v only
-    targets: Literal["encoder-attention", "decoder-attention", "attention", "attention-qv", "all-linear"] = "attention"
+    # decoder self- and cross-attention; all-linear adds fc1/fc2; attention-qv is q/v only. The default
+    # leaves the decoder (Whisper's language model) as it was: real speech forgets least (docs/forgetting.md)
+    targets: Literal["encoder-attention", "decoder-attention", "attention", "attention-qv",
+                     "all-linear"] = "encoder-attention"
     rank: int = 16  # LoRA rank r
     alpha: int = 32  # LoRA scaling numerator (scale = alpha / rank)
     dropout: float = 0.05  # dropout on the LoRA branch
