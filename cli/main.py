@@ -240,8 +240,6 @@ def cmd_schedule(args: argparse.Namespace) -> Any:
 
 
 def cmd_ui(args: argparse.Namespace) -> Any:
-    import subprocess
-
     ctx = _context(args)
     from zhasr.project import mlflow_artifact_uri
 
@@ -249,7 +247,9 @@ def cmd_ui(args: argparse.Namespace) -> Any:
                "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
                "--default-artifact-root", mlflow_artifact_uri(ctx.root), "--workers", "1"]
     print(f"MLflow UI on http://127.0.0.1:{args.port}", flush=True)
-    return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    # MLflow takes this process's place: a SIGTERM to its pid (kill, a service manager) stops its web server
+    # too, where a child would have been orphaned with the server still listening
+    os.execve(sys.executable, command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,13 @@
 """The command line: stages run through it, and bad params fail with the key named."""
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 import torch
@@ -48,3 +55,36 @@ def test_qlora_on_cpu_exits_2_before_any_work(project, capsys, command):
     assert main([command, "--set", "train.method=qlora"]) == 2
     assert "train.method=qlora needs a CUDA GPU" in capsys.readouterr().err
     assert not (project / "runs").exists() and not (project / "mlflow" / "mlflow.db").exists()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_zhasr_ui_stops_with_its_web_server_on_sigterm(project):
+    """``zhasr ui`` on a free loopback port answers; a SIGTERM to the pid the caller started leaves nothing
+    listening (a child server used to outlive it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    ui = subprocess.Popen([sys.executable, "-m", "cli", "ui", "--port", str(port)], cwd=project,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(url):
+            assert ui.poll() is None and time.monotonic() < deadline, "the MLflow UI did not answer"
+            time.sleep(1)
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while _answers(url) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _answers(url), "the web server outlived zhasr ui"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
