@@ -21,10 +21,11 @@ from prefect.cache_policies import NO_CACHE
 from transformers import TrainerCallback
 
 from mlflow_services import registry, tracking
-from tasks.decoding import decode_options
+from tasks.decoding import Model, decode_options, decode_sets, load_clips, whole_clip_decoding
 from zhasr.context import StageContext
-from zhasr.data.augment import telephone_augmented
+from zhasr.data.augment import every_channel, telephone_augmented
 from zhasr.data.manifest import atomic_write_json, read_json
+from zhasr.data.text import normalize
 from zhasr.model.loading import resolve_base_model
 from zhasr.model.recipe import RoundRows, select_rows
 from zhasr.model.train import TrainReport, read_plan, train_adapter
@@ -79,12 +80,27 @@ def round_rows(ctx: StageContext, learned: set[str], resume: bool) -> RoundRows:
         p = ctx.params.train
         return select_rows(train_rows, learned, p.init_from, p.replay_ratio, p.seed)
     by_id = {r["id"]: r for r in train_rows}
-    missing = [i for i in plan["rows"] if i not in by_id]
+    pseudo_ids = {r["id"] for split in ctx.params.train.pseudo_label_splits for r in ctx.split_rows(split)}
+    missing = [i for i in plan["rows"] if i not in by_id and i not in pseudo_ids]
     if missing:
         raise ValueError(f"cannot resume: {len(missing)} clip(s) of the plan being resumed ({missing[0]}, ...) are no "
                          f"longer in the train split of {ctx.dataset_manifest()}")
-    return RoundRows([by_id[i] for i in plan["rows"]], plan["new_clips"], plan["replayed_clips"],
+    return RoundRows([by_id[i] for i in plan["rows"] if i in by_id], plan["new_clips"], plan["replayed_clips"],
                      plan["learned_batches"])
+
+
+def pseudo_labelled(ctx: StageContext, start_dir: Path) -> list[dict[str, Any]]:
+    """The clips of ``train.pseudo_label_splits`` with the start model's own transcripts as their texts
+    (decoded whole without a prompt, through the decode cache), each as it is and through every augment
+    codec; clips it hears nothing in are left out."""
+    rows = [r for split in ctx.params.train.pseudo_label_splits for r in ctx.split_rows(split)]
+    if not rows:
+        return []
+    outputs, _ = decode_sets(ctx, Model.of("start", start_dir), load_clips(ctx, {"pseudo-labels": rows}),
+                             whole_clip_decoding(ctx.params.transcribe))
+    labelled = [{**r, "text": t.text, "text_norm": normalize(t.text), "pseudo_label": True}
+                for r, t in zip(rows, outputs["pseudo-labels"].transcripts) if normalize(t.text)]
+    return every_channel(labelled, ctx.path("dataset"), ctx.path("augmented"), ctx.params.train.augment_codecs)
 
 
 def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
@@ -97,6 +113,7 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
     p = ctx.params.train
     rows = telephone_augmented(chosen.rows, ctx.path("dataset"), ctx.path("augmented"),
                                p.augment_codecs, p.telephone_augment, p.seed)
+    pseudo = pseudo_labelled(ctx, start_dir)
     dev_rows = ctx.split_rows("dev")
     stage = tracking.stage_run(ctx, "train") if main_process else contextlib.nullcontext()
     with stage, (progress_bar("cache lower encoder") if main_process else contextlib.nullcontext()) as progress:
@@ -104,7 +121,7 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
             mlflow.set_tags({"zhasr.base_model": ctx.params.model.base, "zhasr.train_start": start_name,
                              "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"]})
         result = train_adapter(
-            start_dir, rows, ctx.path("dataset"), ctx.path("runs") / "train", p,
+            start_dir, rows + pseudo, ctx.path("dataset"), ctx.path("runs") / "train", p,
             language=ctx.params.model.language, task=ctx.params.model.task, decode=decode_options(ctx),
             dev_rows=dev_rows, resume=resume, callbacks=[MlflowStepLogger()] if main_process else [],
             progress=progress, note={"new_clips": chosen.new, "replayed_clips": chosen.replayed,
@@ -120,13 +137,14 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
             best_step=result.best_step, best_dev_cer=result.best_dev_cer,
             world_size=int(os.environ.get("WORLD_SIZE", "1")), trainable_params=result.trainable_params,
             total_params=result.total_params, loss_history=list(result.loss_history),
-            dev_cer_history=list(result.dev_cer_history))
+            dev_cer_history=list(result.dev_cer_history), pseudo_labelled_clips=len(pseudo))
         summary = report.to_dict()
         if not main_process:
             return summary
         mlflow.log_metrics({"train_final_loss": result.final_loss, "train_seconds": result.seconds,
                             "train_cache_seconds": result.cache_seconds, "train_clips": len(chosen.rows),
                             "train_new_clips": chosen.new, "train_replayed_clips": chosen.replayed,
+                            "train_pseudo_labelled_clips": len(pseudo),
                             "train_steps": result.steps, "train_windows": result.windows,
                             "train_clips_per_second": result.clips_per_second,
                             "trainable_params": result.trainable_params})

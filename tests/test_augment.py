@@ -8,7 +8,7 @@ import numpy as np
 from conftest import write_tone
 
 from zhasr.data.audio import load_16k
-from zhasr.data.augment import chosen_codec, telephone_augmented
+from zhasr.data.augment import chosen_codec, every_channel, telephone_augmented
 
 
 def test_a_hash_picks_the_share_and_the_codec_of_each_clip():
@@ -38,3 +38,15 @@ def test_wideband_clips_go_through_their_codec_once_and_narrowband_ones_stay(tmp
         assert len(heard) == len(load_16k(dataset / original["audio"]))
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 6 and telephone_augmented(rows, dataset, out, ["alaw", "amr-nb"], 1.0) == augmented
+
+
+def test_every_channel_keeps_each_wideband_clip_and_adds_it_through_every_codec(tmp_path):
+    dataset, out = tmp_path / "dataset", tmp_path / "augmented"
+    write_tone(dataset / "a.wav", 1.0)
+    rows = [{"id": "a", "audio": "a.wav", "audio_sha256": "a" * 64, "band": "wideband", "text_norm": "你好"},
+            {"id": "phone", "audio": "a.wav", "audio_sha256": "b" * 64, "band": "telephone", "text_norm": "喂"}]
+    heard = every_channel(rows, dataset, out, ["mulaw", "amr-nb-lossy"])
+    assert [(r["id"], r.get("codec")) for r in heard] == [("a", None), ("a", "mulaw"), ("a", "amr-nb-lossy"),
+                                                          ("phone", None)]
+    assert heard[0] is rows[0] and {r["text_norm"] for r in heard[:3]} == {"你好"}  # the text goes with the audio
+    assert sorted(p.name for p in out.iterdir()) == [f"{'a' * 64}.amr-nb-lossy.wav", f"{'a' * 64}.mulaw.wav"]

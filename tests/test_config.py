@@ -54,6 +54,7 @@ def test_override_sets_nested_value_with_its_type():
     ("ingest.regression_tuning_fraction=1", "ingest.regression_tuning_fraction"),
     ("train.augment_codecs=[speex]", "train.augment_codecs: unknown codec(s) speex"),
     ("train.telephone_augment=1.5", "train.telephone_augment"),
+    ("train.pseudo_label_splits=[tuning, telephone-g723]", "train.pseudo_label_splits: telephone-g723 is trained"),
     ("regression.speaker_pattern='thchs30_A2'", "regression.speaker_pattern 'thchs30_A2': needs a group"),
 ])
 def test_bad_override_names_the_key(override, key):

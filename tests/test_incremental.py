@@ -94,3 +94,33 @@ def test_the_guard_merges_at_smaller_weights_while_general_speech_loses_more_tha
     assert {"loss_tuning", "loss_tuning-telephone", "loss_tuning-telephone-g723"} <= keys
     assert not any("regression" in k for k in keys)
     assert report.max_logit_diff < 1e-3 and ctx.read_report("merge", MergeReport) == report
+
+
+def test_pseudo_label_replay_trains_on_real_speech_with_the_start_models_own_transcripts(project, tiny_model_dir):
+    from tasks import train
+    from tasks.decoding import Model, decode_sets, load_clips, whole_clip_decoding
+
+    from zhasr.config import SynthParams
+    from zhasr.data.synth import synthesize_batch
+
+    write_speech_batch(project, "b1", 4)
+    # speech the VAD finds (a tone has none): three wideband synthetic clips stand in for real speech
+    spoken = synthesize_batch(project / "data" / "incoming", SynthParams(batch="real", n_clips=3, n_speakers=3,
+                              telephone_fraction=0.0, snr_db=[60.0]), progress=lambda done, total: None)
+    rows = [json.loads(line) for line in (spoken / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    write_batch(project / "data" / "incoming", "real", [{**r, "split": "regression"} for r in rows])
+    ctx = context(project, "train.pseudo_label_splits=[tuning]", "train.augment_codecs=[mulaw]",
+                  "transcribe.max_new_tokens=8", "ingest.regression_tuning_fraction=0.99")  # all in the tuning half
+    prepare_data(ctx)
+    real = ctx.split_rows("tuning")
+    decoded, _ = decode_sets(ctx, Model.of("start", tiny_model_dir), load_clips(ctx, {"real": real}),
+                             whole_clip_decoding(ctx.params.transcribe))
+    heard = [t.text for t in decoded["real"].transcripts]
+    assert any(heard), "the tiny model heard nothing: no pseudo-label to train on"
+
+    summary = train.run(ctx)
+    kept = [r["id"] for r, text in zip(real, heard) if text.strip()]
+    assert summary["pseudo_labelled_clips"] == 2 * len(kept)  # as it is and through mu-law
+    assert summary["train_clips"] == 4  # the labelled clips are counted apart
+    plan = json.loads((project / "runs" / "train" / "plan.json").read_text(encoding="utf-8"))
+    assert sorted(i for i in plan["rows"] if i.startswith("real")) == sorted(kept * 2)

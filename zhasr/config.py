@@ -174,6 +174,11 @@ class TrainParams:
     # weight of KL(start model || adapted model) over the label tokens added to the loss: the start model
     # (adapters off, one more forward pass a step) keeps the adapted one near what it knew; 0 = off
     kl_to_start: float = 0.0
+    # Pseudo-label replay: the clips of these dataset splits (their references unused) are trained on with
+    # the start model's own transcripts as targets (decoded whole, no prompt), each as it is and through
+    # every augment codec: real speech the adapted model must keep reading as it did. Never a split the
+    # gate judges (test, dev, regression, telephone...); "tuning" is also what the merge guard reads.
+    pseudo_label_splits: list[str] = field(default_factory=list)
     # Packed training windows: clips of one channel share a window of up to pack_window_s seconds (s;
     # 0 = a window a clip), pack_gap_s of silence between them; batch_size counts windows. Labels: the
     # clips' texts joined, or with pack_timestamps Whisper's timestamped layout. Measured in docs/training.md.
@@ -493,6 +498,11 @@ def _check_train(train: TrainParams) -> None:
     if not 0 <= train.telephone_augment <= 1:
         raise ConfigError(f"train.telephone_augment: expected a share within 0-1, got {train.telephone_augment}")
     _check_codecs("train.augment_codecs", train.augment_codecs)
+    judged = [s for s in train.pseudo_label_splits
+              if s in ("train", "dev", "test", "regression") or s.startswith("telephone")]
+    if judged:
+        raise ConfigError(f"train.pseudo_label_splits: {', '.join(judged)} is trained on already or judged by "
+                          "the gate; name unlabelled real speech such as the tuning half (tuning)")
     if train.cached_encoder_layers < -1:
         raise ConfigError(f"train.cached_encoder_layers: expected -1 (auto) or a layer count, got {train.cached_encoder_layers}")
     for key in ("epochs", "batch_size", "grad_accum", "evaluations"):

@@ -29,6 +29,15 @@ def chosen_codec(audio_sha256: str, codecs: Sequence[str], fraction: float, seed
     return codecs[int(_unit(f"codec:{seed}:{audio_sha256}") * len(codecs))]
 
 
+def _through(row: dict[str, Any], codec: str, dataset_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """``row`` as heard through ``codec``: its audio written once to ``<out_dir>/<sha256>.<codec>.wav``."""
+    path = Path(out_dir) / f"{row['audio_sha256']}.{codec}.wav"
+    if not path.is_file():
+        heard = telephone(load_16k(Path(dataset_dir) / row["audio"]), codec, TARGET_RATE)
+        atomic_write_bytes(path, wav_bytes(heard, TARGET_RATE))
+    return {**row, "audio": str(path.resolve()), "band": "telephone", "codec": codec}
+
+
 def telephone_augmented(rows: Sequence[dict[str, Any]], dataset_dir: Path, out_dir: Path, codecs: Sequence[str],
                         fraction: float, seed: int = 0) -> list[dict[str, Any]]:
     """``rows`` with the chosen wideband clips replaced by their telephone versions: ``audio`` an absolute
@@ -37,12 +46,16 @@ def telephone_augmented(rows: Sequence[dict[str, Any]], dataset_dir: Path, out_d
     out = []
     for row in rows:
         codec = chosen_codec(row["audio_sha256"], codecs, fraction, seed) if row.get("band") == "wideband" else None
-        if codec is None:
-            out.append(row)
-            continue
-        path = Path(out_dir) / f"{row['audio_sha256']}.{codec}.wav"
-        if not path.is_file():
-            heard = telephone(load_16k(Path(dataset_dir) / row["audio"]), codec, TARGET_RATE)
-            atomic_write_bytes(path, wav_bytes(heard, TARGET_RATE))
-        out.append({**row, "audio": str(path.resolve()), "band": "telephone", "codec": codec})
+        out.append(row if codec is None else _through(row, codec, dataset_dir, out_dir))
+    return out
+
+
+def every_channel(rows: Sequence[dict[str, Any]], dataset_dir: Path, out_dir: Path,
+                  codecs: Sequence[str]) -> list[dict[str, Any]]:
+    """Each row as it is and, when wideband, once more through every codec of ``codecs`` (same text)."""
+    out = []
+    for row in rows:
+        out.append(row)
+        if row.get("band") == "wideband":
+            out.extend(_through(row, codec, dataset_dir, out_dir) for codec in codecs)
     return out

@@ -98,6 +98,8 @@ class TrainReport:
     total_params: int
     loss_history: list[tuple[int, float]]  # (step, loss)
     dev_cer_history: list[tuple[int, float]]  # (step, dev CER 0-1)
+    # clips of train.pseudo_label_splits with the start model's transcripts, counted once per channel
+    pseudo_labelled_clips: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
