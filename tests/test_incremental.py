@@ -99,7 +99,6 @@ def test_the_guard_merges_at_smaller_weights_while_general_speech_loses_more_tha
 def test_pseudo_label_replay_trains_on_real_speech_with_the_start_models_own_transcripts(project, tiny_model_dir):
     from tasks import train
     from tasks.decoding import Model, decode_sets, load_clips, whole_clip_decoding
-
     from zhasr.config import SynthParams
     from zhasr.data.synth import synthesize_batch
 

@@ -2,6 +2,8 @@
 encoded and decoded by FFmpeg's encoders through PyAV, as a PBX or a carrier would.
 
 ``mulaw`` and ``alaw`` are G.711 (64 kbit/s), ``amr-nb`` is AMR-NB at 12.2 kbit/s (GSM and 3G voice),
+``amr-nb-any`` is AMR-NB at one of its eight modes (4.75-12.2 kbit/s) drawn from the audio, as a mobile
+network's rate adaptation picks one by radio conditions,
 ``amr-nb-lossy`` is AMR-NB at 7.95 kbit/s with bursty loss of 20-ms packets (zeroed, as a jitter
 buffer without concealment plays them) and a hot level that clips, ``g726`` is G.726 ADPCM at 32 kbit/s
 (DECT handsets, older PBX trunks), ``opus`` is Opus at 8 kbit/s in its narrowband speech mode (soft
@@ -28,8 +30,10 @@ from zhasr.data.audio import TARGET_RATE, TELEPHONE_BAND_HZ, TELEPHONE_MAX_RATE,
 CODECS = TELEPHONE_CODECS
 # codec -> (container format, FFmpeg encoder, bit rate in bit/s or None)
 _ENCODERS = {"mulaw": ("wav", "pcm_mulaw", None), "alaw": ("wav", "pcm_alaw", None),
-             "amr-nb": ("amr", "libopencore_amrnb", 12200), "amr-nb-lossy": ("amr", "libopencore_amrnb", 7950),
+             "amr-nb": ("amr", "libopencore_amrnb", 12200), "amr-nb-any": ("amr", "libopencore_amrnb", 12200),
+             "amr-nb-lossy": ("amr", "libopencore_amrnb", 7950),
              "g726": ("wav", "g726", 32000), "opus": ("ogg", "libopus", 8000), "g723": ("g723_1", "g723_1", 6300)}
+_AMR_MODES = (4750, 5150, 5900, 6700, 7400, 7950, 10200, 12200)  # bit/s
 _PACKET_S = 0.02  # one AMR frame
 _LOSS_START, _LOSS_STAY = 0.03, 0.4  # Gilbert model: P(a loss burst starts), P(the next packet is lost too)
 _HOT_GAIN_DB = 9.0  # the lossy channel's level error before the codec: peaks clip
@@ -49,11 +53,17 @@ def narrowband(samples: np.ndarray, rate: int = TARGET_RATE) -> np.ndarray:
     return out
 
 
-def _encode_decode(samples8k: np.ndarray, codec: str) -> np.ndarray:
-    """(n,) float32 at 8 kHz through the codec's encoder and FFmpeg's decoder, (m,) float32 at 8 kHz."""
+def _audio_seed(samples: np.ndarray) -> int:
+    return int.from_bytes(hashlib.sha256(samples.tobytes()).digest()[:8], "little")
+
+
+def _encode_decode(samples8k: np.ndarray, codec: str, bit_rate: int | None = None) -> np.ndarray:
+    """(n,) float32 at 8 kHz through the codec's encoder (at ``bit_rate`` bit/s, else the codec's) and
+    FFmpeg's decoder, (m,) float32 at 8 kHz."""
     import av
 
-    container_format, encoder, bit_rate = _ENCODERS[codec]
+    container_format, encoder, codec_rate = _ENCODERS[codec]
+    bit_rate = bit_rate or codec_rate
     pcm = (np.clip(samples8k, -1.0, 32767 / 32768) * 32768).astype(np.int16)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container_format) as out:
@@ -83,8 +93,7 @@ def _encode_decode(samples8k: np.ndarray, codec: str) -> np.ndarray:
 
 def _lose_packets(samples8k: np.ndarray) -> np.ndarray:
     """Bursty loss of 20-ms packets (a two-state Gilbert model), seeded by the audio itself."""
-    seed = int.from_bytes(hashlib.sha256(samples8k.tobytes()).digest()[:8], "little")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_audio_seed(samples8k))
     step = int(_PACKET_S * TELEPHONE_MAX_RATE)
     out, lost = samples8k.copy(), False
     for start in range(0, len(out), step):
@@ -101,7 +110,8 @@ def telephone(samples: np.ndarray, codec: str, rate: int = TARGET_RATE) -> np.nd
     band = narrowband(samples, rate)
     if codec == "amr-nb-lossy":
         band = np.clip(band * 10 ** (_HOT_GAIN_DB / 20), -1.0, 1.0)
-    heard = _encode_decode(band, codec)
+    mode = _AMR_MODES[_audio_seed(band) % len(_AMR_MODES)] if codec == "amr-nb-any" else None
+    heard = _encode_decode(band, codec, mode)
     if codec == "amr-nb-lossy":
         heard = _lose_packets(heard)
     back = soxr.resample(heard, TELEPHONE_MAX_RATE, rate, quality="HQ")
