@@ -98,7 +98,7 @@ def pseudo_labelled(ctx: StageContext, start_dir: Path) -> list[dict[str, Any]]:
         return []
     outputs, _ = decode_sets(ctx, Model.of("start", start_dir), load_clips(ctx, {"pseudo-labels": rows}),
                              whole_clip_decoding(ctx.params.transcribe))
-    labelled = [{**r, "text": t.text, "text_norm": normalize(t.text), "pseudo_label": True}
+    labelled = [{**r, "text": t.text, "text_norm": normalize(t.text)}
                 for r, t in zip(rows, outputs["pseudo-labels"].transcripts) if normalize(t.text)]
     return every_channel(labelled, ctx.path("dataset"), ctx.path("augmented"), ctx.params.train.augment_codecs)
 

@@ -62,7 +62,7 @@ class SynthParams:
 
 
 # Telephone channels made with real codecs (zhasr.data.codecs): G.711 mu-law and A-law, AMR-NB at 12.2
-# kbit/s, AMR-NB at 7.95 kbit/s with packet loss and clipping, G.726 ADPCM at 32 kbit/s, Opus at 8 kbit/s,
+# kbit/s and at a mode drawn per clip, AMR-NB at 7.95 kbit/s with packet loss and clipping, G.726 ADPCM at 32 kbit/s, Opus at 8 kbit/s,
 # G.723.1 at 6.3 kbit/s.
 TELEPHONE_CODECS = ("mulaw", "alaw", "amr-nb", "amr-nb-any", "amr-nb-lossy", "g726", "opus", "g723")
 
