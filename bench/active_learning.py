@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.2, help="share of the pool's minutes labelled")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--steps", type=int, default=0,
+                        help="every run trains exactly this many steps, whatever it labelled (0: --epochs decide)")
     parser.add_argument("--challenger", type=Path, default=REPO / "models" / "candidate")
     parser.add_argument("--codecs", default="mulaw", help="telephone codecs the calls go through, one a call in turn "
                                                             "(e.g. mulaw,amr-nb-lossy,g723: a mix of lines)")
@@ -186,14 +188,17 @@ def main() -> None:
             print(f"{name}: no call fits {share:.0%} of the pool; skipped", flush=True)
             continue
         rows = rows_of(root, name, [by_id[c.call_id] for c in chosen])
-        options = TrainParams(epochs=args.epochs, max_steps=0, time_budget_s=0, evaluations=1, seed=seed)
-        adapter = train_adapter(base, rows, root / "dataset", root / f"run-{name}", options).adapter_dir
+        # with --steps, epochs are left unbounded and max_steps stops every run at the same step
+        options = TrainParams(epochs=1e6 if args.steps else args.epochs, max_steps=args.steps, time_budget_s=0,
+                              evaluations=1, seed=seed)
+        trained = train_adapter(base, rows, root / "dataset", root / f"run-{name}", options)
+        adapter = trained.adapter_dir
         test_cer = cer(base, adapter, test_rows, root / "dataset")
         real_cer = cer(base, adapter, real, root / "dataset") if real else None
         minutes = sum(c.duration_s for c in chosen) / 60
         speech_min = sum(r["duration_s"] for r in rows) / 60
         table.append({"strategy": strategy, "seed": seed, "budget_share": share, "calls": len(chosen),
-                      "call_min": round(minutes, 2), "speech_min": round(speech_min, 2),
+                      "call_min": round(minutes, 2), "speech_min": round(speech_min, 2), "steps": trained.steps,
                       "test_cer": round(test_cer, 4), "gain_points": round(100 * (base_test - test_cer), 2),
                       "gain_per_min": round(100 * (base_test - test_cer) / minutes, 3),
                       "real_cer": None if real_cer is None else round(real_cer, 4)})
@@ -202,16 +207,16 @@ def main() -> None:
     print(f"\nwhisper-base before labelling: test CER {100 * base_test:.2f}%"
           + (f", real speech {100 * base_real:.2f}%" if base_real is not None else ""))
     print(f"pool {len(pool)} calls ({args.codecs}), {pool_min:.1f} min; budget {args.budget:.0%} of it; "
-          f"{args.epochs} epochs; "
-          f"total {time.perf_counter() - started:.0f} s\n")
-    print("| strategy | seed | budget | calls | call min | speech min | test CER % | gain (points) | gain / call min "
-          "| real CER % |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          + (f"{args.steps} steps a run; " if args.steps else f"{args.epochs} epochs; ")
+          + f"total {time.perf_counter() - started:.0f} s\n")
+    print("| strategy | seed | budget | calls | call min | speech min | steps | test CER % | gain (points) "
+          "| gain / call min | real CER % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for t in table:
         real_text = "" if t["real_cer"] is None else f"{100 * t['real_cer']:.2f}"
         print(f"| {t['strategy']} | {t['seed']} | {t['budget_share']:.0%} | {t['calls']} | {t['call_min']} | "
-              f"{t['speech_min']} | {100 * t['test_cer']:.2f} | {t['gain_points']:+.2f} | {t['gain_per_min']:+.3f} "
-              f"| {real_text} |")
+              f"{t['speech_min']} | {t['steps']} | {100 * t['test_cer']:.2f} | {t['gain_points']:+.2f} "
+              f"| {t['gain_per_min']:+.3f} | {real_text} |")
     randoms = [t["gain_points"] for t in table if t["strategy"] == "random"]
     print(f"\nrandom at {args.budget:.0%}: gain {statistics.mean(randoms):+.2f} points "
           f"(seeds {', '.join(f'{g:+.2f}' for g in randoms)})")
