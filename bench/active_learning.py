@@ -3,6 +3,7 @@
     .venv/bin/python bench/active_learning.py                    # 40 pool calls, 12 test calls, whisper-base
     .venv/bin/python bench/active_learning.py --calls 20 --test-calls 6 --epochs 2   # quicker
     .venv/bin/python bench/active_learning.py --codecs mulaw,amr-nb-lossy,g723       # calls over several lines
+    .venv/bin/python bench/active_learning.py --steps 24     # every run the same steps: labels, not compute
 
 A pool of generated two-channel 8 kHz mu-law calls (synthetic voices, agent left, customer right) is
 transcribed by the champion (whisper-base) in split mode, as ``zhasr label push`` does. Each strategy of
