@@ -3,6 +3,7 @@
     .venv/bin/python bench/redaction.py                     # 200 sentences a kind, 300 without personal data
     .venv/bin/python bench/redaction.py --per-kind 40 --others 60    # quicker
     .venv/bin/python bench/redaction.py --rescore out.json  # the decodings of an earlier --out, scored again
+    .venv/bin/python bench/redaction.py --adapt 60          # also: the candidate trained on calls with numbers
 
 Sentences of ``zhasr.data.synth.personal`` (a number of each kind in a call-center sentence, written in
 one of five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz mu-law telephone,
@@ -19,6 +20,12 @@ service serves it). ``zhasr.calltext.pii.find_pii`` is run on each reference tex
 - digits right: decoded sentences whose digits contain the whole number (what the model heard);
 - with number: leak-free when the opt-in kind ``number`` also masks every other run of 7+ digits, and
   (last line) how many sentences without personal data it masks.
+
+``--adapt N`` asks what labelled calls with numbers would give: the candidate (``models/candidate``) is
+trained with the project's training defaults on N sentences of every kind and N without personal data of
+another seed (other numbers, voice settings and noise), said only in the even-numbered sentence frames of
+each kind; merged and exported to ct2 int8, it decodes the same set, which is then scored twice: whole, and
+on its odd-numbered frames alone (sentences never trained on).
 """
 
 from __future__ import annotations
@@ -40,10 +47,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from zhasr.calltext.pii import KINDS, NUMBER, redact  # noqa: E402
-from zhasr.config import SynthParams, load_params  # noqa: E402
+from zhasr.config import IngestParams, SynthParams, load_params  # noqa: E402
+from zhasr.data.ingest import ingest_batches  # noqa: E402
 from zhasr.data.synth import plan_speakers  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
 from zhasr.data.synth.voice import Call, apply_channel, render, speak, to_pinyin  # noqa: E402
+from zhasr.export.ct2 import write_ct2  # noqa: E402
+from zhasr.model.merge import merge_adapter  # noqa: E402
+from zhasr.model.train import train_adapter  # noqa: E402
 from zhasr.progress import progress_bar  # noqa: E402
 from zhasr.transcribe import Transcriber  # noqa: E402
 
@@ -141,20 +152,48 @@ def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
           "personal data")
 
 
-def decode(rows: list[PiiSentence], args: argparse.Namespace) -> tuple[Path, list[str]]:
-    model = args.model or next(p for p in (REPO / "models/exports/ct2-int8", REPO / "models/candidate")
-                               if (p / "config.json").is_file())
+def decode(model: Path, paths: list[Path]) -> list[str]:
     started = time.perf_counter()
-    paths = synthesize(rows, Path(tempfile.mkdtemp(prefix="zhasr-redaction-")), args.seed)
-    synth_s = time.perf_counter() - started
     transcriber = Transcriber.open(model, load_params(REPO / "params.yaml").transcribe)
     total = sum(sf.info(p).duration for p in paths)
     with progress_bar("decode (s of speech)") as report:
         results = transcriber.transcribe_many(paths, across_inputs=True,
                                               progress=lambda done, whole: report(round(done), round(whole)))
-    print(f"{len(rows)} sentences, {total / 60:.1f} min of speech; synthesis {synth_s:.0f} s, decoding "
-          f"{time.perf_counter() - started - synth_s:.0f} s with {model}")
-    return model, [r.text for r in results]
+    print(f"{len(paths)} sentences, {total / 60:.1f} min of speech decoded in {time.perf_counter() - started:.0f} s "
+          f"with {model}", flush=True)
+    return [r.text for r in results]
+
+
+def adapt(model: Path, per_kind: int, seed: int, work: Path) -> Path:
+    """``model`` (Hugging Face) trained on ``per_kind`` sentences of every kind and as many without personal
+    data in the even-numbered frames, as labelled calls; merged, and exported to ct2 int8 (returned)."""
+    rows = personal_set(seed, per_kind, per_kind, frames="even")
+    batch = work / "incoming" / "numbers"
+    (batch / "audio").mkdir(parents=True)
+    paths = synthesize(rows, batch / "audio", seed)
+    (batch / "manifest.jsonl").write_text("".join(
+        json.dumps({"id": p.stem, "audio": f"audio/{p.name}", "text": r.text, "speaker": f"{seed}-{i % 14}"},
+                   ensure_ascii=False) + "\n" for i, (p, r) in enumerate(zip(paths, rows))), encoding="utf-8")
+    every_row_in_train = IngestParams(dev_fraction=0.0, test_fraction=0.0, template_test_fraction=0.0)
+    train_rows = [r for r in ingest_batches(batch.parent, work / "dataset", every_row_in_train) if not r["decode_error"]]
+    started = time.perf_counter()
+    trained = train_adapter(model, train_rows, work / "dataset", work / "run", load_params(REPO / "params.yaml").train)
+    merged = merge_adapter(model, trained.adapter_dir, work / "merged")
+    print(f"trained on {len(train_rows)} sentences ({sum(r['duration_s'] for r in train_rows) / 60:.1f} min): "
+          f"{trained.steps} steps, {time.perf_counter() - started:.0f} s with the merge", flush=True)
+    return write_ct2(merged, work / "ct2-int8")
+
+
+def report(title: str, rows: list[PiiSentence], texts: list[str]) -> dict:
+    """Print and return the decoded text's tables: all of it, and each channel alone."""
+    decoded = score(rows, texts, True)
+    print_table(f"Decoded text ({title})", decoded)
+    by_channel = {}
+    for name, parity in (("wideband", 0), ("telephone", 1)):
+        picked = [i for i in range(len(rows)) if i % 2 == parity]
+        by_channel[name] = score([rows[i] for i in picked], [texts[i] for i in picked], True)
+        print_table(f"Decoded text ({title}), {name} clips only", by_channel[name])
+    return {"decoded": decoded, "by_channel": by_channel}
 
 
 def main() -> None:
@@ -163,30 +202,44 @@ def main() -> None:
     parser.add_argument("--others", type=int, default=300, help="sentences with numbers that are not personal data")
     parser.add_argument("--seed", type=int, default=20261205)
     parser.add_argument("--model", type=Path, help="default: models/exports/ct2-int8, else models/candidate")
+    parser.add_argument("--adapt", type=int, default=0, metavar="N",
+                        help="also train models/candidate on N sentences a kind of another seed (see above)")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
     args = parser.parse_args()
     rows = personal_set(args.seed, args.per_kind, args.others)
+    adapted_texts = None
     if args.rescore:
         earlier = json.loads(args.rescore.read_text(encoding="utf-8"))
         model, texts = Path(earlier["model"]), [r["decoded"] for r in earlier["rows"]]
         if [r["reference"] for r in earlier["rows"]] != [r.text for r in rows]:
             raise SystemExit(f"{args.rescore}: made with other --seed, --per-kind or --others")
+        if "adapted" in earlier:
+            adapted_texts = [r["decoded_adapted"] for r in earlier["rows"]]
     else:
-        model, texts = decode(rows, args)
-    reference, decoded = score(rows, [r.text for r in rows], False), score(rows, texts, True)
+        model = args.model or next(p for p in (REPO / "models/exports/ct2-int8", REPO / "models/candidate")
+                                   if (p / "config.json").is_file())
+        work = Path(tempfile.mkdtemp(prefix="zhasr-redaction-"))
+        (work / "set").mkdir()
+        paths = synthesize(rows, work / "set", args.seed)
+        texts = decode(model, paths)
+        if args.adapt:
+            adapted_texts = decode(adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work), paths)
+    reference = score(rows, [r.text for r in rows], False)
     print_table("Reference text (every written form)", reference)
-    print_table("Decoded text (the candidate)", decoded)
-    by_channel = {}
-    for name, parity in (("wideband", 0), ("telephone", 1)):
-        picked = [i for i in range(len(rows)) if i % 2 == parity]
-        by_channel[name] = score([rows[i] for i in picked], [texts[i] for i in picked], True)
-        print_table(f"Decoded text, {name} clips only", by_channel[name])
+    result = {"model": str(model), "reference": reference, **report("the candidate", rows, texts)}
+    if adapted_texts is not None:
+        held_out = [i for i, r in enumerate(rows) if r.frame % 2]
+        result["adapted"] = report(f"the candidate trained on {args.adapt} sentences a kind", rows, adapted_texts)
+        for key, title, texts_of in (("held_out_frames_before", "the candidate", texts),
+                                     ("held_out_frames_after", "trained", adapted_texts)):
+            result["adapted"][key] = score([rows[i] for i in held_out], [texts_of[i] for i in held_out], True)
+            print_table(f"Decoded text ({title}), only the frames never trained on", result["adapted"][key])
     if args.out:
-        args.out.write_text(json.dumps({
-            "model": str(model), "reference": reference, "decoded": decoded, "by_channel": by_channel,
-            "rows": [{"kind": r.kind, "form": r.form, "reference": r.text, "decoded": t} for r, t in zip(rows, texts)]},
-            ensure_ascii=False, indent=1))
+        result["rows"] = [{"kind": r.kind, "form": r.form, "frame": r.frame, "reference": r.text, "decoded": t}
+                          | ({"decoded_adapted": adapted_texts[i]} if adapted_texts is not None else {})
+                          for i, (r, t) in enumerate(zip(rows, texts))]
+        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,15 @@ def test_generated_numbers_in_every_written_form_are_found_and_orders_amounts_da
         assert recall >= 0.99 and precision >= 0.95, (kind, recall, precision)
 
 
+def test_even_and_odd_frames_split_every_kinds_sentences_and_all_frames_draw_as_before():
+    even, odd = (personal_set(seed=5, per_kind=40, others=40, frames=f) for f in ("even", "odd"))
+    assert {r.frame % 2 for r in even} == {0} and {r.frame % 2 for r in odd} == {1}
+    assert {r.kind for r in even} == {r.kind for r in odd} == {*KINDS, ""}
+    every = personal_set(seed=778, per_kind=200, others=300)  # the set docs/transcripts.md reports
+    assert {r.frame % 2 for r in every} == {0, 1}
+    assert (every[0].text, every[-1].text) == ("有问题请回拨幺三八五零四二七二七幺，谢谢。", "手机号后四位是六六零二。")
+
+
 HELD_OUT = [  # phrased unlike the generator's templates
     ("phone", "那你记一下我老婆的手机，139 0571 2288，白天都能打通"),
     ("phone", "麻烦回个电话到零二一六二三四五六七八"),

@@ -12,6 +12,7 @@ Luhn.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pypinyin import Style, lazy_pinyin
@@ -53,6 +54,17 @@ class PiiSentence:
     end: int
     form: str  # one of FORMS
     pinyin_override: str | None = None  # espeak-ng pinyin when ``said`` holds Latin letters (e-mail)
+    frame: int = 0  # which sentence frame of its kind (or of the sentences without personal data) it fills
+
+Frames = Literal["all", "even", "odd"]  # the sentence frames drawn from, by their index
+
+
+def _frame(rng: np.random.Generator, count: int, frames: Frames) -> int:
+    """A frame index below ``count``; "all" draws exactly as sets made before frames could be chosen."""
+    if frames == "all":
+        return int(rng.integers(count))
+    allowed = range(0 if frames == "even" else 1, count, 2)
+    return allowed[int(rng.integers(len(allowed)))]
 
 
 def _digits(rng: np.random.Generator, n: int) -> str:
@@ -118,15 +130,16 @@ def _email(rng: np.random.Generator, form: str) -> tuple[str, str, str, str]:
     return written, said, pinyin, address
 
 
-def personal_sentence(rng: np.random.Generator, kind: str, form: str) -> PiiSentence:
-    """One sentence with a number of ``kind`` written in ``form``."""
-    template = _TEMPLATES[kind][int(rng.integers(len(_TEMPLATES[kind])))]
+def personal_sentence(rng: np.random.Generator, kind: str, form: str, frames: Frames = "all") -> PiiSentence:
+    """One sentence with a number of ``kind`` written in ``form``, in one of ``frames``."""
+    frame = _frame(rng, len(_TEMPLATES[kind]), frames)
+    template = _TEMPLATES[kind][frame]
     head, tail = template.split("{n}")
     if kind == "email":
         written, said, pinyin, value = _email(rng, form)
         pinyin = " ".join(p for p in (to_pinyin(head) if head else "", pinyin, to_pinyin(tail) if tail else "") if p)
         return PiiSentence(head + said + tail, head + written + tail, kind, value, len(head), len(head) + len(written),
-                           form, pinyin)
+                           form, pinyin, frame)
     value = {"phone": phone_number, "id_card": id_card_number, "bank_card": bank_card_number}.get(
         kind, lambda r: _digits(r, int(r.choice([3, 4, 6, 6, 8]) if "安全码" not in template else 3)))(rng)
     groups = _groups(kind, value)
@@ -135,12 +148,13 @@ def personal_sentence(rng: np.random.Generator, kind: str, form: str) -> PiiSent
     number_said = ("，" if pause else "").join(_numerals(g, yao) for g in groups)
     written = number_said if form == "said" else _written(groups, form, yao)
     return PiiSentence(head + number_said + tail, head + written + tail, kind, value, len(head),
-                       len(head) + len(written), form)
+                       len(head) + len(written), form, frame=frame)
 
 
-def other_sentence(rng: np.random.Generator, form: str) -> PiiSentence:
+def other_sentence(rng: np.random.Generator, form: str, frames: Frames = "all") -> PiiSentence:
     """A sentence with numbers that are not personal data (order number, amount, date, time, staff number)."""
-    template = _OTHER[int(rng.integers(len(_OTHER)))]
+    frame = _frame(rng, len(_OTHER), frames)
+    template = _OTHER[frame]
     order = _digits(rng, int(rng.integers(10, 20)))
     slots_said = {"order": _numerals(order, False), "amount": int_zh(int(rng.integers(10, 5000))) + "元",
                   "date": f"{int_zh(int(rng.integers(1, 13)))}月{int_zh(int(rng.integers(1, 29)))}号",
@@ -150,11 +164,14 @@ def other_sentence(rng: np.random.Generator, form: str) -> PiiSentence:
     said = template.format(**slots_said)
     text = template.format(**{**slots_said, "order": order if form in ("digits", "spaced", "dashed") else
                               slots_said["order"]})
-    return PiiSentence(said, text, "", "", 0, 0, form)
+    return PiiSentence(said, text, "", "", 0, 0, form, frame=frame)
 
 
-def personal_set(seed: int, per_kind: int, others: int, kinds=tuple(_TEMPLATES)) -> list[PiiSentence]:
-    """``per_kind`` sentences of each kind and ``others`` without personal data, forms in turn."""
+def personal_set(seed: int, per_kind: int, others: int, kinds=tuple(_TEMPLATES), frames: Frames = "all"
+                 ) -> list[PiiSentence]:
+    """``per_kind`` sentences of each kind and ``others`` without personal data, forms in turn; ``frames``
+    "even" and "odd" split every kind's sentence frames in two, for training on one half and judging on the
+    other."""
     rng = np.random.default_rng(seed)
-    out = [personal_sentence(rng, kind, FORMS[i % len(FORMS)]) for kind in kinds for i in range(per_kind)]
-    return out + [other_sentence(rng, FORMS[i % len(FORMS)]) for i in range(others)]
+    out = [personal_sentence(rng, kind, FORMS[i % len(FORMS)], frames) for kind in kinds for i in range(per_kind)]
+    return out + [other_sentence(rng, FORMS[i % len(FORMS)], frames) for i in range(others)]
