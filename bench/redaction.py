@@ -215,7 +215,7 @@ def main() -> None:
         if [r["reference"] for r in earlier["rows"]] != [r.text for r in rows]:
             raise SystemExit(f"{args.rescore}: made with other --seed, --per-kind or --others")
         if "adapted" in earlier:
-            adapted_texts = [r["decoded_adapted"] for r in earlier["rows"]]
+            adapted_texts, args.adapt = [r["decoded_adapted"] for r in earlier["rows"]], earlier["adapt_per_kind"]
     else:
         model = args.model or next(p for p in (REPO / "models/exports/ct2-int8", REPO / "models/candidate")
                                    if (p / "config.json").is_file())
@@ -230,6 +230,7 @@ def main() -> None:
     result = {"model": str(model), "reference": reference, **report("the candidate", rows, texts)}
     if adapted_texts is not None:
         held_out = [i for i, r in enumerate(rows) if r.frame % 2]
+        result["adapt_per_kind"] = args.adapt
         result["adapted"] = report(f"the candidate trained on {args.adapt} sentences a kind", rows, adapted_texts)
         for key, title, texts_of in (("held_out_frames_before", "the candidate", texts),
                                      ("held_out_frames_after", "trained", adapted_texts)):

@@ -118,6 +118,24 @@ def test_a_phone_word_is_not_heard_as_a_code_word():
     assert [f.kind for f in find_pii("您的激活码是六四八八三五")] == ["code"]
 
 
+@pytest.mark.parametrize("kind,text,span", [  # as a model trained on calls with numbers writes them
+    ("id_card", "他说证号码32841219870967630对吧", "32841219870967630"),  # 身份 misheard, a digit lost
+    ("id_card", "好的53863319506187151这是我的身份证", "53863319506187151"),  # named: not a bank card by Luhn
+    ("phone", "我换号了新号码是1875247043", "1875247043"),  # 号码 names a phone number, a digit lost
+    ("id_card", "我身份证号码是34254219750525717", "34254219750525717"),  # ... but not after 身份证
+    ("code", "卡背面的三拳码是953", "953"),  # 安全码 misheard but its end
+    ("email", "我的邮箱是jianyong367 139 com", "jianyong367 139 com"),  # no "点" heard
+    ("email", "发票请发到suyen0625 163 com谢谢", "suyen0625 163 com"),  # no naming word: its shape
+])
+def test_what_a_recognizer_trained_on_numbers_writes_is_found(kind, text, span):
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]
+
+
+@pytest.mark.parametrize("text", ["邮政编码是100101", "商品条码是690123456", "订单号码是12345678"])
+def test_numbers_whose_word_ends_like_a_code_or_phone_word_are_not_personal(text):
+    assert find_pii(text) == []
+
+
 def test_checksums_and_prefixes():
     assert valid_id_card("11010519491231002X") and not valid_id_card("110105194912310021")
     assert not valid_id_card("11010520991231002" + id_check_char("11010520991231002"))  # born in the future

@@ -82,15 +82,19 @@ _MAX_GAP = 2  # separator characters allowed between two digits of one run
 
 # words that say what the following number is
 _CONTEXT_WORDS = {
-    "id_card": ("身份证", "证件号", "身份号码"),
+    "id_card": ("身份证", "证件号", "身份号码", "证号"),
     "bank_card": ("卡号", "银行卡", "信用卡", "账号", "储蓄卡", "借记卡", "张卡"),
     "phone": ("手机", "电话", "联系方式", "打给我", "回拨", "来电"),
     "code": ("验证码", "校验码", "动态码", "动态密码", "短信码", "取件码", "提货码", "激活码", "安全码", "密码", "口令",
              "授权码"),
 }
+# naming words matched only as written: by sound, 号码 is 好吗 and 码是 is 马是. "码是" is the end of a code
+# word whose start was misheard ("卡背面的三拳码是953"); "号码" after another kind's word is part of it
+_WRITTEN_CONTEXT_WORDS = {"phone": ("号码",), "code": ("码是",)}
 # words that say the following number is none of them (checksums pass by chance: 1 in 10 for Luhn);
 # matched as written: by sound, "新号" would be "型号"
-_NOT_PERSONAL_WORDS = ("订单", "单号", "运单", "快递", "工号", "尾号", "后四位", "编号", "流水号", "批次", "型号", "金额")
+_NOT_PERSONAL_WORDS = ("订单", "单号", "运单", "快递", "工号", "尾号", "后四位", "编号", "流水号", "批次", "型号", "金额",
+                       "邮编", "编码", "条码", "二维码", "代码", "页码")
 # lengths a number of each kind may have when a word names it (ID cards issued before 1999: 15 digits)
 # (a local landline without its area code: 7 or 8 digits)
 _LENGTHS = {"id_card": range(14, 21), "bank_card": range(12, 21), "phone": range(7, 14), "code": range(3, 9)}
@@ -118,6 +122,10 @@ _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _LOCAL = r"[A-Za-z0-9][A-Za-z0-9._\-]*"
 _AT = r"(?:\s*(?:@|＠|艾特)\s*|\s+at\s+)"
 _DOT = r"(?:\s*(?:\.|点)\s*|\s+dot\s+)"
+# an address as a recognizer writes it, with no naming word before it: Latin name, the domain, "com"
+_SPOKEN_EMAIL = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z0-9]{2,}\s*(?:@|＠|艾特|爱特)?\s*[A-Za-z0-9]{2,}\s*(?:点|\.)?\s*"
+                           r"(?:com|cn|net|org)(?![A-Za-z])", re.IGNORECASE)
+_LATIN_TLD = re.compile(r"(?<![A-Za-z])(?:com|cn|net|org)(?![A-Za-z])", re.IGNORECASE)
 _EMAIL = re.compile(rf"(?<![A-Za-z0-9._\-])(?:{_LOCAL}){_AT}[A-Za-z0-9\-]+(?:{_DOT}[A-Za-z0-9\-]+)*{_DOT}"
                     r"(?:com|cn|net|org|edu|gov|info|io|hk|tw)(?![A-Za-z])", re.IGNORECASE)
 
@@ -257,10 +265,17 @@ def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
 
 def _naming_words(text: str) -> dict[str, list[tuple[int, int]]]:
     """Where each kind's naming words are heard in ``text``. A code word heard over a phone word is the
-    phone word: "手机号码" sounds like 激活码 with one syllable misheard."""
-    named = {kind: _heard(words, text) for kind, words in _CONTEXT_WORDS.items()}
+    phone word: "手机号码" sounds like 激活码 with one syllable misheard. A word that goes on from another
+    kind's word is part of it: "号码" in "身份证号码" names no phone number."""
+    named = {kind: sorted({*_heard(words, text), *((m.start(), m.end()) for w in _WRITTEN_CONTEXT_WORDS.get(kind, ())
+                                                    for m in re.finditer(w, text))})
+             for kind, words in _CONTEXT_WORDS.items()}
     named["code"] = [(s, e) for s, e in named["code"] if not any(s < pe and ps < e for ps, pe in named["phone"])]
-    return named
+    negative = [(m.start(), m.end()) for w in _NOT_PERSONAL_WORDS for m in re.finditer(re.escape(w), text)]
+    return {kind: [(s, e) for s, e in spans
+                   if not any(os < s <= oe for other, o in named.items() if other != kind for os, oe in o)
+                   and not any(ns < e and s < ne for ns, ne in negative)]
+            for kind, spans in named.items()}
 
 
 def _context_kinds(text: str, start: int, end: int) -> set[str] | None:
@@ -279,17 +294,17 @@ def _context_kinds(text: str, start: int, end: int) -> set[str] | None:
 
 
 def _kind_of(digits: str, context: set[str] | None, kinds: Sequence[str]) -> str | None:
-    """The kind a digit string is, checked first, then by the context's word and its length."""
+    """The kind a digit string is: a kind the context names whose check it passes, then one the context
+    names whose length it has, then any kind whose check it passes (Luhn passes one number in ten by chance:
+    a 17-digit ID heard a digit short after "身份证" is an ID card, not a bank card)."""
     if context is None:
         return None
-    checked = (("id_card", valid_id_card), ("bank_card", valid_bank_card), ("phone", valid_phone))
-    for kind, valid in checked:
-        if kind in kinds and valid(digits):
-            return kind
-    for kind in ("id_card", "bank_card", "phone", "code"):
-        if kind in kinds and kind in context and len(digits) in _LENGTHS[kind]:
-            return kind
-    return None
+    checked = {"id_card": valid_id_card, "bank_card": valid_bank_card, "phone": valid_phone}
+    order = [k for k in ("id_card", "bank_card", "phone", "code") if k in kinds]
+    named = [k for k in order if k in context]
+    return (next((k for k in named if k in checked and checked[k](digits)), None)
+            or next((k for k in named if len(digits) in _LENGTHS[k]), None)
+            or next((k for k in order if k in checked and checked[k](digits)), None))
 
 
 def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[Found]:
@@ -345,17 +360,22 @@ def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> t
 
 def _email_after(text: str, start: int) -> tuple[int, int] | None:
     """(start, end) of what follows an e-mail's naming word to its last "点" and the top-level domain after
-    it (its Latin letters, or the first character "com" was heard as), within ``_EMAIL_CHARS`` characters
-    and the sentence; at least 6 characters. None without the dot."""
+    it (its Latin letters, or the first character "com" was heard as), or, with no "点" heard, to its last
+    Latin top-level domain ("jianyong367 139 com"); within ``_EMAIL_CHARS`` characters and the sentence, at
+    least 6 characters. None without either."""
     while start < len(text) and text[start] in _CONNECTORS:
         start += 1
     stop = min(len(text), start + _EMAIL_CHARS)
     end = next((j for j in range(start, stop) if text[j] in "。？！?!，,"), stop)
     dot = text.rfind("点", start, end)
-    if not 0 <= dot < end - 1:
-        return None
-    tld = re.match(r"\s*[A-Za-z]+", text[dot + 1:end]) or re.match(r"[^\s\d]", text[dot + 1:end])
-    end = dot + 1 + tld.end() if tld else dot + 1
+    if 0 <= dot < end - 1:
+        tld = re.match(r"\s*[A-Za-z]+", text[dot + 1:end]) or re.match(r"[^\s\d]", text[dot + 1:end])
+        end = dot + 1 + tld.end() if tld else dot + 1
+    else:
+        tlds = list(_LATIN_TLD.finditer(text, start, end))
+        if not tlds:
+            return None
+        end = tlds[-1].end()
     return (start, end) if end - start >= 6 else None
 
 
@@ -404,6 +424,8 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
     found: list[Found] = []
     if "email" in kinds:
         found += [Found("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
+        found += [Found("email", m.start(), m.end()) for m in _SPOKEN_EMAIL.finditer(text)
+                  if not any(f.start < m.end() and m.start() < f.end for f in found)]
     taken = [(f.start, f.end) for f in found]
     for run in _runs(text):
         if any(s < run.end and run.start < e for s, e in taken):
