@@ -96,6 +96,7 @@ def test_a_stretch_that_sounds_like_digits_after_its_naming_word_is_taken_as_tha
     "您的验证码已经发送了，请注意查收",
     "手机尾号是五六七八的那个订单",  # a word saying "not personal data" in between
     "邮箱我回头再发给您",  # too short to be an address
+    "发到公司大概下午三点左右吧",  # sent to, but no Latin "com" ends it
 ])
 def test_naming_words_without_a_number_after_them_take_nothing(text):
     assert find_pii(text) == []
@@ -126,6 +127,7 @@ def test_a_phone_word_is_not_heard_as_a_code_word():
     ("code", "卡背面的三拳码是953", "953"),  # 安全码 misheard but its end
     ("email", "我的邮箱是jianyong367 139 com", "jianyong367 139 com"),  # no "点" heard
     ("email", "发票请发到suyen0625 163 com谢谢", "suyen0625 163 com"),  # no naming word: its shape
+    ("email", "发票请发到白华二九六零那是163点com谢谢", "白华二九六零那是163点com"),  # sent to, ending in "com"
 ])
 def test_what_a_recognizer_trained_on_numbers_writes_is_found(kind, text, span):
     assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]

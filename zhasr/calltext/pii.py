@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -112,6 +112,7 @@ _STRETCH_GAP = 3
 _STRETCH_SHARE = 0.75  # of the kind's shortest length that a stretch must sound like digits: some are lost
 _CONNECTORS = "是为：: "  # between a naming word and the address it names
 _EMAIL_WORDS = ("邮箱", "电子邮件", "邮件地址")
+_SEND_TO_WORDS = ("发到",)  # "发票请发到…": an e-mail address only when a Latin top-level domain ends it
 _EMAIL_CHARS = 28  # the longest stretch taken as an e-mail address after its naming word
 _MOBILE = re.compile(r"1(?:3\d|4[5-9]|5[0-35-9]|6[2567]|7[0-8]|8\d|9[0-35-9])\d{8}")
 _LANDLINE = re.compile(r"0(?:[12]\d|[3-9]\d{2})\d{7,8}")
@@ -358,17 +359,17 @@ def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> t
     return start, last + 1
 
 
-def _email_after(text: str, start: int) -> tuple[int, int] | None:
+def _email_after(text: str, start: int, latin_tld_only: bool = False) -> tuple[int, int] | None:
     """(start, end) of what follows an e-mail's naming word to its last "点" and the top-level domain after
-    it (its Latin letters, or the first character "com" was heard as), or, with no "点" heard, to its last
-    Latin top-level domain ("jianyong367 139 com"); within ``_EMAIL_CHARS`` characters and the sentence, at
-    least 6 characters. None without either."""
+    it (its Latin letters, or the first character "com" was heard as), or, with no "点" heard (or
+    ``latin_tld_only``), to its last Latin top-level domain ("jianyong367 139 com"); within
+    ``_EMAIL_CHARS`` characters and the sentence, at least 6 characters. None without either."""
     while start < len(text) and text[start] in _CONNECTORS:
         start += 1
     stop = min(len(text), start + _EMAIL_CHARS)
     end = next((j for j in range(start, stop) if text[j] in "。？！?!，,"), stop)
     dot = text.rfind("点", start, end)
-    if 0 <= dot < end - 1:
+    if 0 <= dot < end - 1 and not latin_tld_only:
         tld = re.match(r"\s*[A-Za-z]+", text[dot + 1:end]) or re.match(r"[^\s\d]", text[dot + 1:end])
         end = dot + 1 + tld.end() if tld else dot + 1
     else:
@@ -382,15 +383,21 @@ def _email_after(text: str, start: int) -> tuple[int, int] | None:
 def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     """Numbers a recognizer garbled past reading ("手机号码要撇发了三六三五七五要"): after a word naming a kind,
     the stretch that sounds like digits for about the kind's length, as that kind; after "邮箱", what
-    follows to its ".com". A word saying "not personal data" in between keeps a stretch out."""
-    like, found = _digit_like(text), []
-    named = _naming_words(text) | {"email": _heard(_EMAIL_WORDS, text)}
-    for kind in ("id_card", "bank_card", "phone", "code", "email"):
+    follows to its ".com", and after "发到", to a Latin "com" only (where both are heard, the first
+    stretch taken wins: ``_with_stretches``). A word saying "not personal data" in between keeps a stretch
+    out."""
+    like, named = _digit_like(text), _naming_words(text)
+    searches: list[tuple[str, list[tuple[int, int]], Callable[[int], tuple[int, int] | None]]] = [
+        (kind, named[kind], lambda end, k=kind: _stretch_after(text, like, end, _STRETCH_LENGTHS[k]))
+        for kind in ("id_card", "bank_card", "phone", "code")]
+    searches += [("email", _heard(_EMAIL_WORDS, text), lambda end: _email_after(text, end)),
+                 ("email", _heard(_SEND_TO_WORDS, text), lambda end: _email_after(text, end, latin_tld_only=True))]
+    found = []
+    for kind, words, stretch in searches:
         if kind not in kinds:
             continue
-        for start, end in named[kind]:
-            span = (_email_after(text, end) if kind == "email"
-                    else _stretch_after(text, like, end, _STRETCH_LENGTHS[kind]))
+        for start, end in words:
+            span = stretch(end)
             if span and not any(w in text[start:span[1]] for w in _NOT_PERSONAL_WORDS):
                 found.append(Found(kind, *span))
     return found
