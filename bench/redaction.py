@@ -156,9 +156,9 @@ def decode(model: Path, paths: list[Path]) -> list[str]:
     started = time.perf_counter()
     transcriber = Transcriber.open(model, load_params(REPO / "params.yaml").transcribe)
     total = sum(sf.info(p).duration for p in paths)
-    with progress_bar("decode (s of speech)") as report:
+    with progress_bar("decode (s of speech)") as show:
         results = transcriber.transcribe_many(paths, across_inputs=True,
-                                              progress=lambda done, whole: report(round(done), round(whole)))
+                                              progress=lambda done, whole: show(round(done), round(whole)))
     print(f"{len(paths)} sentences, {total / 60:.1f} min of speech decoded in {time.perf_counter() - started:.0f} s "
           f"with {model}", flush=True)
     return [r.text for r in results]

@@ -30,7 +30,6 @@ from zhasr.calltext.itn import numbers_to_digits
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Work
 from zhasr.serve.jobs import DONE
-from zhasr.transcribe.media import TARGET_RATE
 from zhasr.transcribe.records import Segment
 from zhasr.transcribe.redaction import finish_text, muted_wav
 from zhasr.transcribe.writers import MEDIA_TYPES, diarized, verbose, write
@@ -158,9 +157,9 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
         _observe(state, work, result, started)
         final = finish_text(result, options.redact, options.itn)
         if options.redacted_audio:  # only with verbose_json (checked)
-            muted = base64.b64encode(muted_wav(admitted.call.samples, TARGET_RATE, final.redactions)).decode()
+            muted = base64.b64encode(muted_wav(admitted.call, final.redactions)).decode()
             return JSONResponse({**verbose(final, options.words), "redacted_audio": {
-                "format": "wav", "sample_rate": TARGET_RATE, "data": muted}}, headers=headers)
+                "format": "wav", "sample_rate": admitted.call.source_rate, "data": muted}}, headers=headers)
         return _formatted(final, options, work, headers)
 
 

@@ -18,7 +18,7 @@ from zhasr.data.audio import AudioError
 from zhasr.serve.batcher import Batcher, Loaded, Work
 from zhasr.serve.jobs import JobStore
 from zhasr.serve.keys import KeyStore
-from zhasr.transcribe.media import TARGET_RATE, AudioTooLong, CallAudio, UnsupportedAudio, read_call
+from zhasr.transcribe.media import AudioTooLong, CallAudio, UnsupportedAudio, read_call
 from zhasr.transcribe.redaction import finish_text, muted_wav
 from zhasr.transcribe.writers import verbose
 
@@ -190,6 +190,6 @@ class ServiceState:
             final = finish_text(result, options.redact, options.itn)
             body = verbose(final, options.words)
             if options.redacted_audio:
-                self.jobs.keep_redacted_audio(job.id, muted_wav(admitted.call.samples, TARGET_RATE, final.redactions))
+                self.jobs.keep_redacted_audio(job.id, muted_wav(admitted.call, final.redactions))
                 body["redacted_audio"] = f"/v1/audio/transcriptions/jobs/{job.id}/audio"
             self.jobs.complete(job.id, body, admitted.loaded.version)

@@ -104,10 +104,10 @@ def run(ctx: StageContext, files: list[Path], model: str | None = None, channels
     """One file without ``out_dir``: the result itself in ``fmt``. Otherwise ``<out_dir>/<stem>.<ext>`` per
     file and a summary per file. ``redact`` (None: ``transcribe.redact``) and ``itn`` (None:
     ``transcribe.itn``) as in ``zhasr.transcribe.redaction.finish_text``; ``redacted_audio`` also writes
-    ``<out_dir>/<stem>.redacted.wav`` (16 kHz, the call's channels) with the redacted stretches muted."""
+    ``<out_dir>/<stem>.redacted.wav`` (the call's own rate and channels) with the redacted stretches muted."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from zhasr.transcribe.media import TARGET_RATE, read_call
+    from zhasr.transcribe.media import read_call
     from zhasr.transcribe.redaction import finish_text, muted_wav
 
     kinds = ctx.params.transcribe.redact if redact is None else list(redact)
@@ -135,7 +135,7 @@ def run(ctx: StageContext, files: list[Path], model: str | None = None, channels
                 target.write_text(text, encoding="utf-8")
                 if redacted_audio:
                     target.with_name(f"{Path(path).stem}.redacted.wav").write_bytes(
-                        muted_wav(call.samples, TARGET_RATE, result.redactions))
+                        muted_wav(call, result.redactions))
                 summary.append({"file": str(path), "out": str(target), "duration_s": result.duration_s,
                                 "segments": len(result.segments), "runtime": result.runtime, "model": result.model,
                                 "warnings": list(result.warnings)})

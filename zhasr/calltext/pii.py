@@ -13,6 +13,7 @@ tested kind by kind:
   after 86; or 0 and a 2-3 digit area code and 7-8 digits;
 - **code**: 3 to 8 digits after a word that names a code (验证码, 密码, 取件码, 安全码, ...);
 - **email**: local part, "@" (or "艾特", "at"), a domain, a dot (or "点", "dot") and a top-level domain;
+  or as a recognizer writes one said aloud: a Latin name, a mail domain (163, qq, ...) and a Latin "com";
 - **number** (only when named, not in "all"): any other run of ``NUMBER_DIGITS`` digits or more, order
   and waybill numbers too: the net for personal numbers a recognizer garbled past recognition.
 
@@ -27,7 +28,8 @@ as one between two digits, and one that sounds like 幺 ("要", "药") as a 1 ju
 
 A number garbled past reading is still taken by its naming word: the stretch after the word where at
 least half the characters are digits or sound like one, with three quarters of the kind's shortest
-length of them (a *named stretch*); after "邮箱", what follows up to its "点" (".com").
+length of them (a *named stretch*); after "邮箱", what follows up to its "点" (".com") or its Latin
+"com"; after "发到", up to a mail domain and a Latin "com".
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -82,19 +84,26 @@ _MAX_GAP = 2  # separator characters allowed between two digits of one run
 
 # words that say what the following number is
 _CONTEXT_WORDS = {
-    "id_card": ("身份证", "证件号", "身份号码", "证号"),
+    "id_card": ("身份证", "证件号", "身份号码"),
     "bank_card": ("卡号", "银行卡", "信用卡", "账号", "储蓄卡", "借记卡", "张卡"),
     "phone": ("手机", "电话", "联系方式", "打给我", "回拨", "来电"),
     "code": ("验证码", "校验码", "动态码", "动态密码", "短信码", "取件码", "提货码", "激活码", "安全码", "密码", "口令",
              "授权码"),
 }
-# naming words matched only as written: by sound, 号码 is 好吗 and 码是 is 马是. "码是" is the end of a code
-# word whose start was misheard ("卡背面的三拳码是953"); "号码" after another kind's word is part of it
-_WRITTEN_CONTEXT_WORDS = {"phone": ("号码",), "code": ("码是",)}
+# Naming words matched only as written (by sound, 证号 is 正好, 号码 好吗 and 码是 马是), and only where no
+# other naming word, nor a word saying "not personal data", runs up to them (身份证号码, 营业执照证号, 起码是).
+# 证号 is what is left of 身份证号 when 身份 is misheard ("认识证号码"); 码是, of a code word whose start was
+# misheard ("卡背面的三拳码是953"); 号码 names a phone number only after a word pointing at one ("新号码",
+# "这个号码"), not in 发票号码 or 会员号码.
+_WRITTEN_CONTEXT_WORDS = {
+    "id_card": re.compile(r"证号"),
+    "phone": re.compile(r"(?:^|(?<=[^\u4e00-\u9fff])|(?<=[的新个这那换]))号码"),
+    "code": re.compile(r"(?<!号)码是"),  # 号码是: a phone number's word, or 发票号码 and its kin
+}
 # words that say the following number is none of them (checksums pass by chance: 1 in 10 for Luhn);
 # matched as written: by sound, "新号" would be "型号"
 _NOT_PERSONAL_WORDS = ("订单", "单号", "运单", "快递", "工号", "尾号", "后四位", "编号", "流水号", "批次", "型号", "金额",
-                       "邮编", "编码", "条码", "二维码", "代码", "页码")
+                       "邮编", "编码", "条码", "二维码", "代码", "页码", "起码", "尺码", "执照", "合格证", "许可证")
 # lengths a number of each kind may have when a word names it (ID cards issued before 1999: 15 digits)
 # (a local landline without its area code: 7 or 8 digits)
 _LENGTHS = {"id_card": range(14, 21), "bank_card": range(12, 21), "phone": range(7, 14), "code": range(3, 9)}
@@ -112,7 +121,7 @@ _STRETCH_GAP = 3
 _STRETCH_SHARE = 0.75  # of the kind's shortest length that a stretch must sound like digits: some are lost
 _CONNECTORS = "是为：: "  # between a naming word and the address it names
 _EMAIL_WORDS = ("邮箱", "电子邮件", "邮件地址")
-_SEND_TO_WORDS = ("发到",)  # "发票请发到…": an e-mail address only when a Latin top-level domain ends it
+_SEND_TO_WORDS = ("发到",)  # "发票请发到…": an e-mail address only when a mail domain and a Latin "com" end it
 _EMAIL_CHARS = 28  # the longest stretch taken as an e-mail address after its naming word
 _MOBILE = re.compile(r"1(?:3\d|4[5-9]|5[0-35-9]|6[2567]|7[0-8]|8\d|9[0-35-9])\d{8}")
 _LANDLINE = re.compile(r"0(?:[12]\d|[3-9]\d{2})\d{7,8}")
@@ -121,12 +130,17 @@ _PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 _LOCAL = r"[A-Za-z0-9][A-Za-z0-9._\-]*"
-_AT = r"(?:\s*(?:@|＠|艾特)\s*|\s+at\s+)"
+_AT = r"(?:\s*(?:@|＠|艾特|爱特)\s*|\s+at\s+)"
 _DOT = r"(?:\s*(?:\.|点)\s*|\s+dot\s+)"
-# an address as a recognizer writes it, with no naming word before it: Latin name, the domain, "com"
-_SPOKEN_EMAIL = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z0-9]{2,}\s*(?:@|＠|艾特|爱特)?\s*[A-Za-z0-9]{2,}\s*(?:点|\.)?\s*"
-                           r"(?:com|cn|net|org)(?![A-Za-z])", re.IGNORECASE)
-_LATIN_TLD = re.compile(r"(?<![A-Za-z])(?:com|cn|net|org)(?![A-Za-z])", re.IGNORECASE)
+_TLD = r"(?:com|cn|net|org)(?![A-Za-z])"
+_LATIN_TLD = re.compile(rf"(?<![A-Za-z]){_TLD}", re.IGNORECASE)
+# a mail domain as said: three digits (163, 126, 139, 188: written as digits or numerals) or a provider
+_MAIL_DOMAIN = r"(?:[\d零一二三四五六七八九幺]{3}|qq|gmail|foxmail|hotmail|outlook|sina|sohu|yeah|aliyun|icloud)"
+_MAIL_END = re.compile(rf"(?<![A-Za-z0-9]){_MAIL_DOMAIN}\s*(?:点|\.)?\s*{_TLD}", re.IGNORECASE)
+# an address as a recognizer writes it, with no naming word before it: a Latin name, "@" or a space, a mail
+# domain, "com" ("suyen0625 163 com"); not a web address ("www.baidu.com") nor a product ("iPhone 15 CN")
+_SPOKEN_EMAIL = re.compile(rf"(?<![A-Za-z0-9.])[A-Za-z][A-Za-z0-9]{{2,}}(?:\s*(?:@|＠|艾特|爱特)\s*|\s+)"
+                           rf"{_MAIL_END.pattern}", re.IGNORECASE)
 _EMAIL = re.compile(rf"(?<![A-Za-z0-9._\-])(?:{_LOCAL}){_AT}[A-Za-z0-9\-]+(?:{_DOT}[A-Za-z0-9\-]+)*{_DOT}"
                     r"(?:com|cn|net|org|edu|gov|info|io|hk|tw)(?![A-Za-z])", re.IGNORECASE)
 
@@ -266,17 +280,17 @@ def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
 
 def _naming_words(text: str) -> dict[str, list[tuple[int, int]]]:
     """Where each kind's naming words are heard in ``text``. A code word heard over a phone word is the
-    phone word: "手机号码" sounds like 激活码 with one syllable misheard. A word that goes on from another
-    kind's word is part of it: "号码" in "身份证号码" names no phone number."""
-    named = {kind: sorted({*_heard(words, text), *((m.start(), m.end()) for w in _WRITTEN_CONTEXT_WORDS.get(kind, ())
-                                                    for m in re.finditer(w, text))})
-             for kind, words in _CONTEXT_WORDS.items()}
+    phone word: "手机号码" sounds like 激活码 with one syllable misheard."""
+    named = {kind: _heard(words, text) for kind, words in _CONTEXT_WORDS.items()}
     named["code"] = [(s, e) for s, e in named["code"] if not any(s < pe and ps < e for ps, pe in named["phone"])]
-    negative = [(m.start(), m.end()) for w in _NOT_PERSONAL_WORDS for m in re.finditer(re.escape(w), text)]
-    return {kind: [(s, e) for s, e in spans
-                   if not any(os < s <= oe for other, o in named.items() if other != kind for os, oe in o)
-                   and not any(ns < e and s < ne for ns, ne in negative)]
-            for kind, spans in named.items()}
+    taken = [span for spans in named.values() for span in spans]
+    taken += [(m.start(), m.end()) for w in _NOT_PERSONAL_WORDS for m in re.finditer(re.escape(w), text)]
+    for kind, pattern in _WRITTEN_CONTEXT_WORDS.items():  # id_card, phone, code: 号码 before 码是 in 号码是
+        for m in pattern.finditer(text):
+            if not any(s < m.start() <= e for s, e in taken):
+                named[kind].append((m.start(), m.end()))
+                taken.append((m.start(), m.end()))
+    return {kind: sorted(spans) for kind, spans in named.items()}
 
 
 def _context_kinds(text: str, start: int, end: int) -> set[str] | None:
@@ -300,12 +314,12 @@ def _kind_of(digits: str, context: set[str] | None, kinds: Sequence[str]) -> str
     a 17-digit ID heard a digit short after "身份证" is an ID card, not a bank card)."""
     if context is None:
         return None
-    checked = {"id_card": valid_id_card, "bank_card": valid_bank_card, "phone": valid_phone}
+    checks = {"id_card": valid_id_card, "bank_card": valid_bank_card, "phone": valid_phone}
     order = [k for k in ("id_card", "bank_card", "phone", "code") if k in kinds]
     named = [k for k in order if k in context]
-    return (next((k for k in named if k in checked and checked[k](digits)), None)
-            or next((k for k in named if len(digits) in _LENGTHS[k]), None)
-            or next((k for k in order if k in checked and checked[k](digits)), None))
+    passes = [k for k in order if k in checks and checks[k](digits)]
+    return next((k for k in named if k in passes), None) or next(
+        (k for k in named if len(digits) in _LENGTHS[k]), None) or next(iter(passes), None)
 
 
 def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[Found]:
@@ -359,48 +373,42 @@ def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> t
     return start, last + 1
 
 
-def _email_after(text: str, start: int, latin_tld_only: bool = False) -> tuple[int, int] | None:
+def _email_after(text: str, start: int, end_of_address: re.Pattern[str] | None = None) -> tuple[int, int] | None:
     """(start, end) of what follows an e-mail's naming word to its last "点" and the top-level domain after
-    it (its Latin letters, or the first character "com" was heard as), or, with no "点" heard (or
-    ``latin_tld_only``), to its last Latin top-level domain ("jianyong367 139 com"); within
-    ``_EMAIL_CHARS`` characters and the sentence, at least 6 characters. None without either."""
+    it (its Latin letters, or the first character "com" was heard as), or, with no "点" heard, to its last
+    Latin top-level domain ("jianyong367 139 com"); with ``end_of_address``, to its last match only.
+    Within ``_EMAIL_CHARS`` characters and the sentence, at least 6 characters; None without an end."""
     while start < len(text) and text[start] in _CONNECTORS:
         start += 1
     stop = min(len(text), start + _EMAIL_CHARS)
     end = next((j for j in range(start, stop) if text[j] in "。？！?!，,"), stop)
     dot = text.rfind("点", start, end)
-    if 0 <= dot < end - 1 and not latin_tld_only:
+    if 0 <= dot < end - 1 and end_of_address is None:
         tld = re.match(r"\s*[A-Za-z]+", text[dot + 1:end]) or re.match(r"[^\s\d]", text[dot + 1:end])
         end = dot + 1 + tld.end() if tld else dot + 1
-    else:
-        tlds = list(_LATIN_TLD.finditer(text, start, end))
-        if not tlds:
+    else:  # searched in the whole text, so that "company" past the window is not read as "com"
+        ends = [m.end() for m in (end_of_address or _LATIN_TLD).finditer(text, start) if m.end() <= end]
+        if not ends:
             return None
-        end = tlds[-1].end()
+        end = ends[-1]
     return (start, end) if end - start >= 6 else None
 
 
 def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     """Numbers a recognizer garbled past reading ("手机号码要撇发了三六三五七五要"): after a word naming a kind,
     the stretch that sounds like digits for about the kind's length, as that kind; after "邮箱", what
-    follows to its ".com", and after "发到", to a Latin "com" only (where both are heard, the first
-    stretch taken wins: ``_with_stretches``). A word saying "not personal data" in between keeps a stretch
-    out."""
-    like, named = _digit_like(text), _naming_words(text)
-    searches: list[tuple[str, list[tuple[int, int]], Callable[[int], tuple[int, int] | None]]] = [
-        (kind, named[kind], lambda end, k=kind: _stretch_after(text, like, end, _STRETCH_LENGTHS[k]))
-        for kind in ("id_card", "bank_card", "phone", "code")]
-    searches += [("email", _heard(_EMAIL_WORDS, text), lambda end: _email_after(text, end)),
-                 ("email", _heard(_SEND_TO_WORDS, text), lambda end: _email_after(text, end, latin_tld_only=True))]
-    found = []
-    for kind, words, stretch in searches:
-        if kind not in kinds:
-            continue
-        for start, end in words:
-            span = stretch(end)
-            if span and not any(w in text[start:span[1]] for w in _NOT_PERSONAL_WORDS):
-                found.append(Found(kind, *span))
-    return found
+    follows to its ".com", and after "发到", to a mail domain and a Latin "com" only (where both are heard,
+    the first stretch taken wins: ``_with_stretches``). A word saying "not personal data" in between keeps
+    a stretch out."""
+    like, named, spans = _digit_like(text), _naming_words(text), []
+    for kind in ("id_card", "bank_card", "phone", "code"):
+        if kind in kinds:
+            spans += [(kind, start, _stretch_after(text, like, end, _STRETCH_LENGTHS[kind])) for start, end in named[kind]]
+    if "email" in kinds:
+        spans += [("email", start, _email_after(text, end)) for start, end in _heard(_EMAIL_WORDS, text)]
+        spans += [("email", start, _email_after(text, end, _MAIL_END)) for start, end in _heard(_SEND_TO_WORDS, text)]
+    return [Found(kind, *span) for kind, start, span in spans
+            if span and not any(w in text[start:span[1]] for w in _NOT_PERSONAL_WORDS)]
 
 
 def _with_stretches(found: list[Found], stretches: list[Found]) -> list[Found]:

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from zhasr.calltext.itn import numbers_to_digits
 from zhasr.calltext.pii import Found, find_pii, placeholder, redact
+from zhasr.transcribe.media import TARGET_RATE, CallAudio
 from zhasr.transcribe.records import Redaction, Segment, Transcription, Word
 
 JOIN_GAP_S = 3.0  # segments of one channel at most this far apart are searched as one text
@@ -138,8 +140,12 @@ def mute(samples: np.ndarray, rate: int, redactions: Sequence[Redaction], pad_s:
     return out
 
 
-def muted_wav(samples: np.ndarray, rate: int, redactions: Sequence[Redaction]) -> bytes:
-    """``samples`` (channels, n) at ``rate`` Hz with the redactions muted (``mute``), as a PCM-16 WAV file."""
+def muted_wav(call: CallAudio, redactions: Sequence[Redaction]) -> bytes:
+    """The call at its own rate (an 8 kHz call stays 8 kHz), every channel, with the redactions muted
+    (``mute``), as a PCM-16 WAV file."""
+    samples, rate = call.samples, call.source_rate
+    if rate != TARGET_RATE:  # muted after resampling, so the muted ranges are exact zeros
+        samples = soxr.resample(samples.T, TARGET_RATE, rate, quality="HQ").T
     buffer = io.BytesIO()
     sf.write(buffer, mute(samples, rate, redactions).T, rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
