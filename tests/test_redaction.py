@@ -4,10 +4,12 @@ and job retention."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 from openai.types.audio import TranscriptionDiarized
 
 from zhasr.calltext.itn import numbers_to_digits
@@ -15,8 +17,9 @@ from zhasr.calltext.pii import KINDS, find_pii, id_check_char, luhn_ok, parse_ki
 from zhasr.data.synth.personal import personal_set
 from zhasr.serve.jobs import JobStore
 from zhasr.transcribe.figures import call_figures
+from zhasr.transcribe.media import CallAudio
 from zhasr.transcribe.records import Segment, Transcription, Word
-from zhasr.transcribe.redaction import finish_text, mute
+from zhasr.transcribe.redaction import MUTE_PAD_S, finish_text, mute, muted_wav
 from zhasr.transcribe.writers import diarized, verbose
 
 
@@ -212,6 +215,17 @@ def test_mute_silences_every_channel_in_the_ranges_only():
     r = t.redactions[0]
     assert not muted[:, int((r.audio_start - 0.1) * rate):int((r.audio_end + 0.1) * rate)].any()
     assert muted[:, :int(1.5 * rate)].all() and muted[:, int(5.5 * rate):].all()
+
+
+def test_muted_audio_comes_back_at_the_calls_own_rate_with_exact_silence():
+    rate = 16000  # what the engine decodes at; the call came at 8 kHz
+    call = CallAudio(np.full((2, 10 * rate), 0.5, dtype=np.float32), source_rate=8000, codec="pcm_mulaw")
+    t = finish_text(_transcription([_segment(0, 2.0, 5.0, "卡号6225880123456783")]), ["bank_card"])
+    muted, out_rate = sf.read(io.BytesIO(muted_wav(call, t.redactions)), dtype="float32", always_2d=True)
+    r = t.redactions[0]
+    assert out_rate == 8000 and muted.shape == (10 * 8000, 2)
+    assert not muted[int((r.audio_start - MUTE_PAD_S) * 8000):int((r.audio_end + MUTE_PAD_S) * 8000)].any()
+    assert np.allclose(muted[8000:int(1.5 * 8000)], 0.5, atol=1e-3) and np.allclose(muted[6 * 8000:9 * 8000], 0.5, atol=1e-3)
 
 
 def test_call_figures_talk_silence_overlap_turns_rate():
