@@ -31,7 +31,7 @@ from zhasr.context import StageContext
 from zhasr.serve.batcher import Work
 from zhasr.serve.jobs import DONE
 from zhasr.transcribe.records import Segment
-from zhasr.transcribe.redaction import finish_text, muted_wav
+from zhasr.transcribe.redaction import finish_text, muted_rate, muted_wav
 from zhasr.transcribe.writers import MEDIA_TYPES, diarized, verbose, write
 
 log = logging.getLogger("zhasr.serve")
@@ -159,7 +159,7 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
         if options.redacted_audio:  # only with verbose_json (checked)
             muted = base64.b64encode(muted_wav(admitted.call, final.redactions)).decode()
             return JSONResponse({**verbose(final, options.words), "redacted_audio": {
-                "format": "wav", "sample_rate": admitted.call.source_rate, "data": muted}}, headers=headers)
+                "format": "wav", "sample_rate": muted_rate(admitted.call), "data": muted}}, headers=headers)
         return _formatted(final, options, work, headers)
 
 

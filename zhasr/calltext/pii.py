@@ -21,10 +21,12 @@ A speech recognizer gets a digit wrong now and then, and one wrong digit breaks 
 that follows a word naming its kind ("身份证号", "卡号", "手机", "电话") within ``CONTEXT_CHARS`` is taken
 when its length is within a few digits of the kind's, checksum or not: the context says what it is.
 Without such a word a run needs its checksum (or mobile prefix) to be taken, which keeps order
-numbers, amounts and dates out. Recognizers also write words and digits as homophones ("身份正好"
-for 身份证号, "验证马" for 验证码, "要" for 幺), so the words are matched by their pinyin (without
-tones, zh/z, ch/c, sh/s, n/l and -ng/-n taken as one), a character that sounds like a digit is read
-as one between two digits, and one that sounds like 幺 ("要", "药") as a 1 just before digits.
+numbers, amounts and dates out; a hotline or short service number (400/800, 95xxx) is never a phone.
+Recognizers also write words and digits as homophones ("身份正好" for 身份证号, "验证马" for 验证码, "要"
+for 幺), so the words are matched by their pinyin (without tones, zh/z, ch/c, sh/s, n/l and -ng/-n
+taken as one), a character that sounds like a digit is read as one between two digits, and one that
+sounds like 幺 ("要", "药") as a 1 just before digits. A few short words count only as written, as their
+sound is common: 证号 (ID card), 号码 (phone) and 码是 (code) would be 正好, 好吗 and 马是.
 
 A number garbled past reading is still taken by its naming word: the stretch after the word where at
 least half the characters are digits or sound like one, with three quarters of the kind's shortest
@@ -100,10 +102,14 @@ _WRITTEN_CONTEXT_WORDS = {
     "phone": re.compile(r"(?:^|(?<=[^\u4e00-\u9fff])|(?<=[的新个这那换]))号码"),
     "code": re.compile(r"(?<!号)码是"),  # 号码是: a phone number's word, or 发票号码 and its kin
 }
+_WRITTEN_WORD_REACH = 4  # characters between a "not personal data" word and a written naming word it governs
+# after 码是 only a run of digits is a code: a stretch that sounds like digits is too often a size or a price
+_RUN_ONLY_WORDS = ("码是",)
 # words that say the following number is none of them (checksums pass by chance: 1 in 10 for Luhn);
 # matched as written: by sound, "新号" would be "型号"
 _NOT_PERSONAL_WORDS = ("订单", "单号", "运单", "快递", "工号", "尾号", "后四位", "编号", "流水号", "批次", "型号", "金额",
-                       "邮编", "编码", "条码", "二维码", "代码", "页码", "起码", "尺码", "执照", "合格证", "许可证")
+                       "邮编", "编码", "条码", "二维码", "代码", "页码", "起码", "尺码", "价码", "货码", "条形码", "执照", "合格证",
+                       "许可证")
 # lengths a number of each kind may have when a word names it (ID cards issued before 1999: 15 digits)
 # (a local landline without its area code: 7 or 8 digits)
 _LENGTHS = {"id_card": range(14, 21), "bank_card": range(12, 21), "phone": range(7, 14), "code": range(3, 9)}
@@ -123,6 +129,8 @@ _CONNECTORS = "是为：: "  # between a naming word and the address it names
 _EMAIL_WORDS = ("邮箱", "电子邮件", "邮件地址")
 _SEND_TO_WORDS = ("发到",)  # "发票请发到…": an e-mail address only when a mail domain and a Latin "com" end it
 _EMAIL_CHARS = 28  # the longest stretch taken as an e-mail address after its naming word
+# a company's or an authority's phone number, not a person's: 400/800 hotlines, 95xxx and 1xxxx short numbers
+_SERVICE_NUMBER = re.compile(r"(?:400|800)\d{7}|95\d{3,4}|1[012]\d{3}")
 _MOBILE = re.compile(r"1(?:3\d|4[5-9]|5[0-35-9]|6[2567]|7[0-8]|8\d|9[0-35-9])\d{8}")
 _LANDLINE = re.compile(r"0(?:[12]\d|[3-9]\d{2})\d{7,8}")
 _PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53,
@@ -139,7 +147,7 @@ _MAIL_DOMAIN = r"(?:[\d零一二三四五六七八九幺]{3}|qq|gmail|foxmail|ho
 _MAIL_END = re.compile(rf"(?<![A-Za-z0-9]){_MAIL_DOMAIN}\s*(?:点|\.)?\s*{_TLD}", re.IGNORECASE)
 # an address as a recognizer writes it, with no naming word before it: a Latin name, "@" or a space, a mail
 # domain, "com" ("suyen0625 163 com"); not a web address ("www.baidu.com") nor a product ("iPhone 15 CN")
-_SPOKEN_EMAIL = re.compile(rf"(?<![A-Za-z0-9.])[A-Za-z][A-Za-z0-9]{{2,}}(?:\s*(?:@|＠|艾特|爱特)\s*|\s+)"
+_SPOKEN_EMAIL = re.compile(rf"(?<![A-Za-z0-9.])(?!www)[A-Za-z][A-Za-z0-9]{{2,}}(?:\s*(?:@|＠|艾特|爱特)\s*|\s+)"
                            rf"{_MAIL_END.pattern}", re.IGNORECASE)
 _EMAIL = re.compile(rf"(?<![A-Za-z0-9._\-])(?:{_LOCAL}){_AT}[A-Za-z0-9\-]+(?:{_DOT}[A-Za-z0-9\-]+)*{_DOT}"
                     r"(?:com|cn|net|org|edu|gov|info|io|hk|tw)(?![A-Za-z])", re.IGNORECASE)
@@ -278,33 +286,39 @@ def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
     return sorted(s for s in spans if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in spans))
 
 
+def _not_personal(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for w in _NOT_PERSONAL_WORDS for m in re.finditer(re.escape(w), text)]
+
+
+@lru_cache(maxsize=1024)
 def _naming_words(text: str) -> dict[str, list[tuple[int, int]]]:
     """Where each kind's naming words are heard in ``text``. A code word heard over a phone word is the
-    phone word: "手机号码" sounds like 激活码 with one syllable misheard."""
+    phone word: "手机号码" sounds like 激活码 with one syllable misheard. A word of
+    ``_WRITTEN_CONTEXT_WORDS`` counts where no other naming word runs up to it, and no word saying "not
+    personal data" ends within ``_WRITTEN_WORD_REACH`` characters before it ("订单的号码")."""
     named = {kind: _heard(words, text) for kind, words in _CONTEXT_WORDS.items()}
     named["code"] = [(s, e) for s, e in named["code"] if not any(s < pe and ps < e for ps, pe in named["phone"])]
-    taken = [span for spans in named.values() for span in spans]
-    taken += [(m.start(), m.end()) for w in _NOT_PERSONAL_WORDS for m in re.finditer(re.escape(w), text)]
-    for kind, pattern in _WRITTEN_CONTEXT_WORDS.items():  # id_card, phone, code: 号码 before 码是 in 号码是
-        for m in pattern.finditer(text):
-            if not any(s < m.start() <= e for s, e in taken):
-                named[kind].append((m.start(), m.end()))
-                taken.append((m.start(), m.end()))
-    return {kind: sorted(spans) for kind, spans in named.items()}
+    others = [span for spans in named.values() for span in spans]
+    negative = _not_personal(text)
+    for kind, pattern in _WRITTEN_CONTEXT_WORDS.items():
+        named[kind] = sorted(named[kind] + [
+            (m.start(), m.end()) for m in pattern.finditer(text)
+            if not any(s < m.start() <= e for s, e in others)
+            and not any(s < m.start() <= e + _WRITTEN_WORD_REACH for s, e in negative)])
+    return named
 
 
 def _context_kinds(text: str, start: int, end: int) -> set[str] | None:
     """The kinds named by a word just before ``start`` (or, failing that, just after ``end``); None when a
     word saying "not personal data" (an order number, a staff number) is nearer before than any of them."""
-    before = text[max(0, start - CONTEXT_CHARS):start]
-    named = {kind: max((e for _, e in spans), default=-1) for kind, spans in _naming_words(before).items()}
-    negative = max((before.rfind(w) + len(w) for w in _NOT_PERSONAL_WORDS if w in before), default=-1)
+    window, words = start - CONTEXT_CHARS, _naming_words(text)  # words of the whole text: none cut in two
+    named = {kind: max((e for s, e in spans if window <= s and e <= start), default=-1) for kind, spans in words.items()}
+    negative = max((e for s, e in _not_personal(text) if window <= s and e <= start), default=-1)
     if negative >= 0 and all(at < negative for at in named.values()):
         return None
     kinds = {kind for kind, at in named.items() if at >= 0}
     if not kinds:
-        after = text[end:end + AFTER_CHARS]
-        kinds = {kind for kind, spans in _naming_words(after).items() if spans}
+        kinds = {kind for kind, spans in words.items() if any(end <= s and e <= end + AFTER_CHARS for s, e in spans)}
     return kinds
 
 
@@ -315,7 +329,8 @@ def _kind_of(digits: str, context: set[str] | None, kinds: Sequence[str]) -> str
     if context is None:
         return None
     checks = {"id_card": valid_id_card, "bank_card": valid_bank_card, "phone": valid_phone}
-    order = [k for k in ("id_card", "bank_card", "phone", "code") if k in kinds]
+    order = [k for k in ("id_card", "bank_card", "phone", "code") if k in kinds
+             and not (k == "phone" and _SERVICE_NUMBER.fullmatch(digits))]
     named = [k for k in order if k in context]
     passes = [k for k in order if k in checks and checks[k](digits)]
     return next((k for k in named if k in passes), None) or next(
@@ -355,6 +370,8 @@ def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> t
     ``_STRETCH_GAP`` others in a row until it is as long as the kind's shortest number, none after (a
     number longer than the kind's is masked whole, not cut at its length); None when fewer than
     ``_STRETCH_SHARE`` of that shortest length sound like digits, or less than half of the stretch does."""
+    while start < len(text) and text[start] in _CONNECTORS:  # "是" after the naming word is not 四
+        start += 1
     start = next((j for j in range(start, min(len(text), start + _STRETCH_GAP + 1)) if like[j]), -1)
     if start < 0:
         return None
@@ -399,25 +416,31 @@ def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     the stretch that sounds like digits for about the kind's length, as that kind; after "邮箱", what
     follows to its ".com", and after "发到", to a mail domain and a Latin "com" only (where both are heard,
     the first stretch taken wins: ``_with_stretches``). A word saying "not personal data" in between keeps
-    a stretch out."""
+    a stretch out; so does a web address ("www")."""
     like, named, spans = _digit_like(text), _naming_words(text), []
     for kind in ("id_card", "bank_card", "phone", "code"):
         if kind in kinds:
-            spans += [(kind, start, _stretch_after(text, like, end, _STRETCH_LENGTHS[kind])) for start, end in named[kind]]
+            spans += [(kind, start, _stretch_after(text, like, end, _STRETCH_LENGTHS[kind]))
+                      for start, end in named[kind] if text[start:end] not in _RUN_ONLY_WORDS]
     if "email" in kinds:
         spans += [("email", start, _email_after(text, end)) for start, end in _heard(_EMAIL_WORDS, text)]
         spans += [("email", start, _email_after(text, end, _MAIL_END)) for start, end in _heard(_SEND_TO_WORDS, text)]
     return [Found(kind, *span) for kind, start, span in spans
-            if span and not any(w in text[start:span[1]] for w in _NOT_PERSONAL_WORDS)]
+            if span and not any(w in text[start:span[1]] for w in _NOT_PERSONAL_WORDS)
+            and not (kind == "phone" and _SERVICE_NUMBER.fullmatch(
+                "".join(_DIGIT_VALUE.get(ch, "") for ch in text[span[0]:span[1]])))
+            and not (kind == "email" and "www" in text[span[0]:span[1]].lower())]
 
 
 def _with_stretches(found: list[Found], stretches: list[Found]) -> list[Found]:
     """``found`` with the named stretches that overlap nothing found, and those (but codes) that overlap
     only spans of other kinds inside them (part of a garbled card number read as a phone number, or as a
-    code): those spans give way to the stretch."""
+    code), or any span inside an e-mail stretch (an address found by its shape from "san" of "zhang san"):
+    those spans give way to the stretch."""
     for stretch in stretches:
         overlapping = [f for f in found if f.start < stretch.end and stretch.start < f.end]
-        inside = all(f.kind != stretch.kind and stretch.start <= f.start and f.end <= stretch.end for f in overlapping)
+        inside = all((f.kind != stretch.kind or f.kind == "email") and stretch.start <= f.start and f.end <= stretch.end
+                     for f in overlapping)
         if not overlapping or (inside and stretch.kind != "code"):
             found = [f for f in found if f not in overlapping] + [stretch]
     return found

@@ -140,10 +140,14 @@ def mute(samples: np.ndarray, rate: int, redactions: Sequence[Redaction], pad_s:
     return out
 
 
+def muted_rate(call: CallAudio) -> int:
+    """Hz of the muted audio: the call's own rate up to the 16 kHz it was decoded at (8 kHz stays 8 kHz)."""
+    return min(call.source_rate, TARGET_RATE)
+
+
 def muted_wav(call: CallAudio, redactions: Sequence[Redaction]) -> bytes:
-    """The call at its own rate (an 8 kHz call stays 8 kHz), every channel, with the redactions muted
-    (``mute``), as a PCM-16 WAV file."""
-    samples, rate = call.samples, call.source_rate
+    """The call at ``muted_rate``, every channel, with the redactions muted (``mute``), as a PCM-16 WAV."""
+    samples, rate = call.samples, muted_rate(call)
     if rate != TARGET_RATE:  # muted after resampling, so the muted ranges are exact zeros
         samples = soxr.resample(samples.T, TARGET_RATE, rate, quality="HQ").T
     buffer = io.BytesIO()
