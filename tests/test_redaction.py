@@ -128,6 +128,7 @@ def test_a_phone_word_is_not_heard_as_a_code_word():
     ("phone", "我换号了新号码是1875247043", "1875247043"),  # 号码 names a phone number, a digit lost
     ("id_card", "我身份证号码是34254219750525717", "34254219750525717"),  # ... but not after 身份证
     ("code", "卡背面的三拳码是953", "953"),  # 安全码 misheard but its end
+    ("phone", "您好我的点号是1371872690麻烦您快联系我", "1371872690"),  # 电话 misheard, a mobile number a digit short
     ("email", "我的邮箱是jianyong367 139 com", "jianyong367 139 com"),  # no "点" heard
     ("email", "发票请发到suyen0625 163 com谢谢", "suyen0625 163 com"),  # no naming word: its shape
     ("email", "发票请发到白华二九六零那是163点com谢谢", "白华二九六零那是163点com"),  # sent to, ending in "com"
@@ -143,6 +144,7 @@ def test_what_a_recognizer_trained_on_numbers_writes_is_found(kind, text, span):
     "文件发到官网了就在jd点com上", "发到" + "好" * 25 + "company的资料", "价码是299", "条形码是6901234567892，您扫一下",
     "这个订单的号码是202405180012", "快递的号码是75312345678901", "这个号码是95588，是工行的客服", "客服电话4008208820",
     "请登录 www 163 com 查询", "发票号码是不是开给公司的抬头，12345678",
+    "好的4343-17196-11188-1999",  # groups of a longer number are not a mobile number a digit short
 ])
 def test_numbers_and_names_whose_words_look_like_naming_words_are_not_personal(text):
     assert find_pii(text) == []
