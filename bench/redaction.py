@@ -219,12 +219,13 @@ def main() -> None:
     else:
         model = args.model or next(p for p in (REPO / "models/exports/ct2-int8", REPO / "models/candidate")
                                    if (p / "config.json").is_file())
-        work = Path(tempfile.mkdtemp(prefix="zhasr-redaction-"))
-        (work / "set").mkdir()
-        paths = synthesize(rows, work / "set", args.seed)
-        texts = decode(model, paths)
-        if args.adapt:
-            adapted_texts = decode(adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work), paths)
+        with tempfile.TemporaryDirectory(prefix="zhasr-redaction-") as folder:  # speech, the trained model
+            work = Path(folder)
+            (work / "set").mkdir()
+            paths = synthesize(rows, work / "set", args.seed)
+            texts = decode(model, paths)
+            if args.adapt:
+                adapted_texts = decode(adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work), paths)
     reference = score(rows, [r.text for r in rows], False)
     print_table("Reference text (every written form)", reference)
     result = {"model": str(model), "reference": reference, **report("the candidate", rows, texts)}
