@@ -394,6 +394,7 @@ def test_redact_itn_diarized_json_and_muted_audio_through_the_openai_client(serv
     muted, rate = sf.read(io.BytesIO(base64.b64decode(body["redacted_audio"]["data"])), always_2d=True)
     original, _ = sf.read(clip, always_2d=True)
     assert muted.shape[1] == 2 and abs(len(muted) / rate - len(original) / 8000) < 0.01
+    assert rate == body["redacted_audio"]["sample_rate"] == 8000  # the call's own rate, not the decoder's
     for r in body.get("redactions", []):  # the random model says what it says; each span it made is silent
         assert np.abs(muted[int((r["audio_start"]) * rate):int(r["audio_end"] * rate)]).max(initial=0) == 0
     for fields, param in [({"redact": "passport"}, "redact"), ({"redact": "phone", "stream": "true"}, "stream"),
