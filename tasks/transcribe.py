@@ -104,7 +104,8 @@ def run(ctx: StageContext, files: list[Path], model: str | None = None, channels
     """One file without ``out_dir``: the result itself in ``fmt``. Otherwise ``<out_dir>/<stem>.<ext>`` per
     file and a summary per file. ``redact`` (None: ``transcribe.redact``) and ``itn`` (None:
     ``transcribe.itn``) as in ``zhasr.transcribe.redaction.finish_text``; ``redacted_audio`` also writes
-    ``<out_dir>/<stem>.redacted.wav`` (the call's own rate and channels) with the redacted stretches muted."""
+    ``<out_dir>/<stem>.redacted.wav`` (``muted_rate``: the call's own rate up to 16 kHz; its channels) with
+    the redacted stretches muted."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from zhasr.transcribe.media import read_call

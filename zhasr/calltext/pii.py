@@ -287,6 +287,7 @@ def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
 
 
 def _not_personal(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every word in ``text`` saying the number near it is not personal data."""
     return [(m.start(), m.end()) for w in _NOT_PERSONAL_WORDS for m in re.finditer(re.escape(w), text)]
 
 

@@ -56,6 +56,7 @@ class PiiSentence:
     pinyin_override: str | None = None  # espeak-ng pinyin when ``said`` holds Latin letters (e-mail)
     frame: int = 0  # which sentence frame of its kind (or of the sentences without personal data) it fills
 
+
 Frames = Literal["all", "even", "odd"]  # the sentence frames drawn from, by their index
 
 
