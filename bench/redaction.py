@@ -75,14 +75,16 @@ def leaks(row: PiiSentence, redacted: str) -> bool:
     return any(value[i:i + window] in digits for i in range(len(value) - window + 1))
 
 
-def synthesize(rows: list[PiiSentence], out: Path, seed: int) -> list[Path]:
+def synthesize(rows: list[PiiSentence], out: Path, seed: int, channel: str | None = None) -> list[Path]:
+    """A WAV a sentence in ``out``, spoken by 14 demo voices of ``seed``; ``channel`` "telephone" or "wideband",
+    or None: odd sentences telephone (8 kHz), even ones wideband."""
     params = SynthParams(n_speakers=14, seed=seed)
     speakers = plan_speakers(params)
 
     def one(i: int) -> Path:
         rng = np.random.default_rng([seed, i])
         speaker = speakers[i % len(speakers)]
-        call = Call(f"pii{i}", speaker, "account", "telephone" if i % 2 else "wideband",
+        call = Call(f"pii{i}", speaker, "account", channel or ("telephone" if i % 2 else "wideband"),
                     float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
                     params.noise_colors[int(rng.integers(len(params.noise_colors)))])
         speech, rate = apply_channel(speak(rows[i].pinyin_override or to_pinyin(rows[i].said), speaker),

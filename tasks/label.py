@@ -22,7 +22,7 @@ from zhasr.labelling.calls import StoredCall, store_call, task
 from zhasr.labelling.export import read_export
 from zhasr.labelling.interface import label_config
 from zhasr.labelling.pull_batch import LabelSource, pulled, write_batch
-from zhasr.labelling.selection import Candidate, choose, disagreement
+from zhasr.labelling.selection import Candidate, choose, disagreement, numbers_heard
 from zhasr.labelling.studio import Studio, api_token
 from zhasr.progress import progress_bar
 from zhasr.transcribe.confidence import call_confidence
@@ -119,13 +119,14 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
             calls[stored.call_id] = (stored, result)
             candidates.append(Candidate(stored.call_id, stored.duration_s, round(1 - call_confidence(result), 4),
                                         f"{stored.channels}ch@{stored.source_rate}",
-                                        disagreement(result.text, other.text) if other else None))
+                                        disagreement(result.text, other.text) if other else None,
+                                        numbers_heard(result.text)))
         progress(len(work), len(work))
         chosen = choose(candidates, strategy, budget_s, seed=ctx.params.synth.seed)
         task_ids = studio.add_tasks(project_id, [task(calls[c.call_id][0], calls[c.call_id][1], version)
                                                  for c in chosen])
         table = [{"rank": k + 1, "call_id": c.call_id, "task_id": t, "minutes": round(c.duration_s / 60, 2),
-                  "uncertainty": c.uncertainty, "disagreement": c.disagreement, "kind": c.kind}
+                  "uncertainty": c.uncertainty, "disagreement": c.disagreement, "numbers": c.numbers, "kind": c.kind}
                  for k, (c, t) in enumerate(zip(chosen, task_ids))]
         summary = {"project": p.project, "project_id": project_id, "project_url": studio.project_url(project_id),
                    "model_version": version, "strategy": strategy, "budget_min": budget_s / 60,

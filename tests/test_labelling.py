@@ -183,6 +183,23 @@ def test_choose_fills_the_budget_with_the_least_certain_calls_and_spreads_over_k
     assert disagreement("您好请问", "您好请问") == 0.0 and disagreement("您好请问", "") == 1.0
 
 
+def test_numbers_puts_calls_that_say_numbers_first_and_the_least_certain_first_among_equals():
+    from zhasr.labelling.selection import numbers_heard
+
+    assert numbers_heard("您好请问有什么可以帮您，退款金额是三百二十八元") == 0
+    assert numbers_heard("我的手机号是幺三八幺二三四五六七八，身份证号码是[ID_CARD]") == 2
+    assert numbers_heard("订单号是3572081634，验证码是三五七二八一") == 2  # a long order number counts too
+    pool = [Candidate("plain-unsure", 60, 0.9, "2ch@8000", numbers=0),
+            Candidate("two-in-a-minute", 60, 0.1, "2ch@8000", numbers=2),
+            Candidate("two-in-two-minutes", 120, 0.5, "2ch@8000", numbers=2),
+            Candidate("one-in-a-minute-unsure", 60, 0.6, "2ch@8000", numbers=1),
+            Candidate("plain-sure", 60, 0.2, "2ch@8000", numbers=0)]
+    assert [c.call_id for c in choose(pool, "numbers", 0)] == [
+        "two-in-a-minute", "one-in-a-minute-unsure", "two-in-two-minutes", "plain-unsure", "plain-sure"]
+    assert [c.call_id for c in choose(pool, "numbers", 180)] == [
+        "two-in-a-minute", "one-in-a-minute-unsure", "plain-unsure"]
+
+
 def test_the_scheduled_push_is_served_only_when_a_calls_folder_is_set():
     from flows.schedule import label_push_deployment
     from zhasr.config import params_from_dict

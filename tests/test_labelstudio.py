@@ -98,6 +98,7 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
 
     pushed = label_push(calls=[str(call.parent)], model=str(tiny_model_dir), overrides=sets)
     assert (pushed["calls_pushed"], pushed["project"]) == (1, "night calls")
+    assert isinstance(pushed["tasks"][0]["numbers"], int)  # what the numbers strategy ranks by, in the push's table
     studio, project_id = label.open_studio(ctx)
     task_id = pushed["tasks"][0]["task_id"]
     [prediction] = studio.client.predictions.list(task=task_id)

@@ -384,7 +384,7 @@ class LabelParams:
     url: str = "http://127.0.0.1:8089"  # Label Studio (``make labelstudio``)
     token_file: str = ".labelstudio/token"  # its API token, relative to the project root; LABEL_STUDIO_API_KEY wins
     project: str = "zhasr calls"  # title of the labelling project, created by the first push
-    strategy: Literal["confidence", "disagreement", "random"] = "confidence"  # which calls people see first
+    strategy: Literal["confidence", "disagreement", "numbers", "random"] = "confidence"  # which calls people see first
     budget_min: float = 0.0  # minutes of audio one push sends; 0 = every call given
     calls_dir: str | None = None  # the folder a scheduled push reads (``zhasr schedule`` serves label-push when set)
     push_cron: str = "0 6 * * *"  # when the scheduled push runs (schedule.timezone)

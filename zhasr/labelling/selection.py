@@ -2,10 +2,12 @@
 
 A labelled minute is worth most where the champion is most likely wrong. ``confidence`` ranks calls by
 1 - ``call_confidence`` (token log-probabilities, no-speech probability, guard flags), ``disagreement``
-by the character disagreement between champion and challenger on the same call, ``random`` draws with
-the seed. The ranking is greedy by that value per minute, and a call's value is discounted by how many
-calls of its kind (channel count and source rate) were already chosen, so one noisy line does not take
-the whole budget.
+by the character disagreement between champion and challenger on the same call, ``numbers`` by the
+personal data and other long numbers the champion's transcript holds per minute (calls with numbers first,
+the least certain first among equals: redaction finds only what the model heard, and a model learns to
+hear numbers from labelled calls that say them), ``random`` draws with the seed. The ranking is greedy by
+that value, and a call's value is discounted by how many calls of its kind (channel count and source rate)
+were already chosen, so one noisy line does not take the whole budget.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from zhasr.calltext.pii import KINDS, NUMBER, PLACEHOLDERS, find_pii
 from zhasr.evaluation.metrics import character_error_rate
 
-Strategy = Literal["confidence", "disagreement", "random"]
-STRATEGIES: tuple[Strategy, ...] = ("confidence", "disagreement", "random")
+Strategy = Literal["confidence", "disagreement", "numbers", "random"]
+STRATEGIES: tuple[Strategy, ...] = ("confidence", "disagreement", "numbers", "random")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,11 @@ class Candidate:
     uncertainty: float  # 1 - call confidence, 0-1
     kind: str  # "<channels>ch@<rate>" : calls of one kind share the coverage discount
     disagreement: float | None = None  # champion vs challenger character disagreement, 0-1; None: not decoded twice
+    numbers: int = 0  # passages of personal data and other long numbers in the champion's transcript (numbers_heard)
+
+    @property
+    def numbers_per_minute(self) -> float:
+        return self.numbers / max(self.duration_s / 60, 1e-9)
 
 
 def disagreement(champion_text: str, challenger_text: str) -> float:
@@ -37,6 +45,16 @@ def disagreement(champion_text: str, challenger_text: str) -> float:
     if not longer.strip():
         return 0.0
     return min(1.0, character_error_rate([longer], [shorter]).rate)
+
+
+def numbers_heard(text: str) -> int:
+    """Passages of personal data (every kind of zhasr.calltext.pii, found or already replaced by a
+    placeholder) and other runs of 7+ digits in a transcript, in digits or numerals. A garbled number still
+    counts when a naming word (手机号, 身份证, 验证码, ...) stands before it."""
+    kept = sum(text.count(p) for p in PLACEHOLDERS)
+    for p in PLACEHOLDERS:
+        text = text.replace(p, " ")
+    return kept + len(find_pii(text, (*KINDS, NUMBER)))
 
 
 def choose(candidates: Sequence[Candidate], strategy: Strategy, budget_s: float, seed: int = 0) -> list[Candidate]:
@@ -50,7 +68,8 @@ def choose(candidates: Sequence[Candidate], strategy: Strategy, budget_s: float,
     pool = list(candidates)
     if strategy == "random":
         random.Random(seed).shuffle(pool)
-    value = (lambda c: c.uncertainty) if strategy == "confidence" else (lambda c: c.disagreement or 0.0)
+    value = {"confidence": lambda c: (c.uncertainty,), "disagreement": lambda c: (c.disagreement or 0.0,),
+             "numbers": lambda c: (c.numbers_per_minute, c.uncertainty)}.get(strategy)
     chosen: list[Candidate] = []
     taken: Counter[str] = Counter()
     left = budget_s if budget_s > 0 else float("inf")
@@ -58,7 +77,8 @@ def choose(candidates: Sequence[Candidate], strategy: Strategy, budget_s: float,
         fitting = [c for c in pool if c.duration_s <= left]
         if not fitting:
             break
-        best = fitting[0] if strategy == "random" else max(fitting, key=lambda c: value(c) / (1 + taken[c.kind]) ** 0.5)
+        best = fitting[0] if strategy == "random" else max(
+            fitting, key=lambda c: tuple(v / (1 + taken[c.kind]) ** 0.5 for v in value(c)))
         pool.remove(best)
         chosen.append(best)
         taken[best.kind] += 1
