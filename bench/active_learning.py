@@ -191,11 +191,15 @@ def main() -> None:
                         help="run at half and the whole budget, beside random (disagreement: when a challenger exists)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="zhasr-al-") as folder:  # the calls, the batches, the adapters
+        run(args, Path(folder))
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
     from zhasr.model.ct2_import import ensure_packaged_base_model
 
     base = ensure_packaged_base_model(REPO / "models" / "whisper-base")
     params = load_params(REPO / "params.yaml")
-    root = Path(tempfile.mkdtemp(prefix="zhasr-al-"))
     started = time.perf_counter()
     codecs = args.codecs.split(",")
     pool, test = make_calls(root, args.calls, 11, codecs), make_calls(root, args.test_calls, 12, codecs)
