@@ -107,8 +107,9 @@ def make_calls(root: Path, n_calls: int, seed: int, codecs: list[str]) -> list[t
 
 
 def make_number_calls(root: Path, n_calls: int, seed: int, codecs: list[str]) -> list[tuple[Path, list]]:
-    """``n_calls`` calls in which the customer (right) says four sentences with personal numbers, every kind
-    in turn, in the even-numbered sentence frames; a generated agent's clips on the left."""
+    """``n_calls`` calls in which the customer (right) says four sentences with personal numbers (the kinds
+    shuffled over the calls), in the even-numbered sentence frames; a generated agent's clips on the left.
+    Both sides draw voices of ``seed``, so a call's two sides may share one."""
     per_kind = -(-4 * n_calls // len(KINDS))
     sentences = personal_set(seed, per_kind, 0, frames="even")
     sentences = [sentences[i] for i in np.random.default_rng(seed).permutation(len(sentences))][: 4 * n_calls]
@@ -191,6 +192,9 @@ def main() -> None:
                         help="run at half and the whole budget, beside random (disagreement: when a challenger exists)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
+    unknown = set(args.strategies.split(",")) - {"confidence", "disagreement", "numbers", "oracle"}
+    if unknown:
+        parser.error(f"--strategies: unknown {', '.join(sorted(unknown))} (random always runs)")
     with tempfile.TemporaryDirectory(prefix="zhasr-al-") as folder:  # the calls, the batches, the adapters
         run(args, Path(folder))
 
@@ -238,7 +242,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
         said = "".join(t.text for t in sorted(turns, key=lambda t: t.start))
         errors.append(character_error_rate([said], [result.text]).rate)
     oracle = [dataclasses.replace(c, uncertainty=e) for c, e in zip(candidates, errors)]
-    if number_calls:
+    if number_calls and len(number_calls) < len(pool):
         heard = {n: [c.numbers_per_minute for c in candidates if (c.call_id in number_call_ids) == n] for n in (1, 0)}
         print(f"numbers heard a minute: {statistics.mean(heard[1]):.2f} in calls with numbers, "
               f"{statistics.mean(heard[0]):.2f} in the others", flush=True)

@@ -13,6 +13,7 @@ were already chosen, so one noisy line does not take the whole budget.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Literal
 from zhasr.calltext.pii import KINDS, NUMBER, PLACEHOLDERS, find_pii
 from zhasr.evaluation.metrics import character_error_rate
 
+_PLACEHOLDER = re.compile("|".join(map(re.escape, PLACEHOLDERS)))
 Strategy = Literal["confidence", "disagreement", "numbers", "random"]
 STRATEGIES: tuple[Strategy, ...] = ("confidence", "disagreement", "numbers", "random")
 
@@ -51,9 +53,7 @@ def numbers_heard(text: str) -> int:
     """Passages of personal data (every kind of zhasr.calltext.pii, found or already replaced by a
     placeholder) and other runs of 7+ digits in a transcript, in digits or numerals. A garbled number still
     counts when a naming word (手机号, 身份证, 验证码, ...) stands before it."""
-    kept = sum(text.count(p) for p in PLACEHOLDERS)
-    for p in PLACEHOLDERS:
-        text = text.replace(p, " ")
+    text, kept = _PLACEHOLDER.subn("。", text)  # a full stop: no number runs across it
     return kept + len(find_pii(text, (*KINDS, NUMBER)))
 
 
@@ -68,8 +68,8 @@ def choose(candidates: Sequence[Candidate], strategy: Strategy, budget_s: float,
     pool = list(candidates)
     if strategy == "random":
         random.Random(seed).shuffle(pool)
-    value = {"confidence": lambda c: (c.uncertainty,), "disagreement": lambda c: (c.disagreement or 0.0,),
-             "numbers": lambda c: (c.numbers_per_minute, c.uncertainty)}.get(strategy)
+    values = {"confidence": lambda c: (c.uncertainty,), "disagreement": lambda c: (c.disagreement or 0.0,),
+              "numbers": lambda c: (c.numbers_per_minute, c.uncertainty)}
     chosen: list[Candidate] = []
     taken: Counter[str] = Counter()
     left = budget_s if budget_s > 0 else float("inf")
@@ -78,7 +78,7 @@ def choose(candidates: Sequence[Candidate], strategy: Strategy, budget_s: float,
         if not fitting:
             break
         best = fitting[0] if strategy == "random" else max(
-            fitting, key=lambda c: tuple(v / (1 + taken[c.kind]) ** 0.5 for v in value(c)))
+            fitting, key=lambda c: tuple(v / (1 + taken[c.kind]) ** 0.5 for v in values[strategy](c)))
         pool.remove(best)
         chosen.append(best)
         taken[best.kind] += 1
