@@ -43,16 +43,6 @@ def test_pieces_of_one_track_share_windows_up_to_the_limit_and_tracks_never_mix(
     assert [(w.pieces, w.offsets) for w in across] == [((0, 1), (0, s(4)))]
 
 
-def test_balanced_windows_are_as_few_as_filled_ones_and_none_is_fuller_than_it_must_be():
-    pieces = [Piece(0, 0, s(4.5 * k), s(4.5 * k + 4)) for k in range(13)]  # 4-s pieces, 0.5-s pauses
-    filled, balanced = pack(pieces, 28.0, 1.0), pack(pieces, 28.0, 1.0, balanced=True)
-    assert [w.seconds for w in filled] == [26.5, 26.5, 4.0]
-    assert [w.seconds for w in balanced] == [22.0, 22.0, 13.0]  # 5, 5 and 3 pieces: no 3 windows hold fewer
-    assert [k for w in balanced for k in w.pieces] == list(range(13))
-    one = pieces[:3]
-    assert pack(one, 28.0, 1.0, balanced=True) == pack(one, 28.0, 1.0)  # one window: filled as it is
-
-
 def test_window_audio_keeps_the_pieces_and_the_ends_of_a_shortened_pause():
     track = np.arange(s(20), dtype=np.float32)
     pieces = [Piece(0, 0, s(1), s(3)), Piece(0, 0, s(8), s(10))]

@@ -240,8 +240,6 @@ class TranscribeParams:
     # sees its last utterance end (filled to 30 s it drops it: measured in docs/decoding.md)
     pack_window_s: float = 24.0
     pack_gap_s: float = 1.0  # s; longer pauses between packed pieces are shortened to this
-    # a track's windows as few as filling each to pack_window_s gives, but filled evenly (packing.pack)
-    pack_balanced: bool = False
     # split calls: pieces of one channel at most this far apart (s), with nothing said on the other channel
     # in between, are one turn and one segment (at most max_piece_s long); 0 = a segment per piece
     turn_pause_s: float = 2.0

@@ -201,8 +201,7 @@ class Transcriber:
         per_input = [sum(t.source == i for t in tracks) for i in range(len(calls))]
         pieces = [piece for t in tracks for piece in self._pieces(t, per_input[t.source] == 1)]
         windows = packing.pack(pieces, self.params.pack_window_s, self.params.pack_gap_s, self.params.pack_pieces,
-                               key=(lambda p: p.channel) if across_inputs else (lambda p: (p.source, p.channel)),
-                               balanced=self.params.pack_balanced)
+                               key=(lambda p: p.channel) if across_inputs else (lambda p: (p.source, p.channel)))
         return Plan(calls, names, mode, warnings, pieces, windows, {(t.source, t.channel): t for t in tracks},
                     started, decoded_at, time.perf_counter())
 

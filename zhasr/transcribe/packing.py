@@ -44,14 +44,10 @@ class Window:
 
 
 def pack(pieces: Sequence[Piece], max_s: float, gap_s: float, enabled: bool = True,
-         key: Callable[[Piece], object] = lambda p: (p.source, p.channel), balanced: bool = False) -> list[Window]:
+         key: Callable[[Piece], object] = lambda p: (p.source, p.channel)) -> list[Window]:
     """Windows over ``pieces`` (each at most ``max_s`` long): consecutive pieces of one ``key`` (a track)
     together while they fit, pauses over ``gap_s`` shortened to it; one window a piece when not ``enabled``.
-    A piece longer than ``max_s`` (up to ``transcribe.max_piece_s``) has a window of its own.
-
-    ``balanced``: a track takes as few windows as filling each up to ``max_s`` would, each filled only up to
-    the smallest limit that still gives that many (50 s of speech at 28 s: two windows of about 25 s, not
-    28 and 22), so that most windows keep more of Whisper's 30 s free at their end."""
+    A piece longer than ``max_s`` (up to ``transcribe.max_piece_s``) has a window of its own."""
     if not enabled:
         return [Window.single(k, p) for k, p in enumerate(pieces)]
     limit, gap_max = int(max_s * TARGET_RATE), int(gap_s * TARGET_RATE)
@@ -60,32 +56,17 @@ def pack(pieces: Sequence[Piece], max_s: float, gap_s: float, enabled: bool = Tr
         tracks.setdefault(key(pieces[k]), []).append(k)
     windows = []
     for order in tracks.values():
-        filled = _fill(pieces, order, limit, gap_max)
-        if balanced and len(filled) > 1:
-            low, high = 0, limit  # the smallest limit giving len(filled) windows, to a tenth of a second
-            while high - low > TARGET_RATE // 10:
-                middle = (low + high) // 2
-                low, high = (low, middle) if len(_fill(pieces, order, middle, gap_max)) <= len(filled) else (middle, high)
-            filled = _fill(pieces, order, high, gap_max)
-        windows += filled
-    return windows
-
-
-def _fill(pieces: Sequence[Piece], order: Sequence[int], limit: int, gap_max: int) -> list[Window]:
-    """The pieces ``order`` (one track, in time order) in windows of at most ``limit`` samples, each filled
-    before the next is opened."""
-    windows = []
-    members, offsets, end = [order[0]], [0], _length(pieces[order[0]])
-    for k in order[1:]:
-        gap = _gap(pieces[members[-1]], pieces[k], gap_max)
-        if end + gap + _length(pieces[k]) <= limit:
-            members.append(k)
-            offsets.append(end + gap)
-            end += gap + _length(pieces[k])
-            continue
+        members, offsets, end = [order[0]], [0], _length(pieces[order[0]])
+        for k in order[1:]:
+            gap = _gap(pieces[members[-1]], pieces[k], gap_max)
+            if end + gap + _length(pieces[k]) <= limit:
+                members.append(k)
+                offsets.append(end + gap)
+                end += gap + _length(pieces[k])
+                continue
+            windows.append(Window(tuple(members), tuple(offsets), end))
+            members, offsets, end = [k], [0], _length(pieces[k])
         windows.append(Window(tuple(members), tuple(offsets), end))
-        members, offsets, end = [k], [0], _length(pieces[k])
-    windows.append(Window(tuple(members), tuple(offsets), end))
     return windows
 
 
