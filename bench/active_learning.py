@@ -149,19 +149,21 @@ def rank_correlation(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(*ranks)[0, 1])
 
 
-def decoded(model_dir: Path, adapter: Path | None, paths: list[Path]) -> list[str]:
-    model, processor = load_model(model_dir, adapter)
-    return [t.text for t in transcribe(model, processor, [load_16k(p) for p in paths], DecodeOptions())]
+Model = tuple  # (model, processor) of zhasr.model.loading.load_model
 
 
-def cer(model_dir: Path, adapter: Path | None, rows: list[dict], dataset: Path) -> float:
-    hyps = decoded(model_dir, adapter, [dataset / r["audio"] for r in rows])
+def decoded(model: Model, paths: list[Path]) -> list[str]:
+    return [t.text for t in transcribe(*model, [load_16k(p) for p in paths], DecodeOptions())]
+
+
+def cer(model: Model, rows: list[dict], dataset: Path) -> float:
+    hyps = decoded(model, [dataset / r["audio"] for r in rows])
     return character_error_rate([r["text_norm"] for r in rows], hyps).rate
 
 
-def redaction_recall(model_dir: Path, adapter: Path | None, sentences, paths: list[Path]) -> dict[str, float]:
+def redaction_recall(model: Model, sentences, paths: list[Path]) -> dict[str, float]:
     """Decoded-text redaction recall per kind (bench/redaction.py's rule) of the model on the sentences."""
-    table = redaction_score(sentences, decoded(model_dir, adapter, paths), True)
+    table = redaction_score(sentences, decoded(model, paths), True)
     return {kind: round(table[kind]["recall"], 4) for kind in KINDS}
 
 
@@ -252,9 +254,10 @@ def run(args: argparse.Namespace, root: Path) -> None:
           f"{100 * max(errors):.1f}% (median {100 * statistics.median(errors):.1f}); rank correlation of "
           f"1 - confidence with it {rho:+.2f}; {time.perf_counter() - started:.0f} s", flush=True)
 
-    base_test = cer(base, None, test_rows, root / "dataset")
-    base_real = cer(base, None, real, root / "dataset") if real else None
-    base_recall = redaction_recall(base, None, held_out, held_out_paths) if held_out else None
+    untrained = load_model(base)
+    base_test = cer(untrained, test_rows, root / "dataset")
+    base_real = cer(untrained, real, root / "dataset") if real else None
+    base_recall = redaction_recall(untrained, held_out, held_out_paths) if held_out else None
     runs = [("random", args.budget, s) for s in range(args.random_seeds)]
     for strategy in args.strategies.split(","):
         if strategy != "disagreement" or challenger:
@@ -276,9 +279,10 @@ def run(args: argparse.Namespace, root: Path) -> None:
                               evaluations=1, seed=seed)
         trained = train_adapter(base, rows, root / "dataset", root / f"run-{name}", options)
         adapter = trained.adapter_dir
-        test_cer = cer(base, adapter, test_rows, root / "dataset")
-        real_cer = cer(base, adapter, real, root / "dataset") if real else None
-        recall = redaction_recall(base, adapter, held_out, held_out_paths) if held_out else None
+        trained_model = load_model(base, adapter)
+        test_cer = cer(trained_model, test_rows, root / "dataset")
+        real_cer = cer(trained_model, real, root / "dataset") if real else None
+        recall = redaction_recall(trained_model, held_out, held_out_paths) if held_out else None
         minutes = sum(c.duration_s for c in chosen) / 60
         speech_min = sum(r["duration_s"] for r in rows) / 60
         table.append({"strategy": strategy, "seed": seed, "budget_share": share, "calls": len(chosen),
