@@ -6,8 +6,8 @@
     .venv/bin/python bench/active_learning.py --steps 24     # every run the same steps: labels, not compute
 
 A pool of generated two-channel 8 kHz mu-law calls (synthetic voices, agent left, customer right) is
-transcribed by the champion (whisper-base, or ``--champion``) in split mode, as ``zhasr label push`` does. Each strategy of
-``zhasr.labelling.selection`` chooses calls within a budget (a share of the pool's minutes); the chosen
+transcribed by the champion (whisper-base, or ``--champion``) in split mode, as ``zhasr label push`` does.
+Each strategy of ``zhasr.labelling.selection`` chooses calls within a budget (a share of the pool's minutes); the chosen
 calls are "labelled" with their reference turns (the generator's texts stand in for the person), cut per
 channel as ``zhasr label pull`` cuts them, and an adapter is trained on them from whisper-base with the
 project's training defaults. Every adapter is scored on held-out generated calls (other voices and
@@ -226,8 +226,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
         originals_only = IngestParams(telephone_regression=False)
         real = [r for r in ingest_batches(root / "incoming-real", root / "dataset", originals_only)
                 if not r["decode_error"]]
-    print(f"data: {len(pool)} pool calls ({len(number_calls)} with numbers), {len(test)} test calls ({len(test_rows)} turns), {len(real)} real clips; "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
+    print(f"data: {len(pool)} pool calls ({len(number_calls)} with numbers), {len(test)} test calls "
+          f"({len(test_rows)} turns), {len(real)} real clips; {time.perf_counter() - started:.0f} s", flush=True)
 
     champion = Transcriber.open(args.champion or base, params.transcribe)
     challenger = None
@@ -311,8 +311,9 @@ def run(args: argparse.Namespace, root: Path) -> None:
               f"| {t['gain_per_min']:+.3f} | {real_text} |"
               + (f" {t['number_calls']} | {recall_text(t['redaction_recall'])} |" if numbers else ""))
     randoms = [t["gain_points"] for t in table if t["strategy"] == "random"]
-    print(f"\nrandom at {args.budget:.0%}: gain {statistics.mean(randoms):+.2f} points "
-          f"(seeds {', '.join(f'{g:+.2f}' for g in randoms)})")
+    if randoms:  # none when no call fits the budget
+        print(f"\nrandom at {args.budget:.0%}: gain {statistics.mean(randoms):+.2f} points "
+              f"(seeds {', '.join(f'{g:+.2f}' for g in randoms)})")
     if args.out:
         summary = {"base_test_cer": base_test, "base_real_cer": base_real, "base_redaction_recall": base_recall,
                    "pool_cer_per_call": errors,

@@ -188,7 +188,7 @@ def test_numbers_puts_calls_that_say_numbers_first_and_the_least_certain_first_a
 
     assert numbers_heard("您好请问有什么可以帮您，退款金额是三百二十八元") == 0
     assert numbers_heard("我的手机号是幺三八幺二三四五六七八，身份证号码是[ID_CARD]") == 2
-    assert numbers_heard("订单号是3572081634，验证码是三五七二八一") == 2  # a long order number counts too
+    assert numbers_heard("订单号是3572081634，验证码是三五七二八一") == 2  # an order number counts too
     assert numbers_heard("尾号12345[PHONE]67890") == 1  # digits on both sides of a placeholder are not one run
     pool = [Candidate("plain-unsure", 60, 0.9, "2ch@8000", numbers=0),
             Candidate("two-in-a-minute", 60, 0.1, "2ch@8000", numbers=2),
