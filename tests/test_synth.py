@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -11,12 +12,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from zhasr.config import SynthParams
+from zhasr.calltext.pii import find_pii
+from zhasr.config import DEFAULT_TEXT_REGEX, SynthParams
 from zhasr.data import synth
 from zhasr.data.synth import synthesize_batch, words
 from zhasr.data.synth.voice import MissingToolError, to_pinyin
 from zhasr.data.synth.words import int_zh
-from zhasr.data.text import HAN_CHAR
+from zhasr.data.text import HAN_CHAR, normalize
 
 needs_tools = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -96,6 +98,26 @@ def test_manifest_rows_channels_and_durations(batches):
     for row in rows:  # one call: one speaker, one channel, one noise level
         by_call.setdefault(row["call_id"], set()).add((row["speaker"], row["channel"], row["snr_db"]))
     assert all(len(v) == 1 for v in by_call.values())
+
+
+@needs_tools
+def test_personal_calls_come_after_the_others_and_say_their_kind(tmp_path, batches):
+    options = replace(OPTIONS, batch="p", personal_clips=9)
+    rows = read_rows(synthesize_batch(tmp_path, options, progress=QUIET))
+    topic_rows, personal = rows[:OPTIONS.n_clips], rows[OPTIONS.n_clips:]
+    unnamed = lambda rows: [{k: v for k, v in r.items() if k not in ("id", "audio")} for r in rows]  # noqa: E731
+    assert unnamed(topic_rows) == unnamed(read_rows(batches[0]))  # the other calls unchanged
+    assert len(personal) == 9 and {r["call_id"] for r in personal}.isdisjoint(r["call_id"] for r in topic_rows)
+    kinds = [r.get("personal", "") for r in personal]
+    assert kinds == list(synth.PERSONAL_ROTATION) + ["phone", "id_card"]
+    for row, kind in zip(personal, kinds):
+        _, named, frame = row["template"].split("/")
+        assert named == (kind or "other") and int(frame) % 2 == 0  # odd frames are left for judging
+        assert re.fullmatch(DEFAULT_TEXT_REGEX, normalize(row["text"])), row["text"]  # passes validation
+        if kind:
+            assert kind in {f.kind for f in find_pii(row["text"])}, row["text"]
+        samples, rate = sf.read(tmp_path / "p" / row["audio"], dtype="float32")
+        assert rate == (8000 if row["channel"] == "telephone" else 16000) and len(samples) / rate > 1.0
 
 
 @needs_tools

@@ -49,6 +49,10 @@ class SynthParams:
     snr_db: list[float] = field(default_factory=lambda: [30.0, 20.0, 15.0])  # dB, speech-to-noise power; one per call
     noise_colors: list[str] = field(default_factory=lambda: ["white", "pink"])  # noise spectra; one drawn per call
     clips_per_call: int = 4  # utterances per call at most (at least n_speakers calls are made)
+    # utterances, beyond n_clips, in calls where the customer gives personal data (phone, ID-card and bank-card
+    # numbers, codes, e-mail addresses) or other long numbers, labelled in the written forms a labeller uses;
+    # 0: training on 420 of them costs real telephone speech 2-4 CER points (docs/transcripts.md)
+    personal_clips: int = 0
     # espeak-ng -s range per speaker (words per minute); 180 ~ 3.4, 260 ~ 5.2 Han characters per second
     speed_wpm: list[int] = field(default_factory=lambda: [180, 260])
     pitch: list[int] = field(default_factory=lambda: [25, 75])  # espeak-ng -p range per speaker (0-99, 50 = default)
@@ -532,6 +536,8 @@ def _check_synth(synth: SynthParams) -> None:
     for key in ("n_clips", "n_speakers", "clips_per_call", "workers"):
         if getattr(synth, key) < 1:
             raise ConfigError(f"synth.{key}: must be at least 1, got {getattr(synth, key)}")
+    if synth.personal_clips < 0:
+        raise ConfigError(f"synth.personal_clips: must be at least 0, got {synth.personal_clips}")
     if not 0.0 <= synth.telephone_fraction <= 1.0:
         raise ConfigError(f"synth.telephone_fraction: must be in [0, 1], got {synth.telephone_fraction}")
     if not synth.snr_db:

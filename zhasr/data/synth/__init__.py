@@ -2,13 +2,19 @@
 
 Debian's espeak-ng cannot read Han characters with ``-v cmn``, so each label is
 converted to tone-numbered pinyin (``nin2 hao3 , qing3 wen4 .``) and spoken by
-``-v cmn-latn-pinyin+VARIANT``. Labels contain Chinese characters only: every
+``-v cmn-latn-pinyin+VARIANT``. The topic calls' labels contain Chinese characters only: every
 number is written the way it is spoken (order number 三五七二零八一六, amount
 三百二十八元, date 三月十五号), so label and audio agree character for character.
 
 The corpus is a set of calls. One call is one speaker (a fixed voice variant,
 speed and pitch) on one channel at one noise level, saying up to
-``clips_per_call`` utterances on one topic. Per clip::
+``clips_per_call`` utterances on one topic. ``personal_clips`` more utterances
+come in calls where the customer gives personal data (``personal.py``: phone,
+ID-card and bank-card numbers, codes, e-mail addresses, and order numbers,
+amounts and dates), said digit by digit and labelled in the written forms a
+labeller uses in turn (digits, groups, numerals); they fill only the
+even-numbered sentence frames of each kind, so ``bench/redaction.py`` can judge
+on frames nothing was trained on. Per clip::
 
     label --pypinyin--> pinyin --espeak-ng--> 22.05 kHz --sox--> 16 kHz wideband
                                                             or 300-3400 Hz band at 8 kHz
@@ -17,7 +23,8 @@ speed and pitch) on one channel at one noise level, saying up to
 
 Output, written atomically (a hidden temporary folder, renamed when complete)::
 
-    <out_dir>/<batch>/manifest.jsonl   {"id", "audio", "text", "speaker", "call_id", "channel", "snr_db"}
+    <out_dir>/<batch>/manifest.jsonl   {"id", "audio", "text", "template", "speaker", "call_id", "channel",
+                                        "snr_db"}, and "personal" (the kind) on a clip giving personal data
     <out_dir>/<batch>/audio/<id>.wav
     <out_dir>/<batch>/synth.json       settings and the speakers' voice settings
 
@@ -42,6 +49,7 @@ import soundfile as sf
 
 from zhasr.config import SynthParams
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
+from zhasr.data.synth.personal import FORMS, other_sentence, personal_sentence
 from zhasr.data.synth.voice import (
     ESPEAK_VOICE,
     VOICE_VARIANTS,
@@ -74,35 +82,66 @@ def plan_speakers(params: SynthParams) -> list[Speaker]:
     return speakers
 
 
+PERSONAL_TOPIC = "personal"  # the topic of calls made of personal.py's sentences
+# The kinds a personal call's clips go through in turn ("": numbers that are not personal data); e-mail twice:
+# trained on as many examples as the others, its recall trails theirs by 25-35 points (docs/transcripts.md).
+PERSONAL_ROTATION = ("phone", "id_card", "bank_card", "code", "email", "email", "")
+
+
+def _n_calls(params: SynthParams) -> tuple[int, int]:
+    """(calls on the topics, calls giving personal data)."""
+    n_topic = min(params.n_clips, max(params.n_speakers, math.ceil(params.n_clips / params.clips_per_call)))
+    return n_topic, math.ceil(params.personal_clips / params.clips_per_call)
+
+
 def plan_calls(params: SynthParams) -> list[Call]:
-    """At least one call per speaker (if there are enough clips); ``telephone_fraction`` of them telephone."""
+    """At least one call per speaker (if there are enough clips) on the topics, then the calls giving personal
+    data; ``telephone_fraction`` of each telephone. Adding personal calls leaves the others as they were."""
     speakers = plan_speakers(params)
-    n_calls = min(params.n_clips, max(params.n_speakers, math.ceil(params.n_clips / params.clips_per_call)))
-    order = _rng(params.seed, 2, 0).permutation(n_calls)
-    n_phone = round(params.telephone_fraction * n_calls)
-    calls = []
-    for j in range(n_calls):
-        rng = _rng(params.seed, 3, j)
-        calls.append(Call(
-            id=f"syn{params.seed}-call{j:04d}", speaker=speakers[j % len(speakers)],
-            topic=TOPICS[int(rng.integers(len(TOPICS)))],
-            channel="telephone" if order[j] < n_phone else "wideband",
-            snr_db=float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
-            noise=params.noise_colors[int(rng.integers(len(params.noise_colors)))],
-        ))
-    return calls
+    n_topic, n_personal = _n_calls(params)
+
+    def plan(first: int, count: int, kind: int, topic: Callable[[np.random.Generator], str]) -> list[Call]:
+        order = _rng(params.seed, kind, 0).permutation(count)
+        n_phone = round(params.telephone_fraction * count)
+        calls = []
+        for i in range(count):
+            rng = _rng(params.seed, kind + 1, i)
+            calls.append(Call(
+                id=f"syn{params.seed}-call{first + i:04d}", speaker=speakers[(first + i) % len(speakers)],
+                topic=topic(rng), channel="telephone" if order[i] < n_phone else "wideband",
+                snr_db=float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
+                noise=params.noise_colors[int(rng.integers(len(params.noise_colors)))],
+            ))
+        return calls
+
+    return (plan(0, n_topic, 2, lambda rng: TOPICS[int(rng.integers(len(TOPICS)))])
+            + plan(n_topic, n_personal, 5, lambda rng: PERSONAL_TOPIC))
+
+
+def _sentence(call: Call, first: bool, last: bool, rng: np.random.Generator, personal_index: int
+              ) -> tuple[str, str, str, str]:
+    """(label, pinyin spoken, template id, personal-data kind or "") of a clip; ``personal_index`` counts the
+    clips of personal calls (kinds and written forms go round in turn)."""
+    if call.topic != PERSONAL_TOPIC:
+        text, template = make_sentence(rng, call.topic, first=first, last=last)
+        return text, to_pinyin(text), template, ""
+    kind = PERSONAL_ROTATION[personal_index % len(PERSONAL_ROTATION)]
+    form = FORMS[personal_index // len(PERSONAL_ROTATION) % len(FORMS)]
+    s = personal_sentence(rng, kind, form, "even") if kind else other_sentence(rng, form, "even")
+    return s.text, s.pinyin_override or to_pinyin(s.said), f"{PERSONAL_TOPIC}/{kind or 'other'}/{s.frame}", kind
 
 
 def _synthesize_clip(k: int, call: Call, first: bool, last: bool, clip_id: str, audio_dir: Path,
                      params: SynthParams) -> dict[str, Any]:
     rng = _rng(params.seed, 4, k)
-    text, template = make_sentence(rng, call.topic, first=first, last=last)
-    speech, rate = apply_channel(speak(to_pinyin(text), call.speaker), call.channel, params)
+    text, pinyin, template, kind = _sentence(call, first, last, rng, k - params.n_clips)
+    speech, rate = apply_channel(speak(pinyin, call.speaker), call.channel, params)
     samples = render(speech, rate, call, rng, params)
     path = audio_dir / f"{clip_id}.wav"
     sf.write(path, samples, rate, format="WAV", subtype="PCM_16")
     return {"id": clip_id, "audio": f"audio/{path.name}", "text": text, "template": template,
-            "speaker": call.speaker.id, "call_id": call.id, "channel": call.channel, "snr_db": call.snr_db}
+            "speaker": call.speaker.id, "call_id": call.id, "channel": call.channel, "snr_db": call.snr_db} | (
+        {"personal": kind} if kind else {})
 
 
 def synthesize_batch(
@@ -124,9 +163,11 @@ def synthesize_batch(
     if target.exists():
         raise FileExistsError(f"{target}: batch already exists; remove it or choose another batch id")
     calls = plan_calls(params)
-    # Clip k belongs to call k * n_calls // n_clips: contiguous, near-equal runs.
-    owner = [k * len(calls) // params.n_clips for k in range(params.n_clips)]
-    jobs = [(k, calls[j], k == 0 or owner[k - 1] != j, k == params.n_clips - 1 or owner[k + 1] != j,
+    n_topic, n_personal = _n_calls(params)
+    # Clip k belongs to call k * n_calls // n_clips: contiguous, near-equal runs; personal clips likewise after.
+    owner = [k * n_topic // params.n_clips for k in range(params.n_clips)] + [
+        n_topic + k * n_personal // params.personal_clips for k in range(params.personal_clips)]
+    jobs = [(k, calls[j], k == 0 or owner[k - 1] != j, k == len(owner) - 1 or owner[k + 1] != j,
              f"{batch_id}-{k:05d}") for k, j in enumerate(owner)]
     out_dir.mkdir(parents=True, exist_ok=True)
     # Two levels deep, so a `*/manifest.jsonl` glob over out_dir never sees a half batch.

@@ -30,7 +30,7 @@ class Speaker:
 class Call:
     id: str  # e.g. "syn0-call0007"
     speaker: Speaker
-    topic: str  # key of TEMPLATES
+    topic: str  # key of TEMPLATES, or "personal" (personal.py's sentences)
     channel: str  # "telephone" or "wideband"
     snr_db: float  # dB
     noise: str  # "white" or "pink"
