@@ -54,7 +54,7 @@ from zhasr.config import IngestParams, SynthParams, load_params  # noqa: E402
 from zhasr.data.ingest import ingest_batches  # noqa: E402
 from zhasr.data.synth import plan_speakers  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
-from zhasr.data.synth.voice import Call, apply_channel, render, speak, to_pinyin  # noqa: E402
+from zhasr.data.synth.voice import Call, apply_channel, render, speak  # noqa: E402
 from zhasr.export.ct2 import write_ct2  # noqa: E402
 from zhasr.model.merge import merge_adapter  # noqa: E402
 from zhasr.model.train import train_adapter  # noqa: E402
@@ -90,7 +90,7 @@ def synthesize(rows: list[PiiSentence], out: Path, seed: int, channel: str | Non
         call = Call(f"pii{i}", speaker, "account", channel or ("telephone" if i % 2 else "wideband"),
                     float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
                     params.noise_colors[int(rng.integers(len(params.noise_colors)))])
-        speech, rate = apply_channel(speak(rows[i].pinyin_override or to_pinyin(rows[i].said), speaker),
+        speech, rate = apply_channel(speak(rows[i].pinyin, speaker),
                                      call.channel, params)
         path = out / f"pii{i:05d}.wav"
         sf.write(path, render(speech, rate, call, rng, params), rate, subtype="PCM_16")

@@ -102,22 +102,35 @@ def test_manifest_rows_channels_and_durations(batches):
 
 @needs_tools
 def test_personal_calls_come_after_the_others_and_say_their_kind(tmp_path, batches):
-    options = replace(OPTIONS, batch="p", personal_clips=9)
+    options = replace(OPTIONS, batch="p", personal_clips=37)  # every kind and written form; not whole calls
     rows = read_rows(synthesize_batch(tmp_path, options, progress=QUIET))
     topic_rows, personal = rows[:OPTIONS.n_clips], rows[OPTIONS.n_clips:]
     unnamed = lambda rows: [{k: v for k, v in r.items() if k not in ("id", "audio")} for r in rows]  # noqa: E731
     assert unnamed(topic_rows) == unnamed(read_rows(batches[0]))  # the other calls unchanged
-    assert len(personal) == 9 and {r["call_id"] for r in personal}.isdisjoint(r["call_id"] for r in topic_rows)
+    for old, new in zip(read_rows(batches[0]), topic_rows):
+        assert (batches[0] / old["audio"]).read_bytes() == (tmp_path / "p" / new["audio"]).read_bytes()
+    calls: dict[str, list[dict]] = {}
+    for row in personal:
+        calls.setdefault(row["call_id"], []).append(row)
+    assert len(personal) == 37 and set(calls).isdisjoint(r["call_id"] for r in topic_rows)
+    assert len(calls) == 10 and {len(c) for c in calls.values()} == {3, 4}  # near-equal, clips_per_call at most
+    assert all(len({(r["speaker"], r["channel"], r["snr_db"]) for r in c}) == 1 for c in calls.values())
     kinds = [r.get("personal", "") for r in personal]
-    assert kinds == list(synth.PERSONAL_ROTATION) + ["phone", "id_card"]
+    assert kinds == [synth.PERSONAL_ROTATION[i % 7] for i in range(37)]
+    forms = {"digits": 0, "spaced": 0, "dashed": 0, "said": 0}
     for row, kind in zip(personal, kinds):
         _, named, frame = row["template"].split("/")
         assert named == (kind or "other") and int(frame) % 2 == 0  # odd frames are left for judging
         assert re.fullmatch(DEFAULT_TEXT_REGEX, normalize(row["text"])), row["text"]  # passes validation
         if kind:
             assert kind in {f.kind for f in find_pii(row["text"])}, row["text"]
+        if kind in ("phone", "id_card", "bank_card"):
+            written = "dashed" if re.search(r"\d-\d", row["text"]) else "spaced" if re.search(r"\d \d", row["text"]) else (
+                "digits" if re.search(r"\d", row["text"]) else "said")
+            forms[written] += 1
         samples, rate = sf.read(tmp_path / "p" / row["audio"], dtype="float32")
         assert rate == (8000 if row["channel"] == "telephone" else 16000) and len(samples) / rate > 1.0
+    assert all(forms.values()), forms  # labels in every written form ("digits" includes the mixed one)
 
 
 @needs_tools

@@ -84,7 +84,7 @@ def plan_speakers(params: SynthParams) -> list[Speaker]:
 
 PERSONAL_TOPIC = "personal"  # the topic of calls made of personal.py's sentences
 # The kinds a personal call's clips go through in turn ("": numbers that are not personal data); e-mail twice:
-# trained on as many examples as the others, its recall trails theirs by 25-35 points (docs/transcripts.md).
+# trained on 25 sentences of each kind, its recall trailed the others' by 25-35 points (docs/transcripts.md).
 PERSONAL_ROTATION = ("phone", "id_card", "bank_card", "code", "email", "email", "")
 
 
@@ -128,7 +128,7 @@ def _sentence(call: Call, first: bool, last: bool, rng: np.random.Generator, per
     kind = PERSONAL_ROTATION[personal_index % len(PERSONAL_ROTATION)]
     form = FORMS[personal_index // len(PERSONAL_ROTATION) % len(FORMS)]
     s = personal_sentence(rng, kind, form, "even") if kind else other_sentence(rng, form, "even")
-    return s.text, s.pinyin_override or to_pinyin(s.said), f"{PERSONAL_TOPIC}/{kind or 'other'}/{s.frame}", kind
+    return s.text, s.pinyin, f"{PERSONAL_TOPIC}/{kind or 'other'}/{s.frame}", kind
 
 
 def _synthesize_clip(k: int, call: Call, first: bool, last: bool, clip_id: str, audio_dir: Path,

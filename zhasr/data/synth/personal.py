@@ -56,6 +56,11 @@ class PiiSentence:
     pinyin_override: str | None = None  # espeak-ng pinyin when ``said`` holds Latin letters (e-mail)
     frame: int = 0  # which sentence frame of its kind (or of the sentences without personal data) it fills
 
+    @property
+    def pinyin(self) -> str:
+        """What espeak-ng is given to say the sentence."""
+        return self.pinyin_override or to_pinyin(self.said)
+
 
 Frames = Literal["all", "even", "odd"]  # the sentence frames drawn from, by their index
 
