@@ -90,8 +90,7 @@ def synthesize(rows: list[PiiSentence], out: Path, seed: int, channel: str | Non
         call = Call(f"pii{i}", speaker, "account", channel or ("telephone" if i % 2 else "wideband"),
                     float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
                     params.noise_colors[int(rng.integers(len(params.noise_colors)))])
-        speech, rate = apply_channel(speak(rows[i].pinyin, speaker),
-                                     call.channel, params)
+        speech, rate = apply_channel(speak(rows[i].pinyin, speaker), call.channel, params)
         path = out / f"pii{i:05d}.wav"
         sf.write(path, render(speech, rate, call, rng, params), rate, subtype="PCM_16")
         return path
@@ -234,14 +233,14 @@ def main() -> None:
     reference = score(rows, [r.text for r in rows], False)
     print_table("Reference text (every written form)", reference)
     held_out = [i for i, r in enumerate(rows) if r.frame % 2]
+    on_held_out = lambda decoded: score([rows[i] for i in held_out], [decoded[i] for i in held_out], True)  # noqa: E731
     result = {"model": str(model), "reference": reference, **report("the candidate", rows, texts),
-              "held_out_frames": score([rows[i] for i in held_out], [texts[i] for i in held_out], True)}
+              "held_out_frames": on_held_out(texts)}
     print_table("Decoded text (the candidate), only the frames the demo never says", result["held_out_frames"])
     if adapted_texts is not None:
         result["adapt_per_kind"] = args.adapt
         result["adapted"] = report(f"the candidate trained on {args.adapt} sentences a kind", rows, adapted_texts)
-        result["adapted"]["held_out_frames"] = score([rows[i] for i in held_out], [adapted_texts[i] for i in held_out],
-                                                     True)
+        result["adapted"]["held_out_frames"] = on_held_out(adapted_texts)
         print_table("Decoded text (trained), only the frames never trained on", result["adapted"]["held_out_frames"])
     if args.out:
         result["rows"] = [{"kind": r.kind, "form": r.form, "frame": r.frame, "reference": r.text, "decoded": t}
