@@ -43,8 +43,7 @@ class ServiceState:
         self.keys = KeyStore(ctx.root / p.keys_file)
         self.limits = KeyLimits(p)
         self.model = ServedModel(ctx, self.metrics)
-        self.batcher = Batcher(ctx.params.transcribe.batch_size, p.batch_wait_ms / 1000, p.batch_requests,
-                               observe=self._observe_batch)
+        self.batcher = Batcher(p.batch_wait_ms / 1000, p.batch_requests, observe=self._observe_batch)
         self.jobs = JobStore(ctx.root / p.jobs_dir)
         self.admitted = 0  # requests holding a place (sync and streaming; jobs have their own queue)
         self._admitted_lock = threading.Lock()

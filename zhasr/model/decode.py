@@ -23,7 +23,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from zhasr.config import TranscribeParams
 from zhasr.data.text import to_simplified
 
-_DECODING_SETTINGS = ("batch_size", "max_new_tokens", "tokens_per_second", "num_beams",
+_DECODING_SETTINGS = ("batch_size", "parallel_batches", "max_new_tokens", "tokens_per_second", "num_beams",
                       "compression_ratio_threshold", "retry_no_repeat_ngram")
 
 

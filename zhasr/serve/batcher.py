@@ -3,7 +3,8 @@
 A request (``Work``) is admitted with the model version it will finish on (its ``Loaded`` slot),
 the decoder prompt and whether it wants word timings; its windows (speech pieces of one track packed
 together, ``zhasr.transcribe.packing``) join one queue in timeline order. The worker takes the oldest
-window, waits up to ``wait_s`` for more, and decodes up to ``batch_size`` windows that share its model,
+window, waits up to ``wait_s`` for more, and decodes up to a call's worth of windows (the model's
+``Transcriber.windows_per_call``: a batch for each of its runtime's workers) that share its model,
 prompt and word setting: across requests when ``across_requests`` is on, else only windows of the same
 request (one request at a time). A window never holds pieces of two requests.
 """
@@ -77,9 +78,8 @@ BatchObserver = Callable[[int, float], None]  # (windows in the batch, seconds i
 
 
 class Batcher:
-    def __init__(self, batch_size: int, wait_s: float, across_requests: bool = True,
-                 observe: BatchObserver | None = None):
-        self.batch_size, self.wait_s, self.across_requests = batch_size, wait_s, across_requests
+    def __init__(self, wait_s: float, across_requests: bool = True, observe: BatchObserver | None = None):
+        self.wait_s, self.across_requests = wait_s, across_requests
         self.observe = observe
         self._queue: deque[tuple[Work, int]] = deque()
         self._cond = threading.Condition()
@@ -114,13 +114,14 @@ class Batcher:
                 self._cond.wait()
             if self._stopping:
                 return []
+            size = self._queue[0][0].loaded.transcriber.windows_per_call
             deadline = time.monotonic() + self.wait_s
-            while len(self._queue) < self.batch_size and (left := deadline - time.monotonic()) > 0:
+            while len(self._queue) < size and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
             first = self._queue[0][0]
             same = ((lambda w: w.group == first.group) if self.across_requests else (lambda w: w is first))
             batch, rest = [], deque()
-            while self._queue and len(batch) < self.batch_size:
+            while self._queue and len(batch) < size:
                 item = self._queue.popleft()
                 (batch if same(item[0]) else rest).append(item)
             self._queue.extendleft(reversed(rest))

@@ -3,10 +3,18 @@
 Pieces are decoded the way faster-whisper's ``BatchedInferencePipeline`` decodes its chunks
 (one encoder call and one ``generate`` per batch), with the engine's guard: the token cap by
 duration, a retry with repeated n-grams banned for pieces that loop, then the collapse.
+
+On a CPU with ``transcribe.parallel_batches`` the threads decode batches side by side, one thread
+each (CTranslate2 workers over the same weights): whisper-base's matrices are too small for two
+threads to share one well. Measured on 2 cores (int8, the 16 windows of bench/transcribe.py's real
+call): 9.2 s as two batches of 8 side by side, 12.8 s one after the other on both threads.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -25,20 +33,24 @@ class Ct2Runtime:
     def __init__(self, model_dir: Path, options: DecodeOptions, threads: int = 2, device: str = "cpu",
                  encoder: Callable[[np.ndarray], np.ndarray] | None = None):
         """``encoder``: (batch, n_mels, 3000) features -> (batch, 1500, d_model) float32 states, in place of
-        CTranslate2's encoder on a CPU (zhasr.model.shared_encoder.SharedLowerEncoder); None: CTranslate2's."""
+        CTranslate2's encoder on a CPU (zhasr.model.shared_encoder.SharedLowerEncoder); None: CTranslate2's.
+        ``workers``: batches decoded side by side (``threads`` on a CPU with ``parallel_batches``, else 1)."""
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
         if not (Path(model_dir) / "model.bin").is_file():
             raise FileNotFoundError(f"{model_dir}: not a CTranslate2 export (no model.bin)")
-        self.model = WhisperModel(str(model_dir), device=device, compute_type="default", cpu_threads=threads,
+        self.workers = max(1, threads) if device == "cpu" and options.settings.parallel_batches else 1
+        self.model = WhisperModel(str(model_dir), device=device, compute_type="default",
+                                  cpu_threads=max(1, threads // self.workers), num_workers=self.workers,
                                   local_files_only=True)
         self.tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
                                    language=options.language)
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
         self.options = options
         self.encoder = encoder
+        self._encoder_lock = threading.Lock()  # the given encoder runs one batch at a time, on all threads
         self._encoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(clip) -> (clip, (1500, d) states)
 
     def _features(self, clips: list[np.ndarray]) -> np.ndarray:
@@ -57,7 +69,9 @@ class Ct2Runtime:
         if self.model.model.device != "cpu":
             return self.model.encode(features)
         if self.encoder is not None:
-            return ctranslate2.StorageView.from_array(np.ascontiguousarray(self.encoder(features), np.float32))
+            with self._encoder_lock:
+                states = self.encoder(features)
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(states, np.float32))
         return ctranslate2.StorageView.from_array(np.concatenate(
             [np.asarray(self.model.encode(features[i : i + 1])) for i in range(len(clips))]))
 
@@ -101,28 +115,39 @@ class Ct2Runtime:
 
     def decode(self, clips: list[np.ndarray], prompt: str | None = None, timestamps: bool = False) -> list[Transcript]:
         """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised.
-        ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``."""
-        out: list[Transcript] = []
-        size = self.options.settings.batch_size
+        ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``.
+        Batches hold at most ``batch_size`` clips; with several workers, clips are dealt to them in turn (the
+        callers give them longest first) so that their batches end together."""
         self._encoded.clear()
-        for start in range(0, len(clips), size):
-            batch = clips[start : start + size]
-            try:
-                encoded = self._encode(batch)
-                self._keep(batch, encoded)
-                first = self._generate(encoded, batch, prompt, timestamps=timestamps)
-                suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, self.options)]
-                again = {}
-                if suspect and self.options.settings.retry_no_repeat_ngram > 0:
-                    again = dict(zip(suspect, self._generate(
-                        self._rows(encoded, suspect), [batch[i] for i in suspect], prompt,
-                        self.options.settings.retry_no_repeat_ngram, timestamps)))
-                for i, t in enumerate(first):
-                    kept = again.get(i, t)
-                    out.append(replace(kept, looped=i in suspect, retried=i in again))
-            except (RuntimeError, ValueError) as exc:
-                out += [Transcript("", [], False, False, error=f"ct2: {exc}")] * len(batch)
-        return out
+        size = self.options.settings.batch_size
+        if self.workers == 1:  # batches in the callers' order (windows of similar length together)
+            rows = [range(start, min(start + size, len(clips))) for start in range(0, len(clips), size)]
+        else:  # every worker a batch as long as the others: the call ends when its slowest batch does
+            count = min(len(clips), max(self.workers, math.ceil(len(clips) / size)))
+            rows = [range(b, len(clips), count) for b in range(count)]
+        batches = [[clips[i] for i in r] for r in rows]
+        if self.workers == 1 or len(batches) <= 1:
+            decoded = [self._decode_batch(batch, prompt, timestamps) for batch in batches]
+        else:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="zhasr-ct2") as pool:
+                decoded = list(pool.map(lambda batch: self._decode_batch(batch, prompt, timestamps), batches))
+        by_clip = dict(zip((i for r in rows for i in r), (t for batch in decoded for t in batch)))
+        return [by_clip[i] for i in range(len(clips))]
+
+    def _decode_batch(self, batch: list[np.ndarray], prompt: str | None, timestamps: bool) -> list[Transcript]:
+        try:
+            encoded = self._encode(batch)
+            self._keep(batch, encoded)
+            first = self._generate(encoded, batch, prompt, timestamps=timestamps)
+            suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, self.options)]
+            again = {}
+            if suspect and self.options.settings.retry_no_repeat_ngram > 0:
+                again = dict(zip(suspect, self._generate(
+                    self._rows(encoded, suspect), [batch[i] for i in suspect], prompt,
+                    self.options.settings.retry_no_repeat_ngram, timestamps)))
+            return [replace(again.get(i, t), looped=i in suspect, retried=i in again) for i, t in enumerate(first)]
+        except (RuntimeError, ValueError) as exc:
+            return [Transcript("", [], False, False, error=f"ct2: {exc}")] * len(batch)
 
     def align(self, clips: list[np.ndarray], texts: list[str]) -> list[tuple[Word, ...]]:
         """Word timings (seconds from each clip's start) of each clip's final text: CTranslate2's alignment

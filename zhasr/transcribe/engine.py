@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,14 +173,19 @@ class Transcriber:
         order = sorted(range(len(plan.windows)), key=lambda w: -plan.windows[w].length)
         results: dict[int, Decoded] = {}
         done = 0.0
-        for b in range(0, len(order), self.params.batch_size):
-            batch = order[b : b + self.params.batch_size]
+        for b in range(0, len(order), self.windows_per_call):
+            batch = order[b : b + self.windows_per_call]
             for decoded in self.decode_windows([(plan, w) for w in batch], prompt, words):
                 results.update(decoded)
             done += sum(plan.window_speech_s(w) for w in batch)
             if progress:
                 progress(done, plan.speech_s)
         return self.finish(plan, results, words, prompt)
+
+    @property
+    def windows_per_call(self) -> int:
+        """Windows handed to ``decode_windows`` at once: a batch for each of the runtime's workers."""
+        return self.params.batch_size * getattr(self.runtime, "workers", 1)
 
     def prepare(self, audios: Sequence[AudioSource], *, channels: str | None = None,
                 names: Sequence[str] | None = None, across_inputs: bool = False) -> Plan:
@@ -199,7 +205,9 @@ class Transcriber:
         for i, call in enumerate(calls):
             tracks += self._tracks(i, call, mode, names[i], warnings[i])
         per_input = [sum(t.source == i for t in tracks) for i in range(len(calls))]
-        pieces = [piece for t in tracks for piece in self._pieces(t, per_input[t.source] == 1)]
+        with ThreadPoolExecutor(max(1, min(self.params.threads, len(tracks)))) as pool:  # the VAD runs on one thread
+            per_track = list(pool.map(lambda t: self._pieces(t, per_input[t.source] == 1), tracks))
+        pieces = [piece for track_pieces in per_track for piece in track_pieces]
         windows = packing.pack(pieces, self.params.pack_window_s, self.params.pack_gap_s, self.params.pack_pieces,
                                key=(lambda p: p.channel) if across_inputs else (lambda p: (p.source, p.channel)))
         return Plan(calls, names, mode, warnings, pieces, windows, {(t.source, t.channel): t for t in tracks},
