@@ -4,10 +4,11 @@ Pieces are decoded the way faster-whisper's ``BatchedInferencePipeline`` decodes
 (one encoder call and one ``generate`` per batch), with the engine's guard: the token cap by
 duration, a retry with repeated n-grams banned for pieces that loop, then the collapse.
 
-On a CPU with ``transcribe.parallel_batches`` the threads decode batches side by side, one thread
-each (CTranslate2 workers over the same weights): whisper-base's matrices are too small for two
-threads to share one well. Measured on 2 cores (int8, the 16 windows of bench/transcribe.py's real
-call): 9.2 s as two batches of 8 side by side, 12.8 s one after the other on both threads.
+On a CPU with ``transcribe.parallel_batches`` several batches are decoded side by side, one thread
+each (a second copy of the model with a worker a thread): whisper-base's matrices are too small to keep
+two threads busy on one batch. A lone batch still runs on all threads. Measured on 2 cores (int8,
+bench/transcribe.py's real call): its 16 windows as two batches of 8 in 9.0 s side by side, 12.7 s one
+after the other on both threads; a lone 5-10 s clip takes 0.74 s on both threads, 0.92 s on one.
 """
 
 from __future__ import annotations
@@ -35,16 +36,19 @@ class Ct2Runtime:
         """``encoder``: (batch, n_mels, 3000) features -> (batch, 1500, d_model) float32 states, in place of
         CTranslate2's encoder on a CPU (zhasr.model.shared_encoder.SharedLowerEncoder); None: CTranslate2's.
         ``workers``: batches decoded side by side (``threads`` on a CPU with ``parallel_batches``, else 1)."""
+        import ctranslate2
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
         if not (Path(model_dir) / "model.bin").is_file():
             raise FileNotFoundError(f"{model_dir}: not a CTranslate2 export (no model.bin)")
-        self.workers = max(1, threads) if device == "cpu" and options.settings.parallel_batches else 1
-        self.model = WhisperModel(str(model_dir), device=device, compute_type="default",
-                                  cpu_threads=max(1, threads // self.workers), num_workers=self.workers,
+        self.model = WhisperModel(str(model_dir), device=device, compute_type="default", cpu_threads=threads,
                                   local_files_only=True)
+        self.workers = threads if device == "cpu" and options.settings.parallel_batches and threads > 1 else 1
+        self.side_by_side = (ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="default",
+                                                        inter_threads=self.workers, intra_threads=1)
+                             if self.workers > 1 else None)
         self.tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
                                    language=options.language)
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
@@ -58,22 +62,24 @@ class Ct2Runtime:
 
         return np.stack([pad_or_trim(self.model.feature_extractor(c)[..., :-1]) for c in clips])
 
-    def _encode(self, clips: list[np.ndarray]):
-        """(batch, 1500, d_model) encoder output of the clips, a CTranslate2 StorageView on the model's device.
+    def _encode(self, clips: list[np.ndarray], whisper):
+        """(batch, 1500, d_model) encoder output of the clips, a CTranslate2 StorageView on the model's device;
+        ``whisper``: the CTranslate2 model that runs it (``self.model.model`` or ``self.side_by_side``).
 
         On a CPU one window at a time: ~12% faster a window than a batch of 8 (its activations stay in
         cache); the batch is put together for the decoder."""
         import ctranslate2
 
         features = self._features(clips)
-        if self.model.model.device != "cpu":
+        if whisper.device != "cpu":
             return self.model.encode(features)
         if self.encoder is not None:
             with self._encoder_lock:
                 states = self.encoder(features)
             return ctranslate2.StorageView.from_array(np.ascontiguousarray(states, np.float32))
         return ctranslate2.StorageView.from_array(np.concatenate(
-            [np.asarray(self.model.encode(features[i : i + 1])) for i in range(len(clips))]))
+            [np.asarray(whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[i : i + 1]))))
+             for i in range(len(clips))]))
 
     def _rows(self, encoded, rows: list[int]):
         """The encoder output of ``rows`` only: a retry decodes again without running the encoder again."""
@@ -83,11 +89,11 @@ class Ct2Runtime:
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(host[rows])).to_device(
             ctranslate2.Device.cuda if encoded.device == "cuda" else ctranslate2.Device.cpu)
 
-    def _generate(self, encoded, clips: list[np.ndarray], prompt: str | None, no_repeat_ngram: int = 0,
+    def _generate(self, whisper, encoded, clips: list[np.ndarray], prompt: str | None, no_repeat_ngram: int = 0,
                   timestamps: bool = False) -> list[Transcript]:
         tokens = self.model.get_prompt(self.tokenizer, [], without_timestamps=not timestamps, hotwords=prompt)
         cap = token_cap(max(len(c) for c in clips) / 16000, self.options, timestamps)
-        results = self.model.model.generate(
+        results = whisper.generate(
             encoded, [list(tokens) for _ in range(encoded.shape[0])], beam_size=self.options.settings.num_beams,
             max_length=len(tokens) + cap, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress, no_repeat_ngram_size=no_repeat_ngram,
@@ -116,8 +122,9 @@ class Ct2Runtime:
     def decode(self, clips: list[np.ndarray], prompt: str | None = None, timestamps: bool = False) -> list[Transcript]:
         """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised.
         ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``.
-        Batches hold at most ``batch_size`` clips; with several workers, clips are dealt to them in turn (the
-        callers give them longest first) so that their batches end together."""
+        Batches hold at most ``batch_size`` clips; with several workers, clips are dealt to their batches in
+        turn (callers give them longest first), so that the batches side by side end together; a lone batch
+        runs on all threads."""
         self._encoded.clear()
         size = self.options.settings.batch_size
         if self.workers == 1:  # batches in the callers' order (windows of similar length together)
@@ -126,24 +133,25 @@ class Ct2Runtime:
             count = min(len(clips), max(self.workers, math.ceil(len(clips) / size)))
             rows = [range(b, len(clips), count) for b in range(count)]
         batches = [[clips[i] for i in r] for r in rows]
-        if self.workers == 1 or len(batches) <= 1:
-            decoded = [self._decode_batch(batch, prompt, timestamps) for batch in batches]
+        if self.side_by_side is None or len(batches) <= 1:
+            decoded = [self._decode_batch(self.model.model, batch, prompt, timestamps) for batch in batches]
         else:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="zhasr-ct2") as pool:
-                decoded = list(pool.map(lambda batch: self._decode_batch(batch, prompt, timestamps), batches))
+                decoded = list(pool.map(lambda batch: self._decode_batch(self.side_by_side, batch, prompt, timestamps),
+                                        batches))
         by_clip = dict(zip((i for r in rows for i in r), (t for batch in decoded for t in batch)))
         return [by_clip[i] for i in range(len(clips))]
 
-    def _decode_batch(self, batch: list[np.ndarray], prompt: str | None, timestamps: bool) -> list[Transcript]:
+    def _decode_batch(self, whisper, batch: list[np.ndarray], prompt: str | None, timestamps: bool) -> list[Transcript]:
         try:
-            encoded = self._encode(batch)
+            encoded = self._encode(batch, whisper)
             self._keep(batch, encoded)
-            first = self._generate(encoded, batch, prompt, timestamps=timestamps)
+            first = self._generate(whisper, encoded, batch, prompt, timestamps=timestamps)
             suspect = [i for i, t in enumerate(first) if t.hit_cap or is_loop(t.text, self.options)]
             again = {}
             if suspect and self.options.settings.retry_no_repeat_ngram > 0:
                 again = dict(zip(suspect, self._generate(
-                    self._rows(encoded, suspect), [batch[i] for i in suspect], prompt,
+                    whisper, self._rows(encoded, suspect), [batch[i] for i in suspect], prompt,
                     self.options.settings.retry_no_repeat_ngram, timestamps)))
             return [replace(again.get(i, t), looped=i in suspect, retried=i in again) for i, t in enumerate(first)]
         except (RuntimeError, ValueError) as exc:
@@ -167,7 +175,7 @@ class Ct2Runtime:
                 if self.model.model.device != "cpu":
                     encoded = encoded.to_device(ctranslate2.Device.cuda)
             else:
-                encoded = self._encode([clip])
+                encoded = self._encode([clip], self.model.model)
             frames = min(3000, int(np.ceil(len(clip) / 160)))  # mel frames; the encoder halves them
             result = self.model.model.align(encoded, self.tokenizer.sot_sequence, [text], frames,
                                             median_filter_width=7)[0]
