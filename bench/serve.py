@@ -10,7 +10,8 @@ client, one thread each; every level is bounded in requests and seconds.
 
 Clips: the synthetic two-channel 8 kHz mu-law call of ``bench/transcribe.py`` cut into windows of
 5, 7.5 and 10 s in turn (written once under data/bench-serve/). The model: ``--model``, default the
-demo's candidate (models/candidate) or else the packaged whisper-base.
+demo candidate's ct2-int8 export (the runtime a champion is served in), else the candidate, else the
+packaged whisper-base.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def make_clips(folder: Path) -> list[Path]:
 
 
 def default_model() -> Path:
+    """The demo candidate's ct2-int8 export (what a registered champion is served with), else the candidate,
+    else the packaged whisper-base."""
+    export = Path("models/exports/ct2-int8")
+    if (export / "model.bin").is_file():
+        return export
     candidate = Path("models/candidate")
     if (candidate / "config.json").is_file():
         return candidate
