@@ -249,7 +249,7 @@ class TranscribeParams:
     turn_pause_s: float = 2.0
     threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
     # ct2 on a CPU: batches decoded side by side, a thread each, by a second copy of the model (1.4x the
-    # windows a second on 2 cores, ~100 MB more for whisper-base; docs/decoding.md); a lone batch still runs
+    # windows a second on 2 cores, ~300 MB more for whisper-base int8; docs/decoding.md); a lone batch still runs
     # on all threads. false: one batch at a time, one copy
     parallel_batches: bool = True
     max_audio_s: float = 14400.0  # longer inputs are refused (4 h)
