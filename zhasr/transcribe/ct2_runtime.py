@@ -127,7 +127,7 @@ class Ct2Runtime:
         runs on all threads."""
         self._encoded.clear()
         size = self.options.settings.batch_size
-        if self.workers == 1:  # batches in the callers' order (windows of similar length together)
+        if self.side_by_side is None:  # batches in the callers' order (windows of similar length together)
             rows = [range(start, min(start + size, len(clips))) for start in range(0, len(clips), size)]
         else:  # every worker a batch as long as the others: the call ends when its slowest batch does
             count = min(len(clips), max(self.workers, math.ceil(len(clips) / size)))
