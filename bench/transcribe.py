@@ -17,7 +17,7 @@ within 0.5 s of it, and its role is right when that segment is labelled with the
 
 Systems: the engine in each runtime (transformers on the merged model, ct2 and ggml on the exports), the
 ct2 engine with packing off (``transcribe.pack_pieces=false``: every piece in a window of its own, as
-before packing), faster-whisper's ``BatchedInferencePipeline`` (its VAD and 30 s chunks, batch 8,
+before packing) and with one batch at a time (``transcribe.parallel_batches=false``), faster-whisper's ``BatchedInferencePipeline`` (its VAD and 30 s chunks, batch 8,
 greedy) and its sequential ``WhisperModel.transcribe`` (VAD filter, greedy with its temperature
 fallback) on the same ct2 files; faster-whisper mixes the channels, so it has no roles.
 """
@@ -37,8 +37,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SYSTEMS = ("engine-transformers", "engine-ct2", "engine-ct2-unpacked", "engine-ggml", "faster-whisper-batched",
-           "faster-whisper-sequential")
+SYSTEMS = ("engine-transformers", "engine-ct2", "engine-ct2-unpacked", "engine-ct2-one-batch", "engine-ggml",
+           "faster-whisper-batched", "faster-whisper-sequential")
+ENGINE_OVERRIDES = {"engine-ct2-unpacked": ["transcribe.pack_pieces=false"],
+                    "engine-ct2-one-batch": ["transcribe.parallel_batches=false"]}
 REAL_ZH = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-zh"
 
 
@@ -113,14 +115,13 @@ def run_one(system: str, args: argparse.Namespace, wav: Path) -> dict:
 
     from zhasr.config import load_params
 
-    overrides = list(args.set) + (["transcribe.pack_pieces=false"] if system == "engine-ct2-unpacked" else [])
+    overrides = list(args.set) + ENGINE_OVERRIDES.get(system, [])
     params = dataclasses.replace(load_params(Path("params.yaml"), overrides).transcribe, threads=args.threads)
     best = None
     if system.startswith("engine-"):
         from zhasr.transcribe import Transcriber
 
-        model = {"engine-transformers": args.model, "engine-ct2": args.ct2, "engine-ct2-unpacked": args.ct2,
-                 "engine-ggml": args.ggml}[system]
+        model = args.model if system == "engine-transformers" else args.ggml if system == "engine-ggml" else args.ct2
         transcriber = Transcriber.open(Path(model), params)
         for _ in range(args.repeat):
             start = time.perf_counter()
