@@ -17,9 +17,10 @@ within 0.5 s of it, and its role is right when that segment is labelled with the
 
 Systems: the engine in each runtime (transformers on the merged model, ct2 and ggml on the exports), the
 ct2 engine with packing off (``transcribe.pack_pieces=false``: every piece in a window of its own, as
-before packing) and with one batch at a time (``transcribe.parallel_batches=false``), faster-whisper's ``BatchedInferencePipeline`` (its VAD and 30 s chunks, batch 8,
-greedy) and its sequential ``WhisperModel.transcribe`` (VAD filter, greedy with its temperature
-fallback) on the same ct2 files; faster-whisper mixes the channels, so it has no roles.
+before packing) and with one batch at a time (``transcribe.parallel_batches=false``), faster-whisper's
+``BatchedInferencePipeline`` (its VAD and 30 s chunks, batch 8, greedy) and its sequential
+``WhisperModel.transcribe`` (VAD filter, greedy with its temperature fallback) on the same ct2 files;
+faster-whisper mixes the channels, so it has no roles.
 """
 
 from __future__ import annotations
