@@ -94,8 +94,10 @@ class EchoRuntime:
     name = "echo"
 
     def decode(self, clips, prompt=None, timestamps=False):
+        from zhasr.model.decode import timestamp_flags
+
         out = []
-        for clip in clips:
+        for clip, timestamps in zip(clips, timestamp_flags(timestamps, len(clips))):
             if prompt:
                 out.append(Transcript(prompt, [], False, False, avg_logprob=-0.2, no_speech_prob=0.1))
                 continue

@@ -219,19 +219,24 @@ def test_decoding_keeps_transformers_notes_about_its_own_generate_out_of_the_log
 
 
 def test_batches_decoded_side_by_side_give_every_clip_its_own_decoding(tiny_exports, generated_call):
-    """ct2 on a CPU deals clips to one-thread workers, batches side by side: each clip gets back, in its
-    place, the decoding it gets alone on both threads (the random model says the same words for every
-    clip, so a clip is told by its P(no speech), which its audio decides)."""
+    """ct2 on a CPU deals clips to one-thread workers, batches side by side, clips with and without
+    timestamp tokens in one call: each clip gets back, in its place, the decoding it gets alone on both
+    threads (the random model says the same words for every clip, so a clip is told by its P(no speech),
+    which its audio decides)."""
     from zhasr.model.decode import DecodeOptions
     from zhasr.transcribe.ct2_runtime import Ct2Runtime
 
     wav, turns = generated_call
     samples = read_call(wav, wav.name, 3600.0).mono()
     clips = [samples[int(t.start * 16000) : int(t.end * 16000)] for t in turns[:19]]
+    flags = [i % 3 == 0 for i in range(len(clips))]
     side = Ct2Runtime(tiny_exports["ct2"], DecodeOptions(PARAMS), threads=2)
     alone = Ct2Runtime(tiny_exports["ct2"], DecodeOptions(dataclasses.replace(PARAMS, parallel_batches=False)), threads=2)
     assert (side.workers, alone.workers) == (2, 1)
-    expected = [alone.decode([clip])[0] for clip in clips]
+    expected = [alone.decode([clip], timestamps=flag)[0] for clip, flag in zip(clips, flags)]
     assert len({t.no_speech_prob for t in expected}) == len(clips)  # every clip tells itself apart
-    for got in (side.decode(clips), side.decode(clips[:1])):  # 19 clips: 3 batches dealt to 2 workers; 1 clip
-        assert [(t.text, t.no_speech_prob) for t in got] == [(t.text, t.no_speech_prob) for t in expected[: len(got)]]
+    assert [bool(t.timed) for t in expected] == flags  # the random model's timestamps make segments
+    # 19 clips (7 with timestamps, 12 without: 4 batches on 2 workers); one clip (a lone batch)
+    for got in (side.decode(clips, timestamps=flags), side.decode(clips[:1], timestamps=flags[:1])):
+        assert [(t.text, t.no_speech_prob, t.timed) for t in got] == [(t.text, t.no_speech_prob, t.timed)
+                                                                     for t in expected[: len(got)]]

@@ -14,7 +14,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -101,6 +101,15 @@ def token_cap(duration_s: float, options: DecodeOptions, timestamps: bool = Fals
     one more a second for the timestamp tokens (a segment of two seconds or more takes two)."""
     wanted = math.ceil(duration_s * options.settings.tokens_per_second) + 8 + (math.ceil(duration_s) if timestamps else 0)
     return max(8, min(options.settings.max_new_tokens, wanted))
+
+
+def timestamp_flags(timestamps: bool | Sequence[bool], count: int) -> list[bool]:
+    """Whether each of ``count`` clips is decoded with Whisper's timestamp tokens: one flag for all, or one
+    a clip."""
+    flags = [timestamps] * count if isinstance(timestamps, bool) else [bool(f) for f in timestamps]
+    if len(flags) != count:
+        raise ValueError(f"timestamps: {len(flags)} flags for {count} clips")
+    return flags
 
 
 TIME_PER_TIMESTAMP_S = 0.02  # Whisper's timestamp tokens step by 20 ms

@@ -18,12 +18,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from zhasr.data.text import to_simplified
-from zhasr.model.decode import DecodeOptions, Transcript, is_loop, timestamp_segments, token_cap
+from zhasr.model.decode import DecodeOptions, Transcript, is_loop, timestamp_flags, timestamp_segments, token_cap
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import split_on_characters, timed_words
 
@@ -119,28 +119,37 @@ class Ct2Runtime:
         host = np.asarray(encoded.to_device(ctranslate2.Device.cpu) if encoded.device != "cpu" else encoded)
         self._encoded.update((id(c), (c, np.array(row))) for c, row in zip(batch, host))
 
-    def decode(self, clips: list[np.ndarray], prompt: str | None = None, timestamps: bool = False) -> list[Transcript]:
+    def decode(self, clips: list[np.ndarray], prompt: str | None = None,
+               timestamps: bool | Sequence[bool] = False) -> list[Transcript]:
         """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised.
-        ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``.
-        Batches hold at most ``batch_size`` clips; with several workers, clips are dealt to their batches in
-        turn (callers give them longest first), so that the batches side by side end together; a lone batch
-        runs on all threads."""
+        ``timestamps`` (for all clips, or one flag a clip): decoded with Whisper's timestamp tokens, the
+        segments in ``Transcript.timed``. A batch holds at most ``batch_size`` clips of one flag; batches
+        side by side start longest first, so that the workers end together; a lone batch runs on all
+        threads."""
+        flags = timestamp_flags(timestamps, len(clips))
         self._encoded.clear()
-        size = self.options.settings.batch_size
-        if self.side_by_side is None:  # batches in the callers' order (windows of similar length together)
-            rows = [range(start, min(start + size, len(clips))) for start in range(0, len(clips), size)]
-        else:  # every worker a batch as long as the others: the call ends when its slowest batch does
-            count = min(len(clips), max(self.workers, math.ceil(len(clips) / size)))
-            rows = [range(b, len(clips), count) for b in range(count)]
-        batches = [[clips[i] for i in r] for r in rows]
-        if self.side_by_side is None or len(batches) <= 1:
-            decoded = [self._decode_batch(self.model.model, batch, prompt, timestamps) for batch in batches]
+        jobs = [(flag, rows) for flag in (False, True)
+                for rows in self._batches([i for i, f in enumerate(flags) if f == flag])]
+        if self.side_by_side is None or len(jobs) <= 1:
+            decoded = [self._decode_batch(self.model.model, [clips[i] for i in rows], prompt, flag)
+                       for flag, rows in jobs]
         else:
+            jobs.sort(key=lambda job: -sum(len(clips[i]) for i in job[1]))
             with ThreadPoolExecutor(self.workers, thread_name_prefix="zhasr-ct2") as pool:
-                decoded = list(pool.map(lambda batch: self._decode_batch(self.side_by_side, batch, prompt, timestamps),
-                                        batches))
-        by_clip = dict(zip((i for r in rows for i in r), (t for batch in decoded for t in batch)))
+                decoded = list(pool.map(lambda job: self._decode_batch(self.side_by_side, [clips[i] for i in job[1]],
+                                                                       prompt, job[0]), jobs))
+        by_clip = dict(zip((i for _, rows in jobs for i in rows), (t for batch in decoded for t in batch)))
         return [by_clip[i] for i in range(len(clips))]
+
+    def _batches(self, rows: list[int]) -> list[list[int]]:
+        """``rows`` (clip indices, callers give them longest first) in batches of at most ``batch_size``: in
+        order (clips of similar length together) for one worker; for several, at least one batch a worker,
+        the clips dealt to them in turn so that the batches take about as long."""
+        size = self.options.settings.batch_size
+        if self.side_by_side is None:
+            return [rows[start : start + size] for start in range(0, len(rows), size)]
+        count = min(len(rows), max(self.workers, math.ceil(len(rows) / size)))
+        return [rows[b::count] for b in range(count)]
 
     def _decode_batch(self, whisper, batch: list[np.ndarray], prompt: str | None, timestamps: bool) -> list[Transcript]:
         try:

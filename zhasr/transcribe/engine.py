@@ -241,12 +241,7 @@ class Transcriber:
         alone it gets its own chance). Such windows are marked in ``plan.unplaced``."""
         windows = [plan.windows[w] for plan, w in items]
         clips = [plan.window_clip(w) for plan, w in items]
-        transcripts: list[Transcript | None] = [None] * len(items)
-        for packed in (False, True):
-            group = [i for i, window in enumerate(windows) if (len(window.pieces) > 1) == packed]
-            if group:
-                for i, t in zip(group, self.runtime.decode([clips[i] for i in group], prompt, timestamps=packed)):
-                    transcripts[i] = t
+        transcripts = self.runtime.decode(clips, prompt, timestamps=[len(window.pieces) > 1 for window in windows])
         judged = [guard.judge(t, self.params, prompt) for t in transcripts]
         out: list[dict[int, Decoded]] = [{} for _ in items]
         aligned = hasattr(self.runtime, "align")

@@ -9,6 +9,7 @@ no word alignment: a packed window's text is placed by whisper.cpp's own timesta
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ class GgmlRuntime:
         read_ggml_header(Path(model_file))  # a corrupt or cut file is refused here, not later
         self.model_file, self.options = Path(model_file), options
 
-    def decode(self, clips: list[np.ndarray], prompt: str | None = None, timestamps: bool = False) -> list[Transcript]:
-        """One Transcript per clip; whisper.cpp always decodes with timestamps, its segments in ``timed``."""
+    def decode(self, clips: list[np.ndarray], prompt: str | None = None,
+               timestamps: bool | Sequence[bool] = False) -> list[Transcript]:
+        """One Transcript per clip; whisper.cpp always decodes with timestamps (``timestamps`` is not read), its
+        segments in ``timed``."""
         from zhasr.export.whispercpp import WhisperCppError, transcribe_whispercpp
 
         caps = [token_cap(len(c) / 16000, self.options) for c in clips]

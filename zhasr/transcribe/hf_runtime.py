@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from zhasr.model.decode import DecodeOptions, Transcript, log_mel, transcribe
+from zhasr.model.decode import DecodeOptions, Transcript, log_mel, timestamp_flags, transcribe
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import FRAMES_PER_S, dtw_path, split_on_characters, timed_words
 
@@ -24,18 +25,25 @@ class TransformersRuntime:
         model, processor = load_model(Path(model_dir), device=device)
         return cls(model, processor, options)
 
-    def decode(self, clips: list[np.ndarray], prompt: str | None = None, timestamps: bool = False) -> list[Transcript]:
+    def decode(self, clips: list[np.ndarray], prompt: str | None = None,
+               timestamps: bool | Sequence[bool] = False) -> list[Transcript]:
         """One Transcript per (n,) 16 kHz clip of at most 30 s, in order; a failing batch is marked, not raised.
-        ``timestamps``: decoded with Whisper's timestamp tokens, the segments in ``Transcript.timed``."""
-        out = []
+        ``timestamps`` (for all clips, or one flag a clip): decoded with Whisper's timestamp tokens, the
+        segments in ``Transcript.timed``."""
+        flags = timestamp_flags(timestamps, len(clips))
+        out: dict[int, Transcript] = {}
         size = self.options.settings.batch_size
-        for start in range(0, len(clips), size):
-            batch = clips[start : start + size]
-            try:
-                out += transcribe(self.model, self.processor, batch, self.options, prompt=prompt, timestamps=timestamps)
-            except (RuntimeError, ValueError) as exc:
-                out += [Transcript("", [], False, False, error=f"transformers: {exc}")] * len(batch)
-        return out
+        for flag in (False, True):
+            group = [i for i, f in enumerate(flags) if f == flag]
+            for start in range(0, len(group), size):
+                rows = group[start : start + size]
+                batch = [clips[i] for i in rows]
+                try:
+                    out.update(zip(rows, transcribe(self.model, self.processor, batch, self.options, prompt=prompt,
+                                                    timestamps=flag)))
+                except (RuntimeError, ValueError) as exc:
+                    out.update((i, Transcript("", [], False, False, error=f"transformers: {exc}")) for i in rows)
+        return [out[i] for i in range(len(clips))]
 
     def _alignment_heads(self) -> list[tuple[int, int]]:
         """The model's alignment heads; where it names none valid, every head of the later half of the decoder."""
