@@ -249,8 +249,8 @@ class TranscribeParams:
     turn_pause_s: float = 2.0
     threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
     # ct2 on a CPU: batches decoded side by side, a thread each, by a second copy of the model (whole calls
-    # 1.3x faster on 2 cores, 150-300 MB more for whisper-base int8; docs/decoding.md); a lone batch still
-    # runs on all threads. false: one batch at a time, one copy
+    # 1.4-1.5x faster on 2 cores, 100-300 MB more for whisper-base int8; docs/decoding.md); a lone batch
+    # still runs on all threads. false: one batch at a time, one copy
     parallel_batches: bool = True
     max_audio_s: float = 14400.0  # longer inputs are refused (4 h)
     # personal data replaced by its kind in what the CLI, the service and the archive return: some of phone,
