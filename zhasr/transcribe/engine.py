@@ -4,8 +4,8 @@ Each track (one channel of one input) is cut into speech pieces by the VAD; cons
 track share a 30-s window (``zhasr.transcribe.packing``), decoded once, its text given back to the
 pieces by word times. A window whose text cannot be placed, or that the guard does not pass clean,
 is decoded again piece by piece. Windows from every input of a ``transcribe_many`` call are decoded
-together in batches of ``batch_size`` (longest first, so a batch holds windows of similar length),
-which is how one worker serves many requests at once.
+together, longest first, a batch of ``batch_size`` for each of the runtime's workers at a time
+(``windows_per_call``), which is how one worker serves many requests at once.
 """
 
 from __future__ import annotations
