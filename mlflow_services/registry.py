@@ -31,8 +31,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # A column of base64-encoded audio files in, one transcript per row out.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "audio")]), outputs=Schema([ColSpec("string")]))
-PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "faster-whisper==1.2.1", "soundfile",
-                    "soxr", "opencc", "jiwer", "rich", "pyyaml"]
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "faster-whisper==1.2.1", "silero-vad==6.2.3",
+                    "soundfile", "soxr", "opencc", "jiwer", "rich", "pyyaml"]
 
 
 def version_by_alias(name: str, alias: str) -> ModelVersion | None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import REAL_ZH
 from zhasr.config import TranscribeParams
 from zhasr.data.audio import AudioError
 from zhasr.evaluation.turns import match_turns
@@ -240,3 +241,25 @@ def test_batches_decoded_side_by_side_give_every_clip_its_own_decoding(tiny_expo
     for got in (side.decode(clips, timestamps=flags), side.decode(clips[:1], timestamps=flags[:1])):
         assert [(t.text, t.no_speech_prob, t.timed) for t in got] == [(t.text, t.no_speech_prob, t.timed)
                                                                      for t in expected[: len(got)]]
+
+
+# Real telephone turns that open with a short word: "对，" and a pause (Silero's 16 kHz mode started the
+# piece 1.1 s late in this call), "叫做" (0.7 s late in the bench's real call).
+FIRST_WORD_CLIPS = ("higgs_zh_man_sichuan.wav", "stepaudio_prompt_yuqian.wav")
+
+
+@pytest.mark.skipif(not REAL_ZH.is_dir(), reason=f"{REAL_ZH}: real-zh clips not present beside the checkout")
+def test_the_vad_hears_the_first_word_of_real_telephone_turns(tmp_path):
+    from zhasr.data.audio import load_16k
+    from zhasr.data.codecs import narrowband
+    from zhasr.data.synth.call import write_call
+    from zhasr.transcribe.vad import speech_spans
+
+    rows = [json.loads(line) for line in (REAL_ZH / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    clips = [(narrowband(load_16k(REAL_ZH / r["audio"])), r["text"], r["audio"]) for r in rows]
+    wav, turns = write_call(tmp_path, clips, 8000)  # every clip a turn on alternating channels, mu-law
+    call = read_call(wav, wav.name, 600.0).samples
+    spans = {c: speech_spans(call[c], PARAMS) for c in (0, 1)}
+    for turn in (t for t in turns if t.clip in FIRST_WORD_CLIPS):
+        starts = [a / 16000 for a, b in spans[turn.channel] if b / 16000 > turn.start and a / 16000 < turn.end]
+        assert starts and abs(starts[0] - turn.start) <= 0.3, (turn.clip, turn.start, starts[:1])

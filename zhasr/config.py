@@ -224,7 +224,7 @@ class TranscribeParams:
     retry_no_repeat_ngram: int = 4  # a looping piece is decoded again with repeated n-grams of this size banned; 0 = off
     vad_threshold: float = 0.35  # Silero speech probability above which a 32 ms frame is speech
     min_silence_ms: int = 500  # a pause at least this long ends a speech piece (turn gaps are longer)
-    min_speech_ms: int = 200  # shorter bursts are dropped by the VAD
+    min_speech_ms: int = 100  # shorter bursts are dropped by the VAD (a one-syllable answer, 对 / 好, lasts 150-250 ms)
     speech_pad_ms: int = 200  # each piece is widened by this on both sides
     max_piece_s: float = 30.0  # Whisper's window: longer speech is cut at its last pause before this
     no_speech_threshold: float = 0.6  # a piece is non-speech when P(no speech) is above this ...

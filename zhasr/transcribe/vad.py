@@ -1,18 +1,31 @@
-"""Speech pieces of a channel: Silero VAD v6 as shipped inside faster-whisper (offline, onnxruntime)."""
+"""Speech pieces of a channel: Silero VAD v6 (the silero-vad package's ONNX model, run by onnxruntime) in
+its 8 kHz mode, the band every call has.
+
+Silero's 16 kHz mode (as faster-whisper ships it) heard telephone speech late: on the real-speech bench
+call it missed a short first word before a pause ("对，", "啊，") or the first syllables of a loud
+turn on 5 of 27 turns, and the lossy AMR-NB twin lost 7 CER points to it (docs/decoding.md).
+"""
 
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soxr
 
 from zhasr.config import TranscribeParams
 from zhasr.data.audio import TARGET_RATE
 
-# Silero (as faster-whisper runs it over a whole track) misses loud speech: on the real-speech bench
-# call, a channel whose peaks reach 0.46 had 42% of its speech found as it is and 94% attenuated to
-# peaks of 0.05, with no more false alarms; the VAD reads a track attenuated (never amplified) so
-# that its 99.9th-percentile |sample| is at most this.
+VAD_RATE = 8000
+FRAME = 256  # samples at 8 kHz (32 ms): one speech probability each
+CONTEXT = 32  # samples of the previous frame the model reads with each frame
+# Silero misses loud speech (16 kHz mode: a channel peaking at 0.46 had 42% of its speech found as it is and
+# 94% attenuated to peaks of 0.05, with no more false alarms; 8 kHz mode: the real call's turns 24/27 and CER
+# 26.15% attenuated, 23/27 and 27.22% as it is); the VAD reads a track attenuated (never amplified) so that
+# its 99.9th-percentile |sample| is at most this.
 VAD_PEAK = 0.05
 
 
@@ -34,26 +47,57 @@ class Piece:
         return self.end / TARGET_RATE
 
 
+@functools.cache
+def _session(thread: int):
+    """One single-threaded onnxruntime session per calling thread (tracks are read side by side)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.inter_op_num_threads = options.intra_op_num_threads = 1
+    options.log_severity_level = 4
+    path = Path(__import__("silero_vad").__file__).parent / "data" / "silero_vad.onnx"
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=options)
+
+
+def speech_probabilities(samples: np.ndarray) -> np.ndarray:
+    """Silero's speech probability per 32 ms frame of (n_samples,) 16 kHz audio: (ceil(n_samples / 512),)."""
+    x = soxr.resample(np.asarray(samples, dtype=np.float32), TARGET_RATE, VAD_RATE)
+    peak = float(np.quantile(np.abs(x), 0.999)) if len(x) else 0.0
+    frames = -(-len(x) // FRAME)
+    heard = np.zeros(CONTEXT + frames * FRAME, dtype=np.float32)  # zeros before the first frame, after the last
+    heard[CONTEXT : CONTEXT + len(x)] = x * (VAD_PEAK / peak) if peak > VAD_PEAK else x
+    session, rate = _session(threading.get_ident()), np.array(VAD_RATE, dtype=np.int64)
+    state = np.zeros((2, 1, 128), dtype=np.float32)
+    out = np.empty(frames, dtype=np.float32)
+    for f in range(frames):
+        p, state = session.run(None, {"input": heard[None, f * FRAME : (f + 1) * FRAME + CONTEXT], "state": state,
+                                      "sr": rate})
+        out[f] = p[0, 0]
+    return out
+
+
 def speech_spans(samples: np.ndarray, params: TranscribeParams) -> list[tuple[int, int]]:
-    """[(start, end) sample indices] of speech in (n_samples,) 16 kHz audio, each <= max_piece_s.
+    """[(start, end) sample indices] of speech in (n_samples,) 16 kHz audio, each <= max_piece_s: Silero's
+    frame probabilities through its own hysteresis, minimum lengths and padding.
 
-    Speech longer than ``max_piece_s`` is cut at its last pause of 100 ms or more before the limit
-    (hard cut when there is none), so every piece fits Whisper's window.
+    Speech longer than ``max_piece_s`` is cut at its last pause of 98 ms or more before the limit (hard
+    cut when there is none), so every piece fits Whisper's window.
     """
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    from silero_vad import get_speech_timestamps_from_probs
 
-    if len(samples) < TARGET_RATE // 10:  # under 0.1 s there is nothing for the VAD to judge
+    n_samples = len(samples)
+    if n_samples < TARGET_RATE // 10:  # under 0.1 s there is nothing for the VAD to judge
         return []
-    options = VadOptions(threshold=params.vad_threshold, min_speech_duration_ms=params.min_speech_ms,
-                         max_speech_duration_s=params.max_piece_s, min_silence_duration_ms=params.min_silence_ms,
-                         speech_pad_ms=params.speech_pad_ms)
-    peak = float(np.quantile(np.abs(samples), 0.999))
-    heard = samples * (VAD_PEAK / peak) if peak > VAD_PEAK else samples
-    spans = get_speech_timestamps(np.asarray(heard, dtype=np.float32), options, sampling_rate=TARGET_RATE)
+    scale = TARGET_RATE // VAD_RATE
+    spans = get_speech_timestamps_from_probs(
+        speech_probabilities(samples).tolist(), sampling_rate=VAD_RATE, threshold=params.vad_threshold,
+        min_speech_duration_ms=params.min_speech_ms, max_speech_duration_s=params.max_piece_s,
+        min_silence_duration_ms=params.min_silence_ms, speech_pad_ms=params.speech_pad_ms,
+        audio_length_samples=-(-n_samples // scale))
     limit = int(params.max_piece_s * TARGET_RATE)
     out = []
     for span in spans:  # the VAD's own cut leaves room for the padding; this is the last word on length
-        start, end = int(span["start"]), int(span["end"])
+        start, end = int(span["start"]) * scale, min(n_samples, int(span["end"]) * scale)
         while end - start > limit:
             out.append((start, start + limit))
             start += limit

@@ -1,7 +1,7 @@
 """A generated two-channel call with its turn list: synthetic clips joined with pauses, agent left and
 customer right, as a G.711 mu-law WAV at 8 kHz (how call-center recorders store calls).
 
-Each clip is trimmed to its speech (10 ms frames within ``floor_db`` of the loudest), so a turn's
+Each clip is trimmed to its speech (runs of 10 ms frames within ``floor_db`` of the loudest), so a turn's
 start and end are where its speech is. Turns alternate between the channels; the other channel
 carries line noise only.
 """
@@ -27,13 +27,18 @@ class Turn:
     clip: str  # the clip's id
 
 
-def speech_bounds(x: np.ndarray, rate: int, floor_db: float = 40.0) -> tuple[int, int]:
-    """(first, last + 1) sample of the 10 ms frames within ``floor_db`` dB of the loudest frame."""
+def speech_bounds(x: np.ndarray, rate: int, floor_db: float = 40.0, min_run_s: float = 0.05) -> tuple[int, int]:
+    """(first, last + 1) sample of the speech: 10 ms frames within ``floor_db`` dB of the loudest frame, in
+    runs of at least ``min_run_s`` (a lone click or breath before the first word is not where a turn starts)."""
     frame = max(1, rate // 100)
     n = len(x) // frame
     energy = (x[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1)
-    active = np.flatnonzero(energy >= energy.max() * 10 ** (-floor_db / 10))
-    return int(active[0] * frame), int((active[-1] + 1) * frame)
+    active = energy >= energy.max() * 10 ** (-floor_db / 10)
+    run = min(n, max(1, round(min_run_s * 100)))
+    starts = np.flatnonzero(np.lib.stride_tricks.sliding_window_view(active, run).all(axis=1))
+    if not len(starts):  # no run that long: every active frame counts
+        starts, run = np.flatnonzero(active), 1
+    return int(starts[0] * frame), int((starts[-1] + run) * frame)
 
 
 def assemble_call(clips: Sequence[tuple[np.ndarray, str, str]], rate: int, roles: Sequence[str] = ("agent", "customer"),
