@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REAL_ZH
+
 from zhasr.config import TranscribeParams
 from zhasr.data.audio import AudioError
 from zhasr.evaluation.turns import match_turns
