@@ -123,7 +123,7 @@ def test_a_window_that_echoes_its_prompt_falls_back_and_each_echo_is_removed(mon
     from zhasr.transcribe import engine
 
     pieces = [(s(1), s(3)), (s(5), s(7))]
-    monkeypatch.setattr(engine, "speech_spans", lambda samples, params: pieces)
+    monkeypatch.setattr(engine, "speech_spans", lambda samples, params, one_speaker=True: pieces)
     transcriber = Transcriber(EchoRuntime(), CALL, "zh")
     result = transcriber.transcribe(_two_tone_bursts(), hotwords=["客服", "验证码", "手机号", "账户"])
     assert result.segments == ()
@@ -135,7 +135,7 @@ def test_a_window_that_echoes_its_prompt_falls_back_and_each_echo_is_removed(mon
 def test_a_clean_window_is_placed_by_its_timestamps_without_decoding_again(monkeypatch):
     from zhasr.transcribe import engine
 
-    monkeypatch.setattr(engine, "speech_spans", lambda samples, params: [(s(1), s(3)), (s(5), s(7))])
+    monkeypatch.setattr(engine, "speech_spans", lambda samples, params, one_speaker=True: [(s(1), s(3)), (s(5), s(7))])
     packed = Transcriber(EchoRuntime(), CALL, "zh").transcribe(_two_tone_bursts())
     assert [(seg.start, seg.end, seg.text) for seg in packed.segments] == [(1.0, 3.0, "前"), (5.0, 7.0, "后")]
     assert packed.timings.windows == 1 and packed.timings.unplaced == 0

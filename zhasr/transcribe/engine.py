@@ -339,7 +339,7 @@ class Transcriber:
         """The VAD's speech pieces of ``track``; the whole track as one piece when it is its input's only
         track, holds speech and is at most ``whole_clip_s`` long (a clip is decoded whole, never cut at
         its pauses)."""
-        spans = speech_spans(track.samples, self.params)
+        spans = speech_spans(track.samples, self.params, one_speaker=bool(track.speaker))
         if spans and only_track and len(track.samples) <= self.params.whole_clip_s * TARGET_RATE:
             spans = [(0, len(track.samples))]
         return [Piece(track.source, track.channel, start, end) for start, end in spans]

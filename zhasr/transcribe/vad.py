@@ -1,9 +1,11 @@
-"""Speech pieces of a channel: Silero VAD v6 (the silero-vad package's ONNX model, run by onnxruntime) in
-its 8 kHz mode, the band every call has.
+"""Speech pieces of a track: Silero VAD v6, in its 8 kHz mode on a channel of its own (the silero-vad
+package's ONNX model, run by onnxruntime), in its 16 kHz mode (as faster-whisper ships it) on a track that
+holds both parties.
 
-Silero's 16 kHz mode (as faster-whisper ships it) heard telephone speech late: on the real-speech bench
-call it missed a short first word before a pause ("对，", "啊，") or the first syllables of a loud
-turn on 5 of 27 turns, and the lossy AMR-NB twin lost 7 CER points to it (docs/decoding.md).
+On a call's own channels the 16 kHz mode heard telephone turns late: a short first word before a pause
+("对，", "啊，") or the first syllables of a loud turn. On a mixed track the 8 kHz mode's probability falls
+over ~0.4 s after speech, so a 0.7 s gap between two speakers was not a pause of 500 ms: the real call's
+turns found fell from 24 to 19 of 27 (docs/decoding.md).
 """
 
 from __future__ import annotations
@@ -59,13 +61,17 @@ def _session(thread: int):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=options)
 
 
+def _attenuated(x: np.ndarray) -> np.ndarray:
+    peak = float(np.quantile(np.abs(x), 0.999))
+    return np.asarray(x * (VAD_PEAK / peak) if peak > VAD_PEAK else x, dtype=np.float32)
+
+
 def speech_probabilities(samples: np.ndarray) -> np.ndarray:
     """Silero's speech probability per 32 ms frame of (n_samples,) 16 kHz audio: (ceil(n_samples / 512),)."""
     x = soxr.resample(np.asarray(samples, dtype=np.float32), TARGET_RATE, VAD_RATE)
-    peak = float(np.quantile(np.abs(x), 0.999)) if len(x) else 0.0
     frames = -(-len(x) // FRAME)
     heard = np.zeros(CONTEXT + frames * FRAME, dtype=np.float32)  # zeros before the first frame, after the last
-    heard[CONTEXT : CONTEXT + len(x)] = x * (VAD_PEAK / peak) if peak > VAD_PEAK else x
+    heard[CONTEXT : CONTEXT + len(x)] = _attenuated(x)
     session, rate = _session(threading.get_ident()), np.array(VAD_RATE, dtype=np.int64)
     state = np.zeros((2, 1, 128), dtype=np.float32)
     out = np.empty(frames, dtype=np.float32)
@@ -76,24 +82,30 @@ def speech_probabilities(samples: np.ndarray) -> np.ndarray:
     return out
 
 
-def speech_spans(samples: np.ndarray, params: TranscribeParams) -> list[tuple[int, int]]:
+def speech_spans(samples: np.ndarray, params: TranscribeParams, one_speaker: bool = True) -> list[tuple[int, int]]:
     """[(start, end) sample indices] of speech in (n_samples,) 16 kHz audio, each <= max_piece_s: Silero's
-    frame probabilities through its own hysteresis, minimum lengths and padding.
+    frame probabilities through its own hysteresis, minimum lengths and padding; ``one_speaker``: the track
+    is one channel of a call (8 kHz mode), else it may hold both parties (16 kHz mode).
 
     Speech longer than ``max_piece_s`` is cut at its last pause of 98 ms or more before the limit (hard
     cut when there is none), so every piece fits Whisper's window.
     """
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
     from silero_vad import get_speech_timestamps_from_probs
 
     n_samples = len(samples)
     if n_samples < TARGET_RATE // 10:  # under 0.1 s there is nothing for the VAD to judge
         return []
-    scale = TARGET_RATE // VAD_RATE
-    spans = get_speech_timestamps_from_probs(
-        speech_probabilities(samples).tolist(), sampling_rate=VAD_RATE, threshold=params.vad_threshold,
-        min_speech_duration_ms=params.min_speech_ms, max_speech_duration_s=params.max_piece_s,
-        min_silence_duration_ms=params.min_silence_ms, speech_pad_ms=params.speech_pad_ms,
-        audio_length_samples=-(-n_samples // scale))
+    lengths = dict(threshold=params.vad_threshold, min_speech_duration_ms=params.min_speech_ms,
+                   max_speech_duration_s=params.max_piece_s, min_silence_duration_ms=params.min_silence_ms,
+                   speech_pad_ms=params.speech_pad_ms)
+    if one_speaker:
+        scale = TARGET_RATE // VAD_RATE
+        spans = get_speech_timestamps_from_probs(speech_probabilities(samples).tolist(), sampling_rate=VAD_RATE,
+                                                 audio_length_samples=-(-n_samples // scale), **lengths)
+    else:
+        scale = 1
+        spans = get_speech_timestamps(_attenuated(samples), VadOptions(**lengths), sampling_rate=TARGET_RATE)
     limit = int(params.max_piece_s * TARGET_RATE)
     out = []
     for span in spans:  # the VAD's own cut leaves room for the padding; this is the last word on length
