@@ -10,8 +10,8 @@ turns found fell from 24 to 19 of 27 (docs/decoding.md).
 
 from __future__ import annotations
 
-import functools
-import threading
+import contextlib
+import queue
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,16 +49,27 @@ class Piece:
         return self.end / TARGET_RATE
 
 
-@functools.cache
-def _session(thread: int):
-    """One single-threaded onnxruntime session per calling thread (tracks are read side by side)."""
+_IDLE_SESSIONS: queue.SimpleQueue = queue.SimpleQueue()  # as many as tracks were ever read at once
+
+
+@contextlib.contextmanager
+def _session():
+    """An onnxruntime session of Silero's ONNX model on one thread, for the caller alone: tracks read side
+    by side each take their own (two threads calling one session ran 1.3x slower)."""
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.inter_op_num_threads = options.intra_op_num_threads = 1
-    options.log_severity_level = 4
-    path = Path(__import__("silero_vad").__file__).parent / "data" / "silero_vad.onnx"
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=options)
+    try:
+        session = _IDLE_SESSIONS.get_nowait()
+    except queue.Empty:
+        options = onnxruntime.SessionOptions()
+        options.inter_op_num_threads = options.intra_op_num_threads = 1
+        options.log_severity_level = 4
+        path = Path(__import__("silero_vad").__file__).parent / "data" / "silero_vad.onnx"
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=options)
+    try:
+        yield session
+    finally:
+        _IDLE_SESSIONS.put(session)
 
 
 def _attenuated(x: np.ndarray) -> np.ndarray:
@@ -72,13 +83,13 @@ def speech_probabilities(samples: np.ndarray) -> np.ndarray:
     frames = -(-len(x) // FRAME)
     heard = np.zeros(CONTEXT + frames * FRAME, dtype=np.float32)  # zeros before the first frame, after the last
     heard[CONTEXT : CONTEXT + len(x)] = _attenuated(x)
-    session, rate = _session(threading.get_ident()), np.array(VAD_RATE, dtype=np.int64)
-    state = np.zeros((2, 1, 128), dtype=np.float32)
+    rate, state = np.array(VAD_RATE, dtype=np.int64), np.zeros((2, 1, 128), dtype=np.float32)
     out = np.empty(frames, dtype=np.float32)
-    for f in range(frames):
-        p, state = session.run(None, {"input": heard[None, f * FRAME : (f + 1) * FRAME + CONTEXT], "state": state,
-                                      "sr": rate})
-        out[f] = p[0, 0]
+    with _session() as session:
+        for f in range(frames):
+            p, state = session.run(None, {"input": heard[None, f * FRAME : (f + 1) * FRAME + CONTEXT],
+                                          "state": state, "sr": rate})
+            out[f] = p[0, 0]
     return out
 
 
