@@ -263,3 +263,27 @@ def test_the_vad_hears_the_first_word_of_real_telephone_turns(tmp_path):
     for turn in (t for t in turns if t.clip in FIRST_WORD_CLIPS):
         starts = [a / 16000 for a, b in spans[turn.channel] if b / 16000 > turn.start and a / 16000 < turn.end]
         assert starts and abs(starts[0] - turn.start) <= 0.3, (turn.clip, turn.start, starts[:1])
+
+
+@pytest.mark.skipif(not REAL_ZH.is_dir(), reason=f"{REAL_ZH}: real-zh clips not present beside the checkout")
+def test_the_vad_reads_a_track_as_silero_reads_it_frame_by_frame(monkeypatch):
+    """The 8 kHz VAD encodes all frames at once and runs Silero's LSTM over them in blocks; the package's own
+    ONNX model, fed one 32-ms frame at a time with its state carried, reads the same probabilities."""
+    import silero_vad
+    import soxr
+    import torch
+
+    from zhasr.data.audio import load_16k
+    from zhasr.data.codecs import narrowband
+    from zhasr.transcribe import vad
+
+    monkeypatch.setattr(vad, "BLOCK", 100)  # several blocks: the LSTM's state must carry from one to the next
+    track = narrowband(np.concatenate([load_16k(REAL_ZH / name) for name in FIRST_WORD_CLIPS]))
+    ours = vad.speech_probabilities(track)
+    heard = vad._attenuated(soxr.resample(track, 16000, vad.VAD_RATE))
+    heard = np.pad(heard, (0, -len(heard) % vad.FRAME))
+    model = silero_vad.load_silero_vad(onnx=True)
+    theirs = [model(torch.from_numpy(frame), vad.VAD_RATE).item() for frame in heard.reshape(-1, vad.FRAME)]
+    assert len(ours) == len(theirs) > 3 * 100
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert (ours > 0.5).mean() > 0.2 and (ours < 0.1).mean() > 0.05  # it heard speech and pauses
