@@ -164,6 +164,23 @@ def _segment(start: float, end: float, channel: int, text: str) -> Segment:
                    words=(Word(start, end, text),))
 
 
+def test_a_two_channel_call_tells_its_parties_apart_by_loudness():
+    """Mixed, a two-channel call's pieces still become turns: each piece's party is the channel that carries
+    it, when one does."""
+    from zhasr.transcribe.media import CallAudio
+
+    rng, second = np.random.default_rng(0), 16000
+    agent, customer = np.zeros(4 * second), np.zeros(4 * second)
+    agent[: 2 * second] = rng.normal(0, 0.1, 2 * second)
+    customer[2 * second :] = rng.normal(0, 0.1, 2 * second)
+    leaking = np.stack([agent + 0.1 * customer, customer + 0.1 * agent]).astype(np.float32)  # -20 dB of echo
+    call = CallAudio(leaking, 8000, "pcm_mulaw")
+    assert call.louder_channel(0.0, 2.0) == 0 and call.louder_channel(2.0, 4.0) == 1
+    assert call.louder_channel(1.0, 3.0) is None  # both parties at once
+    assert CallAudio(np.stack([agent, agent]).astype(np.float32), 8000, "pcm_mulaw").louder_channel(0.0, 2.0) is None
+    assert CallAudio(agent[None].astype(np.float32), 8000, "pcm_mulaw").louder_channel(0.0, 2.0) is None
+
+
 def test_pieces_of_one_channel_with_nobody_between_become_one_turn():
     from zhasr.transcribe.engine import merge_turns
 
@@ -171,11 +188,14 @@ def test_pieces_of_one_channel_with_nobody_between_become_one_turn():
                 _segment(5.5, 7.0, 1, "我要退款"),  # the customer answers
                 _segment(7.5, 9.0, 0, "好的"), _segment(12.0, 13.0, 0, "稍等"),  # 3-s pause: two turns
                 _segment(13.5, 14.0, 1, "嗯")]
-    turns = merge_turns(segments, pause_s=2.0, max_s=30.0)
+    channels = [s.channel for s in segments]
+    turns = merge_turns(segments, channels, pause_s=2.0, max_s=30.0)
     assert [(t.start, t.end, t.channel, t.text) for t in turns] == [
         (0.0, 5.0, 0, "您好请问"), (5.5, 7.0, 1, "我要退款"), (7.5, 9.0, 0, "好的"), (12.0, 13.0, 0, "稍等"),
         (13.5, 14.0, 1, "嗯")]
     assert [w.word for w in turns[0].words] == ["您好", "请问"] and turns[0].avg_logprob == pytest.approx(-0.4)
     # a turn is never longer than max_s; 0 s of pause merges nothing
-    assert len(merge_turns(segments[:2], pause_s=2.0, max_s=4.0)) == 2
-    assert len(merge_turns(segments, pause_s=0.0, max_s=30.0)) == len(segments)
+    assert len(merge_turns(segments[:2], channels[:2], pause_s=2.0, max_s=4.0)) == 2
+    assert len(merge_turns(segments, channels, pause_s=0.0, max_s=30.0)) == len(segments)
+    # where nobody can tell whose a piece is, it stays a segment of its own
+    assert len(merge_turns(segments, [None] * len(segments), pause_s=2.0, max_s=30.0)) == len(segments)

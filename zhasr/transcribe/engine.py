@@ -319,8 +319,9 @@ class Transcriber:
                               unplaced=sum(w in plan.unplaced for w in windows))
             judged = [self.segment(plan, k, results[k], prompt) for k in mine]
             segments = [x for x in judged if isinstance(x, Segment)]
-            if plan.mode == "split" and self.params.turn_pause_s > 0:
-                segments = merge_turns(segments, self.params.turn_pause_s, self.params.max_piece_s)
+            if self.params.turn_pause_s > 0:  # mixed, a two-channel call's pieces are still told apart by loudness
+                parties = [s.channel if plan.mode == "split" else call.louder_channel(s.start, s.end) for s in segments]
+                segments = merge_turns(segments, parties, self.params.turn_pause_s, self.params.max_piece_s)
             segments = [dataclasses.replace(s, id=n) for n, s in enumerate(segments)]
             warnings = plan.warnings[i]
             if any(s.error for s in segments):
@@ -355,15 +356,20 @@ class Transcriber:
         return [_Track(source, c, self.params.channel_roles[c], call.samples[c]) for c in range(2)]
 
 
-def merge_turns(segments: Sequence[Segment], pause_s: float, max_s: float) -> list[Segment]:
-    """Segments of a split call (timeline order) as turns: consecutive segments of one channel, nobody
-    on the other channel starting in between, at most ``pause_s`` apart and together at most ``max_s``
-    long, become one segment (texts and words joined, the lower P(no speech), the flags of both)."""
+def merge_turns(segments: Sequence[Segment], parties: Sequence[int | None], pause_s: float,
+                max_s: float) -> list[Segment]:
+    """Segments of a call (timeline order) as turns: consecutive segments of one party (``parties[i]``: the
+    channel that carries segment i, None where nobody can tell), nobody else starting in between, at most
+    ``pause_s`` apart and together at most ``max_s`` long, become one segment (texts and words joined, the
+    lower P(no speech), the flags of both)."""
     out: list[Segment] = []
-    for s in segments:
+    last_party = None
+    for s, party in zip(segments, parties, strict=True):
         last = out[-1] if out else None
-        if last is None or last.channel != s.channel or s.start - last.end > pause_s or s.end - last.start > max_s:
+        if (last is None or party is None or party != last_party or s.start - last.end > pause_s
+                or s.end - last.start > max_s):
             out.append(s)
+            last_party = party
             continue
         text = packing.join_words([Word(0, 0, last.text), Word(0, 0, s.text)])
         logprobs = [(x.avg_logprob, x.end - x.start) for x in (last, s) if x.avg_logprob is not None]

@@ -49,6 +49,17 @@ class CallAudio:
         """(n_samples,) mean of the channels."""
         return self.samples.mean(axis=0) if self.channels > 1 else self.samples[0]
 
+    def louder_channel(self, start_s: float, end_s: float, margin_db: float = 6.0) -> int | None:
+        """The channel that carries the speech between two times: the one at least ``margin_db`` louder than
+        every other; None on a mono call, or where no channel is (both parties at once, or one signal on
+        both channels)."""
+        if self.channels < 2:
+            return None
+        span = self.samples[:, int(start_s * TARGET_RATE) : max(int(end_s * TARGET_RATE), int(start_s * TARGET_RATE) + 1)]
+        power = np.mean(np.square(span, dtype=np.float64), axis=1) + 1e-12
+        loudest = int(np.argmax(power))
+        return loudest if 10 * np.log10(power[loudest] / np.delete(power, loudest).max()) >= margin_db else None
+
 
 def _decode_av(blob: bytes) -> tuple[np.ndarray, int, str, float | None]:
     """(channels, n) float32 at the source rate, rate, codec name, declared duration in seconds (or None)."""
