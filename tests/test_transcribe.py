@@ -61,6 +61,18 @@ def test_every_runtime_finds_every_turn_of_a_call(runtime, channels, tiny_export
         assert all("retried" in s.flags for s in result.segments if "looped" in s.flags)
 
 
+@pytest.mark.parametrize("runtime", ["transformers", "ct2"])
+def test_a_runtime_decodes_up_to_its_token_cap(runtime, tiny_exports):
+    """CTranslate2's Whisper decodes at most half the max_length it is given: the runtime must ask for twice
+    its cap, or a dense 24-s window stops at half of it (the random model never stops by itself)."""
+    params = TranscribeParams(max_new_tokens=60, retry_no_repeat_ngram=0)
+    transcriber = Transcriber.open(tiny_exports[runtime], params)
+    clip = np.random.default_rng(0).normal(0, 0.1, 10 * 16000).astype(np.float32)
+    for timestamps in (False, True):
+        [t] = transcriber.runtime.decode([clip], None, timestamps=timestamps)
+        assert len(t.tokens) == 60 and t.hit_cap, (timestamps, len(t.tokens))
+
+
 def test_pieces_of_several_calls_are_decoded_together(tiny_exports, generated_call):
     wav, turns = generated_call
     transcriber = Transcriber.open(tiny_exports["ct2"], PARAMS)

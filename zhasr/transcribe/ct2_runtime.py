@@ -93,9 +93,11 @@ class Ct2Runtime:
                   timestamps: bool = False) -> list[Transcript]:
         tokens = self.model.get_prompt(self.tokenizer, [], without_timestamps=not timestamps, hotwords=prompt)
         cap = token_cap(max(len(c) for c in clips) / 16000, self.options, timestamps)
+        # CTranslate2 decodes at most max_length / 2 new tokens, the prompt aside (Whisper keeps half of its
+        # 448 positions for a prompt): passing the prompt plus the cap cut dense windows at ~114 tokens
         results = whisper.generate(
             encoded, [list(tokens) for _ in range(encoded.shape[0])], beam_size=self.options.settings.num_beams,
-            max_length=len(tokens) + cap, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            max_length=2 * cap, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress, no_repeat_ngram_size=no_repeat_ngram,
         )
         out = []
