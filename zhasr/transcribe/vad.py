@@ -48,7 +48,7 @@ class Piece:
         return self.end / TARGET_RATE
 
 
-BLOCK = 4096  # frames (2.2 min) whose features are computed at once: ~60 MB of activations
+BLOCK = 4096  # frames (2.2 min) whose features are computed at once: ~30 MB of activations
 
 
 @functools.cache
