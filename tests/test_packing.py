@@ -179,6 +179,12 @@ def test_a_two_channel_call_tells_its_parties_apart_by_loudness():
     assert call.louder_channel(1.0, 3.0) is None  # both parties at once
     assert CallAudio(np.stack([agent, agent]).astype(np.float32), 8000, "pcm_mulaw").louder_channel(0.0, 2.0) is None
     assert CallAudio(agent[None].astype(np.float32), 8000, "pcm_mulaw").louder_channel(0.0, 2.0) is None
+    # a call whose second channel is dead holds both parties on the first: nothing tells them apart
+    segments = [_segment(0.2, 1.8, 0, "您好"), _segment(2.2, 3.8, 0, "我要退款")]
+    assert Transcriber._parties("mix", call, segments) == [0, 1]
+    dead = CallAudio(np.stack([agent + customer, np.zeros_like(agent)]).astype(np.float32), 8000, "pcm_mulaw")
+    assert Transcriber._parties("mix", dead, segments) == [None, None]
+    assert Transcriber._parties("split", dead, segments) == [0, 0]
 
 
 def test_pieces_of_one_channel_with_nobody_between_become_one_turn():

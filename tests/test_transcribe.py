@@ -63,14 +63,16 @@ def test_every_runtime_finds_every_turn_of_a_call(runtime, channels, tiny_export
 
 @pytest.mark.parametrize("runtime", ["transformers", "ct2"])
 def test_a_runtime_decodes_up_to_its_token_cap(runtime, tiny_exports):
-    """CTranslate2's Whisper decodes at most half the max_length it is given: the runtime must ask for twice
-    its cap, or a dense 24-s window stops at half of it (the random model never stops by itself)."""
+    """CTranslate2's Whisper decodes at most half the max_length it is given, and no more than max_length less
+    the prompt: the runtime must ask for enough, or a dense 24-s window stops at half its cap and a long
+    hotword prompt eats the rest (the random model never stops by itself)."""
     params = TranscribeParams(max_new_tokens=60, retry_no_repeat_ngram=0)
     transcriber = Transcriber.open(tiny_exports[runtime], params)
     clip = np.random.default_rng(0).normal(0, 0.1, 10 * 16000).astype(np.float32)
-    for timestamps in (False, True):
-        [t] = transcriber.runtime.decode([clip], None, timestamps=timestamps)
-        assert len(t.tokens) == 60 and t.hit_cap, (timestamps, len(t.tokens))
+    hotwords = " ".join(["客服", "验证码", "手机号", "账户", "优惠券", "退款", "快递", "订单"] * 3)  # ~110 tokens
+    for timestamps, prompt in ((False, None), (True, None), (False, hotwords), (True, hotwords)):
+        [t] = transcriber.runtime.decode([clip], prompt, timestamps=timestamps)
+        assert len(t.tokens) == 60 and t.hit_cap, (timestamps, prompt is not None, len(t.tokens))
 
 
 def test_pieces_of_several_calls_are_decoded_together(tiny_exports, generated_call):

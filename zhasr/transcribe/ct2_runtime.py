@@ -24,6 +24,7 @@ import numpy as np
 
 from zhasr.data.text import to_simplified
 from zhasr.model.decode import DecodeOptions, Transcript, is_loop, timestamp_flags, timestamp_segments, token_cap
+from zhasr.model.training_windows import DECODER_POSITIONS
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import split_on_characters, timed_words
 
@@ -93,11 +94,12 @@ class Ct2Runtime:
                   timestamps: bool = False) -> list[Transcript]:
         tokens = self.model.get_prompt(self.tokenizer, [], without_timestamps=not timestamps, hotwords=prompt)
         cap = token_cap(max(len(c) for c in clips) / 16000, self.options, timestamps)
-        # CTranslate2 decodes at most max_length / 2 new tokens, the prompt aside (Whisper keeps half of its
-        # 448 positions for a prompt): passing the prompt plus the cap cut dense windows at ~114 tokens
+        # CTranslate2 decodes min(max_length / 2, max_length - len(tokens) + 1) new tokens (Whisper keeps half
+        # of its positions for a prompt): the prompt plus the cap cut dense windows at ~114 tokens
+        max_length = min(DECODER_POSITIONS, max(2 * cap, len(tokens) - 1 + cap))
         results = whisper.generate(
             encoded, [list(tokens) for _ in range(encoded.shape[0])], beam_size=self.options.settings.num_beams,
-            max_length=2 * cap, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            max_length=max_length, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress, no_repeat_ngram_size=no_repeat_ngram,
         )
         out = []

@@ -205,7 +205,7 @@ class Transcriber:
         for i, call in enumerate(calls):
             tracks += self._tracks(i, call, mode, names[i], warnings[i])
         per_input = [sum(t.source == i for t in tracks) for i in range(len(calls))]
-        with ThreadPoolExecutor(max(1, min(self.params.threads, len(tracks)))) as pool:  # the VAD runs on one thread
+        with ThreadPoolExecutor(max(1, min(self.params.threads, len(tracks)))) as pool:  # a track's VAD is mostly one thread's work
             per_track = list(pool.map(lambda t: self._pieces(t, per_input[t.source] == 1), tracks))
         pieces = [piece for track_pieces in per_track for piece in track_pieces]
         windows = packing.pack(pieces, self.params.pack_window_s, self.params.pack_gap_s, self.params.pack_pieces,
@@ -319,9 +319,9 @@ class Transcriber:
                               unplaced=sum(w in plan.unplaced for w in windows))
             judged = [self.segment(plan, k, results[k], prompt) for k in mine]
             segments = [x for x in judged if isinstance(x, Segment)]
-            if self.params.turn_pause_s > 0:  # mixed, a two-channel call's pieces are still told apart by loudness
-                parties = [s.channel if plan.mode == "split" else call.louder_channel(s.start, s.end) for s in segments]
-                segments = merge_turns(segments, parties, self.params.turn_pause_s, self.params.max_piece_s)
+            if self.params.turn_pause_s > 0:
+                segments = merge_turns(segments, self._parties(plan.mode, call, segments), self.params.turn_pause_s,
+                                       self.params.max_piece_s)
             segments = [dataclasses.replace(s, id=n) for n, s in enumerate(segments)]
             warnings = plan.warnings[i]
             if any(s.error for s in segments):
@@ -335,6 +335,16 @@ class Transcriber:
                                      removed=tuple(x for x in judged if isinstance(x, Removed)),
                                      warnings=tuple(warnings), timings=timings))
         return out
+
+    @staticmethod
+    def _parties(mode: str, call: CallAudio, segments: Sequence[Segment]) -> list[int | None]:
+        """Who says each segment, for ``merge_turns``: its channel in split mode; mixed, the channel 6 dB louder
+        over it, where both channels are the louder one somewhere (a call stored with one channel dead, or
+        the same audio twice, does not tell its parties apart: None for all)."""
+        if mode == "split":
+            return [s.channel for s in segments]
+        parties = [call.louder_channel(s.start, s.end) for s in segments]
+        return parties if len({p for p in parties if p is not None}) > 1 else [None] * len(segments)
 
     def _pieces(self, track: _Track, only_track: bool) -> list[Piece]:
         """The VAD's speech pieces of ``track``; the whole track as one piece when it is its input's only

@@ -87,7 +87,7 @@ def speech_probabilities(samples: np.ndarray) -> np.ndarray:
     out, state = [], None
     with torch.inference_mode():
         for first in range(0, frames, BLOCK):
-            features = encode(torch.from_numpy(np.ascontiguousarray(windows[first : first + BLOCK])))
+            features = encode(torch.from_numpy(windows[first : first + BLOCK].copy()))
             hidden, state = lstm(features[:, None, :], state)  # (frames, 1, 128): a sequence of one stream
             out.append(head(hidden[:, 0, :, None])[:, 0, 0].numpy())
     return np.concatenate(out)
