@@ -246,7 +246,8 @@ class TranscribeParams:
     pack_gap_s: float = 1.0  # s; longer pauses between packed pieces are shortened to this
     # pieces of one party at most this far apart (s), nobody else starting in between, are one turn and one
     # segment (at most max_piece_s long); a party is a channel in split mode, the channel 6 dB louder than
-    # the other in a mixed two-channel call (none on mono audio); 0 = a segment per piece
+    # the other in a mixed two-channel call whose channels each carry one (none on mono audio); 0 = a
+    # segment per piece
     turn_pause_s: float = 2.0
     threads: int = 2  # CPU threads of the ct2 and whisper.cpp runtimes
     # ct2 on a CPU: batches decoded side by side, a thread each, by a second copy of the model (whole calls
