@@ -18,7 +18,8 @@ within 0.5 s of it, and its role is right when that segment is labelled with the
 Systems: the engine in each runtime (transformers on the merged model, ct2 and ggml on the exports), the
 ct2 engine with packing off (``transcribe.pack_pieces=false``: every piece in a window of its own, as
 before packing) and with one batch at a time (``transcribe.parallel_batches=false``), faster-whisper's
-``BatchedInferencePipeline`` (its VAD and 30 s chunks, batch 8, greedy) and its sequential
+``BatchedInferencePipeline`` (its VAD and 30 s chunks, batch 8, greedy; as shipped, and with the engine's
+malloc settings, zhasr.transcribe.allocator, to tell that gain from the engine's own) and its sequential
 ``WhisperModel.transcribe`` (VAD filter, greedy with its temperature fallback) on the same ct2 files;
 faster-whisper mixes the channels, so it has no roles.
 """
@@ -39,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SYSTEMS = ("engine-transformers", "engine-ct2", "engine-ct2-unpacked", "engine-ct2-one-batch", "engine-ggml",
-           "faster-whisper-batched", "faster-whisper-sequential")
+           "faster-whisper-batched", "faster-whisper-batched-one-heap", "faster-whisper-sequential")
 ENGINE_OVERRIDES = {"engine-ct2-unpacked": ["transcribe.pack_pieces=false"],
                     "engine-ct2-one-batch": ["transcribe.parallel_batches=false"]}
 REAL_ZH = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-zh"
@@ -136,11 +137,15 @@ def run_one(system: str, args: argparse.Namespace, wav: Path) -> dict:
         return best
     from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
+    if system == "faster-whisper-batched-one-heap":
+        from zhasr.transcribe.allocator import keep_freed_memory
+
+        keep_freed_memory()
     model = WhisperModel(args.ct2, device="cpu", compute_type="default", cpu_threads=args.threads, local_files_only=True)
     for _ in range(args.repeat):
         start = time.perf_counter()
         audio = decode_audio(str(wav), sampling_rate=16000)  # its own decoder (PyAV), mixed to mono
-        if system == "faster-whisper-batched":
+        if system.startswith("faster-whisper-batched"):
             segments, _ = BatchedInferencePipeline(model).transcribe(audio, language="zh", batch_size=8, beam_size=1)
         else:
             segments, _ = model.transcribe(audio, language="zh", beam_size=1, vad_filter=True)

@@ -25,6 +25,7 @@ from zhasr.labelling.export import ExportError
 from zhasr.labelling.studio import StudioError
 from zhasr.model.adapters import AdapterUnavailableError, check_method_available
 from zhasr.serve.keys import KeyFileError
+from zhasr.transcribe.allocator import keep_freed_memory
 
 STAGES = ("ingest", "validate", "train", "evaluate", "gate", "merge", "export", "register")
 
@@ -377,6 +378,7 @@ def _show_stage_figures() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # first, before a thread takes a malloc arena of its own (zhasr.transcribe.allocator)
     parser = build_parser()
     args = parser.parse_args(argv)
     _show_stage_figures()

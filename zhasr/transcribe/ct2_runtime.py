@@ -25,6 +25,7 @@ import numpy as np
 from zhasr.data.text import to_simplified
 from zhasr.model.decode import DecodeOptions, Transcript, is_loop, timestamp_flags, timestamp_segments, token_cap
 from zhasr.model.training_windows import DECODER_POSITIONS
+from zhasr.transcribe.allocator import keep_freed_memory
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import split_on_characters, timed_words
 
@@ -44,6 +45,8 @@ class Ct2Runtime:
 
         if not (Path(model_dir) / "model.bin").is_file():
             raise FileNotFoundError(f"{model_dir}: not a CTranslate2 export (no model.bin)")
+        if device == "cpu":
+            keep_freed_memory()
         self.model = WhisperModel(str(model_dir), device=device, compute_type="default", cpu_threads=threads,
                                   local_files_only=True)
         self.workers = threads if device == "cpu" and options.settings.parallel_batches and threads > 1 else 1

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from zhasr.model.decode import DecodeOptions, Transcript, log_mel, timestamp_flags, transcribe
+from zhasr.transcribe.allocator import keep_freed_memory
 from zhasr.transcribe.records import Word
 from zhasr.transcribe.words import FRAMES_PER_S, dtw_path, split_on_characters, timed_words
 
@@ -23,6 +24,8 @@ class TransformersRuntime:
         from zhasr.model.loading import load_model
 
         model, processor = load_model(Path(model_dir), device=device)
+        if model.device.type == "cpu":
+            keep_freed_memory()
         return cls(model, processor, options)
 
     def decode(self, clips: list[np.ndarray], prompt: str | None = None,
