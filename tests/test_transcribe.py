@@ -322,7 +322,6 @@ print(sum(faults[1:]))
 def test_the_runtime_reuses_freed_memory_instead_of_faulting_in_new_pages():
     """An encoder pass frees and allocates blocks of ~72 MB in every layer: kept in the heap, a block allocated
     again costs no page faults (fresh pages: ~560 for 100 MB in transparent huge pages, 25,600 without)."""
-
     faults = {mode: int(subprocess.run([sys.executable, "-c", _REALLOCATE, mode], check=True, capture_output=True,
                                        text=True, cwd=Path(__file__).parents[1]).stdout)
               for mode in ("default", "kept")}

@@ -6,7 +6,7 @@ of their own that map their large blocks too. A Whisper encoder pass on a CPU al
 attention scores (8 heads x 1500 x 1500 float32, 72 MB) and the layers' activations in every layer of
 every window, so each pass faulted in hundreds of MB of new zeroed pages: a fifth of its time in the
 kernel. Measured on 2 cores (whisper-base's shape, CTranslate2 int8, bench/transcribe.py's real call):
-an encoder window 0.89 -> 0.71 s, the call 11.6 -> 10.4 s, peak memory unchanged (the largest
+an encoder window 0.89 -> 0.71 s, the call 11.6 -> 10.2 s, peak memory unchanged (the largest
 allocations are the same; they are now reused instead of remapped). Each of the three settings is
 needed: without one arena the workers' arenas still map their blocks, and without the trim threshold
 the heap shrinks and grows again.
