@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -304,26 +305,34 @@ def test_the_vad_reads_a_track_as_silero_reads_it_frame_by_frame(monkeypatch):
 
 
 _REALLOCATE = """
-import resource, sys
+import resource, sys, threading
 import numpy as np
 if sys.argv[1] == "kept":
     from zhasr.transcribe.allocator import keep_freed_memory
     assert keep_freed_memory()
 faults = []
-for _ in range(4):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = np.ones(100 * 2**20, dtype=np.uint8)  # 100 MB, over glibc's largest mmap threshold
-    del block
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sum(faults[1:]))
+def reallocate():
+    for _ in range(4):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = np.ones(100 * 2**20, dtype=np.uint8)  # 100 MB: over glibc's largest mmap threshold and a thread arena
+        del block
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+reallocate()
+worker = threading.Thread(target=reallocate)  # a runtime's worker thread, started after the call
+worker.start()
+worker.join()
+print(sum(faults[1:4]), sum(faults[5:]))
 """
 
 
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc settings are glibc's")
 def test_the_runtime_reuses_freed_memory_instead_of_faulting_in_new_pages():
-    """An encoder pass frees and allocates blocks of ~72 MB in every layer: kept in the heap, a block allocated
-    again costs no page faults (fresh pages: ~560 for 100 MB in transparent huge pages, 25,600 without)."""
-    faults = {mode: int(subprocess.run([sys.executable, "-c", _REALLOCATE, mode], check=True, capture_output=True,
-                                       text=True, cwd=Path(__file__).parents[1]).stdout)
+    """An encoder pass frees and allocates blocks of ~72 MB in every layer, in the runtime's worker threads:
+    kept in the heap, a block allocated again costs no page faults, in the calling thread and in a thread
+    started later (fresh pages: 25,600 for 100 MB in 4 kB pages, 50-600 in transparent huge pages)."""
+    faults = {mode: [int(n) for n in subprocess.run([sys.executable, "-c", _REALLOCATE, mode], check=True,
+                                                    capture_output=True, text=True,
+                                                    cwd=Path(__file__).parents[1]).stdout.split()]
               for mode in ("default", "kept")}
-    assert faults["default"] > 3 * 300
-    assert faults["kept"] < 30
+    assert min(faults["default"]) > 3 * 20
+    assert max(faults["kept"]) < 30

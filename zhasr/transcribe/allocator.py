@@ -8,8 +8,10 @@ every window, so each pass faulted in hundreds of MB of new zeroed pages: a fift
 kernel. Measured on 2 cores (whisper-base's shape, CTranslate2 int8, bench/transcribe.py's real call):
 an encoder window 0.89 -> 0.71 s, the call 11.6 -> 10.2 s, peak memory unchanged (the largest
 allocations are the same; they are now reused instead of remapped). Each of the three settings is
-needed: without one arena the workers' arenas still map their blocks, and without the trim threshold
-the heap shrinks and grows again.
+needed: without one arena the workers' arenas still map their blocks (a thread's arena holds at most
+64 MB), and without the trim threshold the heap shrinks and grows again. A thread that took an arena of
+its own before the call keeps it, so the earlier the call the better: the ``zhasr`` command makes it
+first thing, the runtimes before they load a model.
 
 The cost: the process keeps its high-water heap; memory freed by a long file is reused by the next
 request, not returned to the system.
@@ -35,10 +37,11 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
         return False
-    done = all(libc.mallopt(option, value) == 1 for option, value in
-               ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER)))
-    if not done:
-        log.warning("glibc's mallopt refused a setting; freed memory is handled as by default")
-    return done
+    refused = [name for name, option, value in (("M_ARENA_MAX", _M_ARENA_MAX, 1), ("M_MMAP_MAX", _M_MMAP_MAX, 0),
+                                                 ("M_TRIM_THRESHOLD", _M_TRIM_THRESHOLD, _NEVER))
+               if libc.mallopt(option, value) != 1]
+    if refused:
+        log.warning("glibc's mallopt refused %s; freed memory may still be unmapped", ", ".join(refused))
+    return not refused

@@ -23,9 +23,9 @@ class TransformersRuntime:
     def open(cls, model_dir: Path, options: DecodeOptions, device=None) -> TransformersRuntime:
         from zhasr.model.loading import load_model
 
+        if str(device or "cpu") == "cpu":
+            keep_freed_memory()  # before torch's threads take malloc arenas of their own
         model, processor = load_model(Path(model_dir), device=device)
-        if model.device.type == "cpu":
-            keep_freed_memory()
         return cls(model, processor, options)
 
     def decode(self, clips: list[np.ndarray], prompt: str | None = None,
