@@ -43,12 +43,13 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
     from test_promotion import promote, write_evaluation
 
     from flows.archive import run_archive
-    from mlflow_services import promotion
+    from mlflow_services import promotion, tracking
     from tasks.decoding import ensure_champion
 
     local, client = cluster
     sets = [f"archive.address={local.scheduler_address}", "archive.shard_calls=2", "archive.formats=[verbose_json,srt]"]
     ctx = StageContext.load(None, sets)
+    tracking.configure(ctx)  # this project's store, not the one an earlier test left MLflow pointing at
     ensure_champion(ctx, tiny_model_dir)  # v1, the champion the runs follow
     out = project / "archive"
 
