@@ -68,6 +68,17 @@ def default_model() -> Path:
     return resolve_base_model("packaged:whisper-base", Path("models"))
 
 
+def windows_decoded(url: str) -> tuple[float, float]:
+    """(windows, batches) the server's ``zhasr_batch_size`` histogram has counted so far."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "zhasr_batch_size")
+    totals = {s.name: s.value for s in family.samples if s.name.endswith(("_sum", "_count"))}
+    return totals["zhasr_batch_size_sum"], totals["zhasr_batch_size_count"]
+
+
 def summary(latencies: list[float], audio_s: float, wall_s: float) -> dict:
     ordered = sorted(latencies)
     return {"requests": len(latencies), "rps": round(len(latencies) / wall_s, 3),
@@ -172,22 +183,26 @@ def main() -> None:
         try:
             load(server.url, key, payload, 1, 2, args.max_seconds, served_name)  # warm-up
             for clients in LEVELS:
+                before = windows_decoded(server.url)
                 results[mode][str(clients)] = load(server.url, key, payload, clients, max(args.requests, clients),
                                                    args.max_seconds, served_name)
+                windows, batches = (a - b for a, b in zip(windows_decoded(server.url), before))
+                results[mode][str(clients)]["windows_a_batch"] = round(windows / max(batches, 1), 1)
                 print(f"{mode:14s} c={clients:2d}:", results[mode][str(clients)], flush=True)
         finally:
             server.stop()
 
-    print("\n| clients | server | requests/s | audio s/s | p50 s | p95 s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| clients | server | requests/s | audio s/s | p50 s | p95 s | windows a batch |")
+    print("|---|---|---|---|---|---|---|")
     for clients in LEVELS:
         for mode in ("batched", "one-at-a-time"):
             r = results[mode][str(clients)]
-            print(f"| {clients} | {mode} | {r['rps']} | {r['audio_s_per_s']} | {r['p50_s']} | {r['p95_s']} |")
+            print(f"| {clients} | {mode} | {r['rps']} | {r['audio_s_per_s']} | {r['p50_s']} | {r['p95_s']} | "
+                  f"{r['windows_a_batch']} |")
     d = results["direct"]["1"]
-    print(f"| 1 | engine direct | {d['rps']} | {d['audio_s_per_s']} | {d['p50_s']} | {d['p95_s']} |")
-    print(f"| {best['clips']} clips at once | engine, one batched call | | {best['batched_audio_s_per_s']} | | |")
-    print(f"| {best['clips']} clips at once | engine, clips sharing windows | | {best['shared_windows_audio_s_per_s']} | | |")
+    print(f"| 1 | engine direct | {d['rps']} | {d['audio_s_per_s']} | {d['p50_s']} | {d['p95_s']} | |")
+    print(f"| {best['clips']} clips at once | engine, one batched call | | {best['batched_audio_s_per_s']} | | | |")
+    print(f"| {best['clips']} clips at once | engine, clips sharing windows | | {best['shared_windows_audio_s_per_s']} | | | |")
     overhead = 1 - results["batched"]["1"]["audio_s_per_s"] / d["audio_s_per_s"]
     gain = results["batched"]["16"]["audio_s_per_s"] / results["one-at-a-time"]["16"]["audio_s_per_s"]
     print(f"\noverhead at 1 client: {overhead:+.1%} of the engine's throughput (goal: within 10%)")
