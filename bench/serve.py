@@ -8,6 +8,7 @@ service batching across requests and for the same service taking one request at 
 clips one after another (the overhead ratio at concurrency 1), and the ceiling on batching's gain:
 the engine decoding all the clips in one batched call against the one-at-a-time server. Clients are
 the official ``openai`` client, one thread each; every level is bounded in requests and seconds.
+Each server's row also gives the windows a batch it formed (its ``zhasr_batch_size`` histogram).
 
 Clips: the synthetic two-channel 8 kHz mu-law call of ``bench/transcribe.py`` cut into windows of
 5, 7.5 and 10 s in turn (written once under data/bench-serve/). The model: ``--model``, default the
@@ -25,6 +26,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -32,6 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.transcribe import make_call  # noqa: E402
 from service.process import start_server  # noqa: E402
+
+if TYPE_CHECKING:
+    from zhasr.transcribe import Transcriber
 
 LEVELS = (1, 4, 16)
 WINDOWS_S = (5.0, 7.5, 10.0)
@@ -107,7 +112,7 @@ def load(url: str, key: str, clips: list[tuple[bytes, float]], clients: int, n: 
     return summary([d for d, _ in done], sum(s for _, s in done), wall)
 
 
-def open_engine(model: Path, params_path: Path):
+def open_engine(model: Path, params_path: Path) -> Transcriber:
     """The engine the service runs, in this process."""
     from zhasr.config import load_params
     from zhasr.transcribe import Transcriber
@@ -116,7 +121,7 @@ def open_engine(model: Path, params_path: Path):
     return Transcriber.open(model, p.transcribe, language=p.model.language, task=p.model.task)
 
 
-def direct(transcriber, clips: list[Path], n: int, max_s: float) -> dict:
+def direct(transcriber: Transcriber, clips: list[Path], n: int, max_s: float) -> dict:
     """The engine in this process, the same clips one after another."""
     transcriber.transcribe(clips[0])  # warm-up
     latencies, audio, started = [], 0.0, time.perf_counter()
@@ -130,7 +135,7 @@ def direct(transcriber, clips: list[Path], n: int, max_s: float) -> dict:
     return summary(latencies, audio, time.perf_counter() - started)
 
 
-def best_batched(transcriber, clips: list[Path], n: int) -> dict:
+def best_batched(transcriber: Transcriber, clips: list[Path], n: int) -> dict:
     """The most batching can give here: the engine in this process decodes ``n`` clips in one call, each
     clip in its own windows, batched (every request queued at once, nothing to wait for: the batching
     server's best case), then again with clips sharing windows (what evaluation does; the service never
