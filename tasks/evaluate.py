@@ -62,7 +62,7 @@ def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, record
                  champion: SystemMetrics, bootstrap: GateParams) -> BaseFigures:
     """The base model's CER (numbers normalized) and raw CER on a set (the champion's while it is the
     champion: ``output`` None), and the candidate's change against it with its paired bootstrap interval
-    (CER points as fractions, positive = the candidate is worse): where the candidate sits between the
+    (CER points as fractions, positive = the candidate is worse; a speaker's clips resampled together): where the candidate sits between the
     model it started from and its fine-tuned self."""
     if output is None:
         (cer, cer_raw), errors = (champion.cer, champion.cer_raw), [r["champion_errors"] for r in records]
@@ -72,7 +72,8 @@ def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, record
         cer, cer_raw = scored.rate, character_error_rate(references, hypotheses).rate
         errors = [u.errors for u in scored.utterances]
     gain = paired_bootstrap_gain([r["candidate_errors"] for r in records], errors, [r["reference_chars"] for r in records],
-                                 samples=bootstrap.bootstrap_samples, confidence=bootstrap.confidence)
+                                 samples=bootstrap.bootstrap_samples, confidence=bootstrap.confidence,
+                                 speakers=[r["speaker"] for r in records])
     return BaseFigures(cer, cer_raw, candidate_change=-gain.gain, candidate_change_low=-gain.high,
                        candidate_change_high=-gain.low)
 

@@ -71,6 +71,7 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
                                                    ctx.params.transcribe)
                 cer, rise = rise_over_merged([r["text"] for r in rows],
                                              [r["candidate_errors"] for r in merged_records[name]], texts,
+                                             [r["speaker"] for r in merged_records[name]],
                                              ctx.params.gate.bootstrap_samples, ctx.params.gate.confidence)
                 on_sets[name] = SetResult(cer, rise, real_time_factor(seconds, sum(r["duration_s"] for r in rows)))
             limit = limit_for(fmt, p)

@@ -56,6 +56,21 @@ def test_bootstrap_interval_excludes_zero_only_for_a_consistent_gain():
         paired_bootstrap_gain([1], [1, 2], [3])
 
 
+def test_bootstrap_resamples_a_speakers_clips_together():
+    # 11 clips of one speaker, each 2 errors worse on the candidate, and 6 speakers of one clip each, 2 better
+    cand, champ = [4] * 11 + [1] * 6, [2] * 11 + [3] * 6
+    lens, speakers = [30] * 17, ["A2"] * 11 + [f"s{i}" for i in range(6)]
+    by_clip = paired_bootstrap_gain(cand, champ, lens)
+    by_speaker = paired_bootstrap_gain(cand, champ, lens, speakers=speakers)
+    assert by_speaker.gain == by_clip.gain and (by_clip.units, by_speaker.units) == (17, 7)
+    # seven draws of a voice, not seventeen: the interval is wider
+    assert by_speaker.high - by_speaker.low > 1.5 * (by_clip.high - by_clip.low)
+    # one speaker per clip is the clip bootstrap
+    assert paired_bootstrap_gain(cand, champ, lens, speakers=[f"{i:02d}" for i in range(17)]) == by_clip
+    with pytest.raises(ValueError, match="one speaker per clip"):
+        paired_bootstrap_gain(cand, champ, lens, speakers=["A2"])
+
+
 def test_snr_estimate_orders_clips_by_noise():
     rng = np.random.default_rng(0)
     t = np.arange(32000) / 16000

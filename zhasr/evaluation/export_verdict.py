@@ -81,10 +81,12 @@ class ExportResult:
 
 
 def cer_rise(merged_errors: list[int], export_errors: list[int], reference_chars: list[int],
-             samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> Rise:
-    """Paired bootstrap interval of the CER rise; one entry per clip in each list."""
+             samples: int = 1000, confidence: float = 0.95, seed: int = 0,
+             speakers: list[str] | None = None) -> Rise:
+    """Paired bootstrap interval of the CER rise; one entry per clip in each list (``speakers``: a
+    speaker's clips resampled together)."""
     # The "gain" of the merged model over the export is the export's rise.
-    gain = paired_bootstrap_gain(merged_errors, export_errors, reference_chars, samples, confidence, seed)
+    gain = paired_bootstrap_gain(merged_errors, export_errors, reference_chars, samples, confidence, seed, speakers)
     return Rise(gain.gain, gain.low, gain.high)
 
 
@@ -103,12 +105,12 @@ def limit_for(fmt: str, params: ExportParams) -> float:
     return params.low_bit_max_cer_increase if fmt in LOW_BIT else params.max_cer_increase
 
 
-def rise_over_merged(references: list[str], merged_errors: list[int], texts: list[str], samples: int = 1000,
-                     confidence: float = 0.95) -> tuple[float, Rise]:
+def rise_over_merged(references: list[str], merged_errors: list[int], texts: list[str], speakers: list[str],
+                     samples: int = 1000, confidence: float = 0.95) -> tuple[float, Rise]:
     """The export's CER on one set (numbers normalized, as evaluation scores) and its rise over the merged
-    model, from the set's ``references``, the merged model's character errors per clip and the export's
-    ``texts`` (same clips, same order)."""
+    model, from the set's ``references``, the merged model's character errors per clip, the export's
+    ``texts`` and each clip's speaker (same clips, same order)."""
     scored = character_error_rate(references, texts, numbers=True)
     rise = cer_rise(merged_errors, [e.errors for e in scored.utterances], [e.reference_len for e in scored.utterances],
-                    samples=samples, confidence=confidence)
+                    samples=samples, confidence=confidence, speakers=speakers)
     return scored.rate, rise

@@ -80,7 +80,8 @@ def decide(sets: dict[str, SetSummary], test_records: list[dict[str, Any]], rule
     gain = paired_bootstrap_gain([r["candidate_errors"] for r in test_records],
                                  [r["champion_errors"] for r in test_records],
                                  [r["reference_chars"] for r in test_records],
-                                 samples=rules.bootstrap_samples, confidence=rules.confidence, seed=seed)
+                                 samples=rules.bootstrap_samples, confidence=rules.confidence, seed=seed,
+                                 speakers=[r["speaker"] for r in test_records])
     outcomes = [
         RuleOutcome("cer_gain", gain.gain > rules.min_cer_gain,
                     f"CER {cand.cer:.2%} vs champion {champ.cer:.2%}: gain {_points(gain.gain)}, "
@@ -93,7 +94,8 @@ def decide(sets: dict[str, SetSummary], test_records: list[dict[str, Any]], rule
         outcomes.append(RuleOutcome(
             "significant", gain.low > 0,
             f"{gain.confidence:.0%} interval of the gain [{_points(gain.low)}, {_points(gain.high)}] "
-            f"over {gain.samples} paired resamples of {len(test_records)} clips, needs to lie above 0"))
+            f"over {gain.samples} paired resamples of {gain.units} speakers ({len(test_records)} clips), "
+            f"needs to lie above 0"))
     gated = [s for s in test.slices if s.clips >= rules.slice_min_clips]
     worst = max(gated, key=lambda s: s.candidate_cer - s.champion_cer, default=None)
     if worst is None:
