@@ -24,10 +24,9 @@ from zhasr.config import GateParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
-from zhasr.evaluation.bootstrap import paired_bootstrap_gain
 from zhasr.evaluation.gate import WHOLE_CLIP_SUFFIX, judged_general_sets
 from zhasr.evaluation.metrics import character_error_rate
-from zhasr.evaluation.scoring import SystemOutput, score_set
+from zhasr.evaluation.scoring import ClipErrors, SystemOutput, candidate_gain, clip_errors, score_set
 from zhasr.evaluation.slices import estimate_snr_db, slice_labels
 from zhasr.evaluation.summary import SYSTEMS, BaseFigures, EvaluationSummary, SetSummary, SystemMetrics
 from zhasr.export.ct2 import prune_copies
@@ -58,22 +57,20 @@ def log_set(name: str, summary: SetSummary, records: list[dict[str, Any]]) -> No
     tracking.log_figure_png(review.cer_by_slice_figure(summary.slices, name), f"plots/cer_by_slice_{name}.png")
 
 
-def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, records: list[dict[str, Any]],
+def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, clips: list[ClipErrors],
                  champion: SystemMetrics, bootstrap: GateParams) -> BaseFigures:
     """The base model's CER (numbers normalized) and raw CER on a set (the champion's while it is the
     champion: ``output`` None), and the candidate's change against it with its paired bootstrap interval
-    (CER points as fractions, positive = the candidate is worse; a speaker's clips resampled together): where the candidate sits between the
-    model it started from and its fine-tuned self."""
+    (CER points as fractions, positive = the candidate is worse; a speaker's clips resampled together): where
+    the candidate sits between the model it started from and its fine-tuned self."""
     if output is None:
-        (cer, cer_raw), errors = (champion.cer, champion.cer_raw), [r["champion_errors"] for r in records]
+        (cer, cer_raw), errors = (champion.cer, champion.cer_raw), None
     else:
         references, hypotheses = [r["text"] for r in rows], [t.text for t in output.transcripts]
         scored = character_error_rate(references, hypotheses, numbers=True)
         cer, cer_raw = scored.rate, character_error_rate(references, hypotheses).rate
         errors = [u.errors for u in scored.utterances]
-    gain = paired_bootstrap_gain([r["candidate_errors"] for r in records], errors, [r["reference_chars"] for r in records],
-                                 samples=bootstrap.bootstrap_samples, confidence=bootstrap.confidence,
-                                 speakers=[r["speaker"] for r in records])
+    gain = candidate_gain(clips, errors, samples=bootstrap.bootstrap_samples, confidence=bootstrap.confidence)
     return BaseFigures(cer, cer_raw, candidate_change=-gain.gain, candidate_change_low=-gain.high,
                        candidate_change_high=-gain.low)
 
@@ -110,8 +107,8 @@ def run(ctx: StageContext) -> EvaluationSummary:
             set_summary, records = score_set(set_rows, slices, {s: outputs[s][name] for s in SYSTEMS},
                                              ctx.params.evaluate.hotwords)
             # the base model: the champion's figures while it is the champion, else its own decodings
-            base = base_figures(set_rows, outputs["base"][name] if "base" in outputs else None, records,
-                                set_summary.champion, ctx.params.gate)
+            base = base_figures(set_rows, outputs["base"][name] if "base" in outputs else None,
+                                clip_errors(records), set_summary.champion, ctx.params.gate)
             sets[name] = replace(set_summary, base=base)
             log_set(name, sets[name], records)
             atomic_write_jsonl(ctx.utterances(name), records)

@@ -20,6 +20,7 @@ from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
 from zhasr.data.manifest import atomic_write_json, read_jsonl
 from zhasr.evaluation.export_verdict import UNFIT, ExportResult, SetResult, limit_for, rise_over_merged, verdict
+from zhasr.evaluation.scoring import clip_errors
 from zhasr.evaluation.summary import EvaluationSummary
 from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import size_on_disk, write_export
@@ -50,9 +51,9 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
     p = ctx.params.export
     dataset = ctx.path("dataset")
     sets = {name: ctx.split_rows(name) for name in reference_cer}  # an evaluated set gone is an error below
-    merged_records = {name: read_jsonl(ctx.utterances(name)) for name in sets}
+    merged = {name: clip_errors(read_jsonl(ctx.utterances(name))) for name in sets}
     for name, rows in sets.items():
-        if [r["id"] for r in merged_records[name]] != [r["id"] for r in rows]:
+        if [c.id for c in merged[name]] != [r["id"] for r in rows]:
             raise ValueError(f"{ctx.utterances(name)}: its clips differ from the {name} split of "
                              f"{ctx.dataset_manifest()}; run evaluate again")
     out_root = ctx.path("models") / "exports"
@@ -69,9 +70,7 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
                                                    ctx.params.model.language, p.threads,
                                                    ctx.params.transcribe.max_new_tokens,
                                                    ctx.params.transcribe)
-                cer, rise = rise_over_merged([r["text"] for r in rows],
-                                             [r["candidate_errors"] for r in merged_records[name]], texts,
-                                             [r["speaker"] for r in merged_records[name]],
+                cer, rise = rise_over_merged([r["text"] for r in rows], merged[name], texts,
                                              ctx.params.gate.bootstrap_samples, ctx.params.gate.confidence)
                 on_sets[name] = SetResult(cer, rise, real_time_factor(seconds, sum(r["duration_s"] for r in rows)))
             limit = limit_for(fmt, p)

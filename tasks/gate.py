@@ -10,12 +10,13 @@ from mlflow_services import tracking
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, read_jsonl
 from zhasr.evaluation.gate import Verdict, decide
+from zhasr.evaluation.scoring import clip_errors
 from zhasr.evaluation.summary import EvaluationSummary
 
 
 def run(ctx: StageContext) -> Verdict:
     evaluation = ctx.read_report("evaluate", EvaluationSummary)
-    verdict = decide(evaluation.sets, read_jsonl(ctx.utterances("test")), ctx.params.gate)
+    verdict = decide(evaluation.sets, clip_errors(read_jsonl(ctx.utterances("test"))), ctx.params.gate)
     with tracking.stage_run(ctx, "gate"):
         mlflow.set_tags({"zhasr.gate": "pass" if verdict.passed else "fail",
                          **{f"zhasr.gate.{r.rule}": "pass" if r.passed else "fail" for r in verdict.rules}})

@@ -25,7 +25,7 @@ from zhasr.config import load_params
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
 from zhasr.evaluation.gate import decide
-from zhasr.evaluation.scoring import SystemOutput, score_set
+from zhasr.evaluation.scoring import SystemOutput, clip_errors, score_set
 from zhasr.evaluation.slices import slice_labels
 from zhasr.evaluation.summary import BaseFigures, EvaluationSummary
 from zhasr.model.decode import Transcript
@@ -121,7 +121,7 @@ def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3, regression_every=2)
     evaluation = ctx.read_report("evaluate", EvaluationSummary)  # as the gate reads it: back from JSON
     records = [json.loads(line) for line in ctx.utterances("test").read_text().splitlines()]
-    verdict = decide(evaluation.sets, records, ctx.params.gate)
+    verdict = decide(evaluation.sets, clip_errors(records), ctx.params.gate)
     outcome = {r.rule: r.passed for r in verdict.rules}
     assert verdict.gain.gain > 0 and verdict.gain.low > 0
     assert outcome == {"cer_gain": True, "relative_gain": True, "significant": True, "slices": True,
@@ -163,7 +163,7 @@ def test_the_evaluation_report_reads_back_as_written_and_an_unreadable_one_is_na
 
 def test_gate_fails_a_candidate_that_holds_on_wideband_speech_but_loses_on_the_telephone_twin(ctx):
     evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3), ("telephone", 2, 3))
-    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
+    outcome = {r.rule: r for r in decide(evaluation, clip_errors(records["test"]), ctx.params.gate).rules}
     assert outcome["regression_set"].passed and not outcome["telephone_set"].passed
     assert "on 24 clips" in outcome["telephone_set"].detail and "limit +2.00 pts" in outcome["telephone_set"].detail
 
@@ -175,7 +175,7 @@ def test_general_speech_fails_on_either_decoding(ctx):
     assert whole_clip_decoding(ctx.params.transcribe) == ctx.params.transcribe  # the defaults: one decoding
     assert whole_clip_decoding(prompted) == replace(ctx.params.transcribe, hotwords=[], whole_clip_s=30.0)
     evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3), ("regression-whole-clip", 2, 3))
-    verdict = decide(evaluation, records["test"], ctx.params.gate)
+    verdict = decide(evaluation, clip_errors(records["test"]), ctx.params.gate)
     outcome = {r.rule: r.passed for r in verdict.rules}
     assert outcome["regression_set"] and not outcome["regression_whole_clip_set"] and not verdict.passed
 
@@ -190,10 +190,10 @@ def test_general_speech_is_judged_against_the_better_of_base_and_champion(ctx):
         evaluation["regression"] = replace(regression, base=BaseFigures(cer, 0.0, 0.0, 0.0, 0.0))
 
     with_base(regression.candidate.cer - 0.03)  # the base was 3 points better
-    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
+    outcome = {r.rule: r for r in decide(evaluation, clip_errors(records["test"]), ctx.params.gate).rules}
     assert not outcome["regression_set"].passed and "(base model; champion" in outcome["regression_set"].detail
     with_base(regression.champion.cer + 0.01)  # the champion is the better one
-    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
+    outcome = {r.rule: r for r in decide(evaluation, clip_errors(records["test"]), ctx.params.gate).rules}
     assert outcome["regression_set"].passed and "(champion; champion" in outcome["regression_set"].detail
 
 
@@ -203,7 +203,7 @@ def test_gate_fails_a_candidate_that_is_better_overall_but_worse_on_telephone_ca
     candidate = SystemOutput([Transcript(corrupt(r["text_norm"], 2 if r["band"] == "telephone" else None), [], False,
                                          False) for r in set_rows], 1.0)
     summary, records = score_set(set_rows, slices, {"candidate": candidate, "champion": outputs(set_rows, 3)}, [])
-    verdict = decide({"test": summary}, records, ctx.params.gate)
+    verdict = decide({"test": summary}, clip_errors(records), ctx.params.gate)
     outcome = {r.rule: r for r in verdict.rules}
     assert outcome["cer_gain"].passed and outcome["regression_set"].passed  # no regression set: not judged
     assert not outcome["slices"].passed and "band=telephone (12 clips)" in outcome["slices"].detail

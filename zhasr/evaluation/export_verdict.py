@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from zhasr.config import ExportParams
-from zhasr.evaluation.bootstrap import paired_bootstrap_gain
 from zhasr.evaluation.metrics import character_error_rate
+from zhasr.evaluation.scoring import ClipErrors, candidate_gain
 from zhasr.export.formats import LOW_BIT
 
 FIT, UNFIT, INCONCLUSIVE = "fit", "unfit", "inconclusive"
@@ -80,16 +80,6 @@ class ExportResult:
         return cls(**{**data, "sets": sets})
 
 
-def cer_rise(merged_errors: list[int], export_errors: list[int], reference_chars: list[int],
-             samples: int = 1000, confidence: float = 0.95, seed: int = 0,
-             speakers: list[str] | None = None) -> Rise:
-    """Paired bootstrap interval of the CER rise; one entry per clip in each list (``speakers``: a
-    speaker's clips resampled together)."""
-    # The "gain" of the merged model over the export is the export's rise.
-    gain = paired_bootstrap_gain(merged_errors, export_errors, reference_chars, samples, confidence, seed, speakers)
-    return Rise(gain.gain, gain.low, gain.high)
-
-
 def verdict(rises: Iterable[Rise], limit: float) -> str:
     """FIT, UNFIT or INCONCLUSIVE for an export with these rises (one per set) against ``limit``."""
     rises = list(rises)
@@ -105,12 +95,12 @@ def limit_for(fmt: str, params: ExportParams) -> float:
     return params.low_bit_max_cer_increase if fmt in LOW_BIT else params.max_cer_increase
 
 
-def rise_over_merged(references: list[str], merged_errors: list[int], texts: list[str], speakers: list[str],
-                     samples: int = 1000, confidence: float = 0.95) -> tuple[float, Rise]:
+def rise_over_merged(references: list[str], merged: list[ClipErrors], texts: list[str], samples: int = 1000,
+                     confidence: float = 0.95, seed: int = 0) -> tuple[float, Rise]:
     """The export's CER on one set (numbers normalized, as evaluation scores) and its rise over the merged
-    model, from the set's ``references``, the merged model's character errors per clip, the export's
-    ``texts`` and each clip's speaker (same clips, same order)."""
+    model, from the set's ``references``, the merged model's clips as evaluation scored them (it was the
+    candidate there) and the export's ``texts`` (same clips, same order). The interval resamples speakers."""
     scored = character_error_rate(references, texts, numbers=True)
-    rise = cer_rise(merged_errors, [e.errors for e in scored.utterances], [e.reference_len for e in scored.utterances],
-                    samples=samples, confidence=confidence, speakers=speakers)
-    return scored.rate, rise
+    # the "gain" of the merged model over the export is the export's rise
+    gain = candidate_gain(merged, [e.errors for e in scored.utterances], samples, confidence, seed)
+    return scored.rate, Rise(gain.gain, gain.low, gain.high)

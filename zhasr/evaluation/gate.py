@@ -1,8 +1,8 @@
 """The promotion gate: rules from params.yaml over the evaluation of candidate and champion.
 
 Input is the evaluate stage's sets (zhasr.evaluation.summary: ``{"test": ..., "regression": ...,
-"telephone": ..., "telephone-alaw": ...}``) and the test split's per-clip records (for the paired
-bootstrap). Every rule's outcome is kept, so a reviewer sees why, not only whether.
+"telephone": ..., "telephone-alaw": ...}``) and the test split's clips (for the paired bootstrap). Every
+rule's outcome is kept, so a reviewer sees why, not only whether.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 
 from zhasr.config import GateParams
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
-from zhasr.evaluation.bootstrap import GainInterval, paired_bootstrap_gain
+from zhasr.evaluation.bootstrap import GainInterval
+from zhasr.evaluation.scoring import ClipErrors, candidate_gain
 from zhasr.evaluation.summary import SetSummary
 
 # general speech is judged twice where the service's decoding is not whole clips without a prompt: the
@@ -73,15 +74,10 @@ def _regression_rule(evaluated: SetSummary | None, rule: str, what: str, limit: 
                        f"limit {_points(limit)}")
 
 
-def decide(sets: dict[str, SetSummary], test_records: list[dict[str, Any]], rules: GateParams, seed: int = 0
-           ) -> Verdict:
+def decide(sets: dict[str, SetSummary], test_clips: list[ClipErrors], rules: GateParams, seed: int = 0) -> Verdict:
     test = sets["test"]
     cand, champ = test.candidate, test.champion
-    gain = paired_bootstrap_gain([r["candidate_errors"] for r in test_records],
-                                 [r["champion_errors"] for r in test_records],
-                                 [r["reference_chars"] for r in test_records],
-                                 samples=rules.bootstrap_samples, confidence=rules.confidence, seed=seed,
-                                 speakers=[r["speaker"] for r in test_records])
+    gain = candidate_gain(test_clips, samples=rules.bootstrap_samples, confidence=rules.confidence, seed=seed)
     outcomes = [
         RuleOutcome("cer_gain", gain.gain > rules.min_cer_gain,
                     f"CER {cand.cer:.2%} vs champion {champ.cer:.2%}: gain {_points(gain.gain)}, "
@@ -94,7 +90,7 @@ def decide(sets: dict[str, SetSummary], test_records: list[dict[str, Any]], rule
         outcomes.append(RuleOutcome(
             "significant", gain.low > 0,
             f"{gain.confidence:.0%} interval of the gain [{_points(gain.low)}, {_points(gain.high)}] "
-            f"over {gain.samples} paired resamples of {gain.units} speakers ({len(test_records)} clips), "
+            f"over {gain.samples} paired resamples of {gain.units} speakers ({len(test_clips)} clips), "
             f"needs to lie above 0"))
     gated = [s for s in test.slices if s.clips >= rules.slice_min_clips]
     worst = max(gated, key=lambda s: s.candidate_cer - s.champion_cer, default=None)
