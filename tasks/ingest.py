@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
 import mlflow
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import tracking
 from zhasr.context import StageContext
-from zhasr.data.ingest import ingest_batches
+from zhasr.data.ingest import IngestReport, ingest_batches
 from zhasr.data.manifest import atomic_write_json
 from zhasr.labelling.pull_batch import provenance
 from zhasr.progress import progress_bar
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext) -> IngestReport:
     with tracking.stage_run(ctx, "ingest"), progress_bar("ingest") as progress:
         rows = ingest_batches(ctx.path("incoming"), ctx.path("dataset"), ctx.params.ingest, progress)
-        decoded = [r for r in rows if not r["decode_error"]]
-        summary = {
-            "rows": len(rows),
-            "decoded": len(decoded),
-            "decode_errors": len(rows) - len(decoded),
-            "hours": round(sum(r["duration_s"] for r in decoded) / 3600, 4),
-            "batches": sorted({r["batch"] for r in rows}),
-            "splits": dict(Counter(r["split"] for r in decoded)),
-        }
-        mlflow.log_metrics({"ingest_rows": summary["rows"], "ingest_decode_errors": summary["decode_errors"],
-                            "ingest_hours": summary["hours"]})
-        log_label_lineage(ctx, summary["batches"])
-        atomic_write_json(ctx.report("ingest"), summary)
-    return summary
+        report = IngestReport.of(rows)
+        mlflow.log_metrics({"ingest_rows": report.rows, "ingest_decode_errors": report.decode_errors,
+                            "ingest_hours": report.hours})
+        log_label_lineage(ctx, report.batches)
+        atomic_write_json(ctx.report("ingest"), report.to_dict())
+    return report
 
 
 def log_label_lineage(ctx: StageContext, batches: list[str]) -> None:

@@ -17,6 +17,7 @@ from mlflow_services import registry, review, tracking
 from tasks.pipeline import is_transient_failure
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, read_json
+from zhasr.data.validate import ValidatedDataset
 from zhasr.evaluation.export_verdict import ExportResult
 from zhasr.evaluation.gate import Verdict
 from zhasr.evaluation.summary import EvaluationSummary
@@ -94,7 +95,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     evaluation, verdict = ctx.read_report("evaluate", EvaluationSummary), ctx.read_report("gate", Verdict)
     merged, train = ctx.read_report("merge", MergeReport), ctx.read_report("train", TrainReport)
     name, exports = ctx.params.register.model_name, current_exports(ctx)
-    tags = version_tags(evaluation, verdict, read_json(ctx.report("validate"), "validate")["dataset_md5"],
+    tags = version_tags(evaluation, verdict, ctx.read_report("validate", ValidatedDataset).dataset_md5,
                         train.learned_batches, exports)
     details = run_tags(ctx, evaluation, verdict, train, merged, exports)
     with tracking.stage_run(ctx, "register") as run:

@@ -24,8 +24,9 @@ from mlflow_services import registry, tracking
 from tasks.decoding import Model, decode_options, decode_sets, load_clips, whole_clip_decoding
 from zhasr.context import StageContext
 from zhasr.data.augment import every_channel, telephone_augmented
-from zhasr.data.manifest import atomic_write_json, read_json
+from zhasr.data.manifest import atomic_write_json
 from zhasr.data.text import normalize
+from zhasr.data.validate import ValidatedDataset
 from zhasr.model.loading import resolve_base_model
 from zhasr.model.recipe import RoundRows, select_rows
 from zhasr.model.train import TrainReport, read_plan, train_adapter
@@ -119,7 +120,7 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
     with stage, (progress_bar("cache lower encoder") if main_process else contextlib.nullcontext()) as progress:
         if main_process:
             mlflow.set_tags({"zhasr.base_model": ctx.params.model.base, "zhasr.train_start": start_name,
-                             "zhasr.dataset_md5": read_json(ctx.report("validate"), "validate")["dataset_md5"]})
+                             "zhasr.dataset_md5": ctx.read_report("validate", ValidatedDataset).dataset_md5})
         result = train_adapter(
             start_dir, rows + pseudo, ctx.path("dataset"), ctx.path("runs") / "train", p,
             language=ctx.params.model.language, task=ctx.params.model.task, decode=decode_options(ctx),

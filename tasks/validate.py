@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
 
 import mlflow
 from prefect import task
@@ -12,14 +11,14 @@ from prefect.cache_policies import NO_CACHE
 from mlflow_services import tracking
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, file_md5, read_jsonl
-from zhasr.data.validate import validate_rows
+from zhasr.data.validate import ValidatedDataset, validate_rows
 
 
 class BatchRejected(RuntimeError):
     """Every batch failed the reject-fraction threshold: nothing is left to train on."""
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext) -> ValidatedDataset:
     p = ctx.params.validate
     rows = read_jsonl(ctx.path("dataset") / "ingested.jsonl")
     docs_dir = ctx.path("reports") / "data_docs"
@@ -48,22 +47,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
         manifest = ctx.path("dataset") / "manifest.jsonl"
         atomic_write_jsonl(manifest, accepted)
 
-        summary = {
-            "dataset_md5": file_md5(manifest),  # DVC's hash of the manifest; travels with every later artifact
-            "rows": len(rows), "accepted": len(accepted), "quarantined": len(rows) - len(accepted),
-            "rejected_batches": sorted(rejected_batches),
-            "splits": dict(Counter(r["split"] for r in accepted)),
-            "reasons": dict(Counter(why.split(":")[0] for whys in reasons.values() for why in whys)),
-        }
-        mlflow.set_tag("zhasr.dataset_md5", summary["dataset_md5"])
-        mlflow.log_metrics({"validate_accepted": len(accepted), "validate_quarantined": summary["quarantined"]})
+        report = ValidatedDataset(
+            file_md5(manifest), len(rows), len(accepted), len(rows) - len(accepted), sorted(rejected_batches),
+            dict(Counter(r["split"] for r in accepted)),
+            dict(Counter(why.split(":")[0] for whys in reasons.values() for why in whys)))
+        mlflow.set_tag("zhasr.dataset_md5", report.dataset_md5)
+        mlflow.log_metrics({"validate_accepted": report.accepted, "validate_quarantined": report.quarantined})
         if docs_dir.exists():
             mlflow.log_artifacts(str(docs_dir), "data_docs")
-        tracking.log_json(summary, "validate/summary.json")
-        atomic_write_json(ctx.report("validate"), summary)
+        tracking.log_json(report.to_dict(), "validate/summary.json")
+        atomic_write_json(ctx.report("validate"), report.to_dict())
     if not accepted:
         raise BatchRejected(f"no row passed validation; see {ctx.path('quarantine')} and {docs_dir}")
-    return summary
+    return report
 
 
 validate_task = task(run, name="validate", cache_policy=NO_CACHE)

@@ -24,6 +24,7 @@ from tasks.decoding import ensure_champion, whole_clip_decoding
 from zhasr.config import load_params
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
+from zhasr.data.validate import ValidatedDataset
 from zhasr.evaluation.gate import decide
 from zhasr.evaluation.scoring import SystemOutput, clip_errors, score_set
 from zhasr.evaluation.slices import slice_labels
@@ -69,7 +70,8 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
     atomic_write_json(ctx.report("evaluate"), summary.to_dict())
     atomic_write_json(ctx.report("merge"), MergeReport(str(model_dir), 1.0, "float32", 1.0, [], 0.0, 1e-3).to_dict())
     if not ctx.report("validate").exists():
-        atomic_write_json(ctx.report("validate"), {"dataset_md5": "0" * 32})
+        atomic_write_json(ctx.report("validate"), ValidatedDataset("0" * 32, 30, 30, 0, [], {"test": 24, "regression": 6},
+                                                                   {}).to_dict())
     atomic_write_json(ctx.report("train"), TrainReport(
         adapter_dir="runs/train/adapter", base_model_dir=str(model_dir), start="tiny-random", steps=4, planned_steps=4,
         limited_by="epochs", step_seconds_measured=None, train_clips=8, new_clips=8, replayed_clips=0,

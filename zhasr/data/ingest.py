@@ -33,7 +33,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -46,6 +48,32 @@ from zhasr.data.text import normalize
 EVAL_ONLY_SPLIT = "regression"  # a batch row may ask for it: never trained on; the judging half keeps the name
 TUNING_SPLIT = "tuning"  # the real-speech half the merge guard may look at
 TELEPHONE_SPLIT = "telephone"  # the judging half through G.711 mu-law, made at ingest
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """The ingest stage's report (reports/ingest.json)."""
+
+    rows: int  # lines read from every batch's manifest
+    decoded: int  # rows whose audio decoded
+    decode_errors: int
+    hours: float  # audio of the decoded rows
+    batches: list[str]  # every batch in the dataset, sorted
+    splits: dict[str, int]  # decoded rows per split
+
+    @classmethod
+    def of(cls, rows: list[dict[str, Any]]) -> IngestReport:
+        decoded = [r for r in rows if not r["decode_error"]]
+        return cls(len(rows), len(decoded), len(rows) - len(decoded),
+                   round(sum(r["duration_s"] for r in decoded) / 3600, 4), sorted({r["batch"] for r in rows}),
+                   dict(Counter(r["split"] for r in decoded)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IngestReport:
+        return cls(**data)
 
 
 def telephone_split(codec: str, half: str = EVAL_ONLY_SPLIT) -> str:

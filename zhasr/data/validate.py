@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -75,6 +75,26 @@ class ValidationReport:
     def write_data_docs(self, docs_dir: Path) -> Path:
         """Build a GE Data Docs site for this result in ``docs_dir``; returns its index.html."""
         return write_data_docs(self.results_json, docs_dir)
+
+
+@dataclass(frozen=True)
+class ValidatedDataset:
+    """The validate stage's report (reports/validate.json): the dataset version every later artifact carries."""
+
+    dataset_md5: str  # DVC's hash of the accepted manifest
+    rows: int  # ingested rows validated
+    accepted: int
+    quarantined: int  # rows moved to quarantine/<batch>/rejected.jsonl with their reasons
+    rejected_batches: list[str]  # batches over validate.max_reject_fraction, rejected whole
+    splits: dict[str, int]  # accepted rows per split
+    reasons: dict[str, int]  # quarantine reasons by rule name (a row may have several)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidatedDataset:
+        return cls(**data)
 
 
 class ValidationError(RuntimeError):
