@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
@@ -19,7 +18,15 @@ from zhasr.config import EXPORT_FORMATS, TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
 from zhasr.data.manifest import atomic_write_json, read_jsonl
-from zhasr.evaluation.export_verdict import UNFIT, ExportResult, SetResult, limit_for, rise_over_merged, verdict
+from zhasr.evaluation.export_verdict import (
+    UNFIT,
+    ExportReport,
+    ExportResult,
+    SetResult,
+    limit_for,
+    rise_over_merged,
+    verdict,
+)
 from zhasr.evaluation.scoring import clip_errors
 from zhasr.evaluation.summary import EvaluationSummary
 from zhasr.export.calibration import calibration_clips
@@ -89,7 +96,7 @@ def log_export(path: Path, fmt: str, run_id: str) -> str:
     return f"runs:/{run_id}/exports/{fmt}"
 
 
-def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
+def run(ctx: StageContext, formats: list[str] | None = None) -> ExportReport:
     sets = ctx.read_report("evaluate", EvaluationSummary).sets
     merged = Path(ctx.read_report("merge", MergeReport).merged_dir)
     # The merged model equals base + adapter within merge.tolerance, so the candidate's CER is its CER.
@@ -105,9 +112,9 @@ def run(ctx: StageContext, formats: list[str] | None = None) -> dict[str, Any]:
                 results[k] = result.kept(log_export(Path(result.path), result.format, mlflow_run.info.run_id))
         mlflow.log_table(pd.DataFrame([{"format": r.format, "verdict": r.verdict, **r.flat(), "uri": r.uri}
                                        for r in results]), artifact_file="export/exports.json")
-        summary = {"reference_cer": reference, "exports": [r.to_dict() for r in results]}
-        atomic_write_json(ctx.report("export"), summary)
-    return summary
+        report = ExportReport(reference, results)
+        atomic_write_json(ctx.report("export"), report.to_dict())
+    return report
 
 
 export_task = task(run, name="export", cache_policy=NO_CACHE)

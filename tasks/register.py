@@ -16,9 +16,9 @@ from prefect.cache_policies import NO_CACHE
 from mlflow_services import registry, review, tracking
 from tasks.pipeline import is_transient_failure
 from zhasr.context import StageContext
-from zhasr.data.manifest import atomic_write_json, read_json
+from zhasr.data.manifest import atomic_write_json
 from zhasr.data.validate import ValidatedDataset
-from zhasr.evaluation.export_verdict import ExportResult
+from zhasr.evaluation.export_verdict import ExportReport, ExportResult
 from zhasr.evaluation.gate import Verdict
 from zhasr.evaluation.summary import EvaluationSummary
 from zhasr.model.merge import MergeReport
@@ -83,11 +83,7 @@ def current_exports(ctx: StageContext) -> list[ExportResult]:
     """The export stage's results when it ran on this merge, else none."""
     export_report, merge_report = ctx.report("export"), ctx.report("merge")
     if export_report.is_file() and export_report.stat().st_mtime >= merge_report.stat().st_mtime:
-        rows = read_json(export_report, "export")["exports"]
-        if any("sets" not in row for row in rows):
-            raise LookupError(f"{export_report}: written by an earlier zhasr (no per-set results); run `zhasr export` "
-                              "again")
-        return [ExportResult.from_dict(row) for row in rows]
+        return ctx.read_report("export", ExportReport).exports
     return []
 
 

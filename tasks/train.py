@@ -104,7 +104,7 @@ def pseudo_labelled(ctx: StageContext, start_dir: Path) -> list[dict[str, Any]]:
     return every_channel(labelled, ctx.path("dataset"), ctx.path("augmented"), ctx.params.train.augment_codecs)
 
 
-def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
+def run(ctx: StageContext, resume: bool = False) -> TrainReport:
     main_process = int(os.environ.get("RANK", "0")) == 0
     from accelerate import PartialState
 
@@ -139,9 +139,8 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
             world_size=int(os.environ.get("WORLD_SIZE", "1")), trainable_params=result.trainable_params,
             total_params=result.total_params, loss_history=list(result.loss_history),
             dev_cer_history=list(result.dev_cer_history), pseudo_labelled_clips=len(pseudo))
-        summary = report.to_dict()
         if not main_process:
-            return summary
+            return report
         mlflow.log_metrics({"train_final_loss": result.final_loss, "train_seconds": result.seconds,
                             "train_cache_seconds": result.cache_seconds, "train_clips": len(chosen.rows),
                             "train_new_clips": chosen.new, "train_replayed_clips": chosen.replayed,
@@ -150,8 +149,8 @@ def run(ctx: StageContext, resume: bool = False) -> dict[str, Any]:
                             "train_clips_per_second": result.clips_per_second,
                             "trainable_params": result.trainable_params})
         tracking.log_figure_png(curves_figure(result.loss_history, result.dev_cer_history), "plots/loss_curve.png")
-        atomic_write_json(ctx.report("train"), summary)
-    return summary
+        atomic_write_json(ctx.report("train"), report.to_dict())
+    return report
 
 
 train_task = task(run, name="train", cache_policy=NO_CACHE)

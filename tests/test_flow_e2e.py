@@ -7,7 +7,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from cli.main import main
-from zhasr.evaluation.export_verdict import ExportResult
+from zhasr.evaluation.export_verdict import ExportReport
 
 
 def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, capsys):
@@ -60,7 +60,7 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     assert set(candidate.tags) == {"zhasr.gate", "zhasr.cer", "zhasr.gain", "zhasr.parent", "zhasr.dataset_md5",
                                    "zhasr.learned_batches", "zhasr.exports"}  # at most 8 with the review to come
     assert candidate.description.startswith("# zhasr-test v2")
-    exports = [ExportResult.from_dict(e) for e in json.loads((project / "reports/export.json").read_text())["exports"]]
+    exports = ExportReport.from_dict(json.loads((project / "reports/export.json").read_text())).exports
     assert [e.format for e in exports] == ["ggml-q8_0", "ct2-int8", "gptq-4bit"]
     for e in exports:
         test = e.sets["test"]
@@ -87,7 +87,7 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     # Under a limit no export can meet, the same export is unfit and not kept with the run.
     capsys.readouterr()
     assert main(["export", "--format", "ggml-q8_0", "--set", "export.max_cer_increase=-10"]) == 0
-    (strict,) = [ExportResult.from_dict(e) for e in json.loads(capsys.readouterr().out)["exports"]]
+    (strict,) = ExportReport.from_dict(json.loads(capsys.readouterr().out)).exports
     assert strict.verdict == "unfit" and not strict.fit and strict.uri is None
 
     # Incremental retraining starts from the champion's registered weights.

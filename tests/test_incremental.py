@@ -60,16 +60,16 @@ def test_from_the_champion_a_round_trains_its_weights_on_the_new_batch_and_repla
     version = register_champion(ctx, tiny_model_dir, ["b1"])
 
     summary = train.run(ctx)
-    assert summary["start"] == f"champion v{version}"
+    assert summary.start == f"champion v{version}"
     champion_dir = registry.whisper_dir(MlflowClient().get_model_version(ctx.params.register.model_name, version))
-    assert summary["base_model_dir"] == str(champion_dir)  # its registered weights, not the base model's
-    assert (summary["train_clips"], summary["new_clips"], summary["replayed_clips"]) == (6, 4, 2)
-    assert summary["learned_batches"] == ["b1", "b2"]
+    assert summary.base_model_dir == str(champion_dir)  # its registered weights, not the base model's
+    assert (summary.train_clips, summary.new_clips, summary.replayed_clips) == (6, 4, 2)
+    assert summary.learned_batches == ["b1", "b2"]
     plan = json.loads((project / "runs" / "train" / "plan.json").read_text(encoding="utf-8"))
     assert [i.split("-")[0] for i in plan["rows"]] == ["b2"] * 4 + ["b1"] * 2
 
     from_base = train.run(context(project, "train.init_from=base"))
-    assert (from_base["start"], from_base["train_clips"], from_base["new_clips"]) == ("tiny-random", 12, 12)
+    assert (from_base.start, from_base.train_clips, from_base.new_clips) == ("tiny-random", 12, 12)
 
 
 @pytest.mark.parametrize("limit, tried", [(10.0, [0.7]), (-1.0, None)])
@@ -120,7 +120,7 @@ def test_pseudo_label_replay_trains_on_real_speech_with_the_start_models_own_tra
 
     summary = train.run(ctx)
     kept = [r["id"] for r, text in zip(real, heard) if normalize(text)]  # what normalizes to nothing is left out
-    assert summary["pseudo_labelled_clips"] == 2 * len(kept)  # as it is and through mu-law
-    assert summary["train_clips"] == 4  # the labelled clips are counted apart
+    assert summary.pseudo_labelled_clips == 2 * len(kept)  # as it is and through mu-law
+    assert summary.train_clips == 4  # the labelled clips are counted apart
     plan = json.loads((project / "runs" / "train" / "plan.json").read_text(encoding="utf-8"))
     assert sorted(i for i in plan["rows"] if i.startswith("real")) == sorted(kept * 2)

@@ -95,6 +95,21 @@ def limit_for(fmt: str, params: ExportParams) -> float:
     return params.low_bit_max_cer_increase if fmt in LOW_BIT else params.max_cer_increase
 
 
+@dataclass(frozen=True)
+class ExportReport:
+    """The export stage's report (reports/export.json)."""
+
+    reference_cer: dict[str, float]  # the merged model's CER per set, as evaluation measured it
+    exports: list[ExportResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference_cer": self.reference_cer, "exports": [e.to_dict() for e in self.exports]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportReport:
+        return cls(data["reference_cer"], [ExportResult.from_dict(e) for e in data["exports"]])
+
+
 def rise_over_merged(references: list[str], merged: list[ClipErrors], texts: list[str], samples: int = 1000,
                      confidence: float = 0.95, seed: int = 0) -> tuple[float, Rise]:
     """The export's CER on one set (numbers normalized, as evaluation scores) and its rise over the merged
