@@ -18,6 +18,7 @@ from prefect.states import Running
 from pydantic import Field
 
 from tasks import approval
+from tasks.register import Registration
 from zhasr.context import StageContext
 
 
@@ -53,10 +54,10 @@ def await_approval(ctx: StageContext, version: str, model_card: str) -> dict[str
             "note": decision.comment, "champion": champion}
 
 
-def after_register(ctx: StageContext, registered: dict[str, Any]) -> dict[str, Any]:
-    """The register stage's summary (model card left out) with ``approval``: the reviewer's decision when a
+def after_register(ctx: StageContext, registered: Registration) -> dict[str, Any]:
+    """The register stage's report (model card left out) with ``approval``: the reviewer's decision when a
     challenger was registered and ``approval.timeout_s`` > 0, else None."""
     answer = None
-    if registered["passed"] and ctx.params.approval.timeout_s > 0:
-        answer = await_approval(ctx, registered["version"], registered["model_card"])
-    return {**{k: v for k, v in registered.items() if k != "model_card"}, "approval": answer}
+    if registered.passed and ctx.params.approval.timeout_s > 0:
+        answer = await_approval(ctx, registered.version, registered.model_card)
+    return {**{k: v for k, v in registered.to_dict().items() if k != "model_card"}, "approval": answer}

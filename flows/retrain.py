@@ -58,7 +58,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
         result = register_task(ctx)
     test = evaluation.sets["test"]
     logger.info("candidate CER %.4f, champion v%s CER %.4f: %s", test.candidate.cer, evaluation.champion_version,
-                test.champion.cer, result["reason"])
+                test.champion.cer, result.reason)
     return {**after_register(ctx, result), "trained": True, "mlflow_run_id": ctx.mlflow_run_id,
             "cer": headline(evaluation)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,26 @@ from zhasr.model.merge import MergeReport
 from zhasr.model.train import TrainReport
 
 GATE_ACTOR = "zhasr gate"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The register stage's report (reports/register.json)."""
+
+    model_name: str
+    version: str  # the new model version
+    passed: bool  # the gate's verdict
+    reason: str  # the gate's reason
+    alias: str | None  # "challenger" when it passed the gate, else None
+    run_id: str  # the register stage's MLflow run
+    model_card: str  # markdown, also the version's description
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Registration:
+        return cls(**data)
 
 
 def git_commit(root: Path) -> str:
@@ -87,7 +108,7 @@ def current_exports(ctx: StageContext) -> list[ExportResult]:
     return []
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext) -> Registration:
     evaluation, verdict = ctx.read_report("evaluate", EvaluationSummary), ctx.read_report("gate", Verdict)
     merged, train = ctx.read_report("merge", MergeReport), ctx.read_report("train", TrainReport)
     name, exports = ctx.params.register.model_name, current_exports(ctx)
@@ -112,11 +133,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if verdict.passed:
             registry.change_alias(name, registry.CHALLENGER, number, action="gate", by=GATE_ACTOR, note=verdict.reason)
         mlflow.set_tags({"zhasr.gate": tags["zhasr.gate"], "zhasr.model_version": number})
-        summary = {"model_name": name, "version": number, "passed": verdict.passed, "reason": verdict.reason,
-                   "alias": registry.CHALLENGER if verdict.passed else None, "run_id": run.info.run_id,
-                   "model_card": card}
-        atomic_write_json(ctx.report("register"), summary)
-    return summary
+        registration = Registration(name, number, verdict.passed, verdict.reason,
+                                    registry.CHALLENGER if verdict.passed else None, run.info.run_id, card)
+        atomic_write_json(ctx.report("register"), registration.to_dict())
+    return registration
 
 
 register_task = task(run, name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
