@@ -111,11 +111,11 @@ class ExportReport:
 
 
 def rise_over_merged(references: list[str], merged: list[ClipErrors], texts: list[str], samples: int = 1000,
-                     confidence: float = 0.95, seed: int = 0) -> tuple[float, Rise]:
+                     confidence: float = 0.95) -> tuple[float, Rise]:
     """The export's CER on one set (numbers normalized, as evaluation scores) and its rise over the merged
     model, from the set's ``references``, the merged model's clips as evaluation scored them (it was the
     candidate there) and the export's ``texts`` (same clips, same order). The interval resamples speakers."""
     scored = character_error_rate(references, texts, numbers=True)
     # the "gain" of the merged model over the export is the export's rise
-    gain = candidate_gain(merged, [e.errors for e in scored.utterances], samples, confidence, seed)
+    gain = candidate_gain(merged, [e.errors for e in scored.utterances], samples, confidence)
     return scored.rate, Rise(gain.gain, gain.low, gain.high)
