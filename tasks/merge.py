@@ -3,7 +3,8 @@ weight that keeps general speech within the gate's limit.
 
 The adapter is merged at ``merge.adapter_weight``. While the tuning half of the real speech (wideband
 or through any telephone channel) decodes worse than the better of the base model and the champion by
-more than ``gate.max_regression_loss``, it is merged again at a smaller weight
+more than ``gate.max_regression_loss`` (and, with ``merge.guard_beyond_noise``, by more than its noise:
+the loss's interval, speakers resampled, lies above zero), it is merged again at a smaller weight
 (``zhasr.model.merge.next_adapter_weight``), down to ``merge.min_adapter_weight``. The judging half is
 never looked at here: the gate judges the weight kept on speech it was not chosen on. Every weight
 tried is logged.
@@ -26,9 +27,9 @@ from zhasr.context import StageContext
 from zhasr.data.audio import load_16k
 from zhasr.data.ingest import TUNING_SETS
 from zhasr.data.manifest import atomic_write_json
-from zhasr.evaluation.metrics import character_error_rate
+from zhasr.evaluation.metrics import UtteranceEdits, character_error_rate
 from zhasr.export.formats import size_on_disk
-from zhasr.model.merge import MergeReport, merge_adapter, merge_difference, next_adapter_weight
+from zhasr.model.merge import GeneralSpeechLoss, MergeReport, merge_adapter, merge_difference, next_adapter_weight
 from zhasr.model.train import TrainReport
 
 GUARDED_SETS = TUNING_SETS  # the tuning half of the real speech, wideband and through each telephone channel
@@ -44,12 +45,17 @@ def check_clip(ctx: StageContext):
     return load_16k(ctx.path("dataset") / rows[0]["audio"]) if rows else np.zeros(16000, np.float32)
 
 
-def set_cers(ctx: StageContext, model: Model, sets: dict[str, list[dict[str, Any]]],
-             clips: dict[str, list[np.ndarray]]) -> dict[str, float]:
-    """``{set: CER}`` of ``model`` (numbers normalized, as evaluation scores), decoded through the cache."""
+def set_edits(ctx: StageContext, model: Model, sets: dict[str, list[dict[str, Any]]],
+              clips: dict[str, list[np.ndarray]]) -> dict[str, list[UtteranceEdits]]:
+    """``{set: edits of each clip}`` of ``model`` (numbers normalized, as evaluation scores), decoded through
+    the cache."""
     outputs, _ = decode_sets(ctx, model, clips)
     return {name: character_error_rate([r["text"] for r in rows], [t.text for t in outputs[name].transcripts],
-                                       numbers=True).rate for name, rows in sets.items()}
+                                       numbers=True).utterances for name, rows in sets.items()}
+
+
+def corpus_cer(edits: list[UtteranceEdits]) -> float:
+    return sum(e.errors for e in edits) / max(1, sum(e.reference_len for e in edits))
 
 
 def merge_at(ctx: StageContext, weight: float, out_dir: Path) -> float:
@@ -66,28 +72,34 @@ def merge_at(ctx: StageContext, weight: float, out_dir: Path) -> float:
 
 def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[dict[str, Any]]]:
     """(weight kept, its logit difference, one row per weight tried with the CER and the loss on each
-    guarded set and their reference: the better of base and champion)."""
-    p, limit = ctx.params.merge, ctx.params.gate.max_regression_loss
+    guarded set, the loss's interval, and their reference: the better of base and champion)."""
+    p, gate = ctx.params.merge, ctx.params.gate
     sets = ctx.evaluation_rows(GUARDED_SETS)
     weight = p.adapter_weight
     difference = merge_at(ctx, weight, out_dir)
     if not sets:
         return weight, difference, []
     clips = load_clips(ctx, sets)
-    scored = [set_cers(ctx, model, sets, clips) for model in references(ctx)[1].values()]
-    reference = {name: min(cers[name] for cers in scored) for name in sets}
+    scored = [set_edits(ctx, model, sets, clips) for model in references(ctx)[1].values()]
+    reference = {name: min((edits[name] for edits in scored), key=corpus_cer) for name in sets}
     tried = []
     while True:
-        cers = set_cers(ctx, Model.of("candidate", out_dir), sets, clips)
-        losses = {name: cers[name] - reference[name] for name in sets}
-        tried.append({"adapter_weight": weight, **{f"cer_{n}": cers[n] for n in sets},
-                      **{f"reference_{n}": reference[n] for n in sets}, **{f"loss_{n}": losses[n] for n in sets}})
-        worst = max(losses, key=losses.get)
-        if losses[worst] <= limit or weight <= p.min_adapter_weight:
+        edits = set_edits(ctx, Model.of("candidate", out_dir), sets, clips)
+        losses = {name: GeneralSpeechLoss.of([e.errors for e in edits[name]], [e.errors for e in reference[name]],
+                                             [e.reference_len for e in edits[name]], [r["speaker"] for r in rows],
+                                             gate.bootstrap_samples, gate.confidence)
+                  for name, rows in sets.items()}
+        tried.append({"adapter_weight": weight, **{f"cer_{n}": corpus_cer(edits[n]) for n in sets},
+                      **{f"reference_{n}": corpus_cer(reference[n]) for n in sets},
+                      **{f"{key}_{n}": value for n, loss in losses.items()
+                         for key, value in (("loss", loss.loss), ("loss_low", loss.low), ("loss_high", loss.high))}})
+        over = {n: loss.loss for n, loss in losses.items() if loss.over(gate.max_regression_loss, p.guard_beyond_noise)}
+        if not over or weight <= p.min_adapter_weight:
             return weight, difference, tried
+        worst = max(over, key=over.get)
         start = Model.of("start", Path(ctx.read_report("train", TrainReport).base_model_dir))  # base or champion
-        start_loss = set_cers(ctx, start, sets, clips)[worst] - reference[worst]
-        weight = next_adapter_weight(weight, losses[worst], start_loss, limit, p.min_adapter_weight)
+        start_loss = corpus_cer(set_edits(ctx, start, sets, clips)[worst]) - corpus_cer(reference[worst])
+        weight = next_adapter_weight(weight, over[worst], start_loss, gate.max_regression_loss, p.min_adapter_weight)
         difference = merge_at(ctx, weight, out_dir)
 
 

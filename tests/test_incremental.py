@@ -79,8 +79,10 @@ def test_the_guard_merges_at_smaller_weights_while_general_speech_loses_more_tha
 
     write_speech_batch(project, "b1", 6)
     write_speech_batch(project, "real", 3, split="regression", first=20)
+    # every loss counts, beyond noise or not: a limit below zero no weight can meet
     ctx = context(project, f"gate.max_regression_loss={limit}", "merge.min_adapter_weight=0.3",
-                  "transcribe.max_new_tokens=8", "ingest.regression_tuning_fraction=0.99")  # all in the tuning half
+                  "merge.guard_beyond_noise=false", "transcribe.max_new_tokens=8",
+                  "ingest.regression_tuning_fraction=0.99")  # all in the tuning half
     prepare_data(ctx)
     train.run(ctx)
     report = merge.run(ctx)
@@ -91,7 +93,8 @@ def test_the_guard_merges_at_smaller_weights_while_general_speech_loses_more_tha
         assert weights[0] == 0.7 and weights[-1] == 0.3 == report.adapter_weight
         assert all(a > b for a, b in zip(weights, weights[1:]))
     keys = set(report.weights_tried[0])
-    assert {"loss_tuning", "loss_tuning-telephone", "loss_tuning-telephone-g723"} <= keys
+    assert {"loss_tuning", "loss_low_tuning", "loss_high_tuning", "loss_tuning-telephone",
+            "loss_tuning-telephone-g723"} <= keys
     assert not any("regression" in k for k in keys)
     assert report.max_logit_diff < 1e-3 and ctx.read_report("merge", MergeReport) == report
 

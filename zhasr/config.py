@@ -300,6 +300,9 @@ class MergeParams:
     # gate.max_regression_loss, merged again at a smaller weight, down to min_adapter_weight (README).
     adapter_weight: float = 0.7
     min_adapter_weight: float = 0.3
+    # a set's loss over the limit counts only where its interval (speakers resampled, gate.confidence) lies
+    # above zero: the tuning half is a few speakers, and a loss a character over the limit is noise
+    guard_beyond_noise: bool = True
     dtype: Literal["float32", "float16"] = "float32"  # weights of the merged model folder
     # largest allowed |logit| difference between base + adapter and the merged model on a test clip;
     # float32 merges differ by ~1e-5, float16 ones by ~1e-2

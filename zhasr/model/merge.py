@@ -13,6 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 
+from zhasr.evaluation.bootstrap import paired_bootstrap_gain
 from zhasr.model.decode import log_mel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -26,7 +27,8 @@ class MergeReport:
     size_mb: float
     dtype: str  # one of DTYPES
     adapter_weight: float  # 0: the start model, 1: as trained
-    # one row per weight tried: adapter_weight, then cer_/reference_/loss_<set> per guarded set (fractions)
+    # one row per weight tried: adapter_weight, then cer_/reference_/loss_/loss_low_/loss_high_<set> per
+    # guarded set (fractions)
     weights_tried: list[dict[str, float]]
     max_logit_diff: float  # largest logit difference from base + adapter on the check clip
     tolerance: float  # merge.tolerance it had to stay within
@@ -50,6 +52,29 @@ def with_adapter(base_model_dir: Path, adapter_dir: Path, weight: float = 1.0) -
         if isinstance(module, LoraLayer):
             module.set_scale("default", weight)
     return model
+
+
+@dataclass(frozen=True)
+class GeneralSpeechLoss:
+    """How much worse a merged model reads a general-speech set than its reference (the better of base
+    and champion): CER points as fractions, positive = worse, with the paired interval."""
+
+    loss: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, candidate_errors: list[int], reference_errors: list[int], reference_chars: list[int],
+           speakers: list[str], samples: int = 1000, confidence: float = 0.95) -> GeneralSpeechLoss:
+        """One entry per clip in each list; a speaker's clips are resampled together."""
+        gain = paired_bootstrap_gain(candidate_errors, reference_errors, reference_chars, samples, confidence,
+                                     speakers=speakers)
+        return cls(-gain.gain, -gain.high, -gain.low)
+
+    def over(self, limit: float, beyond_noise: bool) -> bool:
+        """Over ``limit``; with ``beyond_noise``, also with the whole interval above zero: on a few
+        speakers a loss a character over the limit is noise, and merging lower for it costs the domain."""
+        return self.loss > limit and (self.low > 0 or not beyond_noise)
 
 
 def next_adapter_weight(weight: float, loss: float, start_loss: float, limit: float, floor: float,
