@@ -10,7 +10,7 @@ LIMIT = 0.005  # export.max_cer_increase: half a point
 
 def rise(merged_errors, export_errors, chars=20):
     """The export's rise over the merged model (the candidate of evaluation), each clip its own speaker."""
-    clips = [ClipErrors(f"c{i}", f"{i:05d}", chars, errors, 0) for i, errors in enumerate(merged_errors)]
+    clips = [ClipErrors(f"c{i}", f"{i:05d}", chars, errors, 0, False, False) for i, errors in enumerate(merged_errors)]
     gain = candidate_gain(clips, export_errors, samples=1000, seed=0)
     return Rise(gain.gain, gain.low, gain.high)
 

@@ -25,7 +25,7 @@ from zhasr.config import load_params
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
 from zhasr.data.validate import ValidatedDataset
-from zhasr.evaluation.gate import decide
+from zhasr.evaluation.gate import RuleOutcome, decide
 from zhasr.evaluation.scoring import SystemOutput, clip_errors, score_set
 from zhasr.evaluation.slices import slice_labels
 from zhasr.evaluation.summary import BaseFigures, EvaluationSummary
@@ -161,6 +161,21 @@ def test_the_evaluation_report_reads_back_as_written_and_an_unreadable_one_is_na
     with pytest.raises(LookupError, match=r"evaluate\.json: not what this zhasr's evaluate stage writes .*KeyError.*"
                                           r"run `zhasr evaluate`"):
         ctx.read_report("evaluate", EvaluationSummary)
+
+
+def test_the_loop_rule_reads_a_rise_beyond_its_noise(ctx):
+    evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3))
+    clips = clip_errors(records["test"])  # 24 clips, 4 speakers of 6 clips (speaker i % 4)
+
+    def loop_rule(looping: set[int], beyond_noise: bool = True) -> RuleOutcome:
+        looped = [replace(c, candidate_looped=i in looping, champion_looped=False) for i, c in enumerate(clips)]
+        rules = replace(ctx.params.gate, loops_beyond_noise=beyond_noise)
+        return {r.rule: r for r in decide(evaluation, looped, rules).rules}["loop_rate"]
+
+    one = loop_rule({0})  # one clip of 24 loops on the first decoding: +4.2 points, on one speaker
+    assert one.passed and "rise +4.17 pts [+0.00 pts" in one.detail and "lower end" in one.detail
+    assert not loop_rule({0}, beyond_noise=False).passed  # the point estimate alone: any rise fails
+    assert not loop_rule(set(range(8))).passed  # two clips of every speaker: beyond noise
 
 
 def test_gate_fails_a_candidate_that_holds_on_wideband_speech_but_loses_on_the_telephone_twin(ctx):

@@ -13,7 +13,7 @@ from typing import Any
 from zhasr.config import GateParams
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.evaluation.bootstrap import GainInterval
-from zhasr.evaluation.scoring import ClipErrors, candidate_gain
+from zhasr.evaluation.scoring import ClipErrors, candidate_gain, loop_rise
 from zhasr.evaluation.summary import SetSummary
 
 # general speech is judged twice where the service's decoding is not whole clips without a prompt: the
@@ -106,9 +106,10 @@ def decide(sets: dict[str, SetSummary], test_clips: list[ClipErrors], rules: Gat
     for set_name in judged_general_sets(sets):  # real speech's judging half, wideband and per channel
         outcomes.append(_regression_rule(sets.get(set_name), f"{set_name.replace('-', '_')}_set",
                                          f"{set_name} set", rules.max_regression_loss))
-    rise = cand.loop_rate - champ.loop_rate
+    rise, low, high = loop_rise(test_clips, rules.bootstrap_samples, rules.confidence, seed)
+    judged, on = (low, " on the interval's lower end") if rules.loops_beyond_noise else (rise, "")
     outcomes.append(RuleOutcome(
-        "loop_rate", rise <= rules.max_loop_rate_increase,
-        f"loops {champ.loop_rate:.1%} -> {cand.loop_rate:.1%} of clips, "
-        f"limit {_points(rules.max_loop_rate_increase)}"))
+        "loop_rate", judged <= rules.max_loop_rate_increase,
+        f"loops {champ.loop_rate:.1%} -> {cand.loop_rate:.1%} of clips, rise {_points(rise)} "
+        f"[{_points(low)}, {_points(high)}], limit {_points(rules.max_loop_rate_increase)}{on}"))
     return Verdict(all(o.passed for o in outcomes), outcomes, gain)

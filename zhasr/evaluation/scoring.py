@@ -41,6 +41,8 @@ class ClipErrors:
     reference_chars: int  # characters of the reference, numbers normalized
     candidate_errors: int  # character edits, numbers normalized
     champion_errors: int
+    candidate_looped: bool  # the first decoding hit the token cap or repeated itself
+    champion_looped: bool
 
 
 def clip_errors(records: Iterable[Mapping[str, Any]]) -> list[ClipErrors]:
@@ -56,6 +58,15 @@ def candidate_gain(clips: Sequence[ClipErrors], other_errors: Sequence[int] | No
     other = [c.champion_errors for c in clips] if other_errors is None else other_errors
     return paired_bootstrap_gain([c.candidate_errors for c in clips], other, [c.reference_chars for c in clips],
                                  samples, confidence, seed, [c.speaker for c in clips])
+
+
+def loop_rise(clips: Sequence[ClipErrors], samples: int = 1000, confidence: float = 0.95, seed: int = 0
+              ) -> tuple[float, float, float]:
+    """(rise, low, high): the candidate's loop rate minus the champion's (shares of clips; positive = the
+    candidate loops more) and its paired bootstrap interval, a speaker's clips resampled together."""
+    gain = paired_bootstrap_gain([int(c.candidate_looped) for c in clips], [int(c.champion_looped) for c in clips],
+                                 [1] * len(clips), samples, confidence, seed, [c.speaker for c in clips])
+    return 0.0 - gain.gain, 0.0 - gain.high, 0.0 - gain.low  # 0.0 - x: no "-0.00"
 
 
 def system_metrics(references: list[str], output: SystemOutput, audio_seconds: float, hotwords: list[str],
