@@ -173,7 +173,7 @@ def test_the_loop_rule_reads_a_rise_beyond_its_noise(ctx):
         return {r.rule: r for r in decide(evaluation, looped, rules).rules}["loop_rate"]
 
     one = loop_rule({0})  # one clip of 24 loops on the first decoding: +4.2 points, on one speaker
-    assert one.passed and "rise +4.17 pts [+0.00 pts" in one.detail and "lower end" in one.detail
+    assert one.passed and "rise +4.17 pts [+0.00 pts" in one.detail and "interval lies above 0" in one.detail
     assert not loop_rule({0}, beyond_noise=False).passed  # the point estimate alone: any rise fails
     assert not loop_rule(set(range(8))).passed  # two clips of every speaker: beyond noise
 

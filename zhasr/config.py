@@ -290,8 +290,8 @@ class GateParams:
     slice_min_clips: int = 4  # smaller slices are reported but not gated (too noisy to judge)
     max_regression_loss: float = 0.02  # CER on the judging half of real-zh, and on each telephone twin, may rise by at most this
     max_loop_rate_increase: float = 0.0  # share of clips that loop may rise by at most this
-    # the loop rate's rise counts only where its interval (speakers resampled, confidence) lies above
-    # max_loop_rate_increase: one clip of 50 is 2 points, and a single loop is not a trend
+    # a rise over max_loop_rate_increase counts only where its interval (speakers resampled, confidence)
+    # lies above zero: one clip of 50 is 2 points, and a single loop is not a trend
     loops_beyond_noise: bool = True
 
 

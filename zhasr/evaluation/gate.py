@@ -107,9 +107,10 @@ def decide(sets: dict[str, SetSummary], test_clips: list[ClipErrors], rules: Gat
         outcomes.append(_regression_rule(sets.get(set_name), f"{set_name.replace('-', '_')}_set",
                                          f"{set_name} set", rules.max_regression_loss))
     rise, low, high = loop_rise(test_clips, rules.bootstrap_samples, rules.confidence, seed)
-    judged, on = (low, " on the interval's lower end") if rules.loops_beyond_noise else (rise, "")
+    beyond_noise = low > 0 or not rules.loops_beyond_noise  # as the merge guard reads a loss
     outcomes.append(RuleOutcome(
-        "loop_rate", judged <= rules.max_loop_rate_increase,
+        "loop_rate", not (rise > rules.max_loop_rate_increase and beyond_noise),
         f"loops {champ.loop_rate:.1%} -> {cand.loop_rate:.1%} of clips, rise {_points(rise)} "
-        f"[{_points(low)}, {_points(high)}], limit {_points(rules.max_loop_rate_increase)}{on}"))
+        f"[{_points(low)}, {_points(high)}], limit {_points(rules.max_loop_rate_increase)}"
+        f"{' where the interval lies above 0' if rules.loops_beyond_noise else ''}"))
     return Verdict(all(o.passed for o in outcomes), outcomes, gain)
