@@ -69,7 +69,7 @@ class GeneralSpeechLoss:
         """One entry per clip in each list; a speaker's clips are resampled together."""
         gain = paired_bootstrap_gain(candidate_errors, reference_errors, reference_chars, samples, confidence,
                                      speakers=speakers)
-        return cls(-gain.gain, -gain.high, -gain.low)
+        return cls(0.0 - gain.gain, 0.0 - gain.high, 0.0 - gain.low)  # 0.0 - x: no "-0.0"
 
     def over(self, limit: float, beyond_noise: bool) -> bool:
         """Over ``limit``; with ``beyond_noise``, also with the whole interval above zero: on a few
