@@ -24,9 +24,10 @@ from zhasr.config import GateParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
+from zhasr.evaluation.clips import ClipErrors, candidate_gain, clip_errors
 from zhasr.evaluation.gate import WHOLE_CLIP_SUFFIX, judged_general_sets
 from zhasr.evaluation.metrics import character_error_rate
-from zhasr.evaluation.scoring import ClipErrors, SystemOutput, candidate_gain, clip_errors, score_set
+from zhasr.evaluation.scoring import SystemOutput, score_set
 from zhasr.evaluation.slices import estimate_snr_db, slice_labels
 from zhasr.evaluation.summary import SYSTEMS, BaseFigures, EvaluationSummary, SetSummary, SystemMetrics
 from zhasr.export.ct2 import prune_copies

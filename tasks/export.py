@@ -18,6 +18,7 @@ from zhasr.config import EXPORT_FORMATS, TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
 from zhasr.data.manifest import atomic_write_json, read_jsonl
+from zhasr.evaluation.clips import clip_errors
 from zhasr.evaluation.export_verdict import (
     UNFIT,
     ExportReport,
@@ -27,7 +28,6 @@ from zhasr.evaluation.export_verdict import (
     rise_over_merged,
     verdict,
 )
-from zhasr.evaluation.scoring import clip_errors
 from zhasr.evaluation.summary import EvaluationSummary
 from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import size_on_disk, write_export

@@ -9,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from mlflow_services import tracking
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, read_jsonl
+from zhasr.evaluation.clips import clip_errors
 from zhasr.evaluation.gate import Verdict, decide
-from zhasr.evaluation.scoring import clip_errors
 from zhasr.evaluation.summary import EvaluationSummary
 
 

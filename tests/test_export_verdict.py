@@ -2,8 +2,8 @@
 
 import json
 
+from zhasr.evaluation.clips import ClipErrors, candidate_gain
 from zhasr.evaluation.export_verdict import FIT, INCONCLUSIVE, UNFIT, Rise, verdict
-from zhasr.evaluation.scoring import ClipErrors, candidate_gain
 
 LIMIT = 0.005  # export.max_cer_increase: half a point
 

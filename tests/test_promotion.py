@@ -25,8 +25,9 @@ from zhasr.config import load_params
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
 from zhasr.data.validate import ValidatedDataset
+from zhasr.evaluation.clips import clip_errors
 from zhasr.evaluation.gate import RuleOutcome, decide
-from zhasr.evaluation.scoring import SystemOutput, clip_errors, score_set
+from zhasr.evaluation.scoring import SystemOutput, score_set
 from zhasr.evaluation.slices import slice_labels
 from zhasr.evaluation.summary import BaseFigures, EvaluationSummary
 from zhasr.model.decode import Transcript

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from zhasr.config import ExportParams
+from zhasr.evaluation.clips import ClipErrors, candidate_gain
 from zhasr.evaluation.metrics import character_error_rate
-from zhasr.evaluation.scoring import ClipErrors, candidate_gain
 from zhasr.export.formats import LOW_BIT
 
 FIT, UNFIT, INCONCLUSIVE = "fit", "unfit", "inconclusive"

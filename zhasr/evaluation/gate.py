@@ -13,7 +13,7 @@ from typing import Any
 from zhasr.config import GateParams
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.evaluation.bootstrap import GainInterval
-from zhasr.evaluation.scoring import ClipErrors, candidate_gain, loop_rise
+from zhasr.evaluation.clips import ClipErrors, candidate_gain, loop_rise
 from zhasr.evaluation.summary import SetSummary
 
 # general speech is judged twice where the service's decoding is not whole clips without a prompt: the
