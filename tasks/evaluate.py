@@ -71,9 +71,8 @@ def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, clips:
         scored = character_error_rate(references, hypotheses, numbers=True)
         cer, cer_raw = scored.rate, character_error_rate(references, hypotheses).rate
         errors = [u.errors for u in scored.utterances]
-    gain = candidate_gain(clips, errors, samples=bootstrap.bootstrap_samples, confidence=bootstrap.confidence)
-    return BaseFigures(cer, cer_raw, candidate_change=-gain.gain, candidate_change_low=-gain.high,
-                       candidate_change_high=-gain.low)
+    change = candidate_gain(clips, errors, samples=bootstrap.bootstrap_samples, confidence=bootstrap.confidence)
+    return BaseFigures(cer, cer_raw, *change.as_loss())
 
 
 def run(ctx: StageContext) -> EvaluationSummary:

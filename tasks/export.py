@@ -58,7 +58,7 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
     p = ctx.params.export
     dataset = ctx.path("dataset")
     sets = {name: ctx.split_rows(name) for name in reference_cer}  # an evaluated set gone is an error below
-    merged = {name: clip_errors(read_jsonl(ctx.utterances(name))) for name in sets}
+    merged = {name: clip_errors(read_jsonl(ctx.utterances(name)), str(ctx.utterances(name))) for name in sets}
     for name, rows in sets.items():
         if [c.id for c in merged[name]] != [r["id"] for r in rows]:
             raise ValueError(f"{ctx.utterances(name)}: its clips differ from the {name} split of "

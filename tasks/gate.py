@@ -16,7 +16,7 @@ from zhasr.evaluation.summary import EvaluationSummary
 
 def run(ctx: StageContext) -> Verdict:
     evaluation = ctx.read_report("evaluate", EvaluationSummary)
-    verdict = decide(evaluation.sets, clip_errors(read_jsonl(ctx.utterances("test"))), ctx.params.gate)
+    verdict = decide(evaluation.sets, clip_errors(read_jsonl(ctx.utterances("test")), str(ctx.utterances("test"))), ctx.params.gate)
     with tracking.stage_run(ctx, "gate"):
         mlflow.set_tags({"zhasr.gate": "pass" if verdict.passed else "fail",
                          **{f"zhasr.gate.{r.rule}": "pass" if r.passed else "fail" for r in verdict.rules}})

@@ -164,6 +164,13 @@ def test_the_evaluation_report_reads_back_as_written_and_an_unreadable_one_is_na
         ctx.read_report("evaluate", EvaluationSummary)
 
 
+def test_a_clip_record_without_a_key_the_gate_reads_is_named_with_its_line():
+    _, records = scored_sets(("test", 10, 3))
+    old = [records["test"][0], {k: v for k, v in records["test"][1].items() if k != "speaker"}]
+    with pytest.raises(LookupError, match=r"evaluate_test_utterances\.jsonl line 2: no 'speaker'.*zhasr evaluate"):
+        clip_errors(old, "reports/evaluate_test_utterances.jsonl")
+
+
 def test_the_loop_rule_reads_a_rise_beyond_its_noise(ctx):
     evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3))
     clips = clip_errors(records["test"])  # 24 clips, 4 speakers of 6 clips (speaker i % 4)

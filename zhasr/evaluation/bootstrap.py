@@ -21,6 +21,18 @@ class GainInterval:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    def as_loss(self) -> tuple[float, float, float]:
+        """(loss, low, high): the same interval read the other way, positive = the candidate is worse
+        (``0.0 - x``, so that no bound reads "-0.00")."""
+        return 0.0 - self.gain, 0.0 - self.high, 0.0 - self.low
+
+
+def over_limit(loss: float, low: float, limit: float, beyond_noise: bool) -> bool:
+    """Whether a loss (or a rise) counts against ``limit``: over it, and with ``beyond_noise`` also with
+    its interval's lower end above zero. On a few speakers a loss a clip or a character over the limit
+    is noise; the merge guard and the gate's loop rule read it so."""
+    return loss > limit and (low > 0 or not beyond_noise)
+
 
 def paired_bootstrap_gain(candidate_errors: Sequence[int], champion_errors: Sequence[int],
                           reference_lens: Sequence[int], samples: int = 1000, confidence: float = 0.95,

@@ -24,10 +24,18 @@ class ClipErrors:
     champion_looped: bool
 
 
-def clip_errors(records: Iterable[Mapping[str, Any]]) -> list[ClipErrors]:
-    """The clips of per-clip records (``score_set``'s, or the lines of an utterances file)."""
+def clip_errors(records: Iterable[Mapping[str, Any]], source: str = "records") -> list[ClipErrors]:
+    """The clips of per-clip records (``score_set``'s, or the lines of an utterances file named by
+    ``source``); LookupError naming the line and the key a record lacks."""
     names = [f.name for f in fields(ClipErrors)]
-    return [ClipErrors(*(record[name] for name in names)) for record in records]
+    clips = []
+    for line, record in enumerate(records, 1):
+        missing = [name for name in names if name not in record]
+        if missing:
+            raise LookupError(f"{source} line {line}: no {missing[0]!r}; written by an earlier zhasr? "
+                              "run `zhasr evaluate` again")
+        clips.append(ClipErrors(*(record[name] for name in names)))
+    return clips
 
 
 def candidate_gain(clips: Sequence[ClipErrors], other_errors: Sequence[int] | None = None, samples: int = 1000,
@@ -43,6 +51,5 @@ def loop_rise(clips: Sequence[ClipErrors], samples: int = 1000, confidence: floa
               ) -> tuple[float, float, float]:
     """(rise, low, high): the candidate's loop rate minus the champion's (shares of clips; positive = the
     candidate loops more) and its paired bootstrap interval, a speaker's clips resampled together."""
-    gain = paired_bootstrap_gain([int(c.candidate_looped) for c in clips], [int(c.champion_looped) for c in clips],
-                                 [1] * len(clips), samples, confidence, seed, [c.speaker for c in clips])
-    return 0.0 - gain.gain, 0.0 - gain.high, 0.0 - gain.low  # 0.0 - x: no "-0.00"
+    return paired_bootstrap_gain([int(c.candidate_looped) for c in clips], [int(c.champion_looped) for c in clips],
+                                 [1] * len(clips), samples, confidence, seed, [c.speaker for c in clips]).as_loss()

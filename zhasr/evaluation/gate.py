@@ -12,7 +12,7 @@ from typing import Any
 
 from zhasr.config import GateParams
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
-from zhasr.evaluation.bootstrap import GainInterval
+from zhasr.evaluation.bootstrap import GainInterval, over_limit
 from zhasr.evaluation.clips import ClipErrors, candidate_gain, loop_rise
 from zhasr.evaluation.summary import SetSummary
 
@@ -107,9 +107,8 @@ def decide(sets: dict[str, SetSummary], test_clips: list[ClipErrors], rules: Gat
         outcomes.append(_regression_rule(sets.get(set_name), f"{set_name.replace('-', '_')}_set",
                                          f"{set_name} set", rules.max_regression_loss))
     rise, low, high = loop_rise(test_clips, rules.bootstrap_samples, rules.confidence, seed)
-    beyond_noise = low > 0 or not rules.loops_beyond_noise  # as the merge guard reads a loss
     outcomes.append(RuleOutcome(
-        "loop_rate", not (rise > rules.max_loop_rate_increase and beyond_noise),
+        "loop_rate", not over_limit(rise, low, rules.max_loop_rate_increase, rules.loops_beyond_noise),
         f"loops {champ.loop_rate:.1%} -> {cand.loop_rate:.1%} of clips, rise {_points(rise)} "
         f"[{_points(low)}, {_points(high)}], limit {_points(rules.max_loop_rate_increase)}"
         f"{' where the interval lies above 0' if rules.loops_beyond_noise else ''}"))

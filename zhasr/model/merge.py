@@ -13,7 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 
-from zhasr.evaluation.bootstrap import paired_bootstrap_gain
+from zhasr.evaluation.bootstrap import over_limit, paired_bootstrap_gain
 from zhasr.model.decode import log_mel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -67,14 +67,12 @@ class GeneralSpeechLoss:
     def of(cls, candidate_errors: list[int], reference_errors: list[int], reference_chars: list[int],
            speakers: list[str], samples: int = 1000, confidence: float = 0.95) -> GeneralSpeechLoss:
         """One entry per clip in each list; a speaker's clips are resampled together."""
-        gain = paired_bootstrap_gain(candidate_errors, reference_errors, reference_chars, samples, confidence,
-                                     speakers=speakers)
-        return cls(0.0 - gain.gain, 0.0 - gain.high, 0.0 - gain.low)  # 0.0 - x: no "-0.0"
+        return cls(*paired_bootstrap_gain(candidate_errors, reference_errors, reference_chars, samples, confidence,
+                                          speakers=speakers).as_loss())
 
     def over(self, limit: float, beyond_noise: bool) -> bool:
-        """Over ``limit``; with ``beyond_noise``, also with the whole interval above zero: on a few
-        speakers a loss a character over the limit is noise, and merging lower for it costs the domain."""
-        return self.loss > limit and (self.low > 0 or not beyond_noise)
+        """See ``zhasr.evaluation.bootstrap.over_limit``: merging lower for noise costs the domain."""
+        return over_limit(self.loss, self.low, limit, beyond_noise)
 
 
 def next_adapter_weight(weight: float, loss: float, start_loss: float, limit: float, floor: float,
