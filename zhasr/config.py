@@ -180,6 +180,11 @@ class TrainParams:
     # weight of KL(start model || adapted model) over the label tokens added to the loss: the start model
     # (adapters off, one more forward pass a step) keeps the adapted one near what it knew; 0 = off
     kl_to_start: float = 0.0
+    # SpecAugment-style time masks while training: about this share of the encoder's input zeroed in spans of
+    # time_mask_ms (milliseconds; log-mel frames on the plain path, cached lower-layer positions on the
+    # cached one); 0 = off
+    time_mask_share: float = 0.0
+    time_mask_ms: int = 100
     # Pseudo-label replay: the clips of these dataset splits (their references unused) are trained on with
     # the start model's own transcripts as targets (decoded whole, no prompt), each as it is and through
     # every augment codec: real speech the adapted model must keep reading as it did. Never a split the
@@ -513,6 +518,9 @@ def _check_train(train: TrainParams) -> None:
     """Rules that involve a value's range or two keys at once."""
     if train.kl_to_start < 0:
         raise ConfigError(f"train.kl_to_start: must be 0 or more, got {train.kl_to_start}")
+    if not 0 <= train.time_mask_share < 1 or train.time_mask_ms < 20:
+        raise ConfigError(f"train.time_mask_share / time_mask_ms: expected a share within 0-1 and a span of 20 ms "
+                          f"or more, got {train.time_mask_share} / {train.time_mask_ms}")
     if not 0 <= train.telephone_augment <= 1:
         raise ConfigError(f"train.telephone_augment: expected a share within 0-1, got {train.telephone_augment}")
     _check_codecs("train.augment_codecs", train.augment_codecs)

@@ -39,6 +39,7 @@ from zhasr.model import encoder_cache
 from zhasr.model.adapters import check_method_available, lora_config, quantization_config
 from zhasr.model.decode import DecodeOptions, transcribe
 from zhasr.model.recipe import StepPlan, plan_steps
+from zhasr.model.spec_augment import TimeMask
 from zhasr.model.speech_data import SpeechCollator, SpeechDataset, text_tokens
 from zhasr.model.training_windows import TrainingWindow, pack_rows, single_windows
 
@@ -149,16 +150,20 @@ class DevCerTrainer(Trainer):
 
     def __init__(self, *args, processor: WhisperProcessor, dev_clips: list, dev_texts: list[str],
                  decode_options: DecodeOptions, dev_inputs: encoder_cache.CachedStates | None, samples_per_step: int,
-                 kl_to_start: float = 0.0, **kwargs):
+                 kl_to_start: float = 0.0, time_mask: TimeMask = TimeMask(), **kwargs):
         super().__init__(*args, **kwargs)
         self.processor, self.dev_clips, self.dev_texts = processor, dev_clips, dev_texts
         self.decode_options, self.dev_inputs, self.samples_per_step = decode_options, dev_inputs, samples_per_step
         self.kl_to_start = kl_to_start
+        self.time_mask = time_mask
         self._last_log: tuple[float, int] | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The labels' cross-entropy, plus ``kl_to_start`` x KL(start model || adapted model) over the label
-        positions: the start model (adapters off) on the same batch is the teacher that keeps what it knew."""
+        positions: the start model (adapters off) on the same batch is the teacher that keeps what it knew.
+        With ``time_mask`` the batch's frames are masked first (``spec_augment``), for student and teacher alike."""
+        if self.time_mask.share > 0 and model.training:
+            inputs = {**inputs, "input_features": self.time_mask(inputs["input_features"])}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if self.kl_to_start > 0:
             with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
@@ -391,6 +396,7 @@ def build_trainer(prepared: Prepared, args: TrainingArguments, params: TrainPara
         dev_texts=[r["text_norm"] for r in dev_rows], decode_options=decode,
         dev_inputs=prepared.dev_inputs, samples_per_step=params.batch_size * params.grad_accum * args.world_size,
         kl_to_start=params.kl_to_start,
+        time_mask=TimeMask.of(params.time_mask_share, params.time_mask_ms, cached=bool(prepared.cached_layers)),
     )
     return trainer, history
 
