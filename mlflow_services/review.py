@@ -71,7 +71,7 @@ def _set_row(name: str, s: SetSummary) -> str:
 
 
 def _what_it_is(params: Params, train: TrainReport, merge: MergeReport) -> str:
-    tried = ", ".join(str(t["adapter_weight"]) for t in merge.weights_tried) or "one"
+    tried = ", ".join(str(t.adapter_weight) for t in merge.weights_tried) or "one"
     return (f"Whisper fine-tuned for Mandarin call-center speech: {params.train.method} adapter "
             f"(rank {params.train.rank}, targets {params.train.targets}) on {train.start}, merged "
             f"into a plain Hugging Face model at weight {merge.adapter_weight} (0: the start model, 1: as "

@@ -29,7 +29,15 @@ from zhasr.data.ingest import TUNING_SETS
 from zhasr.data.manifest import atomic_write_json
 from zhasr.evaluation.metrics import UtteranceEdits, character_error_rate
 from zhasr.export.formats import size_on_disk
-from zhasr.model.merge import GeneralSpeechLoss, MergeReport, merge_adapter, merge_difference, next_adapter_weight
+from zhasr.model.merge import (
+    GeneralSpeechLoss,
+    GuardedSet,
+    MergeReport,
+    WeightTried,
+    merge_adapter,
+    merge_difference,
+    next_adapter_weight,
+)
 from zhasr.model.train import TrainReport
 
 GUARDED_SETS = TUNING_SETS  # the tuning half of the real speech, wideband and through each telephone channel
@@ -70,9 +78,9 @@ def merge_at(ctx: StageContext, weight: float, out_dir: Path) -> float:
     return difference
 
 
-def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[dict[str, Any]]]:
-    """(weight kept, its logit difference, one row per weight tried with the CER and the loss on each
-    guarded set, the loss's interval, and their reference: the better of base and champion)."""
+def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[WeightTried]]:
+    """(weight kept, its logit difference, every weight tried with the CER and the loss on each guarded set
+    against their reference, the better of base and champion)."""
     p, gate = ctx.params.merge, ctx.params.gate
     sets = ctx.evaluation_rows(GUARDED_SETS)
     weight = p.adapter_weight
@@ -89,10 +97,8 @@ def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[
                                              [e.reference_len for e in edits[name]], [r["speaker"] for r in rows],
                                              gate.bootstrap_samples, gate.confidence)
                   for name, rows in sets.items()}
-        tried.append({"adapter_weight": weight, **{f"cer_{n}": corpus_cer(edits[n]) for n in sets},
-                      **{f"reference_{n}": corpus_cer(reference[n]) for n in sets},
-                      **{f"{key}_{n}": value for n, loss in losses.items()
-                         for key, value in (("loss", loss.loss), ("loss_low", loss.low), ("loss_high", loss.high))}})
+        tried.append(WeightTried(weight, {n: GuardedSet(corpus_cer(edits[n]), corpus_cer(reference[n]), losses[n])
+                                          for n in sets}))
         over = {n: loss.loss for n, loss in losses.items() if loss.over(gate.max_regression_loss, p.guard_beyond_noise)}
         if not over or weight <= p.min_adapter_weight:
             return weight, difference, tried
@@ -112,7 +118,7 @@ def run(ctx: StageContext) -> MergeReport:
         mlflow.log_metrics({"merged_size_mb": size_mb, "merge_max_logit_diff": difference, "adapter_weight": weight,
                             "adapter_weights_tried": len(tried)})
         if tried:
-            mlflow.log_table(pd.DataFrame(tried), artifact_file="merge/adapter_weights.json")
+            mlflow.log_table(pd.DataFrame([t.row() for t in tried]), artifact_file="merge/adapter_weights.json")
         report = MergeReport(str(out_dir), round(size_mb, 1), p.dtype, weight, tried, difference, p.tolerance)
         atomic_write_json(ctx.report("merge"), report.to_dict())
     return report

@@ -86,16 +86,17 @@ def test_the_guard_merges_at_smaller_weights_while_general_speech_loses_more_tha
     prepare_data(ctx)
     train.run(ctx)
     report = merge.run(ctx)
-    weights = [t["adapter_weight"] for t in report.weights_tried]
+    weights = [t.adapter_weight for t in report.weights_tried]
     if tried is not None:  # within the limit at once: merged at merge.adapter_weight
         assert weights == tried and report.adapter_weight == 0.7
     else:  # no weight can meet a limit below zero: down to the floor, each try smaller than the last
         assert weights[0] == 0.7 and weights[-1] == 0.3 == report.adapter_weight
         assert all(a > b for a, b in zip(weights, weights[1:]))
-    keys = set(report.weights_tried[0])
-    assert {"loss_tuning", "loss_low_tuning", "loss_high_tuning", "loss_tuning-telephone",
-            "loss_tuning-telephone-g723"} <= keys
-    assert not any("regression" in k for k in keys)
+    guarded = report.weights_tried[0].sets
+    assert {"tuning", "tuning-telephone", "tuning-telephone-g723"} <= set(guarded)
+    assert not any("regression" in name for name in guarded)
+    assert guarded["tuning"].loss.low <= guarded["tuning"].loss.loss <= guarded["tuning"].loss.high
+    assert {"loss_tuning", "loss_low_tuning", "loss_high_tuning"} <= set(report.to_dict()["weights_tried"][0])
     assert report.max_logit_diff < 1e-3 and ctx.read_report("merge", MergeReport) == report
 
 

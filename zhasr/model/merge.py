@@ -20,41 +20,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
-class MergeReport:
-    """The merge stage's report (reports/merge.json)."""
-
-    merged_dir: str  # the plain Hugging Face model evaluation and export read
-    size_mb: float
-    dtype: str  # one of DTYPES
-    adapter_weight: float  # 0: the start model, 1: as trained
-    # one row per weight tried: adapter_weight, then cer_/reference_/loss_/loss_low_/loss_high_<set> per
-    # guarded set (fractions)
-    weights_tried: list[dict[str, float]]
-    max_logit_diff: float  # largest logit difference from base + adapter on the check clip
-    tolerance: float  # merge.tolerance it had to stay within
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MergeReport:
-        return cls(**data)
-
-
-def with_adapter(base_model_dir: Path, adapter_dir: Path, weight: float = 1.0) -> PeftModel:
-    """The base model with the adapter applied at ``weight`` times its trained scale: W0 + w (alpha / r) BA,
-    a weight-space interpolation between the start model (0) and the fine-tuned one (1), as in WiSE-FT
-    (Wortsman et al. 2022). For DoRA only the low-rank direction is scaled."""
-    from peft.tuners.lora import LoraLayer
-
-    model = PeftModel.from_pretrained(WhisperForConditionalGeneration.from_pretrained(base_model_dir), adapter_dir)
-    for module in model.modules():
-        if isinstance(module, LoraLayer):
-            module.set_scale("default", weight)
-    return model
-
-
-@dataclass(frozen=True)
 class GeneralSpeechLoss:
     """How much worse a merged model reads a general-speech set than its reference (the better of base
     and champion): CER points as fractions, positive = worse, with the paired interval."""
@@ -73,6 +38,73 @@ class GeneralSpeechLoss:
     def over(self, limit: float, beyond_noise: bool) -> bool:
         """See ``zhasr.evaluation.bootstrap.over_limit``: merging lower for noise costs the domain."""
         return over_limit(self.loss, self.low, limit, beyond_noise)
+
+
+@dataclass(frozen=True)
+class GuardedSet:
+    """One general-speech set at one adapter weight: CERs as fractions."""
+
+    cer: float  # the merged model's
+    reference: float  # the better of base and champion's
+    loss: GeneralSpeechLoss
+
+
+@dataclass(frozen=True)
+class WeightTried:
+    """One adapter weight the merge guard merged at, and what each guarded set read."""
+
+    adapter_weight: float
+    sets: dict[str, GuardedSet]
+
+    def row(self) -> dict[str, float]:
+        """One flat row: ``adapter_weight``, then ``cer_``/``reference_``/``loss_``/``loss_low_``/``loss_high_<set>``
+        (reports/merge.json and the run's table keep this form)."""
+        row = {"adapter_weight": self.adapter_weight}
+        for name, s in self.sets.items():
+            row |= {f"cer_{name}": s.cer, f"reference_{name}": s.reference, f"loss_{name}": s.loss.loss,
+                    f"loss_low_{name}": s.loss.low, f"loss_high_{name}": s.loss.high}
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, float]) -> WeightTried:
+        names = [key.removeprefix("cer_") for key in row if key.startswith("cer_")]
+        return cls(row["adapter_weight"], {
+            name: GuardedSet(row[f"cer_{name}"], row[f"reference_{name}"],
+                             GeneralSpeechLoss(row[f"loss_{name}"], row[f"loss_low_{name}"], row[f"loss_high_{name}"]))
+            for name in names})
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """The merge stage's report (reports/merge.json)."""
+
+    merged_dir: str  # the plain Hugging Face model evaluation and export read
+    size_mb: float
+    dtype: str  # one of DTYPES
+    adapter_weight: float  # 0: the start model, 1: as trained
+    weights_tried: list[WeightTried]  # in the order tried; empty without guarded sets
+    max_logit_diff: float  # largest logit difference from base + adapter on the check clip
+    tolerance: float  # merge.tolerance it had to stay within
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "weights_tried": [t.row() for t in self.weights_tried]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MergeReport:
+        return cls(**{**data, "weights_tried": [WeightTried.from_row(r) for r in data["weights_tried"]]})
+
+
+def with_adapter(base_model_dir: Path, adapter_dir: Path, weight: float = 1.0) -> PeftModel:
+    """The base model with the adapter applied at ``weight`` times its trained scale: W0 + w (alpha / r) BA,
+    a weight-space interpolation between the start model (0) and the fine-tuned one (1), as in WiSE-FT
+    (Wortsman et al. 2022). For DoRA only the low-rank direction is scaled."""
+    from peft.tuners.lora import LoraLayer
+
+    model = PeftModel.from_pretrained(WhisperForConditionalGeneration.from_pretrained(base_model_dir), adapter_dir)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.set_scale("default", weight)
+    return model
 
 
 def next_adapter_weight(weight: float, loss: float, start_loss: float, limit: float, floor: float,
