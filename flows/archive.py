@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
@@ -15,7 +14,7 @@ from prefect.futures import as_completed
 from tasks.archive import finish, local_workers, output_root, shard_task
 from tasks.transcribe import resolve
 from zhasr.archive.listing import list_calls, shards
-from zhasr.archive.records import DONE, known_hashes
+from zhasr.archive.records import DONE, ArchiveRun, known_hashes
 from zhasr.config import ArchiveParams, ConfigError
 from zhasr.context import StageContext
 from zhasr.progress import progress_bar
@@ -39,7 +38,7 @@ def task_runner(archive: ArchiveParams):
 
 @flow(name="transcribe-archive", log_prints=True)
 def transcribe_archive(source: str | None = None, model: str | None = None, params_path: str | None = None,
-                       overrides: list[str] | None = None) -> dict[str, Any]:
+                       overrides: list[str] | None = None) -> ArchiveRun:
     """Transcribe ``source`` (default ``archive.source``) with ``model`` (default: the champion)."""
     ctx = StageContext.load(params_path, overrides)
     a = ctx.params.archive
@@ -69,13 +68,13 @@ def transcribe_archive(source: str | None = None, model: str | None = None, para
             progress(len(records), len(calls))
             logger.info("%d/%d calls, %.2f audio hours, ETA %.0f s", len(records), len(calls), seconds / 3600, eta)
     summary = finish(ctx, resolved, records, time.perf_counter() - started, workers, skipped)
-    logger.info("%d done, %d failed, %d skipped; %.1f audio hours an hour", summary["done"], summary["failed"],
-                summary["skipped"], summary["audio_hours_per_hour"])
+    logger.info("%d done, %d failed, %d skipped; %.1f audio hours an hour", summary.done, summary.failed,
+                summary.skipped, summary.audio_hours_per_hour)
     return summary
 
 
 def run_archive(params_path: str | None = None, overrides: list[str] | None = None, source: str | None = None,
-                model: str | None = None) -> dict[str, Any]:
+                model: str | None = None) -> ArchiveRun:
     """The flow on the task runner the params name (the CLI's entry)."""
     ctx = StageContext.load(params_path, overrides)
     runner = task_runner(ctx.params.archive)

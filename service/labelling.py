@@ -56,13 +56,13 @@ def _pull_and_retrain(ctx: StageContext, ledger: MinuteLedger, lock: threading.L
     try:
         waiting = set(ledger.pending())
         summary = label.pull(ctx)
-        if summary["rows"]:
+        if summary.rows:
             from prefect.deployments import run_deployment
 
             run = run_deployment(f"retrain/{ctx.params.schedule.deployment}", timeout=0,
                                  tags=["zhasr", "labelstudio"])
             log.info("labelled minutes reached %.1f: %d regions pulled into %s; retrain flow run %s",
-                     ctx.params.label.retrain_after_min, summary["rows"], summary["batch_dir"], run.id)
+                     ctx.params.label.retrain_after_min, summary.rows, summary.batch_dir, run.id)
         ledger.clear(waiting)
     except Exception:
         log.exception("label pull and retrain failed; the labelled minutes stay counted")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from prefect import task
@@ -15,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from mlflow_services import tracking
 from tasks.transcribe import ResolvedModel, open_resolved
 from zhasr.archive.listing import ArchiveCall
-from zhasr.archive.records import DONE, FAILED, CallRecord, all_records, write_index
+from zhasr.archive.records import DONE, FAILED, ArchiveRun, CallFailure, CallRecord, all_records, write_index
 from zhasr.archive.shard import ShardResult, transcribe_shard
 from zhasr.context import StageContext
 from zhasr.transcribe import Transcriber
@@ -52,7 +51,7 @@ def model_name(ctx: StageContext, model: ResolvedModel) -> str:
 
 
 def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], wall_s: float, workers: int,
-           skipped: set[str]) -> dict[str, Any]:
+           skipped: set[str]) -> ArchiveRun:
     """Rewrite the index from every record kept; log this run's totals to MLflow; its summary."""
     out = output_root(ctx)
     write_index(out, all_records(out))
@@ -60,16 +59,15 @@ def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], w
     statuses = Counter(r.status for r in made)
     worked = [r for r in made if r.status == DONE]
     hours = sum(r.duration_s for r in worked) / 3600
-    summary = {"out": str(out), "model_version": model.identity, "calls": len(records), "done": statuses[DONE],
-               "failed": statuses[FAILED], "skipped": len(skipped), "audio_hours": round(hours, 4),
-               "wall_s": round(wall_s, 1), "workers": workers,
-               "audio_hours_per_hour": round(hours * 3600 / wall_s, 2) if wall_s else 0.0,
-               "failures": [{"call_id": r.call_id, "reason": r.reason} for r in made if r.status == FAILED]}
+    summary = ArchiveRun(str(out), model.identity, len(records), statuses[DONE], statuses[FAILED], len(skipped),
+                         round(hours, 4), round(wall_s, 1), workers,
+                         round(hours * 3600 / wall_s, 2) if wall_s else 0.0,
+                         [CallFailure(r.call_id, r.reason) for r in made if r.status == FAILED])
     with tracking.stage_run(ctx, "transcribe-archive", began_s_ago=wall_s):
         mlflow.set_tags({"zhasr.archive.model_version": model.identity, "zhasr.archive.out": str(out)})
-        mlflow.log_metrics({k: summary[k] for k in ("calls", "done", "failed", "skipped", "audio_hours",
-                                                    "audio_hours_per_hour", "wall_s")})
-        tracking.log_json(summary, "archive/summary.json")
+        mlflow.log_metrics({k: getattr(summary, k) for k in ("calls", "done", "failed", "skipped", "audio_hours",
+                                                             "audio_hours_per_hour", "wall_s")})
+        tracking.log_json(summary.to_dict(), "archive/summary.json")
         if made:  # what this run did, a row a call (the index holds every run's)
             mlflow.log_table({"call_id": [r.call_id for r in made], "status": [r.status for r in made],
                               "minutes": [round(r.duration_s / 60, 2) for r in made],

@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import mlflow
+import pandas as pd
 
 from mlflow_services import registry, tracking
 from tasks.transcribe import open_resolved, open_transcriber, resolve
@@ -22,6 +22,7 @@ from zhasr.labelling.calls import StoredCall, store_call, task
 from zhasr.labelling.export import read_export
 from zhasr.labelling.interface import label_config
 from zhasr.labelling.pull_batch import LabelSource, pulled, write_batch
+from zhasr.labelling.reports import FailedCall, LabelPull, LabelPush, PushedTask
 from zhasr.labelling.selection import Candidate, choose, disagreement, numbers_heard
 from zhasr.labelling.studio import Studio, api_token
 from zhasr.progress import progress_bar
@@ -53,9 +54,9 @@ def call_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def indexed_transcripts(index: Path, model_version: str) -> tuple[list[tuple[Path, Transcription]], list[dict]]:
+def indexed_transcripts(index: Path, model_version: str) -> tuple[list[tuple[Path, Transcription]], list[FailedCall]]:
     """The calls ``transcribe-archive`` transcribed with ``model_version`` (from its ``index.jsonl``) with their
-    transcripts, and its failed calls as ``{"file", "reason"}``."""
+    transcripts, and its failed calls."""
     rows = [r for r in read_jsonl(index) if r["model_version"] == model_version]
     if not rows:
         raise LookupError(f"{index}: no call transcribed by {model_version}; "
@@ -64,14 +65,14 @@ def indexed_transcripts(index: Path, model_version: str) -> tuple[list[tuple[Pat
     for row in rows:
         body = next((o for o in row["outputs"] if o.endswith(".json")), None)
         if row["status"] != DONE or body is None:
-            failed.append({"file": row["path"], "reason": row["reason"] or "no verbose_json transcript in the index"})
+            failed.append(FailedCall(row["path"], row["reason"] or "no verbose_json transcript in the index"))
             continue
         done.append((Path(row["path"]), from_verbose(json.loads((index.parent / body).read_text(encoding="utf-8")))))
     return done, failed
 
 
 def push(ctx: StageContext, paths: list[Path], model: str | None = None, strategy: str | None = None,
-         budget_min: float | None = None) -> dict[str, Any]:
+         budget_min: float | None = None) -> LabelPush:
     """Transcribe the calls under ``paths`` with ``model`` (default: the champion; split channels where
     stereo), choose the ones worth labelling first within the budget, and add them as tasks. A path named
     ``index.jsonl`` is a ``transcribe-archive`` index: its calls' transcripts by that model are used as they
@@ -85,7 +86,7 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
     resolved = resolve(ctx, model)
     version = Path(resolved.identity).name  # "zhasr-whisper v3", or the model folder's name
     work: list[tuple[Path, Transcription | None]] = []
-    failed: list[dict] = []
+    failed: list[FailedCall] = []
     for path in map(Path, paths):
         if path.name == INDEX_JSONL:
             done, bad = indexed_transcripts(path, resolved.identity)
@@ -105,7 +106,7 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
             try:
                 stored, audio = store_call(path, ctx.path("labelling"), ctx.params.transcribe.max_audio_s)
             except AudioError as exc:
-                failed.append({"file": str(path), "reason": str(exc)})
+                failed.append(FailedCall(str(path), str(exc)))
                 continue
             if stored.audio_sha256 in known:
                 repeated.append(str(path))
@@ -125,25 +126,23 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
         chosen = choose(candidates, strategy, budget_s, seed=ctx.params.synth.seed)
         task_ids = studio.add_tasks(project_id, [task(calls[c.call_id][0], calls[c.call_id][1], version)
                                                  for c in chosen])
-        table = [{"rank": k + 1, "call_id": c.call_id, "task_id": t, "minutes": round(c.duration_s / 60, 2),
-                  "uncertainty": c.uncertainty, "disagreement": c.disagreement, "numbers": c.numbers, "kind": c.kind}
-                 for k, (c, t) in enumerate(zip(chosen, task_ids))]
-        summary = {"project": p.project, "project_id": project_id, "project_url": studio.project_url(project_id),
-                   "model_version": version, "strategy": strategy, "budget_min": budget_s / 60,
-                   "calls_given": len(work) + len(failed), "calls_pushed": len(chosen),
-                   "minutes_pushed": round(sum(c.duration_s for c in chosen) / 60, 2),
-                   "already_in_project": repeated, "failed": failed, "tasks": table}
+        table = [PushedTask(k + 1, c.call_id, t, round(c.duration_s / 60, 2), c.uncertainty, c.disagreement,
+                            c.numbers, c.kind) for k, (c, t) in enumerate(zip(chosen, task_ids))]
+        summary = LabelPush(p.project, project_id, studio.project_url(project_id), version, strategy, budget_s / 60,
+                            calls_given=len(work) + len(failed), calls_pushed=len(chosen),
+                            minutes_pushed=round(sum(c.duration_s for c in chosen) / 60, 2),
+                            already_in_project=repeated, failed=failed, tasks=table)
         mlflow.set_tags({"zhasr.labelstudio.project": f"{p.project} (id {project_id}) {studio.project_url(project_id)}",
                          "zhasr.labelstudio.model_version": version})
-        mlflow.log_metrics({"label_calls_pushed": len(chosen), "label_minutes_pushed": summary["minutes_pushed"],
+        mlflow.log_metrics({"label_calls_pushed": len(chosen), "label_minutes_pushed": summary.minutes_pushed,
                             "label_calls_failed": len(failed)})
         if table:
-            mlflow.log_table({k: [row[k] for row in table] for k in table[0]}, "label/push_tasks.json")
-        atomic_write_json(ctx.report("label_push"), summary)
+            mlflow.log_table(pd.DataFrame([dataclasses.asdict(t) for t in table]), "label/push_tasks.json")
+        atomic_write_json(ctx.report("label_push"), summary.to_dict())
     return summary
 
 
-def pull(ctx: StageContext, batch: str | None = None) -> dict[str, Any]:
+def pull(ctx: StageContext, batch: str | None = None) -> LabelPull:
     """The project's full JSON export into a new batch: one clip per corrected region; rejected regions to
     ``<quarantine>/<batch>/``. Annotations pulled before (same id and updated_at) are not pulled again."""
     p = ctx.params.label
@@ -155,17 +154,15 @@ def pull(ctx: StageContext, batch: str | None = None) -> dict[str, Any]:
                              labelling_dir=ctx.path("labelling"), incoming=ctx.path("incoming"),
                              quarantine=ctx.path("quarantine"), batch=batch)
         result = dataclasses.replace(result, already_pulled=read.already_pulled)
-        summary = {"project": p.project, "project_id": project_id, "project_url": studio.project_url(project_id),
-                   "batch_dir": str(result.batch_dir) if result.batch_dir else None, "rows": result.rows,
-                   "rejected": result.rejected, "already_pulled": result.already_pulled,
-                   "unlabelled_tasks": read.unlabelled, "minutes": result.minutes,
-                   "corrected_share": result.corrected_share, "annotations": list(result.annotations),
-                   "reasons": [r.reason for r in read.rejected]}
+        summary = LabelPull(p.project, project_id, studio.project_url(project_id),
+                            str(result.batch_dir) if result.batch_dir else None, result.rows, result.rejected,
+                            result.already_pulled, read.unlabelled, result.minutes, result.corrected_share,
+                            list(result.annotations), [r.reason for r in read.rejected])
         mlflow.set_tag("zhasr.labelstudio.project", f"{p.project} (id {project_id}) {studio.project_url(project_id)}")
         mlflow.log_metrics({"label_rows": result.rows, "label_rejected": result.rejected,
                             "label_minutes": result.minutes, "label_corrected_share": result.corrected_share})
         if read.rejected:
             columns = ("task_id", "annotation_id", "region_id", "reason")
             mlflow.log_table({c: [getattr(r, c) for r in read.rejected] for c in columns}, "label/rejected.json")
-        atomic_write_json(ctx.report("label_pull"), summary)
+        atomic_write_json(ctx.report("label_pull"), summary.to_dict())
     return summary

@@ -81,7 +81,7 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
     assert Counter(r.key for r in records).most_common(1)[0][1] == 1  # each call once
     # a shard the killed worker had begun ran again and skipped the calls it had finished (the broken one too,
     # when that worker had recorded it)
-    assert (len(records), first["done"] + first["skipped"] + first["failed"]) == (22, 22)
+    assert (len(records), first.done + first.skipped + first.failed) == (22, 22)
     assert Counter(r.status for r in records) == {DONE: 21, FAILED: 1}
     broken = next(r for r in records if r.status == FAILED)
     assert broken.call_id == "line0/broken" and "cannot decode audio" in broken.reason
@@ -100,13 +100,13 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
     assert by_killed >= killed["its_records"]
 
     second = run_archive(overrides=sets, source=str(calls_dir))
-    assert (second["skipped"], second["done"], second["failed"]) == (22, 0, 0)
+    assert (second.skipped, second.done, second.failed) == (22, 0, 0)
 
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
     promote()
     promotion.approve(ctx.params.register.model_name, "2", by="reviewer", note="better on the night's calls")
     third = run_archive(overrides=sets, source=str(calls_dir))
-    assert (third["done"], third["failed"], third["skipped"]) == (21, 1, 0)
+    assert (third.done, third.failed, third.skipped) == (21, 1, 0)
     versions = Counter(r.model_version for r in all_records(out))
     assert versions == {"zhasr-test v1": 22, "zhasr-test v2": 22}
     assert len(list_calls(calls_dir)) == 22
@@ -138,7 +138,7 @@ def test_label_push_reads_the_index_transcripts_as_they_are(tmp_path, tiny_model
     done, failed = indexed_transcripts(out / "index.jsonl", "tiny v1")
     assert [p.name for p, _ in done] == ["a.wav"] and done[0][1].channels == "split"
     assert done[0][1].segments == engine.transcribe(tmp_path / "calls" / "a.wav", channels="split").segments
-    assert failed[0]["file"].endswith("b.wav") and "cannot decode" in failed[0]["reason"]
+    assert failed[0].file.endswith("b.wav") and "cannot decode" in failed[0].reason
     with pytest.raises(LookupError, match="no call transcribed by tiny v2"):
         indexed_transcripts(out / "index.jsonl", "tiny v2")
 

@@ -97,10 +97,10 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
     call.write_bytes(wav.read_bytes())
 
     pushed = label_push(calls=[str(call.parent)], model=str(tiny_model_dir), overrides=sets)
-    assert (pushed["calls_pushed"], pushed["project"]) == (1, "night calls")
-    assert isinstance(pushed["tasks"][0]["numbers"], int)  # what the numbers strategy ranks by, in the push's table
+    assert (pushed.calls_pushed, pushed.project) == (1, "night calls")
+    assert isinstance(pushed.tasks[0].numbers, int)  # what the numbers strategy ranks by, in the push's table
     studio, project_id = label.open_studio(ctx)
-    task_id = pushed["tasks"][0]["task_id"]
+    task_id = pushed.tasks[0].task_id
     [prediction] = studio.client.predictions.list(task=task_id)
     predicted = [i for i in prediction.result if i["type"] == "labels"]
     assert prediction.model_version == tiny_model_dir.name and len(predicted) >= 3
@@ -108,7 +108,7 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
     audio_url = studio.export(project_id)[0]["data"]["audio"]  # Label Studio serves the kept audio to its users
     assert requests.get(f"{label_studio.url}{audio_url}", headers={"Authorization": f"Token {label_studio.token}"},
                         timeout=10).ok
-    assert label.push(ctx, [call], model=str(tiny_model_dir))["already_in_project"] == [str(call)]
+    assert label.push(ctx, [call], model=str(tiny_model_dir)).already_in_project == [str(call)]
 
     # A person corrects three of the model's regions to what was said (the turn under each), deletes the
     # others, and leaves one region past the call's end and one without text.
@@ -124,16 +124,16 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
     studio.client.annotations.create(task_id, result=corrected, lead_time=180.0, parent_prediction=prediction.id)
 
     pulled = label.pull(ctx)
-    batch = Path(pulled["batch_dir"])
+    batch = Path(pulled.batch_dir)
     rows = read_jsonl(batch / "manifest.jsonl")
     truth = {t.text for t in turns}
     assert len(rows) == 3 and all(r["text"] in truth for r in rows) and {r["call_id"] for r in rows} == {name}
-    assert pulled["corrected_share"] == 1.0
+    assert pulled.corrected_share == 1.0
     reasons = [q["reason"] for q in read_jsonl(ctx.path("quarantine") / batch.name / QUARANTINE)]
     assert any("late" in r and "ends past the audio's end" in r for r in reasons)
     assert any("blank" in r and "empty text" in r for r in reasons)
     again = label_pull(overrides=sets)
-    assert (again["rows"], again["batch_dir"], again["already_pulled"]) == (0, None, 1)
+    assert (again.rows, again.batch_dir, again.already_pulled) == (0, None, 1)
 
     assert main(["retrain", "--synth", *(a for s in sets for a in ("--set", s))]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -168,7 +168,7 @@ def test_the_webhook_pulls_the_corrections_and_starts_the_retraining(project, la
     key = add_key(project, "labelstudio")
     server = start_server(project, sets)
     try:
-        task_id = label.push(ctx, [call], model=str(tiny_model_dir))["tasks"][0]["task_id"]
+        task_id = label.push(ctx, [call], model=str(tiny_model_dir)).tasks[0].task_id
         studio, project_id = label.open_studio(ctx)
         studio.client.webhooks.create(url=f"{server.url}/v1/labelstudio/webhook", project=project_id,
                                       headers={"Authorization": f"Bearer {key}"}, send_payload=True,

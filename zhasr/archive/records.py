@@ -59,6 +59,32 @@ class CallRecord:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class CallFailure:
+    call_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ArchiveRun:
+    """One ``transcribe-archive`` run's totals (what the CLI prints and MLflow keeps)."""
+
+    out: str  # the output root
+    model_version: str
+    calls: int  # listed in the source
+    done: int  # transcribed in this run
+    failed: int
+    skipped: int  # done before with this model and unchanged
+    audio_hours: float  # of the calls done in this run
+    wall_s: float
+    workers: int
+    audio_hours_per_hour: float
+    failures: list[CallFailure]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def version_slug(model_version: str) -> str:
     """``model_version`` as one folder name."""
     return re.sub(r"[^\w.-]+", "_", model_version).strip("_") or "model"
