@@ -59,10 +59,10 @@ def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], w
     statuses = Counter(r.status for r in made)
     worked = [r for r in made if r.status == DONE]
     hours = sum(r.duration_s for r in worked) / 3600
-    summary = ArchiveRun(str(out), model.identity, len(records), statuses[DONE], statuses[FAILED], len(skipped),
-                         round(hours, 4), round(wall_s, 1), workers,
-                         round(hours * 3600 / wall_s, 2) if wall_s else 0.0,
-                         [CallFailure(r.call_id, r.reason) for r in made if r.status == FAILED])
+    summary = ArchiveRun(str(out), model.identity, calls=len(records), done=statuses[DONE], failed=statuses[FAILED],
+                         skipped=len(skipped), audio_hours=round(hours, 4), wall_s=round(wall_s, 1), workers=workers,
+                         audio_hours_per_hour=round(hours * 3600 / wall_s, 2) if wall_s else 0.0,
+                         failures=[CallFailure(r.call_id, r.reason) for r in made if r.status == FAILED])
     with tracking.stage_run(ctx, "transcribe-archive", began_s_ago=wall_s):
         mlflow.set_tags({"zhasr.archive.model_version": model.identity, "zhasr.archive.out": str(out)})
         mlflow.log_metrics({k: getattr(summary, k) for k in ("calls", "done", "failed", "skipped", "audio_hours",

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 
 from mlflow_services import registry, tracking
 from tasks.transcribe import open_resolved, open_transcriber, resolve
@@ -126,10 +125,11 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
         chosen = choose(candidates, strategy, budget_s, seed=ctx.params.synth.seed)
         task_ids = studio.add_tasks(project_id, [task(calls[c.call_id][0], calls[c.call_id][1], version)
                                                  for c in chosen])
-        table = [PushedTask(k + 1, c.call_id, t, round(c.duration_s / 60, 2), c.uncertainty, c.disagreement,
-                            c.numbers, c.kind) for k, (c, t) in enumerate(zip(chosen, task_ids))]
-        summary = LabelPush(p.project, project_id, studio.project_url(project_id), version, strategy, budget_s / 60,
-                            calls_given=len(work) + len(failed), calls_pushed=len(chosen),
+        table = [PushedTask(rank=k + 1, call_id=c.call_id, task_id=t, minutes=round(c.duration_s / 60, 2),
+                            uncertainty=c.uncertainty, disagreement=c.disagreement, numbers=c.numbers, kind=c.kind)
+                 for k, (c, t) in enumerate(zip(chosen, task_ids))]
+        summary = LabelPush(p.project, project_id, studio.project_url(project_id), model_version=version,
+                            strategy=strategy, budget_min=budget_s / 60, calls_given=len(work) + len(failed), calls_pushed=len(chosen),
                             minutes_pushed=round(sum(c.duration_s for c in chosen) / 60, 2),
                             already_in_project=repeated, failed=failed, tasks=table)
         mlflow.set_tags({"zhasr.labelstudio.project": f"{p.project} (id {project_id}) {studio.project_url(project_id)}",
@@ -137,7 +137,8 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
         mlflow.log_metrics({"label_calls_pushed": len(chosen), "label_minutes_pushed": summary.minutes_pushed,
                             "label_calls_failed": len(failed)})
         if table:
-            mlflow.log_table(pd.DataFrame([dataclasses.asdict(t) for t in table]), "label/push_tasks.json")
+            mlflow.log_table({f.name: [getattr(t, f.name) for t in table] for f in dataclasses.fields(PushedTask)},
+                             "label/push_tasks.json")
         atomic_write_json(ctx.report("label_push"), summary.to_dict())
     return summary
 
@@ -155,9 +156,11 @@ def pull(ctx: StageContext, batch: str | None = None) -> LabelPull:
                              quarantine=ctx.path("quarantine"), batch=batch)
         result = dataclasses.replace(result, already_pulled=read.already_pulled)
         summary = LabelPull(p.project, project_id, studio.project_url(project_id),
-                            str(result.batch_dir) if result.batch_dir else None, result.rows, result.rejected,
-                            result.already_pulled, read.unlabelled, result.minutes, result.corrected_share,
-                            list(result.annotations), [r.reason for r in read.rejected])
+                            batch_dir=str(result.batch_dir) if result.batch_dir else None, rows=result.rows,
+                            rejected=result.rejected, already_pulled=result.already_pulled,
+                            unlabelled_tasks=read.unlabelled, minutes=result.minutes,
+                            corrected_share=result.corrected_share, annotations=list(result.annotations),
+                            reasons=[r.reason for r in read.rejected])
         mlflow.set_tag("zhasr.labelstudio.project", f"{p.project} (id {project_id}) {studio.project_url(project_id)}")
         mlflow.log_metrics({"label_rows": result.rows, "label_rejected": result.rejected,
                             "label_minutes": result.minutes, "label_corrected_share": result.corrected_share})

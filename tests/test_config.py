@@ -55,6 +55,8 @@ def test_override_sets_nested_value_with_its_type():
     ("ingest.regression_tuning_fraction=1", "ingest.regression_tuning_fraction"),
     ("train.augment_codecs=[speex]", "train.augment_codecs: unknown codec(s) speex"),
     ("train.telephone_augment=1.5", "train.telephone_augment"),
+    ("train.time_mask_share=1.0", "train.time_mask_share"),
+    ("train.time_mask_ms=5000", "train.time_mask_ms"),
     ("train.pseudo_label_splits=[tuning, telephone-g723]", "train.pseudo_label_splits: telephone-g723 is trained"),
     ("regression.speaker_pattern='thchs30_A2'", "regression.speaker_pattern 'thchs30_A2': needs a group"),
 ])

@@ -1,4 +1,4 @@
-"""Time masks while training: the right axis, about the asked share, and only in training steps."""
+"""Time masks while training: the right axis, about the asked share, and masked steps on the cached path."""
 
 from __future__ import annotations
 

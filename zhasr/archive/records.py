@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from zhasr.data.manifest import atomic_write_bytes, atomic_write_jsonl, read_jsonl
 
@@ -61,8 +62,10 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class CallFailure:
+    """A call of a run that could not be transcribed, and why."""
+
     call_id: str
-    reason: str
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class ArchiveRun:
     audio_hours_per_hour: float
     failures: list[CallFailure]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FailedCall:
+    """A call file a push could not read or transcribe, and why."""
+
     file: str
     reason: str
 
@@ -28,6 +30,8 @@ class PushedTask:
 
 @dataclass(frozen=True)
 class LabelPush:
+    """What one push sent (reports/label_push.json)."""
+
     project: str
     project_id: int
     project_url: str
@@ -44,14 +48,11 @@ class LabelPush:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LabelPush:
-        return cls(**{**data, "failed": [FailedCall(**f) for f in data["failed"]],
-                      "tasks": [PushedTask(**t) for t in data["tasks"]]})
-
 
 @dataclass(frozen=True)
 class LabelPull:
+    """What one pull brought back (reports/label_pull.json)."""
+
     project: str
     project_id: int
     project_url: str
@@ -67,7 +68,3 @@ class LabelPull:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LabelPull:
-        return cls(**data)

@@ -67,10 +67,13 @@ class WeightTried:
 
     @classmethod
     def from_row(cls, row: dict[str, float]) -> WeightTried:
+        """A row of ``row()``; one written before the loss had an interval gets the loss as both bounds."""
         names = [key.removeprefix("cer_") for key in row if key.startswith("cer_")]
+        loss = {name: row[f"loss_{name}"] for name in names}
         return cls(row["adapter_weight"], {
             name: GuardedSet(row[f"cer_{name}"], row[f"reference_{name}"],
-                             GeneralSpeechLoss(row[f"loss_{name}"], row[f"loss_low_{name}"], row[f"loss_high_{name}"]))
+                             GeneralSpeechLoss(loss[name], row.get(f"loss_low_{name}", loss[name]),
+                                               row.get(f"loss_high_{name}", loss[name])))
             for name in names})
 
 

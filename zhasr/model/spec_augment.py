@@ -4,7 +4,10 @@ Spans of frames are set to zero, so the adapted layers learn to read speech arou
 leaning on every frame of the channels they were trained through. On the plain path the frames are
 log-mel frames (10 ms; features (batch, n_mels, 3000)); on the cached path (``zhasr.model.encoder_cache``)
 they are the lower encoder layers' output positions (20 ms; states (batch, 1500, d_model)), the earliest
-place a step can still change.
+place a step can still change. Masked frames are zero, as in Hugging Face's ``apply_spec_augment``: on
+log-mel features that is a moderate level, not silence, and on cached states it also removes the position
+signal the lower layers carry. Spans fall on a packed window's padding too, so less speech than ``share``
+is masked. Measured on the demo and not kept (docs/forgetting.md).
 """
 
 from __future__ import annotations
