@@ -113,7 +113,7 @@ def run(ctx: StageContext, resume: bool = False) -> TrainReport:
     chosen = round_rows(ctx, learned, resume)
     p = ctx.params.train
     rows = telephone_augmented(chosen.rows, ctx.path("dataset"), ctx.path("augmented"),
-                               p.augment_codecs, p.telephone_augment, p.seed)
+                               p.augment_codecs, p.telephone_augment, p.seed, p.telephone_twins)
     pseudo = pseudo_labelled(ctx, start_dir)
     dev_rows = ctx.split_rows("dev")
     stage = tracking.stage_run(ctx, "train") if main_process else contextlib.nullcontext()

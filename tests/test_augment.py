@@ -38,6 +38,8 @@ def test_wideband_clips_go_through_their_codec_once_and_narrowband_ones_stay(tmp
         assert len(heard) == len(load_16k(dataset / original["audio"]))
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 6 and telephone_augmented(rows, dataset, out, ["alaw", "amr-nb"], 1.0) == augmented
+    twins = telephone_augmented(rows, dataset, out, ["alaw", "amr-nb"], 1.0, twins=True)
+    assert twins == [r for original, heard in zip(rows[:-1], augmented) for r in (original, heard)] + [rows[-1]]
 
 
 def test_every_channel_keeps_each_wideband_clip_and_adds_it_through_every_codec(tmp_path):

@@ -176,6 +176,9 @@ class TrainParams:
     # amr-nb-any (AMR-NB at a mode drawn per clip) read real speech better than amr-nb at 12.2 kbit/s
     # on two seeds, the unheard G.723.1 included (docs/forgetting.md)
     telephone_augment: float = 0.5
+    # those clips are trained on twice, wideband and through their channel (the same words heard both ways),
+    # instead of through the channel only
+    telephone_twins: bool = False
     augment_codecs: list[str] = field(default_factory=lambda: ["mulaw", "alaw", "amr-nb-any", "amr-nb-lossy"])
     # weight of KL(start model || adapted model) over the label tokens added to the loss: the start model
     # (adapters off, one more forward pass a step) keeps the adapted one near what it knew; 0 = off

@@ -39,14 +39,17 @@ def _through(row: dict[str, Any], codec: str, dataset_dir: Path, out_dir: Path) 
 
 
 def telephone_augmented(rows: Sequence[dict[str, Any]], dataset_dir: Path, out_dir: Path, codecs: Sequence[str],
-                        fraction: float, seed: int = 0) -> list[dict[str, Any]]:
-    """``rows`` with the chosen wideband clips replaced by their telephone versions: ``audio`` an absolute
-    path under ``out_dir`` (written when missing), ``band`` telephone, ``codec`` the channel. Clips already
-    narrowband are kept as they are."""
+                        fraction: float, seed: int = 0, twins: bool = False) -> list[dict[str, Any]]:
+    """``rows`` with the chosen wideband clips replaced by their telephone versions (with ``twins``: kept, their
+    telephone versions added): ``audio`` an absolute path under ``out_dir`` (written when missing), ``band``
+    telephone, ``codec`` the channel. Clips already narrowband are kept as they are."""
     out = []
     for row in rows:
         codec = chosen_codec(row["audio_sha256"], codecs, fraction, seed) if row.get("band") == "wideband" else None
-        out.append(row if codec is None else _through(row, codec, dataset_dir, out_dir))
+        if codec is None or twins:
+            out.append(row)
+        if codec is not None:
+            out.append(_through(row, codec, dataset_dir, out_dir))
     return out
 
 
