@@ -177,7 +177,7 @@ class TrainParams:
     # on two seeds, the unheard G.723.1 included (docs/forgetting.md)
     telephone_augment: float = 0.5
     # those clips are trained on twice, wideband and through their channel (the same words heard both ways),
-    # instead of through the channel only
+    # instead of through the channel only (seed 0: the held-out G.723.1 worse, docs/forgetting.md)
     telephone_twins: bool = False
     augment_codecs: list[str] = field(default_factory=lambda: ["mulaw", "alaw", "amr-nb-any", "amr-nb-lossy"])
     # weight of KL(start model || adapted model) over the label tokens added to the loss: the start model
