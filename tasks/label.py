@@ -129,8 +129,8 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
                             uncertainty=c.uncertainty, disagreement=c.disagreement, numbers=c.numbers, kind=c.kind)
                  for k, (c, t) in enumerate(zip(chosen, task_ids))]
         summary = LabelPush(p.project, project_id, studio.project_url(project_id), model_version=version,
-                            strategy=strategy, budget_min=budget_s / 60, calls_given=len(work) + len(failed), calls_pushed=len(chosen),
-                            minutes_pushed=round(sum(c.duration_s for c in chosen) / 60, 2),
+                            strategy=strategy, budget_min=budget_s / 60, calls_given=len(work) + len(failed),
+                            calls_pushed=len(chosen), minutes_pushed=round(sum(c.duration_s for c in chosen) / 60, 2),
                             already_in_project=repeated, failed=failed, tasks=table)
         mlflow.set_tags({"zhasr.labelstudio.project": f"{p.project} (id {project_id}) {studio.project_url(project_id)}",
                          "zhasr.labelstudio.model_version": version})
