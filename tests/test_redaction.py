@@ -94,6 +94,22 @@ def test_a_stretch_that_sounds_like_digits_after_its_naming_word_is_taken_as_tha
     assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]
 
 
+@pytest.mark.parametrize("text,span", [  # the demo's candidate on spoken addresses: only its ".com" is heard
+    ("发表请发到小文柏林酒达就要六三点康古谢谢", "小文柏林酒达就要六三点康古"),  # after 发到, to its "点康古"
+    ("我的牛香是将牛餐6700爱的牛餐点康湖", "我的牛香是将牛餐6700爱的牛餐点康湖"),  # 邮箱 misheard: the clause
+    ("电子又想到电话路已是三奶茶要三六点坑墓拎起一下", "到电话路已是三奶茶要三六点坑墓"),  # an address, not a phone
+])
+def test_an_address_is_found_by_its_com_heard_in_characters(text, span):
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [("email", span)]
+
+
+@pytest.mark.parametrize("text", [
+    "明天上午十点看一下", "我八点康复科有个预约", "我知道了下午三点看母婴店", "订单号码是123点康古",
+])
+def test_a_time_before_a_word_that_sounds_like_com_is_not_an_address(text):
+    assert find_pii(text) == []
+
+
 @pytest.mark.parametrize("text", [
     "我稍后给您回电话，请保持手机畅通",  # naming words, no number after them
     "您的验证码已经发送了，请注意查收",

@@ -31,7 +31,8 @@ sound is common: 证号 (ID card), 号码 (phone) and 码是 (code) would be 正
 A number garbled past reading is still taken by its naming word: the stretch after the word where at
 least half the characters are digits or sound like one, with three quarters of the kind's shortest
 length of them (a *named stretch*); after "邮箱", what follows up to its "点" (".com") or its Latin
-"com"; after "发到", up to a mail domain and a Latin "com".
+"com"; after "发到", up to a mail domain and a Latin "com". A ".com" heard in characters ("点康古") ends
+an address even where its naming word was misheard: from that word or "发到", else from its clause's start.
 """
 
 from __future__ import annotations
@@ -129,6 +130,12 @@ _CONNECTORS = "是为：: "  # between a naming word and the address it names
 _EMAIL_WORDS = ("邮箱", "电子邮件", "邮件地址")
 _SEND_TO_WORDS = ("发到",)  # "发票请发到…": an e-mail address only when a mail domain and a Latin "com" end it
 _EMAIL_CHARS = 28  # the longest stretch taken as an e-mail address after its naming word
+# ".com" as a recognizer writes it in Chinese characters: "dian" (点, or 变 / 片 / 店 as heard), 儿 maybe,
+# "kang" and "mu" ("点康糊", "点儿康谋", "变康古", "点坑墓"): both syllables of "com", the first as said (with
+# its -ng: "十点看母婴店" is a time and a verb), the second not "fu" ("八点康复")
+_COM_DOT, _COM_FIRST = {"dian", "bian", "pian", "tian"}, {"kang", "keng", "kong"}
+_COM_SECOND = {"mu", "mou", "mo", "gu", "hu", "wu", "ku"}
+_ADDRESS_BREAKS = "。？！?!，,；;"
 # a company's or an authority's phone number, not a person's: 400/800 hotlines, 95xxx and 1xxxx short numbers
 _SERVICE_NUMBER = re.compile(r"(?:400|800)\d{7}|95\d{3,4}|1[012]\d{3}")
 _MOBILE = re.compile(r"1(?:3\d|4[5-9]|5[0-35-9]|6[2567]|7[0-8]|8\d|9[0-35-9])\d{8}")
@@ -414,13 +421,42 @@ def _email_after(text: str, start: int, end_of_address: re.Pattern[str] | None =
     return (start, end) if end - start >= 6 else None
 
 
+def _heard_com_ends(text: str) -> list[tuple[int, int]]:
+    """(offset of its "dian", end) of each ".com" heard in characters (``_COM_DOT`` ...)."""
+    heard, said, ends = _sounds(text), lazy_pinyin(text, errors=lambda s: list(s)), []
+    if not len(heard) == len(said) == len(text):
+        return []
+    for i in range(len(text)):
+        j = i + 1 + (text[i + 1:i + 2] == "儿")
+        if heard[i] in _COM_DOT and j + 1 < len(text) and said[j] in _COM_FIRST and heard[j + 1] in _COM_SECOND:
+            ends.append((i, j + 2))
+    return ends
+
+
+def _address_before(text: str, dot: int, after: Sequence[tuple[int, int]]) -> int:
+    """Where an address ending at ``dot`` starts: after the first word of ``after`` (naming words, "发到") in
+    its clause, else where the clause starts; within ``_EMAIL_CHARS``, past any connector ("是")."""
+    floor = max(dot - _EMAIL_CHARS, *(i + 1 for i in range(max(0, dot - _EMAIL_CHARS), dot)
+                                       if text[i] in _ADDRESS_BREAKS), 0)
+    start = min((end for begin, end in after if floor <= begin and end <= dot), default=floor)
+    while start < dot and text[start] in _CONNECTORS:
+        start += 1
+    return start
+
+
 def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     """Numbers a recognizer garbled past reading ("手机号码要撇发了三六三五七五要"): after a word naming a kind,
     the stretch that sounds like digits for about the kind's length, as that kind; after "邮箱", what
     follows to its ".com", and after "发到", to a mail domain and a Latin "com" only (where both are heard,
-    the first stretch taken wins: ``_with_stretches``). A word saying "not personal data" in between keeps
-    a stretch out; so does a web address ("www")."""
+    the first stretch taken wins: ``_with_stretches``); before those, an address ended by a ".com" heard in
+    characters. A word saying "not personal data" in between keeps a stretch out; so does a web address
+    ("www")."""
     like, named, spans = _digit_like(text), _naming_words(text), []
+    if "email" in kinds:  # first: a ".com" says what the stretch is more surely than a naming word before it
+        words = _heard(_EMAIL_WORDS + _SEND_TO_WORDS, text)
+        for dot, end in _heard_com_ends(text):
+            start = _address_before(text, dot, words)
+            spans.append(("email", start, (start, end) if dot - start >= 3 else None))
     for kind in ("id_card", "bank_card", "phone", "code"):
         if kind in kinds:
             spans += [(kind, start, _stretch_after(text, like, end, _STRETCH_LENGTHS[kind]))
