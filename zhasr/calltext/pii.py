@@ -135,7 +135,7 @@ _EMAIL_CHARS = 28  # the longest stretch taken as an e-mail address after its na
 # its -ng: "十点看母婴店" is a time and a verb), the second not "fu" ("八点康复")
 _COM_DOT, _COM_FIRST = {"dian", "bian", "pian", "tian"}, {"kang", "keng", "kong"}
 _COM_SECOND = {"mu", "mou", "mo", "gu", "hu", "wu", "ku"}
-_ADDRESS_BREAKS = "。？！?!，,；;"
+_ADDRESS_BREAKS = "。？！?!，,；;"  # an address heard by its ".com" does not start before one of these
 # a company's or an authority's phone number, not a person's: 400/800 hotlines, 95xxx and 1xxxx short numbers
 _SERVICE_NUMBER = re.compile(r"(?:400|800)\d{7}|95\d{3,4}|1[012]\d{3}")
 _MOBILE = re.compile(r"1(?:3\d|4[5-9]|5[0-35-9]|6[2567]|7[0-8]|8\d|9[0-35-9])\d{8}")
