@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import get_peft_model, prepare_model_for_kbit_training
+from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import (
     EarlyStoppingCallback,
     Trainer,
@@ -141,6 +141,18 @@ def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return complete
 
 
+def divergence_from_start(model: torch.nn.Module, peft_model: PeftModel, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+    """KL(start model || adapted model) over the label positions of ``inputs``, per position; ``logits``
+    (batch, labels, vocabulary) are the adapted model's. The start model is ``model`` run on the same batch
+    with ``peft_model``'s adapters off (``model`` may be the same module, or a wrapper of it)."""
+    with torch.no_grad(), peft_model.disable_adapter():
+        teacher = model(**inputs).logits
+    positions = inputs["labels"] != -100  # (batch, labels)
+    return torch.nn.functional.kl_div(torch.log_softmax(logits[positions].float(), -1),
+                                      torch.log_softmax(teacher[positions].float(), -1),
+                                      log_target=True, reduction="batchmean")
+
+
 class DevCerTrainer(Trainer):
     """A Trainer whose evaluation decodes the dev clips and scores CER (``eval_cer``, lower is better).
 
@@ -166,13 +178,8 @@ class DevCerTrainer(Trainer):
             inputs = {**inputs, "input_features": self.time_mask(inputs["input_features"])}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if self.kl_to_start > 0:
-            with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
-                teacher = model(**inputs).logits
-            positions = inputs["labels"] != -100  # (batch, labels)
-            kl = torch.nn.functional.kl_div(torch.log_softmax(outputs.logits[positions].float(), -1),
-                                            torch.log_softmax(teacher[positions].float(), -1),
-                                            log_target=True, reduction="batchmean")
-            loss = loss + self.kl_to_start * kl
+            loss = loss + self.kl_to_start * divergence_from_start(model, self.accelerator.unwrap_model(model),
+                                                                   inputs, outputs.logits)
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -279,7 +286,8 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
 
 
 def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int = 1) -> float:
-    """Wall time of one optimizer step: forward and backward of a full batch, ``repeats`` times after a
+    """Wall time of one optimizer step: forward (and the start model's, under ``kl_to_start``) and backward
+    of a full batch, ``repeats`` times after a
     warm-up (which pays for allocations), the median times ``grad_accum``. Gradients and the random
     state are left as they were."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -292,7 +300,10 @@ def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int =
     for _ in range(repeats + 1):
         started = time.perf_counter()
         with _autocast(prepared.precision, device):
-            loss = model(**batch).loss
+            outputs = model(**batch)
+            loss = outputs.loss
+            if params.kl_to_start > 0:  # the start model's forward pass is part of each step
+                loss = loss + params.kl_to_start * divergence_from_start(model, model, batch, outputs.logits)
         loss.backward()
         model.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - started)
