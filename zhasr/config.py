@@ -131,7 +131,9 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    method: Literal["lora", "dora", "qlora"] = "lora"  # qlora: 4-bit base, CUDA only (refused on a CPU)
+    # dora: LoRA with a learned magnitude for each output (Liu et al. 2024), about LoRA's quality on real speech and
+    # the held-out codec, 9% slower on a CPU (docs/forgetting.md); qlora: 4-bit base, CUDA only (refused on a CPU)
+    method: Literal["lora", "dora", "qlora"] = "dora"
     # which Linear layers get adapters: attention = q/k/v/out of encoder self-attention and of
     # decoder self- and cross-attention; all-linear adds fc1/fc2; attention-qv is q/v only. The default
     # leaves the decoder (Whisper's language model) as it was: real speech forgets least (docs/forgetting.md)
