@@ -141,8 +141,9 @@ def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return complete
 
 
-def divergence_from_start(model: torch.nn.Module, peft_model: PeftModel, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-    """KL(start model || adapted model) over the label positions of ``inputs``, per position; ``logits``
+def divergence_from_start(model: torch.nn.Module, peft_model: PeftModel, inputs: dict[str, torch.Tensor],
+                          logits: torch.Tensor) -> torch.Tensor:
+    """KL(start model || adapted model), the mean over the label positions of ``inputs``; ``logits``
     (batch, labels, vocabulary) are the adapted model's. The start model is ``model`` run on the same batch
     with ``peft_model``'s adapters off (``model`` may be the same module, or a wrapper of it)."""
     with torch.no_grad(), peft_model.disable_adapter():
@@ -287,9 +288,8 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
 
 def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int = 1) -> float:
     """Wall time of one optimizer step: forward (and the start model's, under ``kl_to_start``) and backward
-    of a full batch, ``repeats`` times after a
-    warm-up (which pays for allocations), the median times ``grad_accum``. Gradients and the random
-    state are left as they were."""
+    of a full batch, ``repeats`` times after a warm-up (which pays for allocations), the median times
+    ``grad_accum``. Gradients and the random state are left as they were."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = prepared.model.to(device)
     items = [prepared.dataset[i % len(prepared.dataset)] for i in range(params.batch_size)]
