@@ -114,6 +114,7 @@ def test_a_time_before_a_word_that_sounds_like_com_is_not_an_address(text):
     "我稍后给您回电话，请保持手机畅通",  # naming words, no number after them
     "您的验证码已经发送了，请注意查收",
     "手机尾号是五六七八的那个订单",  # a word saying "not personal data" in between
+    "手机号透四位是1,9400",  # 后四位 misheard: "four digits" counts them, it is not a digit of the number
     "邮箱我回头再发给您",  # too short to be an address
     "发到公司大概下午三点左右吧",  # sent to, but no Latin "com" ends it
 ])

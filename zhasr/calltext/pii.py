@@ -368,11 +368,12 @@ def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[F
 
 
 def _digit_like(text: str) -> list[bool]:
-    """Per character: a digit, a numeral, or a Han character that sounds like one."""
+    """Per character: a digit, a numeral, or a Han character that sounds like one; not one that counts
+    digits ("后四位是1940": the last four, a tail, not a number)."""
     heard = _sounds(text)
     heard = heard if len(heard) == len(text) else tuple(text)
-    return [ch in _DIGIT_VALUE or (_is_han(ch) and ch not in _UNITS and sound in _DIGIT_LIKE)
-            for ch, sound in zip(text, heard)]
+    return [(ch in _DIGIT_VALUE or (_is_han(ch) and ch not in _UNITS and sound in _DIGIT_LIKE))
+            and text[i + 1:i + 2] != "位" for i, (ch, sound) in enumerate(zip(text, heard))]
 
 
 def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> tuple[int, int] | None:
