@@ -161,7 +161,9 @@ def test_what_a_recognizer_trained_on_numbers_writes_is_found(kind, text, span):
     "文件发到官网了就在jd点com上", "发到" + "好" * 25 + "company的资料", "价码是299", "条形码是6901234567892，您扫一下",
     "这个订单的号码是202405180012", "快递的号码是75312345678901", "这个号码是95588，是工行的客服", "客服电话4008208820",
     "请登录 www 163 com 查询", "发票号码是不是开给公司的抬头，12345678",
-    "好的4343-17196-11188-1999",  # groups of a longer number are not a mobile number a digit short
+    "好的4343-17296-11188-1899",  # groups of a longer number are not a mobile number a digit short
+    "这场卡6852 6641 6084 7503 424是我本人的",  # no naming word heard, no Luhn, not UnionPay's 62
+    "订单号是6252664160847503124", "运单号35835619221504117",  # shaped like a card, named an order
 ])
 def test_numbers_and_names_whose_words_look_like_naming_words_are_not_personal(text):
     assert find_pii(text) == []
@@ -173,6 +175,18 @@ def test_numbers_and_names_whose_words_look_like_naming_words_are_not_personal(t
     ("email", "您的邮箱是 zhang san 163 com 对吧", "zhang san 163 com"),  # the whole name, not "san 163 com"
 ])
 def test_words_next_to_written_naming_words_keep_their_kind(kind, text, span):
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]
+
+
+@pytest.mark.parametrize("kind,text,span", [
+    # a digit misheard breaks Luhn: the card keeps UnionPay's 62 and its length
+    ("bank_card", "这场卡6252 6641 6084 7503 424是我本人的", "6252 6641 6084 7503 424"),
+    # misheard digits break the check character and the date: a province code and a year of birth stay
+    ("id_card", "好的，35835619221504117，这是我的神神神", "35835619221504117"),
+    ("id_card", "我的身份是最高是37706219920218127X", "37706219920218127X"),
+    ("id_card", "好的4343-17196-11188-1999", "4343-17196-11188-1999"),  # whole, not a phone number inside
+])
+def test_a_card_number_with_a_digit_misheard_keeps_its_shape(kind, text, span):
     assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]
 
 
