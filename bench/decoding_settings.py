@@ -1,10 +1,12 @@
 """Decoding settings judged on held-out speech: how clips are cut and packed, and whether a prompt helps.
 
-    .venv/bin/python bench/decoding_settings.py [--modes whole cut packed across] [--out data/bench-decoding.json]
+    .venv/bin/python bench/decoding_settings.py [--modes whole cut packed across] [--beams 1 5] [--no-prompt]
+                                                [--out data/bench-decoding.json]
 
 Run the demo first. Sets: real-zh (27 real Mandarin clips nothing is tuned on) wideband, through G.711
 mu-law (the ingest's telephone twin), and through the channels of zhasr.data.codecs (G.711 A-law,
-AMR-NB 12.2 kbit/s, lossy AMR-NB 7.95 kbit/s with packet loss and clipping); the test split, and its
+AMR-NB 12.2 kbit/s, lossy AMR-NB 7.95 kbit/s with packet loss and clipping, G.723.1 6.3 kbit/s, which
+training never hears); the test split, and its
 sentences no training clip says (unseen). Systems: the base model, the champion when it is another
 model, and the demo's candidate, each as the float32 CTranslate2 copy evaluation decodes with.
 
@@ -14,6 +16,8 @@ Modes, each with the prompt off and on (``evaluate.hotwords`` as the decoder pro
 - packed: VAD pieces of a clip in one window, decoded with timestamps (``whole_clip_s: 0``, ``pack_pieces``);
 - across: pieces of several clips in one window (``across_inputs``: may evaluation pack its clips?), prompt off.
 
+``--beams``: each mode at each beam width (``transcribe.num_beams``; 1 is greedy), a row each.
+
 Prints one table of CER (numbers normalized, as evaluation scores) and audio seconds per second of
 decoding (data loading excluded, the channels made before), then hotword recall on the test split.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -30,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODES = ("whole", "cut", "packed", "across")
-CHANNELS = ("alaw", "amr-nb", "amr-nb-lossy")
+CHANNELS = ("alaw", "amr-nb", "amr-nb-lossy", "g723")
 
 
 def load_sets(ctx) -> tuple[dict[str, list], dict[str, list[str]], list[bool]]:
@@ -84,6 +89,8 @@ def decode(transcriber, clips: list, mode: str, prompt: str | None) -> tuple[lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument("--beams", nargs="*", type=int, help="beam widths (default: transcribe.num_beams)")
+    parser.add_argument("--no-prompt", action="store_true", help="leave out the prompted rows")
     parser.add_argument("--out", type=Path, default=Path("data/bench-decoding.json"))
     args = parser.parse_args()
 
@@ -100,16 +107,18 @@ def main() -> None:
     print({name: f"{len(cs)} clips, {audio_s[name] / 60:.1f} min" for name, cs in clips.items()}, flush=True)
     prompt = " ".join(p.evaluate.hotwords)
     results: dict[str, dict] = {}
-    for label, folder in systems(ctx).items():
-        runtime = Ct2Runtime(folder, DecodeOptions(p.transcribe, p.model.language, p.model.task), p.transcribe.threads)
+    for (label, folder), beams in itertools.product(systems(ctx).items(), args.beams or [p.transcribe.num_beams]):
+        searched = dataclasses.replace(p.transcribe, num_beams=beams)
+        runtime = Ct2Runtime(folder, DecodeOptions(searched, p.model.language, p.model.task), p.transcribe.threads)
         for mode in args.modes:
-            settings = dataclasses.replace(p.transcribe, pack_pieces=mode != "cut",
+            settings = dataclasses.replace(searched, pack_pieces=mode != "cut",
                                            whole_clip_s=p.transcribe.whole_clip_s if mode == "whole" else 0.0)
             transcriber = Transcriber(runtime, settings, p.model.language, identity=label)
-            for prompted in ((False,) if mode == "across" else (False, True)):
+            row = mode if args.beams is None else f"{mode}, beam {beams}"
+            for prompted in ((False,) if mode == "across" or args.no_prompt else (False, True)):
                 for name in clips:
                     texts, seconds = decode(transcriber, clips[name], mode, prompt if prompted else None)
-                    key = f"{label}|{mode}|{'on' if prompted else 'off'}|{name}"
+                    key = f"{label}|{row}|{'on' if prompted else 'off'}|{name}"
                     results[key] = {"cer": character_error_rate(refs[name], texts, numbers=True).rate,
                                     "speed": audio_s[name] / seconds, "texts": texts}
                     if name == "test":

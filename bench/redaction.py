@@ -34,6 +34,7 @@ on its odd-numbered frames alone (sentences never trained on).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -156,9 +157,11 @@ def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
           "personal data")
 
 
-def decode(model: Path, paths: list[Path]) -> list[str]:
+def decode(model: Path, paths: list[Path], beams: int | None = None) -> list[str]:
+    """The text of each clip, decoded as the service does (``beams``: another ``transcribe.num_beams``)."""
     started = time.perf_counter()
-    transcriber = Transcriber.open(model, load_params(REPO / "params.yaml").transcribe)
+    settings = load_params(REPO / "params.yaml").transcribe
+    transcriber = Transcriber.open(model, dataclasses.replace(settings, num_beams=beams or settings.num_beams))
     total = sum(sf.info(p).duration for p in paths)
     with progress_bar("decode (s of speech)") as show:
         results = transcriber.transcribe_many(paths, across_inputs=True,
@@ -208,6 +211,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="default: models/exports/ct2-int8, else models/candidate")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="also train models/candidate on N sentences a kind of another seed (see above)")
+    parser.add_argument("--beams", type=int, help="beam width to decode with (default: transcribe.num_beams)")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
     args = parser.parse_args()
@@ -227,9 +231,10 @@ def main() -> None:
             work = Path(folder)
             (work / "set").mkdir()
             paths = synthesize(rows, work / "set", args.seed)
-            texts = decode(model, paths)
+            texts = decode(model, paths, args.beams)
             if args.adapt:
-                adapted_texts = decode(adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work), paths)
+                adapted_texts = decode(adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work), paths,
+                                       args.beams)
     reference = score(rows, [r.text for r in rows], False)
     print_table("Reference text (every written form)", reference)
     held_out = [i for i, r in enumerate(rows) if r.frame % 2]
