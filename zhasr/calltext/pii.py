@@ -348,19 +348,22 @@ def _context_kinds(text: str, start: int, end: int) -> set[str] | None:
 def _kind_of(digits: str, context: set[str] | None, kinds: Sequence[str], whole: bool = False) -> str | None:
     """The kind a digit string is: a kind the context names whose check it passes, then one the context
     names whose length it has, then any kind whose check it passes (Luhn passes one number in ten by chance:
-    a 17-digit ID heard a digit short after "身份证" is an ID card, not a bank card). A ``whole`` run of 10
-    or 12 digits with a mobile prefix is a mobile number heard a digit short or long, named or not."""
+    a 17-digit ID heard a digit short after "身份证" is an ID card, not a bank card), then any kind whose
+    shape it has (a misheard digit breaks a check, not the shape; UnionPay's 62 before an ID card's, as
+    Gansu's ID numbers start 62 too). A ``whole`` run of 10 or 12 digits with a mobile prefix is a mobile
+    number heard a digit short or long, named or not."""
     if context is None:
         return None
-    checks = {"id_card": id_card_shaped, "bank_card": lambda d: valid_bank_card(d) or unionpay_shaped(d),
-              "phone": valid_phone}
+    checks = {"id_card": valid_id_card, "bank_card": valid_bank_card, "phone": valid_phone}
+    shapes = {"bank_card": unionpay_shaped, "id_card": id_card_shaped}
     order = [k for k in ("id_card", "bank_card", "phone", "code") if k in kinds
              and not (k == "phone" and _SERVICE_NUMBER.fullmatch(digits))]
     named = [k for k in order if k in context]
     passes = [k for k in order if k in checks and checks[k](digits)
               or k == "phone" and whole and len(digits) in (10, 12) and _MOBILE.match(digits[:3] + "0" * 8)]
+    shaped = [k for k, shape in shapes.items() if k in order and shape(digits)]
     return next((k for k in named if k in passes), None) or next(
-        (k for k in named if len(digits) in _LENGTHS[k]), None) or next(iter(passes), None)
+        (k for k in named if len(digits) in _LENGTHS[k]), None) or next(iter(passes + shaped), None)
 
 
 def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[Found]:
