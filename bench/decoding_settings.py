@@ -1,13 +1,13 @@
 """Decoding settings judged on held-out speech: how clips are cut and packed, and whether a prompt helps.
 
     .venv/bin/python bench/decoding_settings.py [--modes whole cut packed across] [--beams 1 5] [--no-prompt]
-                                                [--out data/bench-decoding.json]
+                                                [--tuning] [--out data/bench-decoding.json]
 
-Run the demo first. Sets: real-zh (27 real Mandarin clips nothing is tuned on) wideband, through G.711
-mu-law (the ingest's telephone twin), and through the channels of zhasr.data.codecs (G.711 A-law,
-AMR-NB 12.2 kbit/s, lossy AMR-NB 7.95 kbit/s with packet loss and clipping, G.723.1 6.3 kbit/s, which
-training never hears); the test split, and its
-sentences no training clip says (unseen). Systems: the base model, the champion when it is another
+Run the demo first. Sets: real-zh's judging half (the gate's regression set: real Mandarin nothing is
+tuned on) wideband, through G.711 mu-law (the ingest's telephone twin), and through the channels of
+zhasr.data.codecs (G.711 A-law, AMR-NB 12.2 kbit/s, lossy AMR-NB 7.95 kbit/s with packet loss and
+clipping, G.723.1 6.3 kbit/s, which training never hears); with ``--tuning`` also the tuning half the merge
+guard reads, the same ways; the test split, and its sentences no training clip says (unseen). Systems: the base model, the champion when it is another
 model, and the demo's candidate, each as the float32 CTranslate2 copy evaluation decodes with.
 
 Modes, each with the prompt off and on (``evaluate.hotwords`` as the decoder prompt):
@@ -38,21 +38,27 @@ MODES = ("whole", "cut", "packed", "across")
 CHANNELS = ("alaw", "amr-nb", "amr-nb-lossy", "g723")
 
 
-def load_sets(ctx) -> tuple[dict[str, list], dict[str, list[str]], list[bool]]:
-    """(``{set: clips}``, ``{set: references}``, unseen flag per test clip)."""
+def load_sets(ctx, tuning: bool = False) -> tuple[dict[str, list], dict[str, list[str]], dict[str, list[str]],
+                                                  list[bool]]:
+    """(``{set: clips}``, ``{set: references}``, ``{set: speakers}``, unseen flag per test clip); with
+    ``tuning`` also real-zh's tuning half (the merge guard's) and its channels, ``tuning-<channel>``."""
     from zhasr.data import codecs
     from zhasr.data.audio import load_16k
     from zhasr.evaluation.slices import sentence_label
 
     rows = {name: ctx.split_rows(name) for name in ("test", "regression", "telephone")}
+    if tuning:
+        rows |= {"tuning": ctx.split_rows("tuning"), "tuning-telephone": ctx.split_rows("tuning-telephone")}
     clips = {name: [load_16k(ctx.path("dataset") / r["audio"]) for r in rs] for name, rs in rows.items()}
     refs = {name: [r["text"] for r in rs] for name, rs in rows.items()}
-    for codec in CHANNELS:
-        clips[codec] = [codecs.telephone(c, codec) for c in clips["regression"]]
-        refs[codec] = refs["regression"]
+    speakers = {name: [r["speaker"] for r in rs] for name, rs in rows.items()}
+    for half, codec in itertools.product(("regression", "tuning") if tuning else ("regression",), CHANNELS):
+        name = codec if half == "regression" else f"tuning-{codec}"
+        clips[name] = [codecs.telephone(c, codec) for c in clips[half]]
+        refs[name], speakers[name] = refs[half], speakers[half]
     trained = {r.get("template") for split in ("train", "dev") for r in ctx.split_rows(split)} - {None}
     unseen = [sentence_label(r, trained) == "unseen" for r in rows["test"]]
-    return clips, refs, unseen
+    return clips, refs, speakers, unseen
 
 
 def systems(ctx) -> dict[str, Path]:
@@ -91,6 +97,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--beams", nargs="*", type=int, help="beam widths (default: transcribe.num_beams)")
     parser.add_argument("--no-prompt", action="store_true", help="leave out the prompted rows")
+    parser.add_argument("--tuning", action="store_true", help="also real-zh's tuning half and its channels")
     parser.add_argument("--out", type=Path, default=Path("data/bench-decoding.json"))
     args = parser.parse_args()
 
@@ -102,7 +109,7 @@ def main() -> None:
 
     ctx = StageContext.load()
     p = ctx.params
-    clips, refs, unseen = load_sets(ctx)
+    clips, refs, speakers, unseen = load_sets(ctx, args.tuning)
     audio_s = {name: sum(len(c) for c in cs) / 16000 for name, cs in clips.items()}
     print({name: f"{len(cs)} clips, {audio_s[name] / 60:.1f} min" for name, cs in clips.items()}, flush=True)
     prompt = " ".join(p.evaluate.hotwords)
@@ -133,6 +140,35 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     print_tables(results)
+    if args.beams and len(args.beams) > 1:
+        print_beam_changes(results, refs, speakers, args.beams)
+
+
+def print_beam_changes(results: dict[str, dict], refs: dict[str, list[str]], speakers: dict[str, list[str]],
+                       beams: list[int]) -> None:
+    """Each system's CER change from the first beam width to each other, per set, in points, with a 95 %
+    paired interval (a speaker's clips resampled together, as the gate reads real speech)."""
+    from zhasr.evaluation.bootstrap import paired_bootstrap_gain
+    from zhasr.evaluation.metrics import character_error_rate
+
+    def edits(name: str, texts: list[str]) -> tuple[list[int], list[int]]:
+        rate = character_error_rate(refs[name], texts, numbers=True)
+        return ([u.substitutions + u.deletions + u.insertions for u in rate.utterances],
+                [u.reference_len for u in rate.utterances])
+
+    print(f"\nCER change from beam {beams[0]}, points [95 % interval, speakers resampled]\n")
+    print("| system | mode | beam | " + " | ".join(refs) + " |")
+    print("|---|---|---|" + "---|" * len(refs))
+    for key in [k for k in results if k.split("|")[3] == "test" and not k.split("|")[1].endswith(f"beam {beams[0]}")]:
+        label, row, prompted, _ = key.split("|")
+        mode, beam = row.rsplit(", beam ", 1)
+        cells = []
+        for name in refs:
+            first = results[f"{label}|{mode}, beam {beams[0]}|{prompted}|{name}"]["texts"]
+            (wider, lens), (narrow, _) = edits(name, results[f"{label}|{row}|{prompted}|{name}"]["texts"]), edits(name, first)
+            gain = paired_bootstrap_gain(wider, narrow, lens, speakers=speakers[name]).as_loss()
+            cells.append(f"{100 * gain[0]:+.2f} [{100 * gain[1]:+.2f}, {100 * gain[2]:+.2f}]")
+        print(f"| {label} | {mode}{'' if prompted == 'off' else ', prompt'} | {beam} | " + " | ".join(cells) + " |")
 
 
 def print_tables(results: dict[str, dict]) -> None:
