@@ -76,6 +76,17 @@ def test_a_runtime_decodes_up_to_its_token_cap(runtime, tiny_exports):
         assert len(t.tokens) == 60 and t.hit_cap, (timestamps, prompt is not None, len(t.tokens))
 
 
+@pytest.mark.parametrize("runtime", ["transformers", "ct2"])
+def test_a_runtime_decodes_with_beam_search(runtime, tiny_exports):
+    """``num_beams`` above 1: every clip decoded, with and without timestamps, and its mean log-probability
+    read (transformers' beam search has no per-token scores to read it from)."""
+    transcriber = Transcriber.open(tiny_exports[runtime], dataclasses.replace(PARAMS, num_beams=3))
+    clip = np.random.default_rng(0).normal(0, 0.1, 5 * 16000).astype(np.float32)
+    for timestamps in (False, True):
+        [t] = transcriber.runtime.decode([clip], timestamps=timestamps)
+        assert t.error is None and t.tokens and -50 < t.avg_logprob <= 0, (timestamps, t)
+
+
 def test_pieces_of_several_calls_are_decoded_together(tiny_exports, generated_call):
     wav, turns = generated_call
     transcriber = Transcriber.open(tiny_exports["ct2"], PARAMS)

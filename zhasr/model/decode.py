@@ -186,12 +186,10 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
             settings["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(device)
         generated = model.generate(language=options.language, task=options.task, **settings)
     rows = generated.sequences[:, -len(generated.scores):].tolist()  # the prompt (and any hotword prompt) cut off
-    logprobs = model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True,
-                                               beam_indices=getattr(generated, "beam_indices", None))
     tokenizer = processor.tokenizer
     eos = tokenizer.eos_token_id
     out = []
-    for row, scores, p_none, clip in zip(rows, logprobs, no_speech, batch):
+    for row, mean, p_none, clip in zip(rows, _mean_logprobs(model, generated, rows, eos), no_speech, batch):
         stop = row.index(eos) if eos in row else len(row)
         ids, timed = row[:stop], ()
         if timestamps:
@@ -199,10 +197,19 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
                                             lambda t: to_simplified(tokenizer.decode(t, skip_special_tokens=True).strip()),
                                             len(clip) / 16000)
         text = to_simplified(tokenizer.decode(ids, skip_special_tokens=True).strip())
-        mean = float(scores[: stop + 1].float().mean()) if stop + 1 <= len(scores) else float(scores.float().mean())
         out.append(Transcript(text=text, tokens=row, hit_cap=eos not in row, looped=False,
                               avg_logprob=mean, no_speech_prob=p_none, timed=timed))
     return out
+
+
+def _mean_logprobs(model, generated, rows: list[list[int]], eos: int) -> list[float]:
+    """Each row's mean log-probability per token up to its end of text. Beam search returns it as its
+    length-normalised score (its ``beam_indices`` do not line up with Whisper's forced prefix)."""
+    if getattr(generated, "sequences_scores", None) is not None:
+        return [float(x) for x in generated.sequences_scores]
+    logprobs = model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True)
+    stops = [row.index(eos) + 1 if eos in row else len(row) for row in rows]
+    return [float(scores[:stop].float().mean()) for scores, stop in zip(logprobs, stops)]
 
 
 def _generate_timestamped(model, processor, rows: int, options: DecodeOptions, prompt: str | None, settings: dict):
