@@ -4,6 +4,7 @@ runtime, the guard, the writers, the input formats and bad input."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import platform
 import subprocess
@@ -78,13 +79,19 @@ def test_a_runtime_decodes_up_to_its_token_cap(runtime, tiny_exports):
 
 @pytest.mark.parametrize("runtime", ["transformers", "ct2"])
 def test_a_runtime_decodes_with_beam_search(runtime, tiny_exports):
-    """``num_beams`` above 1: every clip decoded, with and without timestamps, and its mean log-probability
-    read (transformers' beam search has no per-token scores to read it from)."""
+    """``num_beams`` above 1: every clip decoded, with and without timestamps and a prompt, its mean
+    log-probability read (transformers' beam search has no per-token scores to read it from), and none of
+    the prefix or the prompt in its text (the timestamped loop keeps more scores than a row has tokens)."""
+    from transformers import AutoTokenizer
+
+    prefix = set(AutoTokenizer.from_pretrained(tiny_exports["transformers"]).convert_tokens_to_ids(
+        ["<|startofprev|>", "<|startoftranscript|>", "<|zh|>", "<|transcribe|>"]))
     transcriber = Transcriber.open(tiny_exports[runtime], dataclasses.replace(PARAMS, num_beams=3))
     clip = np.random.default_rng(0).normal(0, 0.1, 5 * 16000).astype(np.float32)
-    for timestamps in (False, True):
-        [t] = transcriber.runtime.decode([clip], timestamps=timestamps)
-        assert t.error is None and t.tokens and -50 < t.avg_logprob <= 0, (timestamps, t)
+    for timestamps, prompt in itertools.product((False, True), (None, "客服 验证码")):
+        [t] = transcriber.runtime.decode([clip], prompt, timestamps=timestamps)
+        assert t.error is None and t.tokens and -50 < t.avg_logprob <= 0, (timestamps, prompt, t)
+        assert not prefix & set(t.tokens) and "客服" not in t.text, (timestamps, prompt, t.tokens[:4], t.text)
 
 
 def test_pieces_of_several_calls_are_decoded_together(tiny_exports, generated_call):

@@ -115,3 +115,16 @@ def test_word_timestamps_span_the_turns_they_belong_to(runtime, runtimes, genera
     print(f"{runtime}: {sum(len(s.words) for s in result.segments)} words in {len(result.segments)} segments, "
           f"{share:.0%} spanning their turn")
     assert len(result.segments) >= 36 and share >= 0.8  # 40 turns; the guard may remove a piece or two
+
+
+def test_beam_search_with_timestamps_and_a_prompt_keeps_the_prefix_out(model_dir):
+    """transformers' timestamped beam search keeps a score for every step, more than a row that ended early
+    has tokens: cut by the scores, a row began with the prefix's tail (<|transcribe|>)."""
+    from transformers import AutoTokenizer
+
+    prefix = set(AutoTokenizer.from_pretrained(model_dir).convert_tokens_to_ids(
+        ["<|startofprev|>", "<|startoftranscript|>", "<|zh|>", "<|transcribe|>"]))
+    clips = regression_clips()["real-zh"][:6]
+    transcriber = Transcriber.open(model_dir, TranscribeParams(num_beams=5, runtime="transformers"))
+    for t in transcriber.runtime.decode(clips, "客服 验证码 手机号", timestamps=True):
+        assert t.error is None and t.text and not prefix & set(t.tokens), t.tokens[:4]

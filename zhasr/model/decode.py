@@ -180,12 +180,13 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
     settings = dict(encoder_outputs=encoded, max_new_tokens=cap, num_beams=options.settings.num_beams, do_sample=False,
                     return_dict_in_generate=True, output_scores=True, use_cache=True, **extra)
     if timestamps:
-        generated = _generate_timestamped(model, processor, len(batch), options, prompt, settings)
+        generated, start = _generate_timestamped(model, processor, len(batch), options, prompt, settings)
     else:
         if prompt:
             settings["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(device)
         generated = model.generate(language=options.language, task=options.task, **settings)
-    rows = generated.sequences[:, -len(generated.scores):].tolist()  # the prompt (and any hotword prompt) cut off
+        start = generated.sequences.shape[1] - len(generated.scores)  # Whisper's generate keeps a score a new token
+    rows = generated.sequences[:, start:].tolist()  # the prefix (and any hotword prompt) cut off
     tokenizer = processor.tokenizer
     eos = tokenizer.eos_token_id
     out = []
@@ -203,8 +204,9 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
 
 
 def _mean_logprobs(model, generated, rows: list[list[int]], eos: int) -> list[float]:
-    """Each row's mean log-probability per token up to its end of text. Beam search returns it as its
-    length-normalised score (its ``beam_indices`` do not line up with Whisper's forced prefix)."""
+    """Each row's mean log-probability per token up to its end of text. Beam search returns about that as
+    its length-normalised score (``length_penalty`` 1; its ``beam_indices`` do not line up with Whisper's
+    forced prefix), read before the timestamp rules renormalise."""
     if getattr(generated, "sequences_scores", None) is not None:
         return [float(x) for x in generated.sequences_scores]
     logprobs = model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True)
@@ -212,10 +214,12 @@ def _mean_logprobs(model, generated, rows: list[list[int]], eos: int) -> list[fl
     return [float(scores[:stop].float().mean()) for scores, stop in zip(logprobs, stops)]
 
 
-def _generate_timestamped(model, processor, rows: int, options: DecodeOptions, prompt: str | None, settings: dict):
-    """``generate`` from ``<|startoftranscript|><|lang|><|task|>`` (no ``<|notimestamps|>``) under Whisper's
-    timestamp rules, the plain GenerationMixin loop: Whisper's own ``generate`` with ``return_timestamps``
-    runs its long-form machinery, which needs input features, not encoder outputs."""
+def _generate_timestamped(model, processor, rows: int, options: DecodeOptions, prompt: str | None,
+                          settings: dict) -> tuple:
+    """(``generate``'s output, the prefix's length): generated from ``<|startoftranscript|><|lang|><|task|>``
+    (no ``<|notimestamps|>``) under Whisper's timestamp rules, the plain GenerationMixin loop: Whisper's own
+    ``generate`` with ``return_timestamps`` runs its long-form machinery, which needs input features, not
+    encoder outputs. Under beam search this loop keeps a score for every step, more than a row's tokens."""
     from transformers import GenerationMixin, LogitsProcessorList
     from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
 
@@ -226,7 +230,7 @@ def _generate_timestamped(model, processor, rows: int, options: DecodeOptions, p
     device = settings["encoder_outputs"].last_hidden_state.device
     rules = LogitsProcessorList([WhisperTimeStampLogitsProcessor(config, begin_index=len(prefix))])
     return GenerationMixin.generate(model, decoder_input_ids=torch.tensor([prefix] * rows, device=device),
-                                    logits_processor=rules, **settings)
+                                    logits_processor=rules, **settings), len(prefix)
 
 
 def transcribe(model, processor, clips: list[np.ndarray], options: DecodeOptions,
