@@ -194,9 +194,9 @@ def valid_id_card(number: str) -> bool:
 
 def id_card_shaped(number: str) -> bool:
     """15 to 19 characters, digits and a last X maybe (an ID card's 18, a digit lost or heard twice), with a
-    province code first and a year
-    of birth (19xx, 200x-202x) where an ID card has it, give or take that digit: misheard digits break
-    the check character and the date; about 1 random number in 75 of these lengths has both."""
+    province code first and a year of birth (19xx, 200x-202x) where an ID card has it, give or take that
+    digit: misheard digits break the check character and the date; about 1 random number in 75 of these
+    lengths has both."""
     return (15 <= len(number) <= 19 and re.fullmatch(r"\d+X?", number) is not None
             and int(number[:2]) in _PROVINCES and any(re.match(r"19\d\d|20[0-2]\d", number[at:]) for at in (5, 6, 7)))
 
