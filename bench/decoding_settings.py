@@ -7,8 +7,9 @@ Run the demo first. Sets: real-zh's judging half (the gate's regression set: rea
 tuned on) wideband, through G.711 mu-law (the ingest's telephone twin), and through the channels of
 zhasr.data.codecs (G.711 A-law, AMR-NB 12.2 kbit/s, lossy AMR-NB 7.95 kbit/s with packet loss and
 clipping, G.723.1 6.3 kbit/s, which training never hears); with ``--tuning`` also the tuning half the merge
-guard reads, the same ways; the test split, and its sentences no training clip says (unseen). Systems: the base model, the champion when it is another
-model, and the demo's candidate, each as the float32 CTranslate2 copy evaluation decodes with.
+guard reads, the same ways; the test split, and its sentences no training clip says (unseen). Systems:
+the base model, the champion when it is another model, and the demo's candidate, each as the float32
+CTranslate2 copy evaluation decodes with.
 
 Modes, each with the prompt off and on (``evaluate.hotwords`` as the decoder prompt):
 - whole: each clip decoded as it is, one window (the engine's default for a clip, ``transcribe.whole_clip_s``);
@@ -159,13 +160,14 @@ def print_beam_changes(results: dict[str, dict], refs: dict[str, list[str]], spe
     print(f"\nCER change from beam {beams[0]}, points [95 % interval, speakers resampled]\n")
     print("| system | mode | beam | " + " | ".join(refs) + " |")
     print("|---|---|---|" + "---|" * len(refs))
-    for key in [k for k in results if k.split("|")[3] == "test" and not k.split("|")[1].endswith(f"beam {beams[0]}")]:
-        label, row, prompted, _ = key.split("|")
+    for label, row, prompted, decoded in [k.split("|") for k in results]:
         mode, beam = row.rsplit(", beam ", 1)
+        if decoded != "test" or beam == str(beams[0]):  # one table row a system, mode and wider beam
+            continue
         cells = []
         for name in refs:
-            first = results[f"{label}|{mode}, beam {beams[0]}|{prompted}|{name}"]["texts"]
-            (wider, lens), (narrow, _) = edits(name, results[f"{label}|{row}|{prompted}|{name}"]["texts"]), edits(name, first)
+            wider, lens = edits(name, results[f"{label}|{row}|{prompted}|{name}"]["texts"])
+            narrow, _ = edits(name, results[f"{label}|{mode}, beam {beams[0]}|{prompted}|{name}"]["texts"])
             gain = paired_bootstrap_gain(wider, narrow, lens, speakers=speakers[name]).as_loss()
             cells.append(f"{100 * gain[0]:+.2f} [{100 * gain[1]:+.2f}, {100 * gain[2]:+.2f}]")
         print(f"| {label} | {mode}{'' if prompted == 'off' else ', prompt'} | {beam} | " + " | ".join(cells) + " |")

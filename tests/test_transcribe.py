@@ -80,8 +80,9 @@ def test_a_runtime_decodes_up_to_its_token_cap(runtime, tiny_exports):
 @pytest.mark.parametrize("runtime", ["transformers", "ct2"])
 def test_a_runtime_decodes_with_beam_search(runtime, tiny_exports):
     """``num_beams`` above 1: every clip decoded, with and without timestamps and a prompt, its mean
-    log-probability read (transformers' beam search has no per-token scores to read it from), and none of
-    the prefix or the prompt in its text (the timestamped loop keeps more scores than a row has tokens)."""
+    log-probability read (transformers' beam search has no per-token scores to read it from), none of the
+    prefix or the prompt in its tokens. (The random model never ends a beam early, so a row cut by its
+    scores keeps no prefix here: ``test_transcribe_base.py`` shows that case on a real model.)"""
     from transformers import AutoTokenizer
 
     prefix = set(AutoTokenizer.from_pretrained(tiny_exports["transformers"]).convert_tokens_to_ids(
