@@ -178,6 +178,15 @@ def test_words_next_to_written_naming_words_keep_their_kind(kind, text, span):
     assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]
 
 
+@pytest.mark.parametrize("text,span", [  # a code word's start misheard: its last two syllables name a run of digits
+    ("我收到的印振马48667", "48667"), ("卡背面的单权码4115", "4115"), ("短信里的条件马士七零八八五一贵马", "七零八八五一"),
+    ("我收到的印振马是无务就", None),  # ... not a stretch that only sounds like digits
+    ("全码都有，三十八到四十二", None), ("他全马跑了四小时", None),
+])
+def test_a_code_word_heard_by_its_end_names_a_run_of_digits(text, span):
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == ([("code", span)] if span else [])
+
+
 @pytest.mark.parametrize("kind,text,span", [
     # a digit misheard breaks Luhn: the card keeps UnionPay's 62 and its length
     ("bank_card", "这场卡6252 6641 6084 7503 424是我本人的", "6252 6641 6084 7503 424"),

@@ -86,13 +86,16 @@ _CHECK_X = "Xx叉"  # the ID card's check character 10
 _SEPARATORS = " -–—,，、·.()（）"  # between digit groups ("." only between digits: a spoken "点" is not one)
 _MAX_GAP = 2  # separator characters allowed between two digits of one run
 
+# code words heard by their last two syllables, their start misheard ("我收到的印振马48667", "卡背面的单权码4115",
+# "短信里的条件马士七零八八五一"): only a run of digits after them is a code (``_run_only``)
+_CODE_WORD_TAILS = ("证码", "全码", "验码", "件码", "态码", "信码")
 # words that say what the following number is
 _CONTEXT_WORDS = {
     "id_card": ("身份证", "证件号", "身份号码"),
     "bank_card": ("卡号", "银行卡", "信用卡", "账号", "储蓄卡", "借记卡", "张卡"),
     "phone": ("手机", "电话", "联系方式", "打给我", "回拨", "来电"),
     "code": ("验证码", "校验码", "动态码", "动态密码", "短信码", "取件码", "提货码", "激活码", "安全码", "密码", "口令",
-             "授权码"),
+             "授权码", *_CODE_WORD_TAILS),
 }
 # Naming words matched only as written (by sound, 证号 is 正好, 号码 好吗 and 码是 马是), and only where no
 # other naming word, nor a word saying "not personal data", runs up to them (身份证号码, 营业执照证号, 起码是).
@@ -105,7 +108,8 @@ _WRITTEN_CONTEXT_WORDS = {
     "code": re.compile(r"(?<!号)码是"),  # 号码是: a phone number's word, or 发票号码 and its kin
 }
 _WRITTEN_WORD_REACH = 4  # characters between a "not personal data" word and a written naming word it governs
-# after 码是 only a run of digits is a code: a stretch that sounds like digits is too often a size or a price
+# after these (and a code word's tail) only a run of digits is a code: a stretch that sounds like digits is too
+# often a size or a price
 _RUN_ONLY_WORDS = ("码是",)
 # words that say the following number is none of them (checksums pass by chance: 1 in 10 for Luhn);
 # matched as written: by sound, "新号" would be "型号"
@@ -287,6 +291,11 @@ def _sound(syllable: str) -> str:
 def _sounds(text: str) -> tuple[str, ...]:
     """One toneless, merged syllable per character (non-Han characters as they are)."""
     return tuple(_sound(p) if len(p) > 1 or p.isalpha() else p for p in lazy_pinyin(text, errors=lambda s: list(s)))
+
+
+def _run_only(word: str) -> bool:
+    """Whether a naming word heard as ``word`` names a run of digits only (``_RUN_ONLY_WORDS``)."""
+    return word in _RUN_ONLY_WORDS or _sounds(word) in {_sounds(tail) for tail in _CODE_WORD_TAILS}
 
 
 def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
@@ -481,7 +490,7 @@ def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     for kind in ("id_card", "bank_card", "phone", "code"):
         if kind in kinds:
             spans += [(kind, start, _stretch_after(text, like, end, _STRETCH_LENGTHS[kind]))
-                      for start, end in named[kind] if text[start:end] not in _RUN_ONLY_WORDS]
+                      for start, end in named[kind] if not _run_only(text[start:end])]
     if "email" in kinds:
         spans += [("email", start, _email_after(text, end)) for start, end in _heard(_EMAIL_WORDS, text)]
         spans += [("email", start, _email_after(text, end, _MAIL_END)) for start, end in _heard(_SEND_TO_WORDS, text)]
