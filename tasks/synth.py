@@ -13,14 +13,17 @@ from prefect.cache_policies import NO_CACHE
 from zhasr.context import StageContext
 from zhasr.data.importers import ImportOptions, import_dataset
 from zhasr.data.ingest import EVAL_ONLY_SPLIT
-from zhasr.data.synth import synthesize_batch
+from zhasr.data.synth import check_batch_settings, synthesize_batch
 
 
 def run(ctx: StageContext) -> Path:
-    """Write ``<incoming>/<synth.batch>/``, unless that batch is already there (returns its folder)."""
+    """Write ``<incoming>/<synth.batch>/``, unless that batch is already there with the same settings (returns
+    its folder); ValueError when it was made with others."""
     p = ctx.params.synth
     batch_dir = ctx.path("incoming") / p.batch
     if (batch_dir / "manifest.jsonl").is_file():
+        if (batch_dir / "synth.json").is_file():
+            check_batch_settings(batch_dir, p)
         return batch_dir
     return synthesize_batch(ctx.path("incoming"), p)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import soundfile as sf
 from zhasr.calltext.pii import find_pii
 from zhasr.config import DEFAULT_TEXT_REGEX, SynthParams
 from zhasr.data import synth
-from zhasr.data.synth import synthesize_batch, words
+from zhasr.data.synth import check_batch_settings, synthesize_batch, words
 from zhasr.data.synth.voice import MissingToolError, to_pinyin
 from zhasr.data.synth.words import int_zh
 from zhasr.data.text import HAN_CHAR, normalize
@@ -147,6 +147,14 @@ def test_progress_and_existing_batch(tmp_path):
     assert calls[-1] == (2, 2)
     with pytest.raises(FileExistsError):
         synthesize_batch(tmp_path, SynthParams(batch="b", n_clips=2, n_speakers=1), progress=QUIET)
+
+
+def test_a_batch_made_with_other_settings_is_named_with_what_differs(tmp_path):
+    made = SynthParams(batch="b")
+    (tmp_path / "synth.json").write_text(json.dumps({"options": {**asdict(made), "retired": 1}}), encoding="utf-8")
+    check_batch_settings(tmp_path, made)  # the same settings; a setting the code no longer has is not compared
+    with pytest.raises(ValueError, match=r"synth.json: .*personal_clips 0 there, 420 asked\); remove"):
+        check_batch_settings(tmp_path, replace(made, personal_clips=420))
 
 
 @needs_tools

@@ -35,6 +35,7 @@ and numpy versions fixed): every random draw comes from a generator seeded by
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
@@ -196,6 +197,18 @@ def synthesize_batch(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def check_batch_settings(batch_dir: Path, params: SynthParams) -> None:
+    """A batch already written to ``batch_dir`` was synthesized with ``params``: else ValueError naming its
+    synth.json and each setting that differs (settings the file predates are not compared)."""
+    made = json.loads((batch_dir / "synth.json").read_text(encoding="utf-8"))["options"]
+    asked = json.loads(json.dumps(asdict(params)))  # tuples as lists, as the file holds them
+    differ = [f"{key} {made[key]!r} there, {asked[key]!r} asked" for key in sorted(made.keys() & asked.keys())
+              if made[key] != asked[key]]
+    if differ:
+        raise ValueError(f"{batch_dir / 'synth.json'}: the batch was synthesized with other settings "
+                         f"({'; '.join(differ)}); remove {batch_dir} to synthesize it again")
 
 
 def _progress(progress: Callable[[int, int], None] | None, description: str) -> ContextManager[Callable[[int, int], None]]:
