@@ -82,11 +82,12 @@ def test_packed_training_reads_fewer_windows_through_the_cache_and_learns(tiny_m
                           warmup_ratio=0.0, targets="all-linear", cached_encoder_layers=1, pack_window_s=6.0)
     result = train_adapter(tiny_model_dir, rows, dataset, tmp_path / "run", options, dev_rows=rows[:2])
     assert result.windows == 3 and result.steps == 24  # 8 clips of 1.0-1.7 s in 6-s windows; 16 epochs, 2 a step
-    assert len(list((tmp_path / "run" / "encoder_cache").rglob("window-*.pt"))) == 3
+    # the 2 dev clips are packed too, into one window: each evaluation runs the upper encoder once
+    assert len(list((tmp_path / "run" / "encoder_cache").rglob("window-*.pt"))) == 3 + 1
     assert result.clips_per_second == pytest.approx(result.samples_per_second * 8 / 3)
     first, last = result.loss_history[0][1], result.loss_history[-1][1]
     assert last < first - 0.5, result.loss_history
-    assert len(result.dev_cer_history) == 3  # decoded from the dev clips' cached states at steps 0, 12 and 24
+    assert len(result.dev_cer_history) == 3  # decoded from the dev window's cached states at steps 0, 12 and 24
 
 
 @pytest.mark.parametrize("shape, parameters_m", [("small", 242), ("large-v3", 1550), ("large-v3-turbo", 809)])

@@ -32,7 +32,6 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from zhasr.config import TrainParams
-from zhasr.data.audio import load_16k
 from zhasr.data.manifest import atomic_write_json
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.model import encoder_cache
@@ -229,7 +228,8 @@ class Prepared:
     processor: WhisperProcessor
     dataset: torch.utils.data.Dataset  # items {"input_features", "labels"}, one a training window
     windows: list[TrainingWindow]
-    # cached path: the dev clips' lower-encoder states, decoded through the model's upper encoder
+    dev_windows: list[TrainingWindow]  # the dev clips, packed as the training clips are: dev CER is read per window
+    # cached path: the dev windows' lower-encoder states, decoded through the model's upper encoder
     dev_inputs: encoder_cache.CachedStates | None
     cached_layers: int
     precision: str  # fp32 | bf16 | fp16
@@ -259,8 +259,9 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     n_encoder = model.config.encoder_layers
     cached = encoder_cache.cached_layer_count(params.cached_encoder_layers, n_encoder, on_gpu)
-    windows = (pack_rows(rows, params.pack_window_s, params.pack_gap_s, text_tokens(processor), params.seed)
-               if params.pack_window_s > 0 else single_windows(rows))
+    windows, dev_windows = (
+        [pack_rows(r, params.pack_window_s, params.pack_gap_s, text_tokens(processor), params.seed) for r in (rows, dev_rows)]
+        if params.pack_window_s > 0 else [single_windows(rows), single_windows(dev_rows)])
     started = time.perf_counter()
     if cached:
         from accelerate import PartialState
@@ -268,7 +269,7 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
         cache_dir = output_dir / "encoder_cache" / encoder_cache.cache_key(base_model_dir, cached, precision)
         encoder = model.model.encoder.to(device)
         with PartialState().main_process_first(), _autocast(precision, device):  # rank 0 fills, the others read
-            encoder_cache.fill_cache(encoder, processor, windows + single_windows(dev_rows), dataset_dir, cache_dir,
+            encoder_cache.fill_cache(encoder, processor, windows + dev_windows, dataset_dir, cache_dir,
                                      cached, progress=progress)
         dataset = encoder_cache.CachedSpeechDataset(windows, cache_dir, processor, language, task,
                                                     params.max_label_tokens, params.pack_timestamps)
@@ -282,8 +283,8 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
     if cached:
         whisper = model.get_base_model()
         whisper.model.encoder = encoder_cache.UpperEncoder(whisper.model.encoder, cached)
-        dev_inputs = encoder_cache.CachedStates(cache_dir, single_windows(dev_rows))
-    return Prepared(model, processor, dataset, windows, dev_inputs, cached, precision, cache_seconds)
+        dev_inputs = encoder_cache.CachedStates(cache_dir, dev_windows)
+    return Prepared(model, processor, dataset, windows, dev_windows, dev_inputs, cached, precision, cache_seconds)
 
 
 def measure_step_seconds(prepared: Prepared, params: TrainParams, repeats: int = 1) -> float:
@@ -403,8 +404,8 @@ def build_trainer(prepared: Prepared, args: TrainingArguments, params: TrainPara
     trainer = DevCerTrainer(
         model=prepared.model, args=args, train_dataset=prepared.dataset, eval_dataset=dev_rows if evaluate else None,
         data_collator=SpeechCollator(), callbacks=[history, *stopping, *callbacks],
-        processor=prepared.processor, dev_clips=[load_16k(dataset_dir / r["audio"]) for r in dev_rows],
-        dev_texts=[r["text_norm"] for r in dev_rows], decode_options=decode,
+        processor=prepared.processor, dev_clips=[w.audio(dataset_dir) for w in prepared.dev_windows],
+        dev_texts=["".join(r["text_norm"] for r in w.rows) for w in prepared.dev_windows], decode_options=decode,
         dev_inputs=prepared.dev_inputs, samples_per_step=params.batch_size * params.grad_accum * args.world_size,
         kl_to_start=params.kl_to_start,
         time_mask=TimeMask.of(params.time_mask_share, params.time_mask_ms, cached=bool(prepared.cached_layers)),
