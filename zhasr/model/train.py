@@ -259,9 +259,12 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     n_encoder = model.config.encoder_layers
     cached = encoder_cache.cached_layer_count(params.cached_encoder_layers, n_encoder, on_gpu)
-    windows, dev_windows = (
-        [pack_rows(r, params.pack_window_s, params.pack_gap_s, text_tokens(processor), params.seed) for r in (rows, dev_rows)]
-        if params.pack_window_s > 0 else [single_windows(rows), single_windows(dev_rows)])
+
+    def windows_of(clips: list[dict[str, Any]]) -> list[TrainingWindow]:
+        return (pack_rows(clips, params.pack_window_s, params.pack_gap_s, text_tokens(processor), params.seed)
+                if params.pack_window_s > 0 else single_windows(clips))
+
+    windows, dev_windows = windows_of(rows), windows_of(list(dev_rows))
     started = time.perf_counter()
     if cached:
         from accelerate import PartialState
