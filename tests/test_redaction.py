@@ -199,6 +199,15 @@ def test_a_card_number_with_a_digit_misheard_keeps_its_shape(kind, text, span):
     assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]
 
 
+@pytest.mark.parametrize("text,found", [  # the demo's candidate on card numbers: no phone number in their middle
+    ("我身份诚号是1328-1979-1979-151-181", []), ("636418-077-1900-1900-64我", []),
+    ("我的电话1328-1979-2321-286-3", [("phone", "1328-1979-2321")]),  # ... unless a phone word names it
+    ("打13812345678，13987654321都行", [("phone", "13812345678"), ("phone", "13987654321")]),  # both taken
+])
+def test_a_run_longer_than_a_phone_number_is_not_cut_for_one_unnamed(text, found):
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == found
+
+
 def test_checksums_and_prefixes():
     assert valid_id_card("11010519491231002X") and not valid_id_card("110105194912310021")
     assert not valid_id_card("11010520991231002" + id_check_char("11010520991231002"))  # born in the future

@@ -377,7 +377,10 @@ def _kind_of(digits: str, context: set[str] | None, kinds: Sequence[str], whole:
 
 
 def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[Found]:
-    """The run as one number, else its longest stretches of whole groups that are one."""
+    """The run as one number, else its longest stretches of whole groups that are one. In a run longer
+    than any phone number, a phone number needs a phone word naming it or the rest of the run taken too
+    (two numbers said back to back): a stretch of a garbled card number has a mobile prefix and a phone
+    number's length by chance."""
     kind = _kind_of(run.digits, context, kinds, whole=True)
     if kind:
         return [Found(kind, run.start, run.end)]
@@ -393,6 +396,9 @@ def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[F
                 g = h
                 break
         g += 1
+    covered = all(any(f.start <= start and end <= f.end for f in found) for start, end, _ in groups)
+    if len(run.digits) > max(_LENGTHS["phone"]) and "phone" not in (context or ()) and not covered:
+        return [f for f in found if f.kind != "phone"]
     return found
 
 
