@@ -127,6 +127,9 @@ def test_naming_words_without_a_number_after_them_take_nothing(text):
     ("email", "我的邮箱地址是zhangsan点com", "zhangsan点com"),  # the longest naming word, not 邮箱 + "地址…"
     ("code", "验证码是九九八七六五四三二", "九九八七六五四三二"),  # longer than a code: masked whole, not cut
     ("phone", "我家电话是87654321", "87654321"),  # a local landline without its area code
+    # a last group of one "一" before a word: the card's last digit, as with it the number passes Luhn
+    ("bank_card", "这张卡六二三九，四一八零，二零四零，一三四三，一是我本人的", "六二三九，四一八零，二零四零，一三四三，一"),
+    ("bank_card", "卡号6239418020401343，一百块", "6239418020401343"),  # ... not a value's
 ])
 def test_a_span_covers_the_whole_of_what_it_names(kind, text, span):
     assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [(kind, span)]

@@ -253,10 +253,23 @@ def _runs(text: str) -> list[_Run]:
             while j < n and j - i < _MAX_GAP and text[j] in _SEPARATORS:
                 j += 1
             if j == i or not _starts_group(text, j):
+                if j > i and _last_digit_by_check(text, j, "".join(x[2] for x in groups)):
+                    groups.append((j, j + 1, "1"))
+                    i = j + 1
                 break
             i = j
         runs.append(_Run(groups[0][0], i, "".join(x[2] for x in groups), tuple(groups)))
     return runs
+
+
+def _last_digit_by_check(text: str, j: int, digits: str) -> bool:
+    """Whether a lone "一" at ``j`` that looks like a word's start ("…，一三四三，一是我本人的") is the last
+    digit of the number before it: with it the number passes a card's check, without it none."""
+    after = text[j + 1:j + 2]
+    if text[j:j + 1] != "一" or after in _UNITS or after == "点":
+        return False
+    checks = (valid_bank_card, valid_id_card)
+    return not any(check(digits) for check in checks) and any(check(digits + "1") for check in checks)
 
 
 def _heard_digit(text: str, i: int) -> str:
