@@ -66,6 +66,8 @@ LIBRARY_FLOORS = [
     ("zhasr/evaluation/metrics.py", "zhasr/evaluation/bootstrap.py", "zhasr/evaluation/slices.py"),
     ("zhasr/data",),
     ("zhasr/calltext",),
+    ("zhasr/calltext/email.py",),
+    ("zhasr/calltext/checks.py", "zhasr/calltext/heard.py"),
     ("zhasr/config.py", "zhasr/project.py", "zhasr/progress.py", "zhasr/__init__.py"),
 ]
 

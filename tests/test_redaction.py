@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 from openai.types.audio import TranscriptionDiarized
 
+from zhasr.calltext.checks import id_check_char, luhn_ok, valid_id_card, valid_phone
 from zhasr.calltext.itn import numbers_to_digits
-from zhasr.calltext.pii import KINDS, find_pii, id_check_char, luhn_ok, parse_kinds, valid_id_card, valid_phone
+from zhasr.calltext.pii import KINDS, find_pii, parse_kinds
 from zhasr.data.synth.personal import personal_set
 from zhasr.serve.jobs import JobStore
 from zhasr.transcribe.figures import call_figures

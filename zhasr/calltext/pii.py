@@ -34,11 +34,12 @@ least half the characters are digits or sound like one, with three quarters of t
 length of them (a *named stretch*); after "邮箱", what follows up to its "点" (".com") or its Latin
 "com"; after "发到", up to a mail domain and a Latin "com". A ".com" heard in characters ("点康古") ends
 an address even where its naming word was misheard: from that word or "发到", else from its clause's start.
+
+The checks are in ``checks``, words matched by their sound in ``heard``, e-mail addresses in ``email``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import typing
 from collections.abc import Iterable, Sequence
@@ -47,6 +48,17 @@ from functools import lru_cache
 
 from pypinyin import lazy_pinyin
 
+from zhasr.calltext.checks import (
+    id_card_shaped,
+    mobile_prefixed,
+    service_number,
+    unionpay_shaped,
+    valid_bank_card,
+    valid_id_card,
+    valid_phone,
+)
+from zhasr.calltext.email import addresses_after_words, addresses_by_their_com, written_addresses
+from zhasr.calltext.heard import CONNECTORS, heard, is_han, sounds
 from zhasr.config import RedactKind
 
 NUMBER = "number"  # any other long digit run, when asked for by name
@@ -122,7 +134,6 @@ _LENGTHS = {"id_card": range(14, 21), "bank_card": range(12, 21), "phone": range
 # a named stretch of a phone number is measured against a mobile number's length less two: against 7, too
 # many stretches that only sound like digits were taken (decoded precision 81-87 %)
 _STRETCH_LENGTHS = _LENGTHS | {"phone": range(9, 14)}
-_SOUND_MERGES = ((re.compile(r"^([zcs])h"), r"\1"), (re.compile(r"^l"), "n"), (re.compile(r"ng$"), "n"))
 _UNITS = set("十百千万亿")
 _DIGIT_SOUNDS = {"ling": "0", "yi": "1", "yao": "1", "er": "2", "san": "3", "si": "4", "wu": "5", "liu": "6", "qi": "7",
                  "ba": "8", "jiu": "9"}
@@ -131,38 +142,6 @@ _DIGIT_SOUNDS = {"ling": "0", "yi": "1", "yao": "1", "er": "2", "san": "3", "si"
 _DIGIT_LIKE = {"nin", "yi", "yao", "er", "san", "si", "wu", "niu", "qi", "ba", "jiu", "qiu"}
 _STRETCH_GAP = 3
 _STRETCH_SHARE = 0.75  # of the kind's shortest length that a stretch must sound like digits: some are lost
-_CONNECTORS = "是为：: "  # between a naming word and the address it names
-_EMAIL_WORDS = ("邮箱", "电子邮件", "邮件地址")
-_SEND_TO_WORDS = ("发到",)  # "发票请发到…": an e-mail address only when a mail domain and a Latin "com" end it
-_EMAIL_CHARS = 28  # the longest stretch taken as an e-mail address after its naming word
-# ".com" as a recognizer writes it in Chinese characters: "dian" (点, or 变 / 片 / 店 as heard), 儿 maybe,
-# "kang" and "mu" ("点康糊", "点儿康谋", "变康古", "点坑墓"): both syllables of "com", the first as said (with
-# its -ng: "十点看母婴店" is a time and a verb), the second not "fu" ("八点康复")
-_COM_DOT, _COM_FIRST = {"dian", "bian", "pian", "tian"}, {"kang", "keng", "kong"}
-_COM_SECOND = {"mu", "mou", "mo", "gu", "hu", "wu", "ku"}
-_ADDRESS_BREAKS = "。？！?!，,；;"  # an address heard by its ".com" does not start before one of these
-# a company's or an authority's phone number, not a person's: 400/800 hotlines, 95xxx and 1xxxx short numbers
-_SERVICE_NUMBER = re.compile(r"(?:400|800)\d{7}|95\d{3,4}|1[012]\d{3}")
-_MOBILE = re.compile(r"1(?:3\d|4[5-9]|5[0-35-9]|6[2567]|7[0-8]|8\d|9[0-35-9])\d{8}")
-_LANDLINE = re.compile(r"0(?:[12]\d|[3-9]\d{2})\d{7,8}")
-_PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53,
-              54, 61, 62, 63, 64, 65, 71, 81, 82}
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-
-_LOCAL = r"[A-Za-z0-9][A-Za-z0-9._\-]*"
-_AT = r"(?:\s*(?:@|＠|艾特|爱特)\s*|\s+at\s+)"
-_DOT = r"(?:\s*(?:\.|点)\s*|\s+dot\s+)"
-_TLD = r"(?:com|cn|net|org)(?![A-Za-z])"
-_LATIN_TLD = re.compile(rf"(?<![A-Za-z]){_TLD}", re.IGNORECASE)
-# a mail domain as said: three digits (163, 126, 139, 188: written as digits or numerals) or a provider
-_MAIL_DOMAIN = r"(?:[\d零一二三四五六七八九幺]{3}|qq|gmail|foxmail|hotmail|outlook|sina|sohu|yeah|aliyun|icloud)"
-_MAIL_END = re.compile(rf"(?<![A-Za-z0-9]){_MAIL_DOMAIN}\s*(?:点|\.)?\s*{_TLD}", re.IGNORECASE)
-# an address as a recognizer writes it, with no naming word before it: a Latin name, "@" or a space, a mail
-# domain, "com" ("suyen0625 163 com"); not a web address ("www.baidu.com") nor a product ("iPhone 15 CN")
-_SPOKEN_EMAIL = re.compile(rf"(?<![A-Za-z0-9.])(?!www)[A-Za-z][A-Za-z0-9]{{2,}}(?:\s*(?:@|＠|艾特|爱特)\s*|\s+)"
-                           rf"{_MAIL_END.pattern}", re.IGNORECASE)
-_EMAIL = re.compile(rf"(?<![A-Za-z0-9._\-])(?:{_LOCAL}){_AT}[A-Za-z0-9\-]+(?:{_DOT}[A-Za-z0-9\-]+)*{_DOT}"
-                    r"(?:com|cn|net|org|edu|gov|info|io|hk|tw)(?![A-Za-z])", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -180,56 +159,6 @@ class _Run:
     groups: tuple[tuple[int, int, str], ...]  # (start, end, digits) of each group between separators
 
 
-def id_check_char(first17: str) -> str:
-    """The resident ID's 18th character for its first 17 digits."""
-    return "10X98765432"[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS)) % 11]
-
-
-def valid_id_card(number: str) -> bool:
-    """18 characters: a province code, a birth date between 1900 and today, and the check character."""
-    if not re.fullmatch(r"\d{17}[\dX]", number) or int(number[:2]) not in _PROVINCES:
-        return False
-    try:
-        born = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
-    except ValueError:
-        return False
-    return dt.date(1900, 1, 1) <= born <= dt.date.today() and id_check_char(number[:17]) == number[17]
-
-
-def id_card_shaped(number: str) -> bool:
-    """15 to 19 characters, digits and a last X maybe (an ID card's 18, a digit lost or heard twice), with a
-    province code first and a year of birth (19xx, 200x-202x) where an ID card has it, give or take that
-    digit: misheard digits break the check character and the date; about 1 random number in 75 of these
-    lengths has both."""
-    return (15 <= len(number) <= 19 and re.fullmatch(r"\d+X?", number) is not None
-            and int(number[:2]) in _PROVINCES and any(re.match(r"19\d\d|20[0-2]\d", number[at:]) for at in (5, 6, 7)))
-
-
-def luhn_ok(number: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(number)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def valid_bank_card(number: str) -> bool:
-    return 16 <= len(number) <= 19 and number.isdigit() and luhn_ok(number)
-
-
-def unionpay_shaped(number: str) -> bool:
-    """16 to 19 digits after UnionPay's 62, which nearly every card issued in China carries, Luhn or not:
-    one misheard digit breaks Luhn (1 random number in 100 starts 62)."""
-    return 16 <= len(number) <= 19 and number.isdigit() and number.startswith("62")
-
-
-def valid_phone(number: str) -> bool:
-    """A mainland mobile number (86 before it allowed) or a landline with its area code."""
-    if len(number) == 13 and number.startswith("86"):
-        number = number[2:]
-    return bool(_MOBILE.fullmatch(number) or _LANDLINE.fullmatch(number))
-
-
 def _runs(text: str) -> list[_Run]:
     """Maximal runs of digit characters, at most ``_MAX_GAP`` separators between two groups. After a
     separator, a lone Chinese numeral starts a word ("，一共"), not a group."""
@@ -240,7 +169,7 @@ def _runs(text: str) -> list[_Run]:
             i += 1
             continue
         groups: list[tuple[int, int, str]] = []
-        lead = i > 0 and _is_han(text[i - 1]) and text[i - 1] not in _UNITS and lazy_pinyin(text[i - 1])[0] == "yao"
+        lead = i > 0 and is_han(text[i - 1]) and text[i - 1] not in _UNITS and lazy_pinyin(text[i - 1])[0] == "yao"
         while True:
             g, digits = (i - 1, "1") if lead and not groups else (i, "")  # "要三八…": 幺 heard as 要
             while i < n and (text[i] in _DIGIT_VALUE or (heard := _heard_digit(text, i))):
@@ -275,7 +204,7 @@ def _last_digit_by_check(text: str, j: int, digits: str) -> bool:
 def _heard_digit(text: str, i: int) -> str:
     """The digit a Han character between two digits sounds like ("要" between digits: 1), else ""."""
     ch = text[i]
-    if not (0 < i < len(text) - 1 and text[i - 1] in _DIGIT_VALUE and text[i + 1] in _DIGIT_VALUE and _is_han(ch)
+    if not (0 < i < len(text) - 1 and text[i - 1] in _DIGIT_VALUE and text[i + 1] in _DIGIT_VALUE and is_han(ch)
             and ch not in _UNITS):
         return ""
     return _DIGIT_SOUNDS.get(lazy_pinyin(ch)[0], "")
@@ -287,48 +216,12 @@ def _starts_group(text: str, j: int) -> bool:
     after = text[j + 1] if j + 1 < len(text) else ""
     if after in _UNITS or after == "点":  # a value ("三百", "五点"), not a digit of this number
         return False
-    return text[j] not in "一两" or not after or after in _DIGIT_VALUE or not _is_han(after)
-
-
-def _is_han(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff"
-
-
-def _sound(syllable: str) -> str:
-    for pattern, replacement in _SOUND_MERGES:
-        syllable = pattern.sub(replacement, syllable)
-    return syllable
-
-
-@lru_cache(maxsize=4096)
-def _sounds(text: str) -> tuple[str, ...]:
-    """One toneless, merged syllable per character (non-Han characters as they are)."""
-    return tuple(_sound(p) if len(p) > 1 or p.isalpha() else p for p in lazy_pinyin(text, errors=lambda s: list(s)))
+    return text[j] not in "一两" or not after or after in _DIGIT_VALUE or not is_han(after)
 
 
 def _run_only(word: str) -> bool:
     """Whether a naming word heard as ``word`` names a run of digits only (``_RUN_ONLY_WORDS``)."""
-    return word in _RUN_ONLY_WORDS or _sounds(word) in {_sounds(tail) for tail in _CODE_WORD_TAILS}
-
-
-def _heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
-    """(start, end) character offsets of each of ``words`` heard in ``text`` (none inside a longer one). A
-    word of three syllables or more is heard with one of them misheard ("动态立马" for 动态密码), as long as
-    its first and last are right."""
-    heard = _sounds(text)
-    if len(heard) != len(text):
-        return []
-    spans = set()
-    for word in words:
-        target = _sounds(word)
-        allowed = 1 if len(target) >= 3 else 0
-        for i in range(len(heard) - len(target) + 1):
-            window = heard[i:i + len(target)]
-            misses = sum(a != b for a, b in zip(window, target))
-            if misses <= allowed and window[0] == target[0] and window[-1] == target[-1]:
-                spans.add((i, i + len(target)))
-    # the longest word heard there: "邮箱地址" is a naming word, not "邮箱" and then an address "地址…"
-    return sorted(s for s in spans if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in spans))
+    return word in _RUN_ONLY_WORDS or sounds(word) in {sounds(tail) for tail in _CODE_WORD_TAILS}
 
 
 def _not_personal(text: str) -> list[tuple[int, int]]:
@@ -342,7 +235,7 @@ def _naming_words(text: str) -> dict[str, list[tuple[int, int]]]:
     phone word: "手机号码" sounds like 激活码 with one syllable misheard. A word of
     ``_WRITTEN_CONTEXT_WORDS`` counts where no other naming word runs up to it, and no word saying "not
     personal data" ends within ``_WRITTEN_WORD_REACH`` characters before it ("订单的号码")."""
-    named = {kind: _heard(words, text) for kind, words in _CONTEXT_WORDS.items()}
+    named = {kind: heard(words, text) for kind, words in _CONTEXT_WORDS.items()}
     named["code"] = [(s, e) for s, e in named["code"] if not any(s < pe and ps < e for ps, pe in named["phone"])]
     others = [span for spans in named.values() for span in spans]
     negative = _not_personal(text)
@@ -380,10 +273,10 @@ def _kind_of(digits: str, context: set[str] | None, kinds: Sequence[str], whole:
     checks = {"id_card": valid_id_card, "bank_card": valid_bank_card, "phone": valid_phone}
     shapes = {"bank_card": unionpay_shaped, "id_card": id_card_shaped}
     order = [k for k in ("id_card", "bank_card", "phone", "code") if k in kinds
-             and not (k == "phone" and _SERVICE_NUMBER.fullmatch(digits))]
+             and not (k == "phone" and service_number(digits))]
     named = [k for k in order if k in context]
     passes = [k for k in order if k in checks and checks[k](digits)
-              or k == "phone" and whole and len(digits) in (10, 12) and _MOBILE.match(digits[:3] + "0" * 8)]
+              or k == "phone" and whole and len(digits) in (10, 12) and mobile_prefixed(digits)]
     shaped = [k for k, shape in shapes.items() if k in order and shape(digits)]
     return next((k for k in named if k in passes), None) or next(
         (k for k in named if len(digits) in _LENGTHS[k]), None) or next(iter(passes + shaped), None)
@@ -418,9 +311,9 @@ def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[F
 def _digit_like(text: str) -> list[bool]:
     """Per character: a digit, a numeral, or a Han character that sounds like one; not one that counts
     digits ("后四位是1940": the last four, a tail, not a number)."""
-    heard = _sounds(text)
+    heard = sounds(text)
     heard = heard if len(heard) == len(text) else tuple(text)
-    return [(ch in _DIGIT_VALUE or (_is_han(ch) and ch not in _UNITS and sound in _DIGIT_LIKE))
+    return [(ch in _DIGIT_VALUE or (is_han(ch) and ch not in _UNITS and sound in _DIGIT_LIKE))
             and text[i + 1:i + 2] != "位" for i, (ch, sound) in enumerate(zip(text, heard))]
 
 
@@ -429,7 +322,7 @@ def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> t
     ``_STRETCH_GAP`` others in a row until it is as long as the kind's shortest number, none after (a
     number longer than the kind's is masked whole, not cut at its length); None when fewer than
     ``_STRETCH_SHARE`` of that shortest length sound like digits, or less than half of the stretch does."""
-    while start < len(text) and text[start] in _CONNECTORS:  # "是" after the naming word is not 四
+    while start < len(text) and text[start] in CONNECTORS:  # "是" after the naming word is not 四
         start += 1
     start = next((j for j in range(start, min(len(text), start + _STRETCH_GAP + 1)) if like[j]), -1)
     if start < 0:
@@ -449,50 +342,6 @@ def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> t
     return start, last + 1
 
 
-def _email_after(text: str, start: int, end_of_address: re.Pattern[str] | None = None) -> tuple[int, int] | None:
-    """(start, end) of what follows an e-mail's naming word to its last "点" and the top-level domain after
-    it (its Latin letters, or the first character "com" was heard as), or, with no "点" heard, to its last
-    Latin top-level domain ("jianyong367 139 com"); with ``end_of_address``, to its last match only.
-    Within ``_EMAIL_CHARS`` characters and the sentence, at least 6 characters; None without an end."""
-    while start < len(text) and text[start] in _CONNECTORS:
-        start += 1
-    stop = min(len(text), start + _EMAIL_CHARS)
-    end = next((j for j in range(start, stop) if text[j] in "。？！?!，,"), stop)
-    dot = text.rfind("点", start, end)
-    if 0 <= dot < end - 1 and end_of_address is None:
-        tld = re.match(r"\s*[A-Za-z]+", text[dot + 1:end]) or re.match(r"[^\s\d]", text[dot + 1:end])
-        end = dot + 1 + tld.end() if tld else dot + 1
-    else:  # searched in the whole text, so that "company" past the window is not read as "com"
-        ends = [m.end() for m in (end_of_address or _LATIN_TLD).finditer(text, start) if m.end() <= end]
-        if not ends:
-            return None
-        end = ends[-1]
-    return (start, end) if end - start >= 6 else None
-
-
-def _heard_com_ends(text: str) -> list[tuple[int, int]]:
-    """(offset of its "dian", end) of each ".com" heard in characters (``_COM_DOT`` ...)."""
-    heard, said, ends = _sounds(text), lazy_pinyin(text, errors=lambda s: list(s)), []
-    if not len(heard) == len(said) == len(text):
-        return []
-    for i in range(len(text)):
-        j = i + 1 + (text[i + 1:i + 2] == "儿")
-        if heard[i] in _COM_DOT and j + 1 < len(text) and said[j] in _COM_FIRST and heard[j + 1] in _COM_SECOND:
-            ends.append((i, j + 2))
-    return ends
-
-
-def _address_before(text: str, dot: int, after: Sequence[tuple[int, int]]) -> int:
-    """Where an address ending at ``dot`` starts: after the first word of ``after`` (naming words, "发到") in
-    its clause, else where the clause starts; within ``_EMAIL_CHARS``, past any connector ("是")."""
-    floor = max(dot - _EMAIL_CHARS, *(i + 1 for i in range(max(0, dot - _EMAIL_CHARS), dot)
-                                       if text[i] in _ADDRESS_BREAKS), 0)
-    start = min((end for begin, end in after if floor <= begin and end <= dot), default=floor)
-    while start < dot and text[start] in _CONNECTORS:
-        start += 1
-    return start
-
-
 def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     """Numbers a recognizer garbled past reading ("手机号码要撇发了三六三五七五要"): after a word naming a kind,
     the stretch that sounds like digits for about the kind's length, as that kind; after "邮箱", what
@@ -502,20 +351,16 @@ def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     ("www")."""
     like, named, spans = _digit_like(text), _naming_words(text), []
     if "email" in kinds:  # first: a ".com" says what the stretch is more surely than a naming word before it
-        words = _heard(_EMAIL_WORDS + _SEND_TO_WORDS, text)
-        for dot, end in _heard_com_ends(text):
-            start = _address_before(text, dot, words)
-            spans.append(("email", start, (start, end) if dot - start >= 3 else None))
+        spans += [("email", start, span) for start, span in addresses_by_their_com(text)]
     for kind in ("id_card", "bank_card", "phone", "code"):
         if kind in kinds:
             spans += [(kind, start, _stretch_after(text, like, end, _STRETCH_LENGTHS[kind]))
                       for start, end in named[kind] if not _run_only(text[start:end])]
     if "email" in kinds:
-        spans += [("email", start, _email_after(text, end)) for start, end in _heard(_EMAIL_WORDS, text)]
-        spans += [("email", start, _email_after(text, end, _MAIL_END)) for start, end in _heard(_SEND_TO_WORDS, text)]
+        spans += [("email", start, span) for start, span in addresses_after_words(text)]
     return [Found(kind, *span) for kind, start, span in spans
             if span and not any(w in text[start:span[1]] for w in _NOT_PERSONAL_WORDS)
-            and not (kind == "phone" and _SERVICE_NUMBER.fullmatch(
+            and not (kind == "phone" and service_number(
                 "".join(_DIGIT_VALUE.get(ch, "") for ch in text[span[0]:span[1]])))
             and not (kind == "email" and "www" in text[span[0]:span[1]].lower())]
 
@@ -549,9 +394,7 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
     check_kinds(kinds)
     found: list[Found] = []
     if "email" in kinds:
-        found += [Found("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
-        found += [Found("email", m.start(), m.end()) for m in _SPOKEN_EMAIL.finditer(text)
-                  if not any(f.start < m.end() and m.start() < f.end for f in found)]
+        found += [Found("email", start, end) for start, end in written_addresses(text)]
     taken = [(f.start, f.end) for f in found]
     for run in _runs(text):
         if any(s < run.end and run.start < e for s, e in taken):

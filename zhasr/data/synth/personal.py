@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from pypinyin import Style, lazy_pinyin
 
-from zhasr.calltext.pii import id_check_char, luhn_ok
+from zhasr.calltext.checks import id_check_char, luhn_ok
 from zhasr.data.synth.voice import to_pinyin
 from zhasr.data.synth.words import DIGITS, GIVEN_NAMES, SURNAMES, count_zh, int_zh
 
