@@ -28,7 +28,10 @@ odd frames alone.
 trained with the project's training defaults on N sentences of every kind and N without personal data of
 another seed (other numbers, voice settings and noise), said only in the even-numbered sentence frames of
 each kind; merged and exported to ct2 int8, it decodes the same set, which is then scored twice: whole, and
-on its odd-numbered frames alone (sentences never trained on).
+on its odd-numbered frames alone (sentences never trained on). ``--heard`` (with ``--adapt``) decodes both with
+word times, as the service does where redaction is asked, and also scores the candidate's text with what the
+trained model heard taken out of it by time (``finish_text(..., heard=)``): the trained model as a number
+detector, its own text never shown.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from zhasr.calltext.pii import KINDS, NUMBER, redact  # noqa: E402
+from zhasr.calltext.pii import KINDS, NUMBER, Found, redact  # noqa: E402
 from zhasr.config import IngestParams, SynthParams, load_params  # noqa: E402
 from zhasr.data.ingest import ingest_batches  # noqa: E402
 from zhasr.data.synth import plan_speakers  # noqa: E402
@@ -61,6 +64,8 @@ from zhasr.model.merge import merge_adapter  # noqa: E402
 from zhasr.model.train import train_adapter  # noqa: E402
 from zhasr.progress import progress_bar  # noqa: E402
 from zhasr.transcribe import Transcriber  # noqa: E402
+from zhasr.transcribe.records import Transcription  # noqa: E402
+from zhasr.transcribe.redaction import finish_text  # noqa: E402
 
 _DIGIT = {ch: str(i) for i, ch in enumerate("零一二三四五六七八九")} | {"〇": "0", "幺": "1"}
 
@@ -77,6 +82,22 @@ def leaks(row: PiiSentence, redacted: str) -> bool:
     digits, window = digit_view(redacted), min(4, len(row.value))
     value = row.value.replace("X", "")
     return any(value[i:i + window] in digits for i in range(len(value) - window + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Heard:
+    """The candidate's decoding of a sentence and the number-trained model's, both with word times."""
+
+    decoded: Transcription
+    heard: Transcription
+
+
+def redacted(item: str | Heard, kinds: tuple[str, ...]) -> tuple[str, list[Found]]:
+    """A decoding's redacted text and its spans: of the text alone, or with what the trained model heard."""
+    if isinstance(item, str):
+        return redact(item, kinds)
+    t = finish_text(item.decoded, kinds, heard=item.heard)
+    return t.text, [Found(r.kind, r.text_start, r.text_end) for r in t.redactions]
 
 
 def synthesize(rows: list[PiiSentence], out: Path, seed: int, channel: str | None = None) -> list[Path]:
@@ -104,11 +125,12 @@ def synthesize(rows: list[PiiSentence], out: Path, seed: int, channel: str | Non
     return paths
 
 
-def score(rows: list[PiiSentence], texts: list[str], decoded: bool) -> dict[str, dict[str, float]]:
+def score(rows: list[PiiSentence], texts: list[str] | list[Heard], decoded: bool) -> dict[str, dict[str, float]]:
     hit, leak_free, total, spans, right, personal, digits_right, netted = (Counter() for _ in range(8))
-    for row, text in zip(rows, texts):
-        redacted, found = redact(text)
-        with_number, extra = redact(text, (*KINDS, NUMBER))
+    for row, item in zip(rows, texts):
+        text = item if isinstance(item, str) else item.decoded.text
+        without, found = redacted(item, KINDS)
+        with_number, extra = redacted(item, (*KINDS, NUMBER))
         netted[row.kind] += not row.kind and any(f.kind == NUMBER for f in extra) or bool(row.kind) and not leaks(
             row, with_number)
         for f in found:
@@ -120,7 +142,7 @@ def score(rows: list[PiiSentence], texts: list[str], decoded: bool) -> dict[str,
             continue
         total[row.kind] += 1
         if decoded:
-            clean = not leaks(row, redacted)
+            clean = not leaks(row, without)
             leak_free[row.kind] += clean
             hit[row.kind] += clean and any(f.kind == row.kind for f in found)
             digits_right[row.kind] += (row.value.replace("X", "") in digit_view(text) if row.kind != "email"
@@ -157,18 +179,19 @@ def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
           "personal data")
 
 
-def decode(model: Path, paths: list[Path], beams: int | None = None) -> list[str]:
-    """The text of each clip, decoded as the service does (``beams``: another ``transcribe.num_beams``)."""
+def decode(model: Path, paths: list[Path], beams: int | None = None, words: bool = False) -> list[Transcription]:
+    """Each clip decoded as the service does (``beams``: another ``transcribe.num_beams``; ``words``: with word
+    times, as where redaction is asked)."""
     started = time.perf_counter()
     settings = load_params(REPO / "params.yaml").transcribe
     transcriber = Transcriber.open(model, dataclasses.replace(settings, num_beams=beams or settings.num_beams))
     total = sum(sf.info(p).duration for p in paths)
     with progress_bar("decode (s of speech)") as show:
-        results = transcriber.transcribe_many(paths, across_inputs=True,
+        results = transcriber.transcribe_many(paths, across_inputs=True, words=words,
                                               progress=lambda done, whole: show(round(done), round(whole)))
     print(f"{len(paths)} sentences, {total / 60:.1f} min of speech decoded in {time.perf_counter() - started:.0f} s "
           f"with {model}", flush=True)
-    return [r.text for r in results]
+    return results
 
 
 def adapt(model: Path, per_kind: int, seed: int, work: Path) -> Path:
@@ -191,7 +214,7 @@ def adapt(model: Path, per_kind: int, seed: int, work: Path) -> Path:
     return write_ct2(merged, work / "ct2-int8")
 
 
-def report(title: str, rows: list[PiiSentence], texts: list[str]) -> dict:
+def report(title: str, rows: list[PiiSentence], texts: list[str] | list[Heard]) -> dict:
     """Print and return the decoded text's tables: all of it, and each channel alone."""
     decoded = score(rows, texts, True)
     print_table(f"Decoded text ({title})", decoded)
@@ -211,12 +234,16 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="default: models/exports/ct2-int8, else models/candidate")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="also train models/candidate on N sentences a kind of another seed (see above)")
+    parser.add_argument("--heard", action="store_true",
+                        help="with --adapt: also the candidate's text with what the trained model heard (see above)")
     parser.add_argument("--beams", type=int, help="beam width to decode with (default: transcribe.num_beams)")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
     args = parser.parse_args()
+    if args.heard and (not args.adapt or args.rescore):
+        parser.error("--heard needs --adapt and decodes afresh (not with --rescore)")
     rows = personal_set(args.seed, args.per_kind, args.others)
-    adapted_texts = None
+    adapted_texts, heard = None, None
     if args.rescore:
         earlier = json.loads(args.rescore.read_text(encoding="utf-8"))
         model, texts = Path(earlier["model"]), [r["decoded"] for r in earlier["rows"]]
@@ -231,10 +258,13 @@ def main() -> None:
             work = Path(folder)
             (work / "set").mkdir()
             paths = synthesize(rows, work / "set", args.seed)
-            texts = decode(model, paths, args.beams)
+            decodings = decode(model, paths, args.beams, args.heard)
+            texts = [t.text for t in decodings]
             if args.adapt:
-                adapted_texts = decode(adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work), paths,
-                                       args.beams)
+                trained = decode(adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work), paths,
+                                 args.beams, args.heard)
+                adapted_texts = [t.text for t in trained]
+                heard = [Heard(d, h) for d, h in zip(decodings, trained)] if args.heard else None
     reference = score(rows, [r.text for r in rows], False)
     print_table("Reference text (every written form)", reference)
     held_out = [i for i, r in enumerate(rows) if r.frame % 2]
@@ -247,6 +277,11 @@ def main() -> None:
         result["adapted"] = report(f"the candidate trained on {args.adapt} sentences a kind", rows, adapted_texts)
         result["adapted"]["held_out_frames"] = on_held_out(adapted_texts)
         print_table("Decoded text (trained), only the frames never trained on", result["adapted"]["held_out_frames"])
+    if heard is not None:
+        result["heard"] = report("the candidate's, with what the trained model heard", rows, heard)
+        result["heard"]["held_out_frames"] = on_held_out(heard)
+        print_table("Decoded text (the candidate's, with what the trained model heard), only the frames never "
+                    "trained on", result["heard"]["held_out_frames"])
     if args.out:
         result["rows"] = [{"kind": r.kind, "form": r.form, "frame": r.frame, "reference": r.text, "decoded": t}
                           | ({"decoded_adapted": adapted_texts[i]} if adapted_texts is not None else {})

@@ -260,6 +260,29 @@ def test_finish_text_redacts_across_segments_places_spans_and_writes_digits_betw
     assert body["redactions"][0]["kind"] == "phone" and "幺三八" not in str(body)
 
 
+def test_what_a_number_trained_model_heard_is_taken_out_of_the_text_by_time():
+    garbled = "请记一下要三六七三三九五要求要这是我的联系方式"  # a phone number the text alone does not show
+    words = [Word(0.5 * k, 0.5 * k + 0.45, ch) for k, ch in enumerate(garbled)]  # 要三六…要 at 2.0-7.45 s
+    text = _transcription([_segment(0, 0.0, 11.5, garbled, words=words), _segment(1, 0.0, 4.6, "好的", channel=1)])
+    assert finish_text(text, KINDS).redactions == ()
+    heard_text = "请记一下13673395191这是我的联系方式"
+    heard_words = [Word(0.0, 1.9, "请记一下"), Word(2.3, 7.2, "13673395191"), Word(7.5, 11.5, "这是我的联系方式")]
+    heard = _transcription([_segment(0, 0.0, 11.5, heard_text, words=heard_words)])
+    result = finish_text(text, KINDS, heard=heard)
+    assert [s.text for s in result.segments] == ["请记一下[PHONE]这是我的联系方式", "好的"]  # its channel only
+    assert [(r.kind, r.audio_start, r.audio_end) for r in result.redactions] == [("phone", words[4].start, words[14].end)]
+    # what the text shows itself is kept, and a span both found is one
+    both = _transcription([_segment(0, 0.0, 11.5, heard_text, words=heard_words)])
+    assert [s.text for s in finish_text(both, KINDS, heard=heard).segments] == ["请记一下[PHONE]这是我的联系方式"]
+
+
+def test_a_span_is_placed_by_word_times_when_the_words_spell_the_text_but_its_spaces():
+    words = [Word(0.0, 0.5, "手机号"), Word(0.6, 1.0, "138"), Word(1.1, 2.0, "1234"), Word(2.1, 3.0, "5678"),
+             Word(3.1, 3.5, "谢谢")]
+    result = finish_text(_transcription([_segment(0, 0.0, 9.0, "手机号138 1234 5678谢谢", words=words)]), KINDS)
+    assert [(r.audio_start, r.audio_end) for r in result.redactions] == [(0.6, 3.0)]
+
+
 def test_finish_text_without_kinds_or_itn_is_the_transcription_itself():
     t = _transcription([_segment(0, 0, 1, "幺三八一二三四五六七八")])
     assert finish_text(t) is t

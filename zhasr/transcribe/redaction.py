@@ -24,15 +24,20 @@ from zhasr.transcribe.records import Redaction, Segment, Transcription, Word
 
 JOIN_GAP_S = 3.0  # segments of one channel at most this far apart are searched as one text
 MUTE_PAD_S = 0.25  # s muted beyond each span's audio bounds (word times are approximate)
+HEARD_PAD_S = 0.25  # s beyond a span heard by another decoding that its characters are taken from
 
 
-def finish_text(t: Transcription, kinds: Sequence[str] = (), itn: bool = False) -> Transcription:
+def finish_text(t: Transcription, kinds: Sequence[str] = (), itn: bool = False,
+                heard: Transcription | None = None) -> Transcription:
     """``t`` with personal data of ``kinds`` replaced by placeholders (recorded in ``redactions``) and,
     with ``itn``, numbers as digits; segments, words and removed pieces' texts alike. Without either,
-    ``t`` itself."""
+    ``t`` itself. ``heard``: the same audio decoded by a model trained to hear numbers; what is found in
+    its text is taken out of ``t``'s too, by time (``_spans_heard``), with what ``t``'s own text shows."""
     if not kinds and not itn:
         return t
     spans = _spans(t.segments, kinds) if kinds else {}
+    if kinds and heard is not None:
+        spans = _union(spans, _spans_heard(t.segments, finish_text(heard, kinds).redactions))
     segments, redactions, offset = [], [], 0
     for s in t.segments:
         segment, placed = _rewrite(s, spans.get(s.id, []), itn)
@@ -58,6 +63,58 @@ def _spans(segments: Sequence[Segment], kinds: Sequence[str]) -> dict[int, list[
                 a, b = max(found.start, start), min(found.end, start + len(s.text))
                 if a < b:
                     out.setdefault(s.id, []).append(Found(found.kind, a - start, b - start))
+    return out
+
+
+def _spans_heard(segments: Sequence[Segment], heard: Sequence[Redaction],
+                 pad_s: float = HEARD_PAD_S) -> dict[int, list[Found]]:
+    """``{segment id: spans}`` of the characters whose audio (word times, else their share of the
+    segment) falls within a redaction of another decoding of the same audio, widened by ``pad_s``, on the
+    segment's channel."""
+    out: dict[int, list[Found]] = {}
+    for s in segments:
+        bounds = _char_bounds(s)
+        for r in heard:
+            if r.channel != s.channel or r.audio_end + pad_s <= s.start or s.end <= r.audio_start - pad_s:
+                continue
+            inside = [i for i, (a, b) in enumerate(bounds) if a < r.audio_end + pad_s and r.audio_start - pad_s < b]
+            if inside:
+                out.setdefault(s.id, []).append(Found(r.kind, inside[0], inside[-1] + 1))
+    return out
+
+
+def _char_bounds(s: Segment) -> list[tuple[float, float]]:
+    """(start, end) seconds of each character of the segment's text: its word's where the words spell the
+    text but for its spaces ("13 88 4", aligned as "13884"; a space takes the character's before), else
+    an equal share of the segment."""
+    spelled = [(w.start, w.end, ch) for w in s.words for ch in w.word]
+    bounds, k = [], 0
+    for ch in s.text:
+        if k < len(spelled) and spelled[k][2] == ch:
+            bounds.append(spelled[k][:2])
+            k += 1
+        elif ch.isspace():
+            bounds.append(bounds[-1] if bounds else (s.start, s.start))
+        else:
+            break
+    if spelled and k == len(spelled) and len(bounds) == len(s.text):
+        return bounds
+    share = (s.end - s.start) / max(1, len(s.text))
+    return [(s.start + i * share, s.start + (i + 1) * share) for i in range(len(s.text))]
+
+
+def _union(first: dict[int, list[Found]], second: dict[int, list[Found]]) -> dict[int, list[Found]]:
+    """Each segment's spans of both, in text order; overlapping spans become one, of the kind of the one
+    that starts first."""
+    out: dict[int, list[Found]] = {}
+    for segment in first.keys() | second.keys():
+        merged: list[Found] = []
+        for f in sorted(first.get(segment, []) + second.get(segment, []), key=lambda f: f.start):
+            if merged and f.start < merged[-1].end:
+                merged[-1] = Found(merged[-1].kind, merged[-1].start, max(merged[-1].end, f.end))
+            else:
+                merged.append(f)
+        out[segment] = merged
     return out
 
 
@@ -93,16 +150,8 @@ def _rewrite(s: Segment, spans: list[Found], itn: bool) -> tuple[Segment, list[R
 
 def _audio_bounds(s: Segment, start: int, end: int) -> tuple[float, float]:
     """Seconds of characters ``start:end`` of the segment's text."""
-    if s.words and "".join(w.word for w in s.words) == s.text:
-        at, covered = 0, []
-        for w in s.words:
-            if at < end and start < at + len(w.word):
-                covered.append(w)
-            at += len(w.word)
-        if covered:
-            return covered[0].start, covered[-1].end
-    share = (s.end - s.start) / max(1, len(s.text))
-    return round(s.start + start * share, 3), round(s.start + end * share, 3)
+    bounds = _char_bounds(s)[start:end]
+    return (round(bounds[0][0], 3), round(bounds[-1][1], 3)) if bounds else (s.start, s.start)
 
 
 def _words(s: Segment, spans: list[Found]) -> tuple[Word, ...]:
