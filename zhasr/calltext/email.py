@@ -60,12 +60,12 @@ def _email_after(text: str, start: int, end_of_address: re.Pattern[str] | None =
 
 def _heard_com_ends(text: str) -> list[tuple[int, int]]:
     """(offset of its "dian", end) of each ".com" heard in characters (``_COM_DOT`` ...)."""
-    heard, said, ends = sounds(text), lazy_pinyin(text, errors=lambda s: list(s)), []
-    if not len(heard) == len(said) == len(text):
+    syllables, said, ends = sounds(text), lazy_pinyin(text, errors=lambda s: list(s)), []
+    if not len(syllables) == len(said) == len(text):
         return []
     for i in range(len(text)):
         j = i + 1 + (text[i + 1:i + 2] == "儿")
-        if heard[i] in _COM_DOT and j + 1 < len(text) and said[j] in _COM_FIRST and heard[j + 1] in _COM_SECOND:
+        if syllables[i] in _COM_DOT and j + 1 < len(text) and said[j] in _COM_FIRST and syllables[j + 1] in _COM_SECOND:
             ends.append((i, j + 2))
     return ends
 

@@ -33,15 +33,15 @@ def heard(words: Sequence[str], text: str) -> list[tuple[int, int]]:
     """(start, end) character offsets of each of ``words`` heard in ``text`` (none inside a longer one). A
     word of three syllables or more is heard with one of them misheard ("动态立马" for 动态密码), as long as
     its first and last are right."""
-    heard = sounds(text)
-    if len(heard) != len(text):
+    syllables = sounds(text)
+    if len(syllables) != len(text):
         return []
     spans = set()
     for word in words:
         target = sounds(word)
         allowed = 1 if len(target) >= 3 else 0
-        for i in range(len(heard) - len(target) + 1):
-            window = heard[i:i + len(target)]
+        for i in range(len(syllables) - len(target) + 1):
+            window = syllables[i:i + len(target)]
             misses = sum(a != b for a, b in zip(window, target))
             if misses <= allowed and window[0] == target[0] and window[-1] == target[-1]:
                 spans.add((i, i + len(target)))

@@ -172,8 +172,8 @@ def _runs(text: str) -> list[_Run]:
         lead = i > 0 and is_han(text[i - 1]) and text[i - 1] not in _UNITS and lazy_pinyin(text[i - 1])[0] == "yao"
         while True:
             g, digits = (i - 1, "1") if lead and not groups else (i, "")  # "要三八…": 幺 heard as 要
-            while i < n and (text[i] in _DIGIT_VALUE or (heard := _heard_digit(text, i))):
-                digits += _DIGIT_VALUE.get(text[i]) or heard
+            while i < n and (text[i] in _DIGIT_VALUE or (sounded := _heard_digit(text, i))):
+                digits += _DIGIT_VALUE.get(text[i]) or sounded
                 i += 1
             if i < n and text[i] in _CHECK_X and 14 <= sum(len(x[2]) for x in groups) + len(digits) <= 18:
                 i, digits = i + 1, digits + "X"  # the ID card's check character
@@ -311,10 +311,10 @@ def _in_run(run: _Run, context: set[str] | None, kinds: Sequence[str]) -> list[F
 def _digit_like(text: str) -> list[bool]:
     """Per character: a digit, a numeral, or a Han character that sounds like one; not one that counts
     digits ("后四位是1940": the last four, a tail, not a number)."""
-    heard = sounds(text)
-    heard = heard if len(heard) == len(text) else tuple(text)
+    syllables = sounds(text)
+    syllables = syllables if len(syllables) == len(text) else tuple(text)
     return [(ch in _DIGIT_VALUE or (is_han(ch) and ch not in _UNITS and sound in _DIGIT_LIKE))
-            and text[i + 1:i + 2] != "位" for i, (ch, sound) in enumerate(zip(text, heard))]
+            and text[i + 1:i + 2] != "位" for i, (ch, sound) in enumerate(zip(text, syllables))]
 
 
 def _stretch_after(text: str, like: list[bool], start: int, lengths: range) -> tuple[int, int] | None:
