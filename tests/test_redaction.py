@@ -104,6 +104,16 @@ def test_an_address_is_found_by_its_com_heard_in_characters(text, span):
     assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [("email", span)]
 
 
+@pytest.mark.parametrize("text,span", [  # a number-trained model on spoken addresses: a spaced domain, "com"
+    ("电子邮箱ch eng j ia oh aw 65 16 3 com您记一下", "ch eng j ia oh aw 65 16 3 com"),  # 28 letters, spaced
+    ("到我的邮箱m og x ia oming八六八18 8 comm og ux ing", "m og x ia oming八六八18 8 com"),  # "com 就行" run on
+    ("发邀请发到马近86 88艾特13 9 com谢谢发", "马近86 88艾特13 9 com"),  # after 发到
+    ("发钥琴八道位累七五艾特126点com", "发钥琴八道位累七五艾特126点com"),  # 发到 misheard: the clause
+])
+def test_an_address_is_found_by_its_mail_domain_and_latin_com(text, span):
+    assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == [("email", span)]
+
+
 @pytest.mark.parametrize("text", [
     "明天上午十点看一下", "我八点康复科有个预约", "我知道了下午三点看母婴店", "订单号码是123点康古",
 ])

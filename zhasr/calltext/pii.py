@@ -57,7 +57,7 @@ from zhasr.calltext.checks import (
     valid_id_card,
     valid_phone,
 )
-from zhasr.calltext.email import addresses_after_words, addresses_by_their_com, written_addresses
+from zhasr.calltext.email import addresses_after_words, addresses_by_their_end, written_addresses
 from zhasr.calltext.heard import CONNECTORS, heard, is_han, sounds
 from zhasr.config import RedactKind
 
@@ -347,11 +347,11 @@ def _named_stretches(text: str, kinds: Sequence[str]) -> list[Found]:
     the stretch that sounds like digits for about the kind's length, as that kind; after "邮箱", what
     follows to its ".com", and after "发到", to a mail domain and a Latin "com" only (where both are heard,
     the first stretch taken wins: ``_with_stretches``); before those, an address ended by a ".com" heard in
-    characters. A word saying "not personal data" in between keeps a stretch out; so does a web address
+    characters or by a mail domain and a Latin "com". A word saying "not personal data" in between keeps a stretch out; so does a web address
     ("www")."""
     like, named, spans = _digit_like(text), _naming_words(text), []
     if "email" in kinds:  # first: a ".com" says what the stretch is more surely than a naming word before it
-        spans += [("email", start, span) for start, span in addresses_by_their_com(text)]
+        spans += [("email", start, span) for start, span in addresses_by_their_end(text)]
     for kind in ("id_card", "bank_card", "phone", "code"):
         if kind in kinds:
             spans += [(kind, start, _stretch_after(text, like, end, _STRETCH_LENGTHS[kind]))
