@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install docs demo test test-slow test-infra test-labelstudio bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui labelstudio serve serve-mlflow monitor repro clean-state
+.PHONY: install docs demo detector test test-slow test-infra test-labelstudio bench gpu-tokenizer bench-transcribe bench-serve ui prefect-ui labelstudio serve serve-mlflow monitor repro clean-state
 
 install: $(STAMP) $(SYS_STAMP)
 
@@ -39,6 +39,10 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 demo: install
 	$(VENV)/bin/zhasr demo
+
+# The number detector transcribe.detector can name (models/detector/ct2-int8): 15-20 min on 2 CPU cores.
+detector: install
+	$(VENV)/bin/zhasr detector
 
 # The documentation as a site in site/, built offline: the README is its home page.
 docs: install

@@ -150,12 +150,12 @@ def _transcription_routes(app: FastAPI, state: ServiceState, ctx: StageContext) 
                 return StreamingResponse(_events(state, work, started, options.itn), media_type="text/event-stream",
                                          headers=headers)
             result = await run_in_threadpool(work.wait)
+            final = await run_in_threadpool(state.finished, work, result, options)
         except BaseException:
             state.free_place()
             raise
         state.free_place()
         _observe(state, work, result, started)
-        final = finish_text(result, options.redact, options.itn)
         if options.redacted_audio:  # only with verbose_json (checked)
             muted = base64.b64encode(muted_wav(admitted.call, final.redactions)).decode()
             return JSONResponse({**verbose(final, options.words), "redacted_audio": {

@@ -13,10 +13,9 @@ import threading
 import time
 
 from service.metrics import Metrics
-from tasks.transcribe import ResolvedModel, resolve, version_named
+from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve, version_named
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Loaded
-from zhasr.transcribe import Transcriber
 
 log = logging.getLogger("zhasr.serve")
 
@@ -28,6 +27,7 @@ class ServedModel:
         self.spec = p.serve.model or f"models:/{p.register.model_name}@champion"
         self.follows_alias = "@" in self.spec
         self.current: Loaded | None = None
+        self.detector: Loaded | None = None
         self.failed: str | None = None  # the version that failed to load last, not retried until the alias moves
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -40,10 +40,15 @@ class ServedModel:
         return self.spec.rstrip("/").split("/")[-1]
 
     def _open(self, model: ResolvedModel) -> Loaded:
-        p = self.ctx.params
-        transcriber = Transcriber.open(model.model_dir, p.transcribe, language=p.model.language,
-                                       task=p.model.task, exports=model.exports, identity=model.identity)
-        return Loaded(model.version or model.model_dir.name, model.identity, transcriber)
+        return Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model),
+                      self._detector())
+
+    def _detector(self) -> Loaded | None:
+        """``transcribe.detector``'s model, loaded with the first version and kept across swaps."""
+        if self.detector is None and (model := detector_model(self.ctx)) is not None:
+            self.detector = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
+            log.info("redaction also hears numbers with %s", model.identity)
+        return self.detector
 
     def load(self) -> Loaded:
         """Resolve and load the spec now (at start; raises when it cannot)."""

@@ -19,6 +19,7 @@ from zhasr.serve.batcher import Batcher, Loaded, Work
 from zhasr.serve.jobs import JobStore
 from zhasr.serve.keys import KeyStore
 from zhasr.transcribe.media import AudioTooLong, CallAudio, UnsupportedAudio, read_call
+from zhasr.transcribe.records import Transcription
 from zhasr.transcribe.redaction import finish_text, muted_wav
 from zhasr.transcribe.writers import verbose
 
@@ -150,8 +151,18 @@ class ServiceState:
             raise ApiError(400, str(exc), "channels", "bad_channels") from exc
         hotwords = options.hotwords if options.hotwords is not None else (self.keys.hotwords_of(key_name) or None)
         prompt = transcriber.prompt(text=options.prompt, hotwords=hotwords)
+        heard = None
+        detector = admitted.loaded.detector
+        if options.redact and detector is not None:
+            heard = self.batcher.submit(Work(detector, detector.transcriber.prepare(
+                [admitted.call], channels=options.channels, names=[name]), None, True))
         # redaction places its spans in the audio by word times
-        return self.batcher.submit(Work(admitted.loaded, plan, prompt, options.words or bool(options.redact)))
+        return self.batcher.submit(Work(admitted.loaded, plan, prompt, options.words or bool(options.redact), heard))
+
+    @staticmethod
+    def finished(work: Work, result: Transcription, options: TranscriptionOptions) -> Transcription:
+        """``result`` redacted and written as the request asks, with what the detector heard (waited for)."""
+        return finish_text(result, options.redact, options.itn, heard=work.heard.wait() if work.heard else None)
 
     # -- jobs ----------------------------------------------------------------------------------------
     def wake_jobs(self) -> None:
@@ -180,13 +191,14 @@ class ServiceState:
             started = time.perf_counter()
             try:
                 admitted = Admitted(read_call(job.audio.read_bytes(), job.id, self.serve.max_audio_s), self.loaded())
-                result = self.work(admitted, options, job.id, job.key_name).wait()
+                work = self.work(admitted, options, job.id, job.key_name)
+                result = work.wait()
+                final = self.finished(work, result, options)
             except (AudioError, ApiError, RuntimeError, OSError) as exc:
                 log.warning("job %s failed: %s", job.id, exc)
                 self.jobs.fail(job.id, str(exc))
                 continue
             self.metrics.transcribed(result, "job", time.perf_counter() - started)
-            final = finish_text(result, options.redact, options.itn)
             body = verbose(final, options.words)
             if options.redacted_audio:
                 self.jobs.keep_redacted_audio(job.id, muted_wav(admitted.call, final.redactions))

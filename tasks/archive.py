@@ -12,17 +12,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import tracking
-from tasks.transcribe import ResolvedModel, open_resolved
+from tasks.transcribe import ResolvedModel, detector_model, open_resolved
 from zhasr.archive.listing import ArchiveCall
 from zhasr.archive.records import DONE, FAILED, ArchiveRun, CallFailure, CallRecord, all_records, write_index
 from zhasr.archive.shard import ShardResult, transcribe_shard
 from zhasr.context import StageContext
 from zhasr.transcribe import Transcriber
 
-_OPEN: dict[tuple[str, str, str], Transcriber] = {}  # per worker process, the engine of the last model asked for
+# per worker process, the engines of the last model asked for: (the model's, the detector's or None)
+_OPEN: dict[tuple[str, str, str], tuple[Transcriber, Transcriber | None]] = {}
 
 
-def _engine(ctx: StageContext, model: ResolvedModel, threads: int) -> Transcriber:
+def _engines(ctx: StageContext, model: ResolvedModel, threads: int) -> tuple[Transcriber, Transcriber | None]:
+    """The model's engine and, where redaction is asked and ``transcribe.detector`` names one, the number
+    detector's."""
     key = (str(model.model_dir), model.identity, repr(ctx.params.transcribe))
     if key not in _OPEN:
         _OPEN.clear()  # a long-lived worker holds one model: the new champion's replaces the old
@@ -30,16 +33,18 @@ def _engine(ctx: StageContext, model: ResolvedModel, threads: int) -> Transcribe
             import torch
 
             torch.set_num_threads(threads)
-        _OPEN[key] = open_resolved(ctx, model)
+        detector = detector_model(ctx) if ctx.params.transcribe.redact else None
+        _OPEN[key] = open_resolved(ctx, model), open_resolved(ctx, detector) if detector else None
     return _OPEN[key]
 
 
 def run_shard(ctx: StageContext, model: ResolvedModel, calls: list[ArchiveCall],
               known: dict[tuple[str, int, int], str], threads: int = 1) -> ShardResult:
     """Records of ``calls`` with ``model`` under ``archive.out``; calls done before are not done again."""
-    return transcribe_shard(calls, _engine(ctx, model, threads), output_root(ctx), model_name(ctx, model),
-                            model.identity, ctx.params.archive.formats, known, ctx.params.transcribe.max_audio_s,
-                            ctx.params.transcribe.redact, ctx.params.transcribe.itn)
+    transcriber, detector = _engines(ctx, model, threads)
+    p = ctx.params.transcribe
+    return transcribe_shard(calls, transcriber, output_root(ctx), model_name(ctx, model), model.identity,
+                            ctx.params.archive.formats, known, p.max_audio_s, p.redact, p.itn, detector)
 
 
 shard_task = task(run_shard, name="transcribe-shard", cache_policy=NO_CACHE,

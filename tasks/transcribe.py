@@ -98,24 +98,37 @@ def open_resolved(ctx: StageContext, model: ResolvedModel, runtime: str | None =
                             exports=model.exports, runtime=runtime, identity=model.identity)
 
 
+def detector_model(ctx: StageContext) -> ResolvedModel | None:
+    """The number-trained model ``transcribe.detector`` names; None when it names none."""
+    spec = ctx.params.transcribe.detector
+    if not spec:
+        return None
+    try:
+        return resolve(ctx, spec)
+    except (FileNotFoundError, LookupError) as exc:
+        raise LookupError(f"transcribe.detector: {exc} (zhasr detector trains one)") from exc
+
+
 def run(ctx: StageContext, files: list[Path], model: str | None = None, channels: str | None = None,
         fmt: str = "json", out_dir: Path | None = None, runtime: str | None = None,
         redact: Sequence[str] | None = None, itn: bool | None = None, redacted_audio: bool = False) -> Any:
     """One file without ``out_dir``: the result itself in ``fmt``. Otherwise ``<out_dir>/<stem>.<ext>`` per
     file and a summary per file. ``redact`` (None: ``transcribe.redact``) and ``itn`` (None:
-    ``transcribe.itn``) as in ``zhasr.transcribe.redaction.finish_text``; ``redacted_audio`` also writes
+    ``transcribe.itn``) as in ``zhasr.transcribe.redaction.finish_text``, with ``transcribe.detector``'s
+    spans too where one is named; ``redacted_audio`` also writes
     ``<out_dir>/<stem>.redacted.wav`` (``muted_rate``: the call's own rate up to 16 kHz; its channels) with
     the redacted stretches muted."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from zhasr.transcribe.media import read_call
-    from zhasr.transcribe.redaction import finish_text, muted_wav
+    from zhasr.transcribe.redaction import muted_wav, transcribe_finished
 
     kinds = ctx.params.transcribe.redact if redact is None else list(redact)
     itn = ctx.params.transcribe.itn if itn is None else itn
     if redacted_audio and (out_dir is None or not kinds):
         raise LookupError("--redacted-audio: needs --out and kinds to redact (--redact or transcribe.redact)")
     transcriber = open_transcriber(ctx, model, runtime)
+    detector = open_resolved(ctx, found) if kinds and (found := detector_model(ctx)) else None
     results: dict[str, str] = {}
     summary = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -124,10 +137,10 @@ def run(ctx: StageContext, files: list[Path], model: str | None = None, channels
         seconds_task = bar.add_task("speech seconds", total=None)
         for path in files:
             call = read_call(Path(path), str(path), ctx.params.transcribe.max_audio_s)
-            result = transcriber.transcribe(call, channels=channels, name=str(path), words=bool(kinds),
-                                            progress=lambda d, t: bar.update(seconds_task, completed=round(d),
-                                                                                     total=round(t)))
-            result = finish_text(result, kinds, itn)
+            result = transcribe_finished(transcriber, call, kinds, itn, detector,
+                                         channels=channels, name=str(path),
+                                         progress=lambda d, t: bar.update(seconds_task, completed=round(d),
+                                                                          total=round(t)))
             text = write(result, fmt)
             results[str(path)] = text
             if out_dir is not None:

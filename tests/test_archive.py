@@ -156,3 +156,26 @@ def test_a_source_naming_nothing_usable_is_refused_with_the_file_and_line(tmp_pa
     with pytest.raises(SourceError, match="calls share an id .*: a"):
         list_calls(tmp_path)
     assert [c.call_id for c in list_calls(str(tmp_path / "*.wav"))] == ["a"]
+
+
+def test_a_shard_decodes_each_call_with_the_number_detector_too_where_redaction_is_asked(project, tiny_model_dir,
+                                                                                        generated_call, monkeypatch,
+                                                                                        tmp_path):
+    from tasks.archive import run_shard
+    from tasks.transcribe import resolve
+    from zhasr.transcribe import Transcriber
+
+    decoded, transcribe = [], Transcriber.transcribe
+    monkeypatch.setattr(Transcriber, "transcribe", lambda self, audio, **kw: decoded.append(
+        (self.identity, kw["words"])) or transcribe(self, audio, **kw))
+    from serve_harness import cut
+
+    (tmp_path / "calls").mkdir()
+    calls = list_calls(cut(generated_call[0], tmp_path / "calls" / "call.wav", 0.0, 12.0).parent)
+    model = str(tiny_model_dir)  # served, and named as the detector too
+    for redact, decodings in (("[phone]", [(model, True), (model, True)]), ("[]", [(model, False)])):
+        ctx = StageContext.load(None, [f"transcribe.redact={redact}", f"transcribe.detector={model}",
+                                       f"archive.out=archive{len(redact)}"])
+        decoded.clear()
+        shard = run_shard(ctx, resolve(ctx, model), calls, {}, threads=0)
+        assert [r.status for r in shard.records] == [DONE] and decoded == decodings

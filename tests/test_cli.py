@@ -88,3 +88,31 @@ def test_zhasr_ui_stops_with_its_web_server_on_sigterm(project):
     finally:
         if ui.poll() is None:
             ui.kill()
+
+
+def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(project, tiny_model_dir, generated_call,
+                                                                           capsys, monkeypatch):
+    """``zhasr detector`` trains a model on synthesized numbers and writes its int8 copy; ``transcribe``
+    with ``transcribe.detector`` naming it decodes the call with it too, with word times, where redaction
+    is asked, and only there."""
+    assert main(["detector", "--set", f"detector.base={tiny_model_dir}", "--set", "detector.clips=7"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    ct2 = project / "models" / "detector" / "ct2-int8"
+    assert report["model_dir"] == str(ct2) and (ct2 / "model.bin").is_file() and report["sentences"] == 7
+    assert report["steps"] >= 1 and not (project / "models" / "detector" / "work").exists()
+    assert json.loads((project / "reports" / "detector.json").read_text())["base"] == str(tiny_model_dir)
+
+    from zhasr.transcribe import Transcriber
+
+    decoded, transcribe = [], Transcriber.transcribe
+    monkeypatch.setattr(Transcriber, "transcribe", lambda self, audio, **kw: decoded.append(
+        (self.identity, kw["words"])) or transcribe(self, audio, **kw))
+    args = ["transcribe", str(generated_call[0]), "--model", str(tiny_model_dir), "--channels", "split",
+            "--format", "verbose_json", "--set", f"transcribe.detector={ct2}"]
+    for redact, models in (("all", [(str(tiny_model_dir), True), (str(ct2), True)]),
+                           ("none", [(str(tiny_model_dir), False)])):
+        decoded.clear()
+        assert main([*args, "--redact", redact]) == 0
+        assert json.loads(capsys.readouterr().out)["segments"] and decoded == models
+    assert main([*args, "--redact", "all", "--set", f"transcribe.detector={project / 'missing'}"]) == 2
+    assert "transcribe.detector:" in capsys.readouterr().err

@@ -93,3 +93,31 @@ def test_a_number_said_in_a_call_is_redacted_muted_and_left_nowhere(call, base_d
                            ("jobs", stored.decode("utf-8", errors="replace"))):
         assert number not in content and digits not in re.sub(r"\D", "", content.replace("\n", " ")), place
         assert "[PHONE]" in content or place != "jobs"
+
+
+def test_a_number_the_served_model_cannot_hear_is_redacted_where_the_detector_heard_it(call, base_dir, tiny_model_dir,
+                                                                                       tmp_path):
+    """The random tiny model serves and hears no number; whisper-base, named as ``transcribe.detector``,
+    hears the customer's phone number: the tiny model's characters at that time are redacted and muted."""
+    served = Transcriber.open(tiny_model_dir, TranscribeParams()).transcribe(call, channels="split", words=True)
+    assert served.segments and not finish_text(served, KINDS).redactions
+    said = next(s for s in Transcriber.open(base_dir, TranscribeParams()).transcribe(call, channels="split").segments
+                if "138" in s.text or "幺三八" in s.text)
+    root = make_root(tmp_path / "service", {**TEST_PARAMS, "transcribe": {"detector": str(base_dir)},
+                                            "serve": {"model": str(tiny_model_dir)}})
+    key = add_key(root, "desk")
+    server = start_server(root, [])
+    try:
+        c = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=300)
+        response = c.audio.transcriptions.create(model="tiny-random", file=call.open("rb"), response_format="verbose_json",
+                                                 extra_body={"channels": "split", "redact": "phone",
+                                                             "redacted_audio": "true"})
+    finally:
+        server.stop()
+    verbose = response.model_extra
+    phones = [r for r in verbose["redactions"] if r["kind"] == "phone"]
+    assert "[PHONE]" in response.text and phones, response.text
+    muted, rate = sf.read(io.BytesIO(base64.b64decode(verbose["redacted_audio"]["data"])), always_2d=True)
+    for r in phones:
+        assert r["channel"] == said.channel and r["audio_start"] < said.end and said.start < r["audio_end"]
+        assert np.abs(muted[int(r["audio_start"] * rate):int(r["audio_end"] * rate)]).max() == 0

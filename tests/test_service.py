@@ -37,7 +37,10 @@ def clip(generated_call, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
-    root = make_root(tmp_path_factory.mktemp("service"), service_params(tiny_model_dir))
+    """The tiny model served, and named as the number detector too: redaction requests decode twice."""
+    params = service_params(tiny_model_dir)
+    root = make_root(tmp_path_factory.mktemp("service"),
+                     {**params, "transcribe": {**params["transcribe"], "detector": str(tiny_model_dir)}})
     keys = {name: add_key(root, name) for name in ("alice", "bob", "revoked")}
     KeyStore(root / "serve" / "keys.json").revoke("revoked")
     server = start_server(root, [])
@@ -397,6 +400,7 @@ def test_redact_itn_diarized_json_and_muted_audio_through_the_openai_client(serv
     assert rate == body["redacted_audio"]["sample_rate"] == 8000  # the call's own rate, not the decoder's
     for r in body.get("redactions", []):  # the random model says what it says; each span it made is silent
         assert np.abs(muted[int((r["audio_start"]) * rate):int(r["audio_end"] * rate)]).max(initial=0) == 0
+    assert "redaction also hears numbers with" in server.log.read_text()
     for fields, param in [({"redact": "passport"}, "redact"), ({"redact": "phone", "stream": "true"}, "stream"),
                           ({"response_format": "diarized_json", "channels": "mix"}, "response_format"),
                           ({"redacted_audio": "true"}, "redacted_audio"),

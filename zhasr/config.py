@@ -270,6 +270,21 @@ class TranscribeParams:
     # request's ``redact`` field replaces this list
     redact: list[RedactKind] = field(default_factory=list)
     itn: bool = False  # numbers written as digits in returned text ("三百二十八元" -> "328元"); a request's ``itn`` wins
+    # a model trained on calls with numbers (``zhasr detector``: models:/NAME@ALIAS, models:/NAME/VERSION or a
+    # folder) that also decodes the call where redaction is asked: what it hears as personal data is taken out
+    # of the transcript by time, its own text never returned; costs a second decoding. "": the transcript alone
+    # (recall on decoded text 44-77 % against 86-97 % with one: docs/transcripts.md)
+    detector: str = ""
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    # ``zhasr detector``: the model named by transcribe.detector, trained (with the train: settings) on
+    # synthesized calls giving personal data in the written forms a labeller uses (synth.personal_clips' calls)
+    base: str = ""  # the model it starts from: models:/..., a folder; "": the champion of register.model_name
+    clips: int = 600  # synthesized sentences, kinds in turn (synth.PERSONAL_ROTATION: e-mail twice, 1 in 7 other numbers)
+    seed: int = 779  # of the synthesized calls (other voices and numbers than the demo's)
+    out: str = "models/detector"  # its merged model (hf/) and int8 CTranslate2 copy (ct2-int8/), under the root
 
 
 @dataclass(frozen=True)
@@ -431,6 +446,7 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     transcribe: TranscribeParams = field(default_factory=TranscribeParams)
+    detector: DetectorParams = field(default_factory=DetectorParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     gate: GateParams = field(default_factory=GateParams)
     merge: MergeParams = field(default_factory=MergeParams)
@@ -670,6 +686,11 @@ def _check_transcribe(t: TranscribeParams) -> None:
                           f"transcribe.max_new_tokens: at least 8, got {t.max_new_tokens}")
 
 
+def _check_detector(detector: DetectorParams) -> None:
+    if detector.clips < 7:
+        raise ConfigError(f"detector.clips: at least 7 (one sentence of each kind in turn), got {detector.clips}")
+
+
 def _check_serve(serve: ServeParams) -> None:
     if serve.retain_days < 0:
         raise ConfigError(f"serve.retain_days: must be 0 (keep) or more days, got {serve.retain_days}")
@@ -710,6 +731,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     _check_regression(params.regression)
     _check_validate(params.validate)
     _check_transcribe(params.transcribe)
+    _check_detector(params.detector)
     _check_export(params.export)
     _check_train(params.train)
     _check_merge(params.merge)

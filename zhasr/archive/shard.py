@@ -20,7 +20,7 @@ from zhasr.data.manifest import atomic_write_text
 from zhasr.transcribe.confidence import call_confidence
 from zhasr.transcribe.engine import Transcriber
 from zhasr.transcribe.media import read_call
-from zhasr.transcribe.redaction import finish_text
+from zhasr.transcribe.redaction import transcribe_finished
 from zhasr.transcribe.writers import write
 
 EXTENSIONS = {"verbose_json": "json", "srt": "srt", "vtt": "vtt", "text": "txt"}
@@ -34,9 +34,11 @@ class ShardResult:
 
 def transcribe_shard(calls: Sequence[ArchiveCall], transcriber: Transcriber, out: Path, model: str, model_version: str,
                      formats: Sequence[str] = ("verbose_json",), known: dict[tuple[str, int, int], str] | None = None,
-                     max_audio_s: float | None = None, redact: Sequence[str] = (), itn: bool = False) -> ShardResult:
+                     max_audio_s: float | None = None, redact: Sequence[str] = (), itn: bool = False,
+                     detector: Transcriber | None = None) -> ShardResult:
     """Records of ``calls`` for ``model_version``; existing ones are read, not made again. Transcripts and
-    records hold the text with ``redact``'s kinds of personal data replaced (and, with ``itn``, digits)."""
+    records hold the text with ``redact``'s kinds of personal data replaced (and, with ``itn``, digits), with
+    what the number-trained ``detector`` heard too when there is one."""
     records, skipped = [], []
     for call in calls:
         sha = (known or {}).get(call.stat_key) or file_sha256(call.path)
@@ -50,8 +52,8 @@ def transcribe_shard(calls: Sequence[ArchiveCall], transcriber: Transcriber, out
                     model=model, model_version=model_version, worker=f"{socket.gethostname()}:{os.getpid()}")
         try:
             audio = read_call(Path(call.path), call.path, max_audio_s)
-            result = finish_text(transcriber.transcribe(audio, channels="split" if audio.channels > 1 else "mix",
-                                                        name=call.path), redact, itn)
+            result = transcribe_finished(transcriber, audio, redact, itn, detector,
+                                         channels="split" if audio.channels > 1 else "mix", name=call.path)
         except AudioError as exc:
             record = CallRecord(**base, status=FAILED, reason=str(exc), wall_s=round(time.perf_counter() - started, 3),
                                 finished_at=_now())

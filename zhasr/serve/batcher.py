@@ -29,6 +29,7 @@ class Loaded:
     version: str  # registry version ("3"), or the folder's name for a local model
     identity: str  # "zhasr-whisper v3"
     transcriber: Transcriber
+    detector: Loaded | None = None  # the number-trained model that also decodes where redaction is asked
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -38,8 +39,9 @@ class Work:
     ``events`` receives the piece indices of each window as it is decoded, then None when the work is
     over (``result`` or ``error`` set)."""
 
-    def __init__(self, loaded: Loaded, plan: Plan, prompt: str | None, words: bool):
+    def __init__(self, loaded: Loaded, plan: Plan, prompt: str | None, words: bool, heard: Work | None = None):
         self.loaded, self.plan, self.prompt, self.words = loaded, plan, prompt, words
+        self.heard = heard  # the same call queued with the loaded version's detector, where redaction is asked
         self.results: dict[int, Decoded] = {}
         self.events: queue.Queue = queue.Queue()
         self.done = threading.Event()

@@ -19,6 +19,7 @@ import soxr
 
 from zhasr.calltext.itn import numbers_to_digits
 from zhasr.calltext.pii import Found, find_pii, placeholder, redact
+from zhasr.transcribe.engine import AudioSource, Transcriber
 from zhasr.transcribe.media import TARGET_RATE, CallAudio
 from zhasr.transcribe.records import Redaction, Segment, Transcription, Word
 
@@ -48,6 +49,18 @@ def finish_text(t: Transcription, kinds: Sequence[str] = (), itn: bool = False,
     removed = tuple(dataclasses.replace(r, text=redact(r.text, kinds)[0] if kinds else r.text) for r in t.removed)
     return dataclasses.replace(t, text=" ".join(s.text for s in segments if s.text), segments=tuple(segments),
                                removed=removed, redactions=tuple(redactions))
+
+
+def transcribe_finished(transcriber: Transcriber, audio: AudioSource, kinds: Sequence[str] = (), itn: bool = False,
+                        detector: Transcriber | None = None, *, channels: str | None = None, name: str | None = None,
+                        words: bool = False, progress=None) -> Transcription:
+    """``audio`` transcribed (word times where ``kinds`` are redacted: they place the spans in the audio) and
+    finished by ``finish_text``; with ``detector`` and ``kinds``, also decoded by that number-trained model,
+    whose spans are taken out of the transcript by time."""
+    result = transcriber.transcribe(audio, channels=channels, name=name, words=words or bool(kinds), progress=progress)
+    heard = (detector.transcribe(audio, channels=channels, name=name, words=True)
+             if kinds and detector is not None else None)
+    return finish_text(result, kinds, itn, heard=heard)
 
 
 def _spans(segments: Sequence[Segment], kinds: Sequence[str]) -> dict[int, list[Found]]:
