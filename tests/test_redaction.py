@@ -291,6 +291,8 @@ def test_a_span_is_placed_by_word_times_when_the_words_spell_the_text_but_its_sp
              Word(3.1, 3.5, "谢谢")]
     result = finish_text(_transcription([_segment(0, 0.0, 9.0, "手机号138 1234 5678谢谢", words=words)]), KINDS)
     assert [(r.audio_start, r.audio_end) for r in result.redactions] == [(0.6, 3.0)]
+    # and its words stay, the span's one word, its placeholder
+    assert result.segments[0].words == (words[0], Word(0.6, 3.0, "[PHONE]"), words[-1])
 
 
 def test_finish_text_without_kinds_or_itn_is_the_transcription_itself():

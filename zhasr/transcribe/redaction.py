@@ -96,22 +96,28 @@ def _spans_heard(segments: Sequence[Segment], heard: Sequence[Redaction],
     return out
 
 
-def _char_bounds(s: Segment) -> list[tuple[float, float]]:
-    """(start, end) seconds of each character of the segment's text: its word's where the words spell the
-    text but for its spaces ("13 88 4", aligned as "13884"; a space takes the character's before), else
-    an equal share of the segment."""
-    spelled = [(w.start, w.end, ch) for w in s.words for ch in w.word]
-    bounds, k = [], 0
+def _word_of_chars(s: Segment) -> list[int] | None:
+    """The index in ``s.words`` of each character of the segment's text, where the words spell the text
+    but for its spaces ("13 88 4", aligned as "13884"; a space belongs to the word before it); else None."""
+    spelled = [(j, ch) for j, w in enumerate(s.words) for ch in w.word]
+    out, k = [], 0
     for ch in s.text:
-        if k < len(spelled) and spelled[k][2] == ch:
-            bounds.append(spelled[k][:2])
+        if k < len(spelled) and spelled[k][1] == ch:
+            out.append(spelled[k][0])
             k += 1
-        elif ch.isspace():
-            bounds.append(bounds[-1] if bounds else (s.start, s.start))
+        elif ch.isspace() and out:
+            out.append(out[-1])
         else:
-            break
-    if spelled and k == len(spelled) and len(bounds) == len(s.text):
-        return bounds
+            return None
+    return out if spelled and k == len(spelled) else None
+
+
+def _char_bounds(s: Segment) -> list[tuple[float, float]]:
+    """(start, end) seconds of each character of the segment's text: its word's (``_word_of_chars``), else
+    an equal share of the segment."""
+    words = _word_of_chars(s)
+    if words is not None:
+        return [(s.words[j].start, s.words[j].end) for j in words]
     share = (s.end - s.start) / max(1, len(s.text))
     return [(s.start + i * share, s.start + (i + 1) * share) for i in range(len(s.text))]
 
@@ -168,26 +174,29 @@ def _audio_bounds(s: Segment, start: int, end: int) -> tuple[float, float]:
 
 
 def _words(s: Segment, spans: list[Found]) -> tuple[Word, ...]:
-    """Words outside the spans as they were; the words of each span become one word, its placeholder."""
+    """Words outside the spans as they were; the words of each span become one word, its placeholder. No
+    words where they do not spell the text (``_word_of_chars``): they could not be placed."""
     if not spans or not s.words:
         return s.words
-    if "".join(w.word for w in s.words) != s.text:  # words that do not spell the text cannot be placed
+    words = _word_of_chars(s)
+    if words is None:
         return ()
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, j in enumerate(words):
+        first.setdefault(j, i)
+        last[j] = i + 1
     out: list[Word] = []
-    at, k, last = 0, 0, -1
-    for w in s.words:
-        w_end = at + len(w.word)
-        while k < len(spans) and spans[k].end <= at:
-            k += 1
-        if k < len(spans) and spans[k].start < w_end:
-            if last == k:  # another word of the same span
-                out[-1] = dataclasses.replace(out[-1], end=w.end)
-            else:
-                out.append(Word(w.start, w.end, placeholder(spans[k].kind)))
-            last = k
-        else:
+    taken = None  # the span the word before fell in
+    for j, w in enumerate(s.words):
+        k = next((k for k, f in enumerate(spans) if j in first and f.start < last[j] and first[j] < f.end), None)
+        if k is None:
             out.append(w)
-        at = w_end
+        elif k == taken:  # another word of the same span
+            out[-1] = dataclasses.replace(out[-1], end=w.end)
+        else:
+            out.append(Word(w.start, w.end, placeholder(spans[k].kind)))
+        taken = k
     return tuple(out)
 
 
