@@ -4,6 +4,7 @@
     .venv/bin/python bench/redaction.py --per-kind 40 --others 60    # quicker
     .venv/bin/python bench/redaction.py --rescore out.json  # the decodings of an earlier --out, scored again
     .venv/bin/python bench/redaction.py --adapt 60          # also: the candidate trained on calls with numbers
+    .venv/bin/python bench/redaction.py --detector models/detector/ct2-int8   # and the project's number detector
 
 Sentences of ``zhasr.data.synth.personal`` (a number of each kind in a call-center sentence, written in
 one of five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz mu-law telephone,
@@ -31,7 +32,8 @@ each kind; merged and exported to ct2 int8, it decodes the same set, which is th
 on its odd-numbered frames alone (sentences never trained on). ``--heard`` (with ``--adapt``) decodes both with
 word times, as the service does where redaction is asked, and also scores the candidate's text with what the
 trained model heard taken out of it by time (``finish_text(..., heard=)``): the trained model as a number
-detector, its own text never shown.
+detector, its own text never shown. ``--detector PATH`` does the same with a detector ``zhasr detector`` trained
+(``models/detector/ct2-int8``; it says the even-numbered frames only, like the demo's calls).
 """
 
 from __future__ import annotations
@@ -234,13 +236,18 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="default: models/exports/ct2-int8, else models/candidate")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="also train models/candidate on N sentences a kind of another seed (see above)")
+    parser.add_argument("--detector", type=Path, metavar="PATH",
+                        help="a trained number detector (zhasr detector's models/detector/ct2-int8): as --adapt --heard")
     parser.add_argument("--heard", action="store_true",
                         help="with --adapt: also the candidate's text with what the trained model heard (see above)")
     parser.add_argument("--beams", type=int, help="beam width to decode with (default: transcribe.num_beams)")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
     args = parser.parse_args()
-    if args.heard and (not args.adapt or args.rescore):
+    if args.adapt and args.detector:
+        parser.error("--adapt trains a detector, --detector names one: one of them")
+    args.heard = args.heard or bool(args.detector)
+    if args.heard and (not (args.adapt or args.detector) or args.rescore):
         parser.error("--heard needs --adapt and decodes afresh (not with --rescore)")
     rows = personal_set(args.seed, args.per_kind, args.others)
     adapted_texts, heard = None, None
@@ -260,9 +267,9 @@ def main() -> None:
             paths = synthesize(rows, work / "set", args.seed)
             decodings = decode(model, paths, args.beams, args.heard)
             texts = [t.text for t in decodings]
-            if args.adapt:
-                trained = decode(adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work), paths,
-                                 args.beams, args.heard)
+            if args.adapt or args.detector:
+                detector = args.detector or adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work)
+                trained = decode(detector, paths, args.beams, args.heard)
                 adapted_texts = [t.text for t in trained]
                 heard = [Heard(d, h) for d, h in zip(decodings, trained)] if args.heard else None
     reference = score(rows, [r.text for r in rows], False)
@@ -274,7 +281,8 @@ def main() -> None:
     print_table("Decoded text (the candidate), only the frames the demo never says", result["held_out_frames"])
     if adapted_texts is not None:
         result["adapt_per_kind"] = args.adapt
-        result["adapted"] = report(f"the candidate trained on {args.adapt} sentences a kind", rows, adapted_texts)
+        result["adapted"] = report(f"the detector {args.detector}" if args.detector else
+                                   f"the candidate trained on {args.adapt} sentences a kind", rows, adapted_texts)
         result["adapted"]["held_out_frames"] = on_held_out(adapted_texts)
         print_table("Decoded text (trained), only the frames never trained on", result["adapted"]["held_out_frames"])
     if heard is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import mlflow
 
 from mlflow_services import tracking
+from tasks.train import MlflowStepLogger, curves_figure
 from tasks.transcribe import resolve
 from zhasr.context import StageContext
 from zhasr.data.ingest import ingest_batches
@@ -27,6 +28,7 @@ from zhasr.data.synth import synthesize_batch
 from zhasr.export.ct2 import write_ct2
 from zhasr.model.merge import merge_adapter
 from zhasr.model.train import train_adapter
+from zhasr.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,11 @@ def run(ctx: StageContext) -> DetectorReport:
             if not r["decode_error"]]
     with tracking.stage_run(ctx, "detector"):
         mlflow.set_tags({"zhasr.detector.base": base.identity, "zhasr.detector.out": str(out)})
-        trained = train_adapter(base.model_dir, rows, work / "dataset", work / "run", ctx.params.train,
-                                language=ctx.params.model.language, task=ctx.params.model.task)
+        with progress_bar("cache lower encoder") as progress:
+            trained = train_adapter(base.model_dir, rows, work / "dataset", work / "run", ctx.params.train,
+                                    language=ctx.params.model.language, task=ctx.params.model.task,
+                                    callbacks=[MlflowStepLogger()], progress=progress)
+        tracking.log_figure_png(curves_figure(trained.loss_history, []), "plots/detector_loss_curve.png")
         for folder in ("hf", "ct2-int8"):
             shutil.rmtree(out / folder, ignore_errors=True)
         merged = merge_adapter(base.model_dir, trained.adapter_dir, out / "hf")
