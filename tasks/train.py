@@ -68,7 +68,7 @@ def curves_figure(loss: list[tuple[int, float]], dev_cer: list[tuple[int, float]
         steps, cer = zip(*dev_cer)
         right.plot(steps, [100 * c for c in cer], color="tab:red", marker="o", label="dev CER")
         right.set_ylabel("dev CER (%)", color="tab:red")
-    left.set_title("Training loss and dev CER")
+    left.set_title("Training loss and dev CER" if dev_cer else "Training loss")
     figure.tight_layout()
     return figure
 
