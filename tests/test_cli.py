@@ -92,13 +92,23 @@ def test_zhasr_ui_stops_with_its_web_server_on_sigterm(project):
 
 def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(project, tiny_model_dir, generated_call,
                                                                            capsys, monkeypatch):
-    """``zhasr detector`` trains a model on synthesized numbers and writes its int8 copy; ``transcribe``
-    with ``transcribe.detector`` naming it decodes the call with it too, with word times, where redaction
-    is asked, and only there."""
+    """``zhasr detector`` trains a model on synthesized numbers and the labelled calls that hold personal
+    data, and writes its int8 copy; ``transcribe`` with ``transcribe.detector`` naming it decodes the call
+    with it too, with word times, where redaction is asked, and only there."""
+    calls = project / "data" / "incoming" / "calls"
+    for i in range(4):
+        write_tone(calls / f"{i}.wav", 4.0 + 0.1 * i, freq=200 + 30 * i)
+    write_batch(calls.parent, "calls", [{"id": str(i), "audio": f"{i}.wav", "speaker": f"s{i}",
+                                         "text": f"我的手机号是1381234567{i}" if i % 2 else "好的请您稍等一下"}
+                                        for i in range(4)])
+    assert main(["ingest", "--set", "ingest.test_fraction=0.0", "--set", "ingest.template_test_fraction=0.0"]) == 0
+    assert main(["validate"]) == 0
+    capsys.readouterr()
     assert main(["detector", "--set", f"detector.base={tiny_model_dir}", "--set", "detector.clips=7"]) == 0
     report = json.loads(capsys.readouterr().out)
     ct2 = project / "models" / "detector" / "ct2-int8"
     assert report["model_dir"] == str(ct2) and (ct2 / "model.bin").is_file() and report["sentences"] == 7
+    assert report["labelled"] == 2  # the calls that give a phone number
     assert report["steps"] >= 1 and not (project / "models" / "detector" / "work").exists()
     assert json.loads((project / "reports" / "detector.json").read_text())["base"] == str(tiny_model_dir)
 
