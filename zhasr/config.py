@@ -273,7 +273,8 @@ class TranscribeParams:
     # a model trained on calls with numbers (``zhasr detector``: models:/NAME@ALIAS, models:/NAME/VERSION or a
     # folder) that also decodes the call where redaction is asked: what it hears as personal data is taken out
     # of the transcript by time, its own text never returned; costs a second decoding. "": the transcript alone
-    # (recall on decoded text 44-77 % against 86-97 % with one: docs/transcripts.md)
+    # (on a generated set no rule was written on, 39-70 % of each kind found alone, 93-99 % with one; none
+    # on real speech either way: docs/transcripts.md)
     detector: str = ""
 
 
@@ -281,6 +282,7 @@ class TranscribeParams:
 class DetectorParams:
     # ``zhasr detector``: the model named by transcribe.detector, trained (with the train: settings) on
     # synthesized calls giving personal data in the written forms a labeller uses (synth.personal_clips' calls)
+    # and on the labelled train-split calls whose text holds personal data
     base: str = ""  # the model it starts from: models:/..., a folder; "": the champion of register.model_name
     clips: int = 600  # synthesized sentences, kinds in turn (synth.PERSONAL_ROTATION: e-mail twice, 1 in 7 other numbers)
     seed: int = 779  # of the synthesized calls (other voices and numbers than the demo's)
