@@ -132,6 +132,33 @@ def test_a_window_that_echoes_its_prompt_falls_back_and_each_echo_is_removed(mon
     assert result.timings.windows == 1 and result.timings.unplaced == 1  # decoded once packed, then piece by piece
 
 
+class UnsureAligningRuntime(EchoRuntime):
+    """Echo's windows, with a P(no speech) above the guard's threshold, and word times whose words the
+    alignment gives low probabilities (speech said fast or through a codec)."""
+
+    def decode(self, clips, prompt=None, timestamps=False):
+        return [dataclasses.replace(t, no_speech_prob=0.9) for t in super().decode(clips, prompt, timestamps)]
+
+    def align(self, clips, texts):
+        out = []
+        for clip, text in zip(clips, texts):
+            seconds = len(clip) / RATE
+            out.append((Word(0.2, seconds / 2 - 0.4, "前", probability=0.05),
+                        Word(seconds / 2 + 0.4, seconds - 0.2, "后", probability=0.05)) if text else ())
+        return out
+
+
+def test_word_times_do_not_change_which_pieces_of_a_window_the_guard_keeps(monkeypatch):
+    from zhasr.transcribe import engine
+
+    monkeypatch.setattr(engine, "speech_spans", lambda samples, params, one_speaker=True: [(s(1), s(3)), (s(5), s(7))])
+    transcriber = Transcriber(UnsureAligningRuntime(), CALL, "zh")
+    plain, timed = (transcriber.transcribe(_two_tone_bursts(), words=words) for words in (False, True))
+    assert [(seg.start, seg.text) for seg in timed.segments] == [(seg.start, seg.text) for seg in plain.segments] == [
+        (1.0, "前"), (5.0, "后")]
+    assert timed.removed == () and [w.word for seg in timed.segments for w in seg.words] == ["前", "后"]
+
+
 def test_a_clean_window_is_placed_by_its_timestamps_without_decoding_again(monkeypatch):
     from zhasr.transcribe import engine
 
