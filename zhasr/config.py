@@ -273,7 +273,7 @@ class TranscribeParams:
     # a model trained on calls with numbers (``zhasr detector``: models:/NAME@ALIAS, models:/NAME/VERSION or a
     # folder) that also decodes the call where redaction is asked: what it hears as personal data is taken out
     # of the transcript by time, its own text never returned; costs a second decoding. "": the transcript alone
-    # (on a generated set no rule was written on, 39-70 % of each kind found alone, 93-99 % with one; none
+    # (on generated sets no rule was written on, 30-70 % of each kind found alone, 93-99 % with one; none
     # on real speech either way: docs/transcripts.md)
     detector: str = ""
 
