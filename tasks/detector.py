@@ -65,7 +65,7 @@ def labelled_with_numbers(ctx: StageContext) -> list[dict[str, Any]]:
 def run(ctx: StageContext) -> DetectorReport:
     started = time.perf_counter()
     p = ctx.params.detector
-    base = resolve(ctx, p.base or None)
+    base = resolve(ctx, p.base or None, "detector.base")
     out = ctx.root / p.out
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)  # a half-done earlier run's calls and checkpoints

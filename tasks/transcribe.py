@@ -65,14 +65,15 @@ def version_named(ctx: StageContext, spec: str) -> str | None:
     return str(version.version) if version is not None else None
 
 
-def resolve(ctx: StageContext, spec: str | None = None) -> ResolvedModel:
-    """``spec``: a ``models:/`` URI (default: the champion of ``register.model_name``) or a local model path."""
+def resolve(ctx: StageContext, spec: str | None = None, key: str = "--model") -> ResolvedModel:
+    """``spec``: a ``models:/`` URI (default: the champion of ``register.model_name``) or a local model path;
+    ``key``: the option or setting it came from, named in the errors."""
     spec = spec or f"models:/{ctx.params.register.model_name}@{registry.CHAMPION}"
     match = _MODEL_URI.match(spec)
     if not match:
         path = Path(spec).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"--model {spec}: neither a models:/NAME@ALIAS or models:/NAME/VERSION URI "
+            raise FileNotFoundError(f"{key} {spec}: neither a models:/NAME@ALIAS or models:/NAME/VERSION URI "
                                     "nor an existing folder or file")
         return ResolvedModel(path.resolve(), {}, str(path))
     tracking.configure(ctx)
@@ -80,7 +81,7 @@ def resolve(ctx: StageContext, spec: str | None = None) -> ResolvedModel:
     if match["alias"]:
         version = registry.version_by_alias(name, match["alias"])
         if version is None:
-            raise LookupError(f"{spec}: no version of {name} holds the alias {match['alias']!r}")
+            raise LookupError(f"{key} {spec}: no version of {name} holds the alias {match['alias']!r}")
     else:
         version = MlflowClient().get_model_version(name, match["version"])
     return ResolvedModel(registry.whisper_dir(version), fit_exports(version), f"{name} v{version.version}",
@@ -104,9 +105,9 @@ def detector_model(ctx: StageContext) -> ResolvedModel | None:
     if not spec:
         return None
     try:
-        return resolve(ctx, spec)
+        return resolve(ctx, spec, "transcribe.detector")
     except (FileNotFoundError, LookupError) as exc:
-        raise LookupError(f"transcribe.detector: {exc} (zhasr detector trains one)") from exc
+        raise LookupError(f"{exc} (zhasr detector trains one)") from exc
 
 
 def run(ctx: StageContext, files: list[Path], model: str | None = None, channels: str | None = None,

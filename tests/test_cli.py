@@ -125,4 +125,4 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
         assert main([*args, "--redact", redact]) == 0
         assert json.loads(capsys.readouterr().out)["segments"] and decoded == models
     assert main([*args, "--redact", "all", "--set", f"transcribe.detector={project / 'missing'}"]) == 2
-    assert "transcribe.detector:" in capsys.readouterr().err
+    assert f"transcribe.detector {project / 'missing'}: neither" in capsys.readouterr().err
