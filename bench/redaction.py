@@ -248,7 +248,7 @@ def main() -> None:
         parser.error("--adapt trains a detector, --detector names one: one of them")
     args.heard = args.heard or bool(args.detector)
     if args.heard and (not (args.adapt or args.detector) or args.rescore):
-        parser.error("--heard needs --adapt and decodes afresh (not with --rescore)")
+        parser.error("--heard needs --adapt; --heard and --detector decode afresh (not with --rescore)")
     rows = personal_set(args.seed, args.per_kind, args.others)
     adapted_texts, heard = None, None
     if args.rescore:

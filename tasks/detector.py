@@ -83,10 +83,12 @@ def run(ctx: StageContext) -> DetectorReport:
                                     language=ctx.params.model.language, task=ctx.params.model.task,
                                     callbacks=[MlflowStepLogger()], progress=progress)
         tracking.log_figure_png(curves_figure(trained.loss_history, []), "plots/detector_loss_curve.png")
-        for folder in ("hf", "ct2-int8"):
+        merged = merge_adapter(base.model_dir, trained.adapter_dir, work / "hf")
+        write_ct2(merged, work / "ct2-int8")
+        for folder in ("hf", "ct2-int8"):  # the last detector stays until this one is complete
             shutil.rmtree(out / folder, ignore_errors=True)
-        merged = merge_adapter(base.model_dir, trained.adapter_dir, out / "hf")
-        ct2 = write_ct2(merged, out / "ct2-int8")
+            (work / folder).rename(out / folder)
+        ct2 = out / "ct2-int8"
         minutes = sum(r["duration_s"] for r in rows + labelled) / 60
         report = DetectorReport(str(ct2), base.identity, len(rows), len(labelled), round(minutes, 2), trained.steps,
                                 trained.final_loss, round(time.perf_counter() - started, 1))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -53,7 +53,7 @@ def finish_text(t: Transcription, kinds: Sequence[str] = (), itn: bool = False,
 
 def transcribe_finished(transcriber: Transcriber, audio: AudioSource, kinds: Sequence[str] = (), itn: bool = False,
                         detector: Transcriber | None = None, *, channels: str | None = None, name: str | None = None,
-                        words: bool = False, progress=None) -> Transcription:
+                        words: bool = False, progress: Callable[[float, float], None] | None = None) -> Transcription:
     """``audio`` transcribed (word times where ``kinds`` are redacted: they place the spans in the audio) and
     finished by ``finish_text``; with ``detector`` and ``kinds``, also decoded by that number-trained model,
     whose spans are taken out of the transcript by time."""
