@@ -40,7 +40,8 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: install
 	$(VENV)/bin/zhasr demo
 
-# The number detector transcribe.detector can name (models/detector/ct2-int8): 15-20 min on 2 CPU cores.
+# The number detector transcribe.detector can name (models/detector/ct2-int8), checked before it replaces
+# the last one: 25-30 min on 2 CPU cores.
 detector: install
 	$(VENV)/bin/zhasr detector
 

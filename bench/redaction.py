@@ -41,144 +41,47 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import tempfile
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from zhasr.calltext.pii import KINDS, NUMBER, Found, redact  # noqa: E402
 from zhasr.config import IngestParams, SynthParams, load_params  # noqa: E402
 from zhasr.data.ingest import ingest_batches  # noqa: E402
-from zhasr.data.synth import plan_speakers  # noqa: E402
+from zhasr.data.synth import speak_sentences  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
-from zhasr.data.synth.voice import Call, apply_channel, render, speak  # noqa: E402
+from zhasr.evaluation.redaction_recall import Heard, RedactionScore, score  # noqa: E402
 from zhasr.export.ct2 import write_ct2  # noqa: E402
 from zhasr.model.merge import merge_adapter  # noqa: E402
 from zhasr.model.train import train_adapter  # noqa: E402
 from zhasr.progress import progress_bar  # noqa: E402
 from zhasr.transcribe import Transcriber  # noqa: E402
 from zhasr.transcribe.records import Transcription  # noqa: E402
-from zhasr.transcribe.redaction import finish_text  # noqa: E402
-
-_DIGIT = {ch: str(i) for i, ch in enumerate("零一二三四五六七八九")} | {"〇": "0", "幺": "1"}
 
 
-def digit_view(text: str) -> str:
-    """The text's digits in order, numerals read as digits; everything else dropped."""
-    return "".join(_DIGIT.get(ch, ch) for ch in text if ch.isdigit() or ch in _DIGIT)
+def synthesize(rows: list[PiiSentence], out: Path, seed: int) -> list[Path]:
+    """A WAV a sentence in ``out``, spoken by 14 demo voices of ``seed``: odd sentences telephone (8 kHz),
+    even ones wideband."""
+    return speak_sentences(rows, out, SynthParams(n_speakers=14, seed=seed))
 
 
-def leaks(row: PiiSentence, redacted: str) -> bool:
-    if row.kind == "email":
-        name = re.sub(r"\d", "", row.value.split("@")[0])
-        return name.lower() in redacted.lower().replace(" ", "")
-    digits, window = digit_view(redacted), min(4, len(row.value))
-    value = row.value.replace("X", "")
-    return any(value[i:i + window] in digits for i in range(len(value) - window + 1))
-
-
-@dataclasses.dataclass(frozen=True)
-class Heard:
-    """The candidate's decoding of a sentence and the number-trained model's, both with word times."""
-
-    decoded: Transcription
-    heard: Transcription
-
-
-def redacted(item: str | Heard, kinds: tuple[str, ...]) -> tuple[str, list[Found]]:
-    """A decoding's redacted text and its spans: of the text alone, or with what the trained model heard."""
-    if isinstance(item, str):
-        return redact(item, kinds)
-    t = finish_text(item.decoded, kinds, heard=item.heard)
-    return t.text, [Found(r.kind, r.text_start, r.text_end) for r in t.redactions]
-
-
-def synthesize(rows: list[PiiSentence], out: Path, seed: int, channel: str | None = None) -> list[Path]:
-    """A WAV a sentence in ``out``, spoken by 14 demo voices of ``seed``; ``channel`` "telephone" or "wideband",
-    or None: odd sentences telephone (8 kHz), even ones wideband."""
-    params = SynthParams(n_speakers=14, seed=seed)
-    speakers = plan_speakers(params)
-
-    def one(i: int) -> Path:
-        rng = np.random.default_rng([seed, i])
-        speaker = speakers[i % len(speakers)]
-        call = Call(f"pii{i}", speaker, "account", channel or ("telephone" if i % 2 else "wideband"),
-                    float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
-                    params.noise_colors[int(rng.integers(len(params.noise_colors)))])
-        speech, rate = apply_channel(speak(rows[i].pinyin, speaker), call.channel, params)
-        path = out / f"pii{i:05d}.wav"
-        sf.write(path, render(speech, rate, call, rng, params), rate, subtype="PCM_16")
-        return path
-
-    with ThreadPoolExecutor(max_workers=2) as pool, progress_bar("synthesize") as report:
-        paths = []
-        for path in pool.map(one, range(len(rows))):
-            paths.append(path)
-            report(len(paths), len(rows))
-    return paths
-
-
-def score(rows: list[PiiSentence], texts: list[str] | list[Heard], decoded: bool) -> dict[str, dict[str, float]]:
-    hit, leak_free, total, spans, right, personal, digits_right, netted = (Counter() for _ in range(8))
-    for row, item in zip(rows, texts):
-        text = item if isinstance(item, str) else item.decoded.text
-        without, found = redacted(item, KINDS)
-        with_number, extra = redacted(item, (*KINDS, NUMBER))
-        netted[row.kind] += not row.kind and any(f.kind == NUMBER for f in extra) or bool(row.kind) and not leaks(
-            row, with_number)
-        for f in found:
-            spans[f.kind] += 1
-            on_number = bool(row.kind) and (decoded or (f.start < row.end and row.start < f.end))
-            right[f.kind] += on_number and f.kind == row.kind
-            personal[f.kind] += on_number
-        if not row.kind:
-            continue
-        total[row.kind] += 1
-        if decoded:
-            clean = not leaks(row, without)
-            leak_free[row.kind] += clean
-            hit[row.kind] += clean and any(f.kind == row.kind for f in found)
-            digits_right[row.kind] += (row.value.replace("X", "") in digit_view(text) if row.kind != "email"
-                                       else row.value.lower() in text.lower().replace(" ", ""))
-        else:
-            hit[row.kind] += any(f.kind == row.kind and f.start <= row.start and f.end >= row.end for f in found)
-    table = {}
-    for kind in KINDS:
-        table[kind] = {"sentences": total[kind], "recall": hit[kind] / max(1, total[kind]),
-                       "precision": right[kind] / spans[kind] if spans[kind] else 1.0, "spans": spans[kind],
-                       "on_personal_data": personal[kind] / spans[kind] if spans[kind] else 1.0}
-        if decoded:
-            table[kind] |= {"leak_free": leak_free[kind] / max(1, total[kind]),
-                            "digits_right": digits_right[kind] / max(1, total[kind]),
-                            "leak_free_with_number": netted[kind] / max(1, total[kind])}
-    table["none"] = {"sentences": sum(1 for r in rows if not r.kind), "masked_by_number": netted[""]}
-    return table
-
-
-def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
-    decoded = "leak_free" in table[KINDS[0]]
+def print_table(title: str, table: RedactionScore) -> None:
     print(f"\n{title}\n")
     print("| kind | sentences | recall % | precision % (spans) | on personal data % |"
-          + (" leak-free % | digits right % | leak-free with number % |" if decoded else ""))
-    print("|---|---|---|---|---|" + ("---|---|---|" if decoded else ""))
-    for kind in KINDS:
-        t = table[kind]
-        line = (f"| {kind} | {t['sentences']} | {100 * t['recall']:.1f} | {100 * t['precision']:.1f} ({t['spans']}) | "
-                f"{100 * t['on_personal_data']:.1f} |")
-        if decoded:
-            line += " " + " ".join(f"{100 * t[k]:.1f} |" for k in ("leak_free", "digits_right", "leak_free_with_number"))
+          + (" leak-free % | digits right % | leak-free with number % |" if table.decoded else ""))
+    print("|---|---|---|---|---|" + ("---|---|---|" if table.decoded else ""))
+    for kind, t in table.kinds.items():
+        line = (f"| {kind} | {t.sentences} | {100 * t.recall:.1f} | {100 * t.precision:.1f} ({t.spans}) | "
+                f"{100 * t.on_personal_data:.1f} |")
+        if table.decoded:
+            line += " " + " ".join(f"{100 * v:.1f} |" for v in (t.leak_free, t.digits_right, t.leak_free_with_number))
         print(line)
-    print(f"\nnumber masks {table['none']['masked_by_number']} of the {table['none']['sentences']} sentences without "
-          "personal data")
+    print(f"\nnumber masks {table.masked_by_number} of the {table.clean_sentences} sentences without personal data")
 
 
 def decode(model: Path, paths: list[Path], beams: int | None = None, words: bool = False) -> list[Transcription]:
@@ -225,7 +128,7 @@ def report(title: str, rows: list[PiiSentence], texts: list[str] | list[Heard]) 
         picked = [i for i in range(len(rows)) if i % 2 == parity]
         by_channel[name] = score([rows[i] for i in picked], [texts[i] for i in picked], True)
         print_table(f"Decoded text ({title}), {name} clips only", by_channel[name])
-    return {"decoded": decoded, "by_channel": by_channel}
+    return {"decoded": decoded.to_dict(), "by_channel": {k: v.to_dict() for k, v in by_channel.items()}}
 
 
 def main() -> None:
@@ -275,21 +178,24 @@ def main() -> None:
     reference = score(rows, [r.text for r in rows], False)
     print_table("Reference text (every written form)", reference)
     held_out = [i for i, r in enumerate(rows) if r.frame % 2]
-    on_held_out = lambda decoded: score([rows[i] for i in held_out], [decoded[i] for i in held_out], True)  # noqa: E731
-    result = {"model": str(model), "reference": reference, **report("the candidate", rows, texts),
-              "held_out_frames": on_held_out(texts)}
-    print_table("Decoded text (the candidate), only the frames the demo never says", result["held_out_frames"])
+
+    def on_held_out(title: str, decoded: list[str] | list[Heard]) -> dict:
+        scored = score([rows[i] for i in held_out], [decoded[i] for i in held_out], True)
+        print_table(title, scored)
+        return scored.to_dict()
+
+    result = {"model": str(model), "reference": reference.to_dict(), **report("the candidate", rows, texts),
+              "held_out_frames": on_held_out("Decoded text (the candidate), only the frames the demo never says", texts)}
     if adapted_texts is not None:
         result["adapt_per_kind"] = args.adapt
         result["adapted"] = report(f"the detector {args.detector}" if args.detector else
                                    f"the candidate trained on {args.adapt} sentences a kind", rows, adapted_texts)
-        result["adapted"]["held_out_frames"] = on_held_out(adapted_texts)
-        print_table("Decoded text (trained), only the frames never trained on", result["adapted"]["held_out_frames"])
+        result["adapted"]["held_out_frames"] = on_held_out("Decoded text (trained), only the frames never trained on",
+                                                           adapted_texts)
     if heard is not None:
         result["heard"] = report("the candidate's, with what the trained model heard", rows, heard)
-        result["heard"]["held_out_frames"] = on_held_out(heard)
-        print_table("Decoded text (the candidate's, with what the trained model heard), only the frames never "
-                    "trained on", result["heard"]["held_out_frames"])
+        result["heard"]["held_out_frames"] = on_held_out("Decoded text (the candidate's, with what the trained model "
+                                                         "heard), only the frames never trained on", heard)
     if args.out:
         result["rows"] = [{"kind": r.kind, "form": r.form, "frame": r.frame, "reference": r.text, "decoded": t}
                           | ({"decoded_adapted": adapted_texts[i]} if adapted_texts is not None else {})

@@ -6,6 +6,11 @@ of the train split whose text holds personal data, the base model (the champion 
 them with the ``train:`` settings, merged and converted to int8 CTranslate2. Where redaction is asked, the service, the CLI and bulk transcription decode the call with
 it too and take what it hears as personal data out of the transcript by time; its own text, which
 this training makes worse on ordinary speech (docs/transcripts.md), is never returned.
+
+Before it replaces the last detector it is judged on held-out sentences (``detector.check_*``: another seed's
+numbers and voices, the sentence frames it never heard): the base model decodes them, the new detector and the
+one in place hear them, and ``zhasr.evaluation.detector_verdict`` decides; one that fails is kept in
+``<out>/rejected/`` and the last one stays.
 """
 
 from __future__ import annotations
@@ -14,36 +19,48 @@ import dataclasses
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 
-from mlflow_services import tracking
+from mlflow_services import review, tracking
 from tasks.train import MlflowStepLogger, curves_figure
-from tasks.transcribe import resolve
+from tasks.transcribe import ResolvedModel, open_resolved, resolve
 from zhasr.calltext.pii import find_pii
 from zhasr.context import StageContext
 from zhasr.data.ingest import ingest_batches
 from zhasr.data.manifest import atomic_write_json
-from zhasr.data.synth import synthesize_batch
+from zhasr.data.synth import speak_sentences, synthesize_batch
+from zhasr.data.synth.personal import personal_set
+from zhasr.evaluation.detector_verdict import DetectorVerdict, judge_detector
+from zhasr.evaluation.redaction_recall import Heard, RedactionScore, score
 from zhasr.export.ct2 import write_ct2
 from zhasr.model.merge import merge_adapter
 from zhasr.model.train import train_adapter
 from zhasr.progress import progress_bar
+from zhasr.transcribe.records import Transcription
 
 
 @dataclass(frozen=True)
 class DetectorReport:
     """What the detector stage wrote (reports/detector.json)."""
 
-    model_dir: str  # the int8 CTranslate2 folder transcribe.detector can name
+    model_dir: str  # the int8 CTranslate2 folder transcribe.detector can name: the new one if accepted ("": none)
     base: str  # what it was trained from ("zhasr-whisper v3", or a folder)
     sentences: int  # synthesized sentences trained on
     labelled: int  # labelled train-split clips whose text holds personal data, trained on too
     minutes: float  # of the speech trained on
     steps: int
     final_loss: float
-    seconds: float  # wall time of synthesis, training, merge and conversion
+    seconds: float  # wall time of synthesis, training, merge, conversion and the check
+    accepted: bool  # it replaced the last detector
+    reasons: list[str]  # the check's rules it failed
+    check_recall: dict[str, float]  # per kind on the check sentences, fractions ({}: not checked)
+    check_on_personal_data: float | None  # of every span it gave there, the share on personal data
+    replaced_recall: dict[str, float]  # the detector in place before, on the same check ({}: there was none)
+    rejected_dir: str = ""  # where a refused detector was kept
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +70,14 @@ class DetectorReport:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class DetectorCheck:
+    """The held-out check's scores: the new detector's, and the one in place's on the same decodings."""
+
+    new: RedactionScore
+    replaced: RedactionScore | None
+
+
 def labelled_with_numbers(ctx: StageContext) -> list[dict[str, Any]]:
     """The dataset's train-split clips whose label holds personal data of any kind (the voices and lines of
     the project's own calls), their audio named by absolute path; none before a first ingest."""
@@ -60,6 +85,42 @@ def labelled_with_numbers(ctx: StageContext) -> list[dict[str, Any]]:
         return []
     dataset = ctx.path("dataset")
     return [{**r, "audio": str(dataset / r["audio"])} for r in ctx.split_rows("train") if find_pii(r["text"])]
+
+
+def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: Path | None,
+                   work: Path) -> DetectorCheck:
+    """``detector.check_*``'s sentences said by ``synth:``'s voices of ``check_seed`` into ``work``, decoded
+    by ``base`` and heard by ``new`` and ``replaced`` (int8 CTranslate2 folders), each with word times as
+    where redaction is asked; scored as the base's text with what the detector heard taken out."""
+    p = ctx.params.detector
+    rows = personal_set(p.check_seed, p.check_per_kind, p.check_others, frames="odd")
+    paths = speak_sentences(rows, work, dataclasses.replace(ctx.params.synth, seed=p.check_seed))
+
+    def decode(model: ResolvedModel) -> list[Transcription]:
+        with progress_bar(f"check: {model.identity} (s of speech)") as show:
+            return open_resolved(ctx, model).transcribe_many(
+                paths, words=True, across_inputs=True, progress=lambda done, whole: show(round(done), round(whole)))
+
+    decoded = decode(base)
+    heard_by = lambda model: score(rows, [Heard(d, h) for d, h in zip(decoded, decode(model))], True)  # noqa: E731
+    return DetectorCheck(heard_by(ResolvedModel(new, identity="the new detector")),
+                         heard_by(ResolvedModel(replaced, identity=f"the detector in place, {replaced}"))
+                         if replaced else None)
+
+
+def log_check(check: DetectorCheck, min_recall: float) -> None:
+    """The check's figures as metrics, a table (detector/check.json) and a plot."""
+    for name, scored in (("check", check.new), ("replaced", check.replaced)):
+        if scored is not None:
+            mlflow.log_metrics({f"detector_{name}_recall_{kind}": s.recall for kind, s in scored.kinds.items()
+                                if s.sentences} | {f"detector_{name}_mean_recall": scored.mean_recall,
+                                                   f"detector_{name}_on_personal_data": scored.on_personal_data})
+    rows = [{"detector": name, "kind": kind, **asdict(s)}
+            for name, scored in (("new", check.new), ("in place", check.replaced)) if scored is not None
+            for kind, s in scored.kinds.items()]
+    mlflow.log_table(pd.DataFrame(rows), artifact_file="detector/check.json")
+    tracking.log_figure_png(review.detector_check_figure(check.new, check.replaced, min_recall),
+                            "plots/detector_check.png")
 
 
 def run(ctx: StageContext) -> DetectorReport:
@@ -85,17 +146,30 @@ def run(ctx: StageContext) -> DetectorReport:
         tracking.log_figure_png(curves_figure(trained.loss_history, []), "plots/detector_loss_curve.png")
         merged = merge_adapter(base.model_dir, trained.adapter_dir, work / "hf")
         write_ct2(merged, work / "ct2-int8")
-        for folder in ("hf", "ct2-int8"):  # the last detector stays until this one is complete
-            shutil.rmtree(out / folder, ignore_errors=True)
-            (work / folder).rename(out / folder)
-        ct2 = out / "ct2-int8"
+        in_place = out / "ct2-int8"
+        check, verdict = None, DetectorVerdict(True, ())
+        if p.check_per_kind or p.check_others:
+            check = check_detector(ctx, base, work / "ct2-int8", in_place if (in_place / "model.bin").is_file()
+                                   else None, work / "check")
+            verdict = judge_detector(check.new, check.replaced, p)
+            log_check(check, p.min_recall)
+        place = out if verdict.accepted else out / "rejected"
+        for folder in ("hf", "ct2-int8"):  # the last detector stays until this one is complete and accepted
+            shutil.rmtree(place / folder, ignore_errors=True)
+            place.mkdir(parents=True, exist_ok=True)
+            (work / folder).rename(place / folder)
+        recall = lambda scored: {k: s.recall for k, s in scored.kinds.items() if s.sentences} if scored else {}  # noqa: E731
         minutes = sum(r["duration_s"] for r in rows + labelled) / 60
-        report = DetectorReport(str(ct2), base.identity, len(rows), len(labelled), round(minutes, 2), trained.steps,
-                                trained.final_loss, round(time.perf_counter() - started, 1))
+        report = DetectorReport(str(in_place) if (in_place / "model.bin").is_file() else "", base.identity, len(rows),
+                                len(labelled), round(minutes, 2), trained.steps, trained.final_loss,
+                                round(time.perf_counter() - started, 1), verdict.accepted, list(verdict.reasons),
+                                recall(check and check.new), check.new.on_personal_data if check else None,
+                                recall(check and check.replaced), "" if verdict.accepted else str(place / "ct2-int8"))
+        mlflow.set_tag("zhasr.detector.accepted", str(verdict.accepted).lower())
         mlflow.log_metrics({"detector_sentences": report.sentences, "detector_labelled_clips": report.labelled,
                             "detector_minutes": report.minutes,
                             "detector_steps": report.steps, "detector_final_loss": report.final_loss,
-                            "detector_seconds": report.seconds})
+                            "detector_seconds": report.seconds, "detector_accepted": float(verdict.accepted)})
         atomic_write_json(ctx.report("detector"), report.to_dict())
     shutil.rmtree(work, ignore_errors=True)
     return report

@@ -15,6 +15,7 @@ from conftest import write_tone
 from test_ingest import write_batch
 
 from cli.main import main
+from zhasr.calltext.pii import KINDS
 
 
 def test_ingest_and_validate_through_the_cli_with_an_override(project, capsys):
@@ -104,13 +105,25 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
     assert main(["ingest", "--set", "ingest.test_fraction=0.0", "--set", "ingest.template_test_fraction=0.0"]) == 0
     assert main(["validate"]) == 0
     capsys.readouterr()
-    assert main(["detector", "--set", f"detector.base={tiny_model_dir}", "--set", "detector.clips=7"]) == 0
+    detector = ["detector", "--set", f"detector.base={tiny_model_dir}", "--set", "detector.clips=7",
+                "--set", "detector.check_per_kind=1", "--set", "detector.check_others=1"]
+    assert main([*detector, "--set", "detector.min_recall=0", "--set", "detector.min_precision=0"]) == 0
     report = json.loads(capsys.readouterr().out)
     ct2 = project / "models" / "detector" / "ct2-int8"
     assert report["model_dir"] == str(ct2) and (ct2 / "model.bin").is_file() and report["sentences"] == 7
     assert report["labelled"] == 2  # the calls that give a phone number
     assert report["steps"] >= 1 and not (project / "models" / "detector" / "work").exists()
+    assert report["accepted"] and set(report["check_recall"]) == set(KINDS) and report["replaced_recall"] == {}
     assert json.loads((project / "reports" / "detector.json").read_text())["base"] == str(tiny_model_dir)
+    # a random model hears no number: at the default floors the next one is refused, the first one stays
+    kept = (ct2 / "model.bin").read_bytes()
+    assert main(detector) == 0
+    refused = json.loads(capsys.readouterr().out)
+    assert not refused["accepted"] and any(r.endswith("recall 0.0 % < 85.0 %") for r in refused["reasons"])
+    assert set(refused["replaced_recall"]) == set(KINDS)  # the one in place was heard on the same check
+    assert refused["model_dir"] == str(ct2) and (ct2 / "model.bin").read_bytes() == kept
+    assert refused["rejected_dir"] == str(project / "models" / "detector" / "rejected" / "ct2-int8")
+    assert (project / "models" / "detector" / "rejected" / "ct2-int8" / "model.bin").is_file()
 
     from zhasr.transcribe import Transcriber
 

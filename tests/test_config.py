@@ -59,6 +59,9 @@ def test_override_sets_nested_value_with_its_type():
     ("train.time_mask_ms=5000", "train.time_mask_ms"),
     ("train.pseudo_label_splits=[tuning, telephone-g723]", "train.pseudo_label_splits: telephone-g723 is trained"),
     ("regression.speaker_pattern='thchs30_A2'", "regression.speaker_pattern 'thchs30_A2': needs a group"),
+    ("detector.check_seed=779", "detector.check_seed: must differ from detector.seed (779)"),
+    ("detector.min_recall=85", "detector.min_recall: expected a fraction within 0-1"),
+    ("detector.check_others=-1", "detector.check_others: must be 0 (no check) or more"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

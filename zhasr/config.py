@@ -287,6 +287,16 @@ class DetectorParams:
     clips: int = 600  # synthesized sentences, kinds in turn (synth.PERSONAL_ROTATION: e-mail twice, 1 in 7 other numbers)
     seed: int = 779  # of the synthesized calls (other voices and numbers than the demo's)
     out: str = "models/detector"  # its merged model (hf/) and int8 CTranslate2 copy (ct2-int8/), under the root
+    # Before a new detector replaces the last one it is judged on held-out sentences: check_seed's numbers and
+    # voices, only the sentence frames it was never trained on, half of them 8 kHz telephone; the base model's
+    # transcript with what the detector heard taken out by time (zhasr.evaluation.redaction_recall). A detector
+    # that fails stays in <out>/rejected/; 0 check sentences: no check
+    check_per_kind: int = 20  # sentences of each kind of personal data
+    check_others: int = 20  # sentences with numbers that are not personal data (where false spans show)
+    check_seed: int = 7791
+    min_recall: float = 0.85  # each kind, as a fraction: found with none of its digits left readable
+    min_precision: float = 0.95  # of every span found, the share on personal data
+    max_recall_drop: float = 0.03  # mean recall over the kinds may fall at most this below the detector it replaces
 
 
 @dataclass(frozen=True)
@@ -691,6 +701,15 @@ def _check_transcribe(t: TranscribeParams) -> None:
 def _check_detector(detector: DetectorParams) -> None:
     if detector.clips < 7:
         raise ConfigError(f"detector.clips: at least 7 (one sentence of each kind in turn), got {detector.clips}")
+    for key in ("check_per_kind", "check_others"):
+        if getattr(detector, key) < 0:
+            raise ConfigError(f"detector.{key}: must be 0 (no check) or more, got {getattr(detector, key)}")
+    for key in ("min_recall", "min_precision", "max_recall_drop"):
+        if not 0 <= getattr(detector, key) <= 1:
+            raise ConfigError(f"detector.{key}: expected a fraction within 0-1, got {getattr(detector, key)}")
+    if detector.check_seed == detector.seed:
+        raise ConfigError(f"detector.check_seed: must differ from detector.seed ({detector.seed}), else the check "
+                          "hears the numbers and voices trained on")
 
 
 def _check_serve(serve: ServeParams) -> None:

@@ -50,7 +50,7 @@ import soundfile as sf
 
 from zhasr.config import SynthParams
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
-from zhasr.data.synth.personal import FORMS, other_sentence, personal_sentence
+from zhasr.data.synth.personal import FORMS, PiiSentence, other_sentence, personal_sentence
 from zhasr.data.synth.voice import (
     ESPEAK_VOICE,
     VOICE_VARIANTS,
@@ -213,3 +213,29 @@ def check_batch_settings(batch_dir: Path, params: SynthParams) -> None:
 
 def _progress(progress: Callable[[int, int], None] | None, description: str) -> ContextManager[Callable[[int, int], None]]:
     return nullcontext(progress) if progress is not None else progress_bar(description)
+
+
+def speak_sentences(rows: list[PiiSentence], out: Path, params: SynthParams, channel: str | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    """A 16-bit WAV per sentence in ``out`` (``pii<i>.wav``), said by ``params``' voices in turn, noise of its
+    levels and colours; ``channel`` "telephone" (8 kHz) or "wideband", or None: odd sentences telephone."""
+    speakers = plan_speakers(params)
+
+    def one(i: int) -> Path:
+        rng = np.random.default_rng([params.seed, i])
+        speaker = speakers[i % len(speakers)]
+        call = Call(f"pii{i}", speaker, "account", channel or ("telephone" if i % 2 else "wideband"),
+                    float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
+                    params.noise_colors[int(rng.integers(len(params.noise_colors)))])
+        speech, rate = apply_channel(speak(rows[i].pinyin, speaker), call.channel, params)
+        path = out / f"pii{i:05d}.wav"
+        sf.write(path, render(speech, rate, call, rng, params), rate, subtype="PCM_16")
+        return path
+
+    out.mkdir(parents=True, exist_ok=True)
+    with _progress(progress, "synthesize sentences") as report, ThreadPoolExecutor(max_workers=params.workers) as pool:
+        paths = []
+        for path in pool.map(one, range(len(rows))):
+            paths.append(path)
+            report(len(paths), len(rows))
+    return paths

@@ -1,0 +1,34 @@
+"""Whether a newly trained number detector may replace the last one: its figures on the held-out check
+sentences against ``detector:``'s floors and against the detector it would replace."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from zhasr.config import DetectorParams
+from zhasr.evaluation.redaction_recall import RedactionScore
+
+
+@dataclass(frozen=True)
+class DetectorVerdict:
+    accepted: bool
+    reasons: tuple[str, ...]  # each rule that failed, with its figures; empty when accepted
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge_detector(new: RedactionScore, current: RedactionScore | None, params: DetectorParams) -> DetectorVerdict:
+    """Every kind the check holds reaches ``min_recall``; of every span, ``min_precision`` falls on personal
+    data; the mean recall over kinds falls at most ``max_recall_drop`` below ``current`` (the detector in
+    place, scored on the same decodings of the base model; None: there is none)."""
+    reasons = [f"{kind} recall {100 * s.recall:.1f} % < {100 * params.min_recall:.1f} %"
+               for kind, s in new.kinds.items() if s.sentences and s.recall < params.min_recall]
+    if new.on_personal_data < params.min_precision:
+        reasons.append(f"spans on personal data {100 * new.on_personal_data:.1f} % < "
+                       f"{100 * params.min_precision:.1f} %")
+    if current is not None and new.mean_recall < current.mean_recall - params.max_recall_drop:
+        reasons.append(f"mean recall {100 * new.mean_recall:.1f} % < the current detector's "
+                       f"{100 * current.mean_recall:.1f} % - {100 * params.max_recall_drop:.1f} points")
+    return DetectorVerdict(not reasons, tuple(reasons))
