@@ -3,14 +3,18 @@
 A moved alias is loaded beside the running version and swapped in with one assignment; requests hold
 the ``Loaded`` they were admitted with, so those in flight finish on it. A version that fails to
 load leaves the old one serving, logged and counted, and is tried again only once the alias moves
-again.
+again. ``transcribe.detector``'s model is followed the same way: a folder replaced (``zhasr detector``
+swaps in a new one that passed its check) or an alias moved is loaded and heard with by the requests
+admitted from then on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
+from pathlib import Path
 
 from service.metrics import Metrics
 from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve, version_named
@@ -29,6 +33,8 @@ class ServedModel:
         self.current: Loaded | None = None
         self.detector: Loaded | None = None
         self.failed: str | None = None  # the version that failed to load last, not retried until the alias moves
+        self.detector_stamp: str | None = None  # which build of the detector is loaded (detector_stamp)
+        self.failed_detector: str | None = None  # the build that failed to load last, not retried
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -46,9 +52,35 @@ class ServedModel:
     def _detector(self) -> Loaded | None:
         """``transcribe.detector``'s model, loaded with the first version and kept across swaps."""
         if self.detector is None and (model := detector_model(self.ctx)) is not None:
+            self.detector_stamp = detector_stamp(self.ctx)
             self.detector = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
             log.info("redaction also hears numbers with %s", model.identity)
         return self.detector
+
+    def check_detector(self) -> None:
+        """One poll: when the detector's folder was replaced or its alias moved, load it and give it to the
+        version served; a build that fails to load leaves the last one hearing (logged, counted)."""
+        if self.detector is None:
+            return
+        try:
+            stamp = detector_stamp(self.ctx)
+        except Exception as exc:  # the folder between two renames, or the registry unreachable
+            log.warning("detector check of %s failed: %s", self.ctx.params.transcribe.detector, exc)
+            return
+        if stamp in (None, self.detector_stamp, self.failed_detector):
+            return
+        try:
+            model = detector_model(self.ctx)
+            loaded = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
+        except Exception as exc:
+            self.failed_detector = stamp
+            self.metrics.model_load_failures.inc()
+            log.error("the new detector failed to load, still hearing with %s: %s", self.detector.identity, exc)
+            return
+        previous, self.detector, self.detector_stamp = self.detector, loaded, stamp
+        if self.current is not None:
+            self.current = dataclasses.replace(self.current, detector=loaded)
+        log.info("redaction now hears numbers with %s (build %s; was %s)", loaded.identity, stamp, previous.identity)
 
     def load(self) -> Loaded:
         """Resolve and load the spec now (at start; raises when it cannot)."""
@@ -91,7 +123,7 @@ class ServedModel:
 
     def start(self) -> None:
         """Load the spec in a thread (the server answers /health meanwhile), then poll the alias every
-        ``serve.poll_s`` (a fixed version or a folder is loaded once)."""
+        ``serve.poll_s`` (a fixed version or a folder is loaded once), and the detector's build."""
 
         def loop() -> None:
             try:
@@ -101,11 +133,26 @@ class ServedModel:
                 log.error("%s failed to load: %s", self.spec, exc)
                 if self.follows_alias:
                     self.failed = version_named(self.ctx, self.spec)
-            while self.follows_alias and not self._stop.wait(self.ctx.params.serve.poll_s):
-                self.check()
+            while (self.follows_alias or self.detector is not None) and not self._stop.wait(self.ctx.params.serve.poll_s):
+                if self.follows_alias:
+                    self.check()
+                self.check_detector()
 
         self._thread = threading.Thread(target=loop, name="zhasr-model", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def detector_stamp(ctx: StageContext) -> str | None:
+    """Which build ``transcribe.detector`` names now: the registry version of a ``models:/`` spec, else its
+    folder's inode and change time (a folder renamed into place is a new build); None when it names none."""
+    spec = ctx.params.transcribe.detector
+    if not spec:
+        return None
+    version = version_named(ctx, spec)
+    if version is not None:
+        return version
+    folder = Path(spec).expanduser().stat()
+    return f"{folder.st_ino}:{folder.st_mtime_ns}"

@@ -303,6 +303,41 @@ def test_serve_keys_cli_adds_lists_and_revokes(project, capsys):
     assert store.hotwords_of("desk-7") == ["顺丰", "京东物流", "退款"] and store.hotwords_of("carol") == []
 
 
+def test_a_detector_swapped_into_its_folder_is_heard_with_from_the_next_poll(project, tiny_model_dir, tmp_path):
+    """As ``zhasr detector`` renames a new detector into place, the served version gets it on the next poll
+    (requests admitted before keep the ``Loaded`` they hold); a build that cannot load leaves the last one."""
+    import shutil
+
+    from service.metrics import Metrics
+    from service.models import ServedModel
+    from zhasr.config import load_params
+    from zhasr.context import StageContext
+
+    detector = tmp_path / "detector" / "ct2-int8"
+    shutil.copytree(tiny_model_dir, detector)
+    make_root(project, {**TEST_PARAMS, "serve": {"model": str(tiny_model_dir)},
+                        "transcribe": {**TEST_PARAMS["transcribe"], "detector": str(detector)}})
+    served = ServedModel(StageContext(project, load_params(project / "params.yaml")), Metrics())
+    first = served.load()
+    served.check_detector()
+    assert served.current is first and first.detector is served.detector  # nothing replaced: nothing loaded
+
+    def swap_in(build) -> None:  # as the detector stage does: written beside, renamed into place
+        build(detector.parent / "work")
+        shutil.rmtree(detector)
+        (detector.parent / "work").rename(detector)
+
+    swap_in(lambda folder: shutil.copytree(tiny_model_dir, folder))
+    served.check_detector()
+    second = served.current
+    assert second.detector is not first.detector and second.transcriber is first.transcriber
+    assert first.detector is not None and second.version == first.version  # the held Loaded is untouched
+    swap_in(lambda folder: folder.mkdir() or (folder / "config.json").write_text("{}"))
+    served.check_detector()
+    served.check_detector()  # the failed build is not tried again
+    assert served.current is second and served.metrics.model_load_failures._value.get() == 1
+
+
 def test_hot_swap_follows_approve_and_rollback_without_a_failed_request(project, tiny_model_dir, clip, tmp_path):
     """v1 serves; approving v2 swaps it in within poll_s plus the load time while a client keeps sending;
     an approved v3 that cannot load leaves v2 serving (logged, counted); rollback to v1 swaps back."""
