@@ -164,6 +164,6 @@ def detector_check_figure(new: RedactionScore, replaced: RedactionScore | None, 
     axis.set_ylabel("recall (%)")
     axis.set_ylim(0, 105)
     axis.set_title("Held-out check: the transcript with what the detector heard taken out")
-    axis.legend(loc="lower right")
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     figure.tight_layout()
     return figure

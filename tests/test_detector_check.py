@@ -47,13 +47,15 @@ def _scored(recall: dict[str, float], on_personal_data: float = 1.0) -> Redactio
 
 def test_a_detector_is_refused_below_a_floor_or_against_the_one_in_place_and_says_why():
     params = DetectorParams()
-    assert judge_detector(_scored({"code": 0.85}), None, params).accepted
-    low = judge_detector(_scored({"code": 0.8}), None, params)
-    assert not low.accepted and low.reasons == ("code recall 80.0 % < 85.0 %",)
+    assert judge_detector(_scored({"code": 0.6}), None, params).accepted  # mean 0.92
+    low = judge_detector(_scored({"code": 0.55}), None, params)
+    assert not low.accepted and low.reasons == ("code recall 55.0 % < 60.0 %",)
+    assert judge_detector(_scored({"code": 0.6, "email": 0.6}), None, params).reasons == (
+        "mean recall 84.0 % < 85.0 %",)
     noisy = judge_detector(_scored({}, on_personal_data=0.9), None, params)
     assert noisy.reasons == ("spans on personal data 90.0 % < 95.0 %",)
-    # mean recall 0.93 against the one in place at 0.97: a 4-point fall, over max_recall_drop
-    worse = judge_detector(_scored({"phone": 0.85, "id_card": 0.9, "email": 0.9}), _scored({"phone": 0.85}), params)
-    assert not worse.accepted and worse.reasons[0].startswith("mean recall 93.0 % < the current detector's 97.0 %")
-    assert judge_detector(_scored({"phone": 0.85, "id_card": 0.9, "email": 0.9}), _scored({"phone": 0.85}),
-                          dataclasses.replace(params, max_recall_drop=0.05)).accepted
+    # mean recall 0.9 against the one in place at 0.97: a 7-point fall, over max_recall_drop
+    worse = judge_detector(_scored({"phone": 0.85, "id_card": 0.8, "email": 0.85}), _scored({"phone": 0.85}), params)
+    assert not worse.accepted and worse.reasons == ("mean recall 90.0 % < the current detector's 97.0 % - 5.0 points",)
+    assert judge_detector(_scored({"phone": 0.85, "id_card": 0.8, "email": 0.85}), _scored({"phone": 0.85}),
+                          dataclasses.replace(params, max_recall_drop=0.1)).accepted

@@ -20,11 +20,14 @@ class DetectorVerdict:
 
 
 def judge_detector(new: RedactionScore, current: RedactionScore | None, params: DetectorParams) -> DetectorVerdict:
-    """Every kind the check holds reaches ``min_recall``; of every span, ``min_precision`` falls on personal
-    data; the mean recall over kinds falls at most ``max_recall_drop`` below ``current`` (the detector in
-    place, scored on the same decodings of the base model; None: there is none)."""
-    reasons = [f"{kind} recall {100 * s.recall:.1f} % < {100 * params.min_recall:.1f} %"
-               for kind, s in new.kinds.items() if s.sentences and s.recall < params.min_recall]
+    """The mean recall over kinds reaches ``min_mean_recall`` and each kind the check holds ``min_recall``;
+    of every span, ``min_precision`` falls on personal data; the mean recall falls at most ``max_recall_drop``
+    below ``current``'s (the detector in place, scored on the same decodings of the base model; None: there
+    is none)."""
+    reasons = [f"mean recall {100 * new.mean_recall:.1f} % < {100 * params.min_mean_recall:.1f} %"
+               ] if new.mean_recall < params.min_mean_recall else []
+    reasons += [f"{kind} recall {100 * s.recall:.1f} % < {100 * params.min_recall:.1f} %"
+                for kind, s in new.kinds.items() if s.sentences and s.recall < params.min_recall]
     if new.on_personal_data < params.min_precision:
         reasons.append(f"spans on personal data {100 * new.on_personal_data:.1f} % < "
                        f"{100 * params.min_precision:.1f} %")
