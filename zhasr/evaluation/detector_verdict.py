@@ -3,8 +3,7 @@ sentences against ``detector:``'s floors and against the detector it would repla
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from zhasr.config import DetectorParams
 from zhasr.evaluation.redaction_recall import RedactionScore
@@ -14,9 +13,6 @@ from zhasr.evaluation.redaction_recall import RedactionScore
 class DetectorVerdict:
     accepted: bool
     reasons: tuple[str, ...]  # each rule that failed, with its figures; empty when accepted
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def judge_detector(new: RedactionScore, current: RedactionScore | None, params: DetectorParams) -> DetectorVerdict:
