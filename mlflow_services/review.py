@@ -16,7 +16,6 @@ from zhasr.evaluation.summary import SYSTEMS, SetSummary, SliceRates  # noqa: E4
 if TYPE_CHECKING:
     from zhasr.config import Params
     from zhasr.evaluation.gate import Verdict
-    from zhasr.evaluation.redaction_recall import RedactionScore
     from zhasr.evaluation.summary import EvaluationSummary
     from zhasr.model.merge import MergeReport
     from zhasr.model.train import TrainReport
@@ -148,22 +147,3 @@ def model_card(*, name: str, version: str, params: Params, lineage: dict[str, st
     ]
     return "\n".join(lines) + "\n"
 
-
-def detector_check_figure(new: RedactionScore, replaced: RedactionScore | None, min_recall: float):
-    """Recall per kind of a new number detector on its held-out check and of the one it would replace
-    (None: none), ``min_recall`` drawn across."""
-    kinds = [k for k, s in new.kinds.items() if s.sentences]
-    shown = [("new", new, "tab:blue")] + ([("in place", replaced, "tab:gray")] if replaced else [])
-    figure, axis = plt.subplots(figsize=(7, 3.8))
-    width = 0.8 / len(shown)
-    for i, (label, scored, color) in enumerate(shown):
-        axis.bar([k + i * width for k in range(len(kinds))], [100 * scored.kinds[k].recall for k in kinds], width,
-                 label=label, color=color)
-    axis.axhline(100 * min_recall, color="tab:red", linestyle="--", label="detector.min_recall")
-    axis.set_xticks([k + width * (len(shown) - 1) / 2 for k in range(len(kinds))], kinds)
-    axis.set_ylabel("recall (%)")
-    axis.set_ylim(0, 105)
-    axis.set_title("Held-out check: the transcript with what the detector heard taken out")
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
-    figure.tight_layout()
-    return figure

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
 
-from mlflow_services import review, tracking
+from mlflow_services import tracking
 from tasks.train import MlflowStepLogger, curves_figure
 from tasks.transcribe import ResolvedModel, open_resolved, resolve
 from zhasr.calltext.pii import find_pii
@@ -108,6 +109,26 @@ def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: 
                          if replaced else None)
 
 
+def detector_check_figure(new: RedactionScore, replaced: RedactionScore | None, min_recall: float):
+    """Recall per kind of a new number detector on its held-out check and of the one it would replace
+    (None: none), ``min_recall`` drawn across."""
+    kinds = [k for k, s in new.kinds.items() if s.sentences]
+    shown = [("new", new, "tab:blue")] + ([("in place", replaced, "tab:gray")] if replaced else [])
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(shown)
+    for i, (label, scored, color) in enumerate(shown):
+        axis.bar([k + i * width for k in range(len(kinds))], [100 * scored.kinds[k].recall for k in kinds], width,
+                 label=label, color=color)
+    axis.axhline(100 * min_recall, color="tab:red", linestyle="--", label="detector.min_recall")
+    axis.set_xticks([k + width * (len(shown) - 1) / 2 for k in range(len(kinds))], kinds)
+    axis.set_ylabel("recall (%)")
+    axis.set_ylim(0, 105)
+    axis.set_title("Held-out check: the transcript with what the detector heard taken out")
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
+    figure.tight_layout()
+    return figure
+
+
 def log_check(check: DetectorCheck, min_recall: float) -> None:
     """The check's figures as metrics, a table (detector/check.json) and a plot."""
     for name, scored in (("check", check.new), ("replaced", check.replaced)):
@@ -119,7 +140,7 @@ def log_check(check: DetectorCheck, min_recall: float) -> None:
             for name, scored in (("new", check.new), ("in place", check.replaced)) if scored is not None
             for kind, s in scored.kinds.items()]
     mlflow.log_table(pd.DataFrame(rows), artifact_file="detector/check.json")
-    tracking.log_figure_png(review.detector_check_figure(check.new, check.replaced, min_recall),
+    tracking.log_figure_png(detector_check_figure(check.new, check.replaced, min_recall),
                             "plots/detector_check.png")
 
 
