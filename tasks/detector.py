@@ -175,17 +175,17 @@ def run(ctx: StageContext) -> DetectorReport:
             verdict = judge_detector(check.new, check.replaced, p)
             log_check(check, p.min_recall)
         place = out if verdict.accepted else out / "rejected"
+        place.mkdir(parents=True, exist_ok=True)
         for folder in ("hf", "ct2-int8"):  # the last detector stays until this one is complete and accepted
             shutil.rmtree(place / folder, ignore_errors=True)
-            place.mkdir(parents=True, exist_ok=True)
             (work / folder).rename(place / folder)
         recall = lambda scored: {k: s.recall for k, s in scored.kinds.items() if s.sentences} if scored else {}  # noqa: E731
         minutes = sum(r["duration_s"] for r in rows + labelled) / 60
         report = DetectorReport(str(in_place) if (in_place / "model.bin").is_file() else "", base.identity, len(rows),
                                 len(labelled), round(minutes, 2), trained.steps, trained.final_loss,
                                 round(time.perf_counter() - started, 1), verdict.accepted, list(verdict.reasons),
-                                recall(check and check.new), check.new.on_personal_data if check else None,
-                                recall(check and check.replaced), "" if verdict.accepted else str(place / "ct2-int8"))
+                                recall(check.new if check else None), check.new.on_personal_data if check else None,
+                                recall(check.replaced if check else None), "" if verdict.accepted else str(place / "ct2-int8"))
         mlflow.set_tag("zhasr.detector.accepted", str(verdict.accepted).lower())
         mlflow.log_metrics({"detector_sentences": report.sentences, "detector_labelled_clips": report.labelled,
                             "detector_minutes": report.minutes,
