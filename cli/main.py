@@ -97,7 +97,12 @@ def cmd_demo(args: argparse.Namespace) -> Any:
 def cmd_detector(args: argparse.Namespace) -> Any:
     from tasks import detector
 
-    return detector.run(_context(args))
+    report = detector.run(_context(args))
+    if not report.accepted:
+        print(f"zhasr detector: the new detector failed its check ({'; '.join(report.reasons)}); it is kept in "
+              f"{report.rejected_dir}, and " + (f"{report.model_dir} stays in use" if report.model_dir else
+                                               "no detector is in place"), file=sys.stderr)
+    return report
 
 
 def cmd_promote(args: argparse.Namespace) -> Any:

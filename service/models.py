@@ -146,13 +146,11 @@ class ServedModel:
 
 
 def detector_stamp(ctx: StageContext) -> str | None:
-    """Which build ``transcribe.detector`` names now: the registry version of a ``models:/`` spec, else its
-    folder's inode and change time (a folder renamed into place is a new build); None when it names none."""
+    """Which build ``transcribe.detector`` names now: the registry version of a ``models:/`` spec (None while
+    its alias names none), else its folder's inode and modification time (a folder renamed into place is a new
+    build); None when it names none."""
     spec = ctx.params.transcribe.detector
-    if not spec:
-        return None
-    version = version_named(ctx, spec)
-    if version is not None:
-        return version
+    if not spec or spec.startswith("models:/"):
+        return version_named(ctx, spec) if spec else None
     folder = Path(spec).expanduser().stat()
     return f"{folder.st_ino}:{folder.st_mtime_ns}"

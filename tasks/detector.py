@@ -169,7 +169,7 @@ def run(ctx: StageContext) -> DetectorReport:
         write_ct2(merged, work / "ct2-int8")
         in_place = out / "ct2-int8"
         check, verdict = None, DetectorVerdict(True, ())
-        if p.check_per_kind or p.check_others:
+        if p.check_per_kind:
             check = check_detector(ctx, base, work / "ct2-int8", in_place if (in_place / "model.bin").is_file()
                                    else None, work / "check")
             verdict = judge_detector(check.new, check.replaced, p)

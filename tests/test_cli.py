@@ -120,7 +120,9 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
     # a random model hears no number: at the default floors the next one is refused, the first one stays
     kept = (ct2 / "model.bin").read_bytes()
     assert main(detector) == 0
-    refused = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    refused = json.loads(out)
+    assert "failed its check (mean recall" in err and f"{ct2} stays in use" in err
     assert not refused["accepted"] and re.fullmatch(r"mean recall [\d.]+ % < 85\.0 %", refused["reasons"][0])
     assert set(refused["replaced_recall"]) == set(KINDS)  # the one in place was heard on the same check
     assert refused["model_dir"] == str(ct2) and (ct2 / "model.bin").read_bytes() == kept

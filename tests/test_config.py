@@ -61,7 +61,8 @@ def test_override_sets_nested_value_with_its_type():
     ("regression.speaker_pattern='thchs30_A2'", "regression.speaker_pattern 'thchs30_A2': needs a group"),
     ("detector.check_seed=779", "detector.check_seed: must differ from detector.seed (779)"),
     ("detector.min_recall=85", "detector.min_recall: expected a fraction within 0-1"),
-    ("detector.check_others=-1", "detector.check_others: must be 0 (no check) or more"),
+    ("detector.check_others=-1", "detector.check_others: must be 0 or more"),
+    ("detector.check_per_kind=0", "detector.check_others: 20 with check_per_kind 0 judges no number"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

@@ -48,6 +48,8 @@ def _scored(recall: dict[str, float], on_personal_data: float = 1.0) -> Redactio
 def test_a_detector_is_refused_below_a_floor_or_against_the_one_in_place_and_says_why():
     params = DetectorParams()
     assert judge_detector(_scored({"code": 0.6}), None, params).accepted  # mean 0.92
+    at_the_floor = _scored({"phone": 0.6, "id_card": 0.95, "bank_card": 0.9, "code": 0.95, "email": 0.85})
+    assert at_the_floor.mean_recall < 0.85 and judge_detector(at_the_floor, None, params).accepted  # 0.8499999…
     low = judge_detector(_scored({"code": 0.55}), None, params)
     assert not low.accepted and low.reasons == ("code recall 55.0 % < 60.0 %",)
     assert judge_detector(_scored({"code": 0.6, "email": 0.6}), None, params).reasons == (

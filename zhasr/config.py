@@ -290,9 +290,9 @@ class DetectorParams:
     # Before a new detector replaces the last one it is judged on held-out sentences: check_seed's numbers and
     # voices, only the sentence frames it was never trained on, half of them 8 kHz telephone; the base model's
     # transcript with what the detector heard taken out by time (zhasr.evaluation.redaction_recall). A detector
-    # that fails stays in <out>/rejected/; 0 check sentences: no check
+    # that fails stays in <out>/rejected/; check_per_kind 0 (and check_others 0): no check
     check_per_kind: int = 20  # sentences of each kind of personal data
-    check_others: int = 20  # sentences with numbers that are not personal data (where false spans show)
+    check_others: int = 20  # sentences with numbers that are not personal data (the only place false spans show)
     check_seed: int = 7791
     # recall: sentences whose number was found with none of its digits left readable, as a fraction; on 20
     # sentences a kind one is 5 points, and the 3-digit security codes of the held-out frames are the hardest
@@ -706,7 +706,10 @@ def _check_detector(detector: DetectorParams) -> None:
         raise ConfigError(f"detector.clips: at least 7 (one sentence of each kind in turn), got {detector.clips}")
     for key in ("check_per_kind", "check_others"):
         if getattr(detector, key) < 0:
-            raise ConfigError(f"detector.{key}: must be 0 (no check) or more, got {getattr(detector, key)}")
+            raise ConfigError(f"detector.{key}: must be 0 or more, got {getattr(detector, key)}")
+    if detector.check_others and not detector.check_per_kind:
+        raise ConfigError(f"detector.check_others: {detector.check_others} with check_per_kind 0 judges no number; "
+                          "set check_per_kind, or both to 0 (no check)")
     for key in ("min_mean_recall", "min_recall", "min_precision", "max_recall_drop"):
         if not 0 <= getattr(detector, key) <= 1:
             raise ConfigError(f"detector.{key}: expected a fraction within 0-1, got {getattr(detector, key)}")

@@ -215,16 +215,15 @@ def _progress(progress: Callable[[int, int], None] | None, description: str) -> 
     return nullcontext(progress) if progress is not None else progress_bar(description)
 
 
-def speak_sentences(rows: list[PiiSentence], out: Path, params: SynthParams, channel: str | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> list[Path]:
+def speak_sentences(rows: list[PiiSentence], out: Path, params: SynthParams) -> list[Path]:
     """A 16-bit WAV per sentence in ``out`` (``pii<i>.wav``), said by ``params``' voices in turn, noise of its
-    levels and colours; ``channel`` "telephone" (8 kHz) or "wideband", or None: odd sentences telephone."""
+    levels and colours; odd sentences through the 8 kHz telephone channel, even ones wideband."""
     speakers = plan_speakers(params)
 
     def one(i: int) -> Path:
         rng = np.random.default_rng([params.seed, i])
         speaker = speakers[i % len(speakers)]
-        call = Call(f"pii{i}", speaker, "account", channel or ("telephone" if i % 2 else "wideband"),
+        call = Call(f"pii{i}", speaker, "account", "telephone" if i % 2 else "wideband",
                     float(params.snr_db[int(rng.integers(len(params.snr_db)))]),
                     params.noise_colors[int(rng.integers(len(params.noise_colors)))])
         speech, rate = apply_channel(speak(rows[i].pinyin, speaker), call.channel, params)
@@ -233,7 +232,7 @@ def speak_sentences(rows: list[PiiSentence], out: Path, params: SynthParams, cha
         return path
 
     out.mkdir(parents=True, exist_ok=True)
-    with _progress(progress, "synthesize sentences") as report, ThreadPoolExecutor(max_workers=params.workers) as pool:
+    with progress_bar("synthesize sentences") as report, ThreadPoolExecutor(max_workers=params.workers) as pool:
         paths = []
         for path in pool.map(one, range(len(rows))):
             paths.append(path)
