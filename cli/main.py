@@ -97,11 +97,18 @@ def cmd_demo(args: argparse.Namespace) -> Any:
 def cmd_detector(args: argparse.Namespace) -> Any:
     from tasks import detector
 
-    report = detector.run(_context(args))
+    ctx = _context(args)
+    report = detector.run(ctx)
+    name = ctx.params.detector.model_name
+    registered = f", registered as {name} v{report.version}" if report.version else ""
     if not report.accepted:
         print(f"zhasr detector: the new detector failed its check ({'; '.join(report.reasons)}); it is kept in "
-              f"{report.rejected_dir}, and " + (f"{report.model_dir} stays in use" if report.model_dir else
-                                               "no detector is in place"), file=sys.stderr)
+              f"{report.rejected_dir}{registered}, and " + (f"{report.replaced} stays in use" if report.replaced else
+                                                            "no detector is in place"), file=sys.stderr)
+    elif report.version:
+        print(f"zhasr detector: in {report.model_dir}{registered} (challenger); `zhasr approve {report.version} "
+              f"--model {name} --by NAME --note WHY` makes it the champion models:/{name}@champion names",
+              file=sys.stderr)
     return report
 
 
@@ -117,7 +124,7 @@ def _registry_context(args: argparse.Namespace):
 
     ctx = _context(args)
     tracking.configure(ctx)
-    return ctx.params.register.model_name
+    return args.model or ctx.params.register.model_name
 
 
 def cmd_decision(args: argparse.Namespace) -> Any:
@@ -319,16 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("detector", cmd_detector, "train the number detector transcribe.detector names; it replaces the last one "
                                   "only if it passes its check (detector: settings; 13-30 min on 2 CPU cores)")
     add("promote", cmd_promote, "gate, register and wait for approval on the evaluation in reports/")
+    registered_model = dict(help="the registered model (default: register.model_name; detector.model_name for the "
+                                 "number detector)")
     for command, help in (("approve", "make a challenger the champion"), ("reject", "turn a challenger down")):
         p = add(command, cmd_decision, help)
         p.add_argument("version", help="model version number")
+        p.add_argument("--model", **registered_model)
         p.add_argument("--by", required=True, help="who decides (recorded)")
         p.add_argument("--note", required=True, help="why (recorded)")
     p = add("rollback", cmd_decision, "give the champion alias back to the previous champion")
+    p.add_argument("--model", **registered_model)
     p.add_argument("--to", help="a former champion's version (default: the one before the current)")
     p.add_argument("--by", required=True, help="who decides (recorded)")
     p.add_argument("--note", required=True, help="why (recorded)")
-    add("status", cmd_status, "versions, aliases, gate verdicts and the alias history")
+    add("status", cmd_status, "versions, aliases, gate verdicts and the alias history").add_argument(
+        "--model", **registered_model)
     p = add("transcribe", cmd_transcribe, "transcribe audio files (whole calls, any format) with a registered "
                                           "version or a model folder")
     p.add_argument("files", nargs="+", help="audio files")

@@ -98,7 +98,8 @@ def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.A
 
 
 def status(name: str, history: int = 10) -> dict[str, Any]:
-    """Versions with their aliases, gate verdict, review and CER; the last ``history`` alias changes."""
+    """Versions with their aliases, gate verdict, review and CER (a number detector's: its check's mean recall and
+    base); the last ``history`` alias changes."""
     client = MlflowClient()
     try:
         aliases = client.get_registered_model(name).aliases
@@ -111,11 +112,14 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
     rows = []
     for v in versions:
         details = _details(v)
+        figures = ({"check_recall": v.tags.get("zhasr.detector.mean_recall", ""), "base": v.tags.get("zhasr.parent", "")}
+                   if v.tags.get("zhasr.role") == "detector" else
+                   {"cer_test": v.tags.get("zhasr.cer", ""), "cer_regression": details.get("zhasr.cer_regression", ""),
+                    "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8]})
         rows.append({
             "version": str(v.version), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
             "gate": v.tags.get("zhasr.gate", v.tags.get("zhasr.role", "")), "review": v.tags.get("zhasr.review", ""),
-            "cer_test": v.tags.get("zhasr.cer", ""), "cer_regression": details.get("zhasr.cer_regression", ""),
-            "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8], "git": details.get("zhasr.git_commit", "")[:8],
+            **figures, "git": details.get("zhasr.git_commit", "")[:8],
         })
     return {"model": name, "versions": rows, "alias_changes": _decisions(registry.alias_history(name))[-history:]}
 

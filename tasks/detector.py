@@ -9,13 +9,17 @@ this training makes worse on ordinary speech (docs/transcripts.md), is never ret
 
 Before it replaces the last detector it is judged on held-out sentences (``detector.check_*``: another seed's
 numbers and voices, the sentence frames it never heard): the base model decodes them, the new detector and the
-one in place hear them, and ``zhasr.evaluation.detector_verdict`` decides; one that fails is kept in
-``<out>/rejected/`` and the last one stays.
+one in place (the model ``transcribe.detector`` names, else the last one in ``<out>``) hear them, and
+``zhasr.evaluation.detector_verdict`` decides; one that fails is kept in ``<out>/rejected/`` and the last one stays.
+Every build is also registered as a version of ``detector.model_name`` with the verdict as its gate: one that
+passed becomes challenger, and champion only when a person approves (``mlflow_services.promotion``), so
+``transcribe.detector: models:/zhasr-detector@champion`` follows only approved detectors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -25,11 +29,15 @@ from typing import Any
 import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
-from mlflow_services import tracking
+from mlflow_services import registry, tracking
+from tasks.export import log_export
+from tasks.register import git_commit
 from tasks.train import MlflowStepLogger, curves_figure
-from tasks.transcribe import ResolvedModel, open_resolved, resolve
+from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve
 from zhasr.calltext.pii import find_pii
+from zhasr.config import DetectorParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import ingest_batches
 from zhasr.data.manifest import atomic_write_json
@@ -42,6 +50,8 @@ from zhasr.model.merge import merge_adapter
 from zhasr.model.train import train_adapter
 from zhasr.progress import progress_bar
 from zhasr.transcribe.records import Transcription
+
+CHECK_ACTOR = "zhasr detector check"
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ class DetectorReport:
     check_on_personal_data: float | None  # of every span it gave there, the share on personal data
     replaced_recall: dict[str, float]  # the detector in place before, on the same check ({}: there was none)
     rejected_dir: str = ""  # where a refused detector was kept
+    replaced: str = ""  # the detector in place it was checked against ("": none)
+    version: str = ""  # its version of detector.model_name ("": not registered)
+    alias: str | None = None  # "challenger" when registered and accepted
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +101,18 @@ def labelled_with_numbers(ctx: StageContext) -> list[dict[str, Any]]:
     return [{**r, "audio": str(dataset / r["audio"])} for r in ctx.split_rows("train") if find_pii(r["text"])]
 
 
-def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: Path | None,
+def detector_in_place(ctx: StageContext, folder: Path) -> ResolvedModel | None:
+    """The detector a new one is checked against: the model ``transcribe.detector`` names (what redaction
+    hears with now; None while its alias names no version), else the int8 folder the stage replaces."""
+    if ctx.params.transcribe.detector:
+        try:
+            return detector_model(ctx)
+        except LookupError:
+            return None
+    return ResolvedModel(folder, identity=str(folder)) if (folder / "model.bin").is_file() else None
+
+
+def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: ResolvedModel | None,
                    work: Path) -> DetectorCheck:
     """``detector.check_*``'s sentences said by ``synth:``'s voices of ``check_seed`` into ``work``, decoded
     by ``base`` and heard by ``new`` and ``replaced`` (int8 CTranslate2 folders), each with word times as
@@ -105,7 +129,7 @@ def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: 
     decoded = decode(base)
     heard_by = lambda model: score(rows, [Heard(d, h) for d, h in zip(decoded, decode(model))], True)  # noqa: E731
     return DetectorCheck(heard_by(ResolvedModel(new, identity="the new detector")),
-                         heard_by(ResolvedModel(replaced, identity=f"the detector in place, {replaced}"))
+                         heard_by(dataclasses.replace(replaced, identity=f"the detector in place, {replaced.identity}"))
                          if replaced else None)
 
 
@@ -144,6 +168,61 @@ def log_check(check: DetectorCheck, min_recall: float) -> None:
                             "plots/detector_check.png")
 
 
+def detector_card(name: str, number: str, report: DetectorReport, p: DetectorParams) -> str:
+    """The version's description in the registry (markdown): what it was trained on, its check, the verdict."""
+    lines = [f"# {name} v{number}: number detector", "",
+             f"Trained from {report.base} on {report.sentences} synthesized sentences (seed {p.seed}) and "
+             f"{report.labelled} labelled calls with personal data ({report.minutes} min of speech), {report.steps} "
+             f"steps, final loss {report.final_loss:.3f}. Where redaction is asked it hears the call beside the "
+             "transcriber and what it hears as personal data is taken out of the transcript by time; its own text "
+             "is never returned.", ""]
+    if report.check_recall:
+        lines += [f"## Held-out check (seed {p.check_seed}: {p.check_per_kind} sentences a kind, {p.check_others} "
+                  "without personal data, frames never trained on)", "",
+                  f"| kind | this build: recall % | in place ({report.replaced or 'none'}) |", "|---|---|---|"]
+        lines += [f"| {kind} | {100 * r:.0f} | " + (f"{100 * report.replaced_recall[kind]:.0f}"
+                                                    if kind in report.replaced_recall else "") + " |"
+                  for kind, r in report.check_recall.items()]
+        lines += ["", f"Spans on personal data: {100 * report.check_on_personal_data:.1f} %.", ""]
+    lines.append(f"**Check: {'passed' if report.accepted else 'failed'}**" +
+                 (f": {'; '.join(report.reasons)}" if report.reasons else "") +
+                 ("" if report.check_recall else " (not checked: detector.check_per_kind is 0)") + ".")
+    if report.accepted:
+        lines += ["", f"A person makes it the champion: `zhasr approve {number} --model {name} --by NAME --note WHY`."]
+    return "\n".join(lines) + "\n"
+
+
+def register_build(ctx: StageContext, report: DetectorReport, place: Path, name: str) -> DetectorReport:
+    """``place``'s build (hf/ and ct2-int8/) registered as a new version of ``name`` in the active run, the check's
+    verdict as its gate (``zhasr.gate``, the reasons as the run's ``zhasr.gate_reason``), its int8 copy kept with
+    the run as its fit ct2 export; challenger when it passed."""
+    run_id = mlflow.active_run().info.run_id
+    uri = log_export(place / "ct2-int8", "ct2-int8", run_id)
+    gate = "pass" if report.accepted else "fail"
+    mean = sum(report.check_recall.values()) / len(report.check_recall) if report.check_recall else None
+    reason = "; ".join(report.reasons) or (f"passed the check: mean recall {100 * mean:.1f} %, spans on personal "
+                                           f"data {100 * report.check_on_personal_data:.1f} %" if mean is not None
+                                           else "not checked (detector.check_per_kind 0)")
+    mlflow.set_tags({"zhasr.gate_reason": reason, "zhasr.git_commit": git_commit(ctx.root),
+                     "zhasr.params_hash": ctx.params.digest()})
+    tags = {"zhasr.role": "detector", "zhasr.gate": gate, "zhasr.parent": report.base,
+            "zhasr.exports": json.dumps({"ct2-int8": {"verdict": "fit", "uri": uri}})}
+    if mean is not None:
+        tags["zhasr.detector.mean_recall"] = f"{mean:.4f}"
+    version = registry.log_and_register(name, place / "hf", ctx.params.model.language, tags=tags,
+                                        transcribe=ctx.params.transcribe)
+    number = str(version.version)
+    card = detector_card(name, number, report, ctx.params.detector)
+    MlflowClient().update_model_version(name, number, description=card)
+    mlflow.log_text(card, "model_card.md")
+    mlflow.set_tags({"mlflow.note.content": card, "zhasr.gate": gate, "zhasr.model_version": number})
+    alias = None
+    if report.accepted:
+        alias = registry.CHALLENGER
+        registry.change_alias(name, alias, number, action="gate", by=CHECK_ACTOR, note=reason)
+    return dataclasses.replace(report, version=number, alias=alias)
+
+
 def run(ctx: StageContext) -> DetectorReport:
     started = time.perf_counter()
     p = ctx.params.detector
@@ -168,10 +247,10 @@ def run(ctx: StageContext) -> DetectorReport:
         merged = merge_adapter(base.model_dir, trained.adapter_dir, work / "hf")
         write_ct2(merged, work / "ct2-int8")
         in_place = out / "ct2-int8"
-        check, verdict = None, DetectorVerdict(True, ())
+        check, verdict, replaced = None, DetectorVerdict(True, ()), None
         if p.check_per_kind:
-            check = check_detector(ctx, base, work / "ct2-int8", in_place if (in_place / "model.bin").is_file()
-                                   else None, work / "check")
+            replaced = detector_in_place(ctx, in_place)
+            check = check_detector(ctx, base, work / "ct2-int8", replaced, work / "check")
             verdict = judge_detector(check.new, check.replaced, p)
             log_check(check, p.min_recall)
         place = out if verdict.accepted else out / "rejected"
@@ -185,7 +264,10 @@ def run(ctx: StageContext) -> DetectorReport:
                                 len(labelled), round(minutes, 2), trained.steps, trained.final_loss,
                                 round(time.perf_counter() - started, 1), verdict.accepted, list(verdict.reasons),
                                 recall(check.new if check else None), check.new.on_personal_data if check else None,
-                                recall(check.replaced if check else None), "" if verdict.accepted else str(place / "ct2-int8"))
+                                recall(check.replaced if check else None), "" if verdict.accepted else str(place / "ct2-int8"),
+                                replaced.identity if replaced else "")
+        if p.model_name:
+            report = register_build(ctx, report, place, p.model_name)
         mlflow.set_tag("zhasr.detector.accepted", str(verdict.accepted).lower())
         mlflow.log_metrics({"detector_sentences": report.sentences, "detector_labelled_clips": report.labelled,
                             "detector_minutes": report.minutes,

@@ -107,7 +107,8 @@ def detector_model(ctx: StageContext) -> ResolvedModel | None:
     try:
         return resolve(ctx, spec, "transcribe.detector")
     except (FileNotFoundError, LookupError) as exc:
-        raise LookupError(f"{exc} (zhasr detector trains one)") from exc
+        approve = "; a person approves one: zhasr approve N --model NAME" if spec.startswith("models:/") else ""
+        raise LookupError(f"{exc} (zhasr detector trains one{approve})") from exc
 
 
 def run(ctx: StageContext, files: list[Path], model: str | None = None, channels: str | None = None,

@@ -16,7 +16,11 @@ from conftest import write_tone
 from test_ingest import write_batch
 
 from cli.main import main
+from service.models import detector_stamp
+from tasks.detector import detector_in_place
+from tasks.transcribe import detector_model
 from zhasr.calltext.pii import KINDS
+from zhasr.context import StageContext
 
 
 def test_ingest_and_validate_through_the_cli_with_an_override(project, capsys):
@@ -128,6 +132,23 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
     assert refused["model_dir"] == str(ct2) and (ct2 / "model.bin").read_bytes() == kept
     assert refused["rejected_dir"] == str(project / "models" / "detector" / "rejected" / "ct2-int8")
     assert (project / "models" / "detector" / "rejected" / "ct2-int8" / "model.bin").is_file()
+    assert (report["version"], report["alias"], refused["version"], refused["alias"]) == ("1", "challenger", "2", None)
+    assert refused["replaced"] == str(ct2) and "registered as zhasr-detector v2" in err
+
+    # the registry: only the build that passed can be approved, and the approved one is what models:/ names
+    assert main(["approve", "2", "--model", "zhasr-detector", "--by", "ana", "--note", "try"]) == 2
+    assert re.search(r"zhasr-detector v2: did not pass the gate \(mean recall [\d.]+ % < 85\.0 %", capsys.readouterr().err)
+    assert main(["approve", "1", "--model", "zhasr-detector", "--by", "ana", "--note", "heard every kind"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--model", "zhasr-detector"]) == 0
+    versions = {v["version"]: v for v in json.loads(capsys.readouterr().out)["versions"]}
+    assert (versions["1"]["aliases"], versions["1"]["gate"], versions["2"]["gate"]) == ("champion", "pass", "fail")
+    assert float(versions["2"]["check_recall"]) < 0.85 and versions["1"]["base"] == str(tiny_model_dir)
+    champion = "models:/zhasr-detector@champion"
+    ctx = StageContext.load(project / "params.yaml", [f"transcribe.detector={champion}"])
+    assert detector_in_place(ctx, ct2).identity == "zhasr-detector v1" and detector_stamp(ctx) == "1"
+    assert "ct2-int8" in detector_model(ctx).exports  # heard in its int8 copy, kept with its run
+    assert detector_in_place(StageContext.load(project / "params.yaml", []), ct2).model_dir == ct2
 
     from zhasr.transcribe import Transcriber
 
@@ -141,5 +162,8 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
         decoded.clear()
         assert main([*args, "--redact", redact]) == 0
         assert json.loads(capsys.readouterr().out)["segments"] and decoded == models
+    decoded.clear()
+    assert main([*args, "--redact", "all", "--set", f"transcribe.detector={champion}"]) == 0
+    assert decoded[1] == ("zhasr-detector v1", True)
     assert main([*args, "--redact", "all", "--set", f"transcribe.detector={project / 'missing'}"]) == 2
     assert f"transcribe.detector {project / 'missing'}: neither" in capsys.readouterr().err

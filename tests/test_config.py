@@ -63,6 +63,8 @@ def test_override_sets_nested_value_with_its_type():
     ("detector.min_recall=85", "detector.min_recall: expected a fraction within 0-1"),
     ("detector.check_others=-1", "detector.check_others: must be 0 or more"),
     ("detector.check_per_kind=0", "detector.check_others: 20 with check_per_kind 0 judges no number"),
+    ("detector.model_name=zhasr-whisper", "detector.model_name: 'zhasr-whisper' must be a registered model's name"),
+    ("detector.model_name=a/b", "detector.model_name: 'a/b' must be"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

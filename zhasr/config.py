@@ -287,6 +287,10 @@ class DetectorParams:
     clips: int = 600  # synthesized sentences, kinds in turn (synth.PERSONAL_ROTATION: e-mail twice, 1 in 7 other numbers)
     seed: int = 779  # of the synthesized calls (other voices and numbers than the demo's)
     out: str = "models/detector"  # its merged model (hf/) and int8 CTranslate2 copy (ct2-int8/), under the root
+    # every build is also registered as a version of this model, its check's verdict as its gate: one that
+    # passed becomes challenger, and champion only when a person approves (zhasr approve N --model NAME), so
+    # transcribe.detector can name models:/NAME@champion; "": kept in the folder only
+    model_name: str = "zhasr-detector"
     # Before a new detector replaces the last one it is judged on held-out sentences: check_seed's numbers and
     # voices, only the sentence frames it was never trained on, half of them 8 kHz telephone; the base model's
     # transcript with what the detector heard taken out by time (zhasr.evaluation.redaction_recall). A detector
@@ -701,7 +705,10 @@ def _check_transcribe(t: TranscribeParams) -> None:
                           f"transcribe.max_new_tokens: at least 8, got {t.max_new_tokens}")
 
 
-def _check_detector(detector: DetectorParams) -> None:
+def _check_detector(detector: DetectorParams, register: RegisterParams) -> None:
+    if detector.model_name == register.model_name or not re.fullmatch(r"[^/@\s]*", detector.model_name):
+        raise ConfigError(f"detector.model_name: {detector.model_name!r} must be a registered model's name without "
+                          f"/, @ or spaces, other than register.model_name (the champion served as the transcriber)")
     if detector.clips < 7:
         raise ConfigError(f"detector.clips: at least 7 (one sentence of each kind in turn), got {detector.clips}")
     for key in ("check_per_kind", "check_others"):
@@ -758,7 +765,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     _check_regression(params.regression)
     _check_validate(params.validate)
     _check_transcribe(params.transcribe)
-    _check_detector(params.detector)
+    _check_detector(params.detector, params.register)
     _check_export(params.export)
     _check_train(params.train)
     _check_merge(params.merge)
