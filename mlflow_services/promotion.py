@@ -112,7 +112,7 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
     rows = []
     for v in versions:
         details = _details(v)
-        figures = ({"check_recall": v.tags.get("zhasr.detector.mean_recall", ""), "base": v.tags.get("zhasr.parent", "")}
+        figures = ({"check_recall": v.tags.get(registry.DETECTOR_RECALL_TAG, ""), "base": v.tags.get("zhasr.parent", "")}
                    if v.tags.get("zhasr.role") == "detector" else
                    {"cer_test": v.tags.get("zhasr.cer", ""), "cer_regression": details.get("zhasr.cer_regression", ""),
                     "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8]})

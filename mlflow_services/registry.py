@@ -29,6 +29,7 @@ from zhasr.config import TranscribeParams
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+DETECTOR_RECALL_TAG = "zhasr.detector.mean_recall"  # a number detector's version: its check's mean recall
 # A column of base64-encoded audio files in, one transcript per row out.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "audio")]), outputs=Schema([ColSpec("string")]))
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "faster-whisper==1.2.1", "silero-vad==6.2.3",
@@ -57,6 +58,14 @@ def log_and_register(name: str, model_dir: Path, language: str, tags: dict[str, 
         signature=SIGNATURE,
     )
     return mlflow.register_model(info.model_uri, name, tags=tags)
+
+
+def publish_card(name: str, version: str, card: str) -> None:
+    """A version's model card (markdown) as its description, as the active run's (its description in the UI)
+    and as the run's ``model_card.md``."""
+    MlflowClient().update_model_version(name, version, description=card)
+    mlflow.log_text(card, "model_card.md")
+    mlflow.set_tag("mlflow.note.content", card)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ A moved alias is loaded beside the running version and swapped in with one assig
 the ``Loaded`` they were admitted with, so those in flight finish on it. A version that fails to
 load leaves the old one serving, logged and counted, and is tried again only once the alias moves
 again. ``transcribe.detector``'s model is followed the same way: a folder replaced (``zhasr detector``
-swaps in a new one that passed its check) or an alias moved is loaded and heard with by the requests
-admitted from then on.
+swaps in a new one that passed its check) or an alias moved (a person approved one) is loaded and heard
+with by the requests admitted from then on. While nothing serves (the detector named was not built or
+approved yet), loading is tried again whenever the version or the detector's build named changes.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import dataclasses
 import logging
 import threading
 import time
-from pathlib import Path
 
 from service.metrics import Metrics
-from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve, version_named
+from tasks.transcribe import ResolvedModel, detector_model, detector_stamp, open_resolved, resolve, version_named
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Loaded
 
@@ -32,7 +32,8 @@ class ServedModel:
         self.follows_alias = "@" in self.spec
         self.current: Loaded | None = None
         self.detector: Loaded | None = None
-        self.failed: str | None = None  # the version that failed to load last, not retried until the alias moves
+        # (version, detector build) of the last load that failed, not retried until one of them changes
+        self.failed: tuple[str | None, str | None] | None = None
         self.detector_stamp: str | None = None  # which build of the detector is loaded (detector_stamp)
         self.failed_detector: str | None = None  # the build that failed to load last, not retried
         self._stop = threading.Event()
@@ -97,23 +98,34 @@ class ServedModel:
         else:
             log.info("serving %s in the %s runtime", loaded.identity, loaded.transcriber.runtime_name)
 
-    def check(self) -> None:
-        """One poll: when the alias names another version, load it and swap it in."""
+    def _attempt(self) -> tuple[str | None, str | None]:
+        """What a load now would load: the version the spec names (None: a folder, or an alias naming none) and
+        the detector's build (None: none, or none readable)."""
         try:
-            version = version_named(self.ctx, self.spec)
+            build = detector_stamp(self.ctx)
+        except Exception:
+            build = None
+        return version_named(self.ctx, self.spec), build
+
+    def check(self) -> None:
+        """One poll: when the alias names another version, load it and swap it in; while nothing serves, load
+        again once the version or the detector's build named has changed since the load that failed."""
+        try:
+            attempt = self._attempt()
         except Exception as exc:  # the registry unreachable: keep serving
             log.warning("alias check of %s failed: %s", self.spec, exc)
             return
-        if version is None or (self.current is not None and version == self.current.version):
+        version = attempt[0]
+        if self.current is not None and (version is None or version == self.current.version):
             self.failed = None if version is not None else self.failed
             return
-        if version == self.failed:
+        if (self.follows_alias and version is None) or attempt == self.failed:
             return
         started = time.perf_counter()
         try:
             loaded = self._open(resolve(self.ctx, self.spec))
         except Exception as exc:
-            self.failed = version
+            self.failed = attempt
             self.metrics.model_load_failures.inc()
             log.error("version %s failed to load, still serving %s: %s", version,
                       self.current.identity if self.current else "nothing", exc)
@@ -131,10 +143,13 @@ class ServedModel:
             except Exception as exc:
                 self.metrics.model_load_failures.inc()
                 log.error("%s failed to load: %s", self.spec, exc)
-                if self.follows_alias:
-                    self.failed = version_named(self.ctx, self.spec)
-            while (self.follows_alias or self.detector is not None) and not self._stop.wait(self.ctx.params.serve.poll_s):
-                if self.follows_alias:
+                try:
+                    self.failed = self._attempt()
+                except Exception:  # the registry unreachable: the next poll tries again
+                    pass
+            while ((self.follows_alias or self.ctx.params.transcribe.detector)
+                   and not self._stop.wait(self.ctx.params.serve.poll_s)):
+                if self.follows_alias or self.current is None:
                     self.check()
                 self.check_detector()
 
@@ -144,13 +159,3 @@ class ServedModel:
     def stop(self) -> None:
         self._stop.set()
 
-
-def detector_stamp(ctx: StageContext) -> str | None:
-    """Which build ``transcribe.detector`` names now: the registry version of a ``models:/`` spec (None while
-    its alias names none), else its folder's inode and modification time (a folder renamed into place is a new
-    build); None when it names none."""
-    spec = ctx.params.transcribe.detector
-    if not spec or spec.startswith("models:/"):
-        return version_named(ctx, spec) if spec else None
-    folder = Path(spec).expanduser().stat()
-    return f"{folder.st_ino}:{folder.st_mtime_ns}"

@@ -12,21 +12,22 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import tracking
-from tasks.transcribe import ResolvedModel, detector_model, open_resolved
+from tasks.transcribe import ResolvedModel, detector_model, detector_stamp, open_resolved
 from zhasr.archive.listing import ArchiveCall
 from zhasr.archive.records import DONE, FAILED, ArchiveRun, CallFailure, CallRecord, all_records, write_index
 from zhasr.archive.shard import ShardResult, transcribe_shard
 from zhasr.context import StageContext
 from zhasr.transcribe import Transcriber
 
-# per worker process, the engines of the last model asked for: (the model's, the detector's or None)
-_OPEN: dict[tuple[str, str, str], tuple[Transcriber, Transcriber | None]] = {}
+# per worker process, the engines of the last model and detector build asked for: (the model's, the detector's or None)
+_OPEN: dict[tuple[str, str, str, str | None], tuple[Transcriber, Transcriber | None]] = {}
 
 
 def _engines(ctx: StageContext, model: ResolvedModel, threads: int) -> tuple[Transcriber, Transcriber | None]:
     """The model's engine and, where redaction is asked and ``transcribe.detector`` names one, the number
-    detector's."""
-    key = (str(model.model_dir), model.identity, repr(ctx.params.transcribe))
+    detector's (the build it names now: a new approved version or a folder swapped in is opened)."""
+    key = (str(model.model_dir), model.identity, repr(ctx.params.transcribe),
+           detector_stamp(ctx) if ctx.params.transcribe.redact else None)
     if key not in _OPEN:
         _OPEN.clear()  # a long-lived worker holds one model: the new champion's replaces the old
         if threads:  # a local cluster's share of the cores; on a cluster of its own a worker keeps torch's default

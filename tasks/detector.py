@@ -29,13 +29,12 @@ from typing import Any
 import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from mlflow_services import registry, tracking
 from tasks.export import log_export
 from tasks.register import git_commit
 from tasks.train import MlflowStepLogger, curves_figure
-from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve
+from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve, version_named
 from zhasr.calltext.pii import find_pii
 from zhasr.config import DetectorParams
 from zhasr.context import StageContext
@@ -103,13 +102,14 @@ def labelled_with_numbers(ctx: StageContext) -> list[dict[str, Any]]:
 
 def detector_in_place(ctx: StageContext, folder: Path) -> ResolvedModel | None:
     """The detector a new one is checked against: the model ``transcribe.detector`` names (what redaction
-    hears with now; None while its alias names no version), else the int8 folder the stage replaces."""
-    if ctx.params.transcribe.detector:
-        try:
-            return detector_model(ctx)
-        except LookupError:
-            return None
-    return ResolvedModel(folder, identity=str(folder)) if (folder / "model.bin").is_file() else None
+    hears with now), else, or while its alias names no version yet, the int8 ``folder`` the stage replaces
+    (None before its first build). Raises LookupError for a model named that is not there."""
+    own = ResolvedModel(folder, identity=str(folder)) if (folder / "model.bin").is_file() else None
+    spec = ctx.params.transcribe.detector
+    if not spec or Path(spec).expanduser().resolve() == folder.resolve() or (
+            spec.startswith("models:/") and "@" in spec and version_named(ctx, spec) is None):
+        return own
+    return detector_model(ctx)
 
 
 def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: ResolvedModel | None,
@@ -208,14 +208,12 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
     tags = {"zhasr.role": "detector", "zhasr.gate": gate, "zhasr.parent": report.base,
             "zhasr.exports": json.dumps({"ct2-int8": {"verdict": "fit", "uri": uri}})}
     if mean is not None:
-        tags["zhasr.detector.mean_recall"] = f"{mean:.4f}"
+        tags[registry.DETECTOR_RECALL_TAG] = f"{mean:.4f}"
     version = registry.log_and_register(name, place / "hf", ctx.params.model.language, tags=tags,
                                         transcribe=ctx.params.transcribe)
     number = str(version.version)
-    card = detector_card(name, number, report, ctx.params.detector)
-    MlflowClient().update_model_version(name, number, description=card)
-    mlflow.log_text(card, "model_card.md")
-    mlflow.set_tags({"mlflow.note.content": card, "zhasr.gate": gate, "zhasr.model_version": number})
+    registry.publish_card(name, number, detector_card(name, number, report, ctx.params.detector))
+    mlflow.set_tags({"zhasr.gate": gate, "zhasr.model_version": number})
     alias = None
     if report.accepted:
         alias = registry.CHALLENGER
@@ -228,6 +226,8 @@ def run(ctx: StageContext) -> DetectorReport:
     p = ctx.params.detector
     base = resolve(ctx, p.base or None, "detector.base")
     out = ctx.root / p.out
+    in_place = out / "ct2-int8"
+    replaced = detector_in_place(ctx, in_place) if p.check_per_kind else None
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)  # a half-done earlier run's calls and checkpoints
     synth = dataclasses.replace(ctx.params.synth, batch="numbers", n_clips=0, personal_clips=p.clips, seed=p.seed)
@@ -246,28 +246,26 @@ def run(ctx: StageContext) -> DetectorReport:
         tracking.log_figure_png(curves_figure(trained.loss_history, []), "plots/detector_loss_curve.png")
         merged = merge_adapter(base.model_dir, trained.adapter_dir, work / "hf")
         write_ct2(merged, work / "ct2-int8")
-        in_place = out / "ct2-int8"
-        check, verdict, replaced = None, DetectorVerdict(True, ()), None
+        check, verdict = None, DetectorVerdict(True, ())
         if p.check_per_kind:
-            replaced = detector_in_place(ctx, in_place)
             check = check_detector(ctx, base, work / "ct2-int8", replaced, work / "check")
             verdict = judge_detector(check.new, check.replaced, p)
             log_check(check, p.min_recall)
         place = out if verdict.accepted else out / "rejected"
+        recall = lambda scored: {k: s.recall for k, s in scored.kinds.items() if s.sentences} if scored else {}  # noqa: E731
+        minutes = sum(r["duration_s"] for r in rows + labelled) / 60
+        report = DetectorReport(str(in_place) if verdict.accepted or (in_place / "model.bin").is_file() else "",
+                                base.identity, len(rows), len(labelled), round(minutes, 2), trained.steps,
+                                trained.final_loss, round(time.perf_counter() - started, 1), verdict.accepted,
+                                list(verdict.reasons), recall(check.new if check else None),
+                                check.new.on_personal_data if check else None, recall(check.replaced if check else None),
+                                "" if verdict.accepted else str(place / "ct2-int8"), replaced.identity if replaced else "")
+        if p.model_name:  # before the swap: a build the registry could not take replaces nothing
+            report = register_build(ctx, report, work, p.model_name)
         place.mkdir(parents=True, exist_ok=True)
         for folder in ("hf", "ct2-int8"):  # the last detector stays until this one is complete and accepted
             shutil.rmtree(place / folder, ignore_errors=True)
             (work / folder).rename(place / folder)
-        recall = lambda scored: {k: s.recall for k, s in scored.kinds.items() if s.sentences} if scored else {}  # noqa: E731
-        minutes = sum(r["duration_s"] for r in rows + labelled) / 60
-        report = DetectorReport(str(in_place) if (in_place / "model.bin").is_file() else "", base.identity, len(rows),
-                                len(labelled), round(minutes, 2), trained.steps, trained.final_loss,
-                                round(time.perf_counter() - started, 1), verdict.accepted, list(verdict.reasons),
-                                recall(check.new if check else None), check.new.on_personal_data if check else None,
-                                recall(check.replaced if check else None), "" if verdict.accepted else str(place / "ct2-int8"),
-                                replaced.identity if replaced else "")
-        if p.model_name:
-            report = register_build(ctx, report, place, p.model_name)
         mlflow.set_tag("zhasr.detector.accepted", str(verdict.accepted).lower())
         mlflow.log_metrics({"detector_sentences": report.sentences, "detector_labelled_clips": report.labelled,
                             "detector_minutes": report.minutes,

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -127,9 +126,7 @@ def run(ctx: StageContext) -> Registration:
                                                                     "zhasr.base_model")}
                     | {"dataset_md5": tags["zhasr.dataset_md5"], "mlflow_run": run.info.run_id},
         )
-        mlflow.log_text(card, "model_card.md")
-        mlflow.set_tag("mlflow.note.content", card)  # the run's description in the UI
-        MlflowClient().update_model_version(name, number, description=card)
+        registry.publish_card(name, number, card)
         if verdict.passed:
             registry.change_alias(name, registry.CHALLENGER, number, action="gate", by=GATE_ACTOR, note=verdict.reason)
         mlflow.set_tags({"zhasr.gate": tags["zhasr.gate"], "zhasr.model_version": number})

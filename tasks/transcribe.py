@@ -111,6 +111,20 @@ def detector_model(ctx: StageContext) -> ResolvedModel | None:
         raise LookupError(f"{exc} (zhasr detector trains one{approve})") from exc
 
 
+def detector_stamp(ctx: StageContext) -> str | None:
+    """Which build ``transcribe.detector`` names now: the registry version of a ``models:/`` spec (None while
+    its alias names none), else its folder's inode and modification time (a folder renamed into place is a new
+    build); None when it names none or no folder is there."""
+    spec = ctx.params.transcribe.detector
+    if not spec or spec.startswith("models:/"):
+        return version_named(ctx, spec) if spec else None
+    try:
+        folder = Path(spec).expanduser().stat()
+    except FileNotFoundError:  # not built yet, or between two renames
+        return None
+    return f"{folder.st_ino}:{folder.st_mtime_ns}"
+
+
 def run(ctx: StageContext, files: list[Path], model: str | None = None, channels: str | None = None,
         fmt: str = "json", out_dir: Path | None = None, runtime: str | None = None,
         redact: Sequence[str] | None = None, itn: bool | None = None, redacted_audio: bool = False) -> Any:

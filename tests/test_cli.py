@@ -16,9 +16,8 @@ from conftest import write_tone
 from test_ingest import write_batch
 
 from cli.main import main
-from service.models import detector_stamp
 from tasks.detector import detector_in_place
-from tasks.transcribe import detector_model
+from tasks.transcribe import detector_model, detector_stamp
 from zhasr.calltext.pii import KINDS
 from zhasr.context import StageContext
 

@@ -338,6 +338,37 @@ def test_a_detector_swapped_into_its_folder_is_heard_with_from_the_next_poll(pro
     assert served.current is second and served.metrics.model_load_failures._value.get() == 1
 
 
+def test_a_service_started_before_any_detector_was_approved_serves_once_one_is(project, tiny_model_dir):
+    """With ``transcribe.detector`` naming ``models:/zhasr-detector@champion`` and no champion yet, nothing is
+    served (the error says how to get one) and polls do not retry the same attempt; once a person approves a
+    detector the next poll loads the model with it."""
+    from mlflow_services import promotion, registry, tracking
+    from service.metrics import Metrics
+    from service.models import ServedModel
+    from zhasr.config import load_params
+    from zhasr.context import StageContext
+
+    make_root(project, {**TEST_PARAMS, "serve": {"model": str(tiny_model_dir), "poll_s": 0.2},
+                        "transcribe": {**TEST_PARAMS["transcribe"], "detector": "models:/zhasr-detector@champion"}})
+    ctx = StageContext(project, load_params(project / "params.yaml"))
+    served = ServedModel(ctx, Metrics())
+    with pytest.raises(LookupError, match="no version of zhasr-detector holds the alias 'champion'.*zhasr approve"):
+        served.load()
+    served.start()
+    try:
+        time.sleep(1.0)
+        assert served.current is None and served.metrics.model_load_failures._value.get() == 1  # tried once
+        with tracking.stage_run(ctx, "setup"):
+            registry.log_and_register("zhasr-detector", tiny_model_dir, "zh", {"zhasr.gate": "pass"})
+        promotion.approve("zhasr-detector", "1", by="ana", note="heard every kind")
+        deadline = time.monotonic() + 60
+        while served.current is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert served.current is not None and served.current.detector.identity == "zhasr-detector v1"
+    finally:
+        served.stop()
+
+
 def test_hot_swap_follows_approve_and_rollback_without_a_failed_request(project, tiny_model_dir, clip, tmp_path):
     """v1 serves; approving v2 swaps it in within poll_s plus the load time while a client keeps sending;
     an approved v3 that cannot load leaves v2 serving (logged, counted); rollback to v1 swaps back."""
