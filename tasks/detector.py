@@ -115,7 +115,7 @@ def detector_in_place(ctx: StageContext, folder: Path) -> ResolvedModel | None:
 def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: ResolvedModel | None,
                    work: Path) -> DetectorCheck:
     """``detector.check_*``'s sentences said by ``synth:``'s voices of ``check_seed`` into ``work``, decoded
-    by ``base`` and heard by ``new`` and ``replaced`` (int8 CTranslate2 folders), each with word times as
+    by ``base`` and heard by ``new`` (an int8 CTranslate2 folder) and ``replaced`` (in its int8 copy), each with word times as
     where redaction is asked; scored as the base's text with what the detector heard taken out."""
     p = ctx.params.detector
     rows = personal_set(p.check_seed, p.check_per_kind, p.check_others, frames="odd")
