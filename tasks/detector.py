@@ -29,6 +29,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from mlflow_services import registry, tracking
 from tasks.export import log_export
@@ -51,6 +52,11 @@ from zhasr.progress import progress_bar
 from zhasr.transcribe.records import Transcription
 
 CHECK_ACTOR = "zhasr detector check"
+DETECTOR_MODEL_DESCRIPTION = (
+    "Number detectors built by `zhasr detector`: Whisper trained on calls with numbers, heard beside the "
+    "transcriber where redaction is asked (its own text is never returned). Each version's gate is its held-out "
+    "check (docs/transcripts.md); a person makes one the champion that `transcribe.detector: "
+    "models:/{name}@champion` follows.")
 
 
 @dataclass(frozen=True)
@@ -180,9 +186,11 @@ def detector_card(name: str, number: str, report: DetectorReport, p: DetectorPar
         lines += [f"## Held-out check (seed {p.check_seed}: {p.check_per_kind} sentences a kind, {p.check_others} "
                   "without personal data, frames never trained on)", "",
                   f"| kind | this build: recall % | in place ({report.replaced or 'none'}) |", "|---|---|---|"]
+        mean = lambda recall: f"{100 * sum(recall.values()) / len(recall):.0f}" if recall else ""  # noqa: E731
         lines += [f"| {kind} | {100 * r:.0f} | " + (f"{100 * report.replaced_recall[kind]:.0f}"
                                                     if kind in report.replaced_recall else "") + " |"
                   for kind, r in report.check_recall.items()]
+        lines.append(f"| **mean** | {mean(report.check_recall)} | {mean(report.replaced_recall)} |")
         lines += ["", f"Spans on personal data: {100 * report.check_on_personal_data:.1f} %.", ""]
     lines.append(f"**Check: {'passed' if report.accepted else 'failed'}**" +
                  (f": {'; '.join(report.reasons)}" if report.reasons else "") +
@@ -213,6 +221,8 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
                                         transcribe=ctx.params.transcribe)
     number = str(version.version)
     registry.publish_card(name, number, detector_card(name, number, report, ctx.params.detector))
+    if not MlflowClient().get_registered_model(name).description:
+        MlflowClient().update_registered_model(name, description=DETECTOR_MODEL_DESCRIPTION.format(name=name))
     mlflow.set_tags({"zhasr.gate": gate, "zhasr.model_version": number})
     alias = None
     if report.accepted:

@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 import torch
 from conftest import write_tone
+from mlflow.tracking import MlflowClient
 from test_ingest import write_batch
 
 from cli.main import main
@@ -143,6 +144,10 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
     versions = {v["version"]: v for v in json.loads(capsys.readouterr().out)["versions"]}
     assert (versions["1"]["aliases"], versions["1"]["gate"], versions["2"]["gate"]) == ("champion", "pass", "fail")
     assert float(versions["2"]["check_recall"]) < 0.85 and versions["1"]["base"] == str(tiny_model_dir)
+    client = MlflowClient()
+    assert client.get_registered_model("zhasr-detector").description.startswith("Number detectors built by")
+    card = client.get_model_version("zhasr-detector", "2").description
+    assert "| **mean** |" in card and "**Check: failed**: mean recall" in card and "zhasr approve" not in card
     champion = "models:/zhasr-detector@champion"
     ctx = StageContext.load(project / "params.yaml", [f"transcribe.detector={champion}"])
     assert detector_in_place(ctx, ct2).identity == "zhasr-detector v1" and detector_stamp(ctx) == "1"
