@@ -200,10 +200,10 @@ def detector_card(name: str, number: str, report: DetectorReport, p: DetectorPar
     return "\n".join(lines) + "\n"
 
 
-def register_build(ctx: StageContext, report: DetectorReport, place: Path, name: str) -> DetectorReport:
+def register_build(ctx: StageContext, report: DetectorReport, place: Path, name: str, commit: str) -> DetectorReport:
     """``place``'s build (hf/ and ct2-int8/) registered as a new version of ``name`` in the active run, the check's
     verdict as its gate (``zhasr.gate``, the reasons as the run's ``zhasr.gate_reason``), its int8 copy kept with
-    the run as its fit ct2 export; challenger when it passed."""
+    the run as its fit ct2 export; challenger when it passed. ``commit``: the code's, read when the stage began."""
     run_id = mlflow.active_run().info.run_id
     uri = log_export(place / "ct2-int8", "ct2-int8", run_id)
     gate = "pass" if report.accepted else "fail"
@@ -211,7 +211,7 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
     reason = "; ".join(report.reasons) or (f"passed the check: mean recall {100 * mean:.1f} %, spans on personal "
                                            f"data {100 * report.check_on_personal_data:.1f} %" if mean is not None
                                            else "not checked (detector.check_per_kind 0)")
-    mlflow.set_tags({"zhasr.gate_reason": reason, "zhasr.git_commit": git_commit(ctx.root),
+    mlflow.set_tags({"zhasr.gate_reason": reason, "zhasr.git_commit": commit,
                      "zhasr.params_hash": ctx.params.digest()})
     tags = {"zhasr.role": "detector", "zhasr.gate": gate, "zhasr.parent": report.base,
             "zhasr.exports": json.dumps({"ct2-int8": {"verdict": "fit", "uri": uri}})}
@@ -232,7 +232,7 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
 
 
 def run(ctx: StageContext) -> DetectorReport:
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit(ctx.root)
     p = ctx.params.detector
     base = resolve(ctx, p.base or None, "detector.base")
     out = ctx.root / p.out
@@ -271,7 +271,7 @@ def run(ctx: StageContext) -> DetectorReport:
                                 check.new.on_personal_data if check else None, recall(check.replaced if check else None),
                                 "" if verdict.accepted else str(place / "ct2-int8"), replaced.identity if replaced else "")
         if p.model_name:  # before the swap: a build the registry could not take replaces nothing
-            report = register_build(ctx, report, work, p.model_name)
+            report = register_build(ctx, report, work, p.model_name, commit)
         place.mkdir(parents=True, exist_ok=True)
         for folder in ("hf", "ct2-int8"):  # the last detector stays until this one is complete and accepted
             shutil.rmtree(place / folder, ignore_errors=True)
