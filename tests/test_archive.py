@@ -179,3 +179,34 @@ def test_a_shard_decodes_each_call_with_the_number_detector_too_where_redaction_
         decoded.clear()
         shard = run_shard(ctx, resolve(ctx, model), calls, {}, threads=0)
         assert [r.status for r in shard.records] == [DONE] and decoded == decodings
+
+
+def test_a_long_lived_worker_opens_the_detector_build_named_now(project, tiny_model_dir, generated_call, monkeypatch,
+                                                                tmp_path):
+    """A detector folder swapped in (as ``zhasr detector`` renames a passing build into place) is opened by the
+    next shard of the same worker; without a swap the worker keeps the engines it opened."""
+    import shutil
+
+    from serve_harness import cut
+
+    from tasks.archive import run_shard
+    from tasks.transcribe import resolve
+    from zhasr.transcribe import Transcriber
+
+    detector = tmp_path / "detector" / "ct2-int8"
+    heard_by, transcribe = [], Transcriber.transcribe
+    monkeypatch.setattr(Transcriber, "transcribe", lambda self, audio, **kw: (
+        heard_by.append(self) if self.identity == str(detector) else None) or transcribe(self, audio, **kw))
+    (tmp_path / "calls").mkdir()
+    calls = list_calls(cut(generated_call[0], tmp_path / "calls" / "call.wav", 0.0, 12.0).parent)
+    shutil.copytree(tiny_model_dir, detector)
+    for shard in range(3):
+        if shard == 2:
+            shutil.copytree(tiny_model_dir, detector.parent / "work")
+            shutil.rmtree(detector)
+            (detector.parent / "work").rename(detector)
+        ctx = StageContext.load(None, ["transcribe.redact=[phone]", f"transcribe.detector={detector}",
+                                       f"archive.out=archive{shard}"])
+        assert [r.status for r in run_shard(ctx, resolve(ctx, str(tiny_model_dir)), calls, {}, threads=0).records
+                ] == [DONE]
+    assert len(heard_by) == 3 and heard_by[0] is heard_by[1] and heard_by[2] is not heard_by[1]
