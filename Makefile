@@ -40,8 +40,9 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: install
 	$(VENV)/bin/zhasr demo
 
-# The number detector transcribe.detector can name (models/detector/ct2-int8), checked before it replaces
-# the last one: 13-30 min on 2 CPU cores (measured 13-14 min; its training alone took 17 min on a slower machine).
+# The number detector transcribe.detector can name (models/detector/ct2-int8, or models:/zhasr-detector@champion
+# once a person approves its version), checked before it replaces the last one: 13-30 min on 2 CPU cores
+# (measured 13-18 min; its training alone took 17 min on a slower machine).
 detector: install
 	$(VENV)/bin/zhasr detector
 
