@@ -105,10 +105,13 @@ def cmd_detector(args: argparse.Namespace) -> Any:
         print(f"zhasr detector: the new detector failed its check ({'; '.join(report.reasons)}); it is kept in "
               f"{report.rejected_dir}{registered}, and " + (f"{report.replaced} stays in use" if report.replaced else
                                                             "no detector is in place"), file=sys.stderr)
-    elif report.version:
+    elif report.alias:
         print(f"zhasr detector: in {report.model_dir}{registered} (challenger); `zhasr approve {report.version} "
               f"--model {name} --by NAME --note WHY` makes it the champion models:/{name}@champion names",
               file=sys.stderr)
+    elif report.version:
+        print(f"zhasr detector: in {report.model_dir}{registered}, unchecked (detector.check_per_kind 0): it cannot "
+              "be approved", file=sys.stderr)
     return report
 
 

@@ -192,21 +192,23 @@ def detector_card(name: str, number: str, report: DetectorReport, p: DetectorPar
                   for kind, r in report.check_recall.items()]
         lines.append(f"| **mean** | {mean(report.check_recall)} | {mean(report.replaced_recall)} |")
         lines += ["", f"Spans on personal data: {100 * report.check_on_personal_data:.1f} %.", ""]
-    lines.append(f"**Check: {'passed' if report.accepted else 'failed'}**" +
+    lines.append(f"**Check: {'failed' if not report.accepted else 'passed' if report.check_recall else 'none'}**" +
                  (f": {'; '.join(report.reasons)}" if report.reasons else "") +
-                 ("" if report.check_recall else " (not checked: detector.check_per_kind is 0)") + ".")
-    if report.accepted:
+                 ("" if report.check_recall else " (detector.check_per_kind is 0: it cannot be approved)") + ".")
+    if report.accepted and report.check_recall:
         lines += ["", f"A person makes it the champion: `zhasr approve {number} --model {name} --by NAME --note WHY`."]
     return "\n".join(lines) + "\n"
 
 
 def register_build(ctx: StageContext, report: DetectorReport, place: Path, name: str, commit: str) -> DetectorReport:
     """``place``'s build (hf/ and ct2-int8/) registered as a new version of ``name`` in the active run, the check's
-    verdict as its gate (``zhasr.gate``, the reasons as the run's ``zhasr.gate_reason``), its int8 copy kept with
-    the run as its fit ct2 export; challenger when it passed. ``commit``: the code's, read when the stage began."""
+    verdict as its gate (``zhasr.gate``, the reasons as the run's ``zhasr.gate_reason``; "unchecked" without a
+    check, which no one can approve), its int8 copy kept with the run as its fit ct2 export; challenger when it
+    passed. ``commit``: the code's, read when the stage began."""
     run_id = mlflow.active_run().info.run_id
     uri = log_export(place / "ct2-int8", "ct2-int8", run_id)
-    gate = "pass" if report.accepted else "fail"
+    passed = report.accepted and bool(report.check_recall)
+    gate = "pass" if passed else "fail" if not report.accepted else "unchecked"
     mean = sum(report.check_recall.values()) / len(report.check_recall) if report.check_recall else None
     reason = "; ".join(report.reasons) or (f"passed the check: mean recall {100 * mean:.1f} %, spans on personal "
                                            f"data {100 * report.check_on_personal_data:.1f} %" if mean is not None
@@ -225,7 +227,7 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
         MlflowClient().update_registered_model(name, description=DETECTOR_MODEL_DESCRIPTION.format(name=name))
     mlflow.set_tags({"zhasr.gate": gate, "zhasr.model_version": number})
     alias = None
-    if report.accepted:
+    if passed:
         alias = registry.CHALLENGER
         registry.change_alias(name, alias, number, action="gate", by=CHECK_ACTOR, note=reason)
     return dataclasses.replace(report, version=number, alias=alias)

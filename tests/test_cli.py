@@ -171,3 +171,11 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
     assert decoded[1] == ("zhasr-detector v1", True)
     assert main([*args, "--redact", "all", "--set", f"transcribe.detector={project / 'missing'}"]) == 2
     assert f"transcribe.detector {project / 'missing'}: neither" in capsys.readouterr().err
+
+    # without its check a build replaces the folder but is no candidate for champion
+    assert main([*detector, "--set", "detector.check_per_kind=0", "--set", "detector.check_others=0"]) == 0
+    out, err = capsys.readouterr()
+    assert (json.loads(out)["version"], json.loads(out)["alias"]) == ("3", None) and "cannot be approved" in err
+    assert client.get_model_version("zhasr-detector", "3").tags["zhasr.gate"] == "unchecked"
+    assert main(["approve", "3", "--model", "zhasr-detector", "--by", "ana", "--note", "fast"]) == 2
+    assert "did not pass the gate (not checked (detector.check_per_kind 0))" in capsys.readouterr().err
