@@ -79,7 +79,7 @@ class DetectorReport:
     rejected_dir: str = ""  # where a refused detector was kept
     replaced: str = ""  # the detector in place it was checked against ("": none)
     version: str = ""  # its version of detector.model_name ("": not registered)
-    alias: str | None = None  # "challenger" when registered and accepted
+    alias: str | None = None  # "challenger" when registered and it passed its check
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +174,11 @@ def log_check(check: DetectorCheck, min_recall: float) -> None:
                             "plots/detector_check.png")
 
 
+def mean_recall(recall: dict[str, float]) -> float | None:
+    """Unweighted over the kinds of a report's recall (None: not checked)."""
+    return sum(recall.values()) / len(recall) if recall else None
+
+
 def detector_card(name: str, number: str, report: DetectorReport, p: DetectorParams) -> str:
     """The version's description in the registry (markdown): what it was trained on, its check, the verdict."""
     lines = [f"# {name} v{number}: number detector", "",
@@ -186,7 +191,7 @@ def detector_card(name: str, number: str, report: DetectorReport, p: DetectorPar
         lines += [f"## Held-out check (seed {p.check_seed}: {p.check_per_kind} sentences a kind, {p.check_others} "
                   "without personal data, frames never trained on)", "",
                   f"| kind | this build: recall % | in place ({report.replaced or 'none'}) |", "|---|---|---|"]
-        mean = lambda recall: f"{100 * sum(recall.values()) / len(recall):.0f}" if recall else ""  # noqa: E731
+        mean = lambda recall: f"{100 * mean_recall(recall):.0f}" if recall else ""  # noqa: E731
         lines += [f"| {kind} | {100 * r:.0f} | " + (f"{100 * report.replaced_recall[kind]:.0f}"
                                                     if kind in report.replaced_recall else "") + " |"
                   for kind, r in report.check_recall.items()]
@@ -209,7 +214,7 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
     uri = log_export(place / "ct2-int8", "ct2-int8", run_id)
     passed = report.accepted and bool(report.check_recall)
     gate = "pass" if passed else "fail" if not report.accepted else "unchecked"
-    mean = sum(report.check_recall.values()) / len(report.check_recall) if report.check_recall else None
+    mean = mean_recall(report.check_recall)
     reason = "; ".join(report.reasons) or (f"passed the check: mean recall {100 * mean:.1f} %, spans on personal "
                                            f"data {100 * report.check_on_personal_data:.1f} %" if mean is not None
                                            else "not checked (detector.check_per_kind 0)")
