@@ -167,6 +167,28 @@ def cmd_status(args: argparse.Namespace) -> Any:
     return state
 
 
+def cmd_prune(args: argparse.Namespace) -> Any:
+    """Registry retention: a table per model of what is kept (and why) and what is pruned, with the space freed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tasks import prune
+
+    reports = prune.run(_context(args), [args.model] if args.model else None, dry_run=args.dry_run)
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    for r in reports:
+        verb = "would prune" if r.dry_run else "pruned"
+        table = Table(title=f"{r.model_name}: {verb} {len(r.pruned)} version(s), {r.freed_bytes / 1e6:.0f} MB "
+                            f"(keep_newest {r.keep_newest}, keep_champions {r.keep_champions})")
+        for column in ("version", "kept", "why", "MB"):
+            table.add_column(column)
+        for v in r.versions:
+            size = "" if v.kept else "?" if v.freed_bytes is None else f"{v.freed_bytes / 1e6:.0f}"
+            table.add_row(v.version, "yes" if v.kept else "no", v.why, size)
+        console.print(table)
+    return [r.to_dict() for r in reports]
+
+
 def cmd_transcribe(args: argparse.Namespace) -> Any:
     from tasks import transcribe
 
@@ -344,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", required=True, help="why (recorded)")
     add("status", cmd_status, "versions, aliases, gate verdicts and the alias history").add_argument(
         "--model", **registered_model)
+    p = add("prune", cmd_prune, "delete the weights, exports and registry entries of old versions that hold no alias "
+                                "(register.keep_newest, register.keep_champions); their runs stay")
+    p.add_argument("--model", help="one registered model (default: register.model_name and detector.model_name)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be pruned; change nothing")
     p = add("transcribe", cmd_transcribe, "transcribe audio files (whole calls, any format) with a registered "
                                           "version or a model folder")
     p.add_argument("files", nargs="+", help="audio files")

@@ -12,6 +12,7 @@ from prefect import flow
 
 from flows.approval import after_register
 from tasks.gate import gate_task
+from tasks.prune import prune_task
 from tasks.register import register_task
 from zhasr.context import StageContext
 
@@ -20,4 +21,6 @@ from zhasr.context import StageContext
 def promote(params_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     ctx = StageContext.load(params_path, overrides)
     gate_task(ctx)
-    return after_register(ctx, register_task(ctx))
+    registered = register_task(ctx)
+    prune_task(ctx, [ctx.params.register.model_name])
+    return after_register(ctx, registered)

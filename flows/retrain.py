@@ -1,4 +1,5 @@
-"""The retraining flow: ingest -> validate -> train -> merge -> evaluate -> gate -> export -> register -> approval.
+"""The retraining flow: ingest -> validate -> train -> merge -> evaluate -> gate -> export -> register -> prune ->
+approval.
 
 All stages log into one MLflow run; the flow run's state and each task's
 state are in Prefect. Run it with ``zhasr retrain`` or ``python -m flows.retrain``;
@@ -19,6 +20,7 @@ from tasks.gate import gate_task
 from tasks.ingest import ingest_task
 from tasks.merge import merge_task
 from tasks.pipeline import nothing_new, pipeline_run, skip
+from tasks.prune import prune_task
 from tasks.register import register_task
 from tasks.synth import synth_task
 from tasks.train import train_task
@@ -56,6 +58,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
         if ctx.params.export.formats:
             export_task(ctx)
         result = register_task(ctx)
+        prune_task(ctx, [ctx.params.register.model_name])
     test = evaluation.sets["test"]
     logger.info("candidate CER %.4f, champion v%s CER %.4f: %s", test.candidate.cer, evaluation.champion_version,
                 test.champion.cer, result.reason)

@@ -117,11 +117,22 @@ def alias_history(name: str) -> list[AliasChange]:
     return sorted(changes, key=lambda c: c.at)
 
 
+def logged_model_id(version: ModelVersion) -> str | None:
+    """The id of the logged model a version was registered from (MLflow 3): its ``model_id``, which the registry
+    leaves empty for a version registered from ``models:/<model id>``, so read from that source too."""
+    source = version.source or ""
+    if version.model_id:
+        return version.model_id
+    if source.startswith("models:/m-") and "/" not in source[len("models:/"):]:
+        return source[len("models:/"):]
+    return None
+
+
 def whisper_dir(version: ModelVersion) -> Path:
     """Local folder of the Hugging Face files inside a registered version (downloaded if remote)."""
     local = None
-    if version.model_id:
-        local = tracking.local_path(mlflow.get_logged_model(version.model_id).artifact_location)
+    if model_id := logged_model_id(version):
+        local = tracking.local_path(mlflow.get_logged_model(model_id).artifact_location)
     if local is None or not local.exists():
         local = Path(mlflow.artifacts.download_artifacts(version.source))
     artifacts = Model.load(local / "MLmodel").flavors["python_function"]["artifacts"]

@@ -32,6 +32,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from mlflow_services import registry, tracking
+from tasks import prune
 from tasks.export import log_export
 from tasks.register import git_commit
 from tasks.train import MlflowStepLogger, curves_figure
@@ -290,4 +291,6 @@ def run(ctx: StageContext) -> DetectorReport:
                             "detector_seconds": report.seconds, "detector_accepted": float(verdict.accepted)})
         atomic_write_json(ctx.report("detector"), report.to_dict())
     shutil.rmtree(work, ignore_errors=True)
+    if p.model_name:
+        prune.run(ctx, [p.model_name])
     return report

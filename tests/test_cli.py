@@ -172,10 +172,13 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
     assert main([*args, "--redact", "all", "--set", f"transcribe.detector={project / 'missing'}"]) == 2
     assert f"transcribe.detector {project / 'missing'}: neither" in capsys.readouterr().err
 
-    # without its check a build replaces the folder but is no candidate for champion
-    assert main([*detector, "--set", "detector.check_per_kind=0", "--set", "detector.check_others=0"]) == 0
+    # without its check a build replaces the folder but is no candidate for champion; after it, the registry
+    # keeps the newest version and the champion (register.keep_newest 1): v2, which failed, is pruned
+    assert main([*detector, "--set", "detector.check_per_kind=0", "--set", "detector.check_others=0",
+                 "--set", "register.keep_newest=1"]) == 0
     out, err = capsys.readouterr()
     assert (json.loads(out)["version"], json.loads(out)["alias"]) == ("3", None) and "cannot be approved" in err
     assert client.get_model_version("zhasr-detector", "3").tags["zhasr.gate"] == "unchecked"
+    assert sorted(str(v.version) for v in client.search_model_versions("name='zhasr-detector'")) == ["1", "3"]
     assert main(["approve", "3", "--model", "zhasr-detector", "--by", "ana", "--note", "fast"]) == 2
     assert "did not pass the gate (not checked (detector.check_per_kind 0))" in capsys.readouterr().err

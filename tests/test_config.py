@@ -65,6 +65,8 @@ def test_override_sets_nested_value_with_its_type():
     ("detector.check_per_kind=0", "detector.check_others: 20 with check_per_kind 0 judges no number"),
     ("detector.model_name=zhasr-whisper", "detector.model_name: 'zhasr-whisper' must be a registered model's name"),
     ("detector.model_name=a/b", "detector.model_name: 'a/b' must be"),
+    ("register.keep_newest=-1", "register.keep_newest: expected 0 (prune nothing) or a version count"),
+    ("register.keep_champions=0", "register.keep_champions: expected at least 1"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

@@ -26,6 +26,7 @@ from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
 from zhasr.data.validate import ValidatedDataset
 from zhasr.evaluation.clips import clip_errors
+from zhasr.evaluation.export_verdict import FIT, ExportReport, ExportResult, Rise, SetResult
 from zhasr.evaluation.gate import RuleOutcome, decide
 from zhasr.evaluation.scoring import SystemOutput, score_set
 from zhasr.evaluation.slices import slice_labels
@@ -334,6 +335,80 @@ def test_cli_approve_reject_rollback_and_status(prefect_server, ctx, tiny_model_
     # approving the challenger moved two aliases in one decision: one row
     assert [(c["version"], c["alias"]) for c in state["alias_changes"] if c["action"] == "approve"] == [
         ("2", "champion"), ("3", "challenger, champion")]
+
+
+def _logged_export(ctx: StageContext, tmp_path, name: str) -> ExportResult:
+    """A fit export kept with a run of its own, as the export stage keeps one; the next register names it."""
+    from tasks.export import log_export
+
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"\0" * 200_000)
+    with registry_run(ctx) as run:
+        uri = log_export(folder, "ct2-int8", run.info.run_id)
+    result = ExportResult("ct2-int8", str(folder), 0.2, 1.0, {"test": SetResult(0.1, Rise(0.0, -0.01, 0.01), 0.1)},
+                          0.02, FIT, uri)
+    atomic_write_json(ctx.report("export"), ExportReport({}, [result]).to_dict())
+    return result
+
+
+def _artifact_dir(uri: str):
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    from mlflow_services.tracking import local_path
+
+    run_id, path = RunsArtifactRepository.parse_runs_uri(uri)
+    return local_path(MlflowClient().get_run(run_id).info.artifact_uri) / path
+
+
+def test_prune_deletes_old_versions_files_and_keeps_aliases_former_champions_and_shared_exports(
+        prefect_server, ctx, tiny_model_dir, tmp_path, capsys):
+    shared = None
+    for k, (candidate, champion) in enumerate(((10, 3), (10, 3), (3, 10), (10, 3))):  # v2 .. v5
+        write_evaluation(ctx, tiny_model_dir, candidate_every=candidate, champion_every=champion)
+        if k == 1:
+            shared = _logged_export(ctx, tmp_path, "shared")  # v3 names it, and v5 (zhasr promote again) too
+        elif k == 2:
+            own = _logged_export(ctx, tmp_path, "own")  # only v4 names it
+        elif k == 3:
+            atomic_write_json(ctx.report("export"), ExportReport({}, [shared]).to_dict())
+        promote()
+        if k == 0:
+            assert main(["approve", "2", "--by", "carol", "--note", "first adapter"]) == 0
+        if k == 1:
+            assert main(["reject", "3", "--by", "carol", "--note", "wrong batch"]) == 0
+    assert aliases() == {"champion": "2", "challenger": "5"}
+    client = MlflowClient()
+    doomed = {n: client.get_model_version(NAME, n) for n in ("3", "4")}
+    weights = {n: registry.whisper_dir(v) for n, v in doomed.items()}
+    capsys.readouterr()
+
+    keep = ["--set", "register.keep_newest=1", "--set", "register.keep_champions=1"]
+    assert main(["prune", "--dry-run", *keep]) == 0
+    planned = json.loads(capsys.readouterr().out)[0]
+    assert planned["pruned"] == ["4", "3"] and planned["freed_bytes"] > 2 * 200_000
+    assert {str(v.version) for v in client.search_model_versions(f"name='{NAME}'")} == {"1", "2", "3", "4", "5"}
+
+    assert main(["prune", *keep]) == 0
+    report = json.loads(capsys.readouterr().out)[0]
+    assert [(v["version"], v["why"]) for v in report["versions"]] == [
+        ("5", "alias challenger"), ("4", "pruned"), ("3", "pruned"), ("2", "alias champion"), ("1", "former champion")]
+    assert report["freed_bytes"] == planned["freed_bytes"]
+    assert {str(v.version) for v in client.search_model_versions(f"name='{NAME}'")} == {"1", "2", "5"}
+    assert not any(p.exists() and any(p.iterdir()) for p in weights.values())
+    assert not _artifact_dir(own.uri).exists()
+    assert (_artifact_dir(shared.uri) / "model.bin").is_file()  # v5 names it still
+    assert "zhasr-test v4: weights and exports deleted" in client.get_run(doomed["4"].run_id).data.tags["zhasr.pruned"]
+    assert client.get_run(doomed["4"].run_id).data.metrics  # the run's figures stay
+
+    assert main(["rollback", "--by", "dan", "--note", "back to base"]) == 0  # to the former champion, kept whole
+    assert aliases() == {"champion": "1", "challenger": "5"}
+    assert (registry.whisper_dir(client.get_model_version(NAME, "1")) / "config.json").is_file()
+    capsys.readouterr()
+    assert main(["prune", *keep]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["pruned"] == ["2"]  # rolled back from: no rollback returns to it
+    assert main(["prune", "--set", "register.keep_champions=0"]) == 2
+    assert "register.keep_champions" in capsys.readouterr().err
 
 
 def _tone_batch(project, batch: str, texts: list[str]) -> None:

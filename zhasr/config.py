@@ -377,6 +377,12 @@ class ExportParams:
 @dataclass(frozen=True)
 class RegisterParams:
     model_name: str = "zhasr-whisper"  # registered model in the MLflow registry
+    # Retention (zhasr prune; the flows and the detector stage run it after registering): of this model and of
+    # detector.model_name, a version that holds no alias, is not among the keep_newest newest and is not among
+    # the keep_champions champions before the current one loses its weights, its exports and its registry
+    # entry; its run (metrics, plots, model card) stays, tagged zhasr.pruned. 0: nothing is pruned
+    keep_newest: int = 10
+    keep_champions: int = 3  # former champions kept for rollback (at least 1)
 
 
 @dataclass(frozen=True)
@@ -705,6 +711,14 @@ def _check_transcribe(t: TranscribeParams) -> None:
                           f"transcribe.max_new_tokens: at least 8, got {t.max_new_tokens}")
 
 
+def _check_register(register: RegisterParams) -> None:
+    if register.keep_newest < 0:
+        raise ConfigError(f"register.keep_newest: expected 0 (prune nothing) or a version count, got {register.keep_newest}")
+    if register.keep_champions < 1:
+        raise ConfigError(f"register.keep_champions: expected at least 1 (rollback needs the champion before), "
+                          f"got {register.keep_champions}")
+
+
 def _check_detector(detector: DetectorParams, register: RegisterParams) -> None:
     if detector.model_name == register.model_name or not re.fullmatch(r"[^/@\s]*", detector.model_name):
         raise ConfigError(f"detector.model_name: {detector.model_name!r} must be a registered model's name without "
@@ -765,6 +779,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     _check_regression(params.regression)
     _check_validate(params.validate)
     _check_transcribe(params.transcribe)
+    _check_register(params.register)
     _check_detector(params.detector, params.register)
     _check_export(params.export)
     _check_train(params.train)
