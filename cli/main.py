@@ -280,6 +280,9 @@ def cmd_schedule(args: argparse.Namespace) -> Any:
     if ctx.params.label.calls_dir:
         print(f"serving deployment label-push/{ctx.params.schedule.deployment}: cron {ctx.params.label.push_cron!r}, "
               f"calls from {ctx.params.label.calls_dir}", flush=True)
+    if ctx.params.detector.cron:
+        print(f"serving deployment detector/{ctx.params.schedule.deployment}: cron {ctx.params.detector.cron!r}, "
+              f"a build on each new base of {ctx.params.detector.model_name}", flush=True)
     serve_schedule(ctx.params, params_path)
 
 
@@ -413,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve-purge", cmd_serve_purge, "delete the service's finished jobs (results, kept audio) older than "
                                              "serve.retain_days; the running service does this hourly")
     p.add_argument("--days", type=float, help="default: serve.retain_days")
-    add("schedule", cmd_schedule, "serve the scheduled retraining deployment (cron from params.schedule)")
+    add("schedule", cmd_schedule, "serve the scheduled deployments: retraining (params.schedule), and bulk "
+                                  "transcription, the label push and the number detector where set")
     add("ui", cmd_ui, "start the MLflow UI on 127.0.0.1").add_argument("--port", type=int, default=5000)
     parser.set_defaults(handlers=handlers)
     return parser

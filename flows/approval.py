@@ -28,13 +28,14 @@ class ApprovalDecision(RunInput):
     comment: str = Field(min_length=1, description="why, recorded with the decision")
 
 
-def await_approval(ctx: StageContext, version: str, model_card: str) -> dict[str, Any]:
-    """Pause for an ApprovalDecision on ``version``; apply it. Returns ``{"decision", "champion", ...}``."""
-    name, options = ctx.params.register.model_name, ctx.params.approval
+def await_approval(ctx: StageContext, name: str, version: str, model_card: str) -> dict[str, Any]:
+    """Pause for an ApprovalDecision on ``version`` of the registered model ``name``; apply it. Returns
+    ``{"decision", "champion", ...}``."""
+    options = ctx.params.approval
     logger = get_run_logger()
     logger.info("%s v%s is challenger; waiting up to %d s for a reviewer: answer the form of this flow run "
-                "in the Prefect UI, or run `zhasr approve %s --by NAME --note WHY`", name, version,
-                options.timeout_s, version)
+                "in the Prefect UI, or run `zhasr approve %s --model %s --by NAME --note WHY`", name, version,
+                options.timeout_s, version, name)
     form = ApprovalDecision.with_initial_data(
         description=f"Promote {name} v{version} to champion?\n\n{model_card}", approve=False)
     try:
@@ -44,10 +45,10 @@ def await_approval(ctx: StageContext, version: str, model_card: str) -> dict[str
         # The run is still Paused on the server; it goes on running, without a decision.
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(flow_run.get_id(), Running(message="no approval before the timeout"), force=True)
-        champion = approval.champion_version(ctx)
+        champion = approval.champion_version(name)
         logger.info("no answer in %d s: v%s stays challenger, champion is v%s", options.timeout_s, version, champion)
         return {"decision": "timeout", "champion": champion}
-    champion = approval.decide(ctx, version, decision.approve, decision.reviewer, decision.comment)
+    champion = approval.decide(name, version, decision.approve, decision.reviewer, decision.comment)
     logger.info("%s %s v%s: %s", decision.reviewer, "approved" if decision.approve else "rejected", version,
                 decision.comment)
     return {"decision": "approved" if decision.approve else "rejected", "by": decision.reviewer,
@@ -59,5 +60,5 @@ def after_register(ctx: StageContext, registered: Registration) -> dict[str, Any
     challenger was registered and ``approval.timeout_s`` > 0, else None."""
     answer = None
     if registered.passed and ctx.params.approval.timeout_s > 0:
-        answer = await_approval(ctx, registered.version, registered.model_card)
+        answer = await_approval(ctx, registered.model_name, registered.version, registered.model_card)
     return {**{k: v for k, v in registered.to_dict().items() if k != "model_card"}, "approval": answer}

@@ -1,6 +1,7 @@
 """Scheduled retraining: a Prefect deployment of the retrain flow on the cron of params.schedule (and of
 the label-push flow on ``label.push_cron`` when ``label.calls_dir`` names the night's calls, and of the
-transcribe-archive flow on ``archive.cron`` when ``archive.source`` does).
+transcribe-archive flow on ``archive.cron`` when ``archive.source`` does, and of the number detector's flow on
+``detector.cron`` when it is set).
 
 Each scheduled run trains only when a new validated batch arrived
 (``only_if_new_data``), one run at a time (a run due while another is going is
@@ -19,6 +20,7 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.archive import task_runner, transcribe_archive
+from flows.detector import build_detector
 from flows.label import label_push
 from flows.retrain import retrain
 from zhasr.config import Params, load_params
@@ -62,14 +64,14 @@ def deployment(params: Params, params_path: Path | None = None) -> RunnerDeploym
 
 
 def _nightly(flow_object, entrypoint: str | None, params: Params, params_path: Path | None, cron: str,
-             description: str, tag: str) -> RunnerDeployment:
+             description: str, tag: str, **flow_parameters) -> RunnerDeployment:
     """``flow_object`` on ``cron`` (schedule.timezone), one run at a time; ``entrypoint``: the module-level
     name of a flow built with options, which the runner process must import to get the same options."""
     runner = flow_object.to_deployment(
         name=params.schedule.deployment,
         schedules=[CronSchedule(cron=cron, timezone=params.schedule.timezone)],
         concurrency_limit=1,
-        parameters={"params_path": str(params_path) if params_path else None},
+        parameters={"params_path": str(params_path) if params_path else None, **flow_parameters},
         description=description,
         tags=["zhasr", tag],
         **({"entrypoint_type": EntrypointType.MODULE_PATH} if entrypoint else {}),
@@ -97,10 +99,19 @@ def archive_deployment(params: Params, params_path: Path | None = None) -> Runne
                     "Transcribe the night's calls with the champion; a rerun skips what is done.", "archive")
 
 
+def detector_deployment(params: Params, params_path: Path | None = None) -> RunnerDeployment | None:
+    """``detector`` on ``detector.cron``, building only on a base no version was built on; None when no cron is set."""
+    if not params.detector.cron:
+        return None
+    return _nightly(build_detector, None, params, params_path, params.detector.cron,
+                    "Build the number detector on the transcriber's new champion; its check gates it, a person approves.",
+                    "detector", only_if_new_base=True)
+
+
 def serve_schedule(params: Params, params_path: Path | None = None) -> None:
     """Register the deployments and run their scheduled flow runs from this process until interrupted."""
     from prefect import serve
 
     deployments = (deployment(params, params_path), label_push_deployment(params, params_path),
-                   archive_deployment(params, params_path))
+                   archive_deployment(params, params_path), detector_deployment(params, params_path))
     serve(*(d for d in deployments if d))

@@ -30,6 +30,8 @@ import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import registry, tracking
 from tasks import prune
@@ -81,6 +83,7 @@ class DetectorReport:
     replaced: str = ""  # the detector in place it was checked against ("": none)
     version: str = ""  # its version of detector.model_name ("": not registered)
     alias: str | None = None  # "challenger" when registered and it passed its check
+    model_card: str = ""  # markdown, its version's description ("": not registered)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,7 +231,8 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
     version = registry.log_and_register(name, place / "hf", ctx.params.model.language, tags=tags,
                                         transcribe=ctx.params.transcribe)
     number = str(version.version)
-    registry.publish_card(name, number, detector_card(name, number, report, ctx.params.detector))
+    card = detector_card(name, number, report, ctx.params.detector)
+    registry.publish_card(name, number, card)
     if not MlflowClient().get_registered_model(name).description:
         MlflowClient().update_registered_model(name, description=DETECTOR_MODEL_DESCRIPTION.format(name=name))
     mlflow.set_tags({"zhasr.gate": gate, "zhasr.model_version": number})
@@ -236,7 +240,22 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
     if passed:
         alias = registry.CHALLENGER
         registry.change_alias(name, alias, number, action="gate", by=CHECK_ACTOR, note=reason)
-    return dataclasses.replace(report, version=number, alias=alias)
+    return dataclasses.replace(report, version=number, alias=alias, model_card=card)
+
+
+def built_on_current_base(ctx: StageContext) -> str | None:
+    """Why no new detector is needed (a version of ``detector.model_name`` was built on the base a build would start
+    from now: the transcriber's champion by default), else None; what a scheduled build asks first."""
+    p = ctx.params.detector
+    if not p.model_name:
+        return None
+    tracking.configure(ctx)
+    base = resolve(ctx, p.base or None, "detector.base").identity
+    built = [v for v in MlflowClient().search_model_versions(f"name='{p.model_name}'") if v.tags.get("zhasr.parent") == base]
+    if not built:
+        return None
+    newest = max(built, key=lambda v: int(v.version))
+    return f"{p.model_name} v{newest.version} was built on {base} ({newest.tags.get('zhasr.gate', 'no gate')})"
 
 
 def run(ctx: StageContext) -> DetectorReport:
@@ -294,3 +313,6 @@ def run(ctx: StageContext) -> DetectorReport:
     if p.model_name:
         prune.run(ctx, [p.model_name])
     return report
+
+
+detector_task = task(run, name="detector", cache_policy=NO_CACHE)

@@ -65,6 +65,7 @@ def test_override_sets_nested_value_with_its_type():
     ("detector.check_per_kind=0", "detector.check_others: 20 with check_per_kind 0 judges no number"),
     ("detector.model_name=zhasr-whisper", "detector.model_name: 'zhasr-whisper' must be a registered model's name"),
     ("detector.model_name=a/b", "detector.model_name: 'a/b' must be"),
+    ("detector.cron=0 4 * *", "detector.cron: expected 5 cron fields"),
     ("register.keep_newest=-1", "register.keep_newest: expected 0 (prune nothing) or a version count"),
     ("register.keep_champions=0", "register.keep_champions: expected at least 1"),
 ])
@@ -88,3 +89,8 @@ def test_override_without_equals_is_an_error():
 def test_digest_changes_with_values():
     assert Params().digest() != apply_overrides(Params(), ["train.rank=8"]).digest()
     assert Params().digest() == Params().digest()
+
+
+def test_a_scheduled_detector_build_needs_its_registered_model():
+    with pytest.raises(ConfigError, match=re.escape("detector.cron: a scheduled build needs detector.model_name")):
+        apply_overrides(Params(), ["detector.cron=0 4 * * *", "detector.model_name=\"\""])

@@ -411,6 +411,45 @@ def test_prune_deletes_old_versions_files_and_keeps_aliases_former_champions_and
     assert "register.keep_champions" in capsys.readouterr().err
 
 
+def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(prefect_server, ctx, tiny_model_dir):
+    """The scheduled detector flow (``only_if_new_base``): a build on the transcriber's champion, approved in the
+    flow's form; nothing while that champion stays; a new build once a person approves another."""
+    from flows.detector import build_detector
+    from flows.schedule import detector_deployment
+
+    assert detector_deployment(ctx.params) is None  # detector.cron "": not served
+    scheduled = detector_deployment(load_params(ctx.root / "params.yaml", ["detector.cron=0 4 * * *"]))
+    assert scheduled.parameters == {"params_path": None, "only_if_new_base": True}
+    assert scheduled.schedules[0].schedule.cron == "0 4 * * *" and scheduled.concurrency_limit == 1
+
+    def detector_flow(*overrides: str) -> dict:
+        state = build_detector(overrides=["detector.clips=7", "detector.check_per_kind=1", "detector.check_others=1",
+                                          "detector.min_mean_recall=0", "detector.min_recall=0",
+                                          "detector.min_precision=0", *overrides],
+                               only_if_new_base=True, return_state=True)
+        assert state.is_completed(), state.message
+        return state.result()
+
+    with registry_run(ctx):
+        ensure_champion(ctx, tiny_model_dir)  # zhasr-test v1
+    reviewer = _answer_when_paused({"approve": True, "reviewer": "ana", "comment": "heard every kind"})
+    first = detector_flow("approval.timeout_s=60", "approval.poll_s=1")
+    reviewer.join()
+    assert (first["built"], first["base"], first["version"], first["alias"]) == (True, "zhasr-test v1", "1", "challenger")
+    assert first["approval"]["decision"] == "approved" and first["approval"]["champion"] == "1"
+    assert "model_card" not in first
+    detectors = MlflowClient().get_registered_model("zhasr-detector")
+    assert {k: str(v) for k, v in detectors.aliases.items()} == {"champion": "1"}
+
+    assert detector_flow() == {"built": False, "reason": "zhasr-detector v1 was built on zhasr-test v1 (pass)"}
+
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    promote()
+    assert main(["approve", "2", "--by", "carol", "--note", "first adapter"]) == 0
+    second = detector_flow()
+    assert (second["built"], second["base"], second["version"], second["approval"]) == (True, "zhasr-test v2", "2", None)
+
+
 def _tone_batch(project, batch: str, texts: list[str]) -> None:
     for i in range(len(texts)):
         write_tone(project / "data/incoming" / batch / f"{i}.wav", 1.5 + 0.1 * i)

@@ -291,6 +291,10 @@ class DetectorParams:
     # passed becomes challenger, and champion only when a person approves (zhasr approve N --model NAME), so
     # transcribe.detector can name models:/NAME@champion; "": kept in the folder only
     model_name: str = "zhasr-detector"
+    # zhasr schedule serves the detector flow on this cron (schedule.timezone): it builds when no version of
+    # model_name was built on the base a build starts from (a transcriber champion a person approved since),
+    # and pauses for approval like the retraining flow. "": not scheduled
+    cron: str = ""
     # Before a new detector replaces the last one it is judged on held-out sentences: check_seed's numbers and
     # voices, only the sentence frames it was never trained on, half of them 8 kHz telephone; the base model's
     # transcript with what the detector heard taken out by time (zhasr.evaluation.redaction_recall). A detector
@@ -723,6 +727,11 @@ def _check_detector(detector: DetectorParams, register: RegisterParams) -> None:
     if detector.model_name == register.model_name or not re.fullmatch(r"[^/@\s]*", detector.model_name):
         raise ConfigError(f"detector.model_name: {detector.model_name!r} must be a registered model's name without "
                           f"/, @ or spaces, other than register.model_name (the champion served as the transcriber)")
+    if detector.cron:
+        if not detector.model_name:
+            raise ConfigError("detector.cron: a scheduled build needs detector.model_name (what it was built on is "
+                              "read from the registry)")
+        _check_cron("detector.cron", detector.cron)
     if detector.clips < 7:
         raise ConfigError(f"detector.clips: at least 7 (one sentence of each kind in turn), got {detector.clips}")
     for key in ("check_per_kind", "check_others"):

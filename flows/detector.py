@@ -1,0 +1,38 @@
+"""The number detector's flow: build it on the transcriber's champion, then wait for a person.
+
+``zhasr detector`` runs the stage alone; this flow is what ``zhasr schedule`` serves on ``detector.cron``. With
+``only_if_new_base`` (scheduled runs) it builds only when no version of ``detector.model_name`` was built on the
+base a build starts from now, so a new detector follows each transcriber champion a person approves. A build that
+passed its check pauses the run for the same approval form as the retraining flow (``approval.timeout_s``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.approval import await_approval
+from tasks.detector import built_on_current_base, detector_task
+from zhasr.context import StageContext
+
+
+@flow(name="detector", log_prints=True)
+def build_detector(params_path: str | None = None, overrides: list[str] | None = None,
+                   only_if_new_base: bool = False) -> dict[str, Any]:
+    """The detector stage's report (model card left out) with ``approval``: the reviewer's decision when a challenger
+    was registered and ``approval.timeout_s`` > 0, else None; ``{"built": False, "reason"}`` when skipped."""
+    ctx = StageContext.load(params_path, overrides)
+    logger = get_run_logger()
+    if only_if_new_base and (reason := built_on_current_base(ctx)):
+        logger.info("no detector to build: %s", reason)
+        return {"built": False, "reason": reason}
+    report = detector_task(ctx)
+    answer = None
+    if report.alias and ctx.params.approval.timeout_s > 0:
+        answer = await_approval(ctx, ctx.params.detector.model_name, report.version, report.model_card)
+    return {**{k: v for k, v in report.to_dict().items() if k != "model_card"}, "built": True, "approval": answer}
+
+
+if __name__ == "__main__":
+    build_detector()
