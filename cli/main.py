@@ -178,8 +178,9 @@ def cmd_prune(args: argparse.Namespace) -> Any:
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     for r in reports:
         verb = "would prune" if r.dry_run else "pruned"
-        table = Table(title=f"{r.model_name}: {verb} {len(r.pruned)} version(s), {r.freed_bytes / 1e6:.0f} MB "
-                            f"(keep_newest {r.keep_newest}, keep_champions {r.keep_champions})")
+        console.print(f"{r.model_name}: {verb} {len(r.pruned)} version(s), {r.freed_bytes / 1e6:.0f} MB "
+                      f"(keep_newest {r.keep_newest}, keep_champions {r.keep_champions})")
+        table = Table()
         for column in ("version", "kept", "why", "MB"):
             table.add_column(column)
         for v in r.versions:

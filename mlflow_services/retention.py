@@ -160,7 +160,10 @@ def _delete(client: MlflowClient, name: str, version: ModelVersion, files: list[
             pass  # deleted already
     if version.run_id:
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        tracking.tag_run(version.run_id, PRUNED_TAG, f"{name} v{version.version}: weights and exports deleted {at} "
-                                                     f"(register.keep_newest {rule.keep_newest}, keep_champions "
-                                                     f"{rule.keep_champions})")
+        what = (f"{name} v{version.version}: weights and exports deleted {at} (register.keep_newest "
+                f"{rule.keep_newest}, keep_champions {rule.keep_champions})")
+        tracking.tag_run(version.run_id, PRUNED_TAG, what)
+        # the run's description (its model card) is what a reviewer reads first
+        card = client.get_run(version.run_id).data.tags.get("mlflow.note.content", "")
+        tracking.tag_run(version.run_id, "mlflow.note.content", f"> **Pruned.** {what}; its figures stay.\n\n{card}")
     client.delete_model_version(name, str(version.version))

@@ -399,7 +399,8 @@ def test_prune_deletes_old_versions_files_and_keeps_aliases_former_champions_and
     assert not _artifact_dir(own.uri).exists()
     assert (_artifact_dir(shared.uri) / "model.bin").is_file()  # v5 names it still
     assert "zhasr-test v4: weights and exports deleted" in client.get_run(doomed["4"].run_id).data.tags["zhasr.pruned"]
-    assert client.get_run(doomed["4"].run_id).data.metrics  # the run's figures stay
+    pruned_run = client.get_run(doomed["4"].run_id).data
+    assert pruned_run.metrics and pruned_run.tags["mlflow.note.content"].startswith("> **Pruned.** zhasr-test v4")
 
     assert main(["rollback", "--by", "dan", "--note", "back to base"]) == 0  # to the former champion, kept whole
     assert aliases() == {"champion": "1", "challenger": "5"}
