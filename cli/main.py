@@ -95,11 +95,13 @@ def cmd_demo(args: argparse.Namespace) -> Any:
 
 
 def cmd_detector(args: argparse.Namespace) -> Any:
-    from tasks import detector
+    from tasks import detector, prune
 
     ctx = _context(args)
     report = detector.run(ctx)
     name = ctx.params.detector.model_name
+    if report.version:
+        prune.after_registering(ctx, name)
     registered = f", registered as {name} v{report.version}" if report.version else ""
     if not report.accepted:
         print(f"zhasr detector: the new detector failed its check ({'; '.join(report.reasons)}); it is kept in "

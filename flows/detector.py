@@ -3,7 +3,8 @@
 ``zhasr detector`` runs the stage alone; this flow is what ``zhasr schedule`` serves on ``detector.cron``. With
 ``only_if_new_base`` (scheduled runs) it builds only when no version of ``detector.model_name`` was built on the
 base a build starts from now, so a new detector follows each transcriber champion a person approves. A build that
-passed its check pauses the run for the same approval form as the retraining flow (``approval.timeout_s``).
+passed its check pauses the run for the same approval form as the retraining flow (``approval.timeout_s``);
+old versions are pruned last (``register.keep_newest``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from flows.approval import await_approval
 from tasks.detector import built_on_current_base, detector_task
+from tasks.prune import prune_task
 from zhasr.context import StageContext
 
 
@@ -28,9 +30,11 @@ def build_detector(params_path: str | None = None, overrides: list[str] | None =
         logger.info("no detector to build: %s", reason)
         return {"built": False, "reason": reason}
     report = detector_task(ctx)
-    answer = None
+    name, answer = ctx.params.detector.model_name, None
     if report.alias and ctx.params.approval.timeout_s > 0:
-        answer = await_approval(ctx, ctx.params.detector.model_name, report.version, report.model_card)
+        answer = await_approval(ctx, name, report.version, report.model_card)
+    if report.version:
+        prune_task(ctx, name)
     return {**{k: v for k, v in report.to_dict().items() if k != "model_card"}, "built": True, "approval": answer}
 
 

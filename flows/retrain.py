@@ -58,7 +58,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
         if ctx.params.export.formats:
             export_task(ctx)
         result = register_task(ctx)
-        prune_task(ctx, [ctx.params.register.model_name])
+        prune_task(ctx, ctx.params.register.model_name)
     test = evaluation.sets["test"]
     logger.info("candidate CER %.4f, champion v%s CER %.4f: %s", test.candidate.cer, evaluation.champion_version,
                 test.champion.cer, result.reason)

@@ -17,10 +17,14 @@ from mlflow_services.registry import CHALLENGER, CHAMPION
 
 
 def _version(name: str, version: str):
+    """The version, if it is there and whole (not being pruned)."""
     try:
-        return MlflowClient().get_model_version(name, str(version))
+        found = MlflowClient().get_model_version(name, str(version))
     except MlflowException as exc:
-        raise PromotionError(f"{name} v{version}: no such model version") from exc
+        raise PromotionError(f"{name} v{version}: no such model version (pruned ones are gone)") from exc
+    if registry.PRUNED_TAG in found.tags:
+        raise PromotionError(f"{name} v{version}: its files are deleted ({found.tags[registry.PRUNED_TAG]})")
+    return found
 
 
 def _require(by: str, note: str) -> None:

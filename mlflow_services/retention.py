@@ -1,19 +1,21 @@
 """Registry retention: which versions of a registered model keep their files, and pruning the rest.
 
-Every nightly candidate is a version with its own copy of the merged weights (about 290 MB for
-whisper-base) and its exports. A version is kept when it holds an alias (champion, challenger or any
-other a person set), is among the ``keep_newest`` newest, or is among the ``keep_champions`` champions
-before the current one (what ``rollback`` goes back to). A pruned version loses its logged model (the
-weights), the exports only it names, and its registry entry. Its run stays: metrics, plots, model card
-and params, tagged ``zhasr.pruned``; the alias history is untouched.
+Every nightly candidate is a version with its own copy of the merged weights (295 MB for whisper-base)
+and its exports. A version is kept when it holds an alias (champion, challenger or any other a person
+set), is among the ``keep_newest`` newest, is among the ``keep_champions`` champions before the current
+one (what ``rollback`` goes back to), or is named by number in the params. A pruned version loses its
+logged model (the weights), the exports only it names, and its registry entry. Its run stays: metrics,
+plots, model card and params, tagged ``zhasr.pruned``; the alias history is untouched.
 
-Files are deleted through MLflow's artifact repositories, so the same call frees a local store, a
-bucket or a tracking server's proxied store. The logged model's record is left in the ``deleted``
+Files are deleted through MLflow's artifact repositories (local, S3, GCS, Azure, HDFS, a tracking
+server's proxied store); the space freed is what the store lists before less what it lists after, so a
+store whose repository does not delete shows 0. The logged model's record is left in the ``deleted``
 stage, where ``mlflow gc`` removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -30,8 +32,6 @@ from mlflow_services import registry, tracking
 from mlflow_services.promotion import champion_lineage
 from zhasr.config import RegisterParams
 
-PRUNED_TAG = "zhasr.pruned"  # on the run of a pruned version: which version, when, under which rule
-
 
 @dataclass(frozen=True)
 class VersionFate:
@@ -39,8 +39,10 @@ class VersionFate:
 
     version: str
     kept: bool
-    why: str  # "alias champion", "newest 10", "former champion", or "pruned"
-    freed_bytes: int | None  # the files deleted (or that a dry run would delete); None for a remote store
+    why: str  # "alias champion", "newest 10", "former champion", "named by serve.model", ... or "pruned"
+    # the files deleted (or that a dry run would delete), as the store's listing gives their sizes; None where it
+    # gives none
+    freed_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -99,19 +101,23 @@ def _size(repo, path: str | None = None) -> int | None:
     return total
 
 
+def _listed_bytes(files: list[tuple[Any, str | None]]) -> int | None:
+    sizes = [_size(repo, path) for repo, path in files]
+    return None if None in sizes else sum(sizes)
+
+
 def _files_of(version: ModelVersion, kept_uris: set[str]) -> list[tuple[Any, str | None]]:
     """(artifact repository, path in it or None for all of it) of each thing pruning ``version`` deletes: its
-    logged model, and each export no kept version names (a version ``zhasr promote`` registered again
-    names the exports of the run before it)."""
+    logged model and each export, unless ``kept_uris`` holds it (a kept version names it too: a version
+    ``zhasr promote`` registered again names the exports of the run before it)."""
     files: list[tuple[Any, str | None]] = []
-    if model_id := registry.logged_model_id(version):
+    model_id = registry.logged_model_id(version)
+    if model_id and model_id not in kept_uris:
         try:
-            model = mlflow.get_logged_model(model_id)
-            files.append((get_artifact_repository(model.artifact_location), None))
+            files.append((get_artifact_repository(mlflow.get_logged_model(model_id).artifact_location), None))
         except MlflowException:
             pass  # its logged model is gone already
-    model_uri = [version.source] if (version.source or "").startswith("runs:/") else []  # a model logged before MLflow 3
-    for uri in sorted(set(model_uri) | (_export_uris(version) - kept_uris)):
+    for uri in sorted(_owned_uris(version) - kept_uris):
         if uri.startswith("runs:/"):
             run_id, path = RunsArtifactRepository.parse_runs_uri(uri)
             try:
@@ -121,49 +127,75 @@ def _files_of(version: ModelVersion, kept_uris: set[str]) -> list[tuple[Any, str
     return files
 
 
-def prune(name: str, rule: RegisterParams, *, dry_run: bool = False) -> RetentionReport:
+def _owned_uris(version: ModelVersion) -> set[str]:
+    """What a version's files are known by: its logged model's id, a model logged before MLflow 3 (its
+    ``runs:/`` source) and its exports' URIs."""
+    model_id = registry.logged_model_id(version)
+    source = version.source or ""
+    return _export_uris(version) | ({model_id} if model_id else set()) | ({source} if source.startswith("runs:/") else set())
+
+
+def prune(name: str, rule: RegisterParams, pinned: dict[str, str] | None = None, *,
+          dry_run: bool = False) -> RetentionReport:
     """Apply ``rule`` to the versions of ``name``: each one it does not keep loses its files and its registry
-    entry (nothing changes when ``dry_run``); ``rule.keep_newest`` 0 prunes nothing."""
+    entry (nothing changes when ``dry_run``); ``rule.keep_newest`` 0 prunes nothing. ``pinned``: ``{version:
+    the setting that names it}``, kept too. Raises LookupError when no model of that name is registered."""
     client = MlflowClient()
     try:
         aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
-    except MlflowException:
-        return RetentionReport(name, dry_run, rule.keep_newest, rule.keep_champions, [])
+    except MlflowException as exc:
+        raise LookupError(f"{name}: no registered model of that name") from exc
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
     keep = ({str(v.version): "keep_newest 0" for v in versions} if rule.keep_newest == 0 else
             reasons_to_keep(versions, aliases, champion_lineage(name), rule))
-    kept_uris = set().union(*(_export_uris(v) for v in versions if str(v.version) in keep))
+    keep = {**{version: f"named by {key}" for version, key in (pinned or {}).items()}, **keep}
+    claimed = set().union(*(_owned_uris(v) for v in versions if str(v.version) in keep))
     fates = []
     for v in versions:
         number = str(v.version)
         if number in keep:
             fates.append(VersionFate(number, True, keep[number], 0))
             continue
-        files = _files_of(v, kept_uris)
-        sizes = [_size(repo, path) for repo, path in files]
-        freed = None if None in sizes else sum(sizes)
+        files = _files_of(v, claimed)
+        claimed |= _owned_uris(v)  # a file two pruned versions name is counted and deleted once
+        freed = _listed_bytes(files)
         if not dry_run:
-            _delete(client, name, v, files, rule)
+            if not _delete(client, name, number, files, rule):
+                fates.append(VersionFate(number, True, "given an alias while pruning", 0))
+                continue
+            left = _listed_bytes(files)
+            freed = None if freed is None or left is None else freed - left
         fates.append(VersionFate(number, False, "pruned", freed))
     return RetentionReport(name, dry_run, rule.keep_newest, rule.keep_champions, fates)
 
 
-def _delete(client: MlflowClient, name: str, version: ModelVersion, files: list[tuple[Any, str | None]],
-            rule: RegisterParams) -> None:
-    """Files first, then the registry entry: a prune that stops half way leaves a version that is pruned again."""
+def _delete(client: MlflowClient, name: str, number: str, files: list[tuple[Any, str | None]],
+            rule: RegisterParams) -> bool:
+    """Mark the version pruned (approve and rollback refuse it from then on), then delete its files and its registry
+    entry; False, deleting nothing, when it holds an alias by now. A prune that stops half way leaves a marked
+    version that the next prune finishes; one that is gone already counts as done."""
+    try:
+        version = client.get_model_version(name, number)
+    except MlflowException:
+        return True  # another prune took it
+    if version.aliases:
+        return False
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    what = (f"{name} v{number}: weights and exports deleted {at} (register.keep_newest {rule.keep_newest}, "
+            f"keep_champions {rule.keep_champions})")
+    client.set_model_version_tag(name, number, registry.PRUNED_TAG, what)
     for repo, path in files:
         repo.delete_artifacts(path)
     if model_id := registry.logged_model_id(version):
-        try:
+        with contextlib.suppress(MlflowException):  # deleted already
             client.delete_logged_model(model_id)
-        except MlflowException:
-            pass  # deleted already
     if version.run_id:
-        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        what = (f"{name} v{version.version}: weights and exports deleted {at} (register.keep_newest "
-                f"{rule.keep_newest}, keep_champions {rule.keep_champions})")
-        tracking.tag_run(version.run_id, PRUNED_TAG, what)
-        # the run's description (its model card) is what a reviewer reads first
-        card = client.get_run(version.run_id).data.tags.get("mlflow.note.content", "")
-        tracking.tag_run(version.run_id, "mlflow.note.content", f"> **Pruned.** {what}; its figures stay.\n\n{card}")
-    client.delete_model_version(name, str(version.version))
+        with contextlib.suppress(MlflowException):  # the run was deleted: nothing to tell
+            tracking.tag_run(version.run_id, registry.PRUNED_TAG, what)
+            # the run's description (its model card) is what a reviewer reads first
+            card = client.get_run(version.run_id).data.tags.get("mlflow.note.content", "")
+            if not card.startswith("> **Pruned.**"):
+                tracking.tag_run(version.run_id, "mlflow.note.content", f"> **Pruned.** {what}; its figures stay.\n\n{card}")
+    with contextlib.suppress(MlflowException):  # another prune took it
+        client.delete_model_version(name, number)
+    return True

@@ -34,7 +34,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import registry, tracking
-from tasks import prune
 from tasks.export import log_export
 from tasks.register import git_commit
 from tasks.train import MlflowStepLogger, curves_figure
@@ -244,18 +243,24 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
 
 
 def built_on_current_base(ctx: StageContext) -> str | None:
-    """Why no new detector is needed (a version of ``detector.model_name`` was built on the base a build would start
-    from now: the transcriber's champion by default), else None; what a scheduled build asks first."""
+    """Why no new detector is built now (a checked version of ``detector.model_name`` was built on the base a build
+    would start from: the transcriber's champion by default; or there is no such champion yet), else None; what a
+    scheduled build asks first."""
     p = ctx.params.detector
     if not p.model_name:
         return None
     tracking.configure(ctx)
-    base = resolve(ctx, p.base or None, "detector.base").identity
-    built = [v for v in MlflowClient().search_model_versions(f"name='{p.model_name}'") if v.tags.get("zhasr.parent") == base]
+    try:
+        base = resolve(ctx, p.base or None, "detector.base").identity
+    except LookupError as exc:  # no champion yet: nothing to build on
+        return str(exc)
+    # a build without its check cannot be approved: it does not stand for this base
+    built = [v for v in MlflowClient().search_model_versions(f"name='{p.model_name}'")
+             if v.tags.get("zhasr.parent") == base and v.tags.get("zhasr.gate") != "unchecked"]
     if not built:
         return None
     newest = max(built, key=lambda v: int(v.version))
-    return f"{p.model_name} v{newest.version} was built on {base} ({newest.tags.get('zhasr.gate', 'no gate')})"
+    return f"{p.model_name} v{newest.version} was built on {base} (gate {newest.tags['zhasr.gate']})"
 
 
 def run(ctx: StageContext) -> DetectorReport:
@@ -310,8 +315,6 @@ def run(ctx: StageContext) -> DetectorReport:
                             "detector_seconds": report.seconds, "detector_accepted": float(verdict.accepted)})
         atomic_write_json(ctx.report("detector"), report.to_dict())
     shutil.rmtree(work, ignore_errors=True)
-    if p.model_name:
-        prune.run(ctx, [p.model_name])
     return report
 
 

@@ -11,6 +11,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import retention, tracking
+from tasks.transcribe import MODEL_URI
+from zhasr.config import Params
 from zhasr.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -21,16 +23,36 @@ def registered_models(ctx: StageContext) -> list[str]:
     return [name for name in (ctx.params.register.model_name, ctx.params.detector.model_name) if name]
 
 
+def pinned_versions(params: Params) -> dict[str, dict[str, str]]:
+    """``{model: {version: setting}}`` of every setting that names a version by number (``models:/NAME/3``)."""
+    pins: dict[str, dict[str, str]] = {}
+    for key, value in params.flat().items():
+        if isinstance(value, str) and (match := MODEL_URI.match(value)) and match["version"]:
+            pins.setdefault(match["name"], {})[match["version"]] = key
+    return pins
+
+
 def run(ctx: StageContext, names: list[str] | None = None, dry_run: bool = False) -> list[retention.RetentionReport]:
-    """Prune each of ``names`` (default: ``registered_models``). Unless ``dry_run``, logged on the stage's run (the
-    flow's when there is one): ``registry_pruned_versions``, ``registry_freed_mb`` and each version's fate as the
-    table ``prune/versions.json``."""
+    """Prune each of ``names`` (LookupError for one that is not registered), or each of ``registered_models`` that
+    is. Unless ``dry_run``, logged on the stage's run (the flow's when there is one): ``registry_pruned_versions``,
+    ``registry_freed_mb`` and each version's fate as the table ``prune/versions.json``."""
     tracking.configure(ctx)
-    names = names or registered_models(ctx)
+    pins = pinned_versions(ctx.params)
+
+    def prune_all() -> list[retention.RetentionReport]:
+        reports = []
+        for name in names or registered_models(ctx):
+            try:
+                reports.append(retention.prune(name, ctx.params.register, pins.get(name), dry_run=dry_run))
+            except LookupError:
+                if names:
+                    raise
+        return reports
+
     if dry_run:
-        return [retention.prune(name, ctx.params.register, dry_run=True) for name in names]
+        return prune_all()
     with tracking.stage_run(ctx, "prune"):
-        reports = [retention.prune(name, ctx.params.register) for name in names]
+        reports = prune_all()
         mlflow.log_metrics({"registry_pruned_versions": sum(len(r.pruned) for r in reports),
                             "registry_freed_mb": sum(r.freed_bytes for r in reports) / 1e6})
         mlflow.log_table(pd.DataFrame([{"model": r.model_name, **vars(v)} for r in reports for v in r.versions],
@@ -43,4 +65,14 @@ def run(ctx: StageContext, names: list[str] | None = None, dry_run: bool = False
     return reports
 
 
-prune_task = task(run, name="prune", cache_policy=NO_CACHE)
+def after_registering(ctx: StageContext, name: str) -> list[retention.RetentionReport]:
+    """``run`` on ``name`` where a flow or a stage has just registered a version of it. A failure is logged, not
+    raised: the new version and its approval matter more than the space, and the next prune finishes the work."""
+    try:
+        return run(ctx, [name])
+    except Exception as exc:  # any store's error: S3, HTTP, a file system
+        log.warning("%s: pruning old versions failed (the next prune finishes it): %s", name, exc)
+        return []
+
+
+prune_task = task(after_registering, name="prune", cache_policy=NO_CACHE)

@@ -22,7 +22,7 @@ from zhasr.context import StageContext
 from zhasr.transcribe import Transcriber
 from zhasr.transcribe.writers import write
 
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 _RUNS_URI = re.compile(r"runs:/\S+")
 
 
@@ -55,7 +55,7 @@ def fit_exports(version) -> dict[str, Path]:
 def version_named(ctx: StageContext, spec: str) -> str | None:
     """The registry version a ``models:/`` spec names now, without downloading anything; None for a folder
     or an alias that no version holds."""
-    match = _MODEL_URI.match(spec)
+    match = MODEL_URI.match(spec)
     if not match:
         return None
     if match["version"]:
@@ -69,7 +69,7 @@ def resolve(ctx: StageContext, spec: str | None = None, key: str = "--model") ->
     """``spec``: a ``models:/`` URI (default: the champion of ``register.model_name``) or a local model path;
     ``key``: the option or setting it came from, named in the errors."""
     spec = spec or f"models:/{ctx.params.register.model_name}@{registry.CHAMPION}"
-    match = _MODEL_URI.match(spec)
+    match = MODEL_URI.match(spec)
     if not match:
         path = Path(spec).expanduser()
         if not path.exists():

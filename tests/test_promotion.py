@@ -384,11 +384,15 @@ def test_prune_deletes_old_versions_files_and_keeps_aliases_former_champions_and
     capsys.readouterr()
 
     keep = ["--set", "register.keep_newest=1", "--set", "register.keep_champions=1"]
+    assert main(["prune", "--dry-run", *keep, "--set", f"serve.model=models:/{NAME}/3"]) == 0
+    planned = json.loads(capsys.readouterr().out)[0]
+    assert planned["pruned"] == ["4"] and planned["versions"][2]["why"] == "named by serve.model"
     assert main(["prune", "--dry-run", *keep]) == 0
     planned = json.loads(capsys.readouterr().out)[0]
     assert planned["pruned"] == ["4", "3"] and planned["freed_bytes"] > 2 * 200_000
     assert {str(v.version) for v in client.search_model_versions(f"name='{NAME}'")} == {"1", "2", "3", "4", "5"}
 
+    client.delete_run(doomed["3"].run_id)  # a person deleted its run in the UI: the prune still goes through
     assert main(["prune", *keep]) == 0
     report = json.loads(capsys.readouterr().out)[0]
     assert [(v["version"], v["why"]) for v in report["versions"]] == [
@@ -396,18 +400,25 @@ def test_prune_deletes_old_versions_files_and_keeps_aliases_former_champions_and
     assert report["freed_bytes"] == planned["freed_bytes"]
     assert {str(v.version) for v in client.search_model_versions(f"name='{NAME}'")} == {"1", "2", "5"}
     assert not any(p.exists() and any(p.iterdir()) for p in weights.values())
+    for kept in ("1", "2", "5"):
+        assert (registry.whisper_dir(client.get_model_version(NAME, kept)) / "config.json").is_file()
     assert not _artifact_dir(own.uri).exists()
     assert (_artifact_dir(shared.uri) / "model.bin").is_file()  # v5 names it still
-    assert "zhasr-test v4: weights and exports deleted" in client.get_run(doomed["4"].run_id).data.tags["zhasr.pruned"]
     pruned_run = client.get_run(doomed["4"].run_id).data
+    assert "zhasr-test v4: weights and exports deleted" in pruned_run.tags["zhasr.pruned"]
     assert pruned_run.metrics and pruned_run.tags["mlflow.note.content"].startswith("> **Pruned.** zhasr-test v4")
+    assert main(["approve", "3", "--by", "carol", "--note", "after all"]) == 2
+    assert "zhasr-test v3: no such model version (pruned ones are gone)" in capsys.readouterr().err
+    assert main(["prune", "--model", "zhasr-typo"]) == 2
+    assert "zhasr-typo: no registered model of that name" in capsys.readouterr().err
 
     assert main(["rollback", "--by", "dan", "--note", "back to base"]) == 0  # to the former champion, kept whole
     assert aliases() == {"champion": "1", "challenger": "5"}
-    assert (registry.whisper_dir(client.get_model_version(NAME, "1")) / "config.json").is_file()
-    capsys.readouterr()
-    assert main(["prune", *keep]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["pruned"] == ["2"]  # rolled back from: no rollback returns to it
+    # the promote flow prunes after registering: v2 (rolled back from: no rollback returns to it) and v5 (no longer
+    # challenger once v6 is) go
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    promote(["register.keep_newest=1", "register.keep_champions=1"])
+    assert {str(v.version) for v in client.search_model_versions(f"name='{NAME}'")} == {"1", "6"}
     assert main(["prune", "--set", "register.keep_champions=0"]) == 2
     assert "register.keep_champions" in capsys.readouterr().err
 
@@ -431,6 +442,8 @@ def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(pr
         assert state.is_completed(), state.message
         return state.result()
 
+    assert detector_flow() == {"built": False, "reason": "detector.base models:/zhasr-test@champion: no version of "
+                                                         "zhasr-test holds the alias 'champion'"}
     with registry_run(ctx):
         ensure_champion(ctx, tiny_model_dir)  # zhasr-test v1
     reviewer = _answer_when_paused({"approve": True, "reviewer": "ana", "comment": "heard every kind"})
@@ -442,7 +455,7 @@ def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(pr
     detectors = MlflowClient().get_registered_model("zhasr-detector")
     assert {k: str(v) for k, v in detectors.aliases.items()} == {"champion": "1"}
 
-    assert detector_flow() == {"built": False, "reason": "zhasr-detector v1 was built on zhasr-test v1 (pass)"}
+    assert detector_flow() == {"built": False, "reason": "zhasr-detector v1 was built on zhasr-test v1 (gate pass)"}
 
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
     promote()
