@@ -41,7 +41,7 @@ demo: install
 	$(VENV)/bin/zhasr demo
 
 # The number detector transcribe.detector can name (models/detector/ct2-int8, or models:/zhasr-detector@champion
-# once a person approves its version), checked before it replaces the last one: 13-30 min on 2 CPU cores
+# once a person approves its version), checked before it replaces the last one: 11-30 min on 2 CPU cores
 # (measured 13-18 min; its training alone took 17 min on a slower machine).
 detector: install
 	$(VENV)/bin/zhasr detector

@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("demo", cmd_demo, "synthesize the demo batch and run the retraining flow (again: only with new data, or "
                           "--force)").add_argument("--force", action="store_true", help="train on an unchanged dataset")
     add("detector", cmd_detector, "train the number detector transcribe.detector names; it replaces the last one "
-                                  "only if it passes its check (detector: settings; 13-30 min on 2 CPU cores)")
+                                  "only if it passes its check (detector: settings; 11-30 min on 2 CPU cores)")
     add("promote", cmd_promote, "gate, register and wait for approval on the evaluation in reports/")
     registered_model = dict(help="the registered model (default: register.model_name; detector.model_name for the "
                                  "number detector)")

@@ -34,6 +34,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import registry, tracking
+from tasks import decoding
 from tasks.export import log_export
 from tasks.register import git_commit
 from tasks.train import MlflowStepLogger, curves_figure
@@ -51,6 +52,7 @@ from zhasr.export.ct2 import write_ct2
 from zhasr.model.merge import merge_adapter
 from zhasr.model.train import train_adapter
 from zhasr.progress import progress_bar
+from zhasr.transcribe.engine import Transcriber
 from zhasr.transcribe.records import Transcription
 
 CHECK_ACTOR = "zhasr detector check"
@@ -124,18 +126,20 @@ def detector_in_place(ctx: StageContext, folder: Path) -> ResolvedModel | None:
 def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: ResolvedModel | None,
                    work: Path) -> DetectorCheck:
     """``detector.check_*``'s sentences said by ``synth:``'s voices of ``check_seed`` into ``work``, decoded
-    by ``base`` and heard by ``new`` (an int8 CTranslate2 folder) and ``replaced`` (in its int8 copy), each with word times as
-    where redaction is asked; scored as the base's text with what the detector heard taken out."""
+    by ``base`` (at full precision in ``evaluate.runtime``, as evaluation decodes) and heard by ``new`` (an int8
+    CTranslate2 folder) and ``replaced`` (in its int8 copy), each with word times as where redaction is asked;
+    scored as the base's text with what the detector heard taken out."""
     p = ctx.params.detector
     rows = personal_set(p.check_seed, p.check_per_kind, p.check_others, frames="odd")
     paths = speak_sentences(rows, work, dataclasses.replace(ctx.params.synth, seed=p.check_seed))
 
-    def decode(model: ResolvedModel) -> list[Transcription]:
+    def decode(model: ResolvedModel, engine: Transcriber | None = None) -> list[Transcription]:
         with progress_bar(f"check: {model.identity} (s of speech)") as show:
-            return open_resolved(ctx, model).transcribe_many(
+            return (engine or open_resolved(ctx, model)).transcribe_many(
                 paths, words=True, across_inputs=True, progress=lambda done, whole: show(round(done), round(whole)))
 
-    decoded = decode(base)
+    # the base at full precision in evaluation's runtime (its float32 CTranslate2 copy, written once per weights)
+    decoded = decode(base, decoding.open_transcriber(ctx, decoding.Model.of("base", base.model_dir)))
     heard_by = lambda model: score(rows, [Heard(d, h) for d, h in zip(decoded, decode(model))], True)  # noqa: E731
     return DetectorCheck(heard_by(ResolvedModel(new, identity="the new detector")),
                          heard_by(dataclasses.replace(replaced, identity=f"the detector in place, {replaced.identity}"))
