@@ -42,7 +42,7 @@ demo: install
 
 # The number detector transcribe.detector can name (models/detector/ct2-int8, or models:/zhasr-detector@champion
 # once a person approves its version), checked before it replaces the last one: 11-30 min on 2 CPU cores
-# (measured 13-18 min; its training alone took 17 min on a slower machine).
+# (measured 11-18 min; its training alone took 17 min on a slower machine).
 detector: install
 	$(VENV)/bin/zhasr detector
 
