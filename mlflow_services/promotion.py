@@ -27,6 +27,14 @@ def _version(name: str, version: str):
     return found
 
 
+def _is_whole(name: str, version: str) -> bool:
+    try:
+        _version(name, version)
+    except PromotionError:
+        return False
+    return True
+
+
 def _require(by: str, note: str) -> None:
     if not by.strip():
         raise PromotionError("--by: name the person who decides")
@@ -84,14 +92,17 @@ def champion_lineage(name: str) -> list[str]:
 def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.AliasChange:
     """Give the champion alias back to the previous champion (or to version ``to``, a former champion)."""
     _require(by, note)
-    lineage = champion_lineage(name)
+    every = champion_lineage(name)
+    lineage = [v for v in every if _is_whole(name, v)]  # pruned former champions cannot come back
+    whole = f"champions so far, with their files: {', '.join(lineage) or 'none'}"
     current = registry.version_by_alias(name, CHAMPION)
     if to is None:
         if len(lineage) < 2:
-            raise PromotionError(f"{name}: no previous champion to roll back to (history: {lineage or 'empty'})")
+            raise PromotionError(f"{name}: no previous champion to roll back to ({whole})")
         to = lineage[-2]
     elif str(to) not in lineage:
-        raise PromotionError(f"{name} v{to}: was never champion (former champions: {', '.join(lineage)})")
+        was = "was champion, but it is pruned" if str(to) in every else "was never champion"
+        raise PromotionError(f"{name} v{to}: {was} ({whole})")
     if current is not None and str(current.version) == str(to):
         raise PromotionError(f"{name} v{to} is already the champion")
     _version(name, str(to))
