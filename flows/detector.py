@@ -1,8 +1,9 @@
 """The number detector's flow: build it on the transcriber's champion, then wait for a person.
 
 ``zhasr detector`` runs the stage alone; this flow is what ``zhasr schedule`` serves on ``detector.cron``. With
-``only_if_new_base`` (scheduled runs) it builds only when no version of ``detector.model_name`` was built on the
-base a build starts from now, so a new detector follows each transcriber champion a person approves. A build that
+``skip_if_built`` (scheduled runs) it builds only when no version of ``detector.model_name`` was built on the
+base a build starts from now with the settings it would follow, so a new detector follows each transcriber champion
+a person approves and each change of the detector's settings. A build that
 passed its check pauses the run for the same approval form as the retraining flow (``approval.timeout_s``);
 old versions are pruned last (``register.keep_newest``).
 """
@@ -14,19 +15,19 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.approval import await_approval
-from tasks.detector import built_on_current_base, detector_task
+from tasks.detector import already_built, detector_task
 from tasks.prune import prune_task
 from zhasr.context import StageContext
 
 
 @flow(name="detector", log_prints=True)
 def build_detector(params_path: str | None = None, overrides: list[str] | None = None,
-                   only_if_new_base: bool = False) -> dict[str, Any]:
+                   skip_if_built: bool = False) -> dict[str, Any]:
     """The detector stage's report (model card left out) with ``approval``: the reviewer's decision when a challenger
     was registered and ``approval.timeout_s`` > 0, else None; ``{"built": False, "reason"}`` when skipped."""
     ctx = StageContext.load(params_path, overrides)
     logger = get_run_logger()
-    if only_if_new_base and (reason := built_on_current_base(ctx)):
+    if skip_if_built and (reason := already_built(ctx)):
         logger.info("no detector to build: %s", reason)
         return {"built": False, "reason": reason}
     report = detector_task(ctx)

@@ -104,8 +104,9 @@ def detector_deployment(params: Params, params_path: Path | None = None) -> Runn
     if not params.detector.cron:
         return None
     return _nightly(build_detector, None, params, params_path, params.detector.cron,
-                    "Build the number detector on the transcriber's new champion; its check gates it, a person approves.",
-                    "detector", only_if_new_base=True)
+                    "Build the number detector on the transcriber's new champion (or with new settings); its check gates it, "
+                    "a person approves.",
+                    "detector", skip_if_built=True)
 
 
 def serve_schedule(params: Params, params_path: Path | None = None) -> None:

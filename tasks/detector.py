@@ -19,6 +19,7 @@ passed becomes challenger, and champion only when a person approves (``mlflow_se
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import time
@@ -40,7 +41,7 @@ from tasks.register import git_commit
 from tasks.train import MlflowStepLogger, curves_figure
 from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve, version_named
 from zhasr.calltext.pii import find_pii
-from zhasr.config import DetectorParams
+from zhasr.config import DetectorParams, SynthParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import ingest_batches
 from zhasr.data.manifest import atomic_write_json
@@ -56,6 +57,7 @@ from zhasr.transcribe.engine import Transcriber
 from zhasr.transcribe.records import Transcription
 
 CHECK_ACTOR = "zhasr detector check"
+SETTINGS_TAG = "zhasr.detector_settings"  # a version's settings_digest: a scheduled build repeats none
 DETECTOR_MODEL_DESCRIPTION = (
     "Number detectors built by `zhasr detector`: Whisper trained on calls with numbers, heard beside the "
     "transcriber where redaction is asked (its own text is never returned). Each version's gate is its held-out "
@@ -227,7 +229,7 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
                                            else "not checked (detector.check_per_kind 0)")
     mlflow.set_tags({"zhasr.gate_reason": reason, "zhasr.git_commit": commit,
                      "zhasr.params_hash": ctx.params.digest()})
-    tags = {"zhasr.role": "detector", "zhasr.gate": gate, "zhasr.parent": report.base,
+    tags = {"zhasr.role": "detector", "zhasr.gate": gate, "zhasr.parent": report.base, SETTINGS_TAG: settings_digest(ctx),
             "zhasr.exports": json.dumps({"ct2-int8": {"verdict": "fit", "uri": uri}})}
     if mean is not None:
         tags[registry.DETECTOR_RECALL_TAG] = f"{mean:.4f}"
@@ -246,10 +248,25 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
     return dataclasses.replace(report, version=number, alias=alias, model_card=card)
 
 
-def built_on_current_base(ctx: StageContext) -> str | None:
-    """Why no new detector is built now (a checked version of ``detector.model_name`` was built on the base a build
-    would start from: the transcriber's champion by default; or there is no such champion yet), else None; what a
-    scheduled build asks first."""
+def training_calls(ctx: StageContext) -> SynthParams:
+    """The synthesized calls a build trains on: ``synth:``'s voices and channels, ``detector.clips`` and ``seed``."""
+    p = ctx.params.detector
+    return dataclasses.replace(ctx.params.synth, batch="numbers", n_clips=0, personal_clips=p.clips, seed=p.seed)
+
+
+def settings_digest(ctx: StageContext) -> str:
+    """12 hex characters that change with every setting a build's weights and check follow: its synthesized calls,
+    ``train:``, and ``detector:`` less its schedule, registry name and folder."""
+    detector = {k: v for k, v in asdict(ctx.params.detector).items() if k not in ("cron", "model_name", "out")}
+    blob = json.dumps([asdict(training_calls(ctx)), asdict(ctx.params.train), detector], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def already_built(ctx: StageContext) -> str | None:
+    """Why no new detector is built now (a checked version of ``detector.model_name`` was built with these settings on
+    the base a build would start from: the transcriber's champion by default; or there is no such champion yet),
+    else None; what a scheduled build asks first. A version registered before settings were recorded counts as
+    built with other settings."""
     p = ctx.params.detector
     if not p.model_name:
         return None
@@ -259,12 +276,15 @@ def built_on_current_base(ctx: StageContext) -> str | None:
     except LookupError as exc:  # no champion yet: nothing to build on
         return str(exc)
     # a build without its check cannot be approved: it does not stand for this base
+    settings = settings_digest(ctx)
     built = [v for v in MlflowClient().search_model_versions(f"name='{p.model_name}'")
-             if v.tags.get("zhasr.parent") == base and v.tags.get("zhasr.gate") != "unchecked"]
+             if v.tags.get("zhasr.parent") == base and v.tags.get("zhasr.gate") != "unchecked"
+             and v.tags.get(SETTINGS_TAG) == settings]
     if not built:
         return None
     newest = max(built, key=lambda v: int(v.version))
-    return f"{p.model_name} v{newest.version} was built on {base} (gate {newest.tags['zhasr.gate']})"
+    return (f"{p.model_name} v{newest.version} was built on {base} with these settings ({settings}; gate "
+            f"{newest.tags['zhasr.gate']})")
 
 
 def run(ctx: StageContext) -> DetectorReport:
@@ -276,8 +296,7 @@ def run(ctx: StageContext) -> DetectorReport:
     replaced = detector_in_place(ctx, in_place) if p.check_per_kind else None
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)  # a half-done earlier run's calls and checkpoints
-    synth = dataclasses.replace(ctx.params.synth, batch="numbers", n_clips=0, personal_clips=p.clips, seed=p.seed)
-    synthesize_batch(work / "incoming", synth)
+    synthesize_batch(work / "incoming", training_calls(ctx))
     every_row_in_train = dataclasses.replace(ctx.params.ingest, dev_fraction=0.0, test_fraction=0.0,
                                              template_test_fraction=0.0)
     rows = [r for r in ingest_batches(work / "incoming", work / "dataset", every_row_in_train)
