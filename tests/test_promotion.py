@@ -422,23 +422,32 @@ def test_prune_deletes_old_versions_files_and_keeps_aliases_former_champions_and
     assert main(["prune", "--set", "register.keep_champions=0"]) == 2
     assert "register.keep_champions" in capsys.readouterr().err
 
+    # a former champion gone from the registry is not offered back
+    assert main(["approve", "6", "--by", "carol", "--note", "second adapter"]) == 0
+    client.delete_model_version(NAME, "1")
+    assert main(["rollback", "--to", "1", "--by", "dan", "--note", "x"]) == 2
+    assert "v1: was champion, but it is pruned (champions so far, with their files: 6)" in capsys.readouterr().err
+    assert main(["rollback", "--by", "dan", "--note", "x"]) == 2
+    assert "no previous champion to roll back to (champions so far, with their files: 6)" in capsys.readouterr().err
+
 
 def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(prefect_server, ctx, tiny_model_dir):
-    """The scheduled detector flow (``only_if_new_base``): a build on the transcriber's champion, approved in the
-    flow's form; nothing while that champion stays; a new build once a person approves another."""
+    """The scheduled detector flow (``skip_if_built``): a build on the transcriber's champion, approved in the
+    flow's form; nothing while that champion and the build's settings stay; a new build when the settings change
+    and once a person approves another champion."""
     from flows.detector import build_detector
     from flows.schedule import detector_deployment
 
     assert detector_deployment(ctx.params) is None  # detector.cron "": not served
     scheduled = detector_deployment(load_params(ctx.root / "params.yaml", ["detector.cron=0 4 * * *"]))
-    assert scheduled.parameters == {"params_path": None, "only_if_new_base": True}
+    assert scheduled.parameters == {"params_path": None, "skip_if_built": True}
     assert scheduled.schedules[0].schedule.cron == "0 4 * * *" and scheduled.concurrency_limit == 1
 
     def detector_flow(*overrides: str) -> dict:
         state = build_detector(overrides=["detector.clips=7", "detector.check_per_kind=1", "detector.check_others=1",
                                           "detector.min_mean_recall=0", "detector.min_recall=0",
                                           "detector.min_precision=0", *overrides],
-                               only_if_new_base=True, return_state=True)
+                               skip_if_built=True, return_state=True)
         assert state.is_completed(), state.message
         return state.result()
 
@@ -455,13 +464,18 @@ def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(pr
     detectors = MlflowClient().get_registered_model("zhasr-detector")
     assert {k: str(v) for k, v in detectors.aliases.items()} == {"champion": "1"}
 
-    assert detector_flow() == {"built": False, "reason": "zhasr-detector v1 was built on zhasr-test v1 (gate pass)"}
+    skipped = detector_flow()
+    assert not skipped["built"] and skipped["reason"].startswith("zhasr-detector v1 was built on zhasr-test v1 with "
+                                                                 "these settings (")
+    assert skipped["reason"].endswith("; gate pass)")
+    assert detector_flow("detector.seed=780")["version"] == "2"  # other settings: built again on the same base
+    assert not detector_flow("detector.seed=780", "approval.timeout_s=5", "detector.cron=0 5 * * *")["built"]
 
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
     promote()
     assert main(["approve", "2", "--by", "carol", "--note", "first adapter"]) == 0
     second = detector_flow()
-    assert (second["built"], second["base"], second["version"], second["approval"]) == (True, "zhasr-test v2", "2", None)
+    assert (second["built"], second["base"], second["version"], second["approval"]) == (True, "zhasr-test v2", "3", None)
 
 
 def _tone_batch(project, batch: str, texts: list[str]) -> None:
