@@ -46,6 +46,7 @@ def test_override_sets_nested_value_with_its_type():
     ("ingest.workers=0", "ingest.workers: must be at least 1"),
     ("synth.clips_per_call=0", "synth.clips_per_call: must be at least 1"),
     ("synth.personal_clips=-1", "synth.personal_clips: must be at least 0"),
+    ("synth.personal_naming=random", "synth.personal_naming: expected one of frame, any"),
     ("synth.noise_colors=[blue]", "synth.noise_colors: unknown ['blue']"),
     ("synth.speed_wpm=[260, 180]", "synth.speed_wpm: expected [low, high]"),
     ("validate.allowed_text_regex='['", "validate.allowed_text_regex '[': unterminated character set"),

@@ -15,7 +15,7 @@ from openai.types.audio import TranscriptionDiarized
 from zhasr.calltext.checks import id_check_char, luhn_ok, valid_id_card, valid_phone
 from zhasr.calltext.itn import numbers_to_digits
 from zhasr.calltext.pii import KINDS, find_pii, parse_kinds
-from zhasr.data.synth.personal import personal_set
+from zhasr.data.synth.personal import NAMING_WORDS, personal_set
 from zhasr.evaluation.redaction_recall import score
 from zhasr.serve.jobs import JobStore
 from zhasr.transcribe.figures import call_figures
@@ -39,6 +39,19 @@ def test_even_and_odd_frames_split_every_kinds_sentences_and_all_frames_draw_as_
     every = personal_set(seed=778, per_kind=200, others=300)  # the set docs/transcripts.md reports
     assert {r.frame % 2 for r in every} == {0, 1}
     assert (every[0].text, every[-1].text) == ("有问题请回拨幺三八五零四二七二七幺，谢谢。", "手机号后四位是六六零二。")
+
+
+
+def test_any_naming_word_is_said_in_the_frames_and_the_rules_find_each():
+    framed = personal_set(seed=5, per_kind=100, others=0, frames="even")
+    renamed = personal_set(seed=5, per_kind=100, others=0, frames="even", naming="any")
+    for kind, words in NAMING_WORDS.items():
+        said = " ".join(r.text for r in renamed if r.kind == kind)
+        assert all(w in said for w in words), kind
+    assert not any("安全码" in r.text or "动态密码" in r.text for r in framed)  # only odd frames name them
+    for kind, s in score(renamed, [r.text for r in renamed], decoded=False).kinds.items():
+        assert s.recall == 1.0 and s.precision == 1.0, (kind, s)
+    assert {len(r.value) for r in renamed if "安全码" in r.text} == {3}
 
 
 HELD_OUT = [  # phrased unlike the generator's templates

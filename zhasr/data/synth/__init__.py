@@ -50,7 +50,7 @@ import soundfile as sf
 
 from zhasr.config import SynthParams
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
-from zhasr.data.synth.personal import FORMS, PiiSentence, other_sentence, personal_sentence
+from zhasr.data.synth.personal import FORMS, Naming, PiiSentence, other_sentence, personal_sentence
 from zhasr.data.synth.voice import (
     ESPEAK_VOICE,
     VOICE_VARIANTS,
@@ -119,8 +119,8 @@ def plan_calls(params: SynthParams) -> list[Call]:
             + plan(n_topic, n_personal, 5, lambda rng: PERSONAL_TOPIC))
 
 
-def _sentence(call: Call, first: bool, last: bool, rng: np.random.Generator, personal_index: int
-              ) -> tuple[str, str, str, str]:
+def _sentence(call: Call, first: bool, last: bool, rng: np.random.Generator, personal_index: int,
+              naming: Naming) -> tuple[str, str, str, str]:
     """(label, pinyin spoken, template id, personal-data kind or "") of a clip; ``personal_index`` counts the
     clips of personal calls (kinds and written forms go round in turn)."""
     if call.topic != PERSONAL_TOPIC:
@@ -128,14 +128,14 @@ def _sentence(call: Call, first: bool, last: bool, rng: np.random.Generator, per
         return text, to_pinyin(text), template, ""
     kind = PERSONAL_ROTATION[personal_index % len(PERSONAL_ROTATION)]
     form = FORMS[personal_index // len(PERSONAL_ROTATION) % len(FORMS)]
-    s = personal_sentence(rng, kind, form, "even") if kind else other_sentence(rng, form, "even")
+    s = personal_sentence(rng, kind, form, "even", naming) if kind else other_sentence(rng, form, "even")
     return s.text, s.pinyin, f"{PERSONAL_TOPIC}/{kind or 'other'}/{s.frame}", kind
 
 
 def _synthesize_clip(k: int, call: Call, first: bool, last: bool, clip_id: str, audio_dir: Path,
                      params: SynthParams) -> dict[str, Any]:
     rng = _rng(params.seed, 4, k)
-    text, pinyin, template, kind = _sentence(call, first, last, rng, k - params.n_clips)
+    text, pinyin, template, kind = _sentence(call, first, last, rng, k - params.n_clips, params.personal_naming)
     speech, rate = apply_channel(speak(pinyin, call.speaker), call.channel, params)
     samples = render(speech, rate, call, rng, params)
     path = audio_dir / f"{clip_id}.wav"

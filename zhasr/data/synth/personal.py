@@ -35,6 +35,17 @@ _TEMPLATES = {
              "您的动态密码是{n}。", "短信里的校验码是{n}对吗？", "卡背面的安全码是{n}。"),
     "email": ("我的邮箱是{n}。", "发到我的邮箱{n}就行。", "电子邮箱{n}，您记一下。", "发票请发到{n}，谢谢。"),
 }
+# The nouns that name a number of each kind, as callers say them; each holds a word the rules read as naming
+# it (calltext.pii, calltext.email). With naming "any", a sentence frame's own noun (the longest of these it
+# holds) is replaced by one drawn from its kind's list, so a model trained on a few frames hears every noun.
+NAMING_WORDS = {
+    "phone": ("手机号", "手机号码", "电话", "电话号码", "联系电话", "手机"),
+    "id_card": ("身份证号", "身份证号码", "证件号", "证件号码", "身份证"),
+    "bank_card": ("卡号", "银行卡号", "银行卡", "信用卡号", "借记卡号", "储蓄卡号"),
+    "code": ("验证码", "短信验证码", "校验码", "动态码", "动态密码", "取件码", "提货码", "激活码", "安全码", "授权码",
+             "密码"),
+    "email": ("邮箱", "电子邮箱", "邮箱地址", "电子邮件"),
+}
 _OTHER = ("订单号是{order}，麻烦您帮我查一下。", "快递单号{order}，显示还在转运中心。", "退款金额是{amount}。",
           "我{date}下的单，一共买了{count}件商品。", "手机尾号{tail}。", "您好，工号{staff}为您服务。",
           "师傅{time}上门可以吗？", "这个月多扣了我{amount}。", "手机号后四位是{tail}。", "运单号{order}已经签收了。")
@@ -63,6 +74,7 @@ class PiiSentence:
 
 
 Frames = Literal["all", "even", "odd"]  # the sentence frames drawn from, by their index
+Naming = Literal["frame", "any"]  # the noun naming the number: the frame's own, or any of its kind's
 
 
 def _frame(rng: np.random.Generator, count: int, frames: Frames) -> int:
@@ -71,6 +83,16 @@ def _frame(rng: np.random.Generator, count: int, frames: Frames) -> int:
         return int(rng.integers(count))
     allowed = range(0 if frames == "even" else 1, count, 2)
     return allowed[int(rng.integers(len(allowed)))]
+
+
+def _renamed(template: str, kind: str, rng: np.random.Generator) -> str:
+    """``template`` with its naming noun (the longest of ``NAMING_WORDS[kind]`` it holds) replaced by one
+    drawn from that list; as it is when it holds none ("这张卡{n}", "请回拨{n}")."""
+    held = [w for w in NAMING_WORDS[kind] if w in template]
+    if not held:
+        return template
+    words = NAMING_WORDS[kind]
+    return template.replace(max(held, key=len), words[int(rng.integers(len(words)))], 1)
 
 
 def _digits(rng: np.random.Generator, n: int) -> str:
@@ -136,10 +158,14 @@ def _email(rng: np.random.Generator, form: str) -> tuple[str, str, str, str]:
     return written, said, pinyin, address
 
 
-def personal_sentence(rng: np.random.Generator, kind: str, form: str, frames: Frames = "all") -> PiiSentence:
-    """One sentence with a number of ``kind`` written in ``form``, in one of ``frames``."""
+def personal_sentence(rng: np.random.Generator, kind: str, form: str, frames: Frames = "all",
+                      naming: Naming = "frame") -> PiiSentence:
+    """One sentence with a number of ``kind`` written in ``form``, in one of ``frames``, named by the frame's
+    own noun or (``naming`` "any") by any of ``NAMING_WORDS[kind]``."""
     frame = _frame(rng, len(_TEMPLATES[kind]), frames)
     template = _TEMPLATES[kind][frame]
+    if naming == "any":
+        template = _renamed(template, kind, rng)
     head, tail = template.split("{n}")
     if kind == "email":
         written, said, pinyin, value = _email(rng, form)
@@ -173,11 +199,12 @@ def other_sentence(rng: np.random.Generator, form: str, frames: Frames = "all") 
     return PiiSentence(said, text, "", "", 0, 0, form, frame=frame)
 
 
-def personal_set(seed: int, per_kind: int, others: int, kinds=tuple(_TEMPLATES), frames: Frames = "all"
-                 ) -> list[PiiSentence]:
+def personal_set(seed: int, per_kind: int, others: int, kinds=tuple(_TEMPLATES), frames: Frames = "all",
+                 naming: Naming = "frame") -> list[PiiSentence]:
     """``per_kind`` sentences of each kind and ``others`` without personal data, forms in turn; ``frames``
     "even" and "odd" split every kind's sentence frames in two, for training on one half and judging on the
-    other."""
+    other; ``naming`` as ``personal_sentence``'s."""
     rng = np.random.default_rng(seed)
-    out = [personal_sentence(rng, kind, FORMS[i % len(FORMS)], frames) for kind in kinds for i in range(per_kind)]
+    out = [personal_sentence(rng, kind, FORMS[i % len(FORMS)], frames, naming) for kind in kinds
+           for i in range(per_kind)]
     return out + [other_sentence(rng, FORMS[i % len(FORMS)], frames) for i in range(others)]
