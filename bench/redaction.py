@@ -5,6 +5,7 @@
     .venv/bin/python bench/redaction.py --rescore out.json  # the decodings of an earlier --out, scored again
     .venv/bin/python bench/redaction.py --adapt 60          # also: the candidate trained on calls with numbers
     .venv/bin/python bench/redaction.py --detector models/detector/ct2-int8   # and the project's number detector
+    .venv/bin/python bench/redaction.py --detector OLD NEW  # two detectors side by side, the candidate decoded once
 
 Sentences of ``zhasr.data.synth.personal`` (a number of each kind in a call-center sentence, written in
 one of five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz mu-law telephone,
@@ -32,8 +33,9 @@ each kind; merged and exported to ct2 int8, it decodes the same set, which is th
 on its odd-numbered frames alone (sentences never trained on). ``--heard`` (with ``--adapt``) decodes both with
 word times, as the service does where redaction is asked, and also scores the candidate's text with what the
 trained model heard taken out of it by time (``finish_text(..., heard=)``): the trained model as a number
-detector, its own text never shown. ``--detector PATH`` does the same with a detector ``zhasr detector`` trained
-(``models/detector/ct2-int8``; it says the even-numbered frames only, like the demo's calls).
+detector, its own text never shown. ``--detector PATH ...`` does the same with each detector ``zhasr detector``
+trained (``models/detector/ct2-int8``; it says the even-numbered frames only, like the demo's calls), one after
+the other on the same decodings of the candidate.
 """
 
 from __future__ import annotations
@@ -131,6 +133,22 @@ def report(title: str, rows: list[PiiSentence], texts: list[str] | list[Heard]) 
     return {"decoded": decoded.to_dict(), "by_channel": {k: v.to_dict() for k, v in by_channel.items()}}
 
 
+def print_side_by_side(result: dict) -> None:
+    """Decoded recall % of each kind (precision % of its spans): the candidate alone and with what each trained
+    model heard; whole set | frames never trained on."""
+    columns = [("the candidate", result)] + [(f"with {t['title']}", t["heard"])
+                                              for t in result["trained"] if "heard" in t]
+    print("\nSide by side: decoded recall % (precision %), the whole set | the frames never trained on\n")
+    print("| kind | " + " | ".join(f"{title} | held out" for title, _ in columns) + " |")
+    print("|---|" + "---|---|" * len(columns))
+    for kind in result["decoded"]["kinds"]:
+        cells = []
+        for _, table in columns:
+            whole, held = table["decoded"]["kinds"][kind], table["held_out_frames"]["kinds"][kind]
+            cells.append(f"{100 * whole['recall']:.1f} ({100 * whole['precision']:.1f}) | {100 * held['recall']:.1f}")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-kind", type=int, default=200)
@@ -139,8 +157,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="default: models/exports/ct2-int8, else models/candidate")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="also train models/candidate on N sentences a kind of another seed (see above)")
-    parser.add_argument("--detector", type=Path, metavar="PATH",
-                        help="a trained number detector (zhasr detector's models/detector/ct2-int8): as --adapt --heard")
+    parser.add_argument("--detector", type=Path, nargs="+", default=[], metavar="PATH",
+                        help="trained number detectors (zhasr detector's models/detector/ct2-int8): as --adapt --heard")
     parser.add_argument("--heard", action="store_true",
                         help="with --adapt: also the candidate's text with what the trained model heard (see above)")
     parser.add_argument("--beams", type=int, help="beam width to decode with (default: transcribe.num_beams)")
@@ -153,14 +171,14 @@ def main() -> None:
     if args.heard and (not (args.adapt or args.detector) or args.rescore):
         parser.error("--heard needs --adapt; --heard and --detector decode afresh (not with --rescore)")
     rows = personal_set(args.seed, args.per_kind, args.others)
-    adapted_texts, heard = None, None
+    trained: list[tuple[str, list[str], list[Heard] | None]] = []  # (title, its text, the candidate's with it heard)
     if args.rescore:
         earlier = json.loads(args.rescore.read_text(encoding="utf-8"))
         model, texts = Path(earlier["model"]), [r["decoded"] for r in earlier["rows"]]
         if [r["reference"] for r in earlier["rows"]] != [r.text for r in rows]:
             raise SystemExit(f"{args.rescore}: made with other --seed, --per-kind or --others")
-        if "adapted" in earlier:
-            adapted_texts, args.adapt = [r["decoded_adapted"] for r in earlier["rows"]], earlier["adapt_per_kind"]
+        trained = [(t["title"], [r["decoded_trained"][i] for r in earlier["rows"]], None)
+                   for i, t in enumerate(earlier.get("trained", []))]
     else:
         model = args.model or next(p for p in (REPO / "models/exports/ct2-int8", REPO / "models/candidate")
                                    if (p / "config.json").is_file())
@@ -170,11 +188,13 @@ def main() -> None:
             paths = synthesize(rows, work / "set", args.seed)
             decodings = decode(model, paths, args.beams, args.heard)
             texts = [t.text for t in decodings]
-            if args.adapt or args.detector:
-                detector = args.detector or adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work)
-                trained = decode(detector, paths, args.beams, args.heard)
-                adapted_texts = [t.text for t in trained]
-                heard = [Heard(d, h) for d, h in zip(decodings, trained)] if args.heard else None
+            detectors = [(f"the detector {d}", d) for d in args.detector] + (
+                [(f"the candidate trained on {args.adapt} sentences a kind",
+                  adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work))] if args.adapt else [])
+            for title, detector in detectors:
+                its = decode(detector, paths, args.beams, args.heard)
+                trained.append((title, [t.text for t in its],
+                                [Heard(d, h) for d, h in zip(decodings, its)] if args.heard else None))
     reference = score(rows, [r.text for r in rows], False)
     print_table("Reference text (every written form)", reference)
     held_out = [i for i, r in enumerate(rows) if r.frame % 2]
@@ -186,19 +206,21 @@ def main() -> None:
 
     result = {"model": str(model), "reference": reference.to_dict(), **report("the candidate", rows, texts),
               "held_out_frames": on_held_out("Decoded text (the candidate), only the frames the demo never says", texts)}
-    if adapted_texts is not None:
-        result["adapt_per_kind"] = args.adapt
-        result["adapted"] = report(f"the detector {args.detector}" if args.detector else
-                                   f"the candidate trained on {args.adapt} sentences a kind", rows, adapted_texts)
-        result["adapted"]["held_out_frames"] = on_held_out("Decoded text (trained), only the frames never trained on",
-                                                           adapted_texts)
-    if heard is not None:
-        result["heard"] = report("the candidate's, with what the trained model heard", rows, heard)
-        result["heard"]["held_out_frames"] = on_held_out("Decoded text (the candidate's, with what the trained model "
-                                                         "heard), only the frames never trained on", heard)
+    result["trained"] = []
+    for title, its_text, heard in trained:
+        entry = {"title": title, "adapted": report(title, rows, its_text)}
+        entry["adapted"]["held_out_frames"] = on_held_out(f"Decoded text ({title}), only the frames never trained on",
+                                                          its_text)
+        if heard is not None:
+            entry["heard"] = report(f"the candidate's, with what {title} heard", rows, heard)
+            entry["heard"]["held_out_frames"] = on_held_out(f"Decoded text (the candidate's, with what {title} "
+                                                            "heard), only the frames never trained on", heard)
+        result["trained"].append(entry)
+    if any(heard is not None for _, _, heard in trained):
+        print_side_by_side(result)
     if args.out:
-        result["rows"] = [{"kind": r.kind, "form": r.form, "frame": r.frame, "reference": r.text, "decoded": t}
-                          | ({"decoded_adapted": adapted_texts[i]} if adapted_texts is not None else {})
+        result["rows"] = [{"kind": r.kind, "form": r.form, "frame": r.frame, "reference": r.text, "decoded": t,
+                           "decoded_trained": [its_text[i] for _, its_text, _ in trained]}
                           for i, (r, t) in enumerate(zip(rows, texts))]
         args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1))
 
