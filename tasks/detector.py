@@ -255,10 +255,11 @@ def training_calls(ctx: StageContext) -> SynthParams:
 
 
 def settings_digest(ctx: StageContext) -> str:
-    """12 hex characters that change with every setting a build's weights and check follow: its synthesized calls,
-    ``train:``, and ``detector:`` less its schedule, registry name and folder."""
+    """12 hex characters that change with every setting a build's weights and check follow: its synthesized calls
+    (not how many threads say them), ``train:``, and ``detector:`` less its schedule, registry name and folder."""
     detector = {k: v for k, v in asdict(ctx.params.detector).items() if k not in ("cron", "model_name", "out")}
-    blob = json.dumps([asdict(training_calls(ctx)), asdict(ctx.params.train), detector], sort_keys=True)
+    calls = {k: v for k, v in asdict(training_calls(ctx)).items() if k != "workers"}
+    blob = json.dumps([calls, asdict(ctx.params.train), detector], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
