@@ -29,7 +29,7 @@ odd frames alone.
 ``--adapt N`` asks what labelled calls with numbers would give: the candidate (``models/candidate``) is
 trained with the project's training defaults on N sentences of every kind and N without personal data of
 another seed (other numbers, voice settings and noise), said only in the even-numbered sentence frames of
-each kind; merged and exported to ct2 int8, it decodes the same set, which is then scored twice: whole, and
+each kind, named as ``synth.personal_naming`` says; merged and exported to ct2 int8, it decodes the same set, which is then scored twice: whole, and
 on its odd-numbered frames alone (sentences never trained on). ``--heard`` (with ``--adapt``) decodes both with
 word times, as the service does where redaction is asked, and also scores the candidate's text with what the
 trained model heard taken out of it by time (``finish_text(..., heard=)``): the trained model as a number
@@ -103,8 +103,10 @@ def decode(model: Path, paths: list[Path], beams: int | None = None, words: bool
 
 def adapt(model: Path, per_kind: int, seed: int, work: Path) -> Path:
     """``model`` (Hugging Face) trained on ``per_kind`` sentences of every kind and as many without personal
-    data in the even-numbered frames, as labelled calls; merged, and exported to ct2 int8 (returned)."""
-    rows = personal_set(seed, per_kind, per_kind, frames="even")
+    data in the even-numbered frames, their numbers named as ``synth.personal_naming`` says, as labelled calls;
+    merged, and exported to ct2 int8 (returned)."""
+    params = load_params(REPO / "params.yaml")
+    rows = personal_set(seed, per_kind, per_kind, frames="even", naming=params.synth.personal_naming)
     batch = work / "incoming" / "numbers"
     (batch / "audio").mkdir(parents=True)
     paths = synthesize(rows, batch / "audio", seed)
@@ -114,7 +116,7 @@ def adapt(model: Path, per_kind: int, seed: int, work: Path) -> Path:
     every_row_in_train = IngestParams(dev_fraction=0.0, test_fraction=0.0, template_test_fraction=0.0)
     train_rows = [r for r in ingest_batches(batch.parent, work / "dataset", every_row_in_train) if not r["decode_error"]]
     started = time.perf_counter()
-    trained = train_adapter(model, train_rows, work / "dataset", work / "run", load_params(REPO / "params.yaml").train)
+    trained = train_adapter(model, train_rows, work / "dataset", work / "run", params.train)
     merged = merge_adapter(model, trained.adapter_dir, work / "merged")
     print(f"trained on {len(train_rows)} sentences ({sum(r['duration_s'] for r in train_rows) / 60:.1f} min): "
           f"{trained.steps} steps, {time.perf_counter() - started:.0f} s with the merge", flush=True)
@@ -165,11 +167,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
     args = parser.parse_args()
-    if args.adapt and args.detector:
-        parser.error("--adapt trains a detector, --detector names one: one of them")
     args.heard = args.heard or bool(args.detector)
     if args.heard and (not (args.adapt or args.detector) or args.rescore):
         parser.error("--heard needs --adapt; --heard and --detector decode afresh (not with --rescore)")
+    if args.rescore and args.adapt:
+        parser.error("--adapt trains and decodes afresh (not with --rescore)")
     rows = personal_set(args.seed, args.per_kind, args.others)
     trained: list[tuple[str, list[str], list[Heard] | None]] = []  # (title, its text, the candidate's with it heard)
     if args.rescore:
@@ -177,8 +179,10 @@ def main() -> None:
         model, texts = Path(earlier["model"]), [r["decoded"] for r in earlier["rows"]]
         if [r["reference"] for r in earlier["rows"]] != [r.text for r in rows]:
             raise SystemExit(f"{args.rescore}: made with other --seed, --per-kind or --others")
+        if "trained" not in earlier:
+            raise SystemExit(f"{args.rescore}: written by an earlier layout of this bench; decode afresh")
         trained = [(t["title"], [r["decoded_trained"][i] for r in earlier["rows"]], None)
-                   for i, t in enumerate(earlier.get("trained", []))]
+                   for i, t in enumerate(earlier["trained"])]
     else:
         model = args.model or next(p for p in (REPO / "models/exports/ct2-int8", REPO / "models/candidate")
                                    if (p / "config.json").is_file())
@@ -208,9 +212,9 @@ def main() -> None:
               "held_out_frames": on_held_out("Decoded text (the candidate), only the frames the demo never says", texts)}
     result["trained"] = []
     for title, its_text, heard in trained:
-        entry = {"title": title, "adapted": report(title, rows, its_text)}
-        entry["adapted"]["held_out_frames"] = on_held_out(f"Decoded text ({title}), only the frames never trained on",
-                                                          its_text)
+        entry = {"title": title, "own_text": report(title, rows, its_text)}
+        entry["own_text"]["held_out_frames"] = on_held_out(f"Decoded text ({title}), only the frames never trained on",
+                                                           its_text)
         if heard is not None:
             entry["heard"] = report(f"the candidate's, with what {title} heard", rows, heard)
             entry["heard"]["held_out_frames"] = on_held_out(f"Decoded text (the candidate's, with what {title} "

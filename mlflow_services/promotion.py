@@ -28,11 +28,14 @@ def _version(name: str, version: str):
 
 
 def _is_whole(name: str, version: str) -> bool:
+    """The version is in the registry and not being pruned (other registry errors are raised)."""
     try:
-        _version(name, version)
-    except PromotionError:
-        return False
-    return True
+        found = MlflowClient().get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return registry.PRUNED_TAG not in found.tags
 
 
 def _require(by: str, note: str) -> None:
@@ -105,7 +108,6 @@ def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.A
         raise PromotionError(f"{name} v{to}: {was} ({whole})")
     if current is not None and str(current.version) == str(to):
         raise PromotionError(f"{name} v{to} is already the champion")
-    _version(name, str(to))
     change = registry.change_alias(name, CHAMPION, str(to), action="rollback", by=by, note=note)
     if current is not None:
         MlflowClient().set_model_version_tag(name, str(current.version), "zhasr.review", f"rolled back to v{to}")

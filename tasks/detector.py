@@ -19,7 +19,6 @@ passed becomes challenger, and champion only when a person approves (``mlflow_se
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -41,7 +40,7 @@ from tasks.register import git_commit
 from tasks.train import MlflowStepLogger, curves_figure
 from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve, version_named
 from zhasr.calltext.pii import find_pii
-from zhasr.config import DetectorParams, SynthParams
+from zhasr.config import DetectorParams, SynthParams, short_digest
 from zhasr.context import StageContext
 from zhasr.data.ingest import ingest_batches
 from zhasr.data.manifest import atomic_write_json
@@ -255,19 +254,20 @@ def training_calls(ctx: StageContext) -> SynthParams:
 
 
 def settings_digest(ctx: StageContext) -> str:
-    """12 hex characters that change with every setting a build's weights and check follow: its synthesized calls
-    (not how many threads say them), ``train:``, and ``detector:`` less its schedule, registry name and folder."""
+    """``short_digest`` of the detector's own settings: the calls it synthesizes (``training_calls``, not how many
+    threads say them), ``train:``, and ``detector:`` less its schedule, registry name and folder. The sections it
+    shares with the transcriber (``model:``, ``ingest:``, ``evaluate:``, ``transcribe:``) are left out: their changes
+    reach it with the next champion."""
     detector = {k: v for k, v in asdict(ctx.params.detector).items() if k not in ("cron", "model_name", "out")}
     calls = {k: v for k, v in asdict(training_calls(ctx)).items() if k != "workers"}
-    blob = json.dumps([calls, asdict(ctx.params.train), detector], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return short_digest([calls, asdict(ctx.params.train), detector])
 
 
 def already_built(ctx: StageContext) -> str | None:
-    """Why no new detector is built now (a checked version of ``detector.model_name`` was built with these settings on
-    the base a build would start from: the transcriber's champion by default; or there is no such champion yet),
-    else None; what a scheduled build asks first. A version registered before settings were recorded counts as
-    built with other settings."""
+    """Why no new detector is built now (a version of ``detector.model_name`` was built with these settings on the
+    base a build would start from: the transcriber's champion by default; or there is no such champion yet), else
+    None; what a scheduled build asks first. A version registered before settings were recorded counts as built
+    with other settings; one built by hand without its check (``check_per_kind: 0``) has other settings too."""
     p = ctx.params.detector
     if not p.model_name:
         return None
@@ -276,11 +276,9 @@ def already_built(ctx: StageContext) -> str | None:
         base = resolve(ctx, p.base or None, "detector.base").identity
     except LookupError as exc:  # no champion yet: nothing to build on
         return str(exc)
-    # a build without its check cannot be approved: it does not stand for this base
     settings = settings_digest(ctx)
     built = [v for v in MlflowClient().search_model_versions(f"name='{p.model_name}'")
-             if v.tags.get("zhasr.parent") == base and v.tags.get("zhasr.gate") != "unchecked"
-             and v.tags.get(SETTINGS_TAG) == settings]
+             if v.tags.get("zhasr.parent") == base and v.tags.get(SETTINGS_TAG) == settings]
     if not built:
         return None
     newest = max(built, key=lambda v: int(v.version))

@@ -41,7 +41,6 @@ def test_even_and_odd_frames_split_every_kinds_sentences_and_all_frames_draw_as_
     assert (every[0].text, every[-1].text) == ("有问题请回拨幺三八五零四二七二七幺，谢谢。", "手机号后四位是六六零二。")
 
 
-
 def test_any_naming_word_is_said_in_the_frames_and_the_rules_find_each():
     framed = personal_set(seed=5, per_kind=100, others=0, frames="even")
     renamed = personal_set(seed=5, per_kind=100, others=0, frames="even", naming="any")

@@ -155,6 +155,11 @@ def test_a_batch_made_with_other_settings_is_named_with_what_differs(tmp_path):
     check_batch_settings(tmp_path, made)  # the same settings; a setting the code no longer has is not compared
     with pytest.raises(ValueError, match=r"synth.json: .*personal_clips 0 there, 420 asked\); remove"):
         check_batch_settings(tmp_path, replace(made, personal_clips=420))
+    before_naming = {k: v for k, v in asdict(replace(made, personal_clips=420)).items() if k != "personal_naming"}
+    (tmp_path / "synth.json").write_text(json.dumps({"options": before_naming}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"personal_naming 'frame' there, 'any' asked"):  # made before the setting
+        check_batch_settings(tmp_path, replace(made, personal_clips=420))
+    check_batch_settings(tmp_path, replace(made, personal_clips=420, personal_naming="frame"))
 
 
 @needs_tools

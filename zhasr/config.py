@@ -38,6 +38,9 @@ class PathsParams:
     augmented: str = "cache/augmented"  # training clips through a telephone channel (train.telephone_augment)
     labelling: str = "data/labelling"  # calls sent to Label Studio (calls/<sha256>.wav) and the pull ledger
 
+# the noun naming a synthesized number: the sentence frame's own, or any of its kind's (data.synth.personal)
+PersonalNaming = Literal["frame", "any"]
+
 
 @dataclass(frozen=True)
 class SynthParams:
@@ -56,7 +59,7 @@ class SynthParams:
     # the noun naming a personal clip's number: "any" of its kind's (data.synth.personal.NAMING_WORDS) or "frame"
     # (the sentence frame's own); "any": the detector's check, code 73 -> 93 % over check seeds 7791-7793
     # (docs/transcripts.md)
-    personal_naming: Literal["frame", "any"] = "any"
+    personal_naming: PersonalNaming = "any"
     # espeak-ng -s range per speaker (words per minute); 180 ~ 3.4, 260 ~ 5.2 Han characters per second
     speed_wpm: list[int] = field(default_factory=lambda: [180, 260])
     pitch: list[int] = field(default_factory=lambda: [25, 75])  # espeak-ng -p range per speaker (0-99, 50 = default)
@@ -500,9 +503,13 @@ class Params:
         return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
 
     def digest(self) -> str:
-        """Short stable hash of all values (sha256 of sorted JSON, 12 hex chars)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        """Short stable hash of all values (``short_digest``)."""
+        return short_digest(self.to_dict())
+
+
+def short_digest(values: Any) -> str:
+    """12 hex characters of the sha256 of ``values`` as sorted JSON: the same for the same values."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _check_value(key: str, value: Any, annotation: Any) -> Any:

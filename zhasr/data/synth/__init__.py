@@ -48,9 +48,9 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 import soundfile as sf
 
-from zhasr.config import SynthParams
+from zhasr.config import PersonalNaming, SynthParams
 from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
-from zhasr.data.synth.personal import FORMS, Naming, PiiSentence, other_sentence, personal_sentence
+from zhasr.data.synth.personal import FORMS, PiiSentence, other_sentence, personal_sentence
 from zhasr.data.synth.voice import (
     ESPEAK_VOICE,
     VOICE_VARIANTS,
@@ -120,7 +120,7 @@ def plan_calls(params: SynthParams) -> list[Call]:
 
 
 def _sentence(call: Call, first: bool, last: bool, rng: np.random.Generator, personal_index: int,
-              naming: Naming) -> tuple[str, str, str, str]:
+              naming: PersonalNaming) -> tuple[str, str, str, str]:
     """(label, pinyin spoken, template id, personal-data kind or "") of a clip; ``personal_index`` counts the
     clips of personal calls (kinds and written forms go round in turn)."""
     if call.topic != PERSONAL_TOPIC:
@@ -199,12 +199,18 @@ def synthesize_batch(
     return target
 
 
+# settings synth.json did not always record, with the value every batch made before had
+_BEFORE_RECORDED = {"personal_naming": "frame"}
+
+
 def check_batch_settings(batch_dir: Path, params: SynthParams) -> None:
     """A batch already written to ``batch_dir`` was synthesized with ``params``: else ValueError naming its
-    synth.json and each setting that differs (settings the file predates are not compared)."""
-    made = json.loads((batch_dir / "synth.json").read_text(encoding="utf-8"))["options"]
+    synth.json and each setting that differs (settings the file predates are not compared, but for
+    ``_BEFORE_RECORDED``'s)."""
+    made = {**_BEFORE_RECORDED, **json.loads((batch_dir / "synth.json").read_text(encoding="utf-8"))["options"]}
     asked = json.loads(json.dumps(asdict(params)))  # tuples as lists, as the file holds them
-    differ = [f"{key} {made[key]!r} there, {asked[key]!r} asked" for key in sorted(made.keys() & asked.keys())
+    unused = {"personal_naming"} if not asked["personal_clips"] else set()  # it names nothing without those clips
+    differ = [f"{key} {made[key]!r} there, {asked[key]!r} asked" for key in sorted(made.keys() & asked.keys() - unused)
               if made[key] != asked[key]]
     if differ:
         raise ValueError(f"{batch_dir / 'synth.json'}: the batch was synthesized with other settings "

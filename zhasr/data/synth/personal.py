@@ -18,6 +18,7 @@ import numpy as np
 from pypinyin import Style, lazy_pinyin
 
 from zhasr.calltext.checks import id_check_char, luhn_ok
+from zhasr.config import PersonalNaming
 from zhasr.data.synth.voice import to_pinyin
 from zhasr.data.synth.words import DIGITS, GIVEN_NAMES, SURNAMES, count_zh, int_zh
 
@@ -74,7 +75,6 @@ class PiiSentence:
 
 
 Frames = Literal["all", "even", "odd"]  # the sentence frames drawn from, by their index
-Naming = Literal["frame", "any"]  # the noun naming the number: the frame's own, or any of its kind's
 
 
 def _frame(rng: np.random.Generator, count: int, frames: Frames) -> int:
@@ -159,7 +159,7 @@ def _email(rng: np.random.Generator, form: str) -> tuple[str, str, str, str]:
 
 
 def personal_sentence(rng: np.random.Generator, kind: str, form: str, frames: Frames = "all",
-                      naming: Naming = "frame") -> PiiSentence:
+                      naming: PersonalNaming = "frame") -> PiiSentence:
     """One sentence with a number of ``kind`` written in ``form``, in one of ``frames``, named by the frame's
     own noun or (``naming`` "any") by any of ``NAMING_WORDS[kind]``."""
     frame = _frame(rng, len(_TEMPLATES[kind]), frames)
@@ -200,7 +200,7 @@ def other_sentence(rng: np.random.Generator, form: str, frames: Frames = "all") 
 
 
 def personal_set(seed: int, per_kind: int, others: int, kinds=tuple(_TEMPLATES), frames: Frames = "all",
-                 naming: Naming = "frame") -> list[PiiSentence]:
+                 naming: PersonalNaming = "frame") -> list[PiiSentence]:
     """``per_kind`` sentences of each kind and ``others`` without personal data, forms in turn; ``frames``
     "even" and "odd" split every kind's sentence frames in two, for training on one half and judging on the
     other; ``naming`` as ``personal_sentence``'s."""
