@@ -57,6 +57,7 @@ from zhasr.transcribe.records import Transcription
 
 CHECK_ACTOR = "zhasr detector check"
 SETTINGS_TAG = "zhasr.detector_settings"  # a version's settings_digest: a scheduled build repeats none
+NAMING_SAID = {"any": "any noun of their kind", "frame": "their sentence frame's own noun"}
 DETECTOR_MODEL_DESCRIPTION = (
     "Number detectors built by `zhasr detector`: Whisper trained on calls with numbers, heard beside the "
     "transcriber where redaction is asked (its own text is never returned). Each version's gate is its held-out "
@@ -86,6 +87,8 @@ class DetectorReport:
     version: str = ""  # its version of detector.model_name ("": not registered)
     alias: str | None = None  # "challenger" when registered and it passed its check
     model_card: str = ""  # markdown, its version's description ("": not registered)
+    naming: str = ""  # synth.personal_naming of its sentences: "any" noun of a kind, or the "frame"'s own
+    settings: str = ""  # settings_digest: what the schedule compares
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,7 +193,8 @@ def mean_recall(recall: dict[str, float]) -> float | None:
 def detector_card(name: str, number: str, report: DetectorReport, p: DetectorParams) -> str:
     """The version's description in the registry (markdown): what it was trained on, its check, the verdict."""
     lines = [f"# {name} v{number}: number detector", "",
-             f"Trained from {report.base} on {report.sentences} synthesized sentences (seed {p.seed}) and "
+             f"Trained from {report.base} on {report.sentences} synthesized sentences (seed {p.seed}, numbers named "
+             f"by {NAMING_SAID[report.naming]}; settings {report.settings}) and "
              f"{report.labelled} labelled calls with personal data ({report.minutes} min of speech), {report.steps} "
              f"steps, final loss {report.final_loss:.3f}. Where redaction is asked it hears the call beside the "
              "transcriber and what it hears as personal data is taken out of the transcript by time; its own text "
@@ -228,7 +232,7 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
                                            else "not checked (detector.check_per_kind 0)")
     mlflow.set_tags({"zhasr.gate_reason": reason, "zhasr.git_commit": commit,
                      "zhasr.params_hash": ctx.params.digest()})
-    tags = {"zhasr.role": "detector", "zhasr.gate": gate, "zhasr.parent": report.base, SETTINGS_TAG: settings_digest(ctx),
+    tags = {"zhasr.role": "detector", "zhasr.gate": gate, "zhasr.parent": report.base, SETTINGS_TAG: report.settings,
             "zhasr.exports": json.dumps({"ct2-int8": {"verdict": "fit", "uri": uri}})}
     if mean is not None:
         tags[registry.DETECTOR_RECALL_TAG] = f"{mean:.4f}"
@@ -323,7 +327,8 @@ def run(ctx: StageContext) -> DetectorReport:
                                 trained.final_loss, round(time.perf_counter() - started, 1), verdict.accepted,
                                 list(verdict.reasons), recall(check.new if check else None),
                                 check.new.on_personal_data if check else None, recall(check.replaced if check else None),
-                                "" if verdict.accepted else str(place / "ct2-int8"), replaced.identity if replaced else "")
+                                "" if verdict.accepted else str(place / "ct2-int8"), replaced.identity if replaced else "",
+                                naming=ctx.params.synth.personal_naming, settings=settings_digest(ctx))
         if p.model_name:  # before the swap: a build the registry could not take replaces nothing
             report = register_build(ctx, report, work, p.model_name, commit)
         place.mkdir(parents=True, exist_ok=True)

@@ -148,6 +148,8 @@ def test_the_number_detector_is_trained_and_hears_where_redaction_is_asked(proje
     assert client.get_registered_model("zhasr-detector").description.startswith("Number detectors built by")
     card = client.get_model_version("zhasr-detector", "2").description
     assert "| **mean** |" in card and "**Check: failed**: mean recall" in card and "zhasr approve" not in card
+    settings = client.get_model_version("zhasr-detector", "2").tags["zhasr.detector_settings"]
+    assert f"numbers named by any noun of their kind; settings {settings})" in card
     champion = "models:/zhasr-detector@champion"
     ctx = StageContext.load(project / "params.yaml", [f"transcribe.detector={champion}"])
     assert detector_in_place(ctx, ct2).identity == "zhasr-detector v1" and detector_stamp(ctx) == "1"
