@@ -38,6 +38,7 @@ class PathsParams:
     augmented: str = "cache/augmented"  # training clips through a telephone channel (train.telephone_augment)
     labelling: str = "data/labelling"  # calls sent to Label Studio (calls/<sha256>.wav) and the pull ledger
 
+
 # the noun naming a synthesized number: the sentence frame's own, or any of its kind's (data.synth.personal)
 PersonalNaming = Literal["frame", "any"]
 
