@@ -6,6 +6,7 @@
     .venv/bin/python bench/redaction.py --adapt 60          # also: the candidate trained on calls with numbers
     .venv/bin/python bench/redaction.py --detector models/detector/ct2-int8   # and the project's number detector
     .venv/bin/python bench/redaction.py --detector OLD NEW  # two detectors side by side, the candidate decoded once
+    .venv/bin/python bench/redaction.py --codec g723        # the telephone half through G.723.1 instead of mu-law
 
 Sentences of ``zhasr.data.synth.personal`` (a number of each kind in a call-center sentence, written in
 one of five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz mu-law telephone,
@@ -54,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from zhasr.config import IngestParams, SynthParams, load_params  # noqa: E402
+from zhasr.data.codecs import CODECS, telephone  # noqa: E402
 from zhasr.data.ingest import ingest_batches  # noqa: E402
 from zhasr.data.synth import speak_sentences  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
@@ -66,10 +68,15 @@ from zhasr.transcribe import Transcriber  # noqa: E402
 from zhasr.transcribe.records import Transcription  # noqa: E402
 
 
-def synthesize(rows: list[PiiSentence], out: Path, seed: int) -> list[Path]:
-    """A WAV a sentence in ``out``, spoken by 14 demo voices of ``seed``: odd sentences telephone (8 kHz),
-    even ones wideband."""
-    return speak_sentences(rows, out, SynthParams(n_speakers=14, seed=seed))
+def synthesize(rows: list[PiiSentence], out: Path, seed: int, codec: str = "mulaw") -> list[Path]:
+    """A WAV a sentence in ``out``, spoken by 14 demo voices of ``seed``: odd sentences telephone (8 kHz, through
+    ``codec``: one of ``zhasr.data.codecs.CODECS``), even ones wideband."""
+    paths = speak_sentences(rows, out, SynthParams(n_speakers=14, seed=seed, mulaw=codec == "mulaw"))
+    if codec != "mulaw":
+        for path in paths[1::2]:
+            samples, rate = sf.read(path, dtype="float32")
+            sf.write(path, telephone(samples, codec, rate), rate, subtype="PCM_16")
+    return paths
 
 
 def print_table(title: str, table: RedactionScore) -> None:
@@ -163,6 +170,8 @@ def main() -> None:
                         help="trained number detectors (zhasr detector's models/detector/ct2-int8): as --adapt --heard")
     parser.add_argument("--heard", action="store_true",
                         help="with --adapt: also the candidate's text with what the trained model heard (see above)")
+    parser.add_argument("--codec", default="mulaw", choices=CODECS,
+                        help="the telephone channel of the odd sentences (default: the synthesizer's mu-law)")
     parser.add_argument("--beams", type=int, help="beam width to decode with (default: transcribe.num_beams)")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
@@ -189,7 +198,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="zhasr-redaction-") as folder:  # speech, the trained model
             work = Path(folder)
             (work / "set").mkdir()
-            paths = synthesize(rows, work / "set", args.seed)
+            paths = synthesize(rows, work / "set", args.seed, args.codec)
             decodings = decode(model, paths, args.beams, args.heard)
             texts = [t.text for t in decodings]
             detectors = [(f"the detector {d}", d) for d in args.detector] + (
