@@ -9,10 +9,10 @@
     .venv/bin/python bench/redaction.py --codec g723        # the telephone half through G.723.1 instead of mu-law
 
 Sentences of ``zhasr.data.synth.personal`` (a number of each kind in a call-center sentence, written in
-one of five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz telephone: mu-law or
-``--codec``,
-noise as in the demo) and decoded by the demo's candidate (its ct2-int8 export when there is one, as the
-service serves it). ``zhasr.calltext.pii.find_pii`` is run on each reference text and each decoding. The
+one of five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz telephone through
+mu-law or ``--codec``, noise as in the demo) and decoded by the demo's candidate (its ct2-int8 export when
+there is one, as the service serves it). ``zhasr.calltext.pii.find_pii`` is run on each reference text and
+each decoding. The
 demo's calls giving personal data (``synth.personal_clips``) use other numbers, voice speeds, pitches and
 noise, and only the even-numbered sentence frames of each kind: the decoded tables are also given for the
 odd frames alone.
@@ -32,10 +32,10 @@ odd frames alone.
 trained with the project's training defaults on N sentences of every kind and N without personal data of
 another seed (other numbers, voice settings and noise), said only in the even-numbered sentence frames of
 each kind, named as ``synth.personal_naming`` says; merged and exported to ct2 int8, it decodes the same set,
-which is then scored twice: whole, and on its odd-numbered frames alone (sentences never trained on). ``--heard`` (with ``--adapt``) decodes both with
-word times, as the service does where redaction is asked, and also scores the candidate's text with what the
-trained model heard taken out of it by time (``finish_text(..., heard=)``): the trained model as a number
-detector, its own text never shown. ``--detector PATH ...`` does the same with each detector ``zhasr detector``
+which is then scored twice: whole, and on its odd-numbered frames alone (sentences never trained on).
+``--heard`` (with ``--adapt``) decodes both with word times, as the service does where redaction is asked, and
+also scores the candidate's text with what the trained model heard taken out of it by time
+(``finish_text(..., heard=)``): the trained model as a number detector, its own text never shown. ``--detector PATH ...`` does the same with each detector ``zhasr detector``
 trained (``models/detector/ct2-int8``; it says the even-numbered frames only, like the demo's calls), one after
 the other on the same decodings of the candidate.
 """
