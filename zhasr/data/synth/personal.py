@@ -11,6 +11,7 @@ Luhn.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,20 +26,20 @@ from zhasr.data.synth.words import DIGITS, GIVEN_NAMES, SURNAMES, count_zh, int_
 FORMS = ("said", "digits", "spaced", "dashed", "mixed")
 
 _TEMPLATES = {
-    "phone": ("我的手机号是{n}。", "您好，我的电话是{n}，麻烦尽快联系我。", "请记一下，{n}，这是我的联系方式。",
-              "收件人电话{n}，地址不变。", "你打这个号码{n}就能找到我。", "好的，跟您核对一下，手机号码{n}对吗？",
+    "phone": ("我的[手机号]是{n}。", "您好，我的[电话]是{n}，麻烦尽快联系我。", "请记一下，{n}，这是我的联系方式。",
+              "收件人[电话]{n}，地址不变。", "你打这个号码{n}就能找到我。", "好的，跟您核对一下，[手机号码]{n}对吗？",
               "我换号了，新号码是{n}。", "有问题请回拨{n}，谢谢。"),
-    "id_card": ("我的身份证号是{n}。", "身份证号码{n}，您核对一下。", "证件号是{n}。", "好的，{n}，这是我的身份证。",
-                "请报一下您的身份证号。好的，{n}。", "我身份证号码是{n}，名字是本人。"),
-    "bank_card": ("我的银行卡号是{n}。", "退款请打到这张卡上，卡号{n}。", "卡号是{n}，开户行是建设银行。",
-                  "信用卡号{n}，请帮我查一下账单。", "这张卡{n}是我本人的。", "请核对一下卡号，{n}，对吗？"),
-    "code": ("验证码是{n}，请在五分钟内输入。", "我收到的验证码是{n}。", "取件码{n}，麻烦帮我看一下。",
-             "您的动态密码是{n}。", "短信里的校验码是{n}对吗？", "卡背面的安全码是{n}。"),
-    "email": ("我的邮箱是{n}。", "发到我的邮箱{n}就行。", "电子邮箱{n}，您记一下。", "发票请发到{n}，谢谢。"),
+    "id_card": ("我的[身份证号]是{n}。", "[身份证号码]{n}，您核对一下。", "[证件号]是{n}。", "好的，{n}，这是我的[身份证]。",
+                "请报一下您的[身份证号]。好的，{n}。", "我[身份证号码]是{n}，名字是本人。"),
+    "bank_card": ("我的[银行卡号]是{n}。", "退款请打到这张卡上，[卡号]{n}。", "[卡号]是{n}，开户行是建设银行。",
+                  "[信用卡号]{n}，请帮我查一下账单。", "这张卡{n}是我本人的。", "请核对一下[卡号]，{n}，对吗？"),
+    "code": ("[验证码]是{n}，请在五分钟内输入。", "我收到的[验证码]是{n}。", "[取件码]{n}，麻烦帮我看一下。",
+             "您的[动态密码]是{n}。", "短信里的[校验码]是{n}对吗？", "卡背面的[安全码]是{n}。"),
+    "email": ("我的[邮箱]是{n}。", "发到我的[邮箱]{n}就行。", "[电子邮箱]{n}，您记一下。", "发票请发到{n}，谢谢。"),
 }
 # The nouns that name a number of each kind, as callers say them; each holds a word the rules read as naming
-# it (calltext.pii, calltext.email). With naming "any", a sentence frame's own noun (the longest of these it
-# holds) is replaced by one drawn from its kind's list, so a model trained on a few frames hears every noun.
+# it (calltext.pii, calltext.email). A frame's own noun is in brackets; with naming "any" it is replaced by one
+# drawn from its kind's list, so a model trained on a few frames hears every noun.
 NAMING_WORDS = {
     "phone": ("手机号", "手机号码", "电话", "电话号码", "联系电话", "手机"),
     "id_card": ("身份证号", "身份证号码", "证件号", "证件号码", "身份证"),
@@ -47,6 +48,7 @@ NAMING_WORDS = {
              "密码"),
     "email": ("邮箱", "电子邮箱", "邮箱地址", "电子邮件"),
 }
+_NOUN = re.compile(r"\[(.+?)\]")
 _OTHER = ("订单号是{order}，麻烦您帮我查一下。", "快递单号{order}，显示还在转运中心。", "退款金额是{amount}。",
           "我{date}下的单，一共买了{count}件商品。", "手机尾号{tail}。", "您好，工号{staff}为您服务。",
           "师傅{time}上门可以吗？", "这个月多扣了我{amount}。", "手机号后四位是{tail}。", "运单号{order}已经签收了。")
@@ -85,14 +87,17 @@ def _frame(rng: np.random.Generator, count: int, frames: Frames) -> int:
     return allowed[int(rng.integers(len(allowed)))]
 
 
-def _renamed(template: str, kind: str, rng: np.random.Generator) -> str:
-    """``template`` with its naming noun (the longest of ``NAMING_WORDS[kind]`` it holds) replaced by one
-    drawn from that list; as it is when it holds none ("这张卡{n}", "请回拨{n}")."""
-    held = [w for w in NAMING_WORDS[kind] if w in template]
-    if not held:
+def _named(template: str, kind: str, naming: PersonalNaming, rng: np.random.Generator) -> str:
+    """``template`` with its bracketed noun kept (``naming`` "frame") or replaced by one drawn from
+    ``NAMING_WORDS[kind]`` ("any"); a frame without one ("这张卡{n}", "请回拨{n}") draws nothing."""
+    match = _NOUN.search(template)
+    if match is None:
         return template
-    words = NAMING_WORDS[kind]
-    return template.replace(max(held, key=len), words[int(rng.integers(len(words)))], 1)
+    noun = match[1]
+    if naming == "any":
+        words = NAMING_WORDS[kind]
+        noun = words[int(rng.integers(len(words)))]
+    return template[:match.start()] + noun + template[match.end():]
 
 
 def _digits(rng: np.random.Generator, n: int) -> str:
@@ -163,9 +168,7 @@ def personal_sentence(rng: np.random.Generator, kind: str, form: str, frames: Fr
     """One sentence with a number of ``kind`` written in ``form``, in one of ``frames``, named by the frame's
     own noun or (``naming`` "any") by any of ``NAMING_WORDS[kind]``."""
     frame = _frame(rng, len(_TEMPLATES[kind]), frames)
-    template = _TEMPLATES[kind][frame]
-    if naming == "any":
-        template = _renamed(template, kind, rng)
+    template = _named(_TEMPLATES[kind][frame], kind, naming, rng)
     head, tail = template.split("{n}")
     if kind == "email":
         written, said, pinyin, value = _email(rng, form)
