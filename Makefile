@@ -28,7 +28,8 @@ $(SYS_STAMP):
 	fi
 	@touch $@
 
-# torch is pinned first so that no other package pulls a CUDA build of several GB.
+# torch is installed first, at its pinned version, so that no package of the lock pulls another one; pip takes
+# the CPU build where its index offers one (PIP_EXTRA_INDEX_URL), else PyPI's wheel with CUDA's libraries.
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
