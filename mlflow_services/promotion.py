@@ -6,6 +6,7 @@ approval form of the retraining flow.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -115,8 +116,8 @@ def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.A
 
 
 def status(name: str, history: int = 10) -> dict[str, Any]:
-    """Versions with their aliases, gate verdict, review and CER (a number detector's: its check's mean recall and
-    base); the last ``history`` alias changes."""
+    """Versions with their aliases, gate verdict, review, CER and export verdicts (a number detector's: its check's
+    mean recall and base); the last ``history`` alias changes."""
     client = MlflowClient()
     try:
         aliases = client.get_registered_model(name).aliases
@@ -132,13 +133,19 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
         figures = ({"check_recall": v.tags.get(registry.DETECTOR_RECALL_TAG, ""), "base": v.tags.get("zhasr.parent", "")}
                    if v.tags.get("zhasr.role") == "detector" else
                    {"cer_test": v.tags.get("zhasr.cer", ""), "cer_regression": details.get("zhasr.cer_regression", ""),
-                    "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8]})
+                    "dataset_md5": v.tags.get("zhasr.dataset_md5", "")[:8], "exports": _export_verdicts(v)})
         rows.append({
             "version": str(v.version), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
             "gate": v.tags.get("zhasr.gate", v.tags.get("zhasr.role", "")), "review": v.tags.get("zhasr.review", ""),
             **figures, "git": details.get("zhasr.git_commit", "")[:8],
         })
     return {"model": name, "versions": rows, "alias_changes": _decisions(registry.alias_history(name))[-history:]}
+
+
+def _export_verdicts(version) -> str:
+    """"ct2-int8 fit, ggml-q8_0 inconclusive": what the service and bulk transcription may run (fit only)."""
+    exports = json.loads(version.tags.get(registry.EXPORTS_TAG) or "{}")
+    return ", ".join(f"{fmt} {e['verdict']}" for fmt, e in sorted(exports.items()))
 
 
 def _details(version) -> dict[str, str]:

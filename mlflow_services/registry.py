@@ -31,6 +31,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 DETECTOR_RECALL_TAG = "zhasr.detector.mean_recall"  # a number detector's version: its check's mean recall
 PRUNED_TAG = "zhasr.pruned"  # a version being pruned, then its run: which version, when, under which rule
+EXPORTS_TAG = "zhasr.exports"  # a version's exports as JSON: {format: {"verdict": fit|unfit|inconclusive, "uri"}}
 # A column of base64-encoded audio files in, one transcript per row out.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "audio")]), outputs=Schema([ColSpec("string")]))
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "faster-whisper==1.2.1", "silero-vad==6.2.3",

@@ -82,7 +82,7 @@ def reasons_to_keep(versions: list[ModelVersion], aliases: dict[str, str], linea
 
 
 def _export_uris(version: ModelVersion) -> set[str]:
-    return {e["uri"] for e in json.loads(version.tags.get("zhasr.exports") or "{}").values() if e.get("uri")}
+    return {e["uri"] for e in json.loads(version.tags.get(registry.EXPORTS_TAG) or "{}").values() if e.get("uri")}
 
 
 def _size(repo, path: str | None = None) -> int | None:

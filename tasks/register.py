@@ -72,7 +72,7 @@ def version_tags(evaluation: EvaluationSummary, verdict: Verdict, dataset_md5: s
         "zhasr.parent": evaluation.champion_version,
         "zhasr.dataset_md5": dataset_md5,
         "zhasr.learned_batches": json.dumps(learned_batches, ensure_ascii=False),
-        "zhasr.exports": json.dumps({e.format: {"verdict": e.verdict, "uri": e.uri} for e in exports}),
+        registry.EXPORTS_TAG: json.dumps({e.format: {"verdict": e.verdict, "uri": e.uri} for e in exports}),
     }
 
 

@@ -38,8 +38,8 @@ def fit_exports(version) -> dict[str, Path]:
     """``{format: local path}`` of the exports kept with ``version``'s run because they were fit (the
     version's ``zhasr.exports``: format -> verdict and URI; versions registered before it carry one
     ``zhasr.export.<format>`` line each, "fit: ..., runs:/...")."""
-    if "zhasr.exports" in version.tags:
-        uris = {fmt: e["uri"] for fmt, e in json.loads(version.tags["zhasr.exports"]).items()
+    if registry.EXPORTS_TAG in version.tags:
+        uris = {fmt: e["uri"] for fmt, e in json.loads(version.tags[registry.EXPORTS_TAG]).items()
                 if e["verdict"] == "fit" and e.get("uri")}
     else:
         uris = {key.removeprefix("zhasr.export."): uri.group(0) for key, value in version.tags.items()

@@ -378,6 +378,10 @@ def test_prune_deletes_old_versions_files_and_keeps_aliases_former_champions_and
         if k == 1:
             assert main(["reject", "3", "--by", "carol", "--note", "wrong batch"]) == 0
     assert aliases() == {"champion": "2", "challenger": "5"}
+    capsys.readouterr()
+    assert main(["status"]) == 0  # what bulk transcription may run in int8 before a night's run
+    assert [v["exports"] for v in json.loads(capsys.readouterr().out)["versions"]] == [
+        "ct2-int8 fit", "ct2-int8 fit", "ct2-int8 fit", "", ""]
     client = MlflowClient()
     doomed = {n: client.get_model_version(NAME, n) for n in ("3", "4")}
     weights = {n: registry.whisper_dir(v) for n, v in doomed.items()}
