@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="a former champion's version (default: the one before the current)")
     p.add_argument("--by", required=True, help="who decides (recorded)")
     p.add_argument("--note", required=True, help="why (recorded)")
-    add("status", cmd_status, "versions, aliases, gate verdicts and the alias history").add_argument(
+    add("status", cmd_status, "versions, aliases, gate and export verdicts and the alias history").add_argument(
         "--model", **registered_model)
     p = add("prune", cmd_prune, "delete the weights, exports and registry entries of old versions that hold no alias "
                                 "(register.keep_newest, register.keep_champions); their runs stay")

@@ -6,7 +6,6 @@ approval form of the retraining flow.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -144,8 +143,7 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
 
 def _export_verdicts(version) -> str:
     """"ct2-int8 fit, ggml-q8_0 inconclusive": what the service and bulk transcription may run (fit only)."""
-    exports = json.loads(version.tags.get(registry.EXPORTS_TAG) or "{}")
-    return ", ".join(f"{fmt} {e['verdict']}" for fmt, e in sorted(exports.items()))
+    return ", ".join(f"{fmt} {e.verdict}" for fmt, e in sorted(registry.exports_of(version).items()))
 
 
 def _details(version) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,6 +118,28 @@ def alias_history(name: str) -> list[AliasChange]:
     changes = [AliasChange(**{f: r.data.tags.get(f"zhasr.{f}") for f in fields}) for r in runs]
     # Run start times have millisecond resolution; two changes of one decision can share one.
     return sorted(changes, key=lambda c: c.at)
+
+
+@dataclass(frozen=True)
+class ExportEntry:
+    """One export a version names: its verdict (fit, unfit, inconclusive) and where it is kept (a ``runs:/`` URI;
+    None for one not kept)."""
+
+    verdict: str
+    uri: str | None
+
+
+_RUNS_URI = re.compile(r"runs:/\S+")
+
+
+def exports_of(version: ModelVersion) -> dict[str, ExportEntry]:
+    """``{format: ExportEntry}`` from the version's ``EXPORTS_TAG``; a version registered before it carries one
+    ``zhasr.export.<format>`` tag each ("fit: CER ..., runs:/..."), read the same way."""
+    if EXPORTS_TAG in version.tags:
+        return {fmt: ExportEntry(e["verdict"], e.get("uri")) for fmt, e in json.loads(version.tags[EXPORTS_TAG]).items()}
+    return {key.removeprefix("zhasr.export."): ExportEntry(value.split(":", 1)[0],
+                                                          uri.group(0) if (uri := _RUNS_URI.search(value)) else None)
+            for key, value in version.tags.items() if key.startswith("zhasr.export.")}
 
 
 def logged_model_id(version: ModelVersion) -> str | None:

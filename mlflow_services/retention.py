@@ -16,7 +16,6 @@ stage, where ``mlflow gc`` removes it.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -82,7 +81,7 @@ def reasons_to_keep(versions: list[ModelVersion], aliases: dict[str, str], linea
 
 
 def _export_uris(version: ModelVersion) -> set[str]:
-    return {e["uri"] for e in json.loads(version.tags.get(registry.EXPORTS_TAG) or "{}").values() if e.get("uri")}
+    return {e.uri for e in registry.exports_of(version).values() if e.uri}
 
 
 def _size(repo, path: str | None = None) -> int | None:

@@ -7,7 +7,6 @@ with the run (``zhasr.export.<format>`` tags ending in a ``runs:/`` URI), downlo
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from zhasr.transcribe import Transcriber
 from zhasr.transcribe.writers import write
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
-_RUNS_URI = re.compile(r"runs:/\S+")
 
 
 @dataclass(frozen=True)
@@ -35,15 +33,9 @@ class ResolvedModel:
 
 
 def fit_exports(version) -> dict[str, Path]:
-    """``{format: local path}`` of the exports kept with ``version``'s run because they were fit (the
-    version's ``zhasr.exports``: format -> verdict and URI; versions registered before it carry one
-    ``zhasr.export.<format>`` line each, "fit: ..., runs:/...")."""
-    if registry.EXPORTS_TAG in version.tags:
-        uris = {fmt: e["uri"] for fmt, e in json.loads(version.tags[registry.EXPORTS_TAG]).items()
-                if e["verdict"] == "fit" and e.get("uri")}
-    else:
-        uris = {key.removeprefix("zhasr.export."): uri.group(0) for key, value in version.tags.items()
-                if key.startswith("zhasr.export.") and value.startswith("fit") and (uri := _RUNS_URI.search(value))}
+    """``{format: local path}`` of the exports kept with ``version``'s run because they were fit
+    (``registry.exports_of``)."""
+    uris = {fmt: e.uri for fmt, e in registry.exports_of(version).items() if e.verdict == "fit" and e.uri}
     out = {}
     for fmt, uri in uris.items():
         local = Path(mlflow.artifacts.download_artifacts(uri))

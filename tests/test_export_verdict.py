@@ -53,3 +53,10 @@ def test_an_inconclusive_or_unfit_export_is_never_served_as_fit():
     exports = {"ct2-int8": {"verdict": INCONCLUSIVE, "uri": "runs:/abc/exports/ct2-int8"},
                "ggml-q8_0": {"verdict": UNFIT, "uri": None}}
     assert fit_exports(SimpleNamespace(tags={"zhasr.exports": json.dumps(exports)})) == {}
+    # both tag layouts read alike, as zhasr status and prune read them
+    from mlflow_services.registry import ExportEntry, exports_of
+
+    assert exports_of(version) == exports_of(SimpleNamespace(tags={"zhasr.exports": json.dumps(
+        {**exports, "ggml-q8_0": {"verdict": UNFIT, "uri": "runs:/abc/exports/ggml-q8_0"}})})) == {
+        "ct2-int8": ExportEntry(INCONCLUSIVE, "runs:/abc/exports/ct2-int8"),
+        "ggml-q8_0": ExportEntry(UNFIT, "runs:/abc/exports/ggml-q8_0")}
