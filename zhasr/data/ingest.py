@@ -16,7 +16,7 @@ it) and a judging half (split ``regression``: only the gate reads it). Each row
 of the judging half also gets a twin through every telephone channel of
 ``ingest.telephone_codecs`` (split ``telephone`` for 8 kHz G.711 mu-law,
 ``telephone-<codec>`` for the others), each its own evaluation-only set; the
-tuning half gets a mu-law twin (split ``tuning-telephone``).
+tuning half gets the same twins (splits ``tuning-telephone`` and ``tuning-telephone-<codec>``).
 
 Output under ``dataset``:
 
