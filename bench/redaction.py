@@ -8,14 +8,15 @@
     .venv/bin/python bench/redaction.py --detector OLD NEW  # two detectors side by side, the candidate decoded once
     .venv/bin/python bench/redaction.py --codec g723        # the telephone half through G.723.1 instead of mu-law
 
-Sentences of ``zhasr.data.synth.personal`` (a number of each kind in a call-center sentence, written in
-one of five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz telephone through
-mu-law or ``--codec``, noise as in the demo) and decoded by the demo's candidate (its ct2-int8 export when
-there is one, as the service serves it). ``zhasr.calltext.pii.find_pii`` is run on each reference text and
-each decoding. The
-demo's calls giving personal data (``synth.personal_clips``) use other numbers, voice speeds, pitches and
-noise, and only the even-numbered sentence frames of each kind: the decoded tables are also given for the
-odd frames alone.
+Sentences of ``zhasr.data.synth.personal`` (a number of each kind in a call-center sentence, written in one of
+five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz telephone through mu-law or
+``--codec``, noise as in the demo) and decoded by the demo's candidate (its ct2-int8 export when there is one,
+as the service serves it), each sentence whole as the service answers a request of it (``--windows shared``:
+several sentences in one window, about 1.3x faster, as every figure the docs give from this bench was, unless
+it says otherwise; a sentence's decoding then moves with its neighbours). ``zhasr.calltext.pii.find_pii`` is
+run on each reference text and each decoding. The demo's calls giving personal data (``synth.personal_clips``)
+use other numbers, voice speeds, pitches and noise, and only the even-numbered sentence frames of each kind:
+the decoded tables are also given for the odd frames alone.
 
 - recall: sentences whose number is covered by a span of its kind (reference), or found as its kind with
   none of its digits left readable (decoded: no 4 consecutive digits of it, in any written form, remain in
@@ -94,18 +95,20 @@ def print_table(title: str, table: RedactionScore) -> None:
     print(f"\nnumber masks {table.masked_by_number} of the {table.clean_sentences} sentences without personal data")
 
 
-def decode(model: Path, paths: list[Path], beams: int | None = None, words: bool = False) -> list[Transcription]:
-    """Each clip decoded as the service does (``beams``: another ``transcribe.num_beams``; ``words``: with word
-    times, as where redaction is asked)."""
+def decode(model: Path, paths: list[Path], beams: int | None = None, words: bool = False,
+           shared: bool = False) -> list[Transcription]:
+    """Each clip decoded as the service decodes a request of it, whole (``shared``: several clips in one window,
+    which the service never does across requests; ``beams``: another ``transcribe.num_beams``; ``words``: with
+    word times, as where redaction is asked)."""
     started = time.perf_counter()
     settings = load_params(REPO / "params.yaml").transcribe
     transcriber = Transcriber.open(model, dataclasses.replace(settings, num_beams=beams or settings.num_beams))
     total = sum(sf.info(p).duration for p in paths)
     with progress_bar("decode (s of speech)") as show:
-        results = transcriber.transcribe_many(paths, across_inputs=True, words=words,
+        results = transcriber.transcribe_many(paths, across_inputs=shared, words=words,
                                               progress=lambda done, whole: show(round(done), round(whole)))
     print(f"{len(paths)} sentences, {total / 60:.1f} min of speech decoded in {time.perf_counter() - started:.0f} s "
-          f"with {model}", flush=True)
+          f"with {model}, {'several sentences a window' if shared else 'each sentence whole'}", flush=True)
     return results
 
 
@@ -174,6 +177,9 @@ def main() -> None:
     parser.add_argument("--codec", default="mulaw", choices=CODECS,
                         help="the telephone channel of the odd sentences (default: the synthesizer's mu-law)")
     parser.add_argument("--beams", type=int, help="beam width to decode with (default: transcribe.num_beams)")
+    parser.add_argument("--windows", choices=("sentence", "shared"), default="sentence",
+                        help="sentence: each its own request, decoded whole, as the service does; shared: several "
+                             "sentences in one encoder window (a sentence's decoding then moves with its neighbours)")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
     args = parser.parse_args()
@@ -191,6 +197,7 @@ def main() -> None:
             raise SystemExit(f"{args.rescore}: made with other --seed, --per-kind or --others")
         if "trained" not in earlier:
             raise SystemExit(f"{args.rescore}: written by an earlier layout of this bench; decode afresh")
+        windows = earlier.get("windows", "shared")  # files written before the setting decoded shared windows
         trained = [(t["title"], [r["decoded_trained"][i] for r in earlier["rows"]], None)
                    for i, t in enumerate(earlier["trained"])]
     else:
@@ -200,13 +207,14 @@ def main() -> None:
             work = Path(folder)
             (work / "set").mkdir()
             paths = synthesize(rows, work / "set", args.seed, args.codec)
-            decodings = decode(model, paths, args.beams, args.heard)
+            windows = args.windows
+            decodings = decode(model, paths, args.beams, args.heard, shared=windows == "shared")
             texts = [t.text for t in decodings]
             detectors = [(f"the detector {d}", d) for d in args.detector] + (
                 [(f"the candidate trained on {args.adapt} sentences a kind",
                   adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work))] if args.adapt else [])
             for title, detector in detectors:
-                its = decode(detector, paths, args.beams, args.heard)
+                its = decode(detector, paths, args.beams, args.heard, shared=windows == "shared")
                 trained.append((title, [t.text for t in its],
                                 [Heard(d, h) for d, h in zip(decodings, its)] if args.heard else None))
     reference = score(rows, [r.text for r in rows], False)
@@ -218,7 +226,9 @@ def main() -> None:
         print_table(title, scored)
         return scored.to_dict()
 
-    result = {"model": str(model), "reference": reference.to_dict(), **report("the candidate", rows, texts),
+    print(f"\nDecoded with {'several sentences a window' if windows == 'shared' else 'each sentence whole'} "
+          f"(--windows {windows})")
+    result = {"model": str(model), "windows": windows, "reference": reference.to_dict(), **report("the candidate", rows, texts),
               "held_out_frames": on_held_out("Decoded text (the candidate), only the frames the demo never says", texts)}
     result["trained"] = []
     for title, its_text, heard in trained:

@@ -131,8 +131,9 @@ def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: 
                    work: Path) -> DetectorCheck:
     """``detector.check_*``'s sentences said by ``synth:``'s voices of ``check_seed`` into ``work``, decoded
     by ``base`` (at full precision in ``evaluate.runtime``, as evaluation decodes) and heard by ``new`` (an int8
-    CTranslate2 folder) and ``replaced`` (in its int8 copy), each with word times as where redaction is asked;
-    scored as the base's text with what the detector heard taken out."""
+    CTranslate2 folder) and ``replaced`` (in its int8 copy), each sentence whole, as the service answers a request
+    of it (never in a window with another's), with word times as where redaction is asked; scored as the base's
+    text with what the detector heard taken out."""
     p = ctx.params.detector
     rows = personal_set(p.check_seed, p.check_per_kind, p.check_others, frames="odd")
     paths = speak_sentences(rows, work, dataclasses.replace(ctx.params.synth, seed=p.check_seed))
@@ -140,7 +141,7 @@ def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: 
     def decode(model: ResolvedModel, engine: Transcriber | None = None) -> list[Transcription]:
         with progress_bar(f"check: {model.identity} (s of speech)") as show:
             return (engine or open_resolved(ctx, model)).transcribe_many(
-                paths, words=True, across_inputs=True, progress=lambda done, whole: show(round(done), round(whole)))
+                paths, words=True, progress=lambda done, whole: show(round(done), round(whole)))
 
     # the base at full precision in evaluation's runtime (its float32 CTranslate2 copy, written once per weights)
     decoded = decode(base, decoding.open_transcriber(ctx, decoding.Model.of("base", base.model_dir)))
@@ -233,7 +234,7 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
     mlflow.set_tags({"zhasr.gate_reason": reason, "zhasr.git_commit": commit,
                      "zhasr.params_hash": ctx.params.digest()})
     tags = {"zhasr.role": "detector", "zhasr.gate": gate, "zhasr.parent": report.base, SETTINGS_TAG: report.settings,
-            "zhasr.exports": json.dumps({"ct2-int8": {"verdict": "fit", "uri": uri}})}
+            registry.EXPORTS_TAG: json.dumps({"ct2-int8": {"verdict": "fit", "uri": uri}})}
     if mean is not None:
         tags[registry.DETECTOR_RECALL_TAG] = f"{mean:.4f}"
     version = registry.log_and_register(name, place / "hf", ctx.params.model.language, tags=tags,
