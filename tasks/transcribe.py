@@ -2,7 +2,7 @@
 
 ``models:/<name>@champion`` (or ``@challenger``, or ``models:/<name>/<version>``) is resolved here, in the
 task layer: the version's Hugging Face files and the exports its register stage judged fit and kept
-with the run (``zhasr.export.<format>`` tags ending in a ``runs:/`` URI), downloaded when remote.
+with the run (``registry.exports_of``), downloaded when remote.
 """
 
 from __future__ import annotations
