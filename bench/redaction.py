@@ -95,6 +95,9 @@ def print_table(title: str, table: RedactionScore) -> None:
     print(f"\nnumber masks {table.masked_by_number} of the {table.clean_sentences} sentences without personal data")
 
 
+WINDOWS = {"sentence": "each sentence whole", "shared": "several sentences a window"}  # --windows, as printed
+
+
 def decode(model: Path, paths: list[Path], beams: int | None = None, words: bool = False,
            shared: bool = False) -> list[Transcription]:
     """Each clip decoded as the service decodes a request of it, whole (``shared``: several clips in one window,
@@ -108,7 +111,7 @@ def decode(model: Path, paths: list[Path], beams: int | None = None, words: bool
         results = transcriber.transcribe_many(paths, across_inputs=shared, words=words,
                                               progress=lambda done, whole: show(round(done), round(whole)))
     print(f"{len(paths)} sentences, {total / 60:.1f} min of speech decoded in {time.perf_counter() - started:.0f} s "
-          f"with {model}, {'several sentences a window' if shared else 'each sentence whole'}", flush=True)
+          f"with {model}, {WINDOWS['shared' if shared else 'sentence']}", flush=True)
     return results
 
 
@@ -177,7 +180,7 @@ def main() -> None:
     parser.add_argument("--codec", default="mulaw", choices=CODECS,
                         help="the telephone channel of the odd sentences (default: the synthesizer's mu-law)")
     parser.add_argument("--beams", type=int, help="beam width to decode with (default: transcribe.num_beams)")
-    parser.add_argument("--windows", choices=("sentence", "shared"), default="sentence",
+    parser.add_argument("--windows", choices=tuple(WINDOWS), default="sentence",
                         help="sentence: each its own request, decoded whole, as the service does; shared: several "
                              "sentences in one encoder window (a sentence's decoding then moves with its neighbours)")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
@@ -226,8 +229,7 @@ def main() -> None:
         print_table(title, scored)
         return scored.to_dict()
 
-    print(f"\nDecoded with {'several sentences a window' if windows == 'shared' else 'each sentence whole'} "
-          f"(--windows {windows})")
+    print(f"\nDecoded with {WINDOWS[windows]} (--windows {windows})")
     result = {"model": str(model), "windows": windows, "reference": reference.to_dict(), **report("the candidate", rows, texts),
               "held_out_frames": on_held_out("Decoded text (the candidate), only the frames the demo never says", texts)}
     result["trained"] = []
