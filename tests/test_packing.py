@@ -12,7 +12,7 @@ from zhasr.config import TranscribeParams
 from zhasr.model.decode import Transcript, timestamp_segments
 from zhasr.transcribe import Transcriber
 from zhasr.transcribe.guard import is_prompt_echo, judge
-from zhasr.transcribe.packing import join_words, pack, place, window_audio
+from zhasr.transcribe.packing import join_words, pack, place, spelled, window_audio, within_segments
 from zhasr.transcribe.records import Segment, Word
 from zhasr.transcribe.vad import Piece
 
@@ -64,6 +64,22 @@ def test_text_goes_to_the_piece_it_was_said_in_and_a_unit_over_two_pieces_is_ref
     assert second[0] == Word(0.2, 0.8, "请")  # times from the piece's own start
     assert place(window, pieces, [Word(1.0, 4.0, "您好请讲")]) is None  # a segment over both: cannot be told apart
     assert join_words([Word(0, 1, "order"), Word(1, 2, "12345"), Word(2, 3, "号")]) == "order 12345号"
+
+
+def test_a_word_after_a_pause_goes_where_its_timestamp_segment_starts_and_keeps_the_text_as_written():
+    pieces = [Piece(0, 0, s(1), s(3)), Piece(0, 0, s(8), s(10))]
+    (window,) = pack(pieces, 24.0, 1.0)  # pieces at 0-2 s and 3-5 s of the window
+    text = "号码13155 电子邮箱"
+    # alignment gives the pause to the word after it: 电 from 1.6 s to 3.3 s, its middle nearer the first piece
+    words = [Word(0.1, 0.6, "号码"), Word(0.6, 1.0, "13"), Word(1.0, 1.6, "155"), Word(1.6, 3.3, "电"),
+             Word(3.3, 3.6, "子"), Word(3.6, 4.0, "邮箱")]
+    assert [join_words(p) for p in place(window, pieces, words)] == ["号码13 155电", "子邮箱"]
+    kept = within_segments(words, text, [(0.0, 1.8, "号码13155"), (3.1, 4.6, "电子邮箱")])
+    assert kept[3] == Word(3.1, 3.3, "电") and kept[:3] == words[:3] and kept[4:] == words[4:]
+    first, second = place(window, pieces, kept)
+    assert spelled(text, [first, second]) == ["号码13155", "电子邮箱"]  # digits as the window wrote them
+    assert within_segments(words, text, [(0.0, 1.8, "别的")]) == words  # segments not in the text: as they were
+    assert spelled(text, [second, first]) is None  # units out of the text's order
 
 
 def test_timestamp_tokens_become_segments():

@@ -253,7 +253,7 @@ class Transcriber:
                     to_align.append(i)
             elif reason or flags:
                 continue  # every piece decoded alone below
-            elif not (words and aligned) and (placed := self._place(items[i], t.timed, t)) is not None:
+            elif not (words and aligned) and (placed := self._place(items[i], t.timed, t.text, t)) is not None:
                 out[i] = placed
             elif aligned:
                 to_align.append(i)
@@ -261,7 +261,9 @@ class Transcriber:
         for i, units in zip(to_align, timed):
             if len(windows[i].pieces) == 1:
                 out[i][windows[i].pieces[0]] = (transcripts[i], units)
-            elif units and (placed := self._place(items[i], units, transcripts[i], words)) is not None:
+            elif units and (placed := self._place(items[i], packing.within_segments(units, judged[i][0],
+                                                                                    transcripts[i].timed),
+                                                  judged[i][0], transcripts[i], words)) is not None:
                 out[i] = placed
         singles = []
         for i, (plan, w) in enumerate(items):
@@ -275,17 +277,19 @@ class Transcriber:
         return out
 
     @staticmethod
-    def _place(item: tuple[Plan, int], units, window: Transcript, words: bool = False) -> dict[int, Decoded] | None:
-        """The window's timed ``units`` (word timings, or the runtime's ``(start, end, text)`` segments) given
-        to its pieces: the pieces that got text (a piece left without any is not in the answer), or None
-        when a unit lies over two pieces and nobody can tell whose text it is."""
+    def _place(item: tuple[Plan, int], units, text: str, window: Transcript,
+               words: bool = False) -> dict[int, Decoded] | None:
+        """The window's timed ``units`` (word timings, or the runtime's ``(start, end, text)`` segments), which
+        spell ``text``, given to its pieces: the pieces that got text (a piece left without any is not in the
+        answer), or None when a unit lies over two pieces and nobody can tell whose text it is."""
         plan, w = item
         units = [u if isinstance(u, Word) else Word(start=u[0], end=u[1], word=u[2]) for u in units]
         placed = packing.place(plan.windows[w], plan.pieces, units)
         if placed is None:
             return None
-        return {k: (_piece_transcript(piece_units, window), piece_units if words else ())
-                for k, piece_units in zip(plan.windows[w].pieces, placed) if packing.join_words(piece_units).strip()}
+        texts = packing.spelled(text, placed) or [packing.join_words(piece_units) for piece_units in placed]
+        return {k: (_piece_transcript(piece_text, window), piece_units if words else ())
+                for k, piece_units, piece_text in zip(plan.windows[w].pieces, placed, texts) if piece_text.strip()}
 
     def segment(self, plan: Plan, k: int, decoded: Decoded, prompt: str | None = None) -> Segment | Removed:
         """Piece ``k`` of ``plan`` after the guard: a Segment (``id`` -1 until the timeline is built) or,
@@ -392,12 +396,12 @@ def merge_turns(segments: Sequence[Segment], parties: Sequence[int | None], paus
     return out
 
 
-def _piece_transcript(words: Sequence[Word], window: Transcript) -> Transcript:
-    """A piece's share of a placed window: its words' text, with the window's mean log-probability and
+def _piece_transcript(text: str, window: Transcript) -> Transcript:
+    """A piece's share of a placed window: its text, with the window's mean log-probability and
     P(no speech). Not its words' probabilities where word times were asked: the guard would judge a piece
     by whether its words were aligned (5 of 600 sentences of the redaction bench removed as no speech
     with word times, docs/transcripts.md)."""
-    return Transcript(packing.join_words(words), [], hit_cap=False, looped=False, avg_logprob=window.avg_logprob,
+    return Transcript(text, [], hit_cap=False, looped=False, avg_logprob=window.avg_logprob,
                       no_speech_prob=window.no_speech_prob)
 
 

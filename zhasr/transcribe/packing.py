@@ -12,6 +12,8 @@ Window times are seconds from the window's first sample; a piece's times are sec
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -123,6 +125,55 @@ def place(window: Window, pieces: Sequence[Piece], units: Sequence[Word]) -> lis
                            end=round(min(max(unit.end - start, 0.0), end - start), 3),
                            word=unit.word, probability=unit.probability))
     return [tuple(words) for words in out]
+
+
+def within_segments(units: Sequence[Word], text: str, segments: Sequence[tuple[float, float, str]]) -> list[Word]:
+    """``units`` (a window's aligned words, window seconds, spelling ``text`` in order) with each word's times
+    kept inside the timestamped segment (the runtime's ``(start, end, text)``) that holds its first character.
+
+    Alignment gives a pause to the word after it (that word starts where the one before ended), so the
+    first word of a piece after a pause of the window has its middle in the pause, often nearer the piece
+    before; Whisper's timestamp tokens start its segment after the pause. Units as they are where the
+    segments' texts are not found in ``text`` in order (the guard took some of it out)."""
+    words_at, segments_at = _offsets(text, [u.word for u in units]), _offsets(text, [t for _, _, t in segments])
+    if words_at is None or segments_at is None or not segments:
+        return list(units)
+    out = []
+    for unit, at in zip(units, words_at):
+        k = max(0, bisect.bisect_right(segments_at, at) - 1)
+        start, end = segments[k][0], max(segments[k][0], segments[k][1])
+        first = min(max(unit.start, start), end)
+        out.append(dataclasses.replace(unit, start=first, end=min(max(unit.end, first), end)))
+    return out
+
+
+def spelled(text: str, placed: Sequence[Sequence[Word]]) -> list[str] | None:
+    """Each piece's share of ``text``, the window's text that ``placed`` (its units given to its pieces, in
+    order) spells: from the piece's first unit to its last, written as there (digits not split where a unit
+    ends). None when the units are not found in ``text`` in that order."""
+    out, at = [], 0
+    for units in placed:
+        where = _offsets(text[at:], [u.word for u in units])
+        if where is None:
+            return None
+        if not units:
+            out.append("")
+            continue
+        first, at = at + where[0], at + where[-1] + len(units[-1].word)
+        out.append(text[first:at].strip())
+    return out
+
+
+def _offsets(text: str, parts: Sequence[str]) -> list[int] | None:
+    """The character offset in ``text`` of each of ``parts``, found in order; None when one is not there."""
+    out, at = [], 0
+    for part in parts:
+        found = text.find(part, at)
+        if found < 0:
+            return None
+        out.append(found)
+        at = found + len(part)
+    return out
 
 
 def join_words(words: Sequence[Word]) -> str:
