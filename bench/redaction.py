@@ -7,13 +7,17 @@
     .venv/bin/python bench/redaction.py --detector models/detector/ct2-int8   # and the project's number detector
     .venv/bin/python bench/redaction.py --detector OLD NEW  # two detectors side by side, the candidate decoded once
     .venv/bin/python bench/redaction.py --codec g723        # the telephone half through G.723.1 instead of mu-law
+    .venv/bin/python bench/redaction.py --windows call      # the sentences as turns of calls, decoded as calls
 
 Sentences of ``zhasr.data.synth.personal`` (a number of each kind in a call-center sentence, written in one of
 five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz telephone through mu-law or
 ``--codec``, noise as in the demo) and decoded by the demo's candidate (its ct2-int8 export when there is one,
 as the service serves it), each sentence whole as the service answers a request of it (``--windows shared``:
 several sentences in one window, about 1.3x faster, as every figure the docs give from this bench was, unless
-it says otherwise; a sentence's decoding then moves with its neighbours). ``zhasr.calltext.pii.find_pii`` is
+it says otherwise; a sentence's decoding then moves with its neighbours; ``--windows call``: the sentences
+made into two-voice calls of 10 turns, a channel per voice, each call decoded as the service decodes a call,
+whose channel's turns share windows, and its segments given back to the turns they overlap, see
+``zhasr.data.synth.call.sentence_calls``). ``zhasr.calltext.pii.find_pii`` is
 run on each reference text and each decoding. The demo's calls giving personal data (``synth.personal_clips``)
 use other numbers, voice speeds, pitches and noise, and only the even-numbered sentence frames of each kind:
 the decoded tables are also given for the odd frames alone.
@@ -60,8 +64,10 @@ from zhasr.config import IngestParams, SynthParams, load_params  # noqa: E402
 from zhasr.data.codecs import CODECS, telephone  # noqa: E402
 from zhasr.data.ingest import ingest_batches  # noqa: E402
 from zhasr.data.synth import speak_sentences  # noqa: E402
+from zhasr.data.synth.call import SentenceCall, sentence_calls  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
 from zhasr.evaluation.redaction_recall import Heard, RedactionScore, score  # noqa: E402
+from zhasr.evaluation.turns import per_turn  # noqa: E402
 from zhasr.export.ct2 import write_ct2  # noqa: E402
 from zhasr.model.merge import merge_adapter  # noqa: E402
 from zhasr.model.train import train_adapter  # noqa: E402
@@ -69,11 +75,13 @@ from zhasr.progress import progress_bar  # noqa: E402
 from zhasr.transcribe import Transcriber  # noqa: E402
 from zhasr.transcribe.records import Transcription  # noqa: E402
 
+VOICES = 14  # demo voices saying the sentences, sentence i by voice i % VOICES
+
 
 def synthesize(rows: list[PiiSentence], out: Path, seed: int, codec: str = "mulaw") -> list[Path]:
-    """A WAV a sentence in ``out``, spoken by 14 demo voices of ``seed``: odd sentences telephone (8 kHz, through
+    """A WAV a sentence in ``out``, spoken by the demo voices of ``seed``: odd sentences telephone (8 kHz, through
     ``codec``: one of ``zhasr.data.codecs.CODECS``), even ones wideband."""
-    paths = speak_sentences(rows, out, SynthParams(n_speakers=14, seed=seed, mulaw=codec == "mulaw"))
+    paths = speak_sentences(rows, out, SynthParams(n_speakers=VOICES, seed=seed, mulaw=codec == "mulaw"))
     if codec != "mulaw":
         for path in paths[1::2]:
             samples, rate = sf.read(path, dtype="float32")
@@ -95,23 +103,34 @@ def print_table(title: str, table: RedactionScore) -> None:
     print(f"\nnumber masks {table.masked_by_number} of the {table.clean_sentences} sentences without personal data")
 
 
-WINDOWS = {"sentence": "each sentence whole", "shared": "several sentences a window"}  # --windows, as printed
+WINDOWS = {"sentence": "each sentence whole", "shared": "several sentences a window",  # --windows, as printed
+           "call": "each sentence a turn of a two-voice call, the call decoded split by channel"}
 
 
-def decode(model: Path, paths: list[Path], beams: int | None = None, words: bool = False,
-           shared: bool = False) -> list[Transcription]:
-    """Each clip decoded as the service decodes a request of it, whole (``shared``: several clips in one window,
-    which the service never does across requests; ``beams``: another ``transcribe.num_beams``; ``words``: with
-    word times, as where redaction is asked)."""
+def decode(model: Path, paths: list[Path], windows: str, calls: list[SentenceCall], beams: int | None = None,
+           words: bool = False) -> list[Transcription]:
+    """Each sentence's decoding, as ``windows`` says: ``sentence``, whole, as the service decodes a request of
+    it; ``shared``, several sentences in one window, which the service never does across requests; ``call``,
+    ``calls`` (of every sentence) decoded as the service decodes a call (a channel's turns share windows), cut
+    back into their turns. ``beams``: another ``transcribe.num_beams``; ``words``: with word times, as where
+    redaction is asked."""
     started = time.perf_counter()
     settings = load_params(REPO / "params.yaml").transcribe
     transcriber = Transcriber.open(model, dataclasses.replace(settings, num_beams=beams or settings.num_beams))
     total = sum(sf.info(p).duration for p in paths)
     with progress_bar("decode (s of speech)") as show:
-        results = transcriber.transcribe_many(paths, across_inputs=shared, words=words,
-                                              progress=lambda done, whole: show(round(done), round(whole)))
+        progress = lambda done, whole: show(round(done), round(whole))  # noqa: E731
+        if windows == "call":
+            decoded = transcriber.transcribe_many([c.wav for c in calls], channels="split", words=words,
+                                                  progress=progress)
+            of_sentence = {i: turn for call, t in zip(calls, decoded)
+                           for i, turn in zip(call.sentences, per_turn(t, call.turns))}
+            results = [of_sentence[i] for i in range(len(paths))]
+        else:
+            results = transcriber.transcribe_many(paths, across_inputs=windows == "shared", words=words,
+                                                  progress=progress)
     print(f"{len(paths)} sentences, {total / 60:.1f} min of speech decoded in {time.perf_counter() - started:.0f} s "
-          f"with {model}, {WINDOWS['shared' if shared else 'sentence']}", flush=True)
+          f"with {model}, {WINDOWS[windows]}", flush=True)
     return results
 
 
@@ -181,8 +200,9 @@ def main() -> None:
                         help="the telephone channel of the odd sentences (default: the synthesizer's mu-law)")
     parser.add_argument("--beams", type=int, help="beam width to decode with (default: transcribe.num_beams)")
     parser.add_argument("--windows", choices=tuple(WINDOWS), default="sentence",
-                        help="sentence: each its own request, decoded whole, as the service does; shared: several "
-                             "sentences in one encoder window (a sentence's decoding then moves with its neighbours)")
+                        help="sentence: each its own request, decoded whole; shared: several sentences in one "
+                             "encoder window (a sentence's decoding then moves with its neighbours); call: each a turn "
+                             "of a two-voice call of 10, decoded as the service decodes a call")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
     args = parser.parse_args()
@@ -211,13 +231,14 @@ def main() -> None:
             (work / "set").mkdir()
             paths = synthesize(rows, work / "set", args.seed, args.codec)
             windows = args.windows
-            decodings = decode(model, paths, args.beams, args.heard, shared=windows == "shared")
+            calls = sentence_calls(paths, work / "calls", VOICES, seed=args.seed) if windows == "call" else []
+            decodings = decode(model, paths, windows, calls, args.beams, args.heard)
             texts = [t.text for t in decodings]
             detectors = [(f"the detector {d}", d) for d in args.detector] + (
                 [(f"the candidate trained on {args.adapt} sentences a kind",
                   adapt(REPO / "models" / "candidate", args.adapt, args.seed + 1, work))] if args.adapt else [])
             for title, detector in detectors:
-                its = decode(detector, paths, args.beams, args.heard, shared=windows == "shared")
+                its = decode(detector, paths, windows, calls, args.beams, args.heard)
                 trained.append((title, [t.text for t in its],
                                 [Heard(d, h) for d, h in zip(decodings, its)] if args.heard else None))
     reference = score(rows, [r.text for r in rows], False)

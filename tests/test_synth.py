@@ -187,3 +187,27 @@ def test_missing_binaries_are_named(tmp_path, monkeypatch):
         (tmp_path / "espeak-ng").symlink_to(espeak)
         with pytest.raises(MissingToolError, match=r"sox not found on PATH.*apt-get install sox"):
             synth.check_tools()
+
+
+def test_sentences_become_calls_of_two_voices_each_sentence_once(tmp_path):
+    from zhasr.data.synth.call import sentence_calls
+
+    paths = []
+    for i in range(13):  # voice i % 4; odd sentences at 8 kHz, even ones at 16 kHz, as speak_sentences writes them
+        rate = 8000 if i % 2 else 16000
+        burst = np.sin(np.arange(rate) * 2 * np.pi * 300 / rate).astype(np.float32) * 0.3
+        paths.append(tmp_path / f"s{i}.wav")
+        sf.write(paths[-1], np.concatenate([np.zeros(rate // 4, np.float32), burst, np.zeros(rate // 4, np.float32)]),
+                 rate)
+    calls = sentence_calls(paths, tmp_path / "calls", voices=4, per_call=4)
+    assert sorted(i for c in calls for i in c.sentences) == list(range(13))
+    for call in calls:
+        info = sf.info(call.wav)
+        assert info.channels == 2 and {sf.info(paths[i]).samplerate for i in call.sentences} == {info.samplerate}
+        voice_of = {turn.channel: {i % 4 for t, i in zip(call.turns, call.sentences) if t.channel == turn.channel}
+                    for turn in call.turns}
+        assert all(len(v) == 1 for v in voice_of.values())  # a channel is one voice
+        assert len(voice_of) == 1 or voice_of[0] != voice_of[1]
+        assert [t.clip for t in call.turns] == [paths[i].stem for i in call.sentences]
+        assert [t.channel for t in call.turns][:2] in ([0, 1], [0])
+        assert all(b.start > a.end for a, b in zip(call.turns, call.turns[1:]))  # turns do not overlap

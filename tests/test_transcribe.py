@@ -355,3 +355,22 @@ def test_the_runtime_reuses_freed_memory_instead_of_faulting_in_new_pages():
               for mode in ("default", "kept")}
     assert min(faults["default"]) > 3 * 20
     assert max(faults["kept"]) < 30
+
+
+def test_a_call_transcript_is_cut_back_into_its_turns():
+    from zhasr.data.synth.call import Turn
+    from zhasr.evaluation.turns import per_turn
+    from zhasr.transcribe.records import Segment, Transcription
+
+    def segment(k, start, end, text, channel):
+        return Segment(k, start, end, text, channel, "", None, None, 1.0)
+
+    turns = [Turn(1.0, 3.0, 0, "agent", "", "a"), Turn(4.0, 6.0, 1, "customer", "", "b"),
+             Turn(7.0, 9.0, 0, "agent", "", "c"), Turn(10.0, 11.0, 1, "customer", "", "d")]
+    segments = (segment(0, 1.1, 2.0, "您好", 0), segment(1, 2.2, 3.1, "请讲", 0), segment(2, 4.0, 6.2, "我的手机号", 1),
+                segment(3, 6.2, 6.6, "嗯", 0),  # over no turn of its channel: to the nearest one, never dropped
+                segment(4, 7.3, 8.9, "好的", 0))
+    call = Transcription("…", segments, 12.0, "zh", "m", "ct2", "split")
+    parts = per_turn(call, turns)
+    assert [p.text for p in parts] == ["您好 请讲", "我的手机号", "嗯 好的", ""]
+    assert [s.id for s in parts[2].segments] == [3, 4]

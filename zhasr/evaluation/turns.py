@@ -1,10 +1,15 @@
-"""How well a transcript's segments find the turns of a call: bounds within a tolerance, the right speaker."""
+"""How well a transcript's segments find the turns of a call (bounds within a tolerance, the right speaker),
+and a call's transcript cut back into its turns."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from zhasr.data.synth.call import Turn
+from zhasr.transcribe.records import Segment, Transcription
 
 
 class Timed(Protocol):
@@ -33,3 +38,16 @@ def match_turns(segments: Sequence[Timed], turns: Sequence[Timed], tolerance_s: 
         close += abs(best.start - turn.start) <= tolerance_s and abs(best.end - turn.end) <= tolerance_s
         right += best.speaker == turn.speaker
     return TurnMatch(len(turns), close, right, missing)
+
+
+def per_turn(t: Transcription, turns: Sequence[Turn]) -> list[Transcription]:
+    """``t`` (a split call's transcription) as one Transcription per turn of the call: each segment goes to the
+    turn of its channel it overlaps most, or, overlapping none, the nearest (a stray piece's text counts against
+    a turn rather than vanishing); removed pieces are left out. Times stay the call's."""
+    owned: list[list[Segment]] = [[] for _ in turns]
+    for s in t.segments:
+        k = max(range(len(turns)), key=lambda k: (turns[k].channel == s.channel,
+                                                  min(s.end, turns[k].end) - max(s.start, turns[k].start)))
+        owned[k].append(s)
+    return [dataclasses.replace(t, text=" ".join(s.text for s in segments if s.text), segments=tuple(segments),
+                                removed=(), redactions=()) for segments in owned]
