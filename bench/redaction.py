@@ -67,7 +67,7 @@ from zhasr.data.synth import speak_sentences  # noqa: E402
 from zhasr.data.synth.call import SentenceCall, sentence_calls  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
 from zhasr.evaluation.redaction_recall import Heard, RedactionScore, score  # noqa: E402
-from zhasr.evaluation.turns import per_turn  # noqa: E402
+from zhasr.evaluation.turns import transcribe_sentence_calls  # noqa: E402
 from zhasr.export.ct2 import write_ct2  # noqa: E402
 from zhasr.model.merge import merge_adapter  # noqa: E402
 from zhasr.model.train import train_adapter  # noqa: E402
@@ -121,11 +121,7 @@ def decode(model: Path, paths: list[Path], windows: str, calls: list[SentenceCal
     with progress_bar("decode (s of speech)") as show:
         progress = lambda done, whole: show(round(done), round(whole))  # noqa: E731
         if windows == "call":
-            decoded = transcriber.transcribe_many([c.wav for c in calls], channels="split", words=words,
-                                                  progress=progress)
-            of_sentence = {i: turn for call, t in zip(calls, decoded)
-                           for i, turn in zip(call.sentences, per_turn(t, call.turns))}
-            results = [of_sentence[i] for i in range(len(paths))]
+            results = transcribe_sentence_calls(transcriber, calls, words=words, progress=progress)
         else:
             results = transcriber.transcribe_many(paths, across_inputs=windows == "shared", words=words,
                                                   progress=progress)

@@ -45,9 +45,11 @@ from zhasr.context import StageContext
 from zhasr.data.ingest import ingest_batches
 from zhasr.data.manifest import atomic_write_json
 from zhasr.data.synth import speak_sentences, synthesize_batch
+from zhasr.data.synth.call import sentence_calls
 from zhasr.data.synth.personal import personal_set
 from zhasr.evaluation.detector_verdict import DetectorVerdict, judge_detector
 from zhasr.evaluation.redaction_recall import Heard, RedactionScore, score
+from zhasr.evaluation.turns import transcribe_sentence_calls
 from zhasr.export.ct2 import write_ct2
 from zhasr.model.merge import merge_adapter
 from zhasr.model.train import train_adapter
@@ -129,19 +131,22 @@ def detector_in_place(ctx: StageContext, folder: Path) -> ResolvedModel | None:
 
 def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: ResolvedModel | None,
                    work: Path) -> DetectorCheck:
-    """``detector.check_*``'s sentences said by ``synth:``'s voices of ``check_seed`` into ``work``, decoded
-    by ``base`` (at full precision in ``evaluate.runtime``, as evaluation decodes) and heard by ``new`` (an int8
-    CTranslate2 folder) and ``replaced`` (in its int8 copy), each sentence whole, as the service answers a request
-    of it (never in a window with another's), with word times as where redaction is asked; scored as the base's
-    text with what the detector heard taken out."""
+    """``detector.check_*``'s sentences said by ``synth:``'s voices of ``check_seed`` into ``work`` and made
+    into two-voice calls (``sentence_calls``), decoded by ``base`` (at full precision in ``evaluate.runtime``,
+    as evaluation decodes) and heard by ``new`` (an int8 CTranslate2 folder) and ``replaced`` (in its int8
+    copy) as the service transcribes a call (a channel's turns share windows), with word times as where
+    redaction is asked; each sentence, its turn, scored as the base's text with what the detector heard
+    taken out."""
     p = ctx.params.detector
     rows = personal_set(p.check_seed, p.check_per_kind, p.check_others, frames="odd")
-    paths = speak_sentences(rows, work, dataclasses.replace(ctx.params.synth, seed=p.check_seed))
+    synth = dataclasses.replace(ctx.params.synth, seed=p.check_seed)
+    calls = sentence_calls(speak_sentences(rows, work / "sentences", synth), work / "calls", synth.n_speakers,
+                           seed=p.check_seed)
 
     def decode(model: ResolvedModel, engine: Transcriber | None = None) -> list[Transcription]:
         with progress_bar(f"check: {model.identity} (s of speech)") as show:
-            return (engine or open_resolved(ctx, model)).transcribe_many(
-                paths, words=True, progress=lambda done, whole: show(round(done), round(whole)))
+            return transcribe_sentence_calls(engine or open_resolved(ctx, model), calls, words=True,
+                                             progress=lambda done, whole: show(round(done), round(whole)))
 
     # the base at full precision in evaluation's runtime (its float32 CTranslate2 copy, written once per weights)
     decoded = decode(base, decoding.open_transcriber(ctx, decoding.Model.of("base", base.model_dir)))

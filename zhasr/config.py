@@ -304,8 +304,9 @@ class DetectorParams:
     # and pauses for approval like the retraining flow. "": not scheduled
     cron: str = ""
     # Before a new detector replaces the last one it is judged on held-out sentences: check_seed's numbers and
-    # voices, only the sentence frames it was never trained on, half of them 8 kHz telephone; the base model's
-    # transcript with what the detector heard taken out by time (zhasr.evaluation.redaction_recall). A detector
+    # voices, only the sentence frames it was never trained on, half of them 8 kHz telephone, said as turns of
+    # two-voice calls decoded as the service decodes a call; the base model's transcript with what the detector
+    # heard taken out by time (zhasr.evaluation.redaction_recall). A detector
     # that fails stays in <out>/rejected/; check_per_kind 0 (and check_others 0): no check
     check_per_kind: int = 20  # sentences of each kind of personal data
     check_others: int = 20  # sentences with numbers that are not personal data (the only place false spans show)

@@ -4,11 +4,12 @@ and a call's transcript cut back into its turns."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from zhasr.data.synth.call import Turn
+from zhasr.data.synth.call import SentenceCall, Turn
+from zhasr.transcribe.engine import Transcriber
 from zhasr.transcribe.records import Segment, Transcription
 
 
@@ -51,3 +52,13 @@ def per_turn(t: Transcription, turns: Sequence[Turn]) -> list[Transcription]:
         owned[k].append(s)
     return [dataclasses.replace(t, text=" ".join(s.text for s in segments if s.text), segments=tuple(segments),
                                 removed=(), redactions=()) for segments in owned]
+
+
+def transcribe_sentence_calls(transcriber: Transcriber, calls: Sequence[SentenceCall], *, words: bool = False,
+                              progress: Callable[[float, float], None] | None = None) -> list[Transcription]:
+    """The sentences ``calls`` were built of (``sentence_calls``: each in one call), each as its turn of a call
+    transcribed as the service transcribes a call (split by channel: a channel's turns share windows), in the
+    sentences' order."""
+    decoded = transcriber.transcribe_many([c.wav for c in calls], channels="split", words=words, progress=progress)
+    of_sentence = {i: turn for call, t in zip(calls, decoded) for i, turn in zip(call.sentences, per_turn(t, call.turns))}
+    return [of_sentence[i] for i in range(len(of_sentence))]
