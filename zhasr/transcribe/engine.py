@@ -235,10 +235,11 @@ class Transcriber:
         a clip; a window of several with Whisper's timestamp tokens (the way it was pretrained on 30-s
         windows: without them it tends to stop after the first utterance), its text given to the pieces
         by the timestamped segments, or by word alignment where a segment spans two pieces or words are
-        asked for. A window the guard does not pass clean (removed, or looped: a retry with repeated
-        n-grams banned over a whole window also bans the phrases a call says twice) is decoded again piece
-        by piece; of a placed window, only the pieces left without text are (the VAD heard speech there:
-        alone it gets its own chance). Such windows are marked in ``plan.unplaced``."""
+        asked for (each word held inside its timestamped segment: ``packing.within_segments``). A window the
+        guard does not pass clean (removed, or looped: a retry with repeated n-grams banned over a whole
+        window also bans the phrases a call says twice) is decoded again piece by piece; of a placed window,
+        only the pieces left without text are (the VAD heard speech there: alone it gets its own chance).
+        Such windows are marked in ``plan.unplaced``."""
         windows = [plan.windows[w] for plan, w in items]
         clips = [plan.window_clip(w) for plan, w in items]
         transcripts = self.runtime.decode(clips, prompt, timestamps=[len(window.pieces) > 1 for window in windows])
@@ -261,10 +262,10 @@ class Transcriber:
         for i, units in zip(to_align, timed):
             if len(windows[i].pieces) == 1:
                 out[i][windows[i].pieces[0]] = (transcripts[i], units)
-            elif units and (placed := self._place(items[i], packing.within_segments(units, judged[i][0],
-                                                                                    transcripts[i].timed),
-                                                  judged[i][0], transcripts[i], words)) is not None:
-                out[i] = placed
+            elif units:
+                held = packing.within_segments(units, judged[i][0], transcripts[i].timed)
+                if (placed := self._place(items[i], held, judged[i][0], transcripts[i], words)) is not None:
+                    out[i] = placed
         singles = []
         for i, (plan, w) in enumerate(items):
             missing = [k for k in windows[i].pieces if k not in out[i]]
