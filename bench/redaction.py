@@ -15,7 +15,7 @@ five forms) are spoken by the demo's synthetic voices (half wideband, half 8 kHz
 as the service serves it), each sentence whole as the service answers a request of it (``--windows shared``:
 several sentences in one window, about 1.3x faster, as every figure the docs give from this bench was, unless
 it says otherwise; a sentence's decoding then moves with its neighbours; ``--windows call``: the sentences
-made into two-voice calls of 10 turns, a channel per voice, each call decoded as the service decodes a call,
+made into two-voice calls of about 10 turns, a channel per voice, each call decoded as the service decodes a call,
 whose channel's turns share windows, and its segments given back to the turns they overlap, see
 ``zhasr.data.synth.call.sentence_calls``). ``zhasr.calltext.pii.find_pii`` is
 run on each reference text and each decoding. The demo's calls giving personal data (``synth.personal_clips``)
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--windows", choices=tuple(WINDOWS), default="sentence",
                         help="sentence: each its own request, decoded whole; shared: several sentences in one "
                              "encoder window (a sentence's decoding then moves with its neighbours); call: each a turn "
-                             "of a two-voice call of 10, decoded as the service decodes a call")
+                             "of a two-voice call of about 10, decoded as the service decodes a call")
     parser.add_argument("--out", type=Path, help="also write the tables and every decoding as JSON here")
     parser.add_argument("--rescore", type=Path, help="score the decodings of an earlier --out (same set options)")
     args = parser.parse_args()
