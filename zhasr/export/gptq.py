@@ -14,7 +14,6 @@ kernels (``TorchAtenLinear`` on CPU).
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,9 +26,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from zhasr.config import ExportParams, TranscribeParams
-
-# torchao, which gptqmodel imports, warns on every CPU machine about its CUDA-only kernels.
-logging.getLogger("torchao").setLevel(logging.ERROR)
 
 GPTQ_CONFIG = "quantize_config.json"  # optimum's name for the quantization settings
 
