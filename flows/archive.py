@@ -1,7 +1,8 @@
 """The ``transcribe-archive`` flow: every call of a folder, glob or manifest, in shards run as Prefect tasks
 on a Dask cluster (prefect-dask; a LocalCluster sized to the machine, or ``archive.address``) or on Ray
 (``archive.runner: ray``, prefect-ray). A rerun skips what its records say is done for this model version;
-a shard whose worker died runs again elsewhere and does only its unfinished calls."""
+a shard whose worker died runs again elsewhere and does only its unfinished calls. The versions it reads
+are leased while it runs (``mlflow_services.in_use``), so a prune meanwhile keeps their files."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import time
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
+from mlflow_services.in_use import Holdings
 from tasks.archive import finish, local_workers, output_root, shard_task
-from tasks.transcribe import resolve
+from tasks.transcribe import MODEL_URI, resolve, version_named
 from zhasr.archive.listing import list_calls, shards
 from zhasr.archive.records import DONE, ArchiveRun, known_hashes
 from zhasr.config import ArchiveParams, ConfigError
@@ -52,21 +54,27 @@ def transcribe_archive(source: str | None = None, model: str | None = None, para
     workers = local_workers(a.workers)
     threads = 0 if a.address else max(1, (os.cpu_count() or 1) // workers)
     logger.info("%d calls from %s with %s, %d a shard", len(calls), source, resolved.identity, a.shard_calls)
-    started = time.perf_counter()
-    futures = [shard_task.submit(ctx, resolved, group, {c.stat_key: known[c.stat_key] for c in group
-                                                        if c.stat_key in known}, threads)
-               for group in shards(calls, a.shard_calls)]
-    records, skipped, seconds = [], set(), 0.0
-    with progress_bar("transcribe-archive: calls") as progress:
-        for future in as_completed(futures):
-            result = future.result()
-            records += result.records
-            skipped |= set(result.skipped)
-            seconds += sum(r.duration_s for r in result.records if r.status == DONE)
-            elapsed = time.perf_counter() - started
-            eta = elapsed / len(records) * (len(calls) - len(records))
-            progress(len(records), len(calls))
-            logger.info("%d/%d calls, %.2f audio hours, ETA %.0f s", len(records), len(calls), seconds / 3600, eta)
+    with Holdings("zhasr transcribe-archive") as holdings:
+        holdings.hold("model", resolved.name, resolved.version)
+        detector = ctx.params.transcribe.detector if ctx.params.transcribe.redact else ""
+        if match := MODEL_URI.match(detector):
+            holdings.hold("detector", match["name"], version_named(ctx, detector))
+        started = time.perf_counter()
+        futures = [shard_task.submit(ctx, resolved, group, {c.stat_key: known[c.stat_key] for c in group
+                                                            if c.stat_key in known}, threads)
+                   for group in shards(calls, a.shard_calls)]
+        records, skipped, seconds = [], set(), 0.0
+        with progress_bar("transcribe-archive: calls") as progress:
+            for future in as_completed(futures):
+                result = future.result()
+                records += result.records
+                skipped |= set(result.skipped)
+                seconds += sum(r.duration_s for r in result.records if r.status == DONE)
+                elapsed = time.perf_counter() - started
+                eta = elapsed / len(records) * (len(calls) - len(records))
+                progress(len(records), len(calls))
+                logger.info("%d/%d calls, %.2f audio hours, ETA %.0f s", len(records), len(calls), seconds / 3600, eta)
+                holdings.renew()
     summary = finish(ctx, resolved, records, time.perf_counter() - started, workers, skipped)
     logger.info("%d done, %d failed, %d skipped; %.1f audio hours an hour", summary.done, summary.failed,
                 summary.skipped, summary.audio_hours_per_hour)

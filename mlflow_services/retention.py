@@ -3,7 +3,8 @@
 Every nightly candidate is a version with its own copy of the merged weights (295 MB for whisper-base)
 and its exports. A version is kept when it holds an alias (champion, challenger or any other a person
 set), is among the ``keep_newest`` newest, is among the ``keep_champions`` champions before the current
-one (what ``rollback`` goes back to), or is named by number in the params. A pruned version loses its
+one (what ``rollback`` goes back to), is named by number in the params, or is in use: a running service or
+bulk run that loaded it holds a lease on it (``in_use``), whatever its own command line named. A pruned version loses its
 logged model (the weights), the exports only it names, and its registry entry. Its run stays: metrics,
 plots, model card and params, tagged ``zhasr.pruned``; the alias history is untouched.
 
@@ -27,7 +28,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 from mlflow.tracking import MlflowClient
 
-from mlflow_services import registry, tracking
+from mlflow_services import in_use, registry, tracking
 from mlflow_services.promotion import champion_lineage
 from zhasr.config import RegisterParams
 
@@ -38,7 +39,9 @@ class VersionFate:
 
     version: str
     kept: bool
-    why: str  # "alias champion", "newest 10", "former champion", "named by serve.model", ... or "pruned"
+    # "alias champion", "newest 10", "former champion", "named by serve.model", "in use by zhasr serve on
+    # host-123", ... or "pruned"
+    why: str
     # the files deleted (or that a dry run would delete), as the store's listing gives their sizes; None where it
     # gives none
     freed_bytes: int | None
@@ -77,6 +80,9 @@ def reasons_to_keep(versions: list[ModelVersion], aliases: dict[str, str], linea
         why.setdefault(str(v.version), f"newest {rule.keep_newest}")
     for version in lineage[:-1][-rule.keep_champions:]:
         why.setdefault(version, "former champion")
+    for v in versions:
+        if held := in_use.leases(v):
+            why.setdefault(str(v.version), "in use by " + ", ".join(f"{h.what} on {h.holder}" for h in held))
     return why
 
 
@@ -160,7 +166,7 @@ def prune(name: str, rule: RegisterParams, pinned: dict[str, str] | None = None,
         freed = _listed_bytes(files)
         if not dry_run:
             if not _delete(client, name, number, files, rule):
-                fates.append(VersionFate(number, True, "given an alias while pruning", 0))
+                fates.append(VersionFate(number, True, "given an alias or put in use while pruning", 0))
                 continue
             left = _listed_bytes(files)
             freed = None if freed is None or left is None else freed - left
@@ -171,13 +177,13 @@ def prune(name: str, rule: RegisterParams, pinned: dict[str, str] | None = None,
 def _delete(client: MlflowClient, name: str, number: str, files: list[tuple[Any, str | None]],
             rule: RegisterParams) -> bool:
     """Mark the version pruned (approve and rollback refuse it from then on), then delete its files and its registry
-    entry; False, deleting nothing, when it holds an alias by now. A prune that stops half way leaves a marked
+    entry; False, deleting nothing, when it holds an alias or a lease by now. A prune that stops half way leaves a marked
     version that the next prune finishes; one that is gone already counts as done."""
     try:
         version = client.get_model_version(name, number)
     except MlflowException:
         return True  # another prune took it
-    if version.aliases:
+    if version.aliases or in_use.leases(version):
         return False
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     what = (f"{name} v{number}: weights and exports deleted {at} (register.keep_newest {rule.keep_newest}, "

@@ -3,7 +3,8 @@
 A moved alias is loaded beside the running version and swapped in with one assignment; requests hold
 the ``Loaded`` they were admitted with, so those in flight finish on it. A version that fails to
 load leaves the old one serving, logged and counted, and is tried again only once the alias moves
-again. ``transcribe.detector``'s model is followed the same way: a folder replaced (``zhasr detector``
+again. Each registry version loaded is leased (``mlflow_services.in_use``) while it serves, so that a prune
+keeps its files even where only this process's command line names it. ``transcribe.detector``'s model is followed the same way: a folder replaced (``zhasr detector``
 swaps in a new one that passed its check) or an alias moved (a person approved one) is loaded and heard
 with by the requests admitted from then on. While nothing serves (the detector named was not built or
 approved yet), loading is tried again whenever the version or the detector's build named changes.
@@ -16,8 +17,17 @@ import logging
 import threading
 import time
 
+from mlflow_services import in_use
 from service.metrics import Metrics
-from tasks.transcribe import ResolvedModel, detector_model, detector_stamp, open_resolved, resolve, version_named
+from tasks.transcribe import (
+    MODEL_URI,
+    ResolvedModel,
+    detector_model,
+    detector_stamp,
+    open_resolved,
+    resolve,
+    version_named,
+)
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Loaded
 
@@ -36,6 +46,7 @@ class ServedModel:
         self.failed: tuple[str | None, str | None] | None = None
         self.detector_stamp: str | None = None  # which build of the detector is loaded (detector_stamp)
         self.failed_detector: str | None = None  # the build that failed to load last, not retried
+        self.holdings = in_use.Holdings("zhasr serve")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -46,6 +57,11 @@ class ServedModel:
             return self.ctx.params.register.model_name
         return self.spec.rstrip("/").split("/")[-1]
 
+    def _hold(self, role: str, spec: str, loaded: Loaded) -> None:
+        """Lease ``loaded`` for ``role`` when ``spec`` names a registered model (not a folder)."""
+        match = MODEL_URI.match(spec)
+        self.holdings.hold(role, match["name"] if match else None, loaded.version if match else None)
+
     def _open(self, model: ResolvedModel) -> Loaded:
         return Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model),
                       self._detector())
@@ -55,6 +71,7 @@ class ServedModel:
         if self.detector is None and (model := detector_model(self.ctx)) is not None:
             self.detector_stamp = detector_stamp(self.ctx)
             self.detector = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
+            self._hold("detector", self.ctx.params.transcribe.detector, self.detector)
             log.info("redaction also hears numbers with %s", model.identity)
         return self.detector
 
@@ -79,6 +96,7 @@ class ServedModel:
             log.error("the new detector failed to load, still hearing with %s: %s", self.detector.identity, exc)
             return
         previous, self.detector, self.detector_stamp = self.detector, loaded, stamp
+        self._hold("detector", self.ctx.params.transcribe.detector, loaded)
         if self.current is not None:
             self.current = dataclasses.replace(self.current, detector=loaded)
         log.info("redaction now hears numbers with %s (build %s; was %s)", loaded.identity, stamp, previous.identity)
@@ -90,6 +108,7 @@ class ServedModel:
 
     def _swap(self, loaded: Loaded) -> None:
         previous, self.current = self.current, loaded
+        self._hold("model", self.spec, loaded)
         self.metrics.model.info({"version": loaded.version, "identity": loaded.identity,
                                  "runtime": loaded.transcriber.runtime_name, "name": self.name})
         if previous is not None:
@@ -135,7 +154,8 @@ class ServedModel:
 
     def start(self) -> None:
         """Load the spec in a thread (the server answers /health meanwhile), then poll the alias every
-        ``serve.poll_s`` (a fixed version or a folder is loaded once), and the detector's build."""
+        ``serve.poll_s`` (a fixed version or a folder is loaded once) and the detector's build, and renew the
+        leases on what is loaded."""
 
         def loop() -> None:
             try:
@@ -147,15 +167,16 @@ class ServedModel:
                     self.failed = self._attempt()
                 except Exception:  # the registry unreachable: the next poll tries again
                     pass
-            while ((self.follows_alias or self.ctx.params.transcribe.detector)
-                   and not self._stop.wait(self.ctx.params.serve.poll_s)):
+            while not self._stop.wait(self.ctx.params.serve.poll_s):
                 if self.follows_alias or self.current is None:
                     self.check()
                 self.check_detector()
+                self.holdings.renew()
 
         self._thread = threading.Thread(target=loop, name="zhasr-model", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.holdings.release()
 

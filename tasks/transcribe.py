@@ -29,7 +29,8 @@ class ResolvedModel:
     model_dir: Path  # Hugging Face folder
     exports: dict[str, Path] = field(default_factory=dict)  # fit exports, {format: local path}
     identity: str = ""  # "zhasr-whisper v3", or the folder
-    version: str | None = None
+    version: str | None = None  # the registry's version, None for a folder
+    name: str | None = None  # the registered model's name, None for a folder
 
 
 def fit_exports(version) -> dict[str, Path]:
@@ -77,7 +78,7 @@ def resolve(ctx: StageContext, spec: str | None = None, key: str = "--model") ->
     else:
         version = MlflowClient().get_model_version(name, match["version"])
     return ResolvedModel(registry.whisper_dir(version), fit_exports(version), f"{name} v{version.version}",
-                         str(version.version))
+                         str(version.version), name)
 
 
 def open_transcriber(ctx: StageContext, spec: str | None = None, runtime: str | None = None) -> Transcriber:

@@ -40,10 +40,11 @@ def calls_dir(project):
 
 def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
         project, calls_dir, cluster, tiny_model_dir, prefect_server, monkeypatch):
+    from mlflow.tracking import MlflowClient
     from test_promotion import promote, write_evaluation
 
     from flows.archive import run_archive
-    from mlflow_services import promotion, tracking
+    from mlflow_services import in_use, promotion, tracking
     from tasks.decoding import ensure_champion
 
     local, client = cluster
@@ -61,6 +62,8 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
             time.sleep(0.05)
         if finished.is_set():
             return
+        # the run leases the version it reads, so that a prune meanwhile keeps its files
+        killed["leases"] = [lease.what for lease in in_use.leases(MlflowClient().get_model_version("zhasr-test", "1"))]
         made_by = {json.loads(p.read_text())["worker"].rsplit(":", 1)[1] for p in out.glob("records/*/*.json")}
         pid = next(p for p in client.run(os.getpid).values() if str(p) in made_by)  # a worker that finished calls
         killed["pid"] = pid
@@ -75,7 +78,8 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
     finally:
         finished.set()
         killer.join()
-    assert killed["its_records"]
+    assert killed["its_records"] and killed["leases"] == ["zhasr transcribe-archive"]
+    assert not in_use.leases(MlflowClient().get_model_version("zhasr-test", "1"))  # released at the end
 
     records = all_records(out)
     assert Counter(r.key for r in records).most_common(1)[0][1] == 1  # each call once

@@ -443,6 +443,50 @@ def test_hot_swap_follows_approve_and_rollback_without_a_failed_request(project,
     print(f"swap to v2 in {to_v2:.1f} s, back to v1 in {to_v1:.1f} s, {len(seen)} requests, none failed")
 
 
+def test_a_version_a_service_loaded_by_number_keeps_its_files_through_a_prune_until_the_service_stops(
+        project, tiny_model_dir, capsys):
+    """``serve.model=models:/zhasr-test/2`` on the service's own command line, which a prune run from cron does
+    not read: the service leases v2 while it serves, a prune keeps it and says who holds it, and after the
+    service stopped the next prune takes it. A holder killed without releasing leaves a lease that ends by
+    itself."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from cli.main import main
+    from mlflow_services import in_use, registry, tracking
+    from zhasr.config import load_params
+    from zhasr.context import StageContext
+
+    ctx = StageContext(project, load_params(project / "params.yaml"))
+    with tracking.stage_run(ctx, "setup"):
+        for _ in range(3):
+            with mlflow.start_run(nested=True):
+                registry.log_and_register("zhasr-test", tiny_model_dir, "zh", {"zhasr.gate": "pass"})
+    keep = ["--set", "register.keep_newest=1", "--set", "register.keep_champions=1"]
+
+    def prune(*options: str) -> dict[str, str]:
+        capsys.readouterr()
+        assert main(["prune", *keep, *options]) == 0
+        return {v["version"]: v["why"] for v in json.loads(capsys.readouterr().out)[0]["versions"]}
+
+    server = start_server(project, ["serve.model=models:/zhasr-test/2"])
+    try:
+        fates = prune()
+        holder = f"-{server.process.pid}"
+        assert fates["3"] == "newest 1" and fates["1"] == "pruned", fates
+        assert fates["2"].startswith("in use by zhasr serve on ") and fates["2"].endswith(holder), fates
+        assert requests.get(server.url + "/ready", timeout=5).status_code == 200
+    finally:
+        server.stop()
+    assert not in_use.leases(MlflowClient().get_model_version("zhasr-test", "2"))  # released on stop
+
+    killed = in_use.Holdings("a run killed since", lease_s=1.0)
+    killed.hold("model", "zhasr-test", "2")  # and never released
+    assert prune("--dry-run")["2"] == f"in use by a run killed since on {killed.holder}"
+    time.sleep(1.5)
+    assert prune() == {"3": "newest 1", "2": "pruned"}
+
+
 def test_redact_itn_diarized_json_and_muted_audio_through_the_openai_client(server, clip):
     import base64
     import io

@@ -1,0 +1,120 @@
+"""Versions a running process has loaded, marked on the version so that pruning keeps their files.
+
+A setting that names a version by number (``models:/NAME/3``) pins it only for the processes that read the
+same params: a service started with ``--set serve.model=models:/NAME/3`` is invisible to a prune run from
+cron. So every holder leases what it loaded: a tag ``zhasr.in_use.<host>-<pid>`` on the model version,
+whose value is the time the lease ends and what holds it (readable in the MLflow UI). The holder renews it
+while it runs and removes it when it stops; one that crashed leaves a lease that ends by itself within
+``LEASE_S``, so a killed process keeps a version for a few hours, never forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "zhasr.in_use."
+LEASE_S = 6 * 3600.0  # how long a lease lasts unless renewed
+RENEW_S = 3600.0  # how often a running holder renews its leases
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One holder's mark on a version."""
+
+    holder: str  # "<host>-<pid>"
+    until: datetime  # UTC
+    what: str  # "zhasr serve", "zhasr transcribe-archive"
+
+
+def holder_name() -> str:
+    """This process: ``<host>-<pid>``, in the characters an MLflow tag key allows."""
+    return re.sub(r"[^\w.-]", "_", f"{socket.gethostname()}-{os.getpid()}")
+
+
+def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
+    """The leases on ``version`` that have not ended by ``now`` (default: now); an unreadable tag counts as
+    none."""
+    now = now or datetime.now(timezone.utc)
+    out = []
+    for key, value in (version.tags or {}).items():
+        if not key.startswith(TAG_PREFIX):
+            continue
+        until, _, what = value.partition(" ")
+        try:
+            ends = datetime.fromisoformat(until)
+        except ValueError:
+            continue
+        if ends.tzinfo is not None and ends > now:
+            out.append(Lease(key[len(TAG_PREFIX):], ends, what))
+    return out
+
+
+class Holdings:
+    """The versions one process holds, each under a role (``"model"``, ``"detector"``): ``hold`` marks a
+    role's new version and unmarks its last, ``renew`` extends every lease when due, ``release`` unmarks all
+    and ends the holding (a load that finishes after it marks nothing; leaving a ``with`` block releases). A
+    registry that cannot be reached is
+    logged, never raised: the work matters more than the mark."""
+
+    def __init__(self, what: str, lease_s: float = LEASE_S):
+        self.what, self.lease_s = what, lease_s
+        self.holder = holder_name()
+        self.held: dict[str, tuple[str, str]] = {}  # role -> (model name, version)
+        self.renewed_at: datetime | None = None
+        self.released = False
+
+    def hold(self, role: str, name: str | None, version: str | None) -> None:
+        """Mark ``name`` ``version`` for ``role`` (None: a folder, nothing to mark), unmarking its last."""
+        if self.released:
+            return
+        last = self.held.pop(role, None)
+        if last is not None and last != (name, version) and last not in self.held.values():
+            self._unmark(*last)
+        if name and version:
+            self.held[role] = (name, version)
+            self._mark(name, version)
+
+    def renew(self, every_s: float = RENEW_S) -> None:
+        """Extend every lease when ``every_s`` has passed since the last renewal."""
+        if self.released:
+            return
+        now = datetime.now(timezone.utc)
+        if self.renewed_at is not None and (now - self.renewed_at).total_seconds() < every_s:
+            return
+        self.renewed_at = now
+        for name, version in set(self.held.values()):
+            self._mark(name, version)
+
+    def __enter__(self) -> Holdings:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.release()
+
+    def release(self) -> None:
+        self.released = True
+        for name, version in set(self.held.values()):
+            self._unmark(name, version)
+        self.held.clear()
+
+    def _mark(self, name: str, version: str) -> None:
+        until = (datetime.now(timezone.utc) + timedelta(seconds=self.lease_s)).isoformat(timespec="seconds")
+        try:
+            MlflowClient().set_model_version_tag(name, version, TAG_PREFIX + self.holder, f"{until} {self.what}")
+        except Exception as exc:  # any store's error (HTTP, SQL): serving goes on
+            log.warning("%s v%s: could not mark it in use (a prune may take its files): %s", name, version, exc)
+
+    def _unmark(self, name: str, version: str) -> None:
+        with contextlib.suppress(Exception):  # pruned, or the store unreachable: the lease ends by itself
+            MlflowClient().delete_model_version_tag(name, version, TAG_PREFIX + self.holder)
