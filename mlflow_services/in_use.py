@@ -3,7 +3,8 @@
 A setting that names a version by number (``models:/NAME/3``) pins it only for the processes that read the
 same params: a service started with ``--set serve.model=models:/NAME/3`` is invisible to a prune run from
 cron. So every holder leases what it loaded: a tag ``zhasr.in_use.<host>-<pid>`` on the model version,
-whose value is the time the lease ends and what holds it (readable in the MLflow UI). The holder renews it
+whose value says what holds it and when the lease ends (``zhasr serve, until 2026-12-07T21:38:15+00:00``, as
+the MLflow UI shows it). The holder renews it
 while it runs and removes it when it stops; one that crashed leaves a lease that ends by itself within
 ``LEASE_S``, so a killed process keeps a version for a few hours, never forever.
 """
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 TAG_PREFIX = "zhasr.in_use."
 LEASE_S = 6 * 3600.0  # how long a lease lasts unless renewed
 RENEW_S = 3600.0  # how often a running holder renews its leases
+UNTIL = ", until "  # between what holds the version and when its lease ends, in the tag's value
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
     for key, value in (version.tags or {}).items():
         if not key.startswith(TAG_PREFIX):
             continue
-        until, _, what = value.partition(" ")
+        what, _, until = value.rpartition(UNTIL)
         try:
             ends = datetime.fromisoformat(until)
         except ValueError:
@@ -111,7 +113,7 @@ class Holdings:
     def _mark(self, name: str, version: str) -> None:
         until = (datetime.now(timezone.utc) + timedelta(seconds=self.lease_s)).isoformat(timespec="seconds")
         try:
-            MlflowClient().set_model_version_tag(name, version, TAG_PREFIX + self.holder, f"{until} {self.what}")
+            MlflowClient().set_model_version_tag(name, version, TAG_PREFIX + self.holder, f"{self.what}{UNTIL}{until}")
         except Exception as exc:  # any store's error (HTTP, SQL): serving goes on
             log.warning("%s v%s: could not mark it in use (a prune may take its files): %s", name, version, exc)
 
