@@ -3,10 +3,10 @@
 A setting that names a version by number (``models:/NAME/3``) pins it only for the processes that read the
 same params: a service started with ``--set serve.model=models:/NAME/3`` is invisible to a prune run from
 cron. So every holder leases what it loaded: a tag ``zhasr.in_use.<host>-<pid>`` on the model version,
-whose value says what holds it and when the lease ends (``zhasr serve, until 2026-12-07T21:38:15+00:00``, as
-the MLflow UI shows it). The holder renews it
-while it runs and removes it when it stops; one that crashed leaves a lease that ends by itself within
-``LEASE_S``, so a killed process keeps a version for a few hours, never forever.
+whose value says what holds it and when the lease ends (``zhasr serve, until 2026-12-07T21:38:15+00:00`` in
+the MLflow UI). The holder renews it while it runs and removes it when it stops; one that crashed leaves a
+lease that ends by itself within ``LEASE_S``, so a killed process keeps a version for a few hours, never
+forever.
 """
 
 from __future__ import annotations
@@ -66,8 +66,7 @@ class Holdings:
     """The versions one process holds, each under a role (``"model"``, ``"detector"``): ``hold`` marks a
     role's new version and unmarks its last, ``renew`` extends every lease when due, ``release`` unmarks all
     and ends the holding (a load that finishes after it marks nothing; leaving a ``with`` block releases). A
-    registry that cannot be reached is
-    logged, never raised: the work matters more than the mark."""
+    registry that cannot be reached is logged, never raised: the work matters more than the mark."""
 
     def __init__(self, what: str, lease_s: float = LEASE_S):
         self.what, self.lease_s = what, lease_s

@@ -3,11 +3,13 @@
 A moved alias is loaded beside the running version and swapped in with one assignment; requests hold
 the ``Loaded`` they were admitted with, so those in flight finish on it. A version that fails to
 load leaves the old one serving, logged and counted, and is tried again only once the alias moves
-again. Each registry version loaded is leased (``mlflow_services.in_use``) while it serves, so that a prune
-keeps its files even where only this process's command line names it. ``transcribe.detector``'s model is followed the same way: a folder replaced (``zhasr detector``
+again. ``transcribe.detector``'s model is followed the same way: a folder replaced (``zhasr detector``
 swaps in a new one that passed its check) or an alias moved (a person approved one) is loaded and heard
 with by the requests admitted from then on. While nothing serves (the detector named was not built or
 approved yet), loading is tried again whenever the version or the detector's build named changes.
+
+Each registry version loaded is leased (``mlflow_services.in_use``) while it serves, so that a prune keeps
+its files even where only this process's command line names it.
 """
 
 from __future__ import annotations
