@@ -2,7 +2,7 @@
 
 A setting that names a version by number (``models:/NAME/3``) pins it only for the processes that read the
 same params: a service started with ``--set serve.model=models:/NAME/3`` is invisible to a prune run from
-cron. So every holder leases what it loaded: a tag ``zhasr.in_use.<host>-<pid>`` on the model version,
+cron. So every holder leases what it loaded: a tag ``zhasr.in_use.<host>-<pid>-<token>`` on the model version,
 whose value says what holds it and when the lease ends (``zhasr serve, until 2026-12-07T21:38:15+00:00`` in
 the MLflow UI). The holder renews it while it runs and removes it when it stops; one that crashed leaves a
 lease that ends by itself within ``LEASE_S``, so a killed process keeps a version for a few hours, never
@@ -15,7 +15,9 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -34,14 +36,15 @@ UNTIL = ", until "  # between what holds the version and when its lease ends, in
 class Lease:
     """One holder's mark on a version."""
 
-    holder: str  # "<host>-<pid>"
+    holder: str  # "<host>-<pid>-<token>"
     until: datetime  # UTC
     what: str  # "zhasr serve", "zhasr transcribe-archive"
 
 
 def holder_name() -> str:
-    """This process: ``<host>-<pid>``, in the characters an MLflow tag key allows."""
-    return re.sub(r"[^\w.-]", "_", f"{socket.gethostname()}-{os.getpid()}")
+    """A new holder in this process: ``<host>-<pid>-<token>`` (two holdings of one process, say two flow runs,
+    release only their own), in the characters an MLflow tag key allows."""
+    return re.sub(r"[^\w.-]", "_", f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}")
 
 
 def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
@@ -63,10 +66,11 @@ def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
 
 
 class Holdings:
-    """The versions one process holds, each under a role (``"model"``, ``"detector"``): ``hold`` marks a
-    role's new version and unmarks its last, ``renew`` extends every lease when due, ``release`` unmarks all
-    and ends the holding (a load that finishes after it marks nothing; leaving a ``with`` block releases). A
-    registry that cannot be reached is logged, never raised: the work matters more than the mark."""
+    """The versions one holder holds, each under a role (``"model"``, ``"detector"``, ...): ``hold`` marks a
+    role's new version and unmarks its last unless another role holds it, ``renew`` extends every lease when
+    due, ``release`` unmarks all and ends the holding (a load that finishes after it marks nothing; leaving a
+    ``with`` block releases). Thread-safe. A registry that cannot be reached is logged, never raised: the work
+    matters more than the mark."""
 
     def __init__(self, what: str, lease_s: float = LEASE_S):
         self.what, self.lease_s = what, lease_s
@@ -74,28 +78,40 @@ class Holdings:
         self.held: dict[str, tuple[str, str]] = {}  # role -> (model name, version)
         self.renewed_at: datetime | None = None
         self.released = False
+        self._lock = threading.Lock()
 
     def hold(self, role: str, name: str | None, version: str | None) -> None:
         """Mark ``name`` ``version`` for ``role`` (None: a folder, nothing to mark), unmarking its last."""
-        if self.released:
-            return
-        last = self.held.pop(role, None)
-        if last is not None and last != (name, version) and last not in self.held.values():
-            self._unmark(*last)
-        if name and version:
-            self.held[role] = (name, version)
-            self._mark(name, version)
+        with self._lock:
+            if self.released:
+                return
+            last = self.held.pop(role, None)
+            if last is not None and last != (name, version) and last not in self.held.values():
+                self._unmark(*last)
+            if name and version:
+                self.held[role] = (name, version)
+                self._mark(name, version)
+                self.renewed_at = self.renewed_at or datetime.now(timezone.utc)
 
     def renew(self, every_s: float = RENEW_S) -> None:
         """Extend every lease when ``every_s`` has passed since the last renewal."""
-        if self.released:
-            return
-        now = datetime.now(timezone.utc)
-        if self.renewed_at is not None and (now - self.renewed_at).total_seconds() < every_s:
-            return
-        self.renewed_at = now
-        for name, version in set(self.held.values()):
-            self._mark(name, version)
+        with self._lock:
+            now = datetime.now(timezone.utc)
+            if self.released or (self.renewed_at is not None and (now - self.renewed_at).total_seconds() < every_s):
+                return
+            self.renewed_at = now
+            for name, version in set(self.held.values()):
+                self._mark(name, version)
+
+    def release(self, wait_s: float = 10.0) -> None:
+        """Unmark everything, waiting at most ``wait_s`` for the registry (a store that does not answer must not
+        hold up a shutdown: its leases end by themselves)."""
+        with self._lock:
+            self.released = True
+            held, self.held = set(self.held.values()), {}
+        worker = threading.Thread(target=lambda: [self._unmark(*h) for h in held], name="zhasr-release", daemon=True)
+        worker.start()
+        worker.join(wait_s)
 
     def __enter__(self) -> Holdings:
         return self
@@ -103,17 +119,11 @@ class Holdings:
     def __exit__(self, *_) -> None:
         self.release()
 
-    def release(self) -> None:
-        self.released = True
-        for name, version in set(self.held.values()):
-            self._unmark(name, version)
-        self.held.clear()
-
     def _mark(self, name: str, version: str) -> None:
         until = (datetime.now(timezone.utc) + timedelta(seconds=self.lease_s)).isoformat(timespec="seconds")
         try:
             MlflowClient().set_model_version_tag(name, version, TAG_PREFIX + self.holder, f"{self.what}{UNTIL}{until}")
-        except Exception as exc:  # any store's error (HTTP, SQL): serving goes on
+        except Exception as exc:  # any store's error (HTTP, SQL): the work goes on
             log.warning("%s v%s: could not mark it in use (a prune may take its files): %s", name, version, exc)
 
     def _unmark(self, name: str, version: str) -> None:

@@ -14,6 +14,7 @@ its files even where only this process's command line names it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -21,15 +22,7 @@ import time
 
 from mlflow_services import in_use
 from service.metrics import Metrics
-from tasks.transcribe import (
-    MODEL_URI,
-    ResolvedModel,
-    detector_model,
-    detector_stamp,
-    open_resolved,
-    resolve,
-    version_named,
-)
+from tasks.transcribe import ResolvedModel, detector_model, detector_stamp, open_resolved, resolve, version_named
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Loaded
 
@@ -59,10 +52,15 @@ class ServedModel:
             return self.ctx.params.register.model_name
         return self.spec.rstrip("/").split("/")[-1]
 
-    def _hold(self, role: str, spec: str, loaded: Loaded) -> None:
-        """Lease ``loaded`` for ``role`` when ``spec`` names a registered model (not a folder)."""
-        match = MODEL_URI.match(spec)
-        self.holdings.hold(role, match["name"] if match else None, loaded.version if match else None)
+    @contextlib.contextmanager
+    def _loading(self, role: str, model: ResolvedModel):
+        """``model`` leased while it loads, so that a prune meanwhile keeps its files; the block leases it for
+        ``role`` once it serves, and a load that fails leaves the lease of the version still serving."""
+        self.holdings.hold(f"{role} loading", model.name, model.version)
+        try:
+            yield
+        finally:
+            self.holdings.hold(f"{role} loading", None, None)
 
     def _open(self, model: ResolvedModel) -> Loaded:
         return Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model),
@@ -72,8 +70,10 @@ class ServedModel:
         """``transcribe.detector``'s model, loaded with the first version and kept across swaps."""
         if self.detector is None and (model := detector_model(self.ctx)) is not None:
             self.detector_stamp = detector_stamp(self.ctx)
-            self.detector = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
-            self._hold("detector", self.ctx.params.transcribe.detector, self.detector)
+            with self._loading("detector", model):
+                self.detector = Loaded(model.version or model.model_dir.name, model.identity,
+                                       open_resolved(self.ctx, model))
+                self.holdings.hold("detector", model.name, model.version)
             log.info("redaction also hears numbers with %s", model.identity)
         return self.detector
 
@@ -91,26 +91,29 @@ class ServedModel:
             return
         try:
             model = detector_model(self.ctx)
-            loaded = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
+            with self._loading("detector", model):
+                loaded = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
+                self.holdings.hold("detector", model.name, model.version)
         except Exception as exc:
             self.failed_detector = stamp
             self.metrics.model_load_failures.inc()
             log.error("the new detector failed to load, still hearing with %s: %s", self.detector.identity, exc)
             return
         previous, self.detector, self.detector_stamp = self.detector, loaded, stamp
-        self._hold("detector", self.ctx.params.transcribe.detector, loaded)
         if self.current is not None:
             self.current = dataclasses.replace(self.current, detector=loaded)
         log.info("redaction now hears numbers with %s (build %s; was %s)", loaded.identity, stamp, previous.identity)
 
     def load(self) -> Loaded:
         """Resolve and load the spec now (at start; raises when it cannot)."""
-        self._swap(self._open(resolve(self.ctx, self.spec)))
+        model = resolve(self.ctx, self.spec)
+        with self._loading("model", model):
+            self._swap(self._open(model), model)
         return self.current
 
-    def _swap(self, loaded: Loaded) -> None:
+    def _swap(self, loaded: Loaded, model: ResolvedModel) -> None:
         previous, self.current = self.current, loaded
-        self._hold("model", self.spec, loaded)
+        self.holdings.hold("model", model.name, model.version)
         self.metrics.model.info({"version": loaded.version, "identity": loaded.identity,
                                  "runtime": loaded.transcriber.runtime_name, "name": self.name})
         if previous is not None:
@@ -144,15 +147,16 @@ class ServedModel:
             return
         started = time.perf_counter()
         try:
-            loaded = self._open(resolve(self.ctx, self.spec))
+            model = resolve(self.ctx, self.spec)
+            with self._loading("model", model):
+                loaded = self._open(model)
+                log.info("loaded %s in %.1f s", loaded.identity, time.perf_counter() - started)
+                self._swap(loaded, model)
         except Exception as exc:
             self.failed = attempt
             self.metrics.model_load_failures.inc()
             log.error("version %s failed to load, still serving %s: %s", version,
                       self.current.identity if self.current else "nothing", exc)
-            return
-        log.info("loaded %s in %.1f s", loaded.identity, time.perf_counter() - started)
-        self._swap(loaded)
 
     def start(self) -> None:
         """Load the spec in a thread (the server answers /health meanwhile), then poll the alias every
