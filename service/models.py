@@ -66,14 +66,18 @@ class ServedModel:
         return Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model),
                       self._detector())
 
+    def _open_detector(self, model: ResolvedModel) -> Loaded:
+        """``model`` loaded as the number detector, leased from before it loads."""
+        with self._loading("detector", model):
+            loaded = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
+            self.holdings.hold("detector", model.name, model.version)
+        return loaded
+
     def _detector(self) -> Loaded | None:
         """``transcribe.detector``'s model, loaded with the first version and kept across swaps."""
         if self.detector is None and (model := detector_model(self.ctx)) is not None:
             self.detector_stamp = detector_stamp(self.ctx)
-            with self._loading("detector", model):
-                self.detector = Loaded(model.version or model.model_dir.name, model.identity,
-                                       open_resolved(self.ctx, model))
-                self.holdings.hold("detector", model.name, model.version)
+            self.detector = self._open_detector(model)
             log.info("redaction also hears numbers with %s", model.identity)
         return self.detector
 
@@ -90,10 +94,7 @@ class ServedModel:
         if stamp in (None, self.detector_stamp, self.failed_detector):
             return
         try:
-            model = detector_model(self.ctx)
-            with self._loading("detector", model):
-                loaded = Loaded(model.version or model.model_dir.name, model.identity, open_resolved(self.ctx, model))
-                self.holdings.hold("detector", model.name, model.version)
+            loaded = self._open_detector(detector_model(self.ctx))
         except Exception as exc:
             self.failed_detector = stamp
             self.metrics.model_load_failures.inc()
