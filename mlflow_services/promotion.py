@@ -11,7 +11,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_services import registry
+from mlflow_services import in_use, registry
 from mlflow_services.errors import PromotionError
 from mlflow_services.registry import CHALLENGER, CHAMPION
 
@@ -116,7 +116,8 @@ def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.A
 
 def status(name: str, history: int = 10) -> dict[str, Any]:
     """Versions with their aliases, gate verdict, review, CER and export verdicts (a number detector's: its check's
-    mean recall and base); the last ``history`` alias changes."""
+    mean recall and base) and the running processes that hold them (``in_use``); the last ``history`` alias
+    changes."""
     client = MlflowClient()
     try:
         aliases = client.get_registered_model(name).aliases
@@ -137,6 +138,7 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
             "version": str(v.version), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
             "gate": v.tags.get("zhasr.gate", v.tags.get("zhasr.role", "")), "review": v.tags.get("zhasr.review", ""),
             **figures, "git": details.get("zhasr.git_commit", "")[:8],
+            "in_use": ", ".join(f"{lease.what} on {lease.holder}" for lease in in_use.leases(v)),
         })
     return {"model": name, "versions": rows, "alias_changes": _decisions(registry.alias_history(name))[-history:]}
 

@@ -476,6 +476,10 @@ def test_a_version_a_service_loaded_by_number_keeps_its_files_through_a_prune_un
         fates = prune()
         assert fates["3"] == "newest 1" and fates["1"] == "pruned", fates
         assert re.fullmatch(rf"in use by zhasr serve on .+-{server.process.pid}-[0-9a-f]{{4}}", fates["2"]), fates
+        capsys.readouterr()
+        assert main(["status"]) == 0  # what a person reads: which versions running processes hold
+        held = {row["version"]: row["in_use"] for row in json.loads(capsys.readouterr().out)["versions"]}
+        assert held["2"].startswith("zhasr serve on ") and held["3"] == "", held
         assert requests.get(server.url + "/ready", timeout=5).status_code == 200
     finally:
         server.stop()
