@@ -74,7 +74,6 @@ def transcribe_archive(source: str | None = None, model: str | None = None, para
                 eta = elapsed / len(records) * (len(calls) - len(records))
                 progress(len(records), len(calls))
                 logger.info("%d/%d calls, %.2f audio hours, ETA %.0f s", len(records), len(calls), seconds / 3600, eta)
-                holdings.renew()
     summary = finish(ctx, resolved, records, time.perf_counter() - started, workers, skipped)
     logger.info("%d done, %d failed, %d skipped; %.1f audio hours an hour", summary.done, summary.failed,
                 summary.skipped, summary.audio_hours_per_hour)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 TAG_PREFIX = "zhasr.in_use."
 LEASE_S = 6 * 3600.0  # how long a lease lasts unless renewed
-RENEW_S = 3600.0  # how often a running holder renews its leases
+RENEW_S = 3600.0  # how often a holding renews its leases
 UNTIL = ", until "  # between what holds the version and when its lease ends, in the tag's value
 
 
@@ -67,23 +67,23 @@ def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
 
 class Holdings:
     """The versions one holder holds, each under a role (``"model"``, ``"detector"``, ...): ``hold`` marks a
-    role's new version and unmarks its last unless another role holds it, ``renew`` extends every lease when
-    due, ``release`` unmarks all and ends the holding (a load that finishes after it marks nothing; leaving a
-    ``with`` block releases). Thread-safe. A registry that cannot be reached is logged, never raised: the work
-    matters more than the mark."""
+    role's new version and unmarks its last unless another role holds it; a thread of the holding renews every
+    lease each ``renew_s``; ``release`` unmarks all and ends the holding (a load that finishes after it marks
+    nothing; leaving a ``with`` block releases). Thread-safe. A registry that cannot be reached is logged,
+    never raised: the work matters more than the mark."""
 
-    def __init__(self, what: str, lease_s: float = LEASE_S):
-        self.what, self.lease_s = what, lease_s
+    def __init__(self, what: str, lease_s: float = LEASE_S, renew_s: float = RENEW_S):
+        self.what, self.lease_s, self.renew_s = what, lease_s, renew_s
         self.holder = holder_name()
         self.held: dict[str, tuple[str, str]] = {}  # role -> (model name, version)
-        self.renewed_at: datetime | None = None
-        self.released = False
         self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def hold(self, role: str, name: str | None, version: str | None) -> None:
         """Mark ``name`` ``version`` for ``role`` (None: a folder, nothing to mark), unmarking its last."""
         with self._lock:
-            if self.released:
+            if self._released.is_set():
                 return
             last = self.held.pop(role, None)
             if last is not None and last != (name, version) and last not in self.held.values():
@@ -91,23 +91,15 @@ class Holdings:
             if name and version:
                 self.held[role] = (name, version)
                 self._mark(name, version)
-                self.renewed_at = self.renewed_at or datetime.now(timezone.utc)
-
-    def renew(self, every_s: float = RENEW_S) -> None:
-        """Extend every lease when ``every_s`` has passed since the last renewal."""
-        with self._lock:
-            now = datetime.now(timezone.utc)
-            if self.released or (self.renewed_at is not None and (now - self.renewed_at).total_seconds() < every_s):
-                return
-            self.renewed_at = now
-            for name, version in set(self.held.values()):
-                self._mark(name, version)
+                if self._renewer is None:
+                    self._renewer = threading.Thread(target=self._renew, name="zhasr-leases", daemon=True)
+                    self._renewer.start()
 
     def release(self, wait_s: float = 10.0) -> None:
         """Unmark everything, waiting at most ``wait_s`` for the registry (a store that does not answer must not
         hold up a shutdown: its leases end by themselves)."""
         with self._lock:
-            self.released = True
+            self._released.set()
             held, self.held = set(self.held.values()), {}
         worker = threading.Thread(target=lambda: [self._unmark(*h) for h in held], name="zhasr-release", daemon=True)
         worker.start()
@@ -118,6 +110,12 @@ class Holdings:
 
     def __exit__(self, *_) -> None:
         self.release()
+
+    def _renew(self) -> None:
+        while not self._released.wait(self.renew_s):
+            with self._lock:
+                for name, version in set(self.held.values()):
+                    self._mark(name, version)
 
     def _mark(self, name: str, version: str) -> None:
         until = (datetime.now(timezone.utc) + timedelta(seconds=self.lease_s)).isoformat(timespec="seconds")

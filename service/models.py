@@ -161,8 +161,7 @@ class ServedModel:
 
     def start(self) -> None:
         """Load the spec in a thread (the server answers /health meanwhile), then poll the alias every
-        ``serve.poll_s`` (a fixed version or a folder is loaded once) and the detector's build, and renew the
-        leases on what is loaded."""
+        ``serve.poll_s`` (a fixed version or a folder is loaded once), and the detector's build."""
 
         def loop() -> None:
             try:
@@ -174,11 +173,11 @@ class ServedModel:
                     self.failed = self._attempt()
                 except Exception:  # the registry unreachable: the next poll tries again
                     pass
-            while not self._stop.wait(self.ctx.params.serve.poll_s):
+            while ((self.follows_alias or self.ctx.params.transcribe.detector)
+                   and not self._stop.wait(self.ctx.params.serve.poll_s)):
                 if self.follows_alias or self.current is None:
                     self.check()
                 self.check_detector()
-                self.holdings.renew()
 
         self._thread = threading.Thread(target=loop, name="zhasr-model", daemon=True)
         self._thread.start()

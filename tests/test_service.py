@@ -496,8 +496,8 @@ def test_a_version_a_service_loaded_by_number_keeps_its_files_through_a_prune_un
 
 def test_a_holding_keeps_a_version_while_any_of_its_roles_holds_it_and_releases_only_its_own_leases(
         project, tiny_model_dir):
-    """One version held as model and as detector stays leased until both roles let go; two holdings of one
-    process (two flow runs) each release only their own lease."""
+    """One version held as model and as detector stays leased until both roles let go; a holding's thread renews
+    its leases; two holdings of one process (two flow runs) each release only their own lease."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -508,13 +508,18 @@ def test_a_holding_keeps_a_version_while_any_of_its_roles_holds_it_and_releases_
     with tracking.stage_run(StageContext(project, load_params(project / "params.yaml")), "setup"):
         with mlflow.start_run(nested=True):
             registry.log_and_register("zhasr-test", tiny_model_dir, "zh", {"zhasr.gate": "pass"})
-    holders = lambda: {lease.holder for lease in in_use.leases(MlflowClient().get_model_version("zhasr-test", "1"))}  # noqa: E731
-    first, second = in_use.Holdings("the service"), in_use.Holdings("a night's run")
+    leases = lambda: in_use.leases(MlflowClient().get_model_version("zhasr-test", "1"))  # noqa: E731
+    holders = lambda: {lease.holder for lease in leases()}  # noqa: E731
+    first, second = in_use.Holdings("the service"), in_use.Holdings("a night's run", renew_s=0.5)
     first.hold("model", "zhasr-test", "1")
     first.hold("detector", "zhasr-test", "1")
     first.hold("model", None, None)  # the model now a folder: the detector still holds v1
     second.hold("model", "zhasr-test", "1")
     assert holders() == {first.holder, second.holder} and first.holder != second.holder
+    until = {lease.holder: lease.until for lease in leases()}
+    time.sleep(2.0)  # the second holding's thread renews its lease; the first's renews hourly
+    renewed = {lease.holder: lease.until for lease in leases()}
+    assert renewed[second.holder] > until[second.holder] and renewed[first.holder] == until[first.holder]
     first.release()
     first.hold("model", "zhasr-test", "1")  # a load that finished after the release marks nothing
     assert holders() == {second.holder}
