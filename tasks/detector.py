@@ -5,7 +5,7 @@ addresses (``synth.personal_clips``' calls, the written forms a labeller uses); 
 of the train split whose text holds personal data, the base model (the champion by default) is trained on
 them with the ``train:`` settings, merged and converted to int8 CTranslate2. Where redaction is asked, the service, the CLI and bulk transcription decode the call with
 it too and take what it hears as personal data out of the transcript by time; its own text, which
-this training makes worse on ordinary speech (docs/transcripts.md), is never returned.
+this training makes worse on ordinary speech (docs/numbers-measured.md), is never returned.
 
 Before it replaces the last detector it is judged on held-out sentences (``detector.check_*``: another seed's
 numbers and voices, the sentence frames it never heard): the base model decodes them, the new detector and the

@@ -36,7 +36,7 @@ def test_even_and_odd_frames_split_every_kinds_sentences_and_all_frames_draw_as_
     even, odd = (personal_set(seed=5, per_kind=40, others=40, frames=f) for f in ("even", "odd"))
     assert {r.frame % 2 for r in even} == {0} and {r.frame % 2 for r in odd} == {1}
     assert {r.kind for r in even} == {r.kind for r in odd} == {*KINDS, ""}
-    every = personal_set(seed=778, per_kind=200, others=300)  # the set docs/transcripts.md reports
+    every = personal_set(seed=778, per_kind=200, others=300)  # the set docs/numbers-measured.md reports
     assert {r.frame % 2 for r in every} == {0, 1}
     assert (every[0].text, every[-1].text) == ("有问题请回拨幺三八五零四二七二七幺，谢谢。", "手机号后四位是六六零二。")
 

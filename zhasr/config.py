@@ -55,11 +55,11 @@ class SynthParams:
     clips_per_call: int = 4  # utterances per call at most (at least n_speakers calls are made)
     # utterances, beyond n_clips, in calls where the customer gives personal data (phone, ID-card and bank-card
     # numbers, codes, e-mail addresses) or other long numbers, labelled in the written forms a labeller uses;
-    # 0: training on 420 of them cost real telephone speech 1.7-3.9 CER points (docs/transcripts.md)
+    # 0: training on 420 of them cost real telephone speech 1.7-3.9 CER points (docs/numbers-measured.md)
     personal_clips: int = 0
     # the noun naming a personal clip's number: "any" of its kind's (data.synth.personal.NAMING_WORDS) or "frame"
     # (the sentence frame's own); "any": the detector's check, code 73 -> 93 % over check seeds 7791-7793
-    # (docs/transcripts.md)
+    # (docs/numbers-measured.md)
     personal_naming: PersonalNaming = "any"
     # espeak-ng -s range per speaker (words per minute); 180 ~ 3.4, 260 ~ 5.2 Han characters per second
     speed_wpm: list[int] = field(default_factory=lambda: [180, 260])

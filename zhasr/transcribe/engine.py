@@ -401,7 +401,7 @@ def _piece_transcript(text: str, window: Transcript) -> Transcript:
     """A piece's share of a placed window: its text, with the window's mean log-probability and
     P(no speech). Not its words' probabilities where word times were asked: the guard would judge a piece
     by whether its words were aligned (5 of 600 sentences of the redaction bench removed as no speech
-    with word times, docs/transcripts.md)."""
+    with word times, docs/numbers-measured.md)."""
     return Transcript(text, [], hit_cap=False, looped=False, avg_logprob=window.avg_logprob,
                       no_speech_prob=window.no_speech_prob)
 

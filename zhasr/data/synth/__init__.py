@@ -85,7 +85,7 @@ def plan_speakers(params: SynthParams) -> list[Speaker]:
 
 PERSONAL_TOPIC = "personal"  # the topic of calls made of personal.py's sentences
 # The kinds a personal call's clips go through in turn ("": numbers that are not personal data); e-mail twice:
-# trained on 25 sentences of each kind, its recall trailed the others' by 25-35 points (docs/transcripts.md).
+# trained on 25 sentences of each kind, its recall trailed the others' by 25-35 points (docs/numbers-measured.md).
 PERSONAL_ROTATION = ("phone", "id_card", "bank_card", "code", "email", "email", "")
 
 
