@@ -65,6 +65,11 @@ def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
     return out
 
 
+def held_by(version: ModelVersion) -> str:
+    """Who holds ``version`` now, for a person: "zhasr serve on host-123-ab12, ..."; "" when nobody does."""
+    return ", ".join(f"{lease.what} on {lease.holder}" for lease in leases(version))
+
+
 class Holdings:
     """The versions one holder holds, each under a role (``"model"``, ``"detector"``, ...): ``hold`` marks a
     role's new version and unmarks its last unless another role holds it; a thread of the holding renews every

@@ -138,7 +138,7 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
             "version": str(v.version), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
             "gate": v.tags.get("zhasr.gate", v.tags.get("zhasr.role", "")), "review": v.tags.get("zhasr.review", ""),
             **figures, "git": details.get("zhasr.git_commit", "")[:8],
-            "in_use": ", ".join(f"{lease.what} on {lease.holder}" for lease in in_use.leases(v)),
+            "in_use": in_use.held_by(v),
         })
     return {"model": name, "versions": rows, "alias_changes": _decisions(registry.alias_history(name))[-history:]}
 

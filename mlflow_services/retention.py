@@ -4,9 +4,9 @@ Every nightly candidate is a version with its own copy of the merged weights (29
 and its exports. A version is kept when it holds an alias (champion, challenger or any other a person
 set), is among the ``keep_newest`` newest, is among the ``keep_champions`` champions before the current
 one (what ``rollback`` goes back to), is named by number in the params, or is in use: a running service or
-bulk run that loaded it holds a lease on it (``in_use``), whatever its own command line named. A pruned version loses its
-logged model (the weights), the exports only it names, and its registry entry. Its run stays: metrics,
-plots, model card and params, tagged ``zhasr.pruned``; the alias history is untouched.
+bulk run that loaded it holds a lease on it (``in_use``), whatever its own command line named. A pruned
+version loses its logged model (the weights), the exports only it names, and its registry entry. Its run
+stays: metrics, plots, model card and params, tagged ``zhasr.pruned``; the alias history is untouched.
 
 Files are deleted through MLflow's artifact repositories (local, S3, GCS, Azure, HDFS, a tracking
 server's proxied store); the space freed is what the store lists before less what it lists after, so a
@@ -81,8 +81,8 @@ def reasons_to_keep(versions: list[ModelVersion], aliases: dict[str, str], linea
     for version in lineage[:-1][-rule.keep_champions:]:
         why.setdefault(version, "former champion")
     for v in versions:
-        if held := in_use.leases(v):
-            why.setdefault(str(v.version), "in use by " + ", ".join(f"{h.what} on {h.holder}" for h in held))
+        if held := in_use.held_by(v):
+            why.setdefault(str(v.version), f"in use by {held}")
     return why
 
 
@@ -177,8 +177,8 @@ def prune(name: str, rule: RegisterParams, pinned: dict[str, str] | None = None,
 def _delete(client: MlflowClient, name: str, number: str, files: list[tuple[Any, str | None]],
             rule: RegisterParams) -> bool:
     """Mark the version pruned (approve and rollback refuse it from then on), then delete its files and its registry
-    entry; False, deleting nothing, when it holds an alias or a lease by now. A prune that stops half way leaves a marked
-    version that the next prune finishes; one that is gone already counts as done."""
+    entry; False, deleting nothing, when it holds an alias or a lease by now. A prune that stops half way leaves a
+    marked version that the next prune finishes; one that is gone already counts as done."""
     try:
         version = client.get_model_version(name, number)
     except MlflowException:
