@@ -39,8 +39,8 @@ class VersionFate:
 
     version: str
     kept: bool
-    # "alias champion", "newest 10", "former champion", "named by serve.model", "in use by zhasr serve on
-    # host-123", ... or "pruned"
+    # every reason it is kept, e.g. "alias champion; newest 10", "former champion", "named by serve.model",
+    # "in use by zhasr serve on host-123", or "pruned"
     why: str
     # the files deleted (or that a dry run would delete), as the store's listing gives their sizes; None where it
     # gives none
@@ -70,20 +70,23 @@ class RetentionReport:
 
 
 def reasons_to_keep(versions: list[ModelVersion], aliases: dict[str, str], lineage: list[str],
-                    rule: RegisterParams) -> dict[str, str]:
-    """``{version: why it is kept}`` for the versions ``rule`` keeps; ``aliases`` alias -> version, ``lineage``
-    the champions oldest first (the last is the current one)."""
-    why: dict[str, str] = {}
+                    rule: RegisterParams, pinned: dict[str, str] | None = None) -> dict[str, str]:
+    """``{version: every reason it is kept, joined by "; "}`` for the versions ``rule`` keeps; ``aliases`` alias ->
+    version, ``lineage`` the champions oldest first (the last is the current one), ``pinned`` ``{version: the
+    setting that names it}``."""
+    why: dict[str, list[str]] = {}
+    for version, key in (pinned or {}).items():
+        why.setdefault(version, []).append(f"named by {key}")
     for alias, version in sorted(aliases.items()):
-        why.setdefault(str(version), f"alias {alias}")
+        why.setdefault(str(version), []).append(f"alias {alias}")
     for v in sorted(versions, key=lambda v: -int(v.version))[:rule.keep_newest]:
-        why.setdefault(str(v.version), f"newest {rule.keep_newest}")
+        why.setdefault(str(v.version), []).append(f"newest {rule.keep_newest}")
     for version in lineage[:-1][-rule.keep_champions:]:
-        why.setdefault(version, "former champion")
+        why.setdefault(version, []).append("former champion")
     for v in versions:
         if held := in_use.held_by(v):
-            why.setdefault(str(v.version), f"in use by {held}")
-    return why
+            why.setdefault(str(v.version), []).append(f"in use by {held}")
+    return {version: "; ".join(reasons) for version, reasons in why.items()}
 
 
 def _export_uris(version: ModelVersion) -> set[str]:
@@ -152,8 +155,7 @@ def prune(name: str, rule: RegisterParams, pinned: dict[str, str] | None = None,
         raise LookupError(f"{name}: no registered model of that name") from exc
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
     keep = ({str(v.version): "keep_newest 0" for v in versions} if rule.keep_newest == 0 else
-            reasons_to_keep(versions, aliases, champion_lineage(name), rule))
-    keep = {**{version: f"named by {key}" for version, key in (pinned or {}).items()}, **keep}
+            reasons_to_keep(versions, aliases, champion_lineage(name), rule, pinned))
     claimed = set().union(*(_owned_uris(v) for v in versions if str(v.version) in keep))
     fates = []
     for v in versions:

@@ -400,7 +400,7 @@ def test_prune_deletes_old_versions_files_and_keeps_aliases_former_champions_and
     assert main(["prune", *keep]) == 0
     report = json.loads(capsys.readouterr().out)[0]
     assert [(v["version"], v["why"]) for v in report["versions"]] == [
-        ("5", "alias challenger"), ("4", "pruned"), ("3", "pruned"), ("2", "alias champion"), ("1", "former champion")]
+        ("5", "alias challenger; newest 1"), ("4", "pruned"), ("3", "pruned"), ("2", "alias champion"), ("1", "former champion")]
     assert report["freed_bytes"] == planned["freed_bytes"]
     assert {str(v.version) for v in client.search_model_versions(f"name='{NAME}'")} == {"1", "2", "5"}
     assert not any(p.exists() and any(p.iterdir()) for p in weights.values())
