@@ -17,15 +17,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlflow_services.errors import PromotionError
-from zhasr.archive.listing import SourceError
 from zhasr.config import ConfigError
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
+from zhasr.data.importers.common import FORMATS as IMPORT_FORMATS
+from zhasr.data.importers.common import ImportOptions, SourceError
 from zhasr.labelling.export import ExportError
 from zhasr.labelling.studio import StudioError
 from zhasr.model.adapters import AdapterUnavailableError, check_method_available
 from zhasr.serve.keys import KeyFileError
 from zhasr.transcribe.allocator import keep_freed_memory
+
+
+class CommandError(Exception):
+    """What the user asked for cannot be done; the message names the file, row or setting."""
+
 
 STAGES = ("ingest", "validate", "train", "evaluate", "gate", "merge", "export", "register")
 
@@ -62,12 +68,16 @@ def cmd_synth(args: argparse.Namespace) -> Any:
 
 
 def cmd_import(args: argparse.Namespace) -> Any:
-    from zhasr.data.importers import ImportOptions, import_dataset
+    from zhasr.data.importers import import_dataset
 
     ctx = _context(args)
-    options = ImportOptions(language=args.language, split=args.split, cv_split=args.cv_split,
-                            hf_split=args.hf_split, text_column=args.text_column)
-    result = import_dataset(args.format, Path(args.source), ctx.path("incoming"), args.batch, options)
+    given = {"language": args.language, "split": args.split, "cv_split": args.cv_split, "hf_split": args.hf_split,
+             "text_column": args.text_column}
+    options = ImportOptions(**{key: value for key, value in given.items() if value is not None})
+    try:
+        result = import_dataset(args.format, Path(args.source), ctx.path("incoming"), args.batch, options)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:  # the source, the batch or a row, named
+        raise CommandError(str(exc)) from exc
     return {"batch_dir": str(result.batch_dir), "rows": result.rows,
             "skipped": result.skipped, "warnings": result.warnings}
 
@@ -317,14 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("synth", cmd_synth, "write the demo batches under paths.incoming: synthetic call-center speech, "
                             "and the regression set when present")
-    p = add("import", cmd_import, "turn a dataset (jsonl, json, csv, aishell, kaldi, commonvoice, hf-disk, "
-                                   "audiofolder) into a batch under paths.incoming")
-    p.add_argument("format", help="source layout")
+    p = add("import", cmd_import, "turn a dataset into a batch under paths.incoming")
+    p.add_argument("format", choices=sorted(IMPORT_FORMATS), help="source layout")
     p.add_argument("source", help="manifest file (jsonl/json/csv) or dataset folder")
     p.add_argument("--batch", required=True, help="name of the new batch folder")
-    p.add_argument("--language", default="zh")
+    p.add_argument("--language", help=f"Whisper language code for rows whose source gives none (default {ImportOptions.language})")
     p.add_argument("--split", help='stamp every row, e.g. "regression" for an evaluation-only set')
-    p.add_argument("--cv-split", default="validated", help="commonvoice: which <split>.tsv")
+    p.add_argument("--cv-split", help=f"commonvoice: which <split>.tsv (default {ImportOptions.cv_split})")
     p.add_argument("--hf-split", help="hf-disk: which split of a DatasetDict (default all)")
     p.add_argument("--text-column", help="label column when it is not the default")
     add("import-model", cmd_import_model, "import the base model into a local Hugging Face folder").add_argument(
@@ -451,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zhasr: params error: {exc}", file=sys.stderr)
         return 2
     except (AdapterUnavailableError, PromotionError, AudioError, LookupError, KeyFileError, StudioError,
-            ExportError, SourceError) as exc:
+            ExportError, SourceError, CommandError) as exc:
         print(f"zhasr: {exc}", file=sys.stderr)
         return 2
     # Under torchrun every process runs the command; the result is printed once.

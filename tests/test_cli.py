@@ -55,6 +55,20 @@ def test_wrong_type_exits_2_and_names_it(project, capsys):
     assert "train.rank: expected int, got 'eight'" in capsys.readouterr().err
 
 
+def test_a_bad_import_or_archive_source_exits_2_naming_the_file_and_line(project, tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"audio": "a.wav", "text": "您好"}\nnot json\n', encoding="utf-8")
+    assert main(["import", "jsonl", str(bad), "--batch", "b1"]) == 2
+    assert capsys.readouterr().err.strip() == f"zhasr: {bad}:2: not valid JSON (Expecting value)"
+    assert main(["import", "jsonl", str(tmp_path / "gone.jsonl"), "--batch", "b1"]) == 2
+    assert capsys.readouterr().err.strip() == f"zhasr: {tmp_path / 'gone.jsonl'}: import source not found"
+    assert not (project / "data" / "incoming" / "b1").exists()
+
+    (tmp_path / "calls.jsonl").write_text('{"audio": "missing.wav"}\n', encoding="utf-8")
+    assert main(["transcribe-archive", str(tmp_path / "calls.jsonl"), "--model", str(tiny_model_dir)]) == 2
+    assert "calls.jsonl:1: missing.wav: no such file" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="QLoRA runs on a GPU")
 @pytest.mark.parametrize("command", ["train", "retrain"])
 def test_qlora_on_cpu_exits_2_before_any_work(project, capsys, command):

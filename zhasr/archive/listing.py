@@ -10,11 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from zhasr.data.importers.common import AUDIO_SUFFIXES
-
-
-class SourceError(ValueError):
-    """The archive's source names nothing usable; the message names the source, or the manifest and line."""
+from zhasr.data.importers.common import AUDIO_SUFFIXES, SourceError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ SPLIT_DIRS = ("train", "dev", "validation", "valid", "test", "eval")  # folder n
 
 
 class SourceError(ValueError):
-    """Malformed source dataset; the message names the file and the line, row or item."""
+    """A source a user named (a dataset to import, an archive to transcribe) is malformed or names nothing usable;
+    the message names the file and the line, row or item."""
 
 
 @dataclass(frozen=True)
