@@ -9,6 +9,7 @@ runs are the full history (who, when, why, from which version) that ``rollback``
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -35,8 +36,13 @@ PRUNED_TAG = "zhasr.pruned"  # a version being pruned, then its run: which versi
 EXPORTS_TAG = "zhasr.exports"  # a version's exports as JSON: {format: {"verdict": fit|unfit|inconclusive, "uri"}}
 # A column of base64-encoded audio files in, one transcript per row out.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "audio")]), outputs=Schema([ColSpec("string")]))
-PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "faster-whisper==1.2.1", "silero-vad==6.2.3",
-                    "soundfile", "soxr", "opencc", "jiwer", "rich", "pyyaml"]
+# What the modules of the pyfunc's decoding import (MLflow and pandas come with MLflow's own requirements); each is
+# pinned, when a version is logged, to the version installed (without a local label such as "+cpu").
+SERVED_DISTRIBUTIONS = ("torch", "transformers", "peft", "faster-whisper", "silero-vad", "soundfile", "soxr", "opencc", "cn2an")
+
+
+def pip_requirements() -> list[str]:
+    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in SERVED_DISTRIBUTIONS]
 
 
 def version_by_alias(name: str, alias: str) -> ModelVersion | None:
@@ -56,7 +62,7 @@ def log_and_register(name: str, model_dir: Path, language: str, tags: dict[str, 
         python_model=WhisperTranscriber(),
         artifacts={"whisper": str(Path(model_dir).resolve())},
         code_paths=[str(Path(zhasr.__file__).parent), str(Path(mlflow_services.__file__).parent)],
-        pip_requirements=PIP_REQUIREMENTS,
+        pip_requirements=pip_requirements(),
         model_config={"language": language, "transcribe": dataclasses.asdict(transcribe or TranscribeParams())},
         signature=SIGNATURE,
     )

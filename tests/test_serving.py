@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import importlib.metadata
+import json
 import os
 import socket
 import subprocess
@@ -65,3 +67,54 @@ def test_mlflow_models_serve_transcribes_audio_bytes_and_never_a_path(project, c
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# The distributions the project's own modules import (at the top or inside a function) once a registered version
+# has loaded and decoded; what those import in turn is their own requirements' business.
+IMPORTED_BY_DECODING = """
+import ast, base64, importlib.metadata, json, sys
+import mlflow.pyfunc, pandas
+model = mlflow.pyfunc.load_model("models:/zhasr-test@champion")
+model.predict(pandas.DataFrame({"audio": [base64.b64encode(open(sys.argv[1], "rb").read()).decode()]}))
+names = importlib.metadata.packages_distributions()
+imported = set()
+for module in list(sys.modules.values()):
+    if module.__name__.split(".")[0] in ("zhasr", "mlflow_services") and getattr(module, "__file__", None):
+        for node in ast.walk(ast.parse(open(module.__file__, encoding="utf-8").read())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+print(json.dumps(sorted({d for top in imported for d in names.get(top, [])})))
+"""
+
+
+def _with_dependencies(requirements: list[str]) -> set[str]:
+    """The distributions ``requirements`` name and every one they need in turn (extras left out), normalised."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        todo += [Requirement(r) for r in importlib.metadata.requires(name) or []]
+    return seen
+
+
+def test_a_registered_version_requires_every_package_its_decoding_imports(champion, generated_call, tmp_path):
+    import mlflow
+    import soundfile
+    from packaging.utils import canonicalize_name
+
+    audio, rate = soundfile.read(generated_call[0])
+    soundfile.write(tmp_path / "start.wav", audio[: 20 * rate], rate)  # 20 s of the call: speech for the VAD
+    imported = subprocess.run([sys.executable, "-c", IMPORTED_BY_DECODING, str(tmp_path / "start.wav")],
+                              capture_output=True, text=True, timeout=300, check=True).stdout
+    requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/zhasr-test@champion")).read_text().split()
+    missing = {canonicalize_name(d) for d in json.loads(imported.splitlines()[-1])} - _with_dependencies(requirements)
+    assert missing == {"zhasr"}, missing  # zhasr itself travels as the model's code
