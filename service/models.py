@@ -22,7 +22,15 @@ import time
 
 from mlflow_services import in_use
 from service.metrics import Metrics
-from tasks.transcribe import ResolvedModel, detector_model, detector_stamp, open_resolved, resolve, version_named
+from tasks.transcribe import (
+    MODEL_URI,
+    ResolvedModel,
+    detector_model,
+    detector_stamp,
+    open_resolved,
+    resolve,
+    version_named,
+)
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Loaded
 
@@ -48,8 +56,8 @@ class ServedModel:
     @property
     def name(self) -> str:
         """The name clients pass as ``model``: the registered model's, or the folder's."""
-        if self.spec.startswith("models:/"):
-            return self.ctx.params.register.model_name
+        if match := MODEL_URI.match(self.spec):
+            return match["name"]
         return self.spec.rstrip("/").split("/")[-1]
 
     @contextlib.contextmanager

@@ -44,16 +44,12 @@ def run_shard(ctx: StageContext, model: ResolvedModel, calls: list[ArchiveCall],
     """Records of ``calls`` with ``model`` under ``archive.out``; calls done before are not done again."""
     transcriber, detector = _engines(ctx, model, threads)
     p = ctx.params.transcribe
-    return transcribe_shard(calls, transcriber, output_root(ctx), model_name(ctx, model), model.identity,
+    return transcribe_shard(calls, transcriber, output_root(ctx), model.name or str(model.model_dir), model.identity,
                             ctx.params.archive.formats, known, p.max_audio_s, p.redact, p.itn, detector)
 
 
 shard_task = task(run_shard, name="transcribe-shard", cache_policy=NO_CACHE,
                   task_run_name="shard from {calls[0].call_id}")
-
-
-def model_name(ctx: StageContext, model: ResolvedModel) -> str:
-    return ctx.params.register.model_name if model.version else str(model.model_dir)
 
 
 def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], wall_s: float, workers: int,

@@ -471,8 +471,10 @@ def test_a_version_a_service_loaded_by_number_keeps_its_files_through_a_prune_un
         assert main(["prune", *keep, *options]) == 0
         return {v["version"]: v["why"] for v in json.loads(capsys.readouterr().out)[0]["versions"]}
 
-    server = start_server(project, ["serve.model=models:/zhasr-test/2"])
+    # the service's own params name another model to register: clients still see the name of the one it serves
+    server = start_server(project, ["serve.model=models:/zhasr-test/2", "register.model_name=zhasr-other"])
     try:
+        assert [m.id for m in client(server, add_key(project, "alice")).models.list().data] == ["zhasr-test"]
         fates = prune()
         assert fates["3"] == "newest 1" and fates["1"] == "pruned", fates
         assert re.fullmatch(rf"in use by zhasr serve on .+-{server.process.pid}-[0-9a-f]{{4}}", fates["2"]), fates
