@@ -96,7 +96,8 @@ def run(ctx: StageContext) -> EvaluationSummary:
             if again:
                 more, counts = decode_sets(ctx, model, again, whole_clip)
                 outputs[label] |= more
-                cache[label] = {kind: n + counts.get(kind, 0) for kind, n in cache[label].items()}
+                cache[label] = {kind: cache[label].get(kind, 0) + counts.get(kind, 0)
+                                for kind in cache[label].keys() | counts.keys()}
         clips |= again
         prune_copies(ct2_copies(ctx), {ct2_copies(ctx) / m.weights[:16] for m in models.values()})
         mlflow.log_metrics({f"decode_cache_{kind}_{system}": n for system, counts in cache.items()
