@@ -296,7 +296,7 @@ def cmd_schedule(args: argparse.Namespace) -> Any:
     if ctx.params.detector.cron:
         print(f"serving deployment detector/{ctx.params.schedule.deployment}: cron {ctx.params.detector.cron!r}, "
               f"a build on each new base of {ctx.params.detector.model_name}", flush=True)
-    serve_schedule(ctx.params, params_path)
+    serve_schedule(ctx.params, params_path, list(args.set))
 
 
 def cmd_ui(args: argparse.Namespace) -> Any:

@@ -489,6 +489,31 @@ def _tone_batch(project, batch: str, texts: list[str]) -> None:
         {"id": f"{batch}-{i}", "audio": f"{i}.wav", "text": t, "speaker": f"{batch}-s{i}"} for i, t in enumerate(texts)])
 
 
+def test_zhasr_schedule_hands_its_params_file_and_overrides_to_the_runs_it_serves(project, tmp_path):
+    """The flows a scheduled run executes are imported again in the run's own process: their options (retries, the
+    archive's task runner) and their parameters come from ``zhasr schedule``'s --params and --set, not from the
+    project's params.yaml."""
+    import os
+    import subprocess
+    import sys
+
+    from flows.schedule import SCHEDULED_PARAMS_ENV, archive_deployment, deployment
+
+    other = tmp_path / "night.yaml"
+    other.write_text((project / "params.yaml").read_text(encoding="utf-8") + "\nschedule: {retries: 4}\n",
+                     encoding="utf-8")
+    overrides = ["archive.source=/calls/tonight", "archive.address=tcp://127.0.0.1:8786"]
+    params = load_params(other, overrides)
+    assert deployment(params, other, overrides).parameters == {
+        "params_path": str(other), "overrides": overrides, "only_if_new_data": True}
+    assert archive_deployment(params, other, overrides).parameters["overrides"] == overrides
+
+    show = "from flows.schedule import scheduled_archive, scheduled_retrain as r; print(r.retries, scheduled_archive.task_runner.address)"
+    env = {**os.environ, SCHEDULED_PARAMS_ENV: json.dumps([str(other), overrides])}
+    shown = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert shown.stdout.split() == ["4", "tcp://127.0.0.1:8786"]
+
+
 def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, project, tiny_model_dir, capsys):
     from flows.retrain import retrain
     from flows.schedule import deployment
