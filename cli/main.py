@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -250,11 +249,16 @@ def cmd_serve(args: argparse.Namespace) -> Any:
 
 def cmd_serve_keys(args: argparse.Namespace) -> Any:
     from zhasr.serve.keys import KeyStore
+    from zhasr.transcribe.hotwords import parse_hotwords
 
     ctx = _context(args)
     store = KeyStore(ctx.root / ctx.params.serve.keys_file)
     if args.action == "add":
-        key = store.add(args.name, [t for t in re.split(r"[,，\s]+", args.hotwords or "") if t])
+        try:
+            hotwords = parse_hotwords(args.hotwords or "")
+        except ValueError as exc:
+            raise CommandError(f"--hotwords: {exc}") from exc
+        key = store.add(args.name, hotwords)
         print(f"new key for {args.name} (shown once, store it now):", file=sys.stderr)
         return key + "\n"
     if args.action == "revoke":

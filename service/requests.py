@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from service.errors import ApiError
 from zhasr.calltext.pii import parse_kinds
 from zhasr.config import TranscribeParams
+from zhasr.transcribe.hotwords import parse_hotwords
 
 # Every multipart field a transcription (or job) request may carry; anything else is a 422.
 FIELDS = ("file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
@@ -18,8 +18,6 @@ RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json
 GRANULARITIES = ("segment", "word")
 GRANULARITY_FIELD = "timestamp_granularities[]"
 MAX_PROMPT_CHARS = 500
-MAX_HOTWORDS = 50
-MAX_HOTWORD_CHARS = 20
 ACCEPTED_MODEL_ALIASES = ("whisper-1",)  # so clients written for OpenAI work unchanged
 
 
@@ -75,10 +73,10 @@ def check_options(*, served_name: str, language_served: str, transcribe: Transcr
         raise ApiError(422, f"prompt: {len(prompt)} characters, at most {MAX_PROMPT_CHARS}", "prompt")
     terms = None
     if hotwords is not None and hotwords.strip():
-        terms = [t for t in re.split(r"[,，;；\s]+", hotwords) if t]
-        if len(terms) > MAX_HOTWORDS or any(len(t) > MAX_HOTWORD_CHARS for t in terms):
-            raise ApiError(422, f"hotwords: at most {MAX_HOTWORDS} terms of at most {MAX_HOTWORD_CHARS} characters, "
-                                "separated by commas or spaces", "hotwords")
+        try:
+            terms = parse_hotwords(hotwords)
+        except ValueError as exc:
+            raise ApiError(422, f"hotwords: {exc}", "hotwords") from exc
     kinds = check_redact(redact, transcribe.redact)
     if stream and kinds:
         raise ApiError(422, "stream: redaction needs the whole call (a number may run over two segments); "

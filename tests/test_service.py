@@ -149,7 +149,8 @@ def test_bad_requests_get_their_4xx_with_the_reason(server, clip, tmp_path):
     r = post(server, key, files={"file": clip.open("rb")}, data={"model": MODEL, "colour": "blue"})
     assert r.status_code == 422 and r.json()["error"]["param"] == "colour"
     for field, value in (("response_format", "xml"), ("temperature", "hot"), ("temperature", "3"),
-                         ("channels", "left"), ("language", "fr"), ("timestamp_granularities[]", "char")):
+                         ("channels", "left"), ("language", "fr"), ("timestamp_granularities[]", "char"),
+                         ("hotwords", "顺丰；" + "长" * 21), ("hotwords", " ".join(["退款"] * 51))):
         r = post(server, key, files={"file": clip.open("rb")}, data={"model": MODEL, field: value})
         assert r.status_code == 422 and r.json()["error"]["param"] == field, (field, r.text)
     r = post(server, key, files={"file": clip.open("rb")}, data={"model": "gpt-9"})
@@ -301,6 +302,8 @@ def test_serve_keys_cli_adds_lists_and_revokes(project, capsys):
     capsys.readouterr()
     store = KeyStore(project / "serve" / "keys.json")
     assert store.hotwords_of("desk-7") == ["顺丰", "京东物流", "退款"] and store.hotwords_of("carol") == []
+    assert main(["serve-keys", "add", "desk-8", "--hotwords", "顺丰;" + "长" * 21]) == 2  # a request's bounds hold
+    assert "--hotwords: at most 50 terms of at most 20 characters" in capsys.readouterr().err
 
 
 def test_a_detector_swapped_into_its_folder_is_heard_with_from_the_next_poll(project, tiny_model_dir, tmp_path):

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from zhasr.transcribe.hotwords import check_hotwords
+
 PREFIX = "zk-"
 
 
@@ -82,6 +84,10 @@ class KeyStore:
         records = self.records()
         if any(r.name == name and r.active for r in records):
             raise KeyFileError(f"key name {name!r}: already in use (revoke it first)")
+        try:
+            check_hotwords(hotwords or [])
+        except ValueError as exc:
+            raise KeyFileError(f"key {name!r}: hotwords: {exc}") from exc
         key = PREFIX + secrets.token_urlsafe(32)
         self._write(records + [KeyRecord(name, digest(key), _now(), hotwords=list(hotwords or []))])
         return key
