@@ -13,10 +13,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 from mlflow_services.errors import PromotionError
-from zhasr.config import ConfigError
+from zhasr.config import ChannelMode, ConfigError, Runtime
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
 from zhasr.data.importers.common import FORMATS as IMPORT_FORMATS
@@ -393,8 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "version or a model folder")
     p.add_argument("files", nargs="+", help="audio files")
     p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a folder (default: the champion)")
-    p.add_argument("--channels", choices=("mix", "split"), help="default: transcribe.channels")
-    p.add_argument("--runtime", choices=("auto", "transformers", "ct2", "ggml"), help="default: transcribe.runtime")
+    p.add_argument("--channels", choices=get_args(ChannelMode), help="default: transcribe.channels")
+    p.add_argument("--runtime", choices=get_args(Runtime), help="default: transcribe.runtime")
     from zhasr.transcribe.writers import FORMATS
 
     p.add_argument("--format", choices=FORMATS, default="json")

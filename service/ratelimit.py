@@ -41,6 +41,3 @@ class KeyLimits:
             return None
         return self._refusal(self.audio, key_name, "audio_seconds",
                              f"{cost} s of audio would pass this key's {self.audio.amount} s a minute")
-
-    def ping(self) -> bool:
-        return self.limiter.storage.check()

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, get_args
 
 from service.errors import ApiError
 from zhasr.calltext.pii import parse_kinds
-from zhasr.config import TranscribeParams
+from zhasr.config import ChannelMode, TranscribeParams
 from zhasr.transcribe.hotwords import parse_hotwords
 
 # Every multipart field a transcription (or job) request may carry; anything else is a 422.
@@ -67,7 +67,7 @@ def check_options(*, served_name: str, language_served: str, transcribe: Transcr
         raise ApiError(422, "timestamp_granularities[]: needs response_format=verbose_json", GRANULARITY_FIELD)
     if stream and response_format not in ("json", "text"):
         raise ApiError(422, f"stream: takes response_format json or text, not {response_format}", "stream")
-    if channels not in (None, "", "mix", "split"):
+    if channels not in (None, "", *get_args(ChannelMode)):
         raise ApiError(422, f"channels {channels!r}: expected mix or split", "channels")
     if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
         raise ApiError(422, f"prompt: {len(prompt)} characters, at most {MAX_PROMPT_CHARS}", "prompt")

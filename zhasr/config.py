@@ -226,13 +226,16 @@ DEFAULT_HALLUCINATIONS = [
 
 # kinds of personal data (zhasr.calltext.pii), and "number": any other run of 7+ digits
 RedactKind = Literal["phone", "id_card", "bank_card", "code", "email", "number"]
+# auto: a fit ct2 export, else ggml, else the model
+Runtime = Literal["auto", "transformers", "ct2", "ggml"]
+ChannelMode = Literal["mix", "split"]  # split: each channel of a stereo call transcribed on its own
 
 
 @dataclass(frozen=True)
 class TranscribeParams:
     # How audio becomes text everywhere: the CLI, the service, evaluation, dev CER and export checks.
-    runtime: Literal["auto", "transformers", "ct2", "ggml"] = "auto"  # auto: a fit ct2 export, else ggml, else the model
-    channels: Literal["mix", "split"] = "mix"  # split: each channel of a stereo call transcribed on its own
+    runtime: Runtime = "auto"
+    channels: ChannelMode = "mix"
     channel_roles: list[str] = field(default_factory=lambda: ["agent", "customer"])  # speaker label per channel
     batch_size: int = 8  # speech pieces decoded together
     max_new_tokens: int = 224  # hard cap per piece (Whisper's own sample length); the duration cap is usually lower
@@ -457,13 +460,16 @@ class ArchiveParams:
     cron: str = "0 1 * * *"  # when the scheduled run transcribes ``source`` (schedule.timezone); served with a source
 
 
+LabelStrategy = Literal["confidence", "disagreement", "numbers", "random"]
+
+
 @dataclass(frozen=True)
 class LabelParams:
     # ``zhasr label push|pull``: calls to Label Studio with the champion's segments, people's corrections back.
     url: str = "http://127.0.0.1:8089"  # Label Studio (``make labelstudio``)
     token_file: str = ".labelstudio/token"  # its API token, relative to the project root; LABEL_STUDIO_API_KEY wins
     project: str = "zhasr calls"  # title of the labelling project, created by the first push
-    strategy: Literal["confidence", "disagreement", "numbers", "random"] = "confidence"  # which calls people see first
+    strategy: LabelStrategy = "confidence"  # which calls people see first
     budget_min: float = 0.0  # minutes of audio one push sends; 0 = every call given
     calls_dir: str | None = None  # the folder a scheduled push reads (``zhasr schedule`` serves label-push when set)
     push_cron: str = "0 6 * * *"  # when the scheduled push runs (schedule.timezone)

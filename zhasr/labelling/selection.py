@@ -17,14 +17,14 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 from zhasr.calltext.pii import KINDS, NUMBER, PLACEHOLDERS, find_pii
+from zhasr.config import LabelStrategy
 from zhasr.evaluation.metrics import character_error_rate
 
 _PLACEHOLDER = re.compile("|".join(map(re.escape, PLACEHOLDERS)))
-Strategy = Literal["confidence", "disagreement", "numbers", "random"]
-STRATEGIES: tuple[Strategy, ...] = ("confidence", "disagreement", "numbers", "random")
+STRATEGIES: tuple[LabelStrategy, ...] = get_args(LabelStrategy)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def numbers_heard(text: str) -> int:
     return kept + len(find_pii(text, (*KINDS, NUMBER)))
 
 
-def choose(candidates: Sequence[Candidate], strategy: Strategy, budget_s: float, seed: int = 0) -> list[Candidate]:
+def choose(candidates: Sequence[Candidate], strategy: LabelStrategy, budget_s: float, seed: int = 0) -> list[Candidate]:
     """Calls in the order people should label them, as many as fit ``budget_s`` seconds of audio (0 = all).
 
     A call longer than what is left of the budget is passed over for shorter ones."""

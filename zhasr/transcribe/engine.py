@@ -16,12 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
 import zhasr.transcribe.guard as guard
 import zhasr.transcribe.packing as packing
-from zhasr.config import TranscribeParams
+from zhasr.config import ChannelMode, TranscribeParams
 from zhasr.data.audio import TARGET_RATE, AudioError
 from zhasr.model.decode import DecodeOptions, Transcript
 from zhasr.transcribe.media import CallAudio, read_call
@@ -31,7 +32,6 @@ from zhasr.transcribe.vad import Piece, speech_spans
 
 # A path or the file's bytes, or samples already at 16 kHz: (n,) mono or (channels, n).
 AudioSource = Path | str | bytes | np.ndarray | CallAudio
-RUNTIMES = ("transformers", "ct2", "ggml")
 
 
 def runtime_of(path: Path) -> str:
@@ -193,7 +193,7 @@ class Transcriber:
         AudioError naming the input. Pieces of different tracks never share a window, except with
         ``across_inputs`` (the same channel of different inputs, for scoring many short clips)."""
         mode = channels or self.params.channels
-        if mode not in ("mix", "split"):
+        if mode not in get_args(ChannelMode):
             raise ValueError(f"channels: expected mix or split, got {mode!r}")
         names = list(names) if names else [str(a) if isinstance(a, (str, Path)) else f"audio {i}"
                                            for i, a in enumerate(audios)]
