@@ -10,11 +10,11 @@ from service.errors import ApiError
 from zhasr.calltext.pii import parse_kinds
 from zhasr.config import ChannelMode, TranscribeParams
 from zhasr.transcribe.hotwords import parse_hotwords
+from zhasr.transcribe.writers import FORMATS
 
 # Every multipart field a transcription (or job) request may carry; anything else is a 422.
 FIELDS = ("file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
           "stream", "channels", "hotwords", "redact", "itn", "redacted_audio")
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 GRANULARITIES = ("segment", "word")
 GRANULARITY_FIELD = "timestamp_granularities[]"
 MAX_PROMPT_CHARS = 500
@@ -54,8 +54,8 @@ def check_options(*, served_name: str, language_served: str, transcribe: Transcr
         raise ApiError(404, f"model {model!r}: this server serves {served_name!r}", "model", "model_not_found")
     if language not in (None, "", language_served):
         raise ApiError(422, f"language {language!r}: this model transcribes {language_served!r}", "language")
-    if response_format not in RESPONSE_FORMATS:
-        raise ApiError(422, f"response_format {response_format!r}: expected one of {', '.join(RESPONSE_FORMATS)}",
+    if response_format not in FORMATS:
+        raise ApiError(422, f"response_format {response_format!r}: expected one of {', '.join(FORMATS)}",
                        "response_format")
     if not 0.0 <= temperature <= 1.0:
         raise ApiError(422, f"temperature {temperature}: expected 0 to 1 (decoding is greedy with the engine's "

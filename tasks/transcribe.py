@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_services import registry, tracking
 from zhasr.context import StageContext
 from zhasr.transcribe import Transcriber
-from zhasr.transcribe.writers import write
+from zhasr.transcribe.writers import EXTENSIONS, write
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
@@ -153,7 +153,7 @@ def run(ctx: StageContext, files: list[Path], model: str | None = None, channels
             text = write(result, fmt)
             results[str(path)] = text
             if out_dir is not None:
-                target = Path(out_dir) / f"{Path(path).stem}.{'json' if 'json' in fmt else 'txt' if fmt == 'text' else fmt}"
+                target = Path(out_dir) / f"{Path(path).stem}.{EXTENSIONS[fmt]}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8")
                 if redacted_audio:

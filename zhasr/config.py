@@ -16,7 +16,7 @@ import typing
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -447,6 +447,9 @@ class ServeParams:
     retain_days: float = 30.0
 
 
+ArchiveFormat = Literal["verbose_json", "srt", "vtt", "text"]  # what transcribe-archive writes a call
+
+
 @dataclass(frozen=True)
 class ArchiveParams:
     # ``zhasr transcribe-archive``: a night's calls in shards on a Dask (or Ray) cluster, resumable.
@@ -456,7 +459,7 @@ class ArchiveParams:
     address: str | None = None  # an existing cluster's scheduler (tcp://HOST:8786, or Ray's); None: a local cluster
     workers: int = 0  # local cluster: worker processes, each keeping its own model; 0 = one per 2 CPU cores
     shard_calls: int = 4  # calls per Prefect task: a killed worker loses at most this many unfinished calls
-    formats: list[str] = field(default_factory=lambda: ["verbose_json"])  # per call: verbose_json, srt, vtt, text
+    formats: list[ArchiveFormat] = field(default_factory=lambda: ["verbose_json"])  # written per call
     cron: str = "0 1 * * *"  # when the scheduled run transcribes ``source`` (schedule.timezone); served with a source
 
 
@@ -793,9 +796,8 @@ def _check_archive(archive: ArchiveParams) -> None:
     if archive.workers < 0 or archive.shard_calls < 1:
         raise ConfigError(f"archive.workers, archive.shard_calls: expected 0 (auto) or more workers and at least one "
                           f"call a shard, got {archive.workers} and {archive.shard_calls}")
-    unknown = sorted(set(archive.formats) - {"verbose_json", "srt", "vtt", "text"})
-    if unknown or not archive.formats:
-        raise ConfigError(f"archive.formats: expected some of verbose_json, srt, vtt, text, got {archive.formats}")
+    if not archive.formats:
+        raise ConfigError(f"archive.formats: expected one or more of {', '.join(get_args(ArchiveFormat))}")
     _check_cron("archive.cron", archive.cron)
 
 

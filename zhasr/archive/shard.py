@@ -21,9 +21,7 @@ from zhasr.transcribe.confidence import call_confidence
 from zhasr.transcribe.engine import Transcriber
 from zhasr.transcribe.media import read_call
 from zhasr.transcribe.redaction import transcribe_finished
-from zhasr.transcribe.writers import write
-
-EXTENSIONS = {"verbose_json": "json", "srt": "srt", "vtt": "vtt", "text": "txt"}
+from zhasr.transcribe.writers import EXTENSIONS, write
 
 
 @dataclass(frozen=True)

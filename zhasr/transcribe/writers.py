@@ -11,6 +11,8 @@ from zhasr.transcribe.figures import call_figures
 from zhasr.transcribe.records import Redaction, Removed, Segment, Transcription
 
 FORMATS = ("text", "json", "verbose_json", "diarized_json", "srt", "vtt")
+EXTENSIONS = {"text": "txt", "json": "json", "verbose_json": "json", "diarized_json": "json", "srt": "srt",
+              "vtt": "vtt"}  # of a transcript written to a file
 MEDIA_TYPES = {"text": "text/plain", "json": "application/json", "verbose_json": "application/json",
                "diarized_json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt"}
 LANGUAGE_NAMES = {"zh": "chinese", "yue": "cantonese", "en": "english"}  # OpenAI reports the language by name
