@@ -71,7 +71,8 @@ def merge_at(ctx: StageContext, weight: float, out_dir: Path) -> float:
     train, p = ctx.read_report("train", TrainReport), ctx.params.merge
     base, adapter = Path(train.base_model_dir), Path(train.adapter_dir)
     merge_adapter(base, adapter, out_dir, dtype=p.dtype, weight=weight)
-    difference = merge_difference(base, adapter, out_dir, check_clip(ctx), weight)
+    difference = merge_difference(base, adapter, out_dir, check_clip(ctx), weight,
+                                  ctx.params.model.language)
     if difference > p.tolerance:
         raise MergeMismatch(f"{out_dir}: logits differ from base + adapter by {difference:.3g} > "
                             f"merge.tolerance={p.tolerance:g} ({p.dtype})")

@@ -144,10 +144,10 @@ def merge_adapter(base_model_dir: Path, adapter_dir: Path, out_dir: Path, dtype:
 
 @torch.inference_mode()
 def merge_difference(base_model_dir: Path, adapter_dir: Path, merged_dir: Path, clip: np.ndarray,
-                     weight: float = 1.0) -> float:
+                     weight: float, language: str) -> float:
     """Largest absolute difference between the logits of base + ``weight`` x adapter and of the merged
-    model, on ``clip`` (16 kHz, (n_samples,)) with the transcription prompt and 16 decoded tokens (float32
-    compute)."""
+    model, on ``clip`` (16 kHz, (n_samples,)) with the transcription prompt in ``language`` and 16 decoded
+    tokens (float32 compute)."""
     from zhasr.model.loading import load_model
 
     adapter_model = with_adapter(base_model_dir, adapter_dir, weight).eval()
@@ -155,7 +155,7 @@ def merge_difference(base_model_dir: Path, adapter_dir: Path, merged_dir: Path, 
     merged_model, _ = load_model(merged_dir)
     merged_model = merged_model.float()
     features = log_mel(processor, [clip])
-    generated = adapter_model.generate(input_features=features, language="zh", task="transcribe",
+    generated = adapter_model.generate(input_features=features, language=language, task="transcribe",
                                        max_new_tokens=16, do_sample=False, return_dict_in_generate=True).sequences
     a = adapter_model(input_features=features, decoder_input_ids=generated).logits
     m = merged_model(input_features=features, decoder_input_ids=generated).logits
