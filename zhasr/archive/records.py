@@ -29,15 +29,15 @@ class CallRecord:
     audio_sha256: str
     size: int
     mtime_ns: int
-    model: str  # "zhasr-whisper", or the model folder
-    model_version: str  # the registry version, or the folder's name
+    model: str  # the registered model's name ("zhasr-whisper"), or the model folder
+    model_version: str  # ResolvedModel.identity: "zhasr-whisper v3", or the model folder
     status: str  # done | failed
     reason: str | None = None  # why a failed call failed
     duration_s: float = 0.0
     channels: int = 0
     runtime: str = ""
     texts: dict[str, str] = field(default_factory=dict)  # speaker ("agent", "customer"; "" when mixed) -> text
-    mean_confidence: float | None = None  # speech-time-weighted, 0-1 (zhasr.labelling.calls.call_confidence)
+    mean_confidence: float | None = None  # speech-time-weighted, 0-1 (zhasr.transcribe.confidence.call_confidence)
     flags: tuple[str, ...] = ()  # guard flags of its segments, each once
     wall_s: float = 0.0  # seconds this call took on its worker
     worker: str = ""  # host:pid of the process that made the record
@@ -115,11 +115,8 @@ def all_records(out: Path) -> list[CallRecord]:
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def known_hashes(out: Path) -> dict[tuple[str, int, int], str]:

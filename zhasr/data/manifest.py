@@ -55,8 +55,5 @@ def read_json(path: Path, produced_by: str) -> Any:
 
 def file_md5(path: Path) -> str:
     """md5 of a file's bytes: for a file DVC tracks, the same value DVC records as its hash."""
-    digest = hashlib.md5()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()

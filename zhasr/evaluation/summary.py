@@ -35,7 +35,7 @@ class SystemMetrics:
     loop_rate: float  # loops / clips
     hallucination_rate: float  # share of clips whose insertions are at least half the reference length
     hit_token_cap: int  # clips that reached the decoder's token limit
-    retried: int  # clips decoded a second time (temperature fallback)
+    retried: int  # clips decoded a second time, with repeated n-grams banned (zhasr.transcribe.guard)
     rtf: float  # decoding seconds per audio second, data loading included
     hotword_recall: float | None  # None: no hotword in the references
     hotwords: dict[str, HotwordCount]
