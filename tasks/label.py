@@ -12,11 +12,11 @@ import mlflow
 
 from mlflow_services import registry, tracking
 from tasks.transcribe import open_resolved, open_transcriber, resolve
-from zhasr.archive.records import DONE, INDEX_JSONL
+from zhasr.archive.records import DONE, INDEX_JSONL, read_index
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
 from zhasr.data.importers.common import AUDIO_SUFFIXES
-from zhasr.data.manifest import atomic_write_json, read_jsonl
+from zhasr.data.manifest import atomic_write_json
 from zhasr.labelling.calls import StoredCall, store_call, task
 from zhasr.labelling.export import read_export
 from zhasr.labelling.interface import label_config
@@ -56,17 +56,17 @@ def call_files(paths: list[Path]) -> list[Path]:
 def indexed_transcripts(index: Path, model_version: str) -> tuple[list[tuple[Path, Transcription]], list[FailedCall]]:
     """The calls ``transcribe-archive`` transcribed with ``model_version`` (from its ``index.jsonl``) with their
     transcripts, and its failed calls."""
-    rows = [r for r in read_jsonl(index) if r["model_version"] == model_version]
-    if not rows:
+    records = [r for r in read_index(index) if r.model_version == model_version]
+    if not records:
         raise LookupError(f"{index}: no call transcribed by {model_version}; "
                           "run zhasr transcribe-archive with it first")
     done, failed = [], []
-    for row in rows:
-        body = next((o for o in row["outputs"] if o.endswith(".json")), None)
-        if row["status"] != DONE or body is None:
-            failed.append(FailedCall(row["path"], row["reason"] or "no verbose_json transcript in the index"))
+    for record in records:
+        body = next((o for o in record.outputs if o.endswith(".json")), None)
+        if record.status != DONE or body is None:
+            failed.append(FailedCall(record.path, record.reason or "no verbose_json transcript in the index"))
             continue
-        done.append((Path(row["path"]), from_verbose(json.loads((index.parent / body).read_text(encoding="utf-8")))))
+        done.append((Path(record.path), from_verbose(json.loads((index.parent / body).read_text(encoding="utf-8")))))
     return done, failed
 
 

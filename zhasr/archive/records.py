@@ -119,11 +119,15 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def read_index(index: Path) -> list[CallRecord]:
+    """The records of an ``index.jsonl``."""
+    return [CallRecord.from_dict(row) for row in read_jsonl(index)]
+
+
 def known_hashes(out: Path) -> dict[tuple[str, int, int], str]:
     """(path, size, mtime_ns) -> sha256 of the files the index has: an unchanged file is not read again."""
     index = Path(out) / INDEX_JSONL
-    rows = read_jsonl(index) if index.is_file() else []
-    return {(r["path"], r["size"], r["mtime_ns"]): r["audio_sha256"] for r in rows}
+    return {(r.path, r.size, r.mtime_ns): r.audio_sha256 for r in (read_index(index) if index.is_file() else [])}
 
 
 def write_index(out: Path, records: list[CallRecord]) -> None:
