@@ -30,13 +30,12 @@ def log_label_lineage(ctx: StageContext, batches: list[str]) -> None:
     sources = {b: found for b in batches if (found := provenance(ctx.path("incoming") / b))}
     if not sources:
         return
-    projects = sorted({f"{s['project_title']} (id {s['project_id']}) {s['url']}/projects/{s['project_id']}"
-                       for s in sources.values()})
-    annotations = sorted({a for s in sources.values() for a in s["annotations"]})
+    projects = sorted({s.source.describe() for s in sources.values()})
+    annotations = sorted({a for s in sources.values() for a in s.annotations})
     mlflow.set_tags({"zhasr.labelstudio.projects": "; ".join(projects),
                      # MLflow keeps 8,000 characters of a tag; the full list is in the artifact
                      "zhasr.labelstudio.annotations": ",".join(map(str, annotations))[:7000]})
-    tracking.log_json(sources, "ingest/labelstudio.json")
+    tracking.log_json({b: s.to_dict() for b, s in sources.items()}, "ingest/labelstudio.json")
 
 
 ingest_task = task(run, name="ingest", cache_policy=NO_CACHE)

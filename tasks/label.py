@@ -132,7 +132,7 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
                             strategy=strategy, budget_min=budget_s / 60, calls_given=len(work) + len(failed),
                             calls_pushed=len(chosen), minutes_pushed=round(sum(c.duration_s for c in chosen) / 60, 2),
                             already_in_project=repeated, failed=failed, tasks=table)
-        mlflow.set_tags({"zhasr.labelstudio.project": f"{p.project} (id {project_id}) {studio.project_url(project_id)}",
+        mlflow.set_tags({"zhasr.labelstudio.project": LabelSource(studio.url, project_id, p.project).describe(),
                          "zhasr.labelstudio.model_version": version})
         mlflow.log_metrics({"label_calls_pushed": len(chosen), "label_minutes_pushed": summary.minutes_pushed,
                             "label_calls_failed": len(failed)})
@@ -151,7 +151,8 @@ def pull(ctx: StageContext, batch: str | None = None) -> LabelPull:
     with tracking.stage_run(ctx, "label-pull"):
         read = read_export(studio.export(project_id), min_region_s=p.min_region_s, max_region_s=p.max_region_s,
                            pulled=pulled(ctx.path("labelling")))
-        result = write_batch(read.regions, read.rejected, LabelSource(studio.url, project_id, p.project),
+        source = LabelSource(studio.url, project_id, p.project)
+        result = write_batch(read.regions, read.rejected, source,
                              labelling_dir=ctx.path("labelling"), incoming=ctx.path("incoming"),
                              quarantine=ctx.path("quarantine"), batch=batch)
         result = dataclasses.replace(result, already_pulled=read.already_pulled)
@@ -161,7 +162,7 @@ def pull(ctx: StageContext, batch: str | None = None) -> LabelPull:
                             unlabelled_tasks=read.unlabelled, minutes=result.minutes,
                             corrected_share=result.corrected_share, annotations=list(result.annotations),
                             reasons=[r.reason for r in read.rejected])
-        mlflow.set_tag("zhasr.labelstudio.project", f"{p.project} (id {project_id}) {studio.project_url(project_id)}")
+        mlflow.set_tag("zhasr.labelstudio.project", source.describe())
         mlflow.log_metrics({"label_rows": result.rows, "label_rejected": result.rejected,
                             "label_minutes": result.minutes, "label_corrected_share": result.corrected_share})
         if read.rejected:

@@ -164,7 +164,7 @@ def test_a_pull_writes_clips_from_their_channel_and_a_second_pull_adds_nothing(t
     assert (result.rows, result.rejected, result.minutes, result.corrected_share) == (2, 1, 0.042, 1.0)
     assert [q["reason"] for q in read_jsonl(quarantine / "ls-1" / QUARANTINE)] == [
         "region c (5.00-6.00 s, channel 1): empty text"]
-    assert provenance(incoming / "ls-1")["annotations"] == [11] and (incoming / "ls-1" / PROVENANCE).is_file()
+    assert provenance(incoming / "ls-1").annotations == (11,) and (incoming / "ls-1" / PROVENANCE).is_file()
     again = read(export, pulled(labelling))
     assert (again.regions, again.rejected, again.already_pulled) == ((), (), 1)
     changed = read([export_task(results=regions[:1], data=data, updated="2026-12-06T00:00:00Z")], pulled(labelling))

@@ -15,7 +15,7 @@ import re
 import shutil
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,42 @@ class LabelSource:
     project_id: int
     project_title: str
 
+    @property
+    def project_url(self) -> str:
+        return f"{self.url}/projects/{self.project_id}"
+
+    def describe(self) -> str:
+        """The project as a run's tag names it: "title (id N) URL"."""
+        return f"{self.project_title} (id {self.project_id}) {self.project_url}"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """A pulled batch's ``labelstudio.json``: where its rows came from and what the pull found."""
+
+    source: LabelSource
+    annotations: tuple[int, ...]  # Label Studio annotation ids
+    tasks: tuple[int, ...]
+    regions: int  # rows of the batch
+    rejected: int  # regions quarantined
+    minutes: float  # labelled audio
+    corrected_share: float  # of regions that had a prediction, the share whose text the person changed
+    lead_time_s: float  # people's time on the annotations, as Label Studio counts it
+    annotators: tuple[str, ...]
+    pulled_at: str  # ISO time, UTC
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's layout: the source's fields first, flat."""
+        return {**asdict(self.source), **{k: list(v) if isinstance(v, tuple) else v
+                                          for k, v in asdict(self).items() if k != "source"}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Provenance:
+        source = LabelSource(data["url"], int(data["project_id"]), data["project_title"])
+        return cls(source, tuple(data["annotations"]), tuple(data.get("tasks", ())), data.get("regions", 0),
+                   data.get("rejected", 0), data.get("minutes", 0.0), data.get("corrected_share", 0.0),
+                   data.get("lead_time_s", 0.0), tuple(data.get("annotators", ())), data.get("pulled_at", ""))
+
 
 @dataclass(frozen=True)
 class PullResult:
@@ -56,10 +92,10 @@ def pulled(labelling_dir: Path) -> frozenset[tuple[int, str]]:
         else frozenset()
 
 
-def provenance(batch_dir: Path) -> dict[str, Any] | None:
-    """What ``labelstudio.json`` of a pulled batch says (project, annotations...); None for other batches."""
+def provenance(batch_dir: Path) -> Provenance | None:
+    """What ``labelstudio.json`` of a pulled batch says; None for other batches."""
     path = Path(batch_dir) / PROVENANCE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return Provenance.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
 def write_batch(regions: Sequence[CorrectedRegion], rejected: Sequence[Rejected], source: LabelSource, *,
@@ -94,13 +130,12 @@ def write_batch(regions: Sequence[CorrectedRegion], rejected: Sequence[Rejected]
     final = None
     if rows:
         atomic_write_jsonl(work / "manifest.jsonl", rows)
-        atomic_write_json(work / PROVENANCE, {
-            "url": source.url, "project_id": source.project_id, "project_title": source.project_title,
-            "annotations": list(annotations), "tasks": sorted({r.task_id for r in regions}), "regions": len(rows),
-            "rejected": len(problems), "minutes": round(minutes, 3), "corrected_share": round(share, 4),
-            "lead_time_s": round(sum(_lead_times(regions).values()), 1),
-            "annotators": sorted({r.annotator for r in regions if r.annotator is not None}),
-            "pulled_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        atomic_write_json(work / PROVENANCE, Provenance(
+            source, annotations, tuple(sorted({r.task_id for r in regions})), regions=len(rows),
+            rejected=len(problems), minutes=round(minutes, 3), corrected_share=round(share, 4),
+            lead_time_s=round(sum(_lead_times(regions).values()), 1),
+            annotators=tuple(sorted({r.annotator for r in regions if r.annotator is not None})),
+            pulled_at=datetime.now(timezone.utc).isoformat(timespec="seconds")).to_dict())
         final = Path(incoming) / batch
         os.replace(work, final)
     else:  # nothing to train on: no batch folder (an empty batch would fail validation whole)
