@@ -28,7 +28,7 @@ from zhasr.data.manifest import atomic_write_json
 from zhasr.data.text import normalize
 from zhasr.data.validate import ValidatedDataset
 from zhasr.model.loading import resolve_base_model
-from zhasr.model.recipe import RoundRows, select_rows
+from zhasr.model.recipe import RoundOrigin, RoundRows, select_rows
 from zhasr.model.train import TrainReport, read_plan, train_adapter
 from zhasr.progress import progress_bar
 
@@ -82,12 +82,14 @@ def round_rows(ctx: StageContext, learned: set[str], resume: bool) -> RoundRows:
         return select_rows(train_rows, learned, p.init_from, p.replay_ratio, p.seed)
     by_id = {r["id"]: r for r in train_rows}
     pseudo_ids = {r["id"] for split in ctx.params.train.pseudo_label_splits for r in ctx.split_rows(split)}
-    missing = [i for i in plan["rows"] if i not in by_id and i not in pseudo_ids]
+    missing = [i for i in plan.rows if i not in by_id and i not in pseudo_ids]
     if missing:
         raise ValueError(f"cannot resume: {len(missing)} clip(s) of the plan being resumed ({missing[0]}, ...) are no "
                          f"longer in the train split of {ctx.dataset_manifest()}")
-    return RoundRows([by_id[i] for i in plan["rows"] if i in by_id], plan["new_clips"], plan["replayed_clips"],
-                     plan["learned_batches"])
+    if plan.origin is None:
+        raise ValueError(f"cannot resume: {ctx.path('runs') / 'train'}'s plan does not say where its clips came from")
+    return RoundRows([by_id[i] for i in plan.rows if i in by_id], plan.origin.new_clips, plan.origin.replayed_clips,
+                     plan.origin.learned_batches)
 
 
 def pseudo_labelled(ctx: StageContext, start_dir: Path) -> list[dict[str, Any]]:
@@ -125,8 +127,7 @@ def run(ctx: StageContext, resume: bool = False) -> TrainReport:
             start_dir, rows + pseudo, ctx.path("dataset"), ctx.path("runs") / "train", p,
             language=ctx.params.model.language, task=ctx.params.model.task, decode=decode_options(ctx),
             dev_rows=dev_rows, resume=resume, callbacks=[MlflowStepLogger()] if main_process else [],
-            progress=progress, note={"new_clips": chosen.new, "replayed_clips": chosen.replayed,
-                                     "learned_batches": chosen.learned_batches, "start": start_name})
+            progress=progress, origin=RoundOrigin(chosen.new, chosen.replayed, chosen.learned_batches, start_name))
         report = TrainReport(
             adapter_dir=str(result.adapter_dir), base_model_dir=str(start_dir), start=start_name, steps=result.steps,
             planned_steps=result.plan.steps, limited_by=result.plan.limited_by,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from zhasr.config import TrainParams
@@ -42,6 +42,40 @@ def plan_steps(windows: int, params: TrainParams, processes: int = 1, step_secon
     steps = eval_every * (raw // eval_every)
     return StepPlan(steps=steps, eval_every=eval_every, warmup_steps=round(params.warmup_ratio * steps),
                     limited_by=limited_by, step_seconds=step_seconds)
+
+
+@dataclass(frozen=True)
+class RoundOrigin:
+    """Where a round's clips came from: kept in its plan, so that a resumed run reports the same."""
+
+    new_clips: int  # clips of batches the start model had not learned
+    replayed_clips: int  # clips of batches it had learned, drawn again
+    learned_batches: list[str]  # the batches the trained model will have learned
+    start: str  # the model the round started from ("base", "zhasr-whisper v3")
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    """A training folder's ``plan.json``: the steps, the clips and their origin; a resumed run keeps all three.
+    The file is flat: StepPlan's fields, ``rows``, ``windows`` and RoundOrigin's fields."""
+
+    steps: StepPlan
+    rows: list[str]  # ids of the clips trained on, telephone copies and pseudo-labelled clips included
+    windows: int  # training windows they were packed into
+    origin: RoundOrigin | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self.steps), "rows": self.rows, "windows": self.windows,
+                **(asdict(self.origin) if self.origin else {})}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SavedPlan:
+        def of(record: type) -> dict[str, Any]:
+            return {f.name: data[f.name] for f in fields(record) if f.name in data}
+
+        origin = of(RoundOrigin)
+        return cls(StepPlan(**of(StepPlan)), list(data["rows"]), int(data.get("windows", 0)),
+                   RoundOrigin(**origin) if len(origin) == len(fields(RoundOrigin)) else None)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from zhasr.evaluation.metrics import character_error_rate
 from zhasr.model import encoder_cache
 from zhasr.model.adapters import check_method_available, lora_config, quantization_config
 from zhasr.model.decode import DecodeOptions, transcribe
-from zhasr.model.recipe import StepPlan, plan_steps
+from zhasr.model.recipe import RoundOrigin, SavedPlan, StepPlan, plan_steps
 from zhasr.model.spec_augment import TimeMask
 from zhasr.model.speech_data import SpeechCollator, SpeechDataset, text_tokens
 from zhasr.model.training_windows import TrainingWindow, pack_rows, single_windows
@@ -369,30 +369,29 @@ def training_arguments(output_dir: Path, params: TrainParams, plan: StepPlan, pr
     )
 
 
-def read_plan(output_dir: Path) -> dict[str, Any] | None:
-    """The plan a run wrote to ``output_dir`` (``{"steps", "eval_every", "warmup_steps", "limited_by",
-    "step_seconds", "rows": [ids], ...}``), or None."""
+def read_plan(output_dir: Path) -> SavedPlan | None:
+    """The plan a run wrote to ``output_dir``, or None."""
     path = Path(output_dir) / PLAN_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return SavedPlan.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
 def decide_plan(prepared: Prepared, output_dir: Path, rows: list[dict[str, Any]], params: TrainParams,
-                resume: bool, note: dict[str, Any] | None) -> StepPlan:
+                resume: bool, origin: RoundOrigin | None) -> StepPlan:
     """The plan of a resumed run as it was written; else planned from the clips (and, under a time
-    budget, the step time measured on rank 0) and written to ``output_dir / plan.json`` with ``note``."""
+    budget, the step time measured on rank 0) and written to ``output_dir / plan.json`` with ``origin``."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
     if resume and (saved := read_plan(output_dir)):
-        return StepPlan(**{k: saved[k] for k in StepPlan.__dataclass_fields__})
+        return saved.steps
     state = PartialState()
     measured = [measure_step_seconds(prepared, params) if params.time_budget_s and state.is_main_process else None]
     if state.num_processes > 1:
         broadcast_object_list(measured)
     plan = plan_steps(len(prepared.windows), params, state.num_processes, measured[0])
     if state.is_main_process:
-        atomic_write_json(output_dir / PLAN_FILE, {**asdict(plan), "rows": [r["id"] for r in rows],
-                                                   "windows": len(prepared.windows), **(note or {})})
+        saved = SavedPlan(plan, [r["id"] for r in rows], len(prepared.windows), origin)
+        atomic_write_json(output_dir / PLAN_FILE, saved.to_dict())
     return plan
 
 
@@ -451,12 +450,12 @@ def train_adapter(
     resume: bool = False,
     callbacks: list[TrainerCallback] | None = None,
     progress=None,
-    note: dict[str, Any] | None = None,
+    origin: RoundOrigin | None = None,
 ) -> TrainResult:
     """Train an adapter on ``rows`` and save it, as trained, to ``output_dir / "adapter"``.
 
     Checkpoints go to ``output_dir / "checkpoints"`` at every evaluation; the lower-encoder cache to
-    ``output_dir / "encoder_cache"``; the plan (steps, rows, ``note``) to ``output_dir / plan.json``.
+    ``output_dir / "encoder_cache"``; the plan (steps, rows, ``origin``) to ``output_dir / plan.json``.
     With ``dev_rows`` the adapter saved is the one with the lowest dev CER (decoded with ``decode``).
     ``resume``: continue the plan and the newest complete checkpoint of a run that was cut short.
     ``progress(done, total)`` reports the encoder cache being filled.
@@ -471,7 +470,7 @@ def train_adapter(
     torch.manual_seed(params.seed)
     prepared = prepare(base_model_dir, rows, dataset_dir, output_dir, params, language, task, progress, dev_rows)
     trainable, total = prepared.model.get_nb_trainable_parameters()
-    plan = decide_plan(prepared, output_dir, rows, params, resume, note)
+    plan = decide_plan(prepared, output_dir, rows, params, resume, origin)
     evaluate = bool(dev_rows)
     args = training_arguments(output_dir, params, plan, prepared.precision, evaluate, len(prepared.windows))
     trainer, history = build_trainer(prepared, args, params, Path(dataset_dir), dev_rows,
