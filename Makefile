@@ -123,10 +123,10 @@ LS_PORT ?= 8089
 # webhooks may reach the transcription service on this machine (it listens on loopback only).
 LS_MEDIA := data/labelling
 
-$(LS_STAMP):
+$(LS_STAMP): requirements/labelstudio.txt
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LS_VENV)/bin/python -m pip install -q label-studio==1.23.2
+	$(LS_VENV)/bin/python -m pip install -q -r requirements/labelstudio.txt
 	@touch $@
 
 labelstudio: $(LS_STAMP)
