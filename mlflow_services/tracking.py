@@ -98,3 +98,12 @@ def local_path(uri: str) -> Path | None:
     if "://" not in uri:
         return Path(uri)
     return None
+
+
+def log_export(path: Path, fmt: str, run_id: str) -> str:
+    """Log an export file or folder under ``exports/<fmt>/`` of the active run; returns its ``runs:/`` URI."""
+    if path.is_file():
+        mlflow.log_artifact(str(path), f"exports/{fmt}")
+    else:
+        mlflow.log_artifacts(str(path), f"exports/{fmt}")
+    return f"runs:/{run_id}/exports/{fmt}"

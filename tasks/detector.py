@@ -26,18 +26,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mlflow_services import registry, tracking
+from mlflow_services import registry, review, tracking
+from mlflow_services.step_metrics import MlflowStepLogger
 from tasks import decoding
-from tasks.export import log_export
-from tasks.register import git_commit
-from tasks.train import MlflowStepLogger, curves_figure
 from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resolve, version_named
 from zhasr.calltext.pii import find_pii
 from zhasr.config import DetectorParams, SynthParams, short_digest
@@ -54,6 +51,7 @@ from zhasr.export.ct2 import write_ct2
 from zhasr.model.merge import merge_adapter
 from zhasr.model.train import train_adapter
 from zhasr.progress import progress_bar
+from zhasr.project import git_commit
 from zhasr.transcribe.engine import Transcriber
 from zhasr.transcribe.records import Transcription
 
@@ -156,28 +154,6 @@ def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: 
                          if replaced else None)
 
 
-def detector_check_figure(new: RedactionScore, replaced: RedactionScore | None, p: DetectorParams):
-    """Recall per kind of a new number detector on its held-out check and of the one it would replace
-    (None: none), each labelled with its mean; ``p``'s floors (each kind, the mean) drawn across."""
-    kinds = [k for k, s in new.kinds.items() if s.sentences]
-    shown = [("new", new, "tab:blue")] + ([("in place", replaced, "tab:gray")] if replaced else [])
-    figure, axis = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(shown)
-    for i, (label, scored, color) in enumerate(shown):
-        axis.bar([k + i * width for k in range(len(kinds))], [100 * scored.kinds[k].recall for k in kinds], width,
-                 label=f"{label}: mean {100 * scored.mean_recall:.0f} %", color=color)
-    axis.axhline(100 * p.min_mean_recall, color="tab:red", linestyle=":", label="detector.min_mean_recall")
-    axis.axhline(100 * p.min_recall, color="tab:red", linestyle="--", label="detector.min_recall")
-    axis.set_xticks([k + width * (len(shown) - 1) / 2 for k in range(len(kinds))], kinds)
-    axis.set_ylabel("recall (%)")
-    axis.set_ylim(0, 105)
-    axis.set_title(f"Held-out check: {p.check_per_kind} sentences a kind said as turns of calls;\n"
-                   "recall of the transcript with what the detector heard taken out", fontsize=10)
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
-    figure.tight_layout()
-    return figure
-
-
 def log_check(check: DetectorCheck, p: DetectorParams) -> None:
     """The check's figures as metrics, a table (detector/check.json) and a plot."""
     for name, scored in (("check", check.new), ("replaced", check.replaced)):
@@ -189,7 +165,7 @@ def log_check(check: DetectorCheck, p: DetectorParams) -> None:
             for name, scored in (("new", check.new), ("in place", check.replaced)) if scored is not None
             for kind, s in scored.kinds.items()]
     mlflow.log_table(pd.DataFrame(rows), artifact_file="detector/check.json")
-    tracking.log_figure_png(detector_check_figure(check.new, check.replaced, p), "plots/detector_check.png")
+    tracking.log_figure_png(review.detector_check_figure(check.new, check.replaced, p), "plots/detector_check.png")
 
 
 def mean_recall(recall: dict[str, float]) -> float | None:
@@ -230,7 +206,7 @@ def register_build(ctx: StageContext, report: DetectorReport, place: Path, name:
     check, which no one can approve), its int8 copy kept with the run as its fit ct2 export; challenger when it
     passed. ``commit``: the code's, read when the stage began."""
     run_id = mlflow.active_run().info.run_id
-    uri = log_export(place / "ct2-int8", "ct2-int8", run_id)
+    uri = tracking.log_export(place / "ct2-int8", "ct2-int8", run_id)
     passed = report.accepted and bool(report.check_recall)
     gate = "pass" if passed else "fail" if not report.accepted else "unchecked"
     mean = mean_recall(report.check_recall)
@@ -318,7 +294,7 @@ def run(ctx: StageContext) -> DetectorReport:
             trained = train_adapter(base.model_dir, rows + labelled, work / "dataset", work / "run", ctx.params.train,
                                     language=ctx.params.model.language, task=ctx.params.model.task,
                                     callbacks=[MlflowStepLogger()], progress=progress)
-        tracking.log_figure_png(curves_figure(trained.loss_history, []), "plots/detector_loss_curve.png")
+        tracking.log_figure_png(review.curves_figure(trained.loss_history, []), "plots/detector_loss_curve.png")
         merged = merge_adapter(base.model_dir, trained.adapter_dir, work / "hf")
         write_ct2(merged, work / "ct2-int8")
         check, verdict = None, DetectorVerdict(True, ())

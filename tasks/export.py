@@ -87,15 +87,6 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
     return results
 
 
-def log_export(path: Path, fmt: str, run_id: str) -> str:
-    """Log an export file or folder under ``exports/<fmt>/`` of the active run; returns its ``runs:/`` URI."""
-    if path.is_file():
-        mlflow.log_artifact(str(path), f"exports/{fmt}")
-    else:
-        mlflow.log_artifacts(str(path), f"exports/{fmt}")
-    return f"runs:/{run_id}/exports/{fmt}"
-
-
 def run(ctx: StageContext, formats: list[str] | None = None) -> ExportReport:
     sets = ctx.read_report("evaluate", EvaluationSummary).sets
     merged = Path(ctx.read_report("merge", MergeReport).merged_dir)
@@ -109,7 +100,7 @@ def run(ctx: StageContext, formats: list[str] | None = None) -> ExportReport:
             mlflow.set_tag(f"zhasr.export.{result.format}", result.verdict)
             # kept with the run (and so with its model version); models/exports/ is overwritten
             if result.verdict != UNFIT:
-                results[k] = result.kept(log_export(Path(result.path), result.format, mlflow_run.info.run_id))
+                results[k] = result.kept(tracking.log_export(Path(result.path), result.format, mlflow_run.info.run_id))
         mlflow.log_table(pd.DataFrame([{"format": r.format, "verdict": r.verdict, **r.flat(), "uri": r.uri}
                                        for r in results]), artifact_file="export/exports.json")
         report = ExportReport(reference, results)

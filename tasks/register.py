@@ -4,7 +4,6 @@ model card; alias "challenger" only if it passed the gate. "champion" needs a pe
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from zhasr.evaluation.gate import Verdict
 from zhasr.evaluation.summary import EvaluationSummary
 from zhasr.model.merge import MergeReport
 from zhasr.model.train import TrainReport
+from zhasr.project import git_commit
 
 GATE_ACTOR = "zhasr gate"
 
@@ -45,17 +45,6 @@ class Registration:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Registration:
         return cls(**data)
-
-
-def git_commit(root: Path) -> str:
-    """HEAD of the project checkout, ``+dirty`` when tracked files changed; ``unknown`` outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.strip() + ("+dirty" if dirty.strip() else "")
 
 
 def version_tags(evaluation: EvaluationSummary, verdict: Verdict, dataset_md5: str, learned_batches: list[str],

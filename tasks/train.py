@@ -11,16 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import mlflow
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from transformers import TrainerCallback
 
-from mlflow_services import registry, tracking
+from mlflow_services import registry, review, tracking
+from mlflow_services.step_metrics import MlflowStepLogger
 from tasks.decoding import Model, decode_options, decode_sets, load_clips, whole_clip_decoding
 from zhasr.context import StageContext
 from zhasr.data.augment import every_channel, telephone_augmented
@@ -33,17 +29,6 @@ from zhasr.model.train import TrainReport, read_plan, train_adapter
 from zhasr.progress import progress_bar
 
 
-class MlflowStepLogger(TrainerCallback):
-    """Trainer log entries as MLflow metrics at their step: ``train_loss``, ``train_learning_rate``,
-    ``train_samples_per_second``, ``dev_cer`` ..."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        numbers = {(f"dev_{k[5:]}" if k.startswith("eval_") else f"train_{k}"): float(v)
-                   for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        if numbers:
-            mlflow.log_metrics(numbers, step=state.global_step)
-
-
 def start_model(ctx: StageContext) -> tuple[Path, str, set[str]]:
     """(Hugging Face folder training starts from, what it is, the batches it has learned): the base model,
     or with ``train.init_from: champion`` the champion's merged weights."""
@@ -54,23 +39,6 @@ def start_model(ctx: StageContext) -> tuple[Path, str, set[str]]:
         if champion is not None:
             return registry.whisper_dir(champion), f"champion v{champion.version}", registry.learned_batches(champion)
     return base_dir, ctx.params.model.base, set()
-
-
-def curves_figure(loss: list[tuple[int, float]], dev_cer: list[tuple[int, float]]):
-    figure, left = plt.subplots(figsize=(7, 3.8))
-    if loss:
-        left.plot(*zip(*loss), color="tab:blue", label="training loss")
-    left.set_xlabel("optimizer step")
-    left.set_ylabel("training loss (nats/token)", color="tab:blue")
-    left.grid(alpha=0.3)
-    if dev_cer:
-        right = left.twinx()
-        steps, cer = zip(*dev_cer)
-        right.plot(steps, [100 * c for c in cer], color="tab:red", marker="o", label="dev CER")
-        right.set_ylabel("dev CER (%)", color="tab:red")
-    left.set_title("Training loss and dev CER" if dev_cer else "Training loss")
-    figure.tight_layout()
-    return figure
 
 
 def round_rows(ctx: StageContext, learned: set[str], resume: bool) -> RoundRows:
@@ -149,7 +117,7 @@ def run(ctx: StageContext, resume: bool = False) -> TrainReport:
                             "train_steps": result.steps, "train_windows": result.windows,
                             "train_clips_per_second": result.clips_per_second,
                             "trainable_params": result.trainable_params})
-        tracking.log_figure_png(curves_figure(result.loss_history, result.dev_cer_history), "plots/loss_curve.png")
+        tracking.log_figure_png(review.curves_figure(result.loss_history, result.dev_cer_history), "plots/loss_curve.png")
         atomic_write_json(ctx.report("train"), report.to_dict())
     return report
 

@@ -339,7 +339,7 @@ def test_cli_approve_reject_rollback_and_status(prefect_server, ctx, tiny_model_
 
 def _logged_export(ctx: StageContext, tmp_path, name: str) -> ExportResult:
     """A fit export kept with a run of its own, as the export stage keeps one; the next register names it."""
-    from tasks.export import log_export
+    from mlflow_services.tracking import log_export
 
     folder = tmp_path / name
     folder.mkdir()
@@ -444,7 +444,7 @@ def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(pr
 
     assert detector_deployment(ctx.params) is None  # detector.cron "": not served
     scheduled = detector_deployment(load_params(ctx.root / "params.yaml", ["detector.cron=0 4 * * *"]))
-    assert scheduled.parameters == {"params_path": None, "skip_if_built": True}
+    assert scheduled.parameters == {"params_path": None, "overrides": [], "skip_if_built": True}
     assert scheduled.schedules[0].schedule.cron == "0 4 * * *" and scheduled.concurrency_limit == 1
 
     def detector_flow(*overrides: str) -> dict:

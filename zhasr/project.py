@@ -8,6 +8,7 @@ working directory.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 # Quiet, offline defaults; a value the user already set wins.
@@ -61,3 +62,14 @@ def apply_default_env(root: Path, base_model: str | None = None) -> None:
     os.environ.setdefault("PREFECT_HOME", str((root / ".prefect").resolve()))
     if base_model is None or not is_hub_model_id(base_model):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def git_commit(root: Path) -> str:
+    """HEAD of the project checkout, ``+dirty`` when tracked files changed; ``unknown`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.strip() + ("+dirty" if dirty.strip() else "")
