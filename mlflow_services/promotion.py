@@ -126,7 +126,7 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
-    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
+    versions = registry.versions(name)
     rows = []
     for v in versions:
         details = _details(v)

@@ -45,6 +45,11 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in SERVED_DISTRIBUTIONS]
 
 
+def versions(name: str) -> list[ModelVersion]:
+    """Every version of the registered model ``name``, newest first; none for a name not registered."""
+    return sorted(MlflowClient().search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
+
+
 def version_by_alias(name: str, alias: str) -> ModelVersion | None:
     try:
         return MlflowClient().get_model_version_by_alias(name, alias)
@@ -178,11 +183,7 @@ def learned_batches(version: ModelVersion) -> set[str]:
 def last_trained_dataset(name: str) -> tuple[str, str] | None:
     """(version, dataset md5) of the newest version trained by the pipeline (not the base model); None if none."""
     try:
-        versions = MlflowClient().search_model_versions(f"name='{name}'")
+        trained = [v for v in versions(name) if v.tags.get("zhasr.dataset_md5")]
     except MlflowException:
         return None
-    trained = [v for v in versions if v.tags.get("zhasr.dataset_md5")]
-    if not trained:
-        return None
-    newest = max(trained, key=lambda v: int(v.version))
-    return str(newest.version), newest.tags["zhasr.dataset_md5"]
+    return (str(trained[0].version), trained[0].tags["zhasr.dataset_md5"]) if trained else None

@@ -153,7 +153,7 @@ def prune(name: str, rule: RegisterParams, pinned: dict[str, str] | None = None,
         aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
     except MlflowException as exc:
         raise LookupError(f"{name}: no registered model of that name") from exc
-    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
+    versions = registry.versions(name)
     keep = ({str(v.version): "keep_newest 0" for v in versions} if rule.keep_newest == 0 else
             reasons_to_keep(versions, aliases, champion_lineage(name), rule, pinned))
     claimed = set().union(*(_owned_uris(v) for v in versions if str(v.version) in keep))

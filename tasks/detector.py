@@ -264,11 +264,11 @@ def already_built(ctx: StageContext) -> str | None:
     except LookupError as exc:  # no champion yet: nothing to build on
         return str(exc)
     settings = settings_digest(ctx)
-    built = [v for v in MlflowClient().search_model_versions(f"name='{p.model_name}'")
+    built = [v for v in registry.versions(p.model_name)
              if v.tags.get("zhasr.parent") == base and v.tags.get(SETTINGS_TAG) == settings]
     if not built:
         return None
-    newest = max(built, key=lambda v: int(v.version))
+    newest = built[0]
     return (f"{p.model_name} v{newest.version} was built on {base} with these settings ({settings}; gate "
             f"{newest.tags['zhasr.gate']})")
 
