@@ -29,7 +29,7 @@ from service.state import ServiceState
 from zhasr.calltext.itn import numbers_to_digits
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Work
-from zhasr.serve.jobs import DONE
+from zhasr.serve.jobs import DONE, Job
 from zhasr.transcribe.records import Segment
 from zhasr.transcribe.redaction import finish_text, muted_rate, muted_wav
 from zhasr.transcribe.writers import MEDIA_TYPES, diarized, verbose, write
@@ -196,24 +196,27 @@ def _job_routes(app: FastAPI, state: ServiceState, ctx: StageContext) -> None:
 
     @app.get("/v1/audio/transcriptions/jobs/{job_id}", summary="A job's state, and its result once done")
     async def get_job(job_id: str, authorization: Annotated[str | None, Header()] = None):
-        key_name = state.authenticate(authorization)
-        job = await run_in_threadpool(state.jobs.get, job_id)
-        if job is None or job.key_name != key_name:
-            raise ApiError(404, f"job {job_id!r}: not found for this key", "job_id", "job_not_found")
+        job = await _own_job(state, job_id, authorization)
         return JSONResponse(_job_body(job), headers={"X-Model-Version": job.model_version or ""})
 
     @app.get("/v1/audio/transcriptions/jobs/{job_id}/audio", summary="A done job's audio, redacted stretches muted",
              response_class=FileResponse)
     async def get_job_audio(job_id: str, authorization: Annotated[str | None, Header()] = None):
-        key_name = state.authenticate(authorization)
-        job = await run_in_threadpool(state.jobs.get, job_id)
-        if job is None or job.key_name != key_name:
-            raise ApiError(404, f"job {job_id!r}: not found for this key", "job_id", "job_not_found")
+        job = await _own_job(state, job_id, authorization)
         path = state.jobs.redacted_audio(job_id)
         if job.state != DONE or not path.is_file():
             raise ApiError(404, f"job {job_id!r}: no redacted audio (asked with redacted_audio=true, kept "
                                 f"{state.serve.retain_days:g} days)", "job_id", "audio_not_found")
         return FileResponse(path, media_type="audio/wav", filename=f"{job_id}.redacted.wav")
+
+
+async def _own_job(state: ServiceState, job_id: str, authorization: str | None) -> Job:
+    """The job ``job_id`` if the caller's key submitted it; 404 otherwise (another key's job is not found)."""
+    key_name = state.authenticate(authorization)
+    job = await run_in_threadpool(state.jobs.get, job_id)
+    if job is None or job.key_name != key_name:
+        raise ApiError(404, f"job {job_id!r}: not found for this key", "job_id", "job_not_found")
+    return job
 
 
 def _status_routes(app: FastAPI, state: ServiceState) -> None:

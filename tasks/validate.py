@@ -44,7 +44,7 @@ def run(ctx: StageContext) -> ValidatedDataset:
                 quarantine[row["batch"]].append({**row, "reasons": reasons[id(row)]})
         for batch in per_batch:
             atomic_write_jsonl(ctx.path("quarantine") / batch / "rejected.jsonl", quarantine.get(batch, []))
-        manifest = ctx.path("dataset") / "manifest.jsonl"
+        manifest = ctx.dataset_manifest()
         atomic_write_jsonl(manifest, accepted)
 
         report = ValidatedDataset(
