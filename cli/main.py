@@ -162,16 +162,17 @@ def cmd_status(args: argparse.Namespace) -> Any:
     from mlflow_services import promotion
 
     state = promotion.status(_registry_context(args))
-    table = Table(title=f"{state['model']}: versions")
-    for column in state["versions"][0] if state["versions"] else []:
+    table = Table(title=f"{state.model}: versions")
+    for column in state.versions[0] if state.versions else []:
         table.add_column(column)
-    for row in state["versions"]:
+    for row in state.versions:
         table.add_row(*(str(v) for v in row.values()))
     changes = Table(title="alias changes (newest last)")
-    for column in ("at", "action", "alias", "version", "previous", "by", "note"):
+    columns = ("at", "action", "alias", "version", "previous", "by", "note")
+    for column in columns:
         changes.add_column(column)
-    for c in state["alias_changes"]:
-        changes.add_row(*(str(c[k] or "")[:70] for k in ("at", "action", "alias", "version", "previous", "by", "note")))
+    for c in state.alias_changes:
+        changes.add_row(*(str(getattr(c, k) or "")[:70] for k in columns))
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     console.print(table)
     console.print(changes)

@@ -6,6 +6,7 @@ approval form of the retraining flow.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -114,7 +115,20 @@ def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.A
     return change
 
 
-def status(name: str, history: int = 10) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RegistryStatus:
+    """What ``zhasr status`` shows of a registered model."""
+
+    model: str
+    # a table row a version, newest first: column -> text (a number detector's columns differ from a transcriber's)
+    versions: list[dict[str, str]]
+    alias_changes: list[registry.AliasChange]  # the last decisions, oldest first
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status(name: str, history: int = 10) -> RegistryStatus:
     """Versions with their aliases, gate verdict, review, CER and export verdicts (a number detector's: its check's
     mean recall and base) and the running processes that hold them (``in_use``); the last ``history`` alias
     changes."""
@@ -140,7 +154,7 @@ def status(name: str, history: int = 10) -> dict[str, Any]:
             **figures, "git": details.get("zhasr.git_commit", "")[:8],
             "in_use": in_use.held_by(v),
         })
-    return {"model": name, "versions": rows, "alias_changes": _decisions(registry.alias_history(name))[-history:]}
+    return RegistryStatus(name, rows, _decisions(registry.alias_history(name))[-history:])
 
 
 def _export_verdicts(version) -> str:
@@ -154,14 +168,14 @@ def _details(version) -> dict[str, str]:
     return {**run_tags, **version.tags}
 
 
-def _decisions(changes: list[registry.AliasChange]) -> list[dict[str, Any]]:
-    """One row per decision: an approval that also takes the challenger alias off is one change of two
-    aliases (``alias`` "challenger, champion"), not two rows."""
-    rows: list[dict[str, Any]] = []
+def _decisions(changes: list[registry.AliasChange]) -> list[registry.AliasChange]:
+    """One per decision: an approval that also takes the challenger alias off is one change of two aliases
+    (``alias`` "challenger, champion"), not two."""
+    decisions: list[registry.AliasChange] = []
     for c in changes:
-        last = rows[-1] if rows else None
-        if last and (last["action"], last["version"], last["by"], last["note"]) == (c.action, c.version, c.by, c.note):
-            last["alias"] = ", ".join(sorted({*last["alias"].split(", "), c.alias}))
+        last = decisions[-1] if decisions else None
+        if last and (last.action, last.version, last.by, last.note) == (c.action, c.version, c.by, c.note):
+            decisions[-1] = replace(last, alias=", ".join(sorted({*last.alias.split(", "), c.alias})))
         else:
-            rows.append(dict(c.__dict__))
-    return rows
+            decisions.append(c)
+    return decisions
