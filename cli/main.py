@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("format", choices=sorted(IMPORT_FORMATS), help="source layout")
     p.add_argument("source", help="manifest file (jsonl/json/csv) or dataset folder")
     p.add_argument("--batch", required=True, help="name of the new batch folder")
-    p.add_argument("--language", help=f"Whisper language code for rows whose source gives none (default {ImportOptions.language})")
+    p.add_argument("--language",
+                   help=f"Whisper language code for rows whose source gives none (default {ImportOptions.language})")
     p.add_argument("--split", help='stamp every row, e.g. "regression" for an evaluation-only set')
     p.add_argument("--cv-split", help=f"commonvoice: which <split>.tsv (default {ImportOptions.cv_split})")
     p.add_argument("--hf-split", help="hf-disk: which split of a DatasetDict (default all)")

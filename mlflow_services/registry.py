@@ -38,7 +38,8 @@ EXPORTS_TAG = "zhasr.exports"  # a version's exports as JSON: {format: {"verdict
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "audio")]), outputs=Schema([ColSpec("string")]))
 # What the modules of the pyfunc's decoding import (MLflow and pandas come with MLflow's own requirements); each is
 # pinned, when a version is logged, to the version installed (without a local label such as "+cpu").
-SERVED_DISTRIBUTIONS = ("torch", "transformers", "peft", "faster-whisper", "silero-vad", "soundfile", "soxr", "opencc", "cn2an")
+SERVED_DISTRIBUTIONS = ("torch", "transformers", "peft", "faster-whisper", "silero-vad", "soundfile", "soxr", "opencc",
+                        "cn2an")
 
 
 def pip_requirements() -> list[str]:

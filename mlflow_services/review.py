@@ -151,6 +151,7 @@ def model_card(*, name: str, version: str, params: Params, lineage: dict[str, st
 
 
 def curves_figure(loss: list[tuple[int, float]], dev_cer: list[tuple[int, float]]):
+    """Training loss and, where measured, dev CER against the optimizer step; each a list of (step, value)."""
     figure, left = plt.subplots(figsize=(7, 3.8))
     if loss:
         left.plot(*zip(*loss), color="tab:blue", label="training loss")

@@ -508,7 +508,8 @@ def test_zhasr_schedule_hands_its_params_file_and_overrides_to_the_runs_it_serve
         "params_path": str(other), "overrides": overrides, "only_if_new_data": True}
     assert archive_deployment(params, other, overrides).parameters["overrides"] == overrides
 
-    show = "from flows.schedule import scheduled_archive, scheduled_retrain as r; print(r.retries, scheduled_archive.task_runner.address)"
+    show = ("from flows.schedule import scheduled_archive, scheduled_retrain; "
+            "print(scheduled_retrain.retries, scheduled_archive.task_runner.address)")
     env = {**os.environ, SCHEDULED_PARAMS_ENV: json.dumps([str(other), overrides])}
     shown = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True, check=True, timeout=120)
     assert shown.stdout.split() == ["4", "tcp://127.0.0.1:8786"]
