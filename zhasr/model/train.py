@@ -154,7 +154,8 @@ def divergence_from_start(model: torch.nn.Module, peft_model: PeftModel, inputs:
 
 
 class DevCerTrainer(Trainer):
-    """A Trainer whose evaluation decodes the dev clips and scores CER (``eval_cer``, lower is better).
+    """A Trainer whose evaluation decodes the dev clips and scores CER (``eval_cer``, lower is better) as the gate
+    does: from the written texts, numbers in one written form on both sides.
 
     Every process decodes the whole dev set, so all ranks see the same metric and
     take the same early-stopping decision.
@@ -190,7 +191,7 @@ class DevCerTrainer(Trainer):
             transcripts = transcribe(model, self.processor, self.dev_clips, self.decode_options,
                                      encoder_inputs=self.dev_inputs)
         model.train()
-        result = character_error_rate(self.dev_texts, [t.text for t in transcripts])
+        result = character_error_rate(self.dev_texts, [t.text for t in transcripts], numbers=True)
         metrics = {f"{metric_key_prefix}_cer": result.cer,
                    f"{metric_key_prefix}_loops": float(sum(t.looped for t in transcripts)),
                    f"{metric_key_prefix}_seconds": time.perf_counter() - started}
@@ -407,7 +408,7 @@ def build_trainer(prepared: Prepared, args: TrainingArguments, params: TrainPara
         model=prepared.model, args=args, train_dataset=prepared.dataset, eval_dataset=dev_rows if evaluate else None,
         data_collator=SpeechCollator(), callbacks=[history, *stopping, *callbacks],
         processor=prepared.processor, dev_clips=[w.audio(dataset_dir) for w in prepared.dev_windows],
-        dev_texts=["".join(r["text_norm"] for r in w.rows) for w in prepared.dev_windows], decode_options=decode,
+        dev_texts=["".join(r["text"] for r in w.rows) for w in prepared.dev_windows], decode_options=decode,
         dev_inputs=prepared.dev_inputs, samples_per_step=params.batch_size * params.grad_accum * args.world_size,
         kl_to_start=params.kl_to_start,
         time_mask=TimeMask.of(params.time_mask_share, params.time_mask_ms, cached=bool(prepared.cached_layers)),
