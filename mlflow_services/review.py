@@ -1,5 +1,5 @@
-"""What a reviewer looks at in MLflow: confusion pairs, the CER-by-slice chart, the training curves, the number
-detector's check, the model card."""
+"""What a reviewer looks at in MLflow: confusion pairs, the CER-by-slice chart, the training curves, the model
+card."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from zhasr.evaluation.gate import judged_general_sets  # noqa: E402
 from zhasr.evaluation.summary import SYSTEMS, SetSummary, SliceRates  # noqa: E402
 
 if TYPE_CHECKING:
-    from zhasr.config import DetectorParams, Params
+    from zhasr.config import Params
     from zhasr.evaluation.gate import Verdict
-    from zhasr.evaluation.redaction_recall import RedactionScore
     from zhasr.evaluation.summary import EvaluationSummary
     from zhasr.model.merge import MergeReport
     from zhasr.model.train import TrainReport
@@ -164,27 +163,5 @@ def curves_figure(loss: list[tuple[int, float]], dev_cer: list[tuple[int, float]
         right.plot(steps, [100 * c for c in cer], color="tab:red", marker="o", label="dev CER")
         right.set_ylabel("dev CER (%)", color="tab:red")
     left.set_title("Training loss and dev CER" if dev_cer else "Training loss")
-    figure.tight_layout()
-    return figure
-
-
-def detector_check_figure(new: RedactionScore, replaced: RedactionScore | None, p: DetectorParams):
-    """Recall per kind of a new number detector on its held-out check and of the one it would replace
-    (None: none), each labelled with its mean; ``p``'s floors (each kind, the mean) drawn across."""
-    kinds = [k for k, s in new.kinds.items() if s.sentences]
-    shown = [("new", new, "tab:blue")] + ([("in place", replaced, "tab:gray")] if replaced else [])
-    figure, axis = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(shown)
-    for i, (label, scored, color) in enumerate(shown):
-        axis.bar([k + i * width for k in range(len(kinds))], [100 * scored.kinds[k].recall for k in kinds], width,
-                 label=f"{label}: mean {100 * scored.mean_recall:.0f} %", color=color)
-    axis.axhline(100 * p.min_mean_recall, color="tab:red", linestyle=":", label="detector.min_mean_recall")
-    axis.axhline(100 * p.min_recall, color="tab:red", linestyle="--", label="detector.min_recall")
-    axis.set_xticks([k + width * (len(shown) - 1) / 2 for k in range(len(kinds))], kinds)
-    axis.set_ylabel("recall (%)")
-    axis.set_ylim(0, 105)
-    axis.set_title(f"Held-out check: {p.check_per_kind} sentences a kind said as turns of calls;\n"
-                   "recall of the transcript with what the detector heard taken out", fontsize=10)
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     figure.tight_layout()
     return figure

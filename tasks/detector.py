@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -154,6 +155,28 @@ def check_detector(ctx: StageContext, base: ResolvedModel, new: Path, replaced: 
                          if replaced else None)
 
 
+def detector_check_figure(new: RedactionScore, replaced: RedactionScore | None, p: DetectorParams):
+    """Recall per kind of a new number detector on its held-out check and of the one it would replace
+    (None: none), each labelled with its mean; ``p``'s floors (each kind, the mean) drawn across."""
+    kinds = [k for k, s in new.kinds.items() if s.sentences]
+    shown = [("new", new, "tab:blue")] + ([("in place", replaced, "tab:gray")] if replaced else [])
+    figure, axis = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(shown)
+    for i, (label, scored, color) in enumerate(shown):
+        axis.bar([k + i * width for k in range(len(kinds))], [100 * scored.kinds[k].recall for k in kinds], width,
+                 label=f"{label}: mean {100 * scored.mean_recall:.0f} %", color=color)
+    axis.axhline(100 * p.min_mean_recall, color="tab:red", linestyle=":", label="detector.min_mean_recall")
+    axis.axhline(100 * p.min_recall, color="tab:red", linestyle="--", label="detector.min_recall")
+    axis.set_xticks([k + width * (len(shown) - 1) / 2 for k in range(len(kinds))], kinds)
+    axis.set_ylabel("recall (%)")
+    axis.set_ylim(0, 105)
+    axis.set_title(f"Held-out check: {p.check_per_kind} sentences a kind said as turns of calls;\n"
+                   "recall of the transcript with what the detector heard taken out", fontsize=10)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    figure.tight_layout()
+    return figure
+
+
 def log_check(check: DetectorCheck, p: DetectorParams) -> None:
     """The check's figures as metrics, a table (detector/check.json) and a plot."""
     for name, scored in (("check", check.new), ("replaced", check.replaced)):
@@ -165,7 +188,7 @@ def log_check(check: DetectorCheck, p: DetectorParams) -> None:
             for name, scored in (("new", check.new), ("in place", check.replaced)) if scored is not None
             for kind, s in scored.kinds.items()]
     mlflow.log_table(pd.DataFrame(rows), artifact_file="detector/check.json")
-    tracking.log_figure_png(review.detector_check_figure(check.new, check.replaced, p), "plots/detector_check.png")
+    tracking.log_figure_png(detector_check_figure(check.new, check.replaced, p), "plots/detector_check.png")
 
 
 def mean_recall(recall: dict[str, float]) -> float | None:
