@@ -128,11 +128,12 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
         table = [PushedTask(rank=k + 1, call_id=c.call_id, task_id=t, minutes=round(c.duration_s / 60, 2),
                             uncertainty=c.uncertainty, disagreement=c.disagreement, numbers=c.numbers, kind=c.kind)
                  for k, (c, t) in enumerate(zip(chosen, task_ids))]
-        summary = LabelPush(p.project, project_id, studio.project_url(project_id), model_version=version,
+        source = LabelSource(studio.url, project_id, p.project)
+        summary = LabelPush(p.project, project_id, source.project_url, model_version=version,
                             strategy=strategy, budget_min=budget_s / 60, calls_given=len(work) + len(failed),
                             calls_pushed=len(chosen), minutes_pushed=round(sum(c.duration_s for c in chosen) / 60, 2),
                             already_in_project=repeated, failed=failed, tasks=table)
-        mlflow.set_tags({"zhasr.labelstudio.project": LabelSource(studio.url, project_id, p.project).describe(),
+        mlflow.set_tags({"zhasr.labelstudio.project": source.describe(),
                          "zhasr.labelstudio.model_version": version})
         mlflow.log_metrics({"label_calls_pushed": len(chosen), "label_minutes_pushed": summary.minutes_pushed,
                             "label_calls_failed": len(failed)})
@@ -156,7 +157,7 @@ def pull(ctx: StageContext, batch: str | None = None) -> LabelPull:
                              labelling_dir=ctx.path("labelling"), incoming=ctx.path("incoming"),
                              quarantine=ctx.path("quarantine"), batch=batch)
         result = dataclasses.replace(result, already_pulled=read.already_pulled)
-        summary = LabelPull(p.project, project_id, studio.project_url(project_id),
+        summary = LabelPull(p.project, project_id, source.project_url,
                             batch_dir=str(result.batch_dir) if result.batch_dir else None, rows=result.rows,
                             rejected=result.rejected, already_pulled=result.already_pulled,
                             unlabelled_tasks=read.unlabelled, minutes=result.minutes,

@@ -85,6 +85,3 @@ class Studio:
         blob = b"".join(self.client.projects.exports.download_sync(project_id, export_type="JSON",
                                                                    download_all_tasks=True))
         return json.loads(blob)
-
-    def project_url(self, project_id: int) -> str:
-        return f"{self.url}/projects/{project_id}"
