@@ -63,6 +63,9 @@ def _encode_decode(samples8k: np.ndarray, codec: str, bit_rate: int | None = Non
     import av
 
     container_format, encoder, codec_rate = _ENCODERS[codec]
+    if encoder not in av.codecs_available:
+        raise RuntimeError(f"telephone codec {codec}: the installed PyAV {av.__version__} has no {encoder} encoder; "
+                           "install the av version pinned in requirements/lock.txt")
     bit_rate = bit_rate or codec_rate
     pcm = (np.clip(samples8k, -1.0, 32767 / 32768) * 32768).astype(np.int16)
     buffer = io.BytesIO()
