@@ -35,8 +35,10 @@ def labelling_routes(app: FastAPI, state: ServiceState, ctx: StageContext) -> No
                                   authorization: Annotated[str | None, Header()] = None):
         state.authenticate(authorization)
         action = payload.get("action")
+        if not isinstance(action, str):
+            raise ApiError(422, "action: expected Label Studio's event name, a string", "action", "invalid_action")
         if action not in ACTIONS:
-            return {"action": str(action)[:64], "counted": False}
+            return {"action": action[:64], "counted": False}
         counted = labelled_minutes(payload.get("annotation"), p.max_region_s)
         if counted is None:
             raise ApiError(422, "annotation: expected Label Studio's annotation, with an integer id and a result list",

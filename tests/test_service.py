@@ -178,6 +178,9 @@ def test_the_labelstudio_webhook_counts_each_annotation_once_and_refuses_what_is
     bad = requests.post(url, headers=auth, json={"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}}, timeout=10)
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "annotation"
     assert requests.post(url, headers=auth, json=[1, 2], timeout=10).status_code == 422
+    for action in ([], {}, None, 3):  # not an event name: refused, not a server error
+        r = requests.post(url, headers=auth, json={"action": action}, timeout=10)
+        assert r.status_code == 422 and r.json()["error"]["param"] == "action", (action, r.text)
 
 
 def test_metrics_count_requests_audio_and_batches(server, clip):
