@@ -52,7 +52,8 @@ from zhasr.calltext.pii import KINDS  # noqa: E402
 from zhasr.config import IngestParams, SynthParams, TrainParams, load_params  # noqa: E402
 from zhasr.data.audio import load_16k  # noqa: E402
 from zhasr.data.codecs import telephone  # noqa: E402
-from zhasr.data.ingest import ingest_batches  # noqa: E402
+from zhasr.data.ingest import decoded_rows, ingest_batches  # noqa: E402
+from zhasr.data.manifest import ManifestRow  # noqa: E402
 from zhasr.data.synth import synthesize_batch  # noqa: E402
 from zhasr.data.synth.call import write_call  # noqa: E402
 from zhasr.data.synth.personal import personal_set  # noqa: E402
@@ -136,11 +137,11 @@ def labelled_batch(incoming: Path, name: str, calls: list[tuple[Path, list]]) ->
     (out / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def rows_of(root: Path, name: str, calls, split: str = "train") -> list[dict]:
+def rows_of(root: Path, name: str, calls, split: str = "train") -> list[ManifestRow]:
     labelled_batch(root / f"incoming-{name}", name, calls)
     every_row_in_train = IngestParams(test_fraction=0.0, dev_fraction=0.0)
     rows = ingest_batches(root / f"incoming-{name}", root / "dataset", every_row_in_train)
-    return [{**r, "split": split} for r in rows if not r["decode_error"]]
+    return [dataclasses.replace(r, split=split) for r in decoded_rows(rows)]
 
 
 def rank_correlation(a: list[float], b: list[float]) -> float:
@@ -156,9 +157,9 @@ def decoded(model: Model, paths: list[Path]) -> list[str]:
     return [t.text for t in transcribe(*model, [load_16k(p) for p in paths], DecodeOptions())]
 
 
-def cer(model: Model, rows: list[dict], dataset: Path) -> float:
-    hyps = decoded(model, [dataset / r["audio"] for r in rows])
-    return character_error_rate([r["text_norm"] for r in rows], hyps).rate
+def cer(model: Model, rows: list[ManifestRow], dataset: Path) -> float:
+    hyps = decoded(model, [dataset / r.audio for r in rows])
+    return character_error_rate([r.text_norm for r in rows], hyps).rate
 
 
 def redaction_recall(model: Model, sentences, paths: list[Path]) -> dict[str, float]:
@@ -224,8 +225,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
 
         import_dataset("jsonl", REAL_ZH, root / "incoming-real", "real-zh", ImportOptions(split="regression"))
         originals_only = IngestParams(telephone_regression=False)
-        real = [r for r in ingest_batches(root / "incoming-real", root / "dataset", originals_only)
-                if not r["decode_error"]]
+        real = decoded_rows(ingest_batches(root / "incoming-real", root / "dataset", originals_only))
     print(f"data: {len(pool)} pool calls ({len(number_calls)} with numbers), {len(test)} test calls "
           f"({len(test_rows)} turns), {len(real)} real clips; {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
         real_cer = cer(trained_model, real, root / "dataset") if real else None
         recall = redaction_recall(trained_model, held_out, held_out_paths) if held_out else None
         minutes = sum(c.duration_s for c in chosen) / 60
-        speech_min = sum(r["duration_s"] for r in rows) / 60
+        speech_min = sum(r.duration_s for r in rows) / 60
         table.append({"strategy": strategy, "seed": seed, "budget_share": share, "calls": len(chosen),
                       "call_min": round(minutes, 2), "speech_min": round(speech_min, 2), "steps": trained.steps,
                       "test_cer": round(test_cer, 4), "gain_points": round(100 * (base_test - test_cer), 2),

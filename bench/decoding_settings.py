@@ -50,14 +50,14 @@ def load_sets(ctx, tuning: bool = False) -> tuple[dict[str, list], dict[str, lis
     rows = {name: ctx.split_rows(name) for name in ("test", "regression", "telephone")}
     if tuning:
         rows |= {"tuning": ctx.split_rows("tuning"), "tuning-telephone": ctx.split_rows("tuning-telephone")}
-    clips = {name: [load_16k(ctx.path("dataset") / r["audio"]) for r in rs] for name, rs in rows.items()}
-    refs = {name: [r["text"] for r in rs] for name, rs in rows.items()}
-    speakers = {name: [r["speaker"] for r in rs] for name, rs in rows.items()}
+    clips = {name: [load_16k(ctx.path("dataset") / r.audio) for r in rs] for name, rs in rows.items()}
+    refs = {name: [r.text for r in rs] for name, rs in rows.items()}
+    speakers = {name: [r.speaker for r in rs] for name, rs in rows.items()}
     for half, codec in itertools.product(("regression", "tuning") if tuning else ("regression",), CHANNELS):
         name = codec if half == "regression" else f"tuning-{codec}"
         clips[name] = [codecs.telephone(c, codec) for c in clips[half]]
         refs[name], speakers[name] = refs[half], speakers[half]
-    trained = {r.get("template") for split in ("train", "dev") for r in ctx.split_rows(split)} - {None}
+    trained = {r.template for split in ("train", "dev") for r in ctx.split_rows(split)} - {None}
     unseen = [sentence_label(r, trained) == "unseen" for r in rows["test"]]
     return clips, refs, speakers, unseen
 

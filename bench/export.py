@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tasks.export import transcribe_export
 from zhasr.data.audio import load_16k
-from zhasr.data.manifest import read_jsonl
+from zhasr.data.manifest import read_manifest
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.calibration import calibration_clips
 from zhasr.export.formats import EXPORT_FORMATS, size_on_disk, write_export
@@ -33,19 +33,19 @@ def main() -> None:
     parser.add_argument("--calibration-clips", type=int, default=32)
     args = parser.parse_args()
     dataset, model_dir = Path(args.dataset), Path(args.model)
-    manifest = read_jsonl(dataset / "manifest.jsonl")
-    sets = {name: [r for r in manifest if r["split"] == name] for name in ("test", "regression")}
-    audio_s = {name: sum(r["duration_s"] for r in rows) for name, rows in sets.items()}
+    manifest = read_manifest(dataset / "manifest.jsonl")
+    sets = {name: [r for r in manifest if r.split == name] for name in ("test", "regression")}
+    audio_s = {name: sum(r.duration_s for r in rows) for name, rows in sets.items()}
 
     def score(texts: list[str], name: str) -> float:
-        return character_error_rate([r["text_norm"] for r in sets[name]], texts).cer
+        return character_error_rate([r.text_norm for r in sets[name]], texts).cer
 
     calibration = calibration_clips(manifest, dataset, args.calibration_clips) if "gptq-4bit" in args.formats else []
     rows = []
     model, processor = load_model(model_dir)
     line = {"format": "merged fp32 (transformers)", "size_mb": size_on_disk(model_dir / "model.safetensors") / 1e6}
     for name, set_rows in sets.items():
-        clips = [load_16k(dataset / r["audio"]) for r in set_rows]
+        clips = [load_16k(dataset / r.audio) for r in set_rows]
         start = time.perf_counter()
         texts = [t.text for t in transcribe(model, processor, clips, DecodeOptions())]
         line[f"cer_{name}"], line[f"rtf_{name}"] = score(texts, name), (time.perf_counter() - start) / audio_s[name]
@@ -56,7 +56,7 @@ def main() -> None:
         path = write_export(fmt, model_dir, Path(args.out), calibration)
         line = {"format": fmt, "size_mb": size_on_disk(path) / 1e6, "write_s": time.perf_counter() - start}
         for name, set_rows in sets.items():
-            texts, seconds = transcribe_export(fmt, path, [dataset / r["audio"] for r in set_rows], "zh", args.threads)
+            texts, seconds = transcribe_export(fmt, path, [dataset / r.audio for r in set_rows], "zh", args.threads)
             line[f"cer_{name}"], line[f"rtf_{name}"] = score(texts, name), seconds / audio_s[name]
         rows.append(line)
         print(line, flush=True)

@@ -54,6 +54,7 @@ def training_rows(root: Path, data: Path, shape: str, steps: int, batch: int,
 def transcription_rows(root: Path, data: Path) -> list[list[str]]:
     from zhasr.config import TranscribeParams
     from zhasr.data.audio import load_16k
+    from zhasr.data.ingest import decoded_rows
     from zhasr.data.manifest import read_jsonl
     from zhasr.evaluation.metrics import character_error_rate
     from zhasr.export.formats import write_export
@@ -61,12 +62,12 @@ def transcription_rows(root: Path, data: Path) -> list[list[str]]:
     from zhasr.transcribe import Transcriber
 
     base = resolve_base_model("packaged:whisper-base", root / "models")
-    rows_all = read_jsonl(data / "dataset" / "ingested.jsonl")
-    test = [r for r in rows_all if r["split"] == "test"][:24]
-    calibration = [(load_16k(data / "dataset" / r["audio"]), r["text_norm"])
-                   for r in [r for r in rows_all if r["split"] == "train"][:16]]
-    wavs = [data / "dataset" / r["audio"] for r in test]
-    audio_s = sum(r["duration_s"] for r in test)
+    rows_all = decoded_rows(read_jsonl(data / "dataset" / "ingested.jsonl"))
+    test = [r for r in rows_all if r.split == "test"][:24]
+    calibration = [(load_16k(data / "dataset" / r.audio), r.text_norm)
+                   for r in [r for r in rows_all if r.split == "train"][:16]]
+    wavs = [data / "dataset" / r.audio for r in test]
+    audio_s = sum(r.duration_s for r in test)
     out = []
     for fmt in ("gptq-4bit", "ct2-int8"):
         try:
@@ -78,7 +79,7 @@ def transcription_rows(root: Path, data: Path) -> list[list[str]]:
             started = time.perf_counter()
             texts = [t.text for t in transcriber.transcribe_many(wavs, channels="mix")]
             seconds = time.perf_counter() - started
-            cer = character_error_rate([r["text"] for r in test], texts, numbers=True).rate
+            cer = character_error_rate([r.text for r in test], texts, numbers=True).rate
             out.append([f"{fmt} on CUDA", "whisper-base", f"RTF {seconds / audio_s:.3f}",
                         f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GB",
                         f"written in {written:.0f} s; CER {cer:.1%} on {len(test)} test clips "

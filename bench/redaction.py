@@ -62,7 +62,7 @@ sys.path.insert(0, str(REPO))
 
 from zhasr.config import IngestParams, SynthParams, load_params  # noqa: E402
 from zhasr.data.codecs import CODECS, telephone  # noqa: E402
-from zhasr.data.ingest import ingest_batches  # noqa: E402
+from zhasr.data.ingest import decoded_rows, ingest_batches  # noqa: E402
 from zhasr.data.synth import speak_sentences  # noqa: E402
 from zhasr.data.synth.call import SentenceCall, sentence_calls  # noqa: E402
 from zhasr.data.synth.personal import PiiSentence, personal_set  # noqa: E402
@@ -143,11 +143,11 @@ def adapt(model: Path, per_kind: int, seed: int, work: Path) -> Path:
         json.dumps({"id": p.stem, "audio": f"audio/{p.name}", "text": r.text, "speaker": f"{seed}-{i % 14}"},
                    ensure_ascii=False) + "\n" for i, (p, r) in enumerate(zip(paths, rows))), encoding="utf-8")
     every_row_in_train = IngestParams(dev_fraction=0.0, test_fraction=0.0, template_test_fraction=0.0)
-    train_rows = [r for r in ingest_batches(batch.parent, work / "dataset", every_row_in_train) if not r["decode_error"]]
+    train_rows = decoded_rows(ingest_batches(batch.parent, work / "dataset", every_row_in_train))
     started = time.perf_counter()
     trained = train_adapter(model, train_rows, work / "dataset", work / "run", params.train)
     merged = merge_adapter(model, trained.adapter_dir, work / "merged")
-    print(f"trained on {len(train_rows)} sentences ({sum(r['duration_s'] for r in train_rows) / 60:.1f} min): "
+    print(f"trained on {len(train_rows)} sentences ({sum(r.duration_s for r in train_rows) / 60:.1f} min): "
           f"{trained.steps} steps, {time.perf_counter() - started:.0f} s with the merge", flush=True)
     return write_ct2(merged, work / "ct2-int8")
 

@@ -32,9 +32,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import TrainerCallback
+
+if TYPE_CHECKING:
+    from zhasr.data.manifest import ManifestRow
 
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 
@@ -94,18 +98,18 @@ def forward_tflops(config, label_tokens: float, cached_layers: int = 0) -> float
     return 2 * (encoder + decoder) / 1e12
 
 
-def make_dataset(root: Path, clips: int, regression_manifest: Path) -> list[dict]:
+def make_dataset(root: Path, clips: int, regression_manifest: Path) -> list[ManifestRow]:
     """Synthetic train/dev/test rows, plus the real-speech regression set when its manifest exists."""
     from zhasr.config import IngestParams, SynthParams
     from zhasr.data.importers import ImportOptions, import_dataset
-    from zhasr.data.ingest import ingest_batches
+    from zhasr.data.ingest import decoded_rows, ingest_batches
     from zhasr.data.synth import synthesize_batch
 
     synthesize_batch(root / "incoming", SynthParams(batch="bench", n_clips=clips, n_speakers=24, seed=1),
                      progress=lambda done, total: None)
     if regression_manifest.is_file():
         import_dataset("jsonl", regression_manifest, root / "incoming", "real-zh", ImportOptions(split="regression"))
-    return ingest_batches(root / "incoming", root / "dataset", IngestParams(test_fraction=0.2))
+    return decoded_rows(ingest_batches(root / "incoming", root / "dataset", IngestParams(test_fraction=0.2)))
 
 
 VARIANTS = {  # name: (cached lower encoder, packed windows, method)
@@ -121,12 +125,13 @@ def worker(args: argparse.Namespace) -> dict:
     from transformers import AutoConfig
 
     from zhasr.config import TrainParams
+    from zhasr.data.ingest import decoded_rows
     from zhasr.data.manifest import read_jsonl
     from zhasr.model.train import train_adapter
 
     data = Path(args.data)
-    rows = read_jsonl(data / "dataset" / "ingested.jsonl")  # not validated: synthetic and curated rows
-    train_rows = [r for r in rows if r["split"] == "train"]
+    rows = decoded_rows(read_jsonl(data / "dataset" / "ingested.jsonl"))  # not validated: synthetic and curated rows
+    train_rows = [r for r in rows if r.split == "train"]
     clock = CycleClock()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -163,7 +168,7 @@ def worker(args: argparse.Namespace) -> dict:
     return figures
 
 
-def mean_label_tokens(model_dir: Path, rows: list[dict], options) -> float:
+def mean_label_tokens(model_dir: Path, rows: list[ManifestRow], options) -> float:
     """Mean label length of the training windows ``options`` makes of ``rows`` (decoder positions a window)."""
     from transformers import WhisperProcessor
 
@@ -177,7 +182,7 @@ def mean_label_tokens(model_dir: Path, rows: list[dict], options) -> float:
                                                 options.pack_timestamps)) for w in windows)
 
 
-def split_cer(model_dir: Path, adapter_dir: Path | None, rows: list[dict], dataset_dir: Path) -> dict[str, float]:
+def split_cer(model_dir: Path, adapter_dir: Path | None, rows: list[ManifestRow], dataset_dir: Path) -> dict[str, float]:
     """CER (0-1) of the synthetic test split and, when imported, the real-speech regression set."""
     from zhasr.data.audio import load_16k
     from zhasr.evaluation.metrics import character_error_rate
@@ -187,15 +192,15 @@ def split_cer(model_dir: Path, adapter_dir: Path | None, rows: list[dict], datas
     model, processor = load_model(model_dir, adapter_dir)
     scores = {}
     for split in ("test", "regression"):
-        chosen = [r for r in rows if r["split"] == split and not r.get("decode_error")]
+        chosen = [r for r in rows if r.split == split]
         if chosen:
-            clips = [load_16k(dataset_dir / r["audio"]) for r in chosen]
+            clips = [load_16k(dataset_dir / r.audio) for r in chosen]
             hypotheses = [t.text for t in transcribe(model, processor, clips, DecodeOptions())]
-            scores[split] = character_error_rate([r["text_norm"] for r in chosen], hypotheses).cer
+            scores[split] = character_error_rate([r.text_norm for r in chosen], hypotheses).cer
     return scores
 
 
-def hf_seq2seq_recipe(model_dir: Path, rows: list[dict], dataset_dir: Path, out: Path, args,
+def hf_seq2seq_recipe(model_dir: Path, rows: list[ManifestRow], dataset_dir: Path, out: Path, args,
                       clock: CycleClock) -> tuple[int, int, float]:
     """Full fine-tuning as in the Hugging Face Whisper guide (bf16, activation checkpointing, two loader
     workers), at the same batch size; returns (steps, windows, mean label tokens)."""
@@ -303,7 +308,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = make_dataset(Path(tmp), args.clips, root / RegressionParams().manifest)
         device = f"CUDA {torch.cuda.get_device_name()}" if args.gpu else f"CPU, {torch.get_num_threads()} threads"
-        print(f"{args.shape}, {sum(r['split'] == 'train' for r in rows)} train clips, r={args.rank} on {args.targets}, "
+        print(f"{args.shape}, {sum(r.split == 'train' for r in rows)} train clips, r={args.rank} on {args.targets}, "
               f"{'%g epochs' % args.epochs if args.epochs else '%d steps' % args.steps}, {device}")
         header = ["variant", "batch", "windows", "steps", "s/step", "samples/s", "clips/s", "model TFLOP/s"]
         header += ["MFU", "GPU util", "peak GPU GB"] if args.gpu else ["peak RSS GB"]

@@ -17,6 +17,7 @@ from mlflow_services import registry
 from zhasr.config import TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.audio import load_16k
+from zhasr.data.manifest import ManifestRow
 from zhasr.evaluation.scoring import SystemOutput
 from zhasr.export.ct2 import float32_copy
 from zhasr.model import shared_encoder
@@ -41,9 +42,9 @@ def whole_clip_decoding(settings: TranscribeParams) -> TranscribeParams:
     return replace(settings, hotwords=[], whole_clip_s=max(settings.whole_clip_s, 30.0))
 
 
-def load_clips(ctx: StageContext, sets: dict[str, list[dict[str, Any]]]) -> dict[str, list[np.ndarray]]:
+def load_clips(ctx: StageContext, sets: dict[str, list[ManifestRow]]) -> dict[str, list[np.ndarray]]:
     """``{set: [(n,) float32 16 kHz samples]}`` of the rows of each set."""
-    return {name: [load_16k(ctx.path("dataset") / r["audio"]) for r in rows] for name, rows in sets.items()}
+    return {name: [load_16k(ctx.path("dataset") / r.audio) for r in rows] for name, rows in sets.items()}
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ from tasks.transcribe import ResolvedModel, detector_model, open_resolved, resol
 from zhasr.calltext.pii import find_pii
 from zhasr.config import DetectorParams, SynthParams, short_digest
 from zhasr.context import StageContext
-from zhasr.data.ingest import ingest_batches
-from zhasr.data.manifest import atomic_write_json
+from zhasr.data.ingest import decoded_rows, ingest_batches
+from zhasr.data.manifest import ManifestRow, atomic_write_json
 from zhasr.data.synth import speak_sentences, synthesize_batch
 from zhasr.data.synth.call import sentence_calls
 from zhasr.data.synth.personal import personal_set
@@ -107,13 +107,13 @@ class DetectorCheck:
     replaced: RedactionScore | None
 
 
-def labelled_with_numbers(ctx: StageContext) -> list[dict[str, Any]]:
+def labelled_with_numbers(ctx: StageContext) -> list[ManifestRow]:
     """The dataset's train-split clips whose label holds personal data of any kind (the voices and lines of
     the project's own calls), their audio named by absolute path; none before a first ingest."""
     if not ctx.dataset_manifest().is_file():
         return []
     dataset = ctx.path("dataset")
-    return [{**r, "audio": str(dataset / r["audio"])} for r in ctx.split_rows("train") if find_pii(r["text"])]
+    return [dataclasses.replace(r, audio=str(dataset / r.audio)) for r in ctx.split_rows("train") if find_pii(r.text)]
 
 
 def detector_in_place(ctx: StageContext, folder: Path) -> ResolvedModel | None:
@@ -308,8 +308,7 @@ def run(ctx: StageContext) -> DetectorReport:
     synthesize_batch(work / "incoming", training_calls(ctx))
     every_row_in_train = dataclasses.replace(ctx.params.ingest, dev_fraction=0.0, test_fraction=0.0,
                                              template_test_fraction=0.0)
-    rows = [r for r in ingest_batches(work / "incoming", work / "dataset", every_row_in_train)
-            if not r["decode_error"]]
+    rows = decoded_rows(ingest_batches(work / "incoming", work / "dataset", every_row_in_train))
     labelled = labelled_with_numbers(ctx)
     with tracking.stage_run(ctx, "detector"):
         mlflow.set_tags({"zhasr.detector.base": base.identity, "zhasr.detector.out": str(out)})
@@ -327,7 +326,7 @@ def run(ctx: StageContext) -> DetectorReport:
             log_check(check, p)
         place = out if verdict.accepted else out / "rejected"
         recall = lambda scored: {k: s.recall for k, s in scored.kinds.items() if s.sentences} if scored else {}  # noqa: E731
-        minutes = sum(r["duration_s"] for r in rows + labelled) / 60
+        minutes = sum(r.duration_s for r in rows + labelled) / 60
         report = DetectorReport(str(in_place) if verdict.accepted or (in_place / "model.bin").is_file() else "",
                                 base.identity, len(rows), len(labelled), round(minutes, 2), trained.steps,
                                 trained.final_loss, round(time.perf_counter() - started, 1), verdict.accepted,

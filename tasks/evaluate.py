@@ -23,7 +23,7 @@ from tasks.decoding import Model, ct2_copies, decode_sets, load_clips, reference
 from zhasr.config import GateParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
-from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
+from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl
 from zhasr.evaluation.clips import ClipErrors, candidate_gain, clip_errors
 from zhasr.evaluation.gate import WHOLE_CLIP_SUFFIX, judged_general_sets
 from zhasr.evaluation.metrics import character_error_rate
@@ -58,7 +58,7 @@ def log_set(name: str, summary: SetSummary, records: list[dict[str, Any]]) -> No
     tracking.log_figure_png(review.cer_by_slice_figure(summary.slices, name), f"plots/cer_by_slice_{name}.png")
 
 
-def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, clips: list[ClipErrors],
+def base_figures(rows: list[ManifestRow], output: SystemOutput | None, clips: list[ClipErrors],
                  champion: SystemMetrics, bootstrap: GateParams) -> BaseFigures:
     """The base model's CER (numbers normalized) and raw CER on a set (the champion's while it is the
     champion: ``output`` None), and the candidate's change against it with its paired bootstrap interval
@@ -67,7 +67,7 @@ def base_figures(rows: list[dict[str, Any]], output: SystemOutput | None, clips:
     if output is None:
         (cer, cer_raw), errors = (champion.cer, champion.cer_raw), None
     else:
-        references, hypotheses = [r["text"] for r in rows], [t.text for t in output.transcripts]
+        references, hypotheses = [r.text for r in rows], [t.text for t in output.transcripts]
         scored = character_error_rate(references, hypotheses, numbers=True)
         cer, cer_raw = scored.rate, character_error_rate(references, hypotheses).rate
         errors = [u.errors for u in scored.utterances]
@@ -79,7 +79,7 @@ def run(ctx: StageContext) -> EvaluationSummary:
     rows = ctx.evaluation_rows()
     if "test" not in rows:
         raise ValueError(f"{ctx.path('dataset') / 'manifest.jsonl'}: the test split is empty")
-    trained_templates = {r["template"] for split in ("train", "dev") for r in ctx.split_rows(split) if r.get("template")}
+    trained_templates = {r.template for split in ("train", "dev") for r in ctx.split_rows(split) if r.template}
     candidate = Model.of("candidate", Path(ctx.read_report("merge", MergeReport).merged_dir))
     with tracking.stage_run(ctx, "evaluate"):
         clips = load_clips(ctx, rows)

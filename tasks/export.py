@@ -17,7 +17,7 @@ from mlflow_services import tracking
 from zhasr.config import EXPORT_FORMATS, TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
-from zhasr.data.manifest import atomic_write_json, read_jsonl
+from zhasr.data.manifest import atomic_write_json, read_jsonl, read_manifest
 from zhasr.evaluation.clips import clip_errors
 from zhasr.evaluation.export_verdict import (
     UNFIT,
@@ -60,11 +60,11 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
     sets = {name: ctx.split_rows(name) for name in reference_cer}  # an evaluated set gone is an error below
     merged = {name: clip_errors(read_jsonl(ctx.utterances(name)), str(ctx.utterances(name))) for name in sets}
     for name, rows in sets.items():
-        if [c.id for c in merged[name]] != [r["id"] for r in rows]:
+        if [c.id for c in merged[name]] != [r.id for r in rows]:
             raise ValueError(f"{ctx.utterances(name)}: its clips differ from the {name} split of "
                              f"{ctx.dataset_manifest()}; run evaluate again")
     out_root = ctx.path("models") / "exports"
-    calibration = (calibration_clips(read_jsonl(ctx.dataset_manifest()), dataset, p.gptq_calibration_clips)
+    calibration = (calibration_clips(read_manifest(ctx.dataset_manifest()), dataset, p.gptq_calibration_clips)
                    if "gptq-4bit" in formats else [])
     results = []
     with progress_bar("export") as progress:
@@ -73,13 +73,13 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
                 path = write_export(fmt, merged_dir, out_root, calibration, ctx.params.model.language, p)
             on_sets: dict[str, SetResult] = {}
             for name, rows in sets.items():
-                texts, seconds = transcribe_export(fmt, path, [dataset / r["audio"] for r in rows],
+                texts, seconds = transcribe_export(fmt, path, [dataset / r.audio for r in rows],
                                                    ctx.params.model.language, p.threads,
                                                    ctx.params.transcribe.max_new_tokens,
                                                    ctx.params.transcribe)
-                cer, rise = rise_over_merged([r["text"] for r in rows], merged[name], texts,
+                cer, rise = rise_over_merged([r.text for r in rows], merged[name], texts,
                                              ctx.params.gate.bootstrap_samples, ctx.params.gate.confidence)
-                on_sets[name] = SetResult(cer, rise, real_time_factor(seconds, sum(r["duration_s"] for r in rows)))
+                on_sets[name] = SetResult(cer, rise, real_time_factor(seconds, sum(r.duration_s for r in rows)))
             limit = limit_for(fmt, p)
             results.append(ExportResult(fmt, str(path), round(size_on_disk(path) / 1e6, 1), round(writing.seconds, 1),
                                         on_sets, limit, verdict([r.rise for r in on_sets.values()], limit)))

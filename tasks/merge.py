@@ -13,7 +13,6 @@ tried is logged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import numpy as np
@@ -26,7 +25,7 @@ from tasks.decoding import Model, decode_sets, load_clips, references
 from zhasr.context import StageContext
 from zhasr.data.audio import load_16k
 from zhasr.data.ingest import TUNING_SETS
-from zhasr.data.manifest import atomic_write_json
+from zhasr.data.manifest import ManifestRow, atomic_write_json
 from zhasr.evaluation.metrics import UtteranceEdits, character_error_rate
 from zhasr.export.formats import size_on_disk
 from zhasr.model.merge import (
@@ -53,12 +52,12 @@ def check_clip(ctx: StageContext):
     return load_16k(ctx.path("dataset") / rows[0]["audio"]) if rows else np.zeros(16000, np.float32)
 
 
-def set_edits(ctx: StageContext, model: Model, sets: dict[str, list[dict[str, Any]]],
+def set_edits(ctx: StageContext, model: Model, sets: dict[str, list[ManifestRow]],
               clips: dict[str, list[np.ndarray]]) -> dict[str, list[UtteranceEdits]]:
     """``{set: edits of each clip}`` of ``model`` (numbers normalized, as evaluation scores), decoded through
     the cache."""
     outputs, _ = decode_sets(ctx, model, clips)
-    return {name: character_error_rate([r["text"] for r in rows], [t.text for t in outputs[name].transcripts],
+    return {name: character_error_rate([r.text for r in rows], [t.text for t in outputs[name].transcripts],
                                        numbers=True).utterances for name, rows in sets.items()}
 
 
@@ -95,7 +94,7 @@ def guarded_merge(ctx: StageContext, out_dir: Path) -> tuple[float, float, list[
     while True:
         edits = set_edits(ctx, Model.of("candidate", out_dir), sets, clips)
         losses = {name: GeneralSpeechLoss.of([e.errors for e in edits[name]], [e.errors for e in reference[name]],
-                                             [e.reference_len for e in edits[name]], [r["speaker"] for r in rows],
+                                             [e.reference_len for e in edits[name]], [r.speaker for r in rows],
                                              gate.bootstrap_samples, gate.confidence)
                   for name, rows in sets.items()}
         tried.append(WeightTried(weight, {n: GuardedSet(corpus_cer(edits[n]), corpus_cer(reference[n]), losses[n])

@@ -7,9 +7,9 @@ logs to MLflow and writes the report.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from prefect import task
@@ -20,7 +20,7 @@ from mlflow_services.step_metrics import MlflowStepLogger
 from tasks.decoding import Model, decode_options, decode_sets, load_clips, whole_clip_decoding
 from zhasr.context import StageContext
 from zhasr.data.augment import every_channel, telephone_augmented
-from zhasr.data.manifest import atomic_write_json
+from zhasr.data.manifest import ManifestRow, atomic_write_json
 from zhasr.data.text import normalize
 from zhasr.data.validate import ValidatedDataset
 from zhasr.model.loading import resolve_base_model
@@ -48,8 +48,8 @@ def round_rows(ctx: StageContext, learned: set[str], resume: bool) -> RoundRows:
     if plan is None:
         p = ctx.params.train
         return select_rows(train_rows, learned, p.init_from, p.replay_ratio, p.seed)
-    by_id = {r["id"]: r for r in train_rows}
-    pseudo_ids = {r["id"] for split in ctx.params.train.pseudo_label_splits for r in ctx.split_rows(split)}
+    by_id = {r.id: r for r in train_rows}
+    pseudo_ids = {r.id for split in ctx.params.train.pseudo_label_splits for r in ctx.split_rows(split)}
     missing = [i for i in plan.rows if i not in by_id and i not in pseudo_ids]
     if missing:
         raise ValueError(f"cannot resume: {len(missing)} clip(s) of the plan being resumed ({missing[0]}, ...) are no "
@@ -60,7 +60,7 @@ def round_rows(ctx: StageContext, learned: set[str], resume: bool) -> RoundRows:
                      plan.origin.learned_batches)
 
 
-def pseudo_labelled(ctx: StageContext, start_dir: Path) -> list[dict[str, Any]]:
+def pseudo_labelled(ctx: StageContext, start_dir: Path) -> list[ManifestRow]:
     """The clips of ``train.pseudo_label_splits`` with the start model's own transcripts as their texts
     (decoded whole without a prompt, through the decode cache), each as it is and through every augment
     codec; clips it hears nothing in are left out."""
@@ -69,7 +69,7 @@ def pseudo_labelled(ctx: StageContext, start_dir: Path) -> list[dict[str, Any]]:
         return []
     outputs, _ = decode_sets(ctx, Model.of("start", start_dir), load_clips(ctx, {"pseudo-labels": rows}),
                              whole_clip_decoding(ctx.params.transcribe))
-    labelled = [{**r, "text": t.text, "text_norm": normalize(t.text)}
+    labelled = [dataclasses.replace(r, text=t.text, text_norm=normalize(t.text))
                 for r, t in zip(rows, outputs["pseudo-labels"].transcripts) if normalize(t.text)]
     return every_channel(labelled, ctx.path("dataset"), ctx.path("augmented"), ctx.params.train.augment_codecs)
 

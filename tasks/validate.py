@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import tracking
 from zhasr.context import StageContext
-from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, file_md5, read_jsonl
+from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl, file_md5, read_jsonl
 from zhasr.data.validate import ValidatedDataset, validate_rows
 
 
@@ -45,7 +45,7 @@ def run(ctx: StageContext) -> ValidatedDataset:
         for batch in per_batch:
             atomic_write_jsonl(ctx.path("quarantine") / batch / "rejected.jsonl", quarantine.get(batch, []))
         manifest = ctx.dataset_manifest()
-        atomic_write_jsonl(manifest, accepted)
+        atomic_write_jsonl(manifest, [ManifestRow.from_dict(r) for r in accepted])
 
         report = ValidatedDataset(
             file_md5(manifest), len(rows), len(accepted), len(rows) - len(accepted), sorted(rejected_batches),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,6 +23,8 @@ os.environ.update({
 # Prefect's console log handler writes to the stderr of the moment its logging is set up; set up here,
 # that is the session's stream, not the capture of whichever test happens to import it first.
 import prefect.main  # noqa: E402, F401  (runs setup_logging)
+
+from zhasr.data.manifest import ManifestRow  # noqa: E402
 
 # Small, fast settings for tests on the tiny random model.
 TEST_PARAMS = {
@@ -126,3 +129,14 @@ def write_tone(path: Path, seconds: float, rate: int = 16000, channels: int = 1,
     sf.write(path, data.astype(np.float32), rate)
     return path
 
+
+
+def manifest_row(**fields) -> ManifestRow:
+    """A dataset manifest row: the fields a test names, plausible values for the rest."""
+    clip = str(fields.get("id", "clip"))
+    text = fields.get("text_norm", fields.get("text", "您好"))
+    defaults = {"id": clip, "batch": "b1", "split": "train", "audio": f"{clip}.wav",
+                "audio_sha256": hashlib.sha256(clip.encode()).hexdigest(), "text": text, "text_norm": text,
+                "duration_s": 2.0, "speaker": "s1", "language": "zh", "source_audio": f"clips/{clip}.wav",
+                "sample_rate_src": 16000, "channels_src": 1, "band": "wideband", "rms_dbfs": -20.0}
+    return ManifestRow(**{**defaults, **fields})

@@ -2,11 +2,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
-from conftest import write_tone
+from conftest import manifest_row, write_tone
 
 from zhasr.config import IngestParams
-from zhasr.data.ingest import assign_split, ingest_batches
+from zhasr.data.ingest import assign_split, decoded_rows, ingest_batches
+from zhasr.data.manifest import atomic_write_jsonl, read_manifest
 
 
 def write_batch(incoming: Path, name: str, rows: list[dict | bytes]) -> Path:
@@ -285,3 +287,27 @@ def test_ledger_records_each_batch_version_once(tmp_path):
     write_batch(incoming, "b1", [{"id": "a", "audio": "a.wav", "text": "一二", "speaker": "s1"}])
     ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
     assert len((dataset / "ledger.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_dataset_rows_read_back_as_written_and_a_bad_row_is_named_by_file_row_and_key(tmp_path):
+    rows = [manifest_row(id="call#0", segment=(1.0, 2.5), call_id="call", channel="agent"), manifest_row(id="b")]
+    path = tmp_path / "manifest.jsonl"
+    atomic_write_jsonl(path, rows)
+    assert read_manifest(path) == rows
+    assert "segment" not in json.loads(path.read_text(encoding="utf-8").splitlines()[1])  # optional keys where set
+    for broken, message in (({"colour": "red"}, "row 2: row 'b' has unknown key 'colour'"),
+                            ({"speaker": None}, "row 2: row 'b' lacks key 'speaker'")):
+        data = {**rows[1].to_dict(), **broken}
+        atomic_write_jsonl(path, [rows[0], {k: v for k, v in data.items() if v is not None}])
+        with pytest.raises(ValueError, match=f"manifest.jsonl: {message}"):
+            read_manifest(path)
+
+
+def test_only_rows_whose_audio_decoded_become_dataset_rows(tmp_path):
+    write_tone(tmp_path / "incoming" / "b" / "a.wav", 1.0)
+    write_batch(tmp_path / "incoming", "b", [{"id": "a", "audio": "a.wav", "text": "您好"},
+                                             {"id": "gone", "audio": "missing.wav", "text": "您好"}])
+    ingested = ingest_batches(tmp_path / "incoming", tmp_path / "dataset", IngestParams())
+    (row,) = decoded_rows(ingested)
+    assert (row.id, row.text_norm, row.band, row.sample_rate_src) == ("a", "您好", "wideband", 16000)
+    assert [r["id"] for r in ingested if r["decode_error"]] == ["gone"]

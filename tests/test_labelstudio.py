@@ -142,8 +142,8 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
     assert f"night calls (id {project_id})" in run.data.tags["zhasr.labelstudio.projects"]
     annotation_ids = {r["annotation_id"] for r in rows}
     assert run.data.tags["zhasr.labelstudio.annotations"] == ",".join(map(str, sorted(annotation_ids)))
-    trained = [r for r in ctx.split_rows("train") if r["batch"] == batch.name]
-    assert sorted(r["text"] for r in trained) == sorted(r["text"] for r in rows)
+    trained = [r for r in ctx.split_rows("train") if r.batch == batch.name]
+    assert sorted(r.text for r in trained) == sorted(r["text"] for r in rows)
 
 
 def test_the_webhook_pulls_the_corrections_and_starts_the_retraining(project, label_studio, generated_call,

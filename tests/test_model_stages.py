@@ -8,7 +8,7 @@ from test_ingest import write_batch
 
 from zhasr.config import IngestParams, TrainParams, TranscribeParams
 from zhasr.data.audio import load_16k
-from zhasr.data.ingest import ingest_batches
+from zhasr.data.ingest import decoded_rows, ingest_batches
 from zhasr.model.decode import DecodeOptions, collapse_loops, is_loop, token_cap, transcribe
 from zhasr.model.loading import load_model
 from zhasr.model.merge import merge_adapter
@@ -24,7 +24,7 @@ def tone_dataset(tmp_path):
         write_tone(incoming / "b" / f"{i}.wav", 1.0 + 0.2 * i, freq=200 + 40 * i)
         rows.append({"id": str(i), "audio": f"{i}.wav", "text": "您好请问" * (i + 1), "speaker": f"s{i}"})
     write_batch(incoming, "b", rows)
-    return dataset, ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2))
+    return dataset, decoded_rows(ingest_batches(incoming, dataset, IngestParams(test_fraction=0.2)))
 
 
 def test_labels_start_with_language_and_end_with_eos(tiny_model_dir):
@@ -114,9 +114,9 @@ def test_loop_detection(text, looped):
 def test_a_kl_term_to_the_start_model_keeps_the_adapted_model_near_it(tiny_model_dir, tone_dataset, tmp_path):
     dataset, rows = tone_dataset
     _, processor = load_model(tiny_model_dir)
-    features = processor.feature_extractor(load_16k(dataset / rows[0]["audio"]), sampling_rate=16000,
+    features = processor.feature_extractor(load_16k(dataset / rows[0].audio), sampling_rate=16000,
                                            return_tensors="pt").input_features
-    labels = torch.tensor([label_ids(processor, rows[0]["text_norm"], "zh", "transcribe", 64)])
+    labels = torch.tensor([label_ids(processor, rows[0].text_norm, "zh", "transcribe", 64)])
 
     def drift(kl_to_start: float) -> float:
         """KL(start || adapted) of the next-token distributions on a training clip after 8 steps."""

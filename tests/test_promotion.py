@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import write_tone
+from conftest import manifest_row, write_tone
 from mlflow.tracking import MlflowClient
 from test_ingest import write_batch
 
@@ -23,7 +23,7 @@ from mlflow_services import registry
 from tasks.decoding import ensure_champion, whole_clip_decoding
 from zhasr.config import load_params
 from zhasr.context import StageContext
-from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl
+from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl
 from zhasr.data.validate import ValidatedDataset
 from zhasr.evaluation.clips import clip_errors
 from zhasr.evaluation.export_verdict import FIT, ExportReport, ExportResult, Rise, SetResult
@@ -45,15 +45,14 @@ def corrupt(text: str, every: int | None) -> str:
     return text if every is None else "".join("错" if i % every == 0 else c for i, c in enumerate(text))
 
 
-def rows(set_name: str, n: int) -> list[dict]:
-    return [{"id": f"{set_name}-{i}", "text": SENTENCES[i % len(SENTENCES)], "text_norm": SENTENCES[i % len(SENTENCES)],
-             "duration_s": 3.0,
-             "batch": set_name, "speaker": f"spk{i % 4}", "band": "telephone" if i % 2 else "wideband"}
+def rows(set_name: str, n: int) -> list[ManifestRow]:
+    return [manifest_row(id=f"{set_name}-{i}", text=SENTENCES[i % len(SENTENCES)], duration_s=3.0, batch=set_name,
+                         split=set_name, speaker=f"spk{i % 4}", band="telephone" if i % 2 else "wideband")
             for i in range(n)]
 
 
-def outputs(set_rows: list[dict], every: int | None) -> SystemOutput:
-    transcripts = [Transcript(corrupt(r["text_norm"], every), [], False, False) for r in set_rows]
+def outputs(set_rows: list[ManifestRow], every: int | None) -> SystemOutput:
+    transcripts = [Transcript(corrupt(r.text_norm, every), [], False, False) for r in set_rows]
     return SystemOutput(transcripts, decode_seconds=1.0)
 
 
@@ -226,7 +225,7 @@ def test_general_speech_is_judged_against_the_better_of_base_and_champion(ctx):
 def test_gate_fails_a_candidate_that_is_better_overall_but_worse_on_telephone_calls(ctx):
     set_rows = rows("test", 24)
     slices = [slice_labels(r, 30.0) for r in set_rows]
-    candidate = SystemOutput([Transcript(corrupt(r["text_norm"], 2 if r["band"] == "telephone" else None), [], False,
+    candidate = SystemOutput([Transcript(corrupt(r.text_norm, 2 if r.band == "telephone" else None), [], False,
                                          False) for r in set_rows], 1.0)
     summary, records = score_set(set_rows, slices, {"candidate": candidate, "champion": outputs(set_rows, 3)}, [])
     verdict = decide({"test": summary}, clip_errors(records), ctx.params.gate)

@@ -3,8 +3,10 @@
 import dataclasses
 
 import pytest
+from conftest import manifest_row
 
 from zhasr.config import TrainParams
+from zhasr.data.manifest import ManifestRow
 from zhasr.model.recipe import plan_steps, select_rows
 
 PARAMS = TrainParams(epochs=3.0, max_steps=0, time_budget_s=0, batch_size=8, evaluations=4, warmup_ratio=0.1)
@@ -29,8 +31,8 @@ def test_the_time_budget_and_max_steps_cap_the_steps():
     assert plan_steps(306, PARAMS, processes=2).steps == 56  # two processes: half the steps
 
 
-def rows(batch: str, n: int) -> list[dict]:
-    return [{"id": f"{batch}-{i}", "batch": batch} for i in range(n)]
+def rows(batch: str, n: int) -> list[ManifestRow]:
+    return [manifest_row(id=f"{batch}-{i}", batch=batch) for i in range(n)]
 
 
 def test_from_the_base_model_a_round_trains_on_every_clip():
@@ -41,9 +43,9 @@ def test_from_the_base_model_a_round_trains_on_every_clip():
 def test_from_the_champion_a_round_trains_on_the_new_batches_and_replays_earlier_ones():
     train = rows("b1", 10) + rows("b2", 6) + rows("b3", 4)
     chosen = select_rows(train, {"b1", "b2"}, "champion", 0.5, seed=3)
-    assert [r["id"] for r in chosen.rows[:4]] == [f"b3-{i}" for i in range(4)]
+    assert [r.id for r in chosen.rows[:4]] == [f"b3-{i}" for i in range(4)]
     assert (chosen.new, chosen.replayed, chosen.learned_batches) == (4, 2, ["b1", "b2", "b3"])
-    assert {r["batch"] for r in chosen.rows[4:]} <= {"b1", "b2"}
+    assert {r.batch for r in chosen.rows[4:]} <= {"b1", "b2"}
     assert chosen.rows == select_rows(train, {"b1", "b2"}, "champion", 0.5, seed=3).rows  # the same draw
     assert select_rows(train, {"b1", "b2"}, "champion", 10.0).replayed == 16  # at most every earlier clip
     assert select_rows(train, {"b1", "b2", "b3"}, "champion", 1.0).replayed == 20  # nothing new: all again

@@ -32,12 +32,12 @@ def test_no_share_leaves_the_features_as_they_are():
 
 def test_masked_training_steps_change_what_the_adapter_learns_on_the_cached_path(tiny_model_dir, tmp_path):
     from zhasr.config import IngestParams, TrainParams
-    from zhasr.data.ingest import ingest_batches
+    from zhasr.data.ingest import decoded_rows, ingest_batches
     from zhasr.model.train import train_adapter
 
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
     write_tone_batch(incoming, "b", 6, text=lambda i: "您好请问" * (1 + i % 3))
-    rows = ingest_batches(incoming, dataset, IngestParams(test_fraction=0.0, dev_fraction=0.0))
+    rows = decoded_rows(ingest_batches(incoming, dataset, IngestParams(test_fraction=0.0, dev_fraction=0.0)))
 
     def losses(share: float, run: str) -> list[float]:
         options = TrainParams(epochs=4, time_budget_s=0, evaluations=1, batch_size=2, learning_rate=5e-3,

@@ -1,43 +1,46 @@
 """Packed training windows: which clips share a window, where each sits, the timestamped labels, and
 training on them through the lower-encoder cache."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
-from conftest import write_tone_batch
+from conftest import manifest_row, write_tone_batch
 
 from zhasr.config import IngestParams, TrainParams
 from zhasr.data.audio import load_16k
-from zhasr.data.ingest import ingest_batches
+from zhasr.data.ingest import decoded_rows, ingest_batches
+from zhasr.data.manifest import ManifestRow
 from zhasr.model.speech_data import window_label_ids
 from zhasr.model.train import train_adapter
 from zhasr.model.training_windows import TIMESTAMP_STEP_S, channel_of, pack_rows, single_windows
 
 
-def clip_rows(n: int) -> list[dict]:
+def clip_rows(n: int) -> list[ManifestRow]:
     codecs = [None, None, "mulaw", "amr-nb"]
-    return [{"id": f"c{i}", "audio": f"c{i}.wav", "audio_sha256": f"{i:064x}", "duration_s": 2.0 + (i % 5) * 0.93,
-             "text_norm": "您好" * (1 + i % 4), "band": "telephone" if codecs[i % 4] else "wideband",
-             **({"codec": codecs[i % 4]} if codecs[i % 4] else {})} for i in range(n)]
+    return [manifest_row(id=f"c{i}", audio_sha256=f"{i:064x}", duration_s=2.0 + (i % 5) * 0.93,
+                         text_norm="您好" * (1 + i % 4), band="telephone" if codecs[i % 4] else "wideband",
+                         codec=codecs[i % 4]) for i in range(n)]
 
 
 def test_packed_windows_hold_every_clip_once_in_order_within_the_window_and_one_channel():
     rows = clip_rows(40)
     windows = pack_rows(rows, window_s=24.0, gap_s=0.5, label_tokens=len, seed=3)
-    assert sorted(r["id"] for w in windows for r in w.rows) == sorted(r["id"] for r in rows)
+    assert sorted(r.id for w in windows for r in w.rows) == sorted(r.id for r in rows)
     assert len(windows) < len(rows) / 3
     for window in windows:
         assert window.packed and len({channel_of(r) for r in window.rows}) == 1
         assert window.starts_s[0] == 0.0
-        assert window.starts_s[-1] + window.rows[-1]["duration_s"] <= 24.0
+        assert window.starts_s[-1] + window.rows[-1].duration_s <= 24.0
         for (row, start), following in zip(zip(window.rows, window.starts_s), window.starts_s[1:]):
-            assert following >= start + row["duration_s"] + 0.5 - 1e-9
+            assert following >= start + row.duration_s + 0.5 - 1e-9
             assert abs(following / TIMESTAMP_STEP_S - round(following / TIMESTAMP_STEP_S)) < 1e-6
     assert [w.key for w in windows] == [w.key for w in pack_rows(rows, 24.0, 0.5, len, seed=3)]  # the same windows
     assert [w.key for w in windows] != [w.key for w in pack_rows(rows, 24.0, 0.5, len, seed=4)]
 
 
 def test_a_window_stops_where_its_labels_would_outgrow_the_decoder():
-    rows = [{**row, "text_norm": "好" * 150} for row in clip_rows(8) if channel_of(row) == "wideband"]
+    rows = [replace(row, text_norm="好" * 150) for row in clip_rows(8) if channel_of(row) == "wideband"]
     windows = pack_rows(rows, window_s=30.0, gap_s=0.5, label_tokens=len)
     assert max(len(w.rows) for w in windows) == 2  # 3 x (150 + 2) tokens would pass 448
     assert single_windows(rows)[0].key == "c0" and not single_windows(rows)[0].packed
@@ -47,8 +50,7 @@ def test_packed_labels_are_whisper_timestamped_layout(tiny_model_dir):
     from transformers import WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(tiny_model_dir)
-    rows = [{"id": "a", "audio": "a.wav", "audio_sha256": "a", "duration_s": 2.5, "text_norm": "您好"},
-            {"id": "b", "audio": "b.wav", "audio_sha256": "b", "duration_s": 1.26, "text_norm": "退款"}]
+    rows = [manifest_row(id="a", duration_s=2.5, text_norm="您好"), manifest_row(id="b", duration_s=1.26, text_norm="退款")]
     window = pack_rows(rows, 24.0, 0.5, label_tokens=len)[0]
     assert window.starts_s == (0.0, 3.0)
     ids = window_label_ids(processor, window, "zh", "transcribe", 128)
@@ -62,7 +64,7 @@ def test_packed_labels_are_whisper_timestamped_layout(tiny_model_dir):
 def tone_clips(tmp_path):
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
     write_tone_batch(incoming, "b", 8, text=lambda i: "您好请问" * (1 + i % 3))
-    return dataset, ingest_batches(incoming, dataset, IngestParams(test_fraction=0.0, dev_fraction=0.0))
+    return dataset, decoded_rows(ingest_batches(incoming, dataset, IngestParams(test_fraction=0.0, dev_fraction=0.0)))
 
 
 def test_window_audio_has_each_clip_at_its_start_and_silence_between(tone_clips):
@@ -70,7 +72,7 @@ def test_window_audio_has_each_clip_at_its_start_and_silence_between(tone_clips)
     window = pack_rows(rows, 10.0, 0.5, label_tokens=len)[0]
     audio = window.audio(dataset)
     for row, start in zip(window.rows, window.starts_s):
-        clip = load_16k(dataset / row["audio"])
+        clip = load_16k(dataset / row.audio)
         offset = round(start * 16000)
         np.testing.assert_array_equal(audio[offset : offset + len(clip)], clip)
         assert not audio[offset + len(clip) : offset + len(clip) + 7000].any()  # the gap (0.5 s = 8000 samples)

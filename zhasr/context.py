@@ -9,7 +9,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 from zhasr.config import Params, load_params
 from zhasr.data.ingest import EVALUATION_SETS
-from zhasr.data.manifest import read_json, read_jsonl
+from zhasr.data.manifest import ManifestRow, read_json, read_manifest
 from zhasr.project import apply_default_env, project_root
 
 
@@ -66,11 +66,11 @@ class StageContext:
     def dataset_manifest(self) -> Path:
         return self.path("dataset") / "manifest.jsonl"
 
-    def split_rows(self, split: str) -> list[dict[str, Any]]:
+    def split_rows(self, split: str) -> list[ManifestRow]:
         """The validated dataset manifest's rows of one split, in manifest order."""
-        return [r for r in read_jsonl(self.dataset_manifest()) if r["split"] == split]
+        return [r for r in read_manifest(self.dataset_manifest()) if r.split == split]
 
-    def evaluation_rows(self, sets: tuple[str, ...] = EVALUATION_SETS) -> dict[str, list[dict[str, Any]]]:
+    def evaluation_rows(self, sets: tuple[str, ...] = EVALUATION_SETS) -> dict[str, list[ManifestRow]]:
         """``{set: rows}`` of the evaluation sets the dataset has (test, regression, telephone)."""
-        rows = read_jsonl(self.dataset_manifest())
-        return {name: chosen for name in sets if (chosen := [r for r in rows if r["split"] == name])}
+        rows = read_manifest(self.dataset_manifest())
+        return {name: chosen for name in sets if (chosen := [r for r in rows if r.split == name])}

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from zhasr.config import TELEPHONE_CODECS, IngestParams
 from zhasr.data import audio, codecs
-from zhasr.data.manifest import atomic_write_json, atomic_write_jsonl, read_jsonl
+from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl, read_jsonl
 from zhasr.data.text import normalize
 
 EVAL_ONLY_SPLIT = "regression"  # a batch row may ask for it: never trained on; the judging half keeps the name
@@ -296,6 +296,12 @@ def ingest_batches(
     record_batches(manifests, rows, dataset_dir / LEDGER_FILE)
     atomic_write_jsonl(dataset_dir / "ingested.jsonl", rows)
     return rows
+
+
+def decoded_rows(rows: list[dict[str, Any]]) -> list[ManifestRow]:
+    """The ingested ``rows`` whose audio decoded, as manifest rows without validation (training calls the
+    project made itself)."""
+    return [ManifestRow.from_dict(r) for r in rows if not r["decode_error"]]
 
 
 def batch_manifests(incoming: Path) -> list[Path]:

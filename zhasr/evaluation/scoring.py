@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from zhasr.data.manifest import ManifestRow
 from zhasr.evaluation.metrics import (
     UtteranceEdits,
     character_error_rate,
@@ -61,15 +62,15 @@ def system_metrics(references: list[str], output: SystemOutput, audio_seconds: f
     return metrics, columns, (cer.utterances, raw.utterances)
 
 
-def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs: dict[str, SystemOutput],
+def score_set(rows: list[ManifestRow], slices: list[dict[str, str]], outputs: dict[str, SystemOutput],
               hotwords: list[str]) -> tuple[SetSummary, list[dict[str, Any]]]:
-    """``rows``: manifest rows (``text``, ``text_norm``, ``duration_s``, ``id``); ``slices``: one label dict
+    """``rows``: the set's clips; ``slices``: one label dict
     per row (see zhasr.evaluation.slices); ``outputs``: ``{"candidate": ..., "champion": ...}``.
 
     Returns ``(summary, records)``: the set's summary (no base figures yet) and one dict per clip.
     """
-    references = [r["text"] for r in rows]  # normalized while scored: numbers need their punctuation
-    audio_seconds = sum(r["duration_s"] for r in rows)
+    references = [r.text for r in rows]  # normalized while scored: numbers need their punctuation
+    audio_seconds = sum(r.duration_s for r in rows)
     metrics, columns, edits, per_slice = {}, {}, {}, {}
     for system in SYSTEMS:
         metrics[system], columns[system], edits[system] = system_metrics(references, outputs[system],
@@ -84,10 +85,10 @@ def score_set(rows: list[dict[str, Any]], slices: list[dict[str, str]], outputs:
     records = []
     for i, (row, labels) in enumerate(zip(rows, slices)):
         # reading order of the review table: what was said, what each system heard, then the rest
-        record = {"id": row["id"], "reference": row["text_norm"]}
+        record = {"id": row.id, "reference": row.text_norm}
         for system in SYSTEMS:
             record.update({system: columns[system]["text"][i], f"{system}_cer": columns[system]["cer"][i]})
-        record.update(labels, duration_s=row["duration_s"], reference_chars=edits["candidate"][0][i].reference_len)
+        record.update(labels, duration_s=row.duration_s, reference_chars=edits["candidate"][0][i].reference_len)
         for system in SYSTEMS:
             record.update({f"{system}_{key}": values[i] for key, values in columns[system].items()
                            if key not in ("text", "cer")})

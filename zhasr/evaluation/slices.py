@@ -11,10 +11,10 @@ On the synthetic batch it reads 3-6 dB above the SNR the noise was mixed at
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 
+from zhasr.data.manifest import ManifestRow
 from zhasr.evaluation.metrics import UtteranceEdits
 
 SLICE_KINDS = ("batch", "band", "noise", "speaker", "sentence")
@@ -38,19 +38,19 @@ def noise_level(snr_db: float) -> str:
     return next(name for floor, name in NOISE_LEVELS if snr_db >= floor)
 
 
-def sentence_label(row: dict[str, Any], trained_templates: set[str]) -> str:
+def sentence_label(row: ManifestRow, trained_templates: set[str]) -> str:
     """``"unseen"`` when the row's template never reached training, ``"seen"`` when it did, ``"unknown"``
     for a row without a template."""
-    if not row.get("template"):
+    if not row.template:
         return "unknown"
-    return "seen" if row["template"] in trained_templates else "unseen"
+    return "seen" if row.template in trained_templates else "unseen"
 
 
-def slice_labels(row: dict[str, Any], snr_db: float, trained_templates: set[str] = frozenset()) -> dict[str, str]:
+def slice_labels(row: ManifestRow, snr_db: float, trained_templates: set[str] = frozenset()) -> dict[str, str]:
     """``{"batch": ..., "band": "telephone"|"wideband", "noise": "clean"|"moderate"|"noisy", "speaker": ...,
     "sentence": "seen"|"unseen"|"unknown"}``; ``trained_templates``: templates of the train and dev splits."""
-    return {"batch": row["batch"], "band": row.get("band") or "unknown", "noise": noise_level(snr_db),
-            "speaker": row["speaker"], "sentence": sentence_label(row, trained_templates)}
+    return {"batch": row.batch, "band": row.band, "noise": noise_level(snr_db),
+            "speaker": row.speaker, "sentence": sentence_label(row, trained_templates)}
 
 
 def slice_error_rates(labels: list[dict[str, str]], edits: list[UtteranceEdits]) -> dict[tuple[str, str], tuple[float, int]]:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from zhasr.config import TrainParams
+from zhasr.data.manifest import ManifestRow
 
 
 @dataclass(frozen=True)
@@ -80,21 +81,21 @@ class SavedPlan:
 
 @dataclass(frozen=True)
 class RoundRows:
-    rows: list[dict[str, Any]]  # the clips this round trains on: new ones, then replayed ones
+    rows: list[ManifestRow]  # the clips this round trains on: new ones, then replayed ones
     new: int  # clips of batches the start model has not learned
     replayed: int  # clips of batches it has learned, drawn again
     learned_batches: list[str]  # the batches the trained model will have learned
 
 
-def select_rows(train_rows: list[dict[str, Any]], learned: set[str], init_from: str, replay_ratio: float,
+def select_rows(train_rows: list[ManifestRow], learned: set[str], init_from: str, replay_ratio: float,
                 seed: int = 0) -> RoundRows:
     """The round's clips. From the base model every train clip; from the champion the clips of batches
     it has not learned (``learned``: its batches) and ``replay_ratio`` replayed clips of its batches per
     new clip, drawn with ``seed``, so the newest batch does not wash out the rest. Nothing new: all
     clips again."""
-    batches = sorted({r["batch"] for r in train_rows} | learned)
-    new = [r for r in train_rows if r["batch"] not in learned]
-    earlier = [r for r in train_rows if r["batch"] in learned]
+    batches = sorted({r.batch for r in train_rows} | learned)
+    new = [r for r in train_rows if r.batch not in learned]
+    earlier = [r for r in train_rows if r.batch in learned]
     if init_from == "base":  # the start model is the base model: ``learned`` is empty, every clip is new
         return RoundRows(new + earlier, len(new), len(earlier), batches)
     if not new:

@@ -43,9 +43,9 @@ def window_label_ids(processor: WhisperProcessor, window: TrainingWindow, langua
     and its start plus its duration, at 20 ms), then ``<|endoftext|>``; without ``timestamps``, the clips'
     texts one after the other after ``<|notimestamps|>``."""
     if not window.packed:
-        return label_ids(processor, window.rows[0]["text_norm"], language, task, max_tokens)
+        return label_ids(processor, window.rows[0].text_norm, language, task, max_tokens)
     if not timestamps:
-        text = "".join(row["text_norm"] for row in window.rows)
+        text = "".join(row.text_norm for row in window.rows)
         return label_ids(processor, text, language, task, DECODER_POSITIONS - 1)
     tokenizer = processor.tokenizer
     tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=True)
@@ -56,8 +56,8 @@ def window_label_ids(processor: WhisperProcessor, window: TrainingWindow, langua
 
     ids = list(tokenizer.prefix_tokens[1:])  # <|startoftranscript|> left out, as above
     for row, start in zip(window.rows, window.starts_s):
-        ids += [timestamp(start), *tokenizer.encode(row["text_norm"], add_special_tokens=False),
-                timestamp(start + row["duration_s"])]
+        ids += [timestamp(start), *tokenizer.encode(row.text_norm, add_special_tokens=False),
+                timestamp(start + row.duration_s)]
     return ids[: DECODER_POSITIONS - 2] + [tokenizer.eos_token_id]
 
 

@@ -32,7 +32,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from zhasr.config import TrainParams
-from zhasr.data.manifest import atomic_write_json
+from zhasr.data.manifest import ManifestRow, atomic_write_json
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.model import encoder_cache
 from zhasr.model.adapters import check_method_available, lora_config, quantization_config
@@ -242,9 +242,9 @@ def _autocast(precision: str, device: str):
                           enabled=precision != "fp32")
 
 
-def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path, output_dir: Path,
+def prepare(base_model_dir: Path, rows: list[ManifestRow], dataset_dir: Path, output_dir: Path,
             params: TrainParams, language: str, task: str, progress=None,
-            dev_rows: list[dict[str, Any]] = ()) -> Prepared:
+            dev_rows: list[ManifestRow] = ()) -> Prepared:
     """Load the start model, pack the training windows, fill the lower-encoder cache for them and the
     ``dev_rows`` (``progress(done, total)``) when some layers are cached, and wrap the model with the
     adapter of ``params``."""
@@ -261,7 +261,7 @@ def prepare(base_model_dir: Path, rows: list[dict[str, Any]], dataset_dir: Path,
     n_encoder = model.config.encoder_layers
     cached = encoder_cache.cached_layer_count(params.cached_encoder_layers, n_encoder, on_gpu)
 
-    def windows_of(clips: list[dict[str, Any]]) -> list[TrainingWindow]:
+    def windows_of(clips: list[ManifestRow]) -> list[TrainingWindow]:
         return (pack_rows(clips, params.pack_window_s, params.pack_gap_s, text_tokens(processor), params.seed)
                 if params.pack_window_s > 0 else single_windows(clips))
 
@@ -376,7 +376,7 @@ def read_plan(output_dir: Path) -> SavedPlan | None:
     return SavedPlan.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
-def decide_plan(prepared: Prepared, output_dir: Path, rows: list[dict[str, Any]], params: TrainParams,
+def decide_plan(prepared: Prepared, output_dir: Path, rows: list[ManifestRow], params: TrainParams,
                 resume: bool, origin: RoundOrigin | None) -> StepPlan:
     """The plan of a resumed run as it was written; else planned from the clips (and, under a time
     budget, the step time measured on rank 0) and written to ``output_dir / plan.json`` with ``origin``."""
@@ -391,13 +391,13 @@ def decide_plan(prepared: Prepared, output_dir: Path, rows: list[dict[str, Any]]
         broadcast_object_list(measured)
     plan = plan_steps(len(prepared.windows), params, state.num_processes, measured[0])
     if state.is_main_process:
-        saved = SavedPlan(plan, [r["id"] for r in rows], len(prepared.windows), origin)
+        saved = SavedPlan(plan, [r.id for r in rows], len(prepared.windows), origin)
         atomic_write_json(output_dir / PLAN_FILE, saved.to_dict())
     return plan
 
 
 def build_trainer(prepared: Prepared, args: TrainingArguments, params: TrainParams, dataset_dir: Path,
-                  dev_rows: list[dict[str, Any]], decode: DecodeOptions,
+                  dev_rows: list[ManifestRow], decode: DecodeOptions,
                   callbacks: list[TrainerCallback]) -> tuple[DevCerTrainer, _History]:
     """The Trainer over the prepared model and clips, scoring dev CER when there are ``dev_rows``, with
     early stopping and the ``callbacks``; the history callback records loss and dev CER per step."""
@@ -408,7 +408,7 @@ def build_trainer(prepared: Prepared, args: TrainingArguments, params: TrainPara
         model=prepared.model, args=args, train_dataset=prepared.dataset, eval_dataset=dev_rows if evaluate else None,
         data_collator=SpeechCollator(), callbacks=[history, *stopping, *callbacks],
         processor=prepared.processor, dev_clips=[w.audio(dataset_dir) for w in prepared.dev_windows],
-        dev_texts=["".join(r["text"] for r in w.rows) for w in prepared.dev_windows], decode_options=decode,
+        dev_texts=["".join(r.text for r in w.rows) for w in prepared.dev_windows], decode_options=decode,
         dev_inputs=prepared.dev_inputs, samples_per_step=params.batch_size * params.grad_accum * args.world_size,
         kl_to_start=params.kl_to_start,
         time_mask=TimeMask.of(params.time_mask_share, params.time_mask_ms, cached=bool(prepared.cached_layers)),
@@ -439,7 +439,7 @@ def save_adapter(trainer: DevCerTrainer, prepared: Prepared, output_dir: Path) -
 
 def train_adapter(
     base_model_dir: Path,
-    rows: list[dict[str, Any]],
+    rows: list[ManifestRow],
     dataset_dir: Path,
     output_dir: Path,
     params: TrainParams,
@@ -447,7 +447,7 @@ def train_adapter(
     language: str = "zh",
     task: str = "transcribe",
     decode: DecodeOptions | None = None,
-    dev_rows: list[dict[str, Any]] | None = None,
+    dev_rows: list[ManifestRow] | None = None,
     resume: bool = False,
     callbacks: list[TrainerCallback] | None = None,
     progress=None,

@@ -20,11 +20,11 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from zhasr.data.audio import TARGET_RATE, load_16k
+from zhasr.data.manifest import ManifestRow
 
 TIMESTAMP_STEP_S = 0.02  # Whisper's timestamp tokens step by 20 ms
 # <|startoftranscript|> is not in the labels (the model prepends it), so labels may use all but one position
@@ -35,7 +35,7 @@ DECODER_POSITIONS = 448
 class TrainingWindow:
     """Clips decoded from one encoder window: ``rows[i]`` starts ``starts_s[i]`` seconds into it."""
 
-    rows: tuple[dict[str, Any], ...]  # manifest rows (``audio``, ``duration_s``, ``text_norm``)
+    rows: tuple[ManifestRow, ...]
     starts_s: tuple[float, ...]  # multiples of TIMESTAMP_STEP_S; (0.0,) for a clip alone
     packed: bool  # a packed round's window (even one holding a single clip): labelled in the packed layout
 
@@ -43,14 +43,14 @@ class TrainingWindow:
     def key(self) -> str:
         """File stem of the window's cached states: an unpacked clip keeps its audio's stem."""
         if not self.packed:
-            return Path(self.rows[0]["audio"]).stem
+            return Path(self.rows[0].audio).stem
         # the audio file's stem, not the clip's hash: a clip sent through a telephone codec is another file
-        members = "|".join(f"{Path(r['audio']).stem}@{s:.2f}" for r, s in zip(self.rows, self.starts_s))
+        members = "|".join(f"{Path(r.audio).stem}@{s:.2f}" for r, s in zip(self.rows, self.starts_s))
         return "window-" + hashlib.sha256(members.encode()).hexdigest()[:24]
 
     def audio(self, dataset_dir: Path) -> np.ndarray:
         """The window's 16 kHz float32 samples: each clip at its start, silence between."""
-        clips = [load_16k(Path(dataset_dir) / r["audio"]) for r in self.rows]
+        clips = [load_16k(Path(dataset_dir) / r.audio) for r in self.rows]
         if not self.packed:
             return clips[0]
         offsets = [round(s * TARGET_RATE) for s in self.starts_s]
@@ -64,39 +64,39 @@ def _aligned(seconds: float) -> float:
     return round(math.ceil(seconds / TIMESTAMP_STEP_S - 1e-6) * TIMESTAMP_STEP_S, 2)
 
 
-def channel_of(row: dict[str, Any]) -> str:
+def channel_of(row: ManifestRow) -> str:
     """Clips of one channel share windows: a window never switches from wideband to a codec mid-way."""
-    return row.get("codec") or row.get("band") or "wideband"
+    return row.codec or row.band
 
 
-def single_windows(rows: Sequence[dict[str, Any]]) -> list[TrainingWindow]:
+def single_windows(rows: Sequence[ManifestRow]) -> list[TrainingWindow]:
     return [TrainingWindow((row,), (0.0,), packed=False) for row in rows]
 
 
-def pack_rows(rows: Sequence[dict[str, Any]], window_s: float, gap_s: float, label_tokens: Callable[[str], int],
+def pack_rows(rows: Sequence[ManifestRow], window_s: float, gap_s: float, label_tokens: Callable[[str], int],
               seed: int = 0) -> list[TrainingWindow]:
     """Windows over ``rows``: clips of one channel in an order drawn with ``seed``, each window filled while
     its audio fits in ``window_s`` seconds and its labels (``label_tokens(text)`` tokens a clip, plus two
     timestamps) in the decoder. A clip longer than ``window_s`` has a window of its own."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[ManifestRow]] = {}
     for row in rows:
         groups.setdefault(channel_of(row), []).append(row)
     windows = []
     for channel in sorted(groups):
-        members = sorted(groups[channel], key=lambda r: r["id"])
+        members = sorted(groups[channel], key=lambda r: r.id)
         random.Random(f"{seed}:{channel}").shuffle(members)
-        current: list[dict[str, Any]] = []
+        current: list[ManifestRow] = []
         starts: list[float] = []
         end_s, tokens = 0.0, 4  # <|lang|><|task|> ... <|endoftext|> and one spare
         for row in members:
             start = _aligned(end_s + gap_s) if current else 0.0  # a timestamp token marks it exactly
-            need = label_tokens(row["text_norm"]) + 2
-            if current and (start + row["duration_s"] > window_s or tokens + need > DECODER_POSITIONS - 1):
+            need = label_tokens(row.text_norm) + 2
+            if current and (start + row.duration_s > window_s or tokens + need > DECODER_POSITIONS - 1):
                 windows.append(TrainingWindow(tuple(current), tuple(starts), packed=True))
                 current, starts, start, tokens = [], [], 0.0, 4
             current.append(row)
             starts.append(start)
-            end_s, tokens = start + row["duration_s"], tokens + need
+            end_s, tokens = start + row.duration_s, tokens + need
         if current:
             windows.append(TrainingWindow(tuple(current), tuple(starts), packed=True))
     return windows
