@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from zhasr.config import TELEPHONE_CODECS, IngestParams
+from zhasr.config import TELEPHONE_CODECS, IngestParams, ModelParams
 from zhasr.data import audio, codecs
 from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl, read_jsonl
 from zhasr.data.text import normalize
@@ -235,7 +235,7 @@ def _ingest_line(
         else assign_split(speaker, params, template),
         "template": template or None,
         "sentence_held_out": row.get("split") != EVAL_ONLY_SPLIT and template_held_out(template, params),
-        "language": str(row.get("language") or "zh"),
+        "language": str(row.get("language") or ModelParams.language),
         "decode_error": error,
     }
     for key in ("channel", "snr_db", "call_id"):

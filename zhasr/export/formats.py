@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zhasr.config import EXPORT_FORMATS
+from zhasr.config import EXPORT_FORMATS, ModelParams
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,7 +35,7 @@ def export_path(fmt: str, out_root: Path) -> Path:
 
 
 def write_export(fmt: str, model_dir: Path, out_root: Path, calibration: Sequence[tuple[np.ndarray, str]] = (),
-                 language: str = "zh", gptq: ExportParams | None = None) -> Path:
+                 language: str = ModelParams.language, gptq: ExportParams | None = None) -> Path:
     """Write ``model_dir`` (a merged Hugging Face Whisper) as ``fmt`` under ``out_root``; returns its path.
 
     ``calibration`` ((16 kHz audio, reference text) pairs) and ``gptq`` (its ``gptq_*`` settings; default

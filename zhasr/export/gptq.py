@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from zhasr.config import ExportParams, TranscribeParams
+from zhasr.config import ExportParams, ModelParams, TranscribeParams
 
 GPTQ_CONFIG = "quantize_config.json"  # optimum's name for the quantization settings
 
@@ -50,7 +50,7 @@ class _Captured(Exception):
 
 
 def calibration_examples(processor, clips: list[tuple[np.ndarray, str]], language: str,
-                         task: str = "transcribe") -> list[CalibrationExample]:
+                         task: str = ModelParams.task) -> list[CalibrationExample]:
     """One example per (16 kHz clip, reference text): the decoder is calibrated on the text it should produce."""
     from zhasr.model.speech_data import label_ids
 
@@ -217,7 +217,7 @@ def load_gptq(path: Path, device: str = "cpu"):
     return model.eval(), WhisperProcessor.from_pretrained(path)
 
 
-def transcribe_gptq(path: Path, clips: list[np.ndarray], language: str = "zh", threads: int = 2,
+def transcribe_gptq(path: Path, clips: list[np.ndarray], language: str = ModelParams.language, threads: int = 2,
                     max_tokens: int = 224, device: str = "cpu") -> tuple[list[str], float]:
     """(one text per 16 kHz clip in simplified Chinese, decoding seconds), greedy with the loop guard,
     one clip at a time like the other runtimes."""

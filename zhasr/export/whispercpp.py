@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zhasr.config import ModelParams
 from zhasr.export.ggml import read_ggml_header
 
 
@@ -22,7 +23,7 @@ class WhisperCppError(RuntimeError):
     """whisper.cpp failed on a model or a clip; the message names the file and the exit status."""
 
 
-def transcribe_whispercpp(model_file: Path, clips: list[np.ndarray], caps: list[int], language: str = "zh",
+def transcribe_whispercpp(model_file: Path, clips: list[np.ndarray], caps: list[int], language: str = ModelParams.language,
                           threads: int = 2, prompt: str | None = None, no_speech_threshold: float = 0.6,
                           logprob_threshold: float = -1.0, timeout_s: float = 3600) -> list[dict]:
     """One ``{"text", "probability", "segments"}`` per (n,) 16 kHz clip via whisper.cpp, greedy with its

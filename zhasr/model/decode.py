@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from zhasr.config import TranscribeParams
+from zhasr.config import ModelParams, TranscribeParams
 from zhasr.data.text import to_simplified
 
 _DECODING_SETTINGS = ("batch_size", "parallel_batches", "max_new_tokens", "tokens_per_second", "num_beams",
@@ -51,8 +51,8 @@ class DecodeOptions:
     loop guard) for one language and task."""
 
     settings: TranscribeParams = field(default_factory=TranscribeParams)
-    language: str = "zh"
-    task: str = "transcribe"
+    language: str = ModelParams.language
+    task: str = ModelParams.task
 
     def key(self) -> dict[str, object]:
         """What decides the tokens: language, task and the settings the runtimes read (a decode-cache key)."""

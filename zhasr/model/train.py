@@ -31,7 +31,7 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from zhasr.config import TrainParams
+from zhasr.config import ModelParams, TrainParams
 from zhasr.data.manifest import ManifestRow, atomic_write_json
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.model import encoder_cache
@@ -444,8 +444,8 @@ def train_adapter(
     output_dir: Path,
     params: TrainParams,
     *,
-    language: str = "zh",
-    task: str = "transcribe",
+    language: str = ModelParams.language,
+    task: str = ModelParams.task,
     decode: DecodeOptions | None = None,
     dev_rows: list[ManifestRow] | None = None,
     resume: bool = False,

@@ -22,7 +22,7 @@ import numpy as np
 
 import zhasr.transcribe.guard as guard
 import zhasr.transcribe.packing as packing
-from zhasr.config import ChannelMode, TranscribeParams
+from zhasr.config import ChannelMode, ModelParams, TranscribeParams
 from zhasr.data.audio import TARGET_RATE, AudioError
 from zhasr.model.decode import DecodeOptions, Transcript
 from zhasr.transcribe.media import CallAudio, read_call
@@ -118,11 +118,11 @@ class Plan:
 class Transcriber:
     """One model in one runtime with the engine's rules. Thread-compatible, not thread-safe."""
 
-    def __init__(self, runtime, params: TranscribeParams, language: str = "zh", identity: str = ""):
+    def __init__(self, runtime, params: TranscribeParams, language: str = ModelParams.language, identity: str = ""):
         self.runtime, self.params, self.language, self.identity = runtime, params, language, identity
 
     @classmethod
-    def open(cls, model: Path, params: TranscribeParams, *, language: str = "zh", task: str = "transcribe",
+    def open(cls, model: Path, params: TranscribeParams, *, language: str = ModelParams.language, task: str = ModelParams.task,
              exports: Mapping[str, Path] | None = None, runtime: str | None = None, identity: str | None = None,
              device=None) -> Transcriber:
         """Open ``model`` (a Hugging Face folder, ct2 folder or ggml file) or, by ``runtime``

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from zhasr.config import ModelParams
+
 FORMATS = frozenset({"jsonl", "json", "csv", "aishell", "kaldi", "commonvoice", "hf-disk", "audiofolder"})
 STANDARD_KEYS = ("id", "audio", "text", "speaker", "call_id", "language", "source")
 TEXT_COLUMNS = ("sentence", "text", "transcription", "transcript")  # hf-disk / audiofolder label column, first found
@@ -30,7 +32,7 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class ImportOptions:
-    language: str = "zh"  # Whisper language code written to rows whose source gives none
+    language: str = ModelParams.language  # Whisper language code written to rows whose source gives none
     cv_split: str = "validated"  # commonvoice: the <cv_split>.tsv to read (train, dev, test, validated, other...)
     hf_split: str | None = None  # hf-disk: the DatasetDict split to import; None imports every split
     # Label column; None = "text" for jsonl/json/csv, the first of TEXT_COLUMNS for hf-disk and audiofolder.
