@@ -24,6 +24,7 @@ from zhasr.config import GateParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl
+from zhasr.evaluation.bootstrap import points_with_interval
 from zhasr.evaluation.clips import ClipErrors, candidate_gain, clip_errors
 from zhasr.evaluation.gate import WHOLE_CLIP_SUFFIX, judged_general_sets
 from zhasr.evaluation.metrics import character_error_rate
@@ -127,8 +128,7 @@ def headline(summary: EvaluationSummary) -> dict[str, dict[str, str]]:
         return f"{cer:.2%} (raw {raw:.2%})"
 
     def change(base: BaseFigures) -> str:
-        return (f"{100 * base.candidate_change:+.2f} pts [{100 * base.candidate_change_low:+.2f}, "
-                f"{100 * base.candidate_change_high:+.2f}]")
+        return points_with_interval(base.candidate_change, base.candidate_change_low, base.candidate_change_high)
 
     sets = summary.sets
     out = {name: {"base": rates(s.base.cer, s.base.cer_raw)}

@@ -17,6 +17,7 @@ from tasks.pipeline import is_transient_failure
 from zhasr.context import StageContext
 from zhasr.data.manifest import atomic_write_json
 from zhasr.data.validate import ValidatedDataset
+from zhasr.evaluation.bootstrap import points_with_interval
 from zhasr.evaluation.export_verdict import ExportReport, ExportResult
 from zhasr.evaluation.gate import Verdict
 from zhasr.evaluation.summary import EvaluationSummary
@@ -57,7 +58,7 @@ def version_tags(evaluation: EvaluationSummary, verdict: Verdict, dataset_md5: s
     return {
         "zhasr.gate": "pass" if verdict.passed else "fail",
         "zhasr.cer": f"{evaluation.sets['test'].candidate.cer:.6f}",
-        "zhasr.gain": f"{100 * gain.gain:+.2f} pts [{100 * gain.low:+.2f}, {100 * gain.high:+.2f}]",
+        "zhasr.gain": points_with_interval(gain.gain, gain.low, gain.high),
         "zhasr.parent": evaluation.champion_version,
         "zhasr.dataset_md5": dataset_md5,
         "zhasr.learned_batches": json.dumps(learned_batches, ensure_ascii=False),
@@ -83,8 +84,8 @@ def run_tags(ctx: StageContext, evaluation: EvaluationSummary, verdict: Verdict,
     for e in exports:
         test = e.sets["test"]
         tags[f"zhasr.export.{e.format}"] = (
-            f"{e.verdict}: CER {test.cer:.2%} ({100 * test.rise.rise:+.2f} pts [{100 * test.rise.low:+.2f}, "
-            f"{100 * test.rise.high:+.2f}], limit {100 * e.limit:+.2f}), {e.size_mb} MB, RTF {test.rtf:.3f}")
+            f"{e.verdict}: CER {test.cer:.2%} ({points_with_interval(test.rise.rise, test.rise.low, test.rise.high)}, "
+            f"limit {100 * e.limit:+.2f}), {e.size_mb} MB, RTF {test.rtf:.3f}")
     return tags
 
 

@@ -27,6 +27,11 @@ class GainInterval:
         return 0.0 - self.gain, 0.0 - self.high, 0.0 - self.low
 
 
+def points_with_interval(change: float, low: float, high: float) -> str:
+    """A change of an error rate (fractions) in percentage points with its interval: ``+0.62 pts [-1.10, +2.30]``."""
+    return f"{100 * change:+.2f} pts [{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
 def over_limit(loss: float, low: float, limit: float, beyond_noise: bool) -> bool:
     """Whether a loss (or a rise) counts against ``limit``: over it, and with ``beyond_noise`` also with
     its interval's lower end above zero. On a few speakers a loss a clip or a character over the limit
