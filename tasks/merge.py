@@ -49,7 +49,7 @@ class MergeMismatch(RuntimeError):
 def check_clip(ctx: StageContext):
     """A test clip to compare adapter and merged outputs on (silence when the split is empty)."""
     rows = ctx.split_rows("test") if ctx.dataset_manifest().is_file() else []
-    return load_16k(ctx.path("dataset") / rows[0]["audio"]) if rows else np.zeros(16000, np.float32)
+    return load_16k(ctx.path("dataset") / rows[0].audio) if rows else np.zeros(16000, np.float32)
 
 
 def set_edits(ctx: StageContext, model: Model, sets: dict[str, list[ManifestRow]],
