@@ -123,7 +123,7 @@ def test_pseudo_label_replay_trains_on_real_speech_with_the_start_models_own_tra
     assert any(heard), "the tiny model heard nothing: no pseudo-label to train on"
 
     summary = train.run(ctx)
-    kept = [r["id"] for r, text in zip(real, heard) if normalize(text)]  # what normalizes to nothing is left out
+    kept = [r.id for r, text in zip(real, heard) if normalize(text)]  # what normalizes to nothing is left out
     assert summary.pseudo_labelled_clips == 2 * len(kept)  # as it is and through mu-law
     assert summary.train_clips == 4  # the labelled clips are counted apart
     plan = json.loads((project / "runs" / "train" / "plan.json").read_text(encoding="utf-8"))
