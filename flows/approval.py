@@ -7,7 +7,8 @@ if nobody answers before ``approval.timeout_s`` the version stays challenger.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 from prefect import get_client, get_run_logger
 from prefect.exceptions import FlowPauseTimeout
@@ -28,9 +29,35 @@ class ApprovalDecision(RunInput):
     comment: str = Field(min_length=1, description="why, recorded with the decision")
 
 
-def await_approval(ctx: StageContext, name: str, version: str, model_card: str) -> dict[str, Any]:
-    """Pause for an ApprovalDecision on ``version`` of the registered model ``name``; apply it. Returns
-    ``{"decision", "champion", ...}``."""
+@dataclass(frozen=True)
+class Approval:
+    """A reviewer's answer on a challenger, or ``timeout`` when none came within ``approval.timeout_s``."""
+
+    decision: Literal["approved", "rejected", "timeout"]
+    champion: str | None  # the champion version after the answer
+    by: str | None = None  # the reviewer
+    note: str | None = None  # their reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A registered version and the reviewer's answer (None when it failed the gate or ``approval.timeout_s``
+    is 0): the promote flow's result, and the retrain flow's when it trained."""
+
+    registration: Registration
+    approval: Approval | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The registration without its model card (the version's description holds it), with ``approval``."""
+        return {**{k: v for k, v in self.registration.to_dict().items() if k != "model_card"},
+                "approval": self.approval.to_dict() if self.approval else None}
+
+
+def await_approval(ctx: StageContext, name: str, version: str, model_card: str) -> Approval:
+    """Pause for an ApprovalDecision on ``version`` of the registered model ``name``; apply it."""
     options = ctx.params.approval
     logger = get_run_logger()
     logger.info("%s v%s is challenger; waiting up to %d s for a reviewer: answer the form of this flow run "
@@ -47,18 +74,17 @@ def await_approval(ctx: StageContext, name: str, version: str, model_card: str) 
             client.set_flow_run_state(flow_run.get_id(), Running(message="no approval before the timeout"), force=True)
         champion = approval.champion_version(name)
         logger.info("no answer in %d s: v%s stays challenger, champion is v%s", options.timeout_s, version, champion)
-        return {"decision": "timeout", "champion": champion}
+        return Approval("timeout", champion)
     champion = approval.decide(name, version, decision.approve, decision.reviewer, decision.comment)
     logger.info("%s %s v%s: %s", decision.reviewer, "approved" if decision.approve else "rejected", version,
                 decision.comment)
-    return {"decision": "approved" if decision.approve else "rejected", "by": decision.reviewer,
-            "note": decision.comment, "champion": champion}
+    return Approval("approved" if decision.approve else "rejected", champion, decision.reviewer, decision.comment)
 
 
-def after_register(ctx: StageContext, registered: Registration) -> dict[str, Any]:
-    """The register stage's report (model card left out) with ``approval``: the reviewer's decision when a
-    challenger was registered and ``approval.timeout_s`` > 0, else None."""
+def after_register(ctx: StageContext, registered: Registration) -> Promotion:
+    """The registration with the reviewer's answer when a challenger was registered and
+    ``approval.timeout_s`` > 0."""
     answer = None
     if registered.passed and ctx.params.approval.timeout_s > 0:
         answer = await_approval(ctx, registered.model_name, registered.version, registered.model_card)
-    return {**{k: v for k, v in registered.to_dict().items() if k != "model_card"}, "approval": answer}
+    return Promotion(registered, answer)

@@ -10,33 +10,52 @@ old versions are pruned last (``register.keep_newest``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.approval import await_approval
-from tasks.detector import already_built, detector_task
+from flows.approval import Approval, await_approval
+from tasks.detector import DetectorReport, already_built, detector_task
 from tasks.prune import prune_task
 from zhasr.context import StageContext
 
 
+@dataclass(frozen=True)
+class DetectorOutcome:
+    """What a detector run did: nothing, for ``reason``, or a build with the reviewer's answer (None when the
+    build failed its check or ``approval.timeout_s`` is 0)."""
+
+    built: bool
+    reason: str = ""  # why nothing was built
+    report: DetectorReport | None = None
+    approval: Approval | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The detector stage's report without its model card, with ``built`` and ``approval``."""
+        if self.report is None:
+            return {"built": False, "reason": self.reason}
+        return {**{k: v for k, v in self.report.to_dict().items() if k != "model_card"}, "built": True,
+                "approval": self.approval.to_dict() if self.approval else None}
+
+
 @flow(name="detector", log_prints=True)
 def build_detector(params_path: str | None = None, overrides: list[str] | None = None,
-                   skip_if_built: bool = False) -> dict[str, Any]:
-    """The detector stage's report (model card left out) with ``approval``: the reviewer's decision when a challenger
-    was registered and ``approval.timeout_s`` > 0, else None; ``{"built": False, "reason"}`` when skipped."""
+                   skip_if_built: bool = False) -> DetectorOutcome:
+    """Build the detector (or, with ``skip_if_built``, skip a build already made), then wait for a reviewer when
+    a challenger was registered."""
     ctx = StageContext.load(params_path, overrides)
     logger = get_run_logger()
     if skip_if_built and (reason := already_built(ctx)):
         logger.info("no detector to build: %s", reason)
-        return {"built": False, "reason": reason}
+        return DetectorOutcome(False, reason)
     report = detector_task(ctx)
     name, answer = ctx.params.detector.model_name, None
     if report.alias and ctx.params.approval.timeout_s > 0:
         answer = await_approval(ctx, name, report.version, report.model_card)
     if report.version:
         prune_task(ctx, name)
-    return {**{k: v for k, v in report.to_dict().items() if k != "model_card"}, "built": True, "approval": answer}
+    return DetectorOutcome(True, "", report, answer)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,9 @@ changed; the retraining flow runs the same stages after evaluating.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
-from flows.approval import after_register
+from flows.approval import Promotion, after_register
 from tasks.gate import gate_task
 from tasks.prune import prune_task
 from tasks.register import register_task
@@ -18,7 +16,7 @@ from zhasr.context import StageContext
 
 
 @flow(name="promote", log_prints=True)
-def promote(params_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def promote(params_path: str | None = None, overrides: list[str] | None = None) -> Promotion:
     ctx = StageContext.load(params_path, overrides)
     gate_task(ctx)
     registered = register_task(ctx)

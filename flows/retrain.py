@@ -8,12 +8,13 @@ state are in Prefect. Run it with ``zhasr retrain`` or ``python -m flows.retrain
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.approval import after_register
+from flows.approval import Promotion, after_register
 from tasks.evaluate import evaluate_task, headline
 from tasks.export import export_task
 from tasks.gate import gate_task
@@ -28,17 +29,33 @@ from tasks.validate import validate_task
 from zhasr.context import StageContext
 
 
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """What a retraining run did: nothing, for ``reason``, or a registered version with the reviewer's answer
+    and each set's CER (``tasks.evaluate.headline``)."""
+
+    trained: bool
+    reason: str = ""  # why nothing was trained
+    mlflow_run_id: str | None = None
+    promotion: Promotion | None = None
+    cer: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.promotion is None:
+            return {"trained": False, "reason": self.reason, "mlflow_run_id": self.mlflow_run_id}
+        return {**self.promotion.to_dict(), "trained": True, "mlflow_run_id": self.mlflow_run_id, "cer": self.cer}
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(params_path: str | None = None, overrides: list[str] | None = None, synthesize: bool = False,
-            only_if_new_data: bool = False) -> dict[str, Any]:
-    """Run every stage on ``params.yaml`` (plus ``overrides``); returns the register stage's summary
-    with the approval outcome. ``only_if_new_data`` (scheduled runs): stop early, training nothing,
-    when no new validated batch arrived since the newest registered version."""
+            only_if_new_data: bool = False) -> RetrainOutcome:
+    """Run every stage on ``params.yaml`` (plus ``overrides``). ``only_if_new_data`` (scheduled runs): stop
+    early, training nothing, when no new validated batch arrived since the newest registered version."""
     ctx = StageContext.load(params_path, overrides)
     logger = get_run_logger()
     if only_if_new_data and (reason := nothing_new(ctx)):
         logger.info("nothing to train: %s", reason)
-        return {"trained": False, "reason": reason}
+        return RetrainOutcome(False, reason)
     with pipeline_run(ctx, run_name=f"retrain-{flow_run.get_name() or 'local'}",
                       tags={"prefect.flow_run_id": str(flow_run.get_id() or "")}) as ctx:
         logger.info("MLflow run %s", ctx.mlflow_run_id)
@@ -49,7 +66,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
         if only_if_new_data and (reason := nothing_new(ctx)):
             logger.info("nothing to train: %s", reason)
             skip(ctx, reason)
-            return {"trained": False, "reason": reason, "mlflow_run_id": ctx.mlflow_run_id}
+            return RetrainOutcome(False, reason, ctx.mlflow_run_id)
         # A retried flow run (schedule.retries) continues training from its last checkpoint.
         train_task(ctx, resume=(flow_run.run_count or 1) > 1)
         merge_task(ctx)
@@ -62,8 +79,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
     test = evaluation.sets["test"]
     logger.info("candidate CER %.4f, champion v%s CER %.4f: %s", test.candidate.cer, evaluation.champion_version,
                 test.champion.cer, result.reason)
-    return {**after_register(ctx, result), "trained": True, "mlflow_run_id": ctx.mlflow_run_id,
-            "cer": headline(evaluation)}
+    return RetrainOutcome(True, "", ctx.mlflow_run_id, after_register(ctx, result), headline(evaluation))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     state = retrain(synthesize=True, overrides=["ingest.dev_fraction=0.25"], return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
+    registered = result.promotion.registration
 
     client = MlflowClient()
-    run = client.get_run(result["mlflow_run_id"])
+    run = client.get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.max_steps"] == "4"
     assert run.data.params["model.base"] == "tiny-random"
@@ -51,9 +52,9 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     name = "zhasr-test"
     champion = client.get_model_version_by_alias(name, "champion")
     assert str(champion.version) == "1" and champion.tags["zhasr.role"] == "base"
-    candidate = client.get_model_version(name, result["version"])
-    assert result["version"] == "2"
-    assert candidate.tags["zhasr.gate"] == ("pass" if result["passed"] else "fail")
+    candidate = client.get_model_version(name, registered.version)
+    assert registered.version == "2"
+    assert candidate.tags["zhasr.gate"] == ("pass" if registered.passed else "fail")
     registered_by = client.get_run(candidate.run_id).data.tags
     for tag in ("zhasr.git_commit", "zhasr.params_hash", "zhasr.base_model", "zhasr.gate.slices"):
         assert registered_by[tag], tag
@@ -78,7 +79,7 @@ def test_retrain_flow_runs_every_stage_and_registers(project, prefect_server, ca
     dataset_md5 = candidate.tags["zhasr.dataset_md5"]
     assert len(dataset_md5) == 32 and run.data.tags["zhasr.dataset_md5"] == dataset_md5
     aliases = client.get_registered_model(name).aliases
-    if result["passed"]:
+    if registered.passed:
         assert str(aliases.get("challenger")) == "2"
     else:
         assert "challenger" not in aliases

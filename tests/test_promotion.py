@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from test_ingest import write_batch
 
 from cli.main import main
+from flows.approval import Approval, Promotion
 from mlflow_services import registry
 from tasks.decoding import ensure_champion, whole_clip_decoding
 from zhasr.config import load_params
@@ -112,7 +113,7 @@ def aliases() -> dict[str, str]:
     return {k: str(v) for k, v in MlflowClient().get_registered_model(NAME).aliases.items()}
 
 
-def promote(overrides: list[str] | None = None) -> dict:
+def promote(overrides: list[str] | None = None) -> Promotion:
     from flows.promote import promote as promote_flow
 
     state = promote_flow(overrides=overrides or [], return_state=True)
@@ -238,7 +239,7 @@ def test_gate_fails_a_candidate_that_is_better_overall_but_worse_on_telephone_ca
 def test_worse_candidate_is_not_promoted_and_champion_untouched(prefect_server, ctx, tiny_model_dir, capsys):
     write_evaluation(ctx, tiny_model_dir, candidate_every=3, champion_every=10)
     result = promote()
-    assert result["version"] == "2" and not result["passed"] and result["approval"] is None
+    assert result.registration.version == "2" and not result.registration.passed and result.approval is None
     assert aliases() == {"champion": "1"}
     version = MlflowClient().get_model_version(NAME, "2")
     registered_by = MlflowClient().get_run(version.run_id).data.tags  # the rules and the reason are on the run
@@ -276,8 +277,8 @@ def test_better_candidate_is_challenger_then_champion_after_approval_in_the_form
     reviewer = _answer_when_paused({"approve": True, "reviewer": "alice", "comment": "4x fewer errors"})
     result = promote(["approval.timeout_s=60", "approval.poll_s=1"])
     reviewer.join()
-    assert result["passed"] and result["version"] == "2"
-    assert result["approval"]["decision"] == "approved" and result["approval"]["champion"] == "2"
+    assert result.registration.passed and result.registration.version == "2"
+    assert result.approval == Approval("approved", "2", "alice", "4x fewer errors")
     assert aliases() == {"champion": "2"}
     version = MlflowClient().get_model_version(NAME, "2")
     assert version.tags["zhasr.review"] == "approved" and len(version.tags) <= 8  # the registry page stays readable
@@ -292,7 +293,7 @@ def test_rejection_in_the_form_keeps_the_champion(prefect_server, ctx, tiny_mode
     reviewer = _answer_when_paused({"approve": False, "reviewer": "bob", "comment": "wrong batch"})
     result = promote(["approval.timeout_s=60", "approval.poll_s=1"])
     reviewer.join()
-    assert result["approval"]["decision"] == "rejected"
+    assert result.approval.decision == "rejected"
     assert aliases() == {"champion": "1"}
     assert MlflowClient().get_model_version(NAME, "2").tags["zhasr.review"] == "rejected"
 
@@ -300,7 +301,7 @@ def test_rejection_in_the_form_keeps_the_champion(prefect_server, ctx, tiny_mode
 def test_no_answer_before_the_timeout_leaves_a_challenger(prefect_server, ctx, tiny_model_dir):
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
     result = promote(["approval.timeout_s=2", "approval.poll_s=1"])
-    assert result["approval"] == {"decision": "timeout", "champion": "1"}
+    assert result.approval == Approval("timeout", "1")
     assert aliases() == {"champion": "1", "challenger": "2"}
 
 
@@ -438,7 +439,7 @@ def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(pr
     """The scheduled detector flow (``skip_if_built``): a build on the transcriber's champion, approved in the
     flow's form; nothing while that champion and the build's settings stay; a new build when the settings change
     and once a person approves another champion."""
-    from flows.detector import build_detector
+    from flows.detector import DetectorOutcome, build_detector
     from flows.schedule import detector_deployment
 
     assert detector_deployment(ctx.params) is None  # detector.cron "": not served
@@ -446,7 +447,7 @@ def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(pr
     assert scheduled.parameters == {"params_path": None, "overrides": [], "skip_if_built": True}
     assert scheduled.schedules[0].schedule.cron == "0 4 * * *" and scheduled.concurrency_limit == 1
 
-    def detector_flow(*overrides: str) -> dict:
+    def detector_flow(*overrides: str) -> DetectorOutcome:
         state = build_detector(overrides=["detector.clips=7", "detector.check_per_kind=1", "detector.check_others=1",
                                           "detector.min_mean_recall=0", "detector.min_recall=0",
                                           "detector.min_precision=0", *overrides],
@@ -454,31 +455,33 @@ def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(pr
         assert state.is_completed(), state.message
         return state.result()
 
-    assert detector_flow() == {"built": False, "reason": "detector.base models:/zhasr-test@champion: no version of "
-                                                         "zhasr-test holds the alias 'champion'"}
+    assert detector_flow() == DetectorOutcome(False, "detector.base models:/zhasr-test@champion: no version of "
+                                                     "zhasr-test holds the alias 'champion'")
     with registry_run(ctx):
         ensure_champion(ctx, tiny_model_dir)  # zhasr-test v1
     reviewer = _answer_when_paused({"approve": True, "reviewer": "ana", "comment": "heard every kind"})
     first = detector_flow("approval.timeout_s=60", "approval.poll_s=1")
     reviewer.join()
-    assert (first["built"], first["base"], first["version"], first["alias"]) == (True, "zhasr-test v1", "1", "challenger")
-    assert first["approval"]["decision"] == "approved" and first["approval"]["champion"] == "1"
-    assert "model_card" not in first
+    assert (first.built, first.report.base, first.report.version, first.report.alias) == (True, "zhasr-test v1", "1",
+                                                                                          "challenger")
+    assert first.approval == Approval("approved", "1", "ana", "heard every kind")
+    assert "model_card" not in first.to_dict()
     detectors = MlflowClient().get_registered_model("zhasr-detector")
     assert {k: str(v) for k, v in detectors.aliases.items()} == {"champion": "1"}
 
     skipped = detector_flow()
-    assert not skipped["built"] and skipped["reason"].startswith("zhasr-detector v1 was built on zhasr-test v1 with "
-                                                                 "these settings (")
-    assert skipped["reason"].endswith("; gate pass)")
-    assert detector_flow("detector.seed=780")["version"] == "2"  # other settings: built again on the same base
-    assert not detector_flow("detector.seed=780", "approval.timeout_s=5", "detector.cron=0 5 * * *")["built"]
+    assert not skipped.built and skipped.reason.startswith("zhasr-detector v1 was built on zhasr-test v1 with "
+                                                           "these settings (")
+    assert skipped.reason.endswith("; gate pass)")
+    assert detector_flow("detector.seed=780").report.version == "2"  # other settings: built again on the same base
+    assert not detector_flow("detector.seed=780", "approval.timeout_s=5", "detector.cron=0 5 * * *").built
 
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
     promote()
     assert main(["approve", "2", "--by", "carol", "--note", "first adapter"]) == 0
     second = detector_flow()
-    assert (second["built"], second["base"], second["version"], second["approval"]) == (True, "zhasr-test v2", "3", None)
+    assert (second.built, second.report.base, second.report.version, second.approval) == (True, "zhasr-test v2", "3",
+                                                                                           None)
 
 
 def _tone_batch(project, batch: str, texts: list[str]) -> None:
@@ -537,7 +540,7 @@ def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, pro
     state = retrain(**scheduled.parameters, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    assert result["trained"] is False and "no new validated batch" in result["reason"]
+    assert result.trained is False and "no new validated batch" in result.reason
     assert not (project / "runs").exists()  # no training started
     runs_after = len(MlflowClient().search_runs([MlflowClient().get_experiment_by_name("zhasr-test").experiment_id]))
     assert runs_after == runs_before  # not even an MLflow run
@@ -549,7 +552,7 @@ def test_scheduled_run_with_no_new_batch_trains_nothing(prefect_server, ctx, pro
     _tone_batch(project, "b2", ["这一句话对一秒多的音频来说实在是太长太长太长了根本不可能说完的" * 2] * 2)
     assert nothing_new(ctx) is None  # b2 is pending
     result = retrain(**scheduled.parameters)
-    assert result["trained"] is False and "no new validated batch" in result["reason"]
+    assert result.trained is False and "no new validated batch" in result.reason
     assert (project / "data/quarantine/b2/rejected.jsonl").read_text().count("\n") == 2
     assert not (project / "runs").exists()  # no training started
 
