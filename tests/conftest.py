@@ -78,12 +78,13 @@ def prefect_server():
 
 
 @pytest.fixture()
-def project(tmp_path, shared_models_dir, monkeypatch) -> Path:
-    """A project root in a temp folder: params.yaml with TEST_PARAMS, its own MLflow store."""
+def project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """A project root in a temp folder: params.yaml with TEST_PARAMS, its own MLflow store and models folder
+    (what a test builds there, a candidate or a detector, is no other test's), the session's tiny model linked in."""
     root = tmp_path / "project"
-    root.mkdir()
+    (root / "models").mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(TEST_PARAMS), encoding="utf-8")
-    (root / "models").symlink_to(shared_models_dir, target_is_directory=True)
+    (root / "models" / tiny_model_dir.name).symlink_to(tiny_model_dir, target_is_directory=True)
     monkeypatch.setenv("ZHASR_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     (root / "mlflow").mkdir()
