@@ -64,8 +64,8 @@ def system_metrics(references: list[str], output: SystemOutput, audio_seconds: f
 
 def score_set(rows: list[ManifestRow], slices: list[dict[str, str]], outputs: dict[str, SystemOutput],
               hotwords: list[str]) -> tuple[SetSummary, list[dict[str, Any]]]:
-    """``rows``: the set's clips; ``slices``: one label dict
-    per row (see zhasr.evaluation.slices); ``outputs``: ``{"candidate": ..., "champion": ...}``.
+    """``rows``: the set's clips; ``slices``: one label dict per row (see zhasr.evaluation.slices);
+    ``outputs``: ``{"candidate": ..., "champion": ...}``.
 
     Returns ``(summary, records)``: the set's summary (no base figures yet) and one dict per clip.
     """
