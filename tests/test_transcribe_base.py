@@ -12,6 +12,7 @@ from conftest import REAL_ZH, REPO
 
 from zhasr.config import TranscribeParams
 from zhasr.data.audio import load_16k
+from zhasr.data.manifest import read_manifest
 from zhasr.data.text import normalize
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.evaluation.turns import match_turns
@@ -45,8 +46,7 @@ def regression_clips() -> dict[str, list]:
     sets = {"real-zh": [load_16k(REAL_ZH / json.loads(line)["audio"])
                         for line in (REAL_ZH / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]}
     if DATASET.is_file():
-        rows = [json.loads(line) for line in DATASET.read_text(encoding="utf-8").splitlines()]
-        sets["test"] = [load_16k(DATASET.parent / r["audio"]) for r in rows if r["split"] == "test"]
+        sets["test"] = [load_16k(DATASET.parent / r.audio) for r in read_manifest(DATASET) if r.split == "test"]
     return sets
 
 
