@@ -26,10 +26,13 @@ class DetectorOutcome:
     """What a detector run did: nothing, for ``reason``, or a build with the reviewer's answer (None when the
     build failed its check or ``approval.timeout_s`` is 0)."""
 
-    built: bool
     reason: str = ""  # why nothing was built
-    report: DetectorReport | None = None
+    report: DetectorReport | None = None  # None when nothing was built
     approval: Approval | None = None
+
+    @property
+    def built(self) -> bool:
+        return self.report is not None
 
     def to_dict(self) -> dict[str, Any]:
         """The detector stage's report without its model card, with ``built`` and ``approval``."""
@@ -48,14 +51,14 @@ def build_detector(params_path: str | None = None, overrides: list[str] | None =
     logger = get_run_logger()
     if skip_if_built and (reason := already_built(ctx)):
         logger.info("no detector to build: %s", reason)
-        return DetectorOutcome(False, reason)
+        return DetectorOutcome(reason)
     report = detector_task(ctx)
     name, answer = ctx.params.detector.model_name, None
     if report.alias and ctx.params.approval.timeout_s > 0:
         answer = await_approval(ctx, name, report.version, report.model_card)
     if report.version:
         prune_task(ctx, name)
-    return DetectorOutcome(True, "", report, answer)
+    return DetectorOutcome("", report, answer)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,14 @@ class RetrainOutcome:
     """What a retraining run did: nothing, for ``reason``, or a registered version with the reviewer's answer
     and each set's CER (``tasks.evaluate.headline``)."""
 
-    trained: bool
     reason: str = ""  # why nothing was trained
     mlflow_run_id: str | None = None
-    promotion: Promotion | None = None
+    promotion: Promotion | None = None  # None when nothing was trained
     cer: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        return self.promotion is not None
 
     def to_dict(self) -> dict[str, Any]:
         if self.promotion is None:
@@ -55,7 +58,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
     logger = get_run_logger()
     if only_if_new_data and (reason := nothing_new(ctx)):
         logger.info("nothing to train: %s", reason)
-        return RetrainOutcome(False, reason)
+        return RetrainOutcome(reason)
     with pipeline_run(ctx, run_name=f"retrain-{flow_run.get_name() or 'local'}",
                       tags={"prefect.flow_run_id": str(flow_run.get_id() or "")}) as ctx:
         logger.info("MLflow run %s", ctx.mlflow_run_id)
@@ -66,7 +69,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
         if only_if_new_data and (reason := nothing_new(ctx)):
             logger.info("nothing to train: %s", reason)
             skip(ctx, reason)
-            return RetrainOutcome(False, reason, ctx.mlflow_run_id)
+            return RetrainOutcome(reason, ctx.mlflow_run_id)
         # A retried flow run (schedule.retries) continues training from its last checkpoint.
         train_task(ctx, resume=(flow_run.run_count or 1) > 1)
         merge_task(ctx)
@@ -79,7 +82,7 @@ def retrain(params_path: str | None = None, overrides: list[str] | None = None, 
     test = evaluation.sets["test"]
     logger.info("candidate CER %.4f, champion v%s CER %.4f: %s", test.candidate.cer, evaluation.champion_version,
                 test.champion.cer, result.reason)
-    return RetrainOutcome(True, "", ctx.mlflow_run_id, after_register(ctx, result), headline(evaluation))
+    return RetrainOutcome("", ctx.mlflow_run_id, after_register(ctx, result), headline(evaluation))
 
 
 if __name__ == "__main__":

@@ -455,8 +455,8 @@ def test_the_detector_flow_builds_on_each_new_champion_and_waits_for_a_person(pr
         assert state.is_completed(), state.message
         return state.result()
 
-    assert detector_flow() == DetectorOutcome(False, "detector.base models:/zhasr-test@champion: no version of "
-                                                     "zhasr-test holds the alias 'champion'")
+    assert detector_flow() == DetectorOutcome("detector.base models:/zhasr-test@champion: no version of "
+                                              "zhasr-test holds the alias 'champion'")
     with registry_run(ctx):
         ensure_champion(ctx, tiny_model_dir)  # zhasr-test v1
     reviewer = _answer_when_paused({"approve": True, "reviewer": "ana", "comment": "heard every kind"})
