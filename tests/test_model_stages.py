@@ -141,3 +141,33 @@ def test_the_step_time_the_budget_plans_with_counts_the_start_models_pass(tiny_m
     prepared.model.get_base_model().model.encoder.register_forward_hook(lambda *_: calls.append(1))
     assert measure_step_seconds(prepared, options, repeats=1) > 0
     assert len(calls) == 2 * passes  # a warm-up step and a timed one
+
+
+def test_timestamp_tokens_the_model_writes_unasked_end_nothing_and_repeat_nothing(tiny_model_dir):
+    """A model may write ``<|t|><|t|>`` after ``<|notimestamps|>`` (a packed-window adapter learnt them).
+    Whisper's own ``generate`` then takes the window for long-form audio and seeks to decode the rest of it
+    again, which it cannot do from encoder outputs: one generate call a batch, every clip its own row."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from zhasr.model.decode import _generate
+
+    model, processor = load_model(tiny_model_dir)
+    tokenizer = processor.tokenizer
+    stamp, eos = tokenizer.convert_tokens_to_ids("<|1.00|>"), tokenizer.eos_token_id
+    [word] = tokenizer.encode("好", add_special_tokens=False)
+
+    class ClipOneWritesTimestamps(LogitsProcessor):
+        """Clip 0 writes <|1.00|><|1.00|>好 and stops; clip 1 stops at once."""
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - self.start
+            scores[:] = -float("inf")
+            scores[0, [stamp, stamp, word, eos][min(step, 3)]] = 0
+            scores[1, eos] = 0
+            return scores
+
+    forced = ClipOneWritesTimestamps()
+    forced.start = 4  # <|startoftranscript|><|zh|><|transcribe|><|notimestamps|>
+    clips = [np.zeros(16000, np.float32), np.zeros(16000, np.float32)]
+    first, second = _generate(model, processor, clips, DecodeOptions(), logits_processor=LogitsProcessorList([forced]))
+    assert (first.text, first.tokens[:4]) == ("好", [stamp, stamp, word, eos])
+    assert (second.text, second.tokens[0]) == ("", eos)

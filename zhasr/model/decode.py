@@ -184,7 +184,10 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
     else:
         if prompt:
             settings["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(device)
-        generated = model.generate(language=options.language, task=options.task, **settings)
+        # One call: timestamp tokens the model writes unasked would send Whisper's generate seeking through
+        # the window again as long-form audio, which it cannot do from encoder outputs.
+        generated = model.generate(language=options.language, task=options.task, force_unique_generate_call=True,
+                                   **settings)
         start = generated.sequences.shape[1] - len(generated.scores)  # Whisper's generate keeps a score a new token
     rows = generated.sequences[:, start:].tolist()  # the prefix (and any hotword prompt) cut off
     tokenizer = processor.tokenizer

@@ -156,7 +156,8 @@ def merge_difference(base_model_dir: Path, adapter_dir: Path, merged_dir: Path, 
     merged_model = merged_model.float()
     features = log_mel(processor, [clip])
     generated = adapter_model.generate(input_features=features, language=language, task="transcribe",
-                                       max_new_tokens=16, do_sample=False, return_dict_in_generate=True).sequences
+                                       max_new_tokens=16, do_sample=False, return_dict_in_generate=True,
+                                       force_unique_generate_call=True).sequences
     a = adapter_model(input_features=features, decoder_input_ids=generated).logits
     m = merged_model(input_features=features, decoder_input_ids=generated).logits
     return float((a - m).abs().max())
