@@ -5,7 +5,10 @@ the weights it was quantized to."""
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -89,6 +92,13 @@ def test_gptq_with_act_order_is_written_loaded_and_transcribes(tiny_model_dir, c
     assert json.loads((path / "quantize_config.json").read_text())["desc_act"] is True
     texts, _ = transcribe_gptq(path, [load_16k(wav)] * 2, max_tokens=8)
     assert texts[0] == texts[1]
+    # gptqmodel's import sets HF_HOME, PYTORCH_ALLOC_CONF and more for the whole process: a fresh process
+    # that loads the export keeps its environment as it was
+    check = ("import os; before = dict(os.environ); from zhasr.export.gptq import load_gptq; "
+             f"load_gptq({str(path)!r}); print(sorted(k for k in os.environ.keys() | before if os.environ.get(k) != before.get(k)))")
+    plain = {key: os.environ[key] for key in ("PATH", "HOME")}  # not this process's, which an import may have set
+    changed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, env=plain).stdout
+    assert changed.strip().splitlines()[-1] == "[]", changed
 
 
 def test_gptq_refuses_a_group_size_that_does_not_divide_the_layers(tiny_model_dir, calibration, tmp_path):

@@ -13,7 +13,9 @@ kernels (``TorchAtenLinear`` on CPU).
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -33,6 +35,19 @@ GPTQ_CONFIG = "quantize_config.json"  # optimum's name for the quantization sett
 # (tied to the token embedding) nor the convolutions. Loading replaces the same set.
 QUANTIZED_PREFIX = "model"
 BLOCK_CLASSES = ["WhisperEncoderLayer", "WhisperDecoderLayer"]  # each kept whole on one device when loading
+
+
+def _import_keeping_the_environment() -> None:
+    """Import gptqmodel and optimum.gptq with the process environment put back as it was: on import they set
+    PYTORCH_ALLOC_CONF, CUDA_DEVICE_ORDER, KMP_DUPLICATE_LIB_OK and HF_HOME (a hub cache under /tmp), which
+    every process started after (a DVC call, a worker, the next stage) would inherit."""
+    kept = os.environ.copy()
+    try:
+        for module in ("gptqmodel", "optimum.gptq"):
+            importlib.import_module(module)
+    finally:
+        os.environ.clear()
+        os.environ.update(kept)
 
 
 BITS = 4  # the format is gptq-4bit
@@ -87,6 +102,7 @@ def _quantize_stack(prefix: str, blocks: nn.ModuleList, inputs: list[tuple[tuple
 
     Returns ``{layer name: (quantizer, scale, zero, g_idx)}`` for packing.
     """
+    _import_keeping_the_environment()
     from gptqmodel import QuantizeConfig
     from gptqmodel.quantization import GPTQ
 
@@ -151,6 +167,7 @@ def write_gptq(model_dir: Path, out_dir: Path, clips: list[tuple[np.ndarray, str
     """Quantize the Hugging Face Whisper in ``model_dir`` with ``clips`` ((16 kHz audio, reference text) pairs)
     on ``device`` (default: CUDA when present) and save a checkpoint for ``load_gptq``; ``out_dir`` is
     complete or absent; ``params.gptq_*`` set the quantization. Its ``gptq_calibration.json`` records them, the clip count and the time."""
+    _import_keeping_the_environment()
     from optimum.gptq import GPTQQuantizer
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -200,6 +217,7 @@ def load_gptq(path: Path, device: str = "cpu"):
     the model is built empty from its config and filled by optimum's ``load_quantized_model``,
     which reads ``quantize_config.json``.
     """
+    _import_keeping_the_environment()
     from accelerate import init_empty_weights
     from optimum.gptq import load_quantized_model
     from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
