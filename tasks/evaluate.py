@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
@@ -23,9 +22,9 @@ from tasks.decoding import Model, ct2_copies, decode_sets, load_clips, reference
 from zhasr.config import GateParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
-from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl
+from zhasr.data.manifest import ManifestRow, atomic_write_json
 from zhasr.evaluation.bootstrap import points_with_interval
-from zhasr.evaluation.clips import ClipErrors, candidate_gain, clip_errors
+from zhasr.evaluation.clips import ClipScore, candidate_gain, write_clip_scores
 from zhasr.evaluation.gate import WHOLE_CLIP_SUFFIX, judged_general_sets
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.evaluation.scoring import SystemOutput, score_set
@@ -43,7 +42,7 @@ def sentence_rates(summary: SetSummary) -> dict[str, float]:
             if s.kind == "sentence" and s.value != "unknown" for system in SYSTEMS for raw in (False, True)}
 
 
-def log_set(name: str, summary: SetSummary, records: list[dict[str, Any]]) -> None:
+def log_set(name: str, summary: SetSummary, clips: list[ClipScore]) -> None:
     """MLflow: metrics ``<metric>[_<set>]_<system>``, the per-clip table, confusion pairs, the slice chart."""
     suffix = "" if name == "test" else f"_{name}"
     for system in SYSTEMS:
@@ -53,13 +52,13 @@ def log_set(name: str, summary: SetSummary, records: list[dict[str, Any]]) -> No
     mlflow.log_metrics({f"{m}{suffix}_base": getattr(summary.base, m) for m in ("cer", "cer_raw", "candidate_change")})
     if name == "test":
         mlflow.log_metrics(sentence_rates(summary))
-    mlflow.log_table(pd.DataFrame(records), artifact_file=f"eval/{name}_utterances.json")
+    mlflow.log_table(pd.DataFrame([asdict(c) for c in clips]), artifact_file=f"eval/{name}_utterances.json")
     mlflow.log_table(review.confusion_table(summary), artifact_file=f"eval/{name}_confusion_pairs.json")
     mlflow.log_table(pd.DataFrame([asdict(s) for s in summary.slices]), artifact_file=f"eval/{name}_slices.json")
     tracking.log_figure_png(review.cer_by_slice_figure(summary.slices, name), f"plots/cer_by_slice_{name}.png")
 
 
-def base_figures(rows: list[ManifestRow], output: SystemOutput | None, clips: list[ClipErrors],
+def base_figures(rows: list[ManifestRow], output: SystemOutput | None, clips: list[ClipScore],
                  champion: SystemMetrics, bootstrap: GateParams) -> BaseFigures:
     """The base model's CER (numbers normalized) and raw CER on a set (the champion's while it is the
     champion: ``output`` None), and the candidate's change against it with its paired bootstrap interval
@@ -106,14 +105,14 @@ def run(ctx: StageContext) -> EvaluationSummary:
         sets = {}
         for name, set_rows in rows.items():
             slices = [slice_labels(r, estimate_snr_db(c), trained_templates) for r, c in zip(set_rows, clips[name])]
-            set_summary, records = score_set(set_rows, slices, {s: outputs[s][name] for s in SYSTEMS},
+            set_summary, clip_scores = score_set(set_rows, slices, {s: outputs[s][name] for s in SYSTEMS},
                                              ctx.params.evaluate.hotwords)
             # the base model: the champion's figures while it is the champion, else its own decodings
             base = base_figures(set_rows, outputs["base"][name] if "base" in outputs else None,
-                                clip_errors(records), set_summary.champion, ctx.params.gate)
+                                clip_scores, set_summary.champion, ctx.params.gate)
             sets[name] = replace(set_summary, base=base)
-            log_set(name, sets[name], records)
-            atomic_write_jsonl(ctx.utterances(name), records)
+            log_set(name, sets[name], clip_scores)
+            write_clip_scores(ctx.utterances(name), clip_scores)
         summary = EvaluationSummary(str(champion.version), cache,
                                     "decoded again" if again else "the service's own", sets)
         atomic_write_json(ctx.report("evaluate"), summary.to_dict())

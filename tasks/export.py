@@ -17,8 +17,8 @@ from mlflow_services import tracking
 from zhasr.config import EXPORT_FORMATS, TranscribeParams
 from zhasr.context import StageContext
 from zhasr.data.ingest import EVALUATION_SETS
-from zhasr.data.manifest import atomic_write_json, read_jsonl, read_manifest
-from zhasr.evaluation.clips import clip_errors
+from zhasr.data.manifest import atomic_write_json, read_manifest
+from zhasr.evaluation.clips import read_clip_scores
 from zhasr.evaluation.export_verdict import (
     UNFIT,
     ExportReport,
@@ -58,7 +58,7 @@ def export_formats(ctx: StageContext, formats: list[str], merged_dir: Path,
     p = ctx.params.export
     dataset = ctx.path("dataset")
     sets = {name: ctx.split_rows(name) for name in reference_cer}  # an evaluated set gone is an error below
-    merged = {name: clip_errors(read_jsonl(ctx.utterances(name)), str(ctx.utterances(name))) for name in sets}
+    merged = {name: read_clip_scores(ctx.utterances(name)) for name in sets}
     for name, rows in sets.items():
         if [c.id for c in merged[name]] != [r.id for r in rows]:
             raise ValueError(f"{ctx.utterances(name)}: its clips differ from the {name} split of "

@@ -8,15 +8,15 @@ from prefect.cache_policies import NO_CACHE
 
 from mlflow_services import tracking
 from zhasr.context import StageContext
-from zhasr.data.manifest import atomic_write_json, read_jsonl
-from zhasr.evaluation.clips import clip_errors
+from zhasr.data.manifest import atomic_write_json
+from zhasr.evaluation.clips import read_clip_scores
 from zhasr.evaluation.gate import Verdict, decide
 from zhasr.evaluation.summary import EvaluationSummary
 
 
 def run(ctx: StageContext) -> Verdict:
     evaluation = ctx.read_report("evaluate", EvaluationSummary)
-    verdict = decide(evaluation.sets, clip_errors(read_jsonl(ctx.utterances("test")), str(ctx.utterances("test"))), ctx.params.gate)
+    verdict = decide(evaluation.sets, read_clip_scores(ctx.utterances("test")), ctx.params.gate)
     with tracking.stage_run(ctx, "gate"):
         mlflow.set_tags({"zhasr.gate": "pass" if verdict.passed else "fail",
                          **{f"zhasr.gate.{r.rule}": "pass" if r.passed else "fail" for r in verdict.rules}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -25,6 +26,7 @@ os.environ.update({
 import prefect.main  # noqa: E402, F401  (runs setup_logging)
 
 from zhasr.data.manifest import ManifestRow  # noqa: E402
+from zhasr.evaluation.clips import ClipScore  # noqa: E402
 
 # Small, fast settings for tests on the tiny random model.
 TEST_PARAMS = {
@@ -141,3 +143,9 @@ def manifest_row(**fields) -> ManifestRow:
                 "duration_s": 2.0, "speaker": "s1", "language": "zh", "source_audio": f"clips/{clip}.wav",
                 "sample_rate_src": 16000, "channels_src": 1, "band": "wideband", "rms_dbfs": -20.0}
     return ManifestRow(**{**defaults, **fields})
+
+
+def clip_score(**fields) -> ClipScore:
+    """A scored clip: the fields a test names, an empty, error-free reading for the rest."""
+    defaults = {f.name: {"str": "", "float": 0.0, "int": 0, "bool": False}[f.type] for f in dataclasses.fields(ClipScore)}
+    return ClipScore(**{**defaults, "reference_chars": 1, "duration_s": 1.0, **fields})

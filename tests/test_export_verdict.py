@@ -2,7 +2,9 @@
 
 import json
 
-from zhasr.evaluation.clips import ClipErrors, candidate_gain
+from conftest import clip_score
+
+from zhasr.evaluation.clips import candidate_gain
 from zhasr.evaluation.export_verdict import FIT, INCONCLUSIVE, UNFIT, Rise, verdict
 
 LIMIT = 0.005  # export.max_cer_increase: half a point
@@ -10,7 +12,8 @@ LIMIT = 0.005  # export.max_cer_increase: half a point
 
 def rise(merged_errors, export_errors, chars=20):
     """The export's rise over the merged model (the candidate of evaluation), each clip its own speaker."""
-    clips = [ClipErrors(f"c{i}", f"{i:05d}", chars, errors, 0, False, False) for i, errors in enumerate(merged_errors)]
+    clips = [clip_score(id=f"c{i}", speaker=f"{i:05d}", reference_chars=chars, candidate_errors=errors)
+             for i, errors in enumerate(merged_errors)]
     gain = candidate_gain(clips, export_errors, samples=1000, seed=0)
     return Rise(gain.gain, gain.low, gain.high)
 

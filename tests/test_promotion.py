@@ -26,7 +26,7 @@ from zhasr.config import load_params
 from zhasr.context import StageContext
 from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl
 from zhasr.data.validate import ValidatedDataset
-from zhasr.evaluation.clips import clip_errors
+from zhasr.evaluation.clips import read_clip_scores, write_clip_scores
 from zhasr.evaluation.export_verdict import FIT, ExportReport, ExportResult, Rise, SetResult
 from zhasr.evaluation.gate import RuleOutcome, decide
 from zhasr.evaluation.scoring import SystemOutput, score_set
@@ -66,8 +66,8 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
         set_rows = rows(set_name, n)
         slices = [slice_labels(r, 30.0) for r in set_rows]
         systems = {"candidate": outputs(set_rows, cand), "champion": outputs(set_rows, champion_every)}
-        sets[set_name], records = score_set(set_rows, slices, systems, ["订单"])
-        atomic_write_jsonl(ctx.utterances(set_name), records)
+        sets[set_name], clips = score_set(set_rows, slices, systems, ["订单"])
+        write_clip_scores(ctx.utterances(set_name), clips)
     summary = EvaluationSummary(str(champion.version), {}, "the service's own", sets)
     atomic_write_json(ctx.report("evaluate"), summary.to_dict())
     atomic_write_json(ctx.report("merge"), MergeReport(str(model_dir), 1.0, "float32", 1.0, [], 0.0, 1e-3).to_dict())
@@ -84,7 +84,7 @@ def write_evaluation(ctx: StageContext, model_dir, *, candidate_every, champion_
 
 
 def scored_sets(*cases: tuple[str, int | None, int | None]) -> tuple[dict, dict]:
-    """(evaluation, per-clip records) of 24-clip sets, each case (set, candidate's and champion's ``every``)."""
+    """(evaluation, scored clips) of 24-clip sets, each case (set, candidate's and champion's ``every``)."""
     evaluation, records = {}, {}
     for set_name, cand, champ in cases:
         set_rows = rows(set_name, 24)
@@ -124,8 +124,7 @@ def promote(overrides: list[str] | None = None) -> Promotion:
 def test_gate_rules_on_a_clear_gain_and_on_a_regression(ctx, tiny_model_dir):
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3, regression_every=2)
     evaluation = ctx.read_report("evaluate", EvaluationSummary)  # as the gate reads it: back from JSON
-    records = [json.loads(line) for line in ctx.utterances("test").read_text().splitlines()]
-    verdict = decide(evaluation.sets, clip_errors(records), ctx.params.gate)
+    verdict = decide(evaluation.sets, read_clip_scores(ctx.utterances("test")), ctx.params.gate)
     outcome = {r.rule: r.passed for r in verdict.rules}
     assert verdict.gain.gain > 0 and verdict.gain.low > 0
     assert outcome == {"cer_gain": True, "relative_gain": True, "significant": True, "slices": True,
@@ -165,16 +164,20 @@ def test_the_evaluation_report_reads_back_as_written_and_an_unreadable_one_is_na
         ctx.read_report("evaluate", EvaluationSummary)
 
 
-def test_a_clip_record_without_a_key_the_gate_reads_is_named_with_its_line():
+def test_a_clip_record_without_a_key_the_gate_reads_is_named_with_its_line(tmp_path):
     _, records = scored_sets(("test", 10, 3))
-    old = [records["test"][0], {k: v for k, v in records["test"][1].items() if k != "speaker"}]
+    path = tmp_path / "evaluate_test_utterances.jsonl"
+    write_clip_scores(path, records["test"])
+    assert read_clip_scores(path) == records["test"]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    atomic_write_jsonl(path, [lines[0], {k: v for k, v in lines[1].items() if k != "speaker"}])
     with pytest.raises(LookupError, match=r"evaluate_test_utterances\.jsonl line 2: no 'speaker'.*zhasr evaluate"):
-        clip_errors(old, "reports/evaluate_test_utterances.jsonl")
+        read_clip_scores(path)
 
 
 def test_the_loop_rule_reads_a_rise_beyond_its_noise(ctx):
     evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3))
-    clips = clip_errors(records["test"])  # 24 clips, 4 speakers of 6 clips (speaker i % 4)
+    clips = records["test"]  # 24 clips, 4 speakers of 6 clips (speaker i % 4)
 
     def loop_rule(looping: set[int], beyond_noise: bool = True) -> RuleOutcome:
         looped = [replace(c, candidate_looped=i in looping, champion_looped=False) for i, c in enumerate(clips)]
@@ -189,7 +192,7 @@ def test_the_loop_rule_reads_a_rise_beyond_its_noise(ctx):
 
 def test_gate_fails_a_candidate_that_holds_on_wideband_speech_but_loses_on_the_telephone_twin(ctx):
     evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3), ("telephone", 2, 3))
-    outcome = {r.rule: r for r in decide(evaluation, clip_errors(records["test"]), ctx.params.gate).rules}
+    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
     assert outcome["regression_set"].passed and not outcome["telephone_set"].passed
     assert "on 24 clips" in outcome["telephone_set"].detail and "limit +2.00 pts" in outcome["telephone_set"].detail
 
@@ -201,7 +204,7 @@ def test_general_speech_fails_on_either_decoding(ctx):
     assert whole_clip_decoding(ctx.params.transcribe) == ctx.params.transcribe  # the defaults: one decoding
     assert whole_clip_decoding(prompted) == replace(ctx.params.transcribe, hotwords=[], whole_clip_s=30.0)
     evaluation, records = scored_sets(("test", 10, 3), ("regression", 10, 3), ("regression-whole-clip", 2, 3))
-    verdict = decide(evaluation, clip_errors(records["test"]), ctx.params.gate)
+    verdict = decide(evaluation, records["test"], ctx.params.gate)
     outcome = {r.rule: r.passed for r in verdict.rules}
     assert outcome["regression_set"] and not outcome["regression_whole_clip_set"] and not verdict.passed
 
@@ -216,10 +219,10 @@ def test_general_speech_is_judged_against_the_better_of_base_and_champion(ctx):
         evaluation["regression"] = replace(regression, base=BaseFigures(cer, 0.0, 0.0, 0.0, 0.0))
 
     with_base(regression.candidate.cer - 0.03)  # the base was 3 points better
-    outcome = {r.rule: r for r in decide(evaluation, clip_errors(records["test"]), ctx.params.gate).rules}
+    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
     assert not outcome["regression_set"].passed and "(base model; champion" in outcome["regression_set"].detail
     with_base(regression.champion.cer + 0.01)  # the champion is the better one
-    outcome = {r.rule: r for r in decide(evaluation, clip_errors(records["test"]), ctx.params.gate).rules}
+    outcome = {r.rule: r for r in decide(evaluation, records["test"], ctx.params.gate).rules}
     assert outcome["regression_set"].passed and "(champion; champion" in outcome["regression_set"].detail
 
 
@@ -229,7 +232,7 @@ def test_gate_fails_a_candidate_that_is_better_overall_but_worse_on_telephone_ca
     candidate = SystemOutput([Transcript(corrupt(r.text_norm, 2 if r.band == "telephone" else None), [], False,
                                          False) for r in set_rows], 1.0)
     summary, records = score_set(set_rows, slices, {"candidate": candidate, "champion": outputs(set_rows, 3)}, [])
-    verdict = decide({"test": summary}, clip_errors(records), ctx.params.gate)
+    verdict = decide({"test": summary}, records, ctx.params.gate)
     outcome = {r.rule: r for r in verdict.rules}
     assert outcome["cer_gain"].passed and outcome["regression_set"].passed  # no regression set: not judged
     assert not outcome["slices"].passed and "band=telephone (12 clips)" in outcome["slices"].detail

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from zhasr.config import ExportParams
-from zhasr.evaluation.clips import ClipErrors, candidate_gain
+from zhasr.evaluation.clips import ClipScore, candidate_gain
 from zhasr.evaluation.metrics import character_error_rate
 from zhasr.export.formats import LOW_BIT
 
@@ -110,7 +110,7 @@ class ExportReport:
         return cls(data["reference_cer"], [ExportResult.from_dict(e) for e in data["exports"]])
 
 
-def rise_over_merged(references: list[str], merged: list[ClipErrors], texts: list[str], samples: int = 1000,
+def rise_over_merged(references: list[str], merged: list[ClipScore], texts: list[str], samples: int = 1000,
                      confidence: float = 0.95) -> tuple[float, Rise]:
     """The export's CER on one set (numbers normalized, as evaluation scores) and its rise over the merged
     model, from the set's ``references``, the merged model's clips as evaluation scored them (it was the

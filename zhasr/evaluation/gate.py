@@ -13,7 +13,7 @@ from typing import Any
 from zhasr.config import GateParams
 from zhasr.data.ingest import GENERAL_SPEECH_SETS
 from zhasr.evaluation.bootstrap import GainInterval, over_limit
-from zhasr.evaluation.clips import ClipErrors, candidate_gain, loop_rise
+from zhasr.evaluation.clips import ClipScore, candidate_gain, loop_rise
 from zhasr.evaluation.summary import SetSummary
 
 # general speech is judged twice where the service's decoding is not whole clips without a prompt: the
@@ -74,7 +74,7 @@ def _regression_rule(evaluated: SetSummary | None, rule: str, what: str, limit: 
                        f"limit {_points(limit)}")
 
 
-def decide(sets: dict[str, SetSummary], test_clips: list[ClipErrors], rules: GateParams, seed: int = 0) -> Verdict:
+def decide(sets: dict[str, SetSummary], test_clips: list[ClipScore], rules: GateParams, seed: int = 0) -> Verdict:
     test = sets["test"]
     cand, champ = test.candidate, test.champion
     gain = candidate_gain(test_clips, samples=rules.bootstrap_samples, confidence=rules.confidence, seed=seed)

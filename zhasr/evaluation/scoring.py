@@ -1,6 +1,6 @@
 """Scoring of one evaluation set decoded by two systems, candidate and champion, clip by clip.
 
-``score_set`` returns the set's summary (zhasr.evaluation.summary) and one record per clip;
+``score_set`` returns the set's summary (zhasr.evaluation.summary) and one ClipScore per clip;
 the gate, the MLflow review artifacts and the model card all read these.
 ``cer`` (and MER, the slices and the per-clip errors) is scored with numbers in
 one written form on both sides (zhasr.data.numbers); ``cer_raw`` as written.
@@ -9,9 +9,9 @@ one written form on both sides (zhasr.data.numbers); ``cer_raw`` as written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from zhasr.data.manifest import ManifestRow
+from zhasr.evaluation.clips import ClipScore
 from zhasr.evaluation.metrics import (
     UtteranceEdits,
     character_error_rate,
@@ -63,11 +63,11 @@ def system_metrics(references: list[str], output: SystemOutput, audio_seconds: f
 
 
 def score_set(rows: list[ManifestRow], slices: list[dict[str, str]], outputs: dict[str, SystemOutput],
-              hotwords: list[str]) -> tuple[SetSummary, list[dict[str, Any]]]:
+              hotwords: list[str]) -> tuple[SetSummary, list[ClipScore]]:
     """``rows``: the set's clips; ``slices``: one label dict per row (see zhasr.evaluation.slices);
     ``outputs``: ``{"candidate": ..., "champion": ...}``.
 
-    Returns ``(summary, records)``: the set's summary (no base figures yet) and one dict per clip.
+    Returns ``(summary, clips)``: the set's summary (no base figures yet) and one ClipScore per row.
     """
     references = [r.text for r in rows]  # normalized while scored: numbers need their punctuation
     audio_seconds = sum(r.duration_s for r in rows)
@@ -82,15 +82,10 @@ def score_set(rows: list[ManifestRow], slices: list[dict[str, str]], outputs: di
         slices=[SliceRates(kind, value, clips, **{key: rates[(kind, value)][0] for key, rates in per_slice.items()})
                 for (kind, value), (_, clips) in sorted(per_slice["candidate_cer"].items(),
                                                         key=lambda kv: (SLICE_KINDS.index(kv[0][0]), kv[0][1]))])
-    records = []
+    clips = []
     for i, (row, labels) in enumerate(zip(rows, slices)):
-        # reading order of the review table: what was said, what each system heard, then the rest
-        record = {"id": row.id, "reference": row.text_norm}
-        for system in SYSTEMS:
-            record.update({system: columns[system]["text"][i], f"{system}_cer": columns[system]["cer"][i]})
-        record.update(labels, duration_s=row.duration_s, reference_chars=edits["candidate"][0][i].reference_len)
-        for system in SYSTEMS:
-            record.update({f"{system}_{key}": values[i] for key, values in columns[system].items()
-                           if key not in ("text", "cer")})
-        records.append(record)
-    return summary, records
+        readings = {system if key == "text" else f"{system}_{key}": values[i]
+                    for system in SYSTEMS for key, values in columns[system].items()}
+        clips.append(ClipScore(id=row.id, reference=row.text_norm, duration_s=row.duration_s,
+                               reference_chars=edits["candidate"][0][i].reference_len, **labels, **readings))
+    return summary, clips
