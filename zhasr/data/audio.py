@@ -83,19 +83,27 @@ def sha256_hex(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def telephone_channel(samples: np.ndarray, rate: int = TARGET_RATE) -> np.ndarray:
-    """(n_samples,) float32 at ``rate`` through a telephone line and back: sox band-passes it to
-    300-3400 Hz, resamples to 8 kHz and encodes 8-bit G.711 mu-law; decoded and resampled to ``rate``.
+def sox_telephone_band(samples: np.ndarray, rate: int, encoding: tuple[str, ...]) -> np.ndarray:
+    """(n,) float32 at ``rate`` -> (m,) float32 at 8 kHz: band-passed to 300-3400 Hz and resampled by sox,
+    written in ``encoding`` (sox's output options, e.g. ``("-e", "u-law", "-b", "8")``) and read back.
 
     Deterministic: sox runs with a fixed random seed and no dither, the same input gives the same bytes.
     """
     if shutil.which("sox") is None:
-        raise RuntimeError("sox is not installed (Debian package sox): the telephone channel needs it")
+        raise RuntimeError("sox is not installed (Debian package sox): the telephone channels need it")
     lo, hi = TELEPHONE_BAND_HZ
-    cmd = ["sox", "-R", "-D", "-V1", "-t", "wav", "-", "-t", "wav", "-e", "u-law", "-b", "8", "-c", "1", "-",
+    cmd = ["sox", "-R", "-D", "-V1", "-t", "wav", "-", "-t", "wav", *encoding, "-c", "1", "-",
            "sinc", f"{lo}-{hi}", "rate", "-v", str(TELEPHONE_MAX_RATE)]
     done = subprocess.run(cmd, input=wav_bytes(samples, rate), capture_output=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"sox telephone channel failed: {done.stderr.decode(errors='replace').strip()}")
-    phone, phone_rate = sf.read(io.BytesIO(done.stdout), dtype="float32")
-    return np.ascontiguousarray(soxr.resample(phone, phone_rate, rate, quality="HQ"), dtype=np.float32)
+        raise RuntimeError(f"sox telephone band ({' '.join(encoding)}) failed: "
+                           f"{done.stderr.decode(errors='replace').strip()}")
+    out, _ = sf.read(io.BytesIO(done.stdout), dtype="float32")
+    return out
+
+
+def telephone_channel(samples: np.ndarray, rate: int = TARGET_RATE) -> np.ndarray:
+    """(n_samples,) float32 at ``rate`` through a telephone line and back: band-passed to 300-3400 Hz,
+    resampled to 8 kHz and encoded as 8-bit G.711 mu-law by sox, decoded and resampled to ``rate``."""
+    phone = sox_telephone_band(samples, rate, ("-e", "u-law", "-b", "8"))
+    return np.ascontiguousarray(soxr.resample(phone, TELEPHONE_MAX_RATE, rate, quality="HQ"), dtype=np.float32)

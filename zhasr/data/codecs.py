@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
-import subprocess
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from zhasr.config import TELEPHONE_CODECS
-from zhasr.data.audio import TARGET_RATE, TELEPHONE_BAND_HZ, TELEPHONE_MAX_RATE, wav_bytes
+from zhasr.data.audio import TARGET_RATE, TELEPHONE_MAX_RATE, sox_telephone_band
 
 CODECS = TELEPHONE_CODECS
 # codec -> (container format, FFmpeg encoder, bit rate in bit/s or None)
@@ -41,16 +38,7 @@ _HOT_GAIN_DB = 9.0  # the lossy channel's level error before the codec: peaks cl
 
 def narrowband(samples: np.ndarray, rate: int = TARGET_RATE) -> np.ndarray:
     """(n,) float32 at ``rate`` -> (m,) float32 at 8 kHz, band-passed to 300-3400 Hz by sox (no dither)."""
-    if shutil.which("sox") is None:
-        raise RuntimeError("sox is not installed (Debian package sox): the telephone channels need it")
-    lo, hi = TELEPHONE_BAND_HZ
-    cmd = ["sox", "-R", "-D", "-V1", "-t", "wav", "-", "-t", "wav", "-e", "float", "-b", "32", "-c", "1", "-",
-           "sinc", f"{lo}-{hi}", "rate", "-v", str(TELEPHONE_MAX_RATE)]
-    done = subprocess.run(cmd, input=wav_bytes(samples, rate), capture_output=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"sox band-pass failed: {done.stderr.decode(errors='replace').strip()}")
-    out, _ = sf.read(io.BytesIO(done.stdout), dtype="float32")
-    return out
+    return sox_telephone_band(samples, rate, ("-e", "float", "-b", "32"))
 
 
 def _audio_seed(samples: np.ndarray) -> int:
