@@ -78,6 +78,22 @@ def test_a_runtime_decodes_up_to_its_token_cap(runtime, tiny_exports):
 
 
 @pytest.mark.parametrize("runtime", ["transformers", "ct2"])
+def test_a_prompt_longer_than_whisper_keeps_for_one_is_cut_and_every_window_decodes(runtime, tiny_exports):
+    """Whisper keeps 223 of its 448 decoder positions for a prompt. A longer hotword list (the service takes
+    50 terms of 20 characters) is cut to them, the transcription gets the positions left, in plain and
+    timestamped windows, a long and a short clip in one batch; text that reads like a special token is text."""
+    transcriber = Transcriber.open(tiny_exports[runtime], TranscribeParams(retry_no_repeat_ngram=0))
+    rng = np.random.default_rng(0)
+    clips = [rng.normal(0, 0.1, seconds * 16000).astype(np.float32) for seconds in (28, 3)]
+    hotwords = "<|endoftext|> " + " ".join(f"客户服务中心热线电话号码查询{i}" for i in range(50))  # ~750 tokens
+    for timestamps in (False, True):
+        decoded = transcriber.runtime.decode(clips, hotwords, timestamps=timestamps)
+        assert [t.error for t in decoded] == [None, None], timestamps
+        # the random model never stops by itself: it decodes up to what the positions leave, and says so
+        assert 200 < len(decoded[0].tokens) < 224 and decoded[0].hit_cap, (timestamps, len(decoded[0].tokens))
+
+
+@pytest.mark.parametrize("runtime", ["transformers", "ct2"])
 def test_a_runtime_decodes_with_beam_search(runtime, tiny_exports):
     """``num_beams`` above 1: every clip decoded, with and without timestamps and a prompt, its mean
     log-probability read (transformers' beam search has no per-token scores to read it from), none of the

@@ -22,6 +22,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from zhasr.config import ModelParams, TranscribeParams
 from zhasr.data.text import to_simplified
+from zhasr.model.training_windows import DECODER_POSITIONS
 
 _DECODING_SETTINGS = ("batch_size", "parallel_batches", "max_new_tokens", "tokens_per_second", "num_beams",
                       "compression_ratio_threshold", "retry_no_repeat_ngram")
@@ -147,6 +148,16 @@ def no_speech_token_id(tokenizer) -> int:
     raise ValueError("the tokenizer has neither <|nospeech|> nor <|nocaptions|>")
 
 
+PROMPT_TOKENS = DECODER_POSITIONS // 2 - 1  # Whisper keeps half its positions for earlier text: 223 tokens
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """``<|startofprev|>`` and the first 223 tokens of `` prompt`` (the hotwords' cut of faster-whisper, which
+    the ct2 runtime decodes with), read as text: a ``<|endoftext|>`` typed in a hotword is those characters."""
+    text = tokenizer.encode(" " + prompt.strip(), add_special_tokens=False, split_special_tokens=True)
+    return [tokenizer.convert_tokens_to_ids("<|startofprev|>"), *text[:PROMPT_TOKENS]]
+
+
 def log_mel(processor, clips: list[np.ndarray]) -> torch.Tensor:
     """(batch, n_mels, 3000) float32 log-mel features of 16 kHz clips, padded to 30 s. Computed in float32
     also under a bf16 autocast (the extractor's STFT runs on the CPU and cannot hand back bf16)."""
@@ -176,14 +187,18 @@ def _generate(model, processor, batch: list[np.ndarray], options: DecodeOptions,
     sot = torch.full((len(batch), 1), model.generation_config.decoder_start_token_id, device=device)
     first = model(encoder_outputs=encoded, decoder_input_ids=sot).logits[:, -1].float().softmax(-1)
     no_speech = first[:, no_speech_token_id(processor.tokenizer)].tolist()
-    cap = token_cap(max(len(c) for c in batch) / 16000, options, timestamps)
+    prompt_prefix = prompt_ids(processor.tokenizer, prompt) if prompt else []
+    start_prefix = 3 if timestamps else 4  # <|startoftranscript|><|lang|><|task|>[<|notimestamps|>]
+    # the cap within the decoder's positions: a long hotword list leaves fewer for the transcription
+    cap = min(token_cap(max(len(c) for c in batch) / 16000, options, timestamps),
+              model.config.max_target_positions - len(prompt_prefix) - start_prefix)
     settings = dict(encoder_outputs=encoded, max_new_tokens=cap, num_beams=options.settings.num_beams, do_sample=False,
                     return_dict_in_generate=True, output_scores=True, use_cache=True, **extra)
     if timestamps:
-        generated, start = _generate_timestamped(model, processor, len(batch), options, prompt, settings)
+        generated, start = _generate_timestamped(model, len(batch), options, prompt_prefix, settings)
     else:
-        if prompt:
-            settings["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(device)
+        if prompt_prefix:
+            settings["prompt_ids"] = torch.tensor(prompt_prefix, device=device)
         # One call: timestamp tokens the model writes unasked would send Whisper's generate seeking through
         # the window again as long-form audio, which it cannot do from encoder outputs.
         generated = model.generate(language=options.language, task=options.task, force_unique_generate_call=True,
@@ -217,19 +232,18 @@ def _mean_logprobs(model, generated, rows: list[list[int]], eos: int) -> list[fl
     return [float(scores[:stop].float().mean()) for scores, stop in zip(logprobs, stops)]
 
 
-def _generate_timestamped(model, processor, rows: int, options: DecodeOptions, prompt: str | None,
-                          settings: dict) -> tuple:
-    """(``generate``'s output, the prefix's length): generated from ``<|startoftranscript|><|lang|><|task|>``
-    (no ``<|notimestamps|>``) under Whisper's timestamp rules, the plain GenerationMixin loop: Whisper's own
+def _generate_timestamped(model, rows: int, options: DecodeOptions, prompt_prefix: list[int], settings: dict
+                          ) -> tuple:
+    """(``generate``'s output, the prefix's length): generated from ``prompt_prefix`` (``prompt_ids``' or none)
+    and ``<|startoftranscript|><|lang|><|task|>`` (no ``<|notimestamps|>``) under Whisper's timestamp rules, the plain GenerationMixin loop: Whisper's own
     ``generate`` with ``return_timestamps`` runs its long-form machinery, which needs input features, not
     encoder outputs. Under beam search this loop keeps a score for every step, more than a row's tokens."""
     from transformers import GenerationMixin, LogitsProcessorList
     from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
 
     config = model.generation_config
-    prefix = [config.decoder_start_token_id, config.lang_to_id[f"<|{options.language}|>"], config.task_to_id[options.task]]
-    if prompt:
-        prefix = processor.get_prompt_ids(prompt).tolist() + prefix
+    prefix = prompt_prefix + [config.decoder_start_token_id, config.lang_to_id[f"<|{options.language}|>"],
+                              config.task_to_id[options.task]]
     device = settings["encoder_outputs"].last_hidden_state.device
     rules = LogitsProcessorList([WhisperTimeStampLogitsProcessor(config, begin_index=len(prefix))])
     return GenerationMixin.generate(model, decoder_input_ids=torch.tensor([prefix] * rows, device=device),

@@ -100,6 +100,7 @@ class Ct2Runtime:
         # CTranslate2 decodes min(max_length / 2, max_length - len(tokens) + 1) new tokens (Whisper keeps half
         # of its positions for a prompt): the prompt plus the cap cut dense windows at ~114 tokens
         max_length = min(DECODER_POSITIONS, max(2 * cap, len(tokens) - 1 + cap))
+        cap = min(cap, max_length // 2, max_length - len(tokens) + 1)  # a long prompt leaves fewer positions
         results = whisper.generate(
             encoded, [list(tokens) for _ in range(encoded.shape[0])], beam_size=self.options.settings.num_beams,
             max_length=max_length, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
