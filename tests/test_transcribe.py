@@ -94,6 +94,15 @@ def test_a_prompt_longer_than_whisper_keeps_for_one_is_cut_and_every_window_deco
 
 
 @pytest.mark.parametrize("runtime", ["transformers", "ct2"])
+def test_a_runtime_times_the_words_of_clips_too_short_for_an_encoder_frame(runtime, tiny_exports):
+    transcriber = Transcriber.open(tiny_exports[runtime], PARAMS)
+    for samples in (0, 160, 320, 16000):
+        [words] = transcriber.runtime.align([np.zeros(samples, np.float32)], ["您好"])
+        assert [w.word for w in words] == ["您", "好"], samples
+        assert all(0 <= w.start <= w.end <= samples / 16000 for w in words), (samples, words)
+
+
+@pytest.mark.parametrize("runtime", ["transformers", "ct2"])
 def test_a_runtime_decodes_with_beam_search(runtime, tiny_exports):
     """``num_beams`` above 1: every clip decoded, with and without timestamps and a prompt, its mean
     log-probability read (transformers' beam search has no per-token scores to read it from), none of the

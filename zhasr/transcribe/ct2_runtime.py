@@ -193,7 +193,7 @@ class Ct2Runtime:
                     encoded = encoded.to_device(ctranslate2.Device.cuda)
             else:
                 encoded = self._encode([clip], self.model.model)
-            frames = min(3000, int(np.ceil(len(clip) / 160)))  # mel frames; the encoder halves them
+            frames = max(2, min(3000, int(np.ceil(len(clip) / 160))))  # mel frames; the encoder halves them
             result = self.model.model.align(encoded, self.tokenizer.sot_sequence, [text], frames,
                                             median_filter_width=7)[0]
             path = (np.array([a for a, _ in result.alignments]), np.array([b for _, b in result.alignments]))

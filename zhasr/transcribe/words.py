@@ -37,7 +37,7 @@ def timed_words(groups: list[tuple[str, list[int]]], text_indices: np.ndarray, t
     """Words with start/end from a DTW path whose rows are ``[<|notimestamps|>, *text tokens]``.
 
     ``text_indices`` / ``time_indices``: the path, one entry per step; ``token_probs``: P(token) for
-    each text token; times are clipped to ``duration_s``.
+    each text token; times are clipped to [0, ``duration_s``].
     """
     jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
     jump_times = time_indices[jumps] / FRAMES_PER_S
@@ -47,7 +47,7 @@ def timed_words(groups: list[tuple[str, list[int]]], text_indices: np.ndarray, t
         i, j = int(bounds[k]), int(bounds[k + 1])
         if not text.strip():
             continue
-        start = float(jump_times[min(i, len(jump_times) - 1)])
+        start = max(0.0, float(jump_times[min(i, len(jump_times) - 1)]))  # ct2's path of a clip under 20 ms says -1
         end = float(jump_times[min(j, len(jump_times) - 1)]) if j < len(jump_times) else duration_s
         probs = token_probs[i:j]
         words.append(Word(start=round(min(start, duration_s), 3), end=round(min(max(end, start), duration_s), 3),
