@@ -135,9 +135,14 @@ def test_label_push_reads_the_index_transcripts_as_they_are(tmp_path, tiny_model
 
     write_tone(tmp_path / "calls" / "a.wav", 1.5, rate=8000, channels=2)
     (tmp_path / "calls" / "b.wav").write_bytes(b"broken")
+    write_tone(tmp_path / "calls" / "c.wav", 1.0)
     out = tmp_path / "archive"
     engine = Transcriber.open(tiny_model_dir, TranscribeParams(max_new_tokens=16))
-    shard = transcribe_shard(list_calls(tmp_path / "calls"), engine, out, "tiny", "tiny v1")
+    calls = list_calls(tmp_path / "calls")
+    (tmp_path / "calls" / "c.wav").unlink()  # gone between the listing and its worker: the shard goes on
+    shard = transcribe_shard(calls, engine, out, "tiny", "tiny v1")
+    assert [(r.call_id, r.status) for r in shard.records] == [("a", DONE), ("b", FAILED), ("c", FAILED)]
+    assert shard.records[2].reason.endswith("c.wav: cannot be read (No such file or directory)")
     write_index(out, list(shard.records))
     done, failed = indexed_transcripts(out / "index.jsonl", "tiny v1")
     assert [p.name for p, _ in done] == ["a.wav"] and done[0][1].channels == "split"

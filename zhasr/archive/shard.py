@@ -1,7 +1,7 @@
 """One shard of an archive on one worker: each call hashed (unless the index knows the unchanged file),
 skipped when its record for this model version exists, else transcribed (channels split where stereo),
 its transcripts written and its record kept. A call that cannot be decoded gets a failed record with
-the reason; the shard goes on."""
+the reason, one that cannot be read a failed result only (no hash to keep it by); the shard goes on."""
 
 from __future__ import annotations
 
@@ -39,15 +39,21 @@ def transcribe_shard(calls: Sequence[ArchiveCall], transcriber: Transcriber, out
     what the number-trained ``detector`` heard too when there is one."""
     records, skipped = [], []
     for call in calls:
-        sha = (known or {}).get(call.stat_key) or file_sha256(call.path)
+        started = time.perf_counter()
+        base = dict(call_id=call.call_id, path=call.path, size=call.size, mtime_ns=call.mtime_ns,
+                    model=model, model_version=model_version, worker=f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            sha = (known or {}).get(call.stat_key) or file_sha256(call.path)
+        except OSError as exc:  # gone or unreadable since it was listed: no bytes, no record; the next run tries again
+            records.append(CallRecord(**base, audio_sha256="", status=FAILED, finished_at=_now(),
+                                      reason=f"{call.path}: cannot be read ({exc.strerror or exc})"))
+            continue
         existing = read_record(out, sha, model_version)
         if existing is not None:
             records.append(existing)
             skipped.append(call.call_id)
             continue
-        started = time.perf_counter()
-        base = dict(call_id=call.call_id, path=call.path, audio_sha256=sha, size=call.size, mtime_ns=call.mtime_ns,
-                    model=model, model_version=model_version, worker=f"{socket.gethostname()}:{os.getpid()}")
+        base["audio_sha256"] = sha
         try:
             audio = read_call(Path(call.path), call.path, max_audio_s)
             result = transcribe_finished(transcriber, audio, redact, itn, detector,
