@@ -142,6 +142,40 @@ def test_skipped_and_unannotated_tasks_and_the_newest_annotation():
     assert got.unlabelled == 1 and [r.text for r in got.regions] == ["新"]
 
 
+def test_a_later_skip_leaves_a_finished_annotation_standing():
+    done = export_task(task_id=1, results=[region_items("r", 1.0, 2.0, 0, "agent", "好的")], ann_id=1,
+                       updated="2026-12-01")
+    done["annotations"].append(export_task(ann_id=2, updated="2026-12-02", cancelled=True)["annotations"][0])
+    got = read([done])
+    assert not got.rejected and [(r.annotation_id, r.text) for r in got.regions] == [(1, "好的")]
+
+
+def test_odd_but_possible_exports_are_read_or_refused_with_the_task_named():
+    """A refused region takes no good one down with it; text that is not lines of text, a region naming no
+    channel of a stereo call and an audio hash that is not one are refused with their reason; a user object
+    as ``completed_by`` is read as its id."""
+    blank = region_items("blank", 1.0, 3.0, 0, "agent", " ")
+    good = region_items("good", 1.5, 2.5, 0, "agent", "好的")
+    nulls = region_items("nulls", 4.0, 5.0, 0, "agent", "x")
+    nulls[1]["value"]["text"] = ["好", None]
+    no_channel = region_items("nochannel", 6.0, 7.0, 1, "customer", "嗯")
+    for item in no_channel:
+        del item["value"]["channel"]
+    first = export_task(task_id=1, results=[blank, good, no_channel])
+    first["annotations"][0]["completed_by"] = {"id": 5, "email": "a@example.com"}
+    got = read([first, export_task(task_id=2, results=[nulls], ann_id=12),
+                export_task(task_id=3, results=[good], ann_id=13,
+                            data={"call_id": "c3", "audio_sha256": "../../elsewhere/secret", "duration_s": 10.0,
+                                  "channels": 2})])
+    assert [(r.region_id, r.annotator) for r in got.regions] == [("good", 5)]
+    reasons = sorted(r.reason for r in got.rejected)
+    assert len(reasons) == 4, reasons
+    assert "region blank (1.00-3.00 s, channel 0): empty text" in reasons[0]
+    assert "names no channel of a 2-channel call" in reasons[1]
+    assert reasons[2].startswith("task 2, annotation 12: region nulls: its text is ['好', None], not lines of text")
+    assert reasons[3].startswith("task 3: audio_sha256 '../../elsewhere/secret' is not a SHA-256")
+
+
 def test_a_pull_writes_clips_from_their_channel_and_a_second_pull_adds_nothing(tmp_path):
     labelling, incoming, quarantine = tmp_path / "labelling", tmp_path / "incoming", tmp_path / "quarantine"
     stored, _ = store_call(write_call(tmp_path / "c1.wav"), labelling)

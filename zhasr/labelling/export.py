@@ -1,15 +1,18 @@
-"""Reading Label Studio's full JSON export of a zhasr project: each annotated call's newest annotation,
-its regions checked one by one. Only the full JSON keeps region times and channels (JSON-MIN and
+"""Reading Label Studio's full JSON export of a zhasr project: each annotated call's newest annotation that
+was not skipped, its regions checked one by one. Only the full JSON keeps region times and channels (JSON-MIN and
 ASR_MANIFEST drop them), so that is the only export read.
 
 A region is kept when it has a role or channel, a non-empty text without a redaction placeholder (a
 redacted prediction left as it was: "[PHONE]" is not what was said), lies inside the call, on one of its
-channels, lasts ``min_region_s``-``max_region_s`` and does not overlap another region of its channel.
+channels (named, where the call has two), lasts ``min_region_s``-``max_region_s`` and does not overlap
+another kept region of its channel. A task whose ``audio_sha256`` is not a SHA-256 is refused: it names
+the call's file.
 Everything else becomes a ``Rejected`` with its reason; nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -77,7 +80,7 @@ class _Region:
     region_id: str
     start_s: float
     end_s: float
-    channel: int
+    channel: int | None  # None: the result named none (one-channel audio, or an older Label Studio)
     role: str | None
     text: str | None
 
@@ -99,6 +102,10 @@ def read_export(tasks: list[dict[str, Any]], *, min_region_s: float, max_region_
         if missing:
             reason = f"task {task_id}: not a zhasr call (data lacks {', '.join(missing)}): a task of another project"
             rejected.append(Rejected(task_id, None, None, reason + " or config"))
+            continue
+        if not re.fullmatch(r"[0-9a-f]{64}", str(data["audio_sha256"])):
+            rejected.append(Rejected(task_id, None, None, f"task {task_id}: audio_sha256 {str(data['audio_sha256'])[:80]!r} "
+                                                          "is not a SHA-256 (64 hex digits): not as zhasr pushed it"))
             continue
         ours += 1
         annotation = _newest(task.get("annotations") or [])
@@ -129,7 +136,7 @@ def read_export(tasks: list[dict[str, Any]], *, min_region_s: float, max_region_
                 continue
             regions.append(CorrectedRegion(
                 task_id, ann_id, region.region_id, str(data["call_id"]), str(data["audio_sha256"]), region.start_s,
-                region.end_s, region.channel, region.role, region.text or "", annotation.get("completed_by"),
+                region.end_s, region.channel or 0, region.role, region.text or "", _annotator(annotation),
                 annotation.get("lead_time"), updated, _predicted_text(region, predicted), model_version))
     if tasks and not ours:
         raise ExportError(f"none of the export's {len(tasks)} tasks is a zhasr call: it comes from another "
@@ -138,7 +145,17 @@ def read_export(tasks: list[dict[str, Any]], *, min_region_s: float, max_region_
 
 
 def _newest(annotations: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return max(annotations, key=lambda a: (str(a.get("updated_at", "")), int(a.get("id", 0))), default=None)
+    """The newest annotation that was not skipped (a later skip by someone else leaves a finished one
+    standing), else the newest skip."""
+    finished = [a for a in annotations if not a.get("was_cancelled")]
+    return max(finished or annotations, key=lambda a: (str(a.get("updated_at", "")), int(a.get("id", 0))), default=None)
+
+
+def _annotator(annotation: dict[str, Any]) -> int | None:
+    """The Label Studio user id of ``completed_by``: an id, or a user object in some exports."""
+    who = annotation.get("completed_by")
+    who = who.get("id") if isinstance(who, dict) else who
+    return int(who) if isinstance(who, (int, str)) and str(who).isdigit() else None
 
 
 def _regions(result: list[dict[str, Any]]) -> list[_Region]:
@@ -157,8 +174,13 @@ def _regions(result: list[dict[str, Any]]) -> list[_Region]:
         if kind == "labels":
             region["role"] = next(iter(value.get("labels") or []), None)
         else:
-            region["text"] = "".join(value.get("text") or [])
-    return [_Region(rid, float(p.get("start", 0.0)), float(p.get("end", 0.0)), int(p.get("channel", 0)),
+            texts = value.get("text") or []
+            texts = [texts] if isinstance(texts, str) else texts
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f"region {item.get('id')}: its text is {texts!r}, not lines of text")
+            region["text"] = "".join(texts)
+    return [_Region(rid, float(p.get("start", 0.0)), float(p.get("end", 0.0)),
+                    None if p.get("channel") is None else int(p["channel"]),
                     None if p.get("role") in (None, UNKNOWN_ROLE) else p["role"], p.get("text"))
             for rid, p in parts.items()]
 
@@ -169,6 +191,9 @@ def _region_problems(regions: list[_Region], duration_s: float, channels: int, m
     problems: dict[str, str] = {}
     for r in regions:
         span = f"region {r.region_id} ({r.start_s:.2f}-{r.end_s:.2f} s, channel {r.channel})"
+        if r.channel is None and channels > 1:
+            problems[r.region_id] = f"{span}: names no channel of a {channels}-channel call"
+            continue
         if r.text is None or not r.text.strip():
             problems[r.region_id] = f"{span}: empty text"
         elif marks := [m for m in PLACEHOLDERS if m in r.text]:
@@ -177,13 +202,14 @@ def _region_problems(regions: list[_Region], duration_s: float, channels: int, m
             problems[r.region_id] = f"{span}: needs 0 <= start < end"
         elif r.end_s > duration_s + END_SLACK_S:
             problems[r.region_id] = f"{span}: ends past the audio's end ({duration_s:.2f} s)"
-        elif not 0 <= r.channel < channels:
+        elif not 0 <= (r.channel or 0) < channels:
             problems[r.region_id] = f"{span}: the call has {channels} channel(s)"
         elif not min_s <= r.end_s - r.start_s <= max_s:
             problems[r.region_id] = f"{span}: lasts {r.end_s - r.start_s:.2f} s, outside {min_s}-{max_s} s"
     by_channel: dict[int, list[_Region]] = defaultdict(list)
     for r in regions:
-        by_channel[r.channel].append(r)
+        if r.region_id not in problems:  # a region refused already takes no good one down with it
+            by_channel[r.channel or 0].append(r)
     for channel_regions in by_channel.values():
         reach: _Region | None = None  # of the regions so far, the one that ends last
         for r in sorted(channel_regions, key=lambda r: r.start_s):
@@ -204,7 +230,7 @@ def _predicted_text(region: _Region, predicted: list[_Region]) -> str | None:
             return p.text or ""
     best, best_iou = None, 0.5
     for p in predicted:
-        if p.channel != region.channel:
+        if (p.channel or 0) != (region.channel or 0):
             continue
         inter = min(p.end_s, region.end_s) - max(p.start_s, region.start_s)
         union = max(p.end_s, region.end_s) - min(p.start_s, region.start_s)
