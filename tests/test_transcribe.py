@@ -164,6 +164,31 @@ def test_formats_call_centers_export_decode_to_the_same_audio(tmp_path):
         assert call.channels == (1 if name.endswith(".amr") else 2), name
 
 
+def test_bytes_that_name_other_files_are_not_audio_and_decoding_stops_at_the_limit(tmp_path, monkeypatch):
+    """FFmpeg probes what bytes are: a concat playlist or an HLS list naming a file beside the process would
+    have it read that file. And a small FLAC that holds ten minutes is decoded only up to the limit."""
+    import tracemalloc
+
+    from zhasr.transcribe.media import AudioTooLong, UnsupportedAudio
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    sf.write(tmp_path / "data" / "secret.wav", np.full(16000 * 7, 0.1, np.float32), 16000)
+    for blob in (b"ffconcat version 1.0\nfile data/secret.wav\n", b"#EXTM3U\n#EXTINF:7,\ndata/secret.wav\n"):
+        with pytest.raises(UnsupportedAudio, match="upload: cannot decode audio"):
+            read_call(blob, "upload")
+    sf.write(tmp_path / "ten-minutes.flac", np.zeros(600 * 16000, np.int16), 16000)
+    blob = (tmp_path / "ten-minutes.flac").read_bytes()
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioTooLong, match="long.flac: 600 s of audio, more than the limit of 60 s"):
+            read_call(blob, "long.flac", max_duration_s=60.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12e6, peak  # 60 s of float32 is 3.8 MB; the ten minutes would be 38 MB
+
+
 def test_bad_input_gets_its_outcome(tiny_exports, tmp_path, generated_call):
     transcriber = Transcriber.open(tiny_exports["ct2"], PARAMS)
     empty = tmp_path / "empty.wav"

@@ -3,7 +3,10 @@
 PyAV (FFmpeg, installed with faster-whisper) reads WAV with PCM or G.711 mu-law/A-law, MP3,
 M4A/AAC, Opus, FLAC, Ogg, AMR-NB/WB, GSM and G.722; libsndfile is tried when FFmpeg fails.
 Channels are kept (split-channel calls need them); each is resampled with soxr like ingest.
-Input is a path or the bytes themselves (a service never opens a path a client names).
+Input is a path or the bytes themselves (a service never opens a path a client names): FFmpeg may use
+only the demuxers of audio and media files, not a playlist (concat, HLS), a session description (SDP)
+or an image sequence, which open the files or ports their text names. Decoding stops at the duration
+limit, so a small file that holds hours of audio costs no more than the limit.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import numpy as np
 import soxr
 
 from zhasr.data.audio import TARGET_RATE, AudioError
+
+# FFmpeg's names of the demuxers bytes may be read with (its own probe picks among them)
+AUDIO_DEMUXERS = ("wav", "w64", "flac", "mp3", "ogg", "matroska", "mov", "aiff", "au", "caf", "amr", "amrnb", "amrwb",
+                  "aac", "asf", "nistsphere", "voc", "g722", "g723_1", "g729", "gsm", "wv", "ape", "tta", "ac3",
+                  "eac3", "avi", "mpegts")
 
 
 class UnsupportedAudio(AudioError):
@@ -61,24 +69,33 @@ class CallAudio:
         return loudest if 10 * np.log10(power[loudest] / np.delete(power, loudest).max()) >= margin_db else None
 
 
-def _decode_av(blob: bytes) -> tuple[np.ndarray, int, str, float | None]:
-    """(channels, n) float32 at the source rate, rate, codec name, declared duration in seconds (or None)."""
+def _too_long(name: str, seconds: float, limit_s: float) -> AudioTooLong:
+    return AudioTooLong(f"{name}: {seconds:.0f} s of audio, more than the limit of {limit_s:.0f} s", seconds)
+
+
+def _decode_av(blob: bytes, name: str, limit_s: float | None) -> tuple[np.ndarray, int, str, float | None]:
+    """(channels, n) float32 at the source rate, rate, codec name, declared duration in seconds (or None);
+    AudioTooLong as soon as more than ``limit_s`` seconds are decoded."""
     import av
 
-    with av.open(io.BytesIO(blob), mode="r") as container:
+    with av.open(io.BytesIO(blob), mode="r", container_options={"format_whitelist": ",".join(AUDIO_DEMUXERS)}) as container:
         if not container.streams.audio:
             raise AudioError("no audio stream")
         stream = container.streams.audio[0]
         declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        chunks = []
+        rate = int(stream.rate or stream.sample_rate)
+        chunks, samples = [], 0
         for frame in container.decode(stream):
             data = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
             if not frame.format.is_planar:
                 data = data.reshape(-1, len(frame.layout.channels)).T
             chunks.append(data.astype(np.float32) / _scale(data.dtype))
+            samples += data.shape[1]
+            if limit_s is not None and samples > limit_s * rate:
+                raise _too_long(name, max(declared or 0.0, samples / rate), limit_s)
         if not chunks:
             raise AudioError("no samples")
-        return np.concatenate(chunks, axis=1), int(stream.rate or stream.sample_rate), stream.codec_context.name, declared
+        return np.concatenate(chunks, axis=1), rate, stream.codec_context.name, declared
 
 
 def _wav_shortfall(blob: bytes) -> float | None:
@@ -101,13 +118,16 @@ def _scale(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) + 1 if np.issubdtype(dtype, np.integer) else 1.0
 
 
-def _decode_sndfile(blob: bytes) -> tuple[np.ndarray, int, str]:
+def _decode_sndfile(blob: bytes, name: str, limit_s: float | None) -> tuple[np.ndarray, int, str]:
     import soundfile as sf
 
-    data, rate = sf.read(io.BytesIO(blob), dtype="float32", always_2d=True)
+    with sf.SoundFile(io.BytesIO(blob)) as f:
+        if limit_s is not None and f.frames > limit_s * f.samplerate:
+            raise _too_long(name, f.frames / f.samplerate, limit_s)
+        data, rate, subtype = f.read(dtype="float32", always_2d=True), f.samplerate, f.subtype
     if data.shape[0] == 0:
         raise AudioError("no samples")
-    return data.T, int(rate), sf.info(io.BytesIO(blob)).subtype.lower()
+    return data.T, int(rate), subtype.lower()
 
 
 def read_call(source: Path | bytes, name: str | None = None, max_duration_s: float | None = None) -> CallAudio:
@@ -128,11 +148,15 @@ def read_call(source: Path | bytes, name: str | None = None, max_duration_s: flo
         raise AudioError(f"{name}: empty file")
     warnings: list[str] = []
     try:
-        data, rate, codec, declared = _decode_av(blob)
+        data, rate, codec, declared = _decode_av(blob, name, max_duration_s)
+    except AudioTooLong:
+        raise
     except Exception as av_error:  # FFmpeg raises many types for bad input
         try:
-            data, rate, codec = _decode_sndfile(blob)
+            data, rate, codec = _decode_sndfile(blob, name, max_duration_s)
             declared = None
+        except AudioTooLong:
+            raise
         except Exception:
             reason = str(av_error).split(": '<", 1)[0]  # PyAV appends the stream's repr
             raise UnsupportedAudio(f"{name}: cannot decode audio ({reason})") from av_error
@@ -141,9 +165,6 @@ def read_call(source: Path | bytes, name: str | None = None, max_duration_s: flo
         declared = max(declared or 0.0, seconds * shortfall)
     if declared and seconds < declared - 0.5:
         warnings.append(f"{name}: the file is cut short: {seconds:.1f} s decoded of {declared:.1f} s declared")
-    if max_duration_s is not None and seconds > max_duration_s:
-        raise AudioTooLong(f"{name}: {seconds:.0f} s of audio, more than the limit of {max_duration_s:.0f} s",
-                           seconds)
     data = np.clip(np.nan_to_num(data), -1.0, 1.0)
     if rate != TARGET_RATE:
         data = soxr.resample(data.T, rate, TARGET_RATE, quality="HQ").T
