@@ -252,6 +252,10 @@ def test_labelled_minutes_count_regions_with_text_once_per_annotation(tmp_path):
               + region_items("c", 5.0, 6.0, 1, "customer", ""))
     assert labelled_minutes({"id": 3, "result": result}, max_region_s=60.0) == (3, 1.5)  # b capped at 60 s, c empty
     assert labelled_minutes({"id": True, "result": []}, 60.0) is None and labelled_minutes([], 60.0) is None
+    odd = region_items("d", 0.0, 1.0, 0, "agent", "好")
+    for end in (10 ** 400, float("inf"), float("nan"), "9", True):  # what JSON may hold; none is a region
+        odd[1]["value"]["end"] = end
+        assert labelled_minutes({"id": 5, "result": odd}, 60.0) == (5, 0.0), end
     ledger = MinuteLedger(tmp_path / "minutes.json")
     assert ledger.add(3, 1.5) == 1.5 and ledger.add(3, 2.0) == 2.0 and ledger.add(4, 1.0) == 3.0
     ledger.clear({"3"})

@@ -9,6 +9,7 @@ updated ten times counts once, at its latest size.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,20 @@ def labelled_minutes(annotation: Any, max_region_s: float) -> tuple[int, float] 
         text, start, end = value.get("text"), value.get("start"), value.get("end")
         if not (isinstance(text, list) and "".join(map(str, text)).strip()):
             continue
-        if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end > start:
-            spans[str(item.get("id"))] = min(float(end) - float(start), max_region_s)
+        start, end = _seconds(start), _seconds(end)
+        if math.isfinite(start) and math.isfinite(end) and end > start:
+            spans[str(item.get("id"))] = min(end - start, max_region_s)
     return ann_id, sum(spans.values()) / 60
+
+
+def _seconds(value: Any) -> float:
+    """A JSON number as seconds; NaN for anything else (a string, a bool, an integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
 
 
 class MinuteLedger:
