@@ -16,7 +16,7 @@ from service.requests import TranscriptionOptions
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
 from zhasr.serve.batcher import Batcher, Loaded, Work
-from zhasr.serve.jobs import JobStore
+from zhasr.serve.jobs import Job, JobStore
 from zhasr.serve.keys import KeyStore
 from zhasr.transcribe.media import AudioTooLong, CallAudio, UnsupportedAudio, read_call
 from zhasr.transcribe.records import Transcription
@@ -187,20 +187,27 @@ class ServiceState:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            options = TranscriptionOptions(**job.options)
-            started = time.perf_counter()
             try:
-                admitted = Admitted(read_call(job.audio.read_bytes(), job.id, self.serve.max_audio_s), self.loaded())
-                work = self.work(admitted, options, job.id, job.key_name)
-                result = work.wait()
-                final = self.finished(work, result, options)
-            except (AudioError, ApiError, RuntimeError, OSError) as exc:
-                log.warning("job %s failed: %s", job.id, exc)
-                self.jobs.fail(job.id, str(exc))
-                continue
-            self.metrics.transcribed(result, "job", time.perf_counter() - started)
-            body = verbose(final, options.words)
-            if options.redacted_audio:
-                self.jobs.keep_redacted_audio(job.id, muted_wav(admitted.call, final.redactions))
-                body["redacted_audio"] = f"/v1/audio/transcriptions/jobs/{job.id}/audio"
-            self.jobs.complete(job.id, body, admitted.loaded.version)
+                self._run_job(job)
+            except Exception as exc:  # one job's unforeseen error fails that job; the queue goes on
+                log.exception("job %s failed", job.id)
+                self.jobs.fail(job.id, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _run_job(self, job: Job) -> None:
+        options = TranscriptionOptions(**job.options)
+        started = time.perf_counter()
+        try:
+            admitted = Admitted(read_call(job.audio.read_bytes(), job.id, self.serve.max_audio_s), self.loaded())
+            work = self.work(admitted, options, job.id, job.key_name)
+            result = work.wait()
+            final = self.finished(work, result, options)
+        except (AudioError, ApiError, RuntimeError, OSError) as exc:
+            log.warning("job %s failed: %s", job.id, exc)
+            self.jobs.fail(job.id, str(exc))
+            return
+        self.metrics.transcribed(result, "job", time.perf_counter() - started)
+        body = verbose(final, options.words)
+        if options.redacted_audio:
+            self.jobs.keep_redacted_audio(job.id, muted_wav(admitted.call, final.redactions))
+            body["redacted_audio"] = f"/v1/audio/transcriptions/jobs/{job.id}/audio"
+        self.jobs.complete(job.id, body, admitted.loaded.version)

@@ -600,6 +600,46 @@ def test_serve_purge_cli_deletes_jobs_past_retention(project, capsys):
     assert main(["serve-purge", "--set", "serve.retain_days=0"]) == 2  # kept forever: nothing to do without --days
 
 
+def test_a_job_that_stops_the_server_each_time_is_failed_and_an_unforeseen_error_fails_only_its_job(project):
+    import threading
+
+    from service.state import ServiceState
+    from zhasr.config import load_params
+    from zhasr.context import StageContext
+    from zhasr.serve.jobs import MAX_ATTEMPTS
+
+    store = JobStore(project / "serve" / "jobs")
+    crashing = store.submit("k", b"audio", {}, 1.0)
+    for _ in range(MAX_ATTEMPTS):  # a server takes it and stops before it finishes, MAX_ATTEMPTS times
+        store.recover()
+        assert store.claim().id == crashing.id
+    assert store.recover() == 0
+    assert store.get(crashing.id).state == "failed" and "each of its 3 attempts" in store.get(crashing.id).error
+
+    state = ServiceState(StageContext(project, load_params(project / "params.yaml")))
+    state.model.current = object()  # a model is served: the jobs thread takes jobs
+    broken, fine = state.jobs.submit("k", b"a", {}, 1.0), state.jobs.submit("k", b"b", {}, 1.0)
+    ran = []
+
+    def run_job(job):  # the first job meets an error nothing foresaw
+        ran.append(job.id)
+        if job.id == broken.id:
+            raise ValueError("result not writable")
+        state.jobs.complete(job.id, {"text": "ok"}, "1")
+
+    state._run_job = run_job
+    thread = threading.Thread(target=state._run_jobs, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while state.jobs.get(fine.id).state != "done" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state._stop.set()
+    thread.join(5)
+    assert ran == [broken.id, fine.id]
+    assert state.jobs.get(broken.id).error == "internal error: ValueError: result not writable"
+    assert state.jobs.get(fine.id).state == "done"
+
+
 def test_a_truncated_upload_is_transcribed_as_far_as_it_goes_and_says_so(server, clip):
     cut_short = clip.read_bytes()[: clip.stat().st_size // 3]  # a PCM-16 WAV whose header declares 12 s
     r = post(server, server.keys["alice"], files={"file": ("cut.wav", cut_short)})

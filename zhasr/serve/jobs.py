@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+MAX_ATTEMPTS = 3  # starts of a job by a server that then stopped before it finished
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -155,8 +156,12 @@ class JobStore:
                              (FAILED, time.time(), error, job_id, RUNNING))
 
     def recover(self) -> int:
-        """Jobs left running by a stopped server go back to the queue; returns how many."""
+        """Jobs left running by a stopped server go back to the queue, unless it stopped during each of
+        their ``MAX_ATTEMPTS`` (the job may be what stops it: failed, audio kept); returns how many."""
         with self._lock:
+            self._db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE state = ? AND attempts >= ?",
+                             (FAILED, time.time(), f"the server stopped during each of its {MAX_ATTEMPTS} attempts",
+                              RUNNING, MAX_ATTEMPTS))
             return self._db.execute("UPDATE jobs SET state = ? WHERE state = ?", (QUEUED, RUNNING)).rowcount
 
     def counts(self) -> dict[str, int]:
