@@ -26,6 +26,7 @@ from service.errors import ApiError, error_response
 from service.labelling import labelling_routes
 from service.requests import TranscriptionOptions, check_options, check_unknown
 from service.state import ServiceState
+from service.upload_limit import UploadLimit
 from zhasr.calltext.itn import numbers_to_digits
 from zhasr.context import StageContext
 from zhasr.serve.batcher import Work
@@ -76,7 +77,8 @@ def _answer_errors(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "param", None), getattr(exc, "code", None),
+                              headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):  # a fault of the server itself, never of the request
@@ -85,20 +87,15 @@ def _answer_errors(app: FastAPI) -> None:
 
 
 def _measure(app: FastAPI, state: ServiceState) -> None:
-    """Early 413 on a declared upload size over the limit; requests and latency by route template."""
+    """413 on an upload over the limit; requests and latency by route template."""
+    app.add_middleware(UploadLimit, max_mb=state.serve.max_upload_mb, paths=UPLOAD_ROUTES)
+
     @app.middleware("http")
     async def measure(request: Request, call_next):
-        if request.method == "POST" and request.url.path in UPLOAD_ROUTES:
-            length = request.headers.get("content-length", "")
-            if length.isdigit() and int(length) > state.serve.max_upload_mb * 1e6 + 1e5:  # form overhead
-                response = error_response(413, f"upload of {int(length) / 1e6:.1f} MB, the limit is "
-                                               f"{state.serve.max_upload_mb:g} MB", "file", "file_too_large")
-                state.metrics.requests.labels(request.url.path, "POST", "413").inc()
-                return response
         started = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        route = request.scope.get("route")  # none where a middleware answered (413): the upload routes are literal
+        path = getattr(route, "path", request.url.path if request.url.path in UPLOAD_ROUTES else "unmatched")
         state.metrics.requests.labels(path, request.method, str(response.status_code)).inc()
         state.metrics.latency.labels(path).observe(time.perf_counter() - started)
         return response

@@ -136,6 +136,19 @@ def test_bad_requests_get_their_4xx_with_the_reason(server, clip, tmp_path):
     big.write_bytes(b"\0" * 6_000_000)
     r = post(server, key, files={"file": big.open("rb")})
     assert r.status_code == 413 and "limit is 5 MB" in r.json()["error"]["message"]
+
+    def chunked():  # no Content-Length: the body is cut off where it passes the limit
+        yield b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\n' + MODEL.encode() + b"\r\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+        for _ in range(60):
+            yield b"\0" * 100_000
+        yield b"\r\n--b--\r\n"
+
+    r = requests.post(server.url + "/v1/audio/transcriptions", data=chunked(), timeout=30,
+                      headers={"Authorization": f"Bearer {key}", "Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json()["error"] == {
+        "message": "upload of more than 5 MB, the limit", "type": "invalid_request_error", "param": "file",
+        "code": "file_too_large"}, r.text
     long = write_tone(tmp_path / "long.wav", 250.0, rate=8000)
     r = post(server, key, files={"file": long.open("rb")})
     assert r.status_code == 413 and "250 s of audio" in r.json()["error"]["message"]
@@ -362,8 +375,12 @@ def test_a_service_started_before_any_detector_was_approved_serves_once_one_is(p
         served.load()
     served.start()
     try:
-        time.sleep(1.0)
-        assert served.current is None and served.metrics.model_load_failures._value.get() == 1  # tried once
+        failures = served.metrics.model_load_failures._value
+        deadline = time.monotonic() + 60
+        while failures.get() == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # five polls more
+        assert served.current is None and failures.get() == 1  # tried once
         with tracking.stage_run(ctx, "setup"):
             registry.log_and_register("zhasr-detector", tiny_model_dir, "zh", {"zhasr.gate": "pass"})
         promotion.approve("zhasr-detector", "1", by="ana", note="heard every kind")
