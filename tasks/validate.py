@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from mlflow_services import tracking
 from zhasr.context import StageContext
 from zhasr.data.manifest import ManifestRow, atomic_write_json, atomic_write_jsonl, file_md5, read_jsonl
-from zhasr.data.validate import ValidatedDataset, validate_rows
+from zhasr.data.validate import ValidatedDataset, replaced_by_corrections, validate_rows
 
 
 class BatchRejected(RuntimeError):
@@ -23,9 +23,13 @@ def run(ctx: StageContext) -> ValidatedDataset:
     rows = read_jsonl(ctx.path("dataset") / "ingested.jsonl")
     docs_dir = ctx.path("reports") / "data_docs"
     with tracking.stage_run(ctx, "validate"):
-        report = validate_rows(rows, p, docs_dir=docs_dir)
+        # A corrected annotation's earlier rows leave before the suite: they are no duplicates of the new ones
+        # and no failures of their batch.
+        replaced = replaced_by_corrections(rows)
+        report = validate_rows([r for i, r in enumerate(rows) if i not in replaced], p, docs_dir=docs_dir)
         # Keyed by the row object, not its id: a duplicated id is rejected once, its first copy kept.
         reasons: dict[int, list[str]] = {id(r): list(why) for r, why in report.rejected}
+        reasons.update((id(rows[i]), [why]) for i, why in replaced.items())
 
         # A batch whose own failure rate passes the threshold is rejected whole.
         per_batch = Counter(r["batch"] for r in rows)

@@ -240,6 +240,15 @@ def _check_evaluated(result: ExpectationSuiteValidationResult) -> None:
                 f"{cfg.type}({cfg.kwargs.get('column')}) could not be evaluated: {info.get('exception_message')}")
 
 
+def replaced_by_corrections(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """``{position: reason}`` of the rows a correction replaces: rows cut from a labelling annotation
+    (``annotation``) that a later batch holds again, because the person changed it after it was pulled.
+    Every region of the earlier pull goes, kept, moved or deleted since; ``rows`` are in ingest (batch) order."""
+    latest = {r["annotation"]: r["batch"] for r in rows if r.get("annotation")}
+    return {i: f"replaced: annotation {r['annotation']} was corrected since; batch {latest[r['annotation']]} holds it now"
+            for i, r in enumerate(rows) if r.get("annotation") and r["batch"] != latest[r["annotation"]]}
+
+
 def validate_rows(
     rows: list[dict[str, Any]], params: ValidateParams, docs_dir: Path | None = None,
 ) -> ValidationReport:
