@@ -152,6 +152,24 @@ def test_label_push_reads_the_index_transcripts_as_they_are(tmp_path, tiny_model
         indexed_transcripts(out / "index.jsonl", "tiny v2")
 
 
+def test_the_index_holds_the_newest_record_of_a_call_and_an_unreadable_record_counts_as_absent(tmp_path):
+    """Next night's 0001.wav is another call under the same name: its transcripts are written over the first
+    one's, so the index names it only. A record cut short by a power loss is no record: transcribed again."""
+    from zhasr.archive.records import CallRecord, read_record, record_path, write_record
+
+    def record(sha: str, text: str, finished: str) -> CallRecord:
+        return CallRecord("0001", "calls/0001.wav", sha, 100, 1, "m", "m v1", DONE, texts={"": text},
+                          finished_at=finished)
+
+    write_record(tmp_path, record("a" * 64, "night one", "2026-12-05T01:20:00+00:00"))
+    write_record(tmp_path, record("b" * 64, "night two", "2026-12-06T01:20:00+00:00"))
+    write_record(tmp_path, CallRecord("0002", "calls/0002.wav", "c" * 64, 100, 1, "m", "m v1", FAILED, reason="x"))
+    assert [(r.call_id, r.texts) for r in all_records(tmp_path)] == [("0001", {"": "night two"}), ("0002", {})]
+    record_path(tmp_path, "c" * 64, "m v1").write_text('{"call_id": "00')
+    assert read_record(tmp_path, "c" * 64, "m v1") is None
+    assert [r.call_id for r in all_records(tmp_path)] == ["0001"]
+
+
 def test_a_source_naming_nothing_usable_is_refused_with_the_file_and_line(tmp_path):
     from zhasr.archive.listing import SourceError
 

@@ -3,20 +3,26 @@
 A worker writes one record per call and model version, atomically, as soon as the call is finished
 (``<out>/records/<version>/<sha256>.json``). A shard that runs again after its worker died finds the
 records of its finished calls and does only the rest. The index (``<out>/index.jsonl`` and
-``<out>/index.parquet``) is rebuilt from the records at the end of a run, keyed by (audio sha256, model
-version); a rerun with the same model skips every call whose file is unchanged.
+``<out>/index.parquet``) is rebuilt from the records at the end of a run, the newest record of each call
+and model version (a file replaced under its name, next night's ``0001.wav``, has its transcripts
+written over: the earlier record stays in ``records/``, out of the index); a rerun with the same model
+skips every call whose file is unchanged. A record file that cannot be read (cut short by a power loss)
+counts as absent: its call is transcribed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from zhasr.data.manifest import atomic_write_bytes, atomic_write_jsonl, read_jsonl
+
+log = logging.getLogger(__name__)
 
 DONE, FAILED = "done", "failed"
 INDEX_JSONL, INDEX_PARQUET = "index.jsonl", "index.parquet"
@@ -102,16 +108,30 @@ def write_record(out: Path, record: CallRecord) -> None:
                        json.dumps(record.to_dict(), ensure_ascii=False).encode())
 
 
+def _load(path: Path) -> CallRecord | None:
+    """The record in ``path``; None, logged, where the file is absent or cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return CallRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        log.warning("%s: not a readable record (%s): its call counts as not transcribed", path, exc)
+        return None
+
+
 def read_record(out: Path, audio_sha256: str, model_version: str) -> CallRecord | None:
-    path = record_path(out, audio_sha256, model_version)
-    return CallRecord.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+    return _load(record_path(out, audio_sha256, model_version))
 
 
 def all_records(out: Path) -> list[CallRecord]:
-    """Every record under ``out``, by model version then call id."""
-    found = [CallRecord.from_dict(json.loads(p.read_text(encoding="utf-8")))
-             for p in sorted((Path(out) / "records").glob("*/*.json"))]
-    return sorted(found, key=lambda r: (r.model_version, r.call_id))
+    """The newest record of each call and model version under ``out``, by model version then call id."""
+    newest: dict[tuple[str, str], CallRecord] = {}
+    for path in (Path(out) / "records").glob("*/*.json"):
+        if (record := _load(path)) is not None:
+            key = (record.model_version, record.call_id)
+            if key not in newest or record.finished_at > newest[key].finished_at:
+                newest[key] = record
+    return [newest[key] for key in sorted(newest)]
 
 
 def file_sha256(path: str | Path) -> str:
