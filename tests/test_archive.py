@@ -167,6 +167,7 @@ def test_the_index_holds_the_newest_record_of_a_call_and_an_unreadable_record_co
     assert [(r.call_id, r.texts) for r in all_records(tmp_path)] == [("0001", {"": "night two"}), ("0002", {})]
     record_path(tmp_path, "c" * 64, "m v1").write_text('{"call_id": "00')
     assert read_record(tmp_path, "c" * 64, "m v1") is None
+    assert read_record(tmp_path, "b" * 64, "m_v1") is None  # the same folder name, another model
     assert [r.call_id for r in all_records(tmp_path)] == ["0001"]
 
 

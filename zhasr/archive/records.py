@@ -120,7 +120,10 @@ def _load(path: Path) -> CallRecord | None:
 
 
 def read_record(out: Path, audio_sha256: str, model_version: str) -> CallRecord | None:
-    return _load(record_path(out, audio_sha256, model_version))
+    """The call's record for ``model_version``; None where there is none, or the folder's record is another
+    version's whose name makes the same folder name ("models/a b" and "models/a_b")."""
+    record = _load(record_path(out, audio_sha256, model_version))
+    return record if record is not None and record.model_version == model_version else None
 
 
 def all_records(out: Path) -> list[CallRecord]:
