@@ -20,7 +20,7 @@ from zhasr.data.manifest import atomic_write_json
 from zhasr.labelling.calls import StoredCall, store_call, task
 from zhasr.labelling.export import read_export
 from zhasr.labelling.interface import label_config
-from zhasr.labelling.pull_batch import LabelSource, pulled, write_batch
+from zhasr.labelling.pull_batch import LabelSource, default_batch, pulled, write_batch
 from zhasr.labelling.reports import FailedCall, LabelPull, LabelPush, PushedTask
 from zhasr.labelling.selection import Candidate, choose, disagreement, numbers_heard
 from zhasr.labelling.studio import Studio, api_token
@@ -150,19 +150,25 @@ def pull(ctx: StageContext, batch: str | None = None) -> LabelPull:
     p = ctx.params.label
     studio, project_id = open_studio(ctx)
     with tracking.stage_run(ctx, "label-pull"):
-        read = read_export(studio.export(project_id), min_region_s=p.min_region_s, max_region_s=p.max_region_s,
+        export = studio.export(project_id)
+        read = read_export(export, min_region_s=p.min_region_s, max_region_s=p.max_region_s,
                            pulled=pulled(ctx.path("labelling")))
         source = LabelSource(studio.url, project_id, p.project)
         result = write_batch(read.regions, read.rejected, source,
                              labelling_dir=ctx.path("labelling"), incoming=ctx.path("incoming"),
                              quarantine=ctx.path("quarantine"), batch=batch)
         result = dataclasses.replace(result, already_pulled=read.already_pulled)
+        kept = None
+        if read.regions or read.rejected:  # the export this pull took rows from or refused some of, as it came
+            name = result.batch_dir.name if result.batch_dir else default_batch(project_id)
+            kept = ctx.path("labelling") / "exports" / f"{name}.json"
+            atomic_write_json(kept, export)
         summary = LabelPull(p.project, project_id, source.project_url,
                             batch_dir=str(result.batch_dir) if result.batch_dir else None, rows=result.rows,
                             rejected=result.rejected, already_pulled=result.already_pulled,
                             unlabelled_tasks=read.unlabelled, minutes=result.minutes,
                             corrected_share=result.corrected_share, annotations=list(result.annotations),
-                            reasons=[r.reason for r in read.rejected])
+                            reasons=[r.reason for r in read.rejected], export_file=str(kept) if kept else None)
         mlflow.set_tag("zhasr.labelstudio.project", source.describe())
         mlflow.log_metrics({"label_rows": result.rows, "label_rejected": result.rejected,
                             "label_minutes": result.minutes, "label_corrected_share": result.corrected_share})

@@ -132,8 +132,9 @@ def test_push_correct_pull_and_retrain(project, label_studio, generated_call, ti
     reasons = [q["reason"] for q in read_jsonl(ctx.path("quarantine") / batch.name / QUARANTINE)]
     assert any("late" in r and "ends past the audio's end" in r for r in reasons)
     assert any("blank" in r and "empty text" in r for r in reasons)
+    assert json.loads(Path(pulled.export_file).read_text()) == studio.export(project_id)  # kept as it came
     again = label_pull(overrides=sets)
-    assert (again.rows, again.batch_dir, again.already_pulled) == (0, None, 1)
+    assert (again.rows, again.batch_dir, again.already_pulled, again.export_file) == (0, None, 1, None)
 
     assert main(["retrain", "--synth", *(a for s in sets for a in ("--set", s))]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -98,11 +98,16 @@ def provenance(batch_dir: Path) -> Provenance | None:
     return Provenance.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
+def default_batch(project_id: int) -> str:
+    """``labelstudio-p<project>-<UTC time>``: the name of a pull's batch, in the order of pulls."""
+    return f"labelstudio-p{project_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+
+
 def write_batch(regions: Sequence[CorrectedRegion], rejected: Sequence[Rejected], source: LabelSource, *,
                 labelling_dir: Path, incoming: Path, quarantine: Path, batch: str | None = None) -> PullResult:
     """Write ``<incoming>/<batch>`` (default ``labelstudio-p<project>-<UTC time>``); regions whose call audio
     is missing join the rejected ones."""
-    batch = batch or f"labelstudio-p{source.project_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    batch = batch or default_batch(source.project_id)
     work = Path(incoming) / f".{batch}"  # hidden until complete: ingest skips it
     shutil.rmtree(work, ignore_errors=True)
     rows, problems = [], list(rejected)

@@ -65,6 +65,7 @@ class LabelPull:
     corrected_share: float  # of regions that had a prediction, the share whose text the person changed
     annotations: list[int]
     reasons: list[str]
+    export_file: str | None = None  # the raw export, kept where the pull took or refused something
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
