@@ -152,8 +152,9 @@ PROMPT_TOKENS = DECODER_POSITIONS // 2 - 1  # Whisper keeps half its positions f
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """``<|startofprev|>`` and the first 223 tokens of `` prompt`` (the hotwords' cut of faster-whisper, which
-    the ct2 runtime decodes with), read as text: a ``<|endoftext|>`` typed in a hotword is those characters."""
+    """``<|startofprev|>`` and the first 223 tokens of ``prompt`` after a space (faster-whisper's cut of its
+    hotwords, which the ct2 runtime decodes with), read as text: ``<|endoftext|>`` typed in a hotword is
+    those characters, not the token."""
     text = tokenizer.encode(" " + prompt.strip(), add_special_tokens=False, split_special_tokens=True)
     return [tokenizer.convert_tokens_to_ids("<|startofprev|>"), *text[:PROMPT_TOKENS]]
 
@@ -235,9 +236,10 @@ def _mean_logprobs(model, generated, rows: list[list[int]], eos: int) -> list[fl
 def _generate_timestamped(model, rows: int, options: DecodeOptions, prompt_prefix: list[int], settings: dict
                           ) -> tuple:
     """(``generate``'s output, the prefix's length): generated from ``prompt_prefix`` (``prompt_ids``' or none)
-    and ``<|startoftranscript|><|lang|><|task|>`` (no ``<|notimestamps|>``) under Whisper's timestamp rules, the plain GenerationMixin loop: Whisper's own
-    ``generate`` with ``return_timestamps`` runs its long-form machinery, which needs input features, not
-    encoder outputs. Under beam search this loop keeps a score for every step, more than a row's tokens."""
+    and ``<|startoftranscript|><|lang|><|task|>`` (no ``<|notimestamps|>``) under Whisper's timestamp rules,
+    the plain GenerationMixin loop: Whisper's own ``generate`` with ``return_timestamps`` runs its long-form
+    machinery, which needs input features, not encoder outputs. Under beam search this loop keeps a score
+    for every step, more than a row's tokens."""
     from transformers import GenerationMixin, LogitsProcessorList
     from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
 
