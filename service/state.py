@@ -16,7 +16,7 @@ from service.requests import TranscriptionOptions
 from zhasr.context import StageContext
 from zhasr.data.audio import AudioError
 from zhasr.serve.batcher import Batcher, Loaded, Work
-from zhasr.serve.jobs import Job, JobStore
+from zhasr.serve.jobs import MAX_ATTEMPTS, Job, JobStore
 from zhasr.serve.keys import KeyStore
 from zhasr.transcribe.media import AudioTooLong, CallAudio, UnsupportedAudio, read_call
 from zhasr.transcribe.records import Transcription
@@ -201,9 +201,17 @@ class ServiceState:
             work = self.work(admitted, options, job.id, job.key_name)
             result = work.wait()
             final = self.finished(work, result, options)
-        except (AudioError, ApiError, RuntimeError, OSError) as exc:
+        except (AudioError, ApiError) as exc:
             log.warning("job %s failed: %s", job.id, exc)
             self.jobs.fail(job.id, str(exc))
+            return
+        except (RuntimeError, OSError) as exc:  # the batch's decoding or the disk: tried again while it may be
+            if job.attempts < MAX_ATTEMPTS:
+                log.warning("job %s: attempt %d of %d failed, queued again: %s", job.id, job.attempts, MAX_ATTEMPTS, exc)
+                self.jobs.retry(job.id)
+            else:
+                log.warning("job %s failed: %s", job.id, exc)
+                self.jobs.fail(job.id, f"{exc} (attempt {job.attempts} of {MAX_ATTEMPTS})")
             return
         self.metrics.transcribed(result, "job", time.perf_counter() - started)
         body = verbose(final, options.words)

@@ -617,9 +617,10 @@ def test_serve_purge_cli_deletes_jobs_past_retention(project, capsys):
     assert main(["serve-purge", "--set", "serve.retain_days=0"]) == 2  # kept forever: nothing to do without --days
 
 
-def test_a_job_that_stops_the_server_each_time_is_failed_and_an_unforeseen_error_fails_only_its_job(project):
-    import threading
-
+def test_a_job_is_tried_three_times_and_an_unforeseen_error_fails_only_its_job(project):
+    """A job the server stopped during three times, or whose batch failed three times, is failed; an error
+    nothing foresaw fails its job and the queue goes on."""
+    from service.requests import TranscriptionOptions
     from service.state import ServiceState
     from zhasr.config import load_params
     from zhasr.context import StageContext
@@ -644,17 +645,43 @@ def test_a_job_that_stops_the_server_each_time_is_failed_and_an_unforeseen_error
             raise ValueError("result not writable")
         state.jobs.complete(job.id, {"text": "ok"}, "1")
 
+    run_jobs_until = _jobs_thread(state)
     state._run_job = run_job
-    thread = threading.Thread(target=state._run_jobs, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while state.jobs.get(fine.id).state != "done" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    state._stop.set()
-    thread.join(5)
+    run_jobs_until(lambda: state.jobs.get(fine.id).state == "done")
     assert ran == [broken.id, fine.id]
     assert state.jobs.get(broken.id).error == "internal error: ValueError: result not writable"
     assert state.jobs.get(fine.id).state == "done"
+
+    # a batch that fails (the runtime out of memory) is no fault of the job: it is tried again, three times
+    del state._run_job
+    options = TranscriptionOptions("verbose_json", False, None, None, None, False).to_dict()
+    unlucky = state.jobs.submit("k", write_tone(project / "tone.wav", 1.0).read_bytes(), options, 1.0)
+
+    def batch_fails(*args):
+        raise RuntimeError("RuntimeError: CUDA out of memory")
+
+    state.work = batch_fails
+    run_jobs_until(lambda: state.jobs.get(unlucky.id).state == "failed")
+    assert state.jobs.get(unlucky.id).attempts == 3
+    assert state.jobs.get(unlucky.id).error == "RuntimeError: CUDA out of memory (attempt 3 of 3)"
+
+
+def _jobs_thread(state):
+    """``until(done)``: runs the state's jobs thread until ``done()`` holds (at most 30 s), then stops it."""
+    import threading
+
+    def until(done) -> None:
+        state._stop.clear()
+        thread = threading.Thread(target=state._run_jobs, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        state._stop.set()
+        state.wake_jobs()
+        thread.join(5)
+
+    return until
 
 
 def test_a_truncated_upload_is_transcribed_as_far_as_it_goes_and_says_so(server, clip):

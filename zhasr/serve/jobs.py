@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-MAX_ATTEMPTS = 3  # starts of a job by a server that then stopped before it finished
+MAX_ATTEMPTS = 3  # starts of a job that ended without a result: the server stopped, or its batch failed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -154,6 +154,11 @@ class JobStore:
         with self._lock:
             self._db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ? AND state = ?",
                              (FAILED, time.time(), error, job_id, RUNNING))
+
+    def retry(self, job_id: str) -> None:
+        """A running job whose decoding failed for a cause outside it (the runtime's batch): queued again."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET state = ? WHERE id = ? AND state = ?", (QUEUED, job_id, RUNNING))
 
     def recover(self) -> int:
         """Jobs left running by a stopped server go back to the queue, unless it stopped during each of
