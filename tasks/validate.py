@@ -31,13 +31,14 @@ def run(ctx: StageContext) -> ValidatedDataset:
         reasons: dict[int, list[str]] = {id(r): list(why) for r, why in report.rejected}
         reasons.update((id(rows[i]), [why]) for i, why in replaced.items())
 
-        # A batch whose own failure rate passes the threshold is rejected whole.
+        # A batch whose own failure rate passes the threshold is rejected whole (replaced rows are no failure).
         per_batch = Counter(r["batch"] for r in rows)
+        judged = Counter(r["batch"] for i, r in enumerate(rows) if i not in replaced)
         failed = Counter(r["batch"] for r, _ in report.rejected)
-        rejected_batches = {b for b, n in per_batch.items() if failed[b] / n > p.max_reject_fraction}
+        rejected_batches = {b for b, n in judged.items() if failed[b] / n > p.max_reject_fraction}
         for row in rows:
             if row["batch"] in rejected_batches:
-                share = failed[row["batch"]] / per_batch[row["batch"]]
+                share = failed[row["batch"]] / judged[row["batch"]]
                 reasons.setdefault(id(row), []).append(
                     f"batch {row['batch']} rejected whole: {share:.0%} of its rows failed (limit {p.max_reject_fraction:.0%})")
 

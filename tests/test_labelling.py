@@ -205,10 +205,11 @@ def test_a_pull_writes_clips_from_their_channel_and_a_second_pull_adds_nothing(t
     assert len(changed.regions) == 1  # corrected again later: pulled again
 
 
-def test_a_correction_pulled_later_replaces_the_annotations_earlier_rows_in_the_dataset(project):
-    """The person fixes region a's text and deletes region b after the first pull: the next pull's batch
-    holds the annotation again, and validation keeps only that version (b's row goes too), the earlier
-    rows quarantined with the reason and counted as no failure of their batch."""
+def test_a_correction_pulled_later_replaces_the_tasks_earlier_rows_in_the_dataset(project):
+    """The person fixes region a's text and deletes region b after the first pull, and a reviewer's own
+    annotation of the task comes later still: each pull's batch holds the task's newest label, and
+    validation keeps only the newest (whatever the batches are called), the earlier rows quarantined with
+    the reason and counted as no failure of their batch."""
     from tasks import ingest, validate
     from zhasr.config import load_params
     from zhasr.context import StageContext
@@ -221,21 +222,23 @@ def test_a_correction_pulled_later_replaces_the_annotations_earlier_rows_in_the_
     data = {"audio": stored.audio_url, "call_id": "c1", "audio_sha256": stored.audio_sha256, "duration_s": 10.0,
             "channels": 2}
     first = [region_items("a", 1.0, 2.0, 0, "agent", "您号"), region_items("b", 3.0, 4.5, 1, "customer", "查快递")]
-    for batch, regions, updated in (("labelstudio-p7-1", first, "2026-12-05T01:00:00Z"),
-                                    ("labelstudio-p7-2", [region_items("a", 1.0, 2.0, 0, "agent", "您好")],
-                                     "2026-12-06T01:00:00Z")):
-        got = read([export_task(results=regions, data=data, updated=updated)], pulled(labelling))
+    # batch names sort against the order of the pulls: the label time decides
+    for batch, regions, ann_id, updated in (
+            ("z-first", first, 11, "2026-12-05T01:00:00Z"),
+            ("m-second", [region_items("a", 1.0, 2.0, 0, "agent", "您好")], 11, "2026-12-06T01:00:00Z"),
+            ("a-third", [region_items("a", 1.0, 2.0, 0, "agent", "您好呀")], 12, "2026-12-07T01:00:00Z")):
+        got = read([export_task(results=regions, data=data, ann_id=ann_id, updated=updated)], pulled(labelling))
         write_batch(got.regions, got.rejected, SOURCE, labelling_dir=labelling, incoming=ctx.path("incoming"),
                     quarantine=ctx.path("quarantine"), batch=batch)
     ingest.run(ctx)
     report = validate.run(ctx)
-    assert [(r.text, r.annotation, r.batch) for r in read_manifest(ctx.dataset_manifest())] == [
-        ("您好", "ls7-a11", "labelstudio-p7-2")]
-    kept = read_jsonl(ctx.path("quarantine") / "labelstudio-p7-1" / "rejected.jsonl")
-    assert [(r["text"], r["reasons"]) for r in kept] == [
-        (text, ["replaced: annotation ls7-a11 was corrected since; batch labelstudio-p7-2 holds it now"])
-        for text in ("您号", "查快递")]
-    assert report.rejected_batches == [] and report.reasons == {"replaced": 2}
+    assert [(r.text, r.label_version, r.batch) for r in read_manifest(ctx.dataset_manifest())] == [
+        ("您好呀", "ls7-t1@2026-12-07T01:00:00Z", "a-third")]
+    reason = "replaced: task ls7-t1 was labelled again; batch a-third holds its newest label"
+    assert [(r["text"], r["reasons"]) for r in read_jsonl(ctx.path("quarantine") / "z-first" / "rejected.jsonl")] == [
+        ("您号", [reason]), ("查快递", [reason])]
+    assert [r["text"] for r in read_jsonl(ctx.path("quarantine") / "m-second" / "rejected.jsonl")] == ["您好"]
+    assert report.rejected_batches == [] and report.reasons == {"replaced": 3}
 
 
 def test_choose_fills_the_budget_with_the_least_certain_calls_and_spreads_over_kinds():

@@ -238,7 +238,7 @@ def _ingest_line(
         "language": str(row.get("language") or ModelParams.language),
         "decode_error": error,
     }
-    for key in ("channel", "snr_db", "call_id", "annotation"):
+    for key in ("channel", "snr_db", "call_id", "label_version"):
         if key in row:
             base[key] = row[key]
     if error:

@@ -40,7 +40,9 @@ class ManifestRow:
     channel: str | None = None  # the call's side, for a call's track (agent, customer)
     snr_db: float | None = None  # noise mixed in by the synthesizer
     segment: tuple[float, float] | None = None  # (start, end) s in the source recording, for a segment
-    annotation: str | None = None  # the labelling annotation it was cut from: a later batch's copy replaces it
+    # the labelled task it was cut from and when it was labelled ("ls7-t5@2026-12-06T01:00:00Z"): rows of a
+    # later label of the same task replace it
+    label_version: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
@@ -63,7 +65,7 @@ class ManifestRow:
     def to_dict(self) -> dict[str, Any]:
         """The row as written: the optional keys only where set."""
         out = dataclasses.asdict(self)
-        for key in ("codec", "call_id", "channel", "snr_db", "segment", "annotation"):
+        for key in ("codec", "call_id", "channel", "snr_db", "segment", "label_version"):
             if out[key] is None:
                 del out[key]
         return out

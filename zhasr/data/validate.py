@@ -241,12 +241,24 @@ def _check_evaluated(result: ExpectationSuiteValidationResult) -> None:
 
 
 def replaced_by_corrections(rows: list[dict[str, Any]]) -> dict[int, str]:
-    """``{position: reason}`` of the rows a correction replaces: rows cut from a labelling annotation
-    (``annotation``) that a later batch holds again, because the person changed it after it was pulled.
-    Every region of the earlier pull goes, kept, moved or deleted since; ``rows`` are in ingest (batch) order."""
-    latest = {r["annotation"]: r["batch"] for r in rows if r.get("annotation")}
-    return {i: f"replaced: annotation {r['annotation']} was corrected since; batch {latest[r['annotation']]} holds it now"
-            for i, r in enumerate(rows) if r.get("annotation") and r["batch"] != latest[r["annotation"]]}
+    """``{position: reason}`` of the rows a later label replaces: rows cut from a labelled task
+    (``label_version``, "<task>@<labelled at>") whose newest label another batch holds, because a person
+    corrected it after it was pulled. Every region of the earlier label goes, kept, moved or deleted since.
+    The newest is the latest label time (ISO 8601, so it sorts as text), and of one label pulled twice (a
+    pull cut short before its ledger), the copy ingested last."""
+    newest: dict[str, tuple[str, int]] = {}
+    for i, r in enumerate(rows):
+        if r.get("label_version"):
+            task, _, labelled_at = r["label_version"].partition("@")
+            newest[task] = max(newest.get(task, ("", -1)), (labelled_at, i))
+    out = {}
+    for i, r in enumerate(rows):
+        if r.get("label_version"):
+            task = r["label_version"].partition("@")[0]
+            kept = rows[newest[task][1]]
+            if r["batch"] != kept["batch"]:
+                out[i] = f"replaced: task {task} was labelled again; batch {kept['batch']} holds its newest label"
+    return out
 
 
 def validate_rows(

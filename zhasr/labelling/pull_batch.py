@@ -158,7 +158,7 @@ def _row(r: CorrectedRegion, audio: str, source: LabelSource) -> dict[str, Any]:
     return {"id": f"ls{source.project_id}-a{r.annotation_id}-{r.region_id}-{version}", "audio": audio,
             "text": r.text, "speaker": r.call_id, "call_id": r.call_id, "role": r.role, "call_channel": r.channel,
             "call_span_s": [r.start_s, r.end_s], "source": f"labelstudio:{source.project_id}",
-            "annotation": f"ls{source.project_id}-a{r.annotation_id}",  # a later pull of it replaces this one
+            "label_version": f"ls{source.project_id}-t{r.task_id}@{r.updated_at}",  # a later label replaces it
             "annotation_id": r.annotation_id, "annotator": r.annotator, "updated_at": r.updated_at,
             "predicted_text": r.predicted_text, "model_version": r.model_version}
 
