@@ -142,6 +142,8 @@ def test_label_push_reads_the_index_transcripts_as_they_are(tmp_path, tiny_model
     (tmp_path / "calls" / "c.wav").unlink()  # gone between the listing and its worker: the shard goes on
     shard = transcribe_shard(calls, engine, out, "tiny", "tiny v1")
     assert [(r.call_id, r.status) for r in shard.records] == [("a", DONE), ("b", FAILED), ("c", FAILED)]
+    a = shard.records[0]  # named by call and audio: another call under the name a.wav writes over nothing
+    assert a.outputs == (f"transcripts/tiny_v1/a.{a.audio_sha256[:12]}.json",)
     assert shard.records[2].reason.endswith("c.wav: cannot be read (No such file or directory)")
     write_index(out, list(shard.records))
     done, failed = indexed_transcripts(out / "index.jsonl", "tiny v1")
@@ -152,23 +154,18 @@ def test_label_push_reads_the_index_transcripts_as_they_are(tmp_path, tiny_model
         indexed_transcripts(out / "index.jsonl", "tiny v2")
 
 
-def test_the_index_holds_the_newest_record_of_a_call_and_an_unreadable_record_counts_as_absent(tmp_path):
-    """Next night's 0001.wav is another call under the same name: its transcripts are written over the first
-    one's, so the index names it only. A record cut short by a power loss is no record: transcribed again."""
+def test_an_unreadable_record_counts_as_absent_and_another_versions_record_is_not_this_ones(tmp_path):
+    """A record cut short by a power loss is no record: its call is transcribed again, and the index is
+    written from the others. Two version names that make one folder name do not share records."""
     from zhasr.archive.records import CallRecord, read_record, record_path, write_record
 
-    def record(sha: str, text: str, finished: str) -> CallRecord:
-        return CallRecord("0001", "calls/0001.wav", sha, 100, 1, "m", "m v1", DONE, texts={"": text},
-                          finished_at=finished)
-
-    write_record(tmp_path, record("a" * 64, "night one", "2026-12-05T01:20:00+00:00"))
-    write_record(tmp_path, record("b" * 64, "night two", "2026-12-06T01:20:00+00:00"))
+    write_record(tmp_path, CallRecord("0001", "calls/0001.wav", "a" * 64, 100, 1, "m", "m v1", DONE))
     write_record(tmp_path, CallRecord("0002", "calls/0002.wav", "c" * 64, 100, 1, "m", "m v1", FAILED, reason="x"))
-    assert [(r.call_id, r.texts) for r in all_records(tmp_path)] == [("0001", {"": "night two"}), ("0002", {})]
+    assert [r.call_id for r in all_records(tmp_path)] == ["0001", "0002"]
     record_path(tmp_path, "c" * 64, "m v1").write_text('{"call_id": "00')
     assert read_record(tmp_path, "c" * 64, "m v1") is None
-    assert read_record(tmp_path, "b" * 64, "m_v1") is None  # the same folder name, another model
     assert [r.call_id for r in all_records(tmp_path)] == ["0001"]
+    assert read_record(tmp_path, "a" * 64, "m_v1") is None  # the same folder name, another model
 
 
 def test_a_source_naming_nothing_usable_is_refused_with_the_file_and_line(tmp_path):

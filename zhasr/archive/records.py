@@ -3,9 +3,9 @@
 A worker writes one record per call and model version, atomically, as soon as the call is finished
 (``<out>/records/<version>/<sha256>.json``). A shard that runs again after its worker died finds the
 records of its finished calls and does only the rest. The index (``<out>/index.jsonl`` and
-``<out>/index.parquet``) is rebuilt from the records at the end of a run, the newest record of each call
-and model version (a file replaced under its name, next night's ``0001.wav``, has its transcripts
-written over: the earlier record stays in ``records/``, out of the index); a rerun with the same model
+``<out>/index.parquet``) is rebuilt from the records at the end of a run, keyed by (audio sha256, model
+version); transcripts are named by call and audio (``<call id>.<sha256[:12]>.json``), so another call
+under a name used before (next night's ``0001.wav``) writes over nothing. A rerun with the same model
 skips every call whose file is unchanged. A record file that cannot be read (cut short by a power loss)
 counts as absent: its call is transcribed again.
 """
@@ -127,14 +127,9 @@ def read_record(out: Path, audio_sha256: str, model_version: str) -> CallRecord 
 
 
 def all_records(out: Path) -> list[CallRecord]:
-    """The newest record of each call and model version under ``out``, by model version then call id."""
-    newest: dict[tuple[str, str], CallRecord] = {}
-    for path in (Path(out) / "records").glob("*/*.json"):
-        if (record := _load(path)) is not None:
-            key = (record.model_version, record.call_id)
-            if key not in newest or record.finished_at > newest[key].finished_at:
-                newest[key] = record
-    return [newest[key] for key in sorted(newest)]
+    """Every readable record under ``out``, by model version, call id, then time."""
+    found = [r for p in (Path(out) / "records").glob("*/*.json") if (r := _load(p)) is not None]
+    return sorted(found, key=lambda r: (r.model_version, r.call_id, r.finished_at))
 
 
 def file_sha256(path: str | Path) -> str:

@@ -64,7 +64,7 @@ def transcribe_shard(calls: Sequence[ArchiveCall], transcriber: Transcriber, out
         else:
             outputs = []
             for fmt in formats:
-                relative = f"transcripts/{version_slug(model_version)}/{call.call_id}.{EXTENSIONS[fmt]}"
+                relative = f"transcripts/{version_slug(model_version)}/{call.call_id}.{sha[:12]}.{EXTENSIONS[fmt]}"
                 atomic_write_text(Path(out) / relative, write(result, fmt))
                 outputs.append(relative)
             texts: dict[str, list[str]] = {}
