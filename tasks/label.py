@@ -160,7 +160,7 @@ def pull(ctx: StageContext, batch: str | None = None) -> LabelPull:
         result = dataclasses.replace(result, already_pulled=read.already_pulled)
         kept = None
         if read.regions or read.rejected:  # the export this pull took rows from or refused some of, as it came
-            name = result.batch_dir.name if result.batch_dir else default_batch(project_id)
+            name = result.batch_dir.name if result.batch_dir else batch or default_batch(project_id)
             kept = ctx.path("labelling") / "exports" / f"{name}.json"
             atomic_write_json(kept, export)
         summary = LabelPull(p.project, project_id, source.project_url,

@@ -55,7 +55,7 @@ class Job:
     created: float  # unix seconds
     started: float | None
     finished: float | None
-    attempts: int  # times a worker took it (more than 1 after a crash)
+    attempts: int  # times a worker took it (more than 1 after a crash or a failed batch)
     completions: int  # times a result was written: 1 once done, never more
     model_version: str | None
     result: dict[str, Any] | None  # verbose_json of the transcription
@@ -161,11 +161,11 @@ class JobStore:
             self._db.execute("UPDATE jobs SET state = ? WHERE id = ? AND state = ?", (QUEUED, job_id, RUNNING))
 
     def recover(self) -> int:
-        """Jobs left running by a stopped server go back to the queue, unless it stopped during each of
-        their ``MAX_ATTEMPTS`` (the job may be what stops it: failed, audio kept); returns how many."""
+        """Jobs left running by a stopped server go back to the queue, unless that was their last of
+        ``MAX_ATTEMPTS`` (the job may be what stops it: failed, audio kept); returns how many."""
         with self._lock:
             self._db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE state = ? AND attempts >= ?",
-                             (FAILED, time.time(), f"the server stopped during each of its {MAX_ATTEMPTS} attempts",
+                             (FAILED, time.time(), f"no result in {MAX_ATTEMPTS} attempts; the server stopped during the last",
                               RUNNING, MAX_ATTEMPTS))
             return self._db.execute("UPDATE jobs SET state = ? WHERE state = ?", (QUEUED, RUNNING)).rowcount
 

@@ -69,8 +69,11 @@ class CallAudio:
         return loudest if 10 * np.log10(power[loudest] / np.delete(power, loudest).max()) >= margin_db else None
 
 
-def _too_long(name: str, seconds: float, limit_s: float) -> AudioTooLong:
-    return AudioTooLong(f"{name}: {seconds:.0f} s of audio, more than the limit of {limit_s:.0f} s", seconds)
+def _too_long(name: str, seconds: float | None, limit_s: float) -> AudioTooLong:
+    """``seconds``: the audio's length where the file declares it (decoding stopped at the limit)."""
+    if seconds is not None and seconds > limit_s:
+        return AudioTooLong(f"{name}: {seconds:.0f} s of audio, more than the limit of {limit_s:.0f} s", seconds)
+    return AudioTooLong(f"{name}: more than the limit of {limit_s:.0f} s of audio", limit_s)
 
 
 def _decode_av(blob: bytes, name: str, limit_s: float | None) -> tuple[np.ndarray, int, str, float | None]:
@@ -92,7 +95,7 @@ def _decode_av(blob: bytes, name: str, limit_s: float | None) -> tuple[np.ndarra
             chunks.append(data.astype(np.float32) / _scale(data.dtype))
             samples += data.shape[1]
             if limit_s is not None and samples > limit_s * rate:
-                raise _too_long(name, max(declared or 0.0, samples / rate), limit_s)
+                raise _too_long(name, declared, limit_s)
         if not chunks:
             raise AudioError("no samples")
         return np.concatenate(chunks, axis=1), rate, stream.codec_context.name, declared
