@@ -191,9 +191,6 @@ def _region_problems(regions: list[_Region], duration_s: float, channels: int, m
     problems: dict[str, str] = {}
     for r in regions:
         span = f"region {r.region_id} ({r.start_s:.2f}-{r.end_s:.2f} s, channel {r.channel})"
-        if r.channel is None and channels > 1:
-            problems[r.region_id] = f"{span}: names no channel of a {channels}-channel call"
-            continue
         if r.text is None or not r.text.strip():
             problems[r.region_id] = f"{span}: empty text"
         elif marks := [m for m in PLACEHOLDERS if m in r.text]:
@@ -202,6 +199,8 @@ def _region_problems(regions: list[_Region], duration_s: float, channels: int, m
             problems[r.region_id] = f"{span}: needs 0 <= start < end"
         elif r.end_s > duration_s + END_SLACK_S:
             problems[r.region_id] = f"{span}: ends past the audio's end ({duration_s:.2f} s)"
+        elif r.channel is None and channels > 1:
+            problems[r.region_id] = f"{span}: names no channel of a {channels}-channel call"
         elif not 0 <= (r.channel or 0) < channels:
             problems[r.region_id] = f"{span}: the call has {channels} channel(s)"
         elif not min_s <= r.end_s - r.start_s <= max_s:
