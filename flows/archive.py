@@ -63,20 +63,22 @@ def transcribe_archive(source: str | None = None, model: str | None = None, para
         futures = [shard_task.submit(ctx, resolved, group, {c.stat_key: known[c.stat_key] for c in group
                                                             if c.stat_key in known}, threads)
                    for group in shards(calls, a.shard_calls)]
-        records, skipped, seconds = [], set(), 0.0
+        records, skipped, copied, seconds = [], set(), set(), 0.0
         with progress_bar("transcribe-archive: calls") as progress:
             for future in as_completed(futures):
                 result = future.result()
                 records += result.records
                 skipped |= set(result.skipped)
+                copied |= set(result.copied)
                 seconds += sum(r.duration_s for r in result.records if r.status == DONE)
                 elapsed = time.perf_counter() - started
                 eta = elapsed / len(records) * (len(calls) - len(records))
                 progress(len(records), len(calls))
                 logger.info("%d/%d calls, %.2f audio hours, ETA %.0f s", len(records), len(calls), seconds / 3600, eta)
-    summary = finish(ctx, resolved, records, time.perf_counter() - started, workers, skipped)
-    logger.info("%d done, %d failed, %d skipped; %.1f audio hours an hour", summary.done, summary.failed,
-                summary.skipped, summary.audio_hours_per_hour)
+    summary = finish(ctx, resolved, records, time.perf_counter() - started, workers, skipped, copied)
+    logger.info("%d done (%d copied from the same audio under another name), %d failed, %d skipped; %.1f audio "
+                "hours an hour", summary.done, summary.copied, summary.failed, summary.skipped,
+                summary.audio_hours_per_hour)
     return summary
 
 

@@ -53,22 +53,23 @@ shard_task = task(run_shard, name="transcribe-shard", cache_policy=NO_CACHE,
 
 
 def finish(ctx: StageContext, model: ResolvedModel, records: list[CallRecord], wall_s: float, workers: int,
-           skipped: set[str]) -> ArchiveRun:
+           skipped: set[str], copied: set[str]) -> ArchiveRun:
     """Rewrite the index from every record kept; log this run's totals to MLflow; its summary."""
     out = output_root(ctx)
     write_index(out, all_records(out))
     made = [r for r in records if r.call_id not in skipped]  # in this run
     statuses = Counter(r.status for r in made)
-    worked = [r for r in made if r.status == DONE]
-    hours = sum(r.duration_s for r in worked) / 3600
+    decoded = [r for r in made if r.status == DONE and r.call_id not in copied]
+    hours = sum(r.duration_s for r in decoded) / 3600
     summary = ArchiveRun(str(out), model.identity, calls=len(records), done=statuses[DONE], failed=statuses[FAILED],
-                         skipped=len(skipped), audio_hours=round(hours, 4), wall_s=round(wall_s, 1), workers=workers,
+                         skipped=len(skipped), copied=len(copied), audio_hours=round(hours, 4), wall_s=round(wall_s, 1),
+                         workers=workers,
                          audio_hours_per_hour=round(hours * 3600 / wall_s, 2) if wall_s else 0.0,
                          failures=[CallFailure(r.call_id, r.reason) for r in made if r.status == FAILED])
     with tracking.stage_run(ctx, "transcribe-archive", began_s_ago=wall_s):
         mlflow.set_tags({"zhasr.archive.model_version": model.identity, "zhasr.archive.out": str(out)})
-        mlflow.log_metrics({k: getattr(summary, k) for k in ("calls", "done", "failed", "skipped", "audio_hours",
-                                                             "audio_hours_per_hour", "wall_s")})
+        mlflow.log_metrics({k: getattr(summary, k) for k in ("calls", "done", "failed", "skipped", "copied",
+                                                             "audio_hours", "audio_hours_per_hour", "wall_s")})
         tracking.log_json(summary.to_dict(), "archive/summary.json")
         if made:  # what this run did, a row a call (the index holds every run's)
             mlflow.log_table({"call_id": [r.call_id for r in made], "status": [r.status for r in made],

@@ -7,6 +7,7 @@ with the run (``registry.exports_of``), downloaded when remote.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<ver
 class ResolvedModel:
     model_dir: Path  # Hugging Face folder
     exports: dict[str, Path] = field(default_factory=dict)  # fit exports, {format: local path}
-    identity: str = ""  # "zhasr-whisper v3", or the folder
+    identity: str = ""  # "zhasr-whisper v3", or the folder and its build ("/models/merged@3fa2b1c0d9e8")
     version: str | None = None  # the registry's version, None for a folder
     name: str | None = None  # the registered model's name, None for a folder
 
@@ -68,7 +69,7 @@ def resolve(ctx: StageContext, spec: str | None = None, key: str = "--model") ->
         if not path.exists():
             raise FileNotFoundError(f"{key} {spec}: neither a models:/NAME@ALIAS or models:/NAME/VERSION URI "
                                     "nor an existing folder or file")
-        return ResolvedModel(path.resolve(), {}, str(path))
+        return ResolvedModel(path.resolve(), {}, f"{path.resolve()}@{folder_build(path)}")
     tracking.configure(ctx)
     name = match["name"]
     if match["alias"]:
@@ -79,6 +80,17 @@ def resolve(ctx: StageContext, spec: str | None = None, key: str = "--model") ->
         version = MlflowClient().get_model_version(name, match["version"])
     return ResolvedModel(registry.whisper_dir(version), fit_exports(version), f"{name} v{version.version}",
                          str(version.version), name)
+
+
+def folder_build(path: Path) -> str:
+    """12 hex digits that change when a file under ``path`` (or ``path``, a file) is added, removed or
+    written again: a model folder trained or merged anew under the same name is another model (an archive
+    run decodes its calls again). From names, sizes and modification times; no byte is read."""
+    digest = hashlib.sha256()
+    for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
 
 
 def open_transcriber(ctx: StageContext, spec: str | None = None, runtime: str | None = None) -> Transcriber:

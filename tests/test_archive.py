@@ -58,17 +58,17 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
     killed, finished = {}, threading.Event()
 
     def kill_one_worker():
-        while not finished.is_set() and len(list(out.glob("records/*/*.json"))) < 4:
+        while not finished.is_set() and len(list(out.glob("records/*/*/*.json"))) < 4:
             time.sleep(0.05)
         if finished.is_set():
             return
         # the run leases the version it reads, so that a prune meanwhile keeps its files
         killed["leases"] = [lease.what for lease in in_use.leases(MlflowClient().get_model_version("zhasr-test", "1"))]
-        made_by = {json.loads(p.read_text())["worker"].rsplit(":", 1)[1] for p in out.glob("records/*/*.json")}
-        pid = next(p for p in client.run(os.getpid).values() if str(p) in made_by)  # a worker that finished calls
+        made = [json.loads(p.read_text()) for p in out.glob("records/*/*/*.json")]
+        pid = next(p for p in client.run(os.getpid).values()
+                   if any(r["worker"].endswith(f":{p}") for r in made))  # a worker that finished calls
         killed["pid"] = pid
-        killed["its_records"] = {p.name for p in out.glob("records/*/*.json")
-                                 if json.loads(p.read_text())["worker"].endswith(f":{pid}")}
+        killed["its_records"] = {r["call_id"] for r in made if r["worker"].endswith(f":{pid}")}
         os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_one_worker)
@@ -100,7 +100,7 @@ def test_a_night_on_two_workers_survives_a_killed_worker_and_skips_what_is_done(
 
     assert pq.read_table(out / INDEX_PARQUET).num_rows == 22
     # what the killed worker had finished stays as it made it: not done again
-    by_killed = {f"{r.audio_sha256}.json" for r in records if r.worker.endswith(f":{killed['pid']}")}
+    by_killed = {r.call_id for r in records if r.worker.endswith(f":{killed['pid']}")}
     assert by_killed >= killed["its_records"]
 
     second = run_archive(overrides=sets, source=str(calls_dir))
@@ -162,10 +162,53 @@ def test_an_unreadable_record_counts_as_absent_and_another_versions_record_is_no
     write_record(tmp_path, CallRecord("0001", "calls/0001.wav", "a" * 64, 100, 1, "m", "m v1", DONE))
     write_record(tmp_path, CallRecord("0002", "calls/0002.wav", "c" * 64, 100, 1, "m", "m v1", FAILED, reason="x"))
     assert [r.call_id for r in all_records(tmp_path)] == ["0001", "0002"]
-    record_path(tmp_path, "c" * 64, "m v1").write_text('{"call_id": "00')
-    assert read_record(tmp_path, "c" * 64, "m v1") is None
+    record_path(tmp_path, "c" * 64, "m v1", "0002").write_text('{"call_id": "00')
+    assert read_record(tmp_path, "c" * 64, "m v1", "0002") is None
     assert [r.call_id for r in all_records(tmp_path)] == ["0001"]
-    assert read_record(tmp_path, "a" * 64, "m_v1") is None  # the same folder name, another model
+    assert read_record(tmp_path, "a" * 64, "m_v1", "0001") is None  # the same folder name, another model
+    # a record of the first layout (one per audio, records/<version>/<sha256>.json) is still read
+    first_layout = tmp_path / "records" / "m_v1" / f"{'e' * 64}.json"
+    first_layout.write_text(json.dumps(CallRecord("0003", "calls/0003.wav", "e" * 64, 100, 1, "m", "m v1",
+                                                  DONE).to_dict()))
+    assert read_record(tmp_path, "e" * 64, "m v1", "0003").call_id == "0003"
+    assert [r.call_id for r in all_records(tmp_path)] == ["0001", "0003"]
+
+
+def test_the_same_audio_under_two_names_gets_transcripts_and_a_row_under_each_decoded_once(tmp_path,
+                                                                                            tiny_model_dir):
+    """A call copied into two folders (or exported twice) is one decoding and two calls: each name has its
+    transcripts and its index row; a rerun skips both; a broken file under two names fails under both."""
+    import shutil
+
+    from zhasr.archive.records import write_index
+    from zhasr.archive.shard import transcribe_shard
+    from zhasr.config import TranscribeParams
+    from zhasr.transcribe import Transcriber
+
+    write_tone(tmp_path / "calls" / "a" / "0001.wav", 1.5, rate=8000, channels=2)
+    (tmp_path / "calls" / "a" / "broken.wav").write_bytes(b"broken")
+    shutil.copytree(tmp_path / "calls" / "a", tmp_path / "calls" / "b")
+    out, engine = tmp_path / "archive", Transcriber.open(tiny_model_dir, TranscribeParams(max_new_tokens=16))
+    calls = list_calls(tmp_path / "calls")
+    decoded, transcribe = [], engine.transcribe
+    engine.transcribe = lambda audio, **kw: decoded.append(audio) or transcribe(audio, **kw)
+    shard = transcribe_shard(calls, engine, out, "tiny", "tiny v1", formats=("verbose_json", "srt"))
+    assert [(r.call_id, r.status) for r in shard.records] == [("a/0001", DONE), ("a/broken", FAILED),
+                                                               ("b/0001", DONE), ("b/broken", FAILED)]
+    assert len(decoded) == 1 and shard.copied == ("b/0001", "b/broken")
+    first, copy = shard.records[0], shard.records[2]
+    assert copy.texts == first.texts and copy.path.endswith("b/0001.wav") and copy.formats == ("verbose_json", "srt")
+    assert copy.outputs[0].startswith("transcripts/tiny_v1/b/0001.") and copy.outputs[1].endswith(".srt")
+    assert all((out / o).read_bytes() == (out / f).read_bytes() for o, f in zip(copy.outputs, first.outputs))
+    assert shard.records[3].reason == shard.records[1].reason
+    write_index(out, all_records(out))
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert [row["call_id"] for row in index] == ["a/0001", "a/broken", "b/0001", "b/broken"]
+    again = transcribe_shard(calls, engine, out, "tiny", "tiny v1", formats=("verbose_json", "srt"))
+    assert len(again.skipped) == 4 and not again.copied and len(decoded) == 1
+    # listed from another root (other call ids) in a format the first run did not write: decoded again
+    other = transcribe_shard(list_calls(tmp_path / "calls" / "a"), engine, out, "tiny", "tiny v1", formats=("vtt",))
+    assert not other.skipped and other.copied == ("broken",) and len(decoded) == 2
 
 
 def test_a_source_naming_nothing_usable_is_refused_with_the_file_and_line(tmp_path):
@@ -198,7 +241,8 @@ def test_a_shard_decodes_each_call_with_the_number_detector_too_where_redaction_
     (tmp_path / "calls").mkdir()
     calls = list_calls(cut(generated_call[0], tmp_path / "calls" / "call.wav", 0.0, 12.0).parent)
     model = str(tiny_model_dir)  # served, and named as the detector too
-    for redact, decodings in (("[phone]", [(model, True), (model, True)]), ("[]", [(model, False)])):
+    served = resolve(StageContext.load(None, []), model).identity  # the folder and its build
+    for redact, decodings in (("[phone]", [(served, True), (served, True)]), ("[]", [(served, False)])):
         ctx = StageContext.load(None, [f"transcribe.redact={redact}", f"transcribe.detector={model}",
                                        f"archive.out=archive{len(redact)}"])
         decoded.clear()
@@ -221,7 +265,7 @@ def test_a_long_lived_worker_opens_the_detector_build_named_now(project, tiny_mo
     detector = tmp_path / "detector" / "ct2-int8"
     heard_by, transcribe = [], Transcriber.transcribe
     monkeypatch.setattr(Transcriber, "transcribe", lambda self, audio, **kw: (
-        heard_by.append(self) if self.identity == str(detector) else None) or transcribe(self, audio, **kw))
+        heard_by.append(self) if self.identity.startswith(f"{detector}@") else None) or transcribe(self, audio, **kw))
     (tmp_path / "calls").mkdir()
     calls = list_calls(cut(generated_call[0], tmp_path / "calls" / "call.wav", 0.0, 12.0).parent)
     shutil.copytree(tiny_model_dir, detector)
@@ -235,3 +279,22 @@ def test_a_long_lived_worker_opens_the_detector_build_named_now(project, tiny_mo
         assert [r.status for r in run_shard(ctx, resolve(ctx, str(tiny_model_dir)), calls, {}, threads=0).records
                 ] == [DONE]
     assert len(heard_by) == 3 and heard_by[0] is heard_by[1] and heard_by[2] is not heard_by[1]
+
+
+def test_a_model_folder_written_anew_is_another_model_however_its_path_is_spelt(project, tiny_model_dir, tmp_path,
+                                                                                 monkeypatch):
+    """An archive run keys its records by the model's identity: a folder merged anew under the same name must
+    not skip every call as done, and the same folder named by another path must not decode them all again."""
+    import shutil
+
+    from tasks.transcribe import resolve
+
+    ctx = StageContext.load(None, [])
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "merged")
+    monkeypatch.chdir(tmp_path)
+    first = resolve(ctx, "models/merged").identity
+    assert first.startswith(f"{tmp_path / 'models' / 'merged'}@")
+    assert resolve(ctx, str(tmp_path / "models" / ".." / "models" / "merged")).identity == first
+    config = tmp_path / "models" / "merged" / "config.json"
+    config.write_bytes(config.read_bytes())  # written again, as a new merge would
+    assert resolve(ctx, "models/merged").identity != first

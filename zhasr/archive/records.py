@@ -1,13 +1,14 @@
 """What each call became, kept so that nothing is done twice or lost.
 
-A worker writes one record per call and model version, atomically, as soon as the call is finished
-(``<out>/records/<version>/<sha256>.json``). A shard that runs again after its worker died finds the
-records of its finished calls and does only the rest. The index (``<out>/index.jsonl`` and
-``<out>/index.parquet``) is rebuilt from the records at the end of a run, keyed by (audio sha256, model
-version); transcripts are named by call and audio (``<call id>.<sha256[:12]>.json``), so another call
-under a name used before (next night's ``0001.wav``) writes over nothing. A rerun with the same model
-skips every call whose file is unchanged. A record file that cannot be read (cut short by a power loss)
-counts as absent: its call is transcribed again.
+A worker writes one record per call, audio and model version, atomically, as soon as the call is finished
+(``<out>/records/<version>/<sha256>/<digest of the call id>.json``). A shard that runs again after its
+worker died finds the records of its finished calls and does only the rest. The index (``<out>/index.jsonl``
+and ``<out>/index.parquet``) is rebuilt from the records at the end of a run, a row per record; transcripts
+are named by call and audio (``<call id>.<sha256[:12]>.json``), so another call under a name used before
+(next night's ``0001.wav``) writes over nothing. A rerun with the same model skips every call whose file is
+unchanged; the same audio under another name is given the record and transcripts it had, not decoded again.
+A record file that cannot be read (cut short by a power loss) counts as absent: its call is transcribed
+again. Records of the first layout (``<version>/<sha256>.json``, one per audio) are still read.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ class CallRecord:
     wall_s: float = 0.0  # seconds this call took on its worker
     worker: str = ""  # host:pid of the process that made the record
     outputs: tuple[str, ...] = ()  # written files, relative to the output root
+    formats: tuple[str, ...] = ()  # the response format of each of ``outputs`` (verbose_json, srt, ...)
     finished_at: str = ""
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.audio_sha256, self.model_version
+    def key(self) -> tuple[str, str, str]:
+        return self.audio_sha256, self.model_version, self.call_id
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,7 +63,7 @@ class CallRecord:
     def from_dict(cls, data: dict) -> CallRecord:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name in ("flags", "outputs"):
+        for name in ("flags", "outputs", "formats"):
             values[name] = tuple(values.get(name) or ())
         return cls(**values)
 
@@ -84,7 +86,8 @@ class ArchiveRun:
     done: int  # transcribed in this run
     failed: int
     skipped: int  # done before with this model and unchanged
-    audio_hours: float  # of the calls done in this run
+    copied: int  # of those done, the same audio done before under another name: transcripts copied, not decoded
+    audio_hours: float  # of the calls decoded in this run
     wall_s: float
     workers: int
     audio_hours_per_hour: float
@@ -99,12 +102,13 @@ def version_slug(model_version: str) -> str:
     return re.sub(r"[^\w.-]+", "_", model_version).strip("_") or "model"
 
 
-def record_path(out: Path, audio_sha256: str, model_version: str) -> Path:
-    return Path(out) / "records" / version_slug(model_version) / f"{audio_sha256}.json"
+def record_path(out: Path, audio_sha256: str, model_version: str, call_id: str) -> Path:
+    call = hashlib.sha256(call_id.encode()).hexdigest()[:16]  # a call id may hold folders
+    return Path(out) / "records" / version_slug(model_version) / audio_sha256 / f"{call}.json"
 
 
 def write_record(out: Path, record: CallRecord) -> None:
-    atomic_write_bytes(record_path(out, record.audio_sha256, record.model_version),
+    atomic_write_bytes(record_path(out, record.audio_sha256, record.model_version, record.call_id),
                        json.dumps(record.to_dict(), ensure_ascii=False).encode())
 
 
@@ -119,16 +123,23 @@ def _load(path: Path) -> CallRecord | None:
         return None
 
 
-def read_record(out: Path, audio_sha256: str, model_version: str) -> CallRecord | None:
-    """The call's record for ``model_version``; None where there is none, or the folder's record is another
-    version's whose name makes the same folder name ("models/a b" and "models/a_b")."""
-    record = _load(record_path(out, audio_sha256, model_version))
-    return record if record is not None and record.model_version == model_version else None
+def audio_records(out: Path, audio_sha256: str, model_version: str) -> list[CallRecord]:
+    """Every readable record of this audio by ``model_version``, whichever call it was; not those of another
+    version whose name makes the same folder name ("models/a b" and "models/a_b")."""
+    folder = Path(out) / "records" / version_slug(model_version)
+    paths = [*sorted((folder / audio_sha256).glob("*.json")), folder / f"{audio_sha256}.json"]
+    return [r for p in paths if (r := _load(p)) is not None and r.model_version == model_version]
+
+
+def read_record(out: Path, audio_sha256: str, model_version: str, call_id: str) -> CallRecord | None:
+    """The call's record for this audio and ``model_version``; None where there is none."""
+    return next((r for r in audio_records(out, audio_sha256, model_version) if r.call_id == call_id), None)
 
 
 def all_records(out: Path) -> list[CallRecord]:
     """Every readable record under ``out``, by model version, call id, then time."""
-    found = [r for p in (Path(out) / "records").glob("*/*.json") if (r := _load(p)) is not None]
+    root = Path(out) / "records"
+    found = [r for p in [*root.glob("*/*/*.json"), *root.glob("*/*.json")] if (r := _load(p)) is not None]
     return sorted(found, key=lambda r: (r.model_version, r.call_id, r.finished_at))
 
 
@@ -156,7 +167,8 @@ def write_index(out: Path, records: list[CallRecord]) -> None:
     rows = [r.to_dict() for r in records]
     atomic_write_jsonl(Path(out) / INDEX_JSONL, rows)
     table = pa.Table.from_pylist([{**row, "texts": json.dumps(row["texts"], ensure_ascii=False),
-                                   "flags": list(row["flags"]), "outputs": list(row["outputs"])} for row in rows],
+                                   "flags": list(row["flags"]), "outputs": list(row["outputs"]),
+                                   "formats": list(row["formats"])} for row in rows],
                                  schema=_SCHEMA())
     target = Path(out) / INDEX_PARQUET
     tmp = target.with_name(f".{target.name}.tmp")
@@ -173,5 +185,5 @@ def _SCHEMA():  # noqa: N802  (a constant built on first use: pyarrow is importe
         ("reason", pa.string()), ("duration_s", pa.float64()), ("channels", pa.int32()), ("runtime", pa.string()),
         ("texts", pa.string()), ("mean_confidence", pa.float64()), ("flags", pa.list_(pa.string())),
         ("wall_s", pa.float64()), ("worker", pa.string()), ("outputs", pa.list_(pa.string())),
-        ("finished_at", pa.string()),
+        ("formats", pa.list_(pa.string())), ("finished_at", pa.string()),
     ])
