@@ -48,8 +48,9 @@ def holder_name() -> str:
 
 
 def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
-    """The leases on ``version`` that have not ended by ``now`` (default: now); an unreadable tag counts as
-    none."""
+    """The leases on ``version`` that have not ended by ``now`` (default: now). A time without a zone is read
+    as UTC; a tag whose end cannot be read holds the version until a person removes it (a prune must not
+    take the files of a live process because its mark was garbled)."""
     now = now or datetime.now(timezone.utc)
     out = []
     for key, value in (version.tags or {}).items():
@@ -59,8 +60,10 @@ def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
         try:
             ends = datetime.fromisoformat(until)
         except ValueError:
-            continue
-        if ends.tzinfo is not None and ends > now:
+            ends = datetime.max.replace(tzinfo=timezone.utc)
+            what = f"an unreadable lease ({value!r}: remove the tag {key} to end it)"
+        ends = ends if ends.tzinfo is not None else ends.replace(tzinfo=timezone.utc)
+        if ends > now:
             out.append(Lease(key[len(TAG_PREFIX):], ends, what))
     return out
 

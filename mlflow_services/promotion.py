@@ -6,6 +6,7 @@ approval form of the retraining flow.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -57,7 +58,12 @@ def approve(name: str, version: str, by: str, note: str) -> registry.AliasChange
     champion = registry.version_by_alias(name, CHAMPION)
     if champion is not None and str(champion.version) == str(version):
         raise PromotionError(f"{name} v{version} is already the champion")
+    if champion is not None and int(version) < int(champion.version) and str(version) not in champion_lineage(name):
+        raise PromotionError(f"{name} v{version}: registered before the champion v{champion.version}, its gate "
+                             "compared it with an earlier champion (an answer to an old question?); only a newer "
+                             "candidate can be approved")
     change = registry.change_alias(name, CHAMPION, str(version), action="approve", by=by, note=note)
+    _undo_if_pruned(name, str(version), change)
     challenger = registry.version_by_alias(name, CHALLENGER)
     if challenger is not None and str(challenger.version) == str(version):
         registry.change_alias(name, CHALLENGER, str(version), action="approve", by=by, note=note, remove=True)
@@ -72,6 +78,10 @@ def reject(name: str, version: str, by: str, note: str) -> registry.AliasChange:
     champion = registry.version_by_alias(name, CHAMPION)
     if champion is not None and str(champion.version) == str(version):
         raise PromotionError(f"{name} v{version} is the champion; use rollback to replace it")
+    challenger = registry.version_by_alias(name, CHALLENGER)
+    if challenger is None or str(challenger.version) != str(version):
+        held = f"the challenger is v{challenger.version}" if challenger is not None else "no version is the challenger"
+        raise PromotionError(f"{name} v{version} is not the challenger ({held}): there is nothing to reject")
     change = registry.change_alias(name, CHALLENGER, str(version), action="reject", by=by, note=note, remove=True)
     MlflowClient().set_model_version_tag(name, str(version), "zhasr.review", "rejected")
     return change
@@ -110,9 +120,23 @@ def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.A
     if current is not None and str(current.version) == str(to):
         raise PromotionError(f"{name} v{to} is already the champion")
     change = registry.change_alias(name, CHAMPION, str(to), action="rollback", by=by, note=note)
+    _undo_if_pruned(name, str(to), change)
     if current is not None:
         MlflowClient().set_model_version_tag(name, str(current.version), "zhasr.review", f"rolled back to v{to}")
     return change
+
+
+def _undo_if_pruned(name: str, version: str, change: registry.AliasChange) -> None:
+    """A prune marks a version first and looks for aliases after; an alias given in between is seen here (the
+    mark is read after the alias is set): the champion goes back to where it was, and the decision is refused."""
+    if _is_whole(name, version):
+        return
+    if change.previous is None:
+        MlflowClient().delete_registered_model_alias(name, CHAMPION)
+    else:
+        MlflowClient().set_registered_model_alias(name, CHAMPION, change.previous)
+    raise PromotionError(f"{name} v{version}: a prune took its files meanwhile; the champion stays "
+                         f"{'v' + change.previous if change.previous else 'none'}")
 
 
 @dataclass(frozen=True)
@@ -163,8 +187,12 @@ def _export_verdicts(version) -> str:
 
 
 def _details(version) -> dict[str, str]:
-    """The version's tags over those of the run that registered it (lineage, gate rules, other rates)."""
-    run_tags = MlflowClient().get_run(version.run_id).data.tags if version.run_id else {}
+    """The version's tags over those of the run that registered it (lineage, gate rules, other rates); the
+    version's alone when that run is deleted."""
+    run_tags = {}
+    if version.run_id:
+        with contextlib.suppress(MlflowException):
+            run_tags = MlflowClient().get_run(version.run_id).data.tags
     return {**run_tags, **version.tags}
 
 

@@ -191,6 +191,12 @@ def _delete(client: MlflowClient, name: str, number: str, files: list[tuple[Any,
     what = (f"{name} v{number}: weights and exports deleted {at} (register.keep_newest {rule.keep_newest}, "
             f"keep_champions {rule.keep_champions})")
     client.set_model_version_tag(name, number, registry.PRUNED_TAG, what)
+    # Marked first, looked at again after: an alias or a lease given before the mark is seen here, and one
+    # given after it is refused (approve and rollback read the mark after they set the alias).
+    version = client.get_model_version(name, number)
+    if version.aliases or in_use.leases(version):
+        client.delete_model_version_tag(name, number, registry.PRUNED_TAG)
+        return False
     for repo, path in files:
         repo.delete_artifacts(path)
     if model_id := registry.logged_model_id(version):

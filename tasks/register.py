@@ -48,6 +48,25 @@ class Registration:
         return cls(**data)
 
 
+ATTEMPT_TAG = "zhasr.registration"  # what every attempt of one registration shares (attempt_key)
+
+
+def attempt_key(ctx: StageContext) -> str | None:
+    """What every attempt of this registration shares: the flow's MLflow run, else the Prefect flow run (a task
+    retried keeps both); None outside a flow (each CLI call registers)."""
+    from prefect.runtime import flow_run
+
+    return ctx.mlflow_run_id or flow_run.get_id()
+
+
+def registered_by(name: str, key: str | None):
+    """The version of ``name`` an earlier attempt of this registration made (a retry after a failure past
+    registering must not register a second one); None when there is none."""
+    if key is None:
+        return None
+    return next((v for v in registry.versions(name) if v.tags.get(ATTEMPT_TAG) == key), None)
+
+
 def version_tags(evaluation: EvaluationSummary, verdict: Verdict, dataset_md5: str, learned_batches: list[str],
                  exports: list[ExportResult]) -> dict[str, str]:
     """What a reviewer reads in the registry's versions table, and what the code reads back: the gate,
@@ -103,11 +122,13 @@ def run(ctx: StageContext) -> Registration:
     name, exports = ctx.params.register.model_name, current_exports(ctx)
     tags = version_tags(evaluation, verdict, ctx.read_report("validate", ValidatedDataset).dataset_md5,
                         train.learned_batches, exports)
+    if key := attempt_key(ctx):
+        tags[ATTEMPT_TAG] = key
     details = run_tags(ctx, evaluation, verdict, train, merged, exports)
     with tracking.stage_run(ctx, "register") as run:
         mlflow.set_tags(details)
-        version = registry.log_and_register(name, Path(merged.merged_dir), ctx.params.model.language, tags=tags,
-                                            transcribe=ctx.params.transcribe)
+        version = registered_by(name, key) or registry.log_and_register(
+            name, Path(merged.merged_dir), ctx.params.model.language, tags=tags, transcribe=ctx.params.transcribe)
         number = str(version.version)
         card = review.model_card(
             name=name, version=number, params=ctx.params, train=train, merge=merged,

@@ -573,3 +573,91 @@ def test_register_retries_only_transient_failures():
     assert retried(RuntimeError("API request failed: Max retries exceeded with url: /api/2.0/mlflow/..."))
     assert not retried(KeyError("zhasr.gate"))
     assert not retried(ValueError("reports/gate.json: not found"))
+
+
+def test_an_old_candidate_a_stale_reject_and_a_retried_registration_change_nothing(prefect_server, ctx,
+                                                                                     tiny_model_dir, monkeypatch,
+                                                                                     capsys):
+    """An answer to an old question (v2's form, after v3 was approved) does not demote the champion; a reject of a
+    version that is not the challenger writes no alias change; a register task retried after it registered
+    (the store locked while the card was written) makes no second version."""
+    for _ in range(2):  # v2 and v3
+        write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+        promote()
+    assert main(["approve", "3", "--by", "carol", "--note", "more data"]) == 0
+    capsys.readouterr()
+    assert main(["approve", "2", "--by", "alice", "--note", "the form of last week"]) == 2
+    assert "v2: registered before the champion v3" in capsys.readouterr().err
+    history = len(registry.alias_history(NAME))
+    assert main(["reject", "2", "--by", "dan", "--note", "x"]) == 2
+    assert "v2 is not the challenger (no version is the challenger)" in capsys.readouterr().err
+    assert len(registry.alias_history(NAME)) == history and aliases() == {"champion": "3"}
+
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    publish, attempts = registry.publish_card, []
+
+    def locked_once(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "publish_card", locked_once)
+    assert promote().registration.version == "4" and len(attempts) == 2
+    assert sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name='{NAME}'")) == [1, 2, 3, 4]
+    assert aliases() == {"champion": "3", "challenger": "4"}
+
+
+def test_a_prune_and_a_decision_at_the_same_moment_never_lose_the_champion(prefect_server, ctx, tiny_model_dir,
+                                                                           monkeypatch):
+    """Prune marks a version, then looks for aliases and leases again; approve and rollback read the mark after
+    they set the alias. Whichever comes second backs off: the champion's files are never deleted."""
+    from mlflow_services import in_use, promotion, retention
+    from mlflow_services.errors import PromotionError
+    from zhasr.config import RegisterParams
+
+    for _ in range(3):  # champions v2, then v3, then v4
+        write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+        version = promote().registration.version
+        promotion.approve(NAME, version, by="carol", note="better")
+    client, mark = MlflowClient(), MlflowClient.set_model_version_tag
+
+    def then_rollback(self, name, number, key, value):  # a rollback to v1 between the mark and the look after
+        mark(self, name, number, key, value)
+        if key == registry.PRUNED_TAG and number == "1":
+            registry.change_alias(name, registry.CHAMPION, "1", action="rollback", by="ops", note="now")
+
+    rule = RegisterParams(model_name=NAME, keep_newest=1, keep_champions=1)
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "set_model_version_tag", then_rollback)
+        report = retention.prune(NAME, rule)
+    assert [(f.version, f.kept) for f in report.versions if f.version in ("1", "2")] == [("2", False), ("1", True)]
+    kept = client.get_model_version(NAME, "1")
+    assert registry.PRUNED_TAG not in kept.tags and (registry.whisper_dir(kept) / "config.json").is_file()
+
+    # the other order: the mark lands between approve setting the alias and reading the mark
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    candidate = promote().registration.version
+    change = registry.change_alias
+
+    def marked_meanwhile(name, alias, number, **kwargs):
+        made = change(name, alias, number, **kwargs)
+        client.set_model_version_tag(name, number, registry.PRUNED_TAG, "a prune meanwhile")
+        return made
+
+    with monkeypatch.context() as patched, pytest.raises(
+            PromotionError, match=f"v{candidate}: a prune took its files meanwhile; the champion stays v1"):
+        patched.setattr(registry, "change_alias", marked_meanwhile)
+        promotion.approve(NAME, candidate, by="carol", note="better")
+    assert aliases()["champion"] == "1"
+
+    # a lease whose end cannot be read holds its version; a run gone from the store leaves its version's row
+    client.set_model_version_tag(NAME, "3", in_use.TAG_PREFIX + "host-1-ab12", "zhasr serve, until soon")
+    assert "an unreadable lease" in in_use.held_by(client.get_model_version(NAME, "3"))
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    run_id = client.get_model_version(NAME, "3").run_id
+    client.delete_run(run_id)
+    _get_store()._hard_delete_run(run_id)  # what `mlflow gc` does
+    rows = {row["version"]: row for row in promotion.status(NAME).versions}
+    assert rows["3"]["git"] == "" and rows["3"]["gate"] == "pass"
