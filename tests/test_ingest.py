@@ -276,6 +276,55 @@ def test_test_split_stays_frozen_when_fractions_change(tmp_path):
     assert {r["id"] for r in second if r["split"] == "test"} == was_test
 
 
+def test_a_copy_of_a_trained_clip_under_a_test_speaker_does_not_move_the_clip_into_test(tmp_path):
+    """The copy is quarantined as the same audio; its hash must not be frozen in test, or the next ingest of the
+    same batches sends the clip trained on into test."""
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    params = IngestParams(test_fraction=0.5, dev_fraction=0.0)
+    speakers = [f"s{i}" for i in range(40)]
+    trained = next(s for s in speakers if assign_split(s, params) == "train")
+    tested = next(s for s in speakers if assign_split(s, params) == "test")
+    write_tone(incoming / "a1" / "0.wav", 1.0)
+    write_batch(incoming, "a1", [{"id": "kept", "audio": "0.wav", "text": "您好", "speaker": trained}])
+    (incoming / "b2").mkdir()
+    (incoming / "b2" / "copy.wav").write_bytes((incoming / "a1" / "0.wav").read_bytes())
+    write_batch(incoming, "b2", [{"id": "copy", "audio": "copy.wav", "text": "您好", "speaker": tested}])
+    for _ in range(2):
+        splits = {r["id"]: r["split"] for r in ingest_batches(incoming, dataset, params)}
+        assert splits == {"kept": "train", "copy": "test"}
+
+
+def test_a_row_that_cannot_be_taken_is_kept_with_its_reason_and_the_batch_goes_on(tmp_path):
+    """A label given as a list, a key of the wrong type, a name too long for the file system, a link to itself, a
+    segment ending at infinity and samples that are not numbers: each row named with why, the others ingested."""
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    batch = incoming / "b1"
+    write_tone(batch / "ok.wav", 1.0)
+    (batch / "loop.wav").symlink_to(batch / "loop.wav")
+    sf.write(batch / "nan.wav", np.array([0.1, np.nan, 0.2] * 4000, dtype=np.float32), 16000, subtype="FLOAT")
+    bom = "\ufeff" + json.dumps({"id": "bom", "audio": "ok.wav", "text": "您好", "speaker": "s0"})
+    write_batch(incoming, "b1", [bom.encode(), *[{"id": i, "audio": a, "text": "您好", "speaker": "s1", **extra}
+                                                 for i, a, extra in [
+        ("list", "ok.wav", {"text": ["您好"]}),
+        ("version", "ok.wav", {"label_version": 7}),
+        ("long", "a" * 300 + ".wav", {}),
+        ("loop", "loop.wav", {}),
+        ("inf", "ok.wav", {"text": "", "segments": [{"start": 0, "end": float("inf"), "text": "您好"}]}),
+        ("nan", "nan.wav", {}),
+        ("number", "ok.wav", {"speaker": 7, "call_id": 12}),
+    ]]])
+    rows = {r["id"]: r for r in ingest_batches(incoming, dataset, IngestParams())}
+    errors = {k: r["decode_error"] for k, r in rows.items()}
+    assert errors["bom"] is None and rows["bom"]["text"] == "您好"
+    assert errors["list"] == "'text' must be str, got list [\"您好\"]"
+    assert errors["version"] == "'label_version' must be str, got int 7"
+    assert "cannot be opened" in errors["long"] and "name too long" in errors["long"]
+    assert "cannot be opened" in errors["loop"] and "loop.wav" in errors["loop"]
+    assert errors["inf"] == "segments[0]: start and end must be finite, got 0.0 and inf"
+    assert errors["nan"].endswith("nan.wav: 4000 samples are not finite (NaN or infinity)")
+    assert errors["number"] is None and (rows["number"]["speaker"], rows["number"]["call_id"]) == ("7", "12")
+
+
 def test_ledger_records_each_batch_version_once(tmp_path):
     incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
     write_tone(incoming / "b1" / "a.wav", 1.0)

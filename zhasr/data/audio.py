@@ -55,6 +55,9 @@ def decode(path: Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
         raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{path}: no samples")
+    if not np.isfinite(data).all():  # a float file may hold NaN or infinity: no level, no training signal
+        raise AudioError(f"{path}: {int(np.size(data) - np.isfinite(data).sum())} samples are not finite "
+                         "(NaN or infinity)")
     mono = data.mean(axis=1)
     if rate != target_rate:
         mono = soxr.resample(mono, rate, target_rate, quality="HQ")

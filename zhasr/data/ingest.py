@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections import Counter
@@ -122,7 +123,7 @@ def read_batch_lines(manifest: Path) -> list[tuple[int, dict[str, Any] | None, s
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw.decode("utf-8"))
+            row = json.loads(raw.decode("utf-8-sig"))  # a BOM before the first line is an editor's, not the row's
         except UnicodeDecodeError:
             out.append((line_no, None, f"{manifest}:{line_no}: line is not valid UTF-8"))
             continue
@@ -199,13 +200,35 @@ def _parse_segments(raw: Any) -> list[tuple[float, float, str]]:
     out = []
     for k, seg in enumerate(raw):
         try:
-            start, end, text = float(seg["start"]), float(seg["end"]), str(seg["text"])
+            start, end, text = float(seg["start"]), float(seg["end"]), seg["text"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"segments[{k}]: expected numbers start, end (seconds) and a text ({exc})") from exc
+        if not isinstance(text, str):
+            raise ValueError(f"segments[{k}]: 'text' must be a string, got {type(text).__name__}")
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise ValueError(f"segments[{k}]: start and end must be finite, got {start} and {end}")
         if not 0 <= start < end:
             raise ValueError(f"segments[{k}]: need 0 <= start < end, got {start} and {end}")
         out.append((start, end, text))
     return out
+
+
+# the manifest's optional keys and the types they must have (ManifestRow's)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "text": (str,), "template": (str,), "topic": (str,), "language": (str,), "label_version": (str,),
+    "channel": (str,), "snr_db": (int, float), "id": (str, int), "speaker": (str, int), "call_id": (str, int),
+}
+
+
+def _field_error(row: dict[str, Any]) -> str | None:
+    """Why a manifest row's keys cannot be taken as they are (a label given as a list, a channel as text), or
+    None; ``null`` counts as absent."""
+    for key, types in _FIELD_TYPES.items():
+        value = row.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            wanted = " or ".join(t.__name__ for t in types)
+            return f"'{key}' must be {wanted}, got {type(value).__name__} {json.dumps(value, ensure_ascii=False)[:80]}"
+    return None
 
 
 def _ingest_line(
@@ -214,7 +237,9 @@ def _ingest_line(
 ) -> list[dict[str, Any]]:
     """Rows for one manifest line: one, or one per segment when the line gives ``segments``."""
     row = row or {}
-    text = str(row.get("text") or "")
+    if error is None:
+        error = _field_error(row)
+    text = row.get("text") if isinstance(row.get("text"), str) else ""
     speaker = str(row.get("speaker") or row.get("call_id") or f"{batch}:{row.get('audio', line_no)}")
     template = str(row.get("template") or row.get("topic") or "")
     base: dict[str, Any] = {
@@ -240,7 +265,7 @@ def _ingest_line(
     }
     for key in ("channel", "snr_db", "call_id", "label_version"):
         if key in row:
-            base[key] = row[key]
+            base[key] = str(row[key]) if key == "call_id" and row[key] is not None else row[key]
     if error:
         return [base]
     try:
@@ -248,6 +273,8 @@ def _ingest_line(
         segments = _parse_segments(row["segments"]) if "segments" in row else None
     except (audio.AudioError, ValueError) as exc:
         return [{**base, "decode_error": str(exc)}]
+    except (OSError, RuntimeError) as exc:  # a name too long, a link to itself: the path, not the sound
+        return [{**base, "decode_error": f"{row['audio']}: cannot be opened ({exc})"}]
     if segments is None:
         rows = [{**base, **_audio_fields(decoded.samples, decoded, dataset_dir, params.sample_rate)}]
         if base["split"] in (EVAL_ONLY_SPLIT, TUNING_SPLIT) and params.telephone_regression:
@@ -337,9 +364,15 @@ def freeze_test_split(rows: list[dict[str, Any]], frozen_file: Path, params: Ing
         if row["speaker"] in speakers or row["audio_sha256"] in hashes or row["sentence_held_out"]:
             row["split"] = "test"
     test = [r for r in rows if r["split"] == "test" and not r["decode_error"]]
+    # Audio is frozen in test only where its first row is in test: a later copy of a clip already in train
+    # (quarantined by validation as the same audio) must not pull the original into test next time.
+    first_split: dict[str, str] = {}
+    for row in rows:
+        if not row["decode_error"]:
+            first_split.setdefault(row["audio_sha256"], row["split"])
     grown = {"speakers": sorted(speakers | {r["speaker"] for r in test if not r["sentence_held_out"]}),
              "templates": sorted(templates | {r["template"] for r in test if r["sentence_held_out"]}),
-             "audio_sha256": sorted(hashes | {r["audio_sha256"] for r in test})}
+             "audio_sha256": sorted(hashes | {sha for sha, split in first_split.items() if split == "test"})}
     if grown != frozen:
         atomic_write_json(frozen_file, grown)
 

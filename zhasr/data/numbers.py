@@ -48,7 +48,10 @@ def _cn_to_int(numeral: str) -> str:
 
 
 def _time(match: re.Match) -> str:
-    return f"{_cn_to_int(match[1])}点{int(_cn_to_int(match[2])):02d}分"
+    try:
+        return f"{_cn_to_int(match[1])}点{int(_cn_to_int(match[2])):02d}分"
+    except ValueError:  # not a numeral cn2an reads ("零十"): a recognizer's output is scored as it is
+        return match[0]
 
 
 def _digit_string(match: re.Match) -> str:
