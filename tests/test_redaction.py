@@ -14,7 +14,7 @@ from openai.types.audio import TranscriptionDiarized
 
 from zhasr.calltext.checks import id_check_char, luhn_ok, valid_id_card, valid_phone
 from zhasr.calltext.itn import numbers_to_digits
-from zhasr.calltext.pii import KINDS, find_pii, parse_kinds
+from zhasr.calltext.pii import KINDS, find_pii, parse_kinds, redact
 from zhasr.data.synth.personal import NAMING_WORDS, personal_set
 from zhasr.evaluation.redaction_recall import score
 from zhasr.serve.jobs import JobStore
@@ -225,6 +225,23 @@ def test_a_run_longer_than_a_phone_number_is_not_cut_for_one_unnamed(text, found
     assert [(f.kind, text[f.start:f.end]) for f in find_pii(text)] == found
 
 
+@pytest.mark.parametrize("text,redacted", [
+    ("我要13812345678的通话记录", "我要[PHONE]的通话记录"),  # "要" before written digits ends its word
+    ("我要6225880123456783的流水", "我要[BANK_CARD]的流水"),
+    ("收货人张三13812345678", "收货人张三[PHONE]"),  # so does a name's numeral
+    ("我的手机是138。1234。5678", "我的手机是[PHONE]"),  # a pause heard inside the number
+    ("我的手机号是幺三八。幺二三四五六七八。", "我的手机号是[PHONE]。"),
+    ("我手机是１３８１２３４５６７８", "我手机是[PHONE]"),  # full-width digits
+    ("我手机号一三八两二三四五六七八", "我手机号[PHONE]"),  # 两 for a 2 inside a number
+    ("快递寄到北京，收件人110105199003071239", "快递寄到北京，收件人[ID_CARD]"),  # passes every check of its kind
+    ("客服电话是400-812-3456", "客服电话是400-812-3456"), ("热线电话4006-888-888", "热线电话4006-888-888"),  # hotlines
+    ("订单上留的是13812345678", "订单上留的是13812345678"),  # a mobile's shape after 订单: as before
+    ("我们两个人三点到", "我们两个人三点到"),
+])
+def test_numbers_as_callers_say_them_and_recognizers_write_them(text, redacted):
+    assert redact(text)[0] == redacted
+
+
 def test_checksums_and_prefixes():
     assert valid_id_card("11010519491231002X") and not valid_id_card("110105194912310021")
     assert not valid_id_card("11010520991231002" + id_check_char("11010520991231002"))  # born in the future
@@ -240,6 +257,8 @@ def test_checksums_and_prefixes():
     ("十二点五元", "12.5元"), ("两百块钱", "200块钱"), ("晚上八点", "晚上8点"),
     ("我等一下再打", "我等一下再打"), ("统一处理", "统一处理"), ("一心一意", "一心一意"), ("星期一", "星期一"),
     ("我想问一个问题", "我想问一个问题"), ("一五一十地说", "一五一十地说"), ("一块儿去", "一块儿去"),
+    ("几十万元", "几十万元"), ("数十个", "数十个"),  # "dozens of": no value to write
+    ("单价十二点五十元", "单价十二点五十元"),  # a price, not a clock time
 ])
 def test_numbers_to_digits(said, written):
     assert numbers_to_digits(said) == written

@@ -30,12 +30,13 @@ _RUN = re.compile(rf"(?<![{_VALUE}点])[{_NUMERAL}](?:[ \-]?[{_NUMERAL}0-9]){{2,
 _PERCENT = re.compile(rf"百分之([{_VALUE}]+(?:点[{_NUMERAL}]+)?)")
 _TIME_OF_DAY = "上午|下午|晚上|凌晨|中午|早上|傍晚|夜里"
 _CLOCK = re.compile(rf"(?<![{_VALUE}])([一二两三四五六七八九十]{{1,3}})点"
-                    rf"(?:([一二三四五]?十[一二三四五六七八九]?|零[一二三四五六七八九])分?|(半|钟|整))")
+                    rf"(?:([一二三四五]?十[一二三四五六七八九]?|零[一二三四五六七八九])分?(?![{_VALUE}]|元|块|角|毛)"
+                    rf"|(半|钟|整))")
 _DAYTIME_HOUR = re.compile(rf"({_TIME_OF_DAY})([一二两三四五六七八九十]{{1,3}})点")
 _MEASURES = ("元|块(?!儿)|角|毛|分钟|分|小时|秒|年|个月|月|号|日|天|周|星期|岁|个|件|次|位|台|张|只|条|本|份|家|种|倍|"
              "层|楼|栋|室|箱|瓶|盒|斤|公斤|克|公里|米|期|折|单|笔|元钱|块钱|G|寸")
 _SINGLE_UNITS = "元|块(?!儿)|角|月|号|日|岁|小时|分钟|秒|楼|层|栋|折|期"
-_BIG_VALUE = re.compile(rf"(?<![{_VALUE}点])((?=[{_VALUE}]*[十百千万亿])[{_VALUE}]+(?:点[{_NUMERAL}]+)?"
+_BIG_VALUE = re.compile(rf"(?<![{_VALUE}点几数])((?=[{_VALUE}]*[十百千万亿])[{_VALUE}]+(?:点[{_NUMERAL}]+)?"
                         rf"|[{_VALUE}]+点[{_NUMERAL}]+)(?=(?:{_MEASURES}))")
 _SINGLE = re.compile(rf"(?<![{_VALUE}点第])([一二三四五六七八九])(?=(?:{_SINGLE_UNITS}))")
 
