@@ -256,6 +256,39 @@ def test_writers_give_openai_shapes_and_subtitles():
                                "00:00:04.500 --> 01:02:05.125\n<v customer>我的快递还没到\n")
     with pytest.raises(ValueError, match="expected one of text, json"):
         write(t, "docx")
+    odd = dataclasses.replace(t, segments=(dataclasses.replace(t.segments[0], text="第一行\n\n第二行 a --> b <i>&"),))
+    assert write(odd, "srt").split("\n")[2] == "[agent] 第一行 第二行 a --> b <i>&"  # a blank line ends a cue
+    assert write(odd, "vtt").split("\n")[3] == "<v agent>第一行 第二行 a --&gt; b &lt;i&gt;&amp;"
+
+
+def test_a_mono_call_asked_to_split_and_unusual_samples_are_read_as_the_same_speech(tiny_exports, generated_call,
+                                                                                    tmp_path):
+    """Unsigned 8-bit WAV is centred on its midpoint (it read as a 0.5 offset and the VAD heard no speech); NaN
+    in an array is silence as in a file; a mono call asked to split is transcribed as mixed, its turns not
+    merged across speakers; a call's two channels and the same samples as one channel are two cache keys."""
+    from zhasr.transcribe.cache import audio_digest
+
+    wav, _ = generated_call
+    stereo, rate = sf.read(wav, dtype="float32")
+    stereo = stereo[: 40 * rate]
+    sf.write(tmp_path / "u8.wav", stereo, rate, subtype="PCM_U8")
+    sf.write(tmp_path / "s16.wav", stereo, rate, subtype="PCM_16")
+    u8, s16 = read_call(tmp_path / "u8.wav"), read_call(tmp_path / "s16.wav")
+    assert abs(float(u8.samples.mean())) < 0.01 and np.abs(u8.samples - s16.samples).max() < 0.05
+    transcriber = Transcriber.open(tiny_exports["ct2"], PARAMS)
+    as_u8, as_s16 = transcriber.transcribe(u8, channels="split"), transcriber.transcribe(s16, channels="split")
+    assert [s.channel for s in as_u8.segments] == [s.channel for s in as_s16.segments]
+
+    mono = s16.mono()
+    mixed, split = transcriber.transcribe(mono, channels="mix"), transcriber.transcribe(mono, channels="split")
+    assert [(s.start, s.end) for s in split.segments] == [(s.start, s.end) for s in mixed.segments]
+    assert split.channels == "mix" and "call" not in json.loads(write(split, "verbose_json"))
+    holed = mono.copy()
+    holed[::5000] = np.nan
+    clean = np.where(np.isnan(holed), 0.0, holed).astype(np.float32)
+    assert [(s.start, s.end, s.text) for s in transcriber.transcribe(holed).segments] == [
+        (s.start, s.end, s.text) for s in transcriber.transcribe(clean).segments]
+    assert audio_digest(s16.samples) != audio_digest(s16.samples.reshape(-1))
 
 
 def test_cli_prints_only_the_transcript(project, tiny_exports, generated_call):

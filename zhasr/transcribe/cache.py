@@ -56,7 +56,12 @@ def weights_digest(*folders: Path) -> str:
 
 
 def audio_digest(samples: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
+    """sha256 of the float32 samples; of a call's channels (2-D), of their shape too (two channels of n samples
+    are not one of 2n)."""
+    digest = hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
+    if np.ndim(samples) > 1:
+        digest.update(repr(np.shape(samples)).encode())
+    return digest.hexdigest()
 
 
 def engine_key(runtime: str, decode: DecodeOptions | None, settings: TranscribeParams, language: str,

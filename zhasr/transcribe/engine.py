@@ -336,7 +336,8 @@ class Transcriber:
                 warnings.append(f"word timestamps: the {self.runtime.name} runtime gives none")
             out.append(Transcription(text=" ".join(s.text for s in segments if s.text), segments=tuple(segments),
                                      duration_s=round(call.duration_s, 3), language=self.language,
-                                     model=self.identity, runtime=self.runtime.name, channels=plan.mode,
+                                     model=self.identity, runtime=self.runtime.name,
+                                     channels="split" if plan.mode == "split" and call.channels == 2 else "mix",
                                      removed=tuple(x for x in judged if isinstance(x, Removed)),
                                      warnings=tuple(warnings), timings=timings))
         return out
@@ -346,7 +347,7 @@ class Transcriber:
         """Who says each segment, for ``merge_turns``: its channel in split mode; mixed, the channel 6 dB louder
         over it, where both channels are the louder one somewhere (a call stored with one channel dead, or
         the same audio twice, does not tell its parties apart: None for all)."""
-        if mode == "split":
+        if mode == "split" and call.channels == 2:  # a mono call asked to split is transcribed as one track
             return [s.channel for s in segments]
         parties = [call.louder_channel(s.start, s.end) for s in segments]
         return parties if len({p for p in parties if p is not None}) > 1 else [None] * len(segments)
@@ -413,5 +414,5 @@ def _as_call(audio: AudioSource, name: str, max_audio_s: float) -> CallAudio:
         samples = np.atleast_2d(np.asarray(audio, dtype=np.float32))
         if samples.shape[1] == 0:
             raise AudioError(f"{name}: no samples")
-        return CallAudio(samples, TARGET_RATE, "pcm_f32le")
+        return CallAudio(np.clip(np.nan_to_num(samples), -1.0, 1.0), TARGET_RATE, "pcm_f32le")  # as read_call does
     return read_call(audio if isinstance(audio, bytes) else Path(audio), name, max_audio_s)

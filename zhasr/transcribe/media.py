@@ -92,7 +92,7 @@ def _decode_av(blob: bytes, name: str, limit_s: float | None) -> tuple[np.ndarra
             data = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
             if not frame.format.is_planar:
                 data = data.reshape(-1, len(frame.layout.channels)).T
-            chunks.append(data.astype(np.float32) / _scale(data.dtype))
+            chunks.append(_as_float(data))
             samples += data.shape[1]
             if limit_s is not None and samples > limit_s * rate:
                 raise _too_long(name, declared, limit_s)
@@ -116,9 +116,13 @@ def _wav_shortfall(blob: bytes) -> float | None:
     return declared / present
 
 
-def _scale(dtype: np.dtype) -> float:
-    """Full scale of an integer sample type (1 for floats)."""
-    return float(np.iinfo(dtype).max) + 1 if np.issubdtype(dtype, np.integer) else 1.0
+def _as_float(data: np.ndarray) -> np.ndarray:
+    """Integer samples as float32 in [-1, 1): an unsigned type (8-bit WAV) centred on its midpoint first."""
+    if not np.issubdtype(data.dtype, np.integer):
+        return data.astype(np.float32)
+    info = np.iinfo(data.dtype)
+    middle = (int(info.max) + 1) // 2 if info.min == 0 else 0
+    return (data.astype(np.float32) - middle) / (int(info.max) + 1 - middle)
 
 
 def _decode_sndfile(blob: bytes, name: str, limit_s: float | None) -> tuple[np.ndarray, int, str]:

@@ -74,6 +74,16 @@ def _label(speaker: str, text: str) -> str:
     return f"[{speaker}] {text}" if speaker else text
 
 
+def _cue_text(text: str) -> str:
+    """A cue's text on one line: a blank line would end the cue in SRT and VTT."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _vtt_text(text: str) -> str:
+    """A WebVTT cue's text: "&", "<" and ">" escaped (a "<" opens a tag; "-->" may not appear)."""
+    return _cue_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def write(t: Transcription, fmt: str, words: bool = False) -> str:
     """``t`` in ``fmt``; text and subtitles label split-channel turns with their speaker."""
     if fmt == "text":
@@ -85,11 +95,11 @@ def write(t: Transcription, fmt: str, words: bool = False) -> str:
     if fmt == "diarized_json":
         return json.dumps(diarized(t), ensure_ascii=False)
     if fmt == "srt":
-        cues = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{_label(s.speaker, s.text)}\n"
+        cues = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{_label(s.speaker, _cue_text(s.text))}\n"
                 for i, s in enumerate((s for s in t.segments if s.text), start=1)]
         return "\n".join(cues)
     if fmt == "vtt":
         cues = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n"
-                f"{f'<v {s.speaker}>' if s.speaker else ''}{s.text}\n" for s in t.segments if s.text]
+                f"{f'<v {s.speaker}>' if s.speaker else ''}{_vtt_text(s.text)}\n" for s in t.segments if s.text]
         return "WEBVTT\n\n" + "\n".join(cues)
     raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
