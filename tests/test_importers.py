@@ -367,3 +367,26 @@ def test_imported_batch_ingests(tmp_path):
     rows = by_id(ingest_batches(tmp_path / "incoming", tmp_path / "dataset", IngestParams(test_fraction=0.2, workers=1)))
     assert rows["a"]["decode_error"] is None and rows["a"]["duration_s"] == pytest.approx(0.5)
     assert "file not found" in rows["gone"]["decode_error"]
+
+
+def test_a_row_the_importer_found_wrong_stays_out_and_segments_come_through(tmp_path):
+    """A Kaldi segment cut short at its recording's end decodes, but its text was said past it: ingest keeps
+    it out with the importer's reason. A JSONL line's labelled segments reach ingest (they were dropped, and
+    the recording went in under its empty text)."""
+    from zhasr.data.ingest import ingest_batches
+
+    rate = 16000
+    rec = write_tone(tmp_path / "rec.wav", 3.0, rate=rate)
+    data = write_kaldi_dir(tmp_path / "data", f"r1 {rec}\n", "u1 第一句\nu2 说到了很后面\n",
+                           segments="u1 r1 0.0 1.0\nu2 r1 1.0 8.0\n", utt2spk="u1 A\nu2 A\n")
+    import_dataset("kaldi", data, tmp_path / "incoming", "k")
+    (tmp_path / "src").mkdir()
+    write_tone(tmp_path / "src" / "call.wav", 4.0)
+    line = {"id": "call1", "audio": "call.wav", "text": "", "segments": [
+        {"start": 0.0, "end": 1.5, "text": "您好"}, {"start": 2.0, "end": 3.5, "text": "请问"}]}
+    (tmp_path / "src" / "m.jsonl").write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+    import_dataset("jsonl", tmp_path / "src" / "m.jsonl", tmp_path / "incoming", "j")
+    rows = by_id(ingest_batches(tmp_path / "incoming", tmp_path / "dataset", IngestParams(workers=1)))
+    assert rows["u1"]["decode_error"] is None
+    assert rows["u2"]["decode_error"].startswith("import: segment ends at 8.0 s, past the end of")
+    assert (rows["call1#0"]["text"], rows["call1#1"]["text"]) == ("您好", "请问")

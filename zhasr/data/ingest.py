@@ -217,6 +217,7 @@ def _parse_segments(raw: Any) -> list[tuple[float, float, str]]:
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,), "template": (str,), "topic": (str,), "language": (str,), "label_version": (str,),
     "channel": (str,), "snr_db": (int, float), "id": (str, int), "speaker": (str, int), "call_id": (str, int),
+    "import_problem": (str,),
 }
 
 
@@ -238,7 +239,7 @@ def _ingest_line(
     """Rows for one manifest line: one, or one per segment when the line gives ``segments``."""
     row = row or {}
     if error is None:
-        error = _field_error(row)
+        error = _field_error(row) or (f"import: {row['import_problem']}" if row.get("import_problem") else None)
     text = row.get("text") if isinstance(row.get("text"), str) else ""
     speaker = str(row.get("speaker") or row.get("call_id") or f"{batch}:{row.get('audio', line_no)}")
     template = str(row.get("template") or row.get("topic") or "")

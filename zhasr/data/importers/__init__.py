@@ -43,9 +43,10 @@ Error policy:
   not parse, a missing required file or column, a duplicate key in a Kaldi or
   AISHELL index file, an unsupported ``wav.scp`` entry (a command pipe, an
   archive offset), a segment whose times are not numbers or are out of order.
-- A problem with one utterance does not stop the import. Its row is written,
-  so that ingest and validation quarantine it with a reason and nothing is lost
-  silently, and ``ImportResult.warnings`` gets ``(id, reason)``. This covers an
+- A problem with one utterance does not stop the import. Its row is written
+  with the reasons in ``import_problem``, so that ingest quarantines it (its
+  audio may decode: a segment cut short does) and nothing is lost silently,
+  and ``ImportResult.warnings`` gets ``(id, reason)``. This covers an
   audio file that does not exist or cannot be read (the row's ``audio`` then
   names the batch path the file would have had, which does not exist), a row
   with no audio path (``audio/missing/<id>``), a row with empty text (written

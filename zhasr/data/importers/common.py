@@ -135,7 +135,7 @@ class _Build:
             if audio_problem:
                 problems.append(audio_problem)
         text = "" if text is None else str(text)
-        if not text.strip():
+        if not text.strip() and not (extra or {}).get("segments"):  # segments carry their own texts
             problems.append("no text")
         row: dict[str, Any] = {"id": row_id, "audio": dest, "text": text}
         pattern = self.options.speaker_pattern
@@ -155,6 +155,8 @@ class _Build:
         if self.options.split:
             row["split"] = self.options.split
         row["source"] = source
+        if problems:  # ingest keeps such a row out of the dataset, with these reasons (audio cut short still decodes)
+            row["import_problem"] = "; ".join(problems)
         self.rows.append(row)
         for problem in problems:
             self.warnings.append((row_id, problem))

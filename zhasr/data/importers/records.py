@@ -76,6 +76,8 @@ def _import_records(source: Path, build: _Build, fmt: str) -> None:
         src = root / str(audio) if audio not in (None, "") else None
         derived = PurePosixPath(str(audio).replace("\\", "/")).stem if src is not None else f"{source.stem}-{n + 1}"
         extra = _scalar_extras(row, {"audio", "id", "speaker", text_key})
+        if "segments" in row:  # a long recording's labelled segments, as ingest reads them (it checks them)
+            extra["segments"] = row["segments"]
         build.add(uid=row.get("id"), derived_id=derived or f"{source.stem}-{n + 1}", audio_src=src,
                   dest=_dest_for(src, root) if src is not None else None, text=row.get(text_key),
                   source=f"{fmt}:{where}", speaker=row.get("speaker"), extra=extra)
