@@ -115,7 +115,12 @@ def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.A
             raise PromotionError(f"{name}: no previous champion to roll back to ({whole})")
         to = lineage[-2]
     elif str(to) not in lineage:
-        was = "was champion, but it is pruned" if str(to) in every else "was never champion"
+        if str(to) in every:
+            was = "was champion, but it is pruned"
+        elif any(c.alias == CHAMPION and c.version == str(to) for c in registry.alias_history(name)):
+            was = f"was champion until a rollback past it; approve it again (zhasr approve {to})"
+        else:
+            was = "was never champion"
         raise PromotionError(f"{name} v{to}: {was} ({whole})")
     if current is not None and str(current.version) == str(to):
         raise PromotionError(f"{name} v{to} is already the champion")

@@ -328,6 +328,8 @@ def test_cli_approve_reject_rollback_and_status(prefect_server, ctx, tiny_model_
     assert aliases() == {"champion": "1"}
     assert main(["rollback", "--by", "dan", "--note", "nothing left"]) == 2
     assert "no previous champion" in capsys.readouterr().err
+    assert main(["rollback", "--to", "3", "--by", "dan", "--note", "forward again"]) == 2
+    assert "v3: was champion until a rollback past it; approve it again" in capsys.readouterr().err
 
     assert main(["status"]) == 0
     state = json.loads(capsys.readouterr().out)

@@ -124,5 +124,6 @@ def speech_spans(samples: np.ndarray, params: TranscribeParams, one_speaker: boo
         while end - start > limit:
             out.append((start, start + limit))
             start += limit
-        out.append((start, end))
+        if end - start >= params.min_speech_ms * TARGET_RATE // 1000:  # not a sliver left by a hard cut
+            out.append((start, end))
     return out
