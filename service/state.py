@@ -208,7 +208,7 @@ class ServiceState:
         except (RuntimeError, OSError) as exc:  # the batch's decoding or the disk: tried again while it may be
             if job.attempts < MAX_ATTEMPTS:
                 log.warning("job %s: attempt %d of %d failed, queued again: %s", job.id, job.attempts, MAX_ATTEMPTS, exc)
-                self.jobs.retry(job.id)
+                self.jobs.retry(job.id, self.serve.job_retry_s)
             else:
                 log.warning("job %s failed: %s", job.id, exc)
                 self.jobs.fail(job.id, f"{exc} (attempt {job.attempts} of {MAX_ATTEMPTS})")

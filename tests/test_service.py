@@ -634,7 +634,7 @@ def test_a_job_is_tried_three_times_and_an_unforeseen_error_fails_only_its_job(p
     assert store.recover() == 0
     assert store.get(crashing.id).state == "failed" and "no result in 3 attempts" in store.get(crashing.id).error
 
-    state = ServiceState(StageContext(project, load_params(project / "params.yaml")))
+    state = ServiceState(StageContext(project, load_params(project / "params.yaml", ["serve.job_retry_s=1"])))
     state.model.current = object()  # a model is served: the jobs thread takes jobs
     broken, fine = state.jobs.submit("k", b"a", {}, 1.0), state.jobs.submit("k", b"b", {}, 1.0)
     ran = []
@@ -661,7 +661,9 @@ def test_a_job_is_tried_three_times_and_an_unforeseen_error_fails_only_its_job(p
         raise RuntimeError("RuntimeError: CUDA out of memory")
 
     state.work = batch_fails
+    began = time.monotonic()
     run_jobs_until(lambda: state.jobs.get(unlucky.id).state == "failed")
+    assert time.monotonic() - began >= 1 + 2  # tried again after serve.job_retry_s, then twice that
     assert state.jobs.get(unlucky.id).attempts == 3
     assert state.jobs.get(unlucky.id).error == "RuntimeError: CUDA out of memory (attempt 3 of 3)"
 

@@ -442,6 +442,7 @@ class ServeParams:
     batch_wait_ms: float = 30.0  # the worker waits this long after the first piece for more to fill a batch
     batch_requests: bool = True  # false: one request at a time (pieces of one request batched only)
     retry_after_s: int = 5  # advised wait on 503
+    job_retry_s: float = 30.0  # a job whose batch failed (memory, disk) is tried again after this, doubled each time
     # days a finished job's result (and its kept audio) is kept; older ones are deleted by the service
     # (hourly) and by ``zhasr serve-purge``; 0 = kept until deleted by hand
     retain_days: float = 30.0
@@ -773,6 +774,8 @@ def _check_detector(detector: DetectorParams, register: RegisterParams) -> None:
 def _check_serve(serve: ServeParams) -> None:
     if serve.retain_days < 0:
         raise ConfigError(f"serve.retain_days: must be 0 (keep) or more days, got {serve.retain_days}")
+    if serve.job_retry_s < 0:
+        raise ConfigError(f"serve.job_retry_s: must be 0 or more seconds, got {serve.job_retry_s}")
     for key in ("port", "max_upload_mb", "max_audio_s", "requests_per_minute", "audio_s_per_minute", "max_queued",
                 "max_queued_jobs", "poll_s"):
         if getattr(serve, key) <= 0:

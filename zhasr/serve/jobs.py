@@ -38,10 +38,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     completions INTEGER NOT NULL DEFAULT 0,
     model_version TEXT,
     result TEXT,
-    error TEXT
+    error TEXT,
+    not_before REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created);
 """
+
+
+_JOB_COLUMNS = ("id, key_name, state, options, audio, duration_s, created, started, finished, attempts, completions, "
+                "model_version, result, error")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
+        if "not_before" not in {c[1] for c in self._db.execute("PRAGMA table_info(jobs)")}:  # a store from before
+            self._db.execute("ALTER TABLE jobs ADD COLUMN not_before REAL")
         self._lock = threading.Lock()
 
     def _row(self, row) -> Job:
@@ -88,6 +95,11 @@ class JobStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(target.with_suffix(".part"), target)
+        folder = os.open(target.parent, os.O_RDONLY)  # the rename itself survives a power loss
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         with self._lock:
             self._db.execute("INSERT INTO jobs (id, key_name, state, options, audio, duration_s, created) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -96,16 +108,16 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._row(row) if row else None
 
     def claim(self) -> Job | None:
-        """The oldest queued job, now running; None when the queue is empty."""
+        """The oldest queued job due now, now running; None when there is none."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY created LIMIT 1",
-                                       (QUEUED,)).fetchone()
+                row = self._db.execute("SELECT id FROM jobs WHERE state = ? AND (not_before IS NULL OR not_before <= ?) "
+                                       "ORDER BY created LIMIT 1", (QUEUED, time.time())).fetchone()
                 if row:
                     self._db.execute("UPDATE jobs SET state = ?, started = ?, attempts = attempts + 1 WHERE id = ?",
                                      (RUNNING, time.time(), row[0]))
@@ -155,10 +167,13 @@ class JobStore:
             self._db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ? AND state = ?",
                              (FAILED, time.time(), error, job_id, RUNNING))
 
-    def retry(self, job_id: str) -> None:
-        """A running job whose decoding failed for a cause outside it (the runtime's batch): queued again."""
+    def retry(self, job_id: str, delay_s: float) -> None:
+        """A running job whose decoding failed for a cause outside it (the runtime's batch, a full disk): queued
+        again, due in ``delay_s`` doubled for each attempt before this one, so that what made it fail (memory
+        held by other requests, a disk being cleared) may pass."""
         with self._lock:
-            self._db.execute("UPDATE jobs SET state = ? WHERE id = ? AND state = ?", (QUEUED, job_id, RUNNING))
+            self._db.execute("UPDATE jobs SET state = ?, not_before = ? + ? * (1 << (attempts - 1)) "
+                             "WHERE id = ? AND state = ?", (QUEUED, time.time(), delay_s, job_id, RUNNING))
 
     def recover(self) -> int:
         """Jobs left running by a stopped server go back to the queue, unless that was their last of
