@@ -360,3 +360,15 @@ def test_only_rows_whose_audio_decoded_become_dataset_rows(tmp_path):
     (row,) = decoded_rows(ingested)
     assert (row.id, row.text_norm, row.band, row.sample_rate_src) == ("a", "您好", "wideband", 16000)
     assert [r["id"] for r in ingested if r["decode_error"]] == ["gone"]
+
+
+def test_a_later_batch_whose_name_sorts_first_does_not_take_over_an_accepted_clip(tmp_path):
+    """Of rows with one audio, validation keeps the first: the batch that came first, not the one named first."""
+    incoming, dataset = tmp_path / "incoming", tmp_path / "dataset"
+    write_tone(incoming / "z-old" / "0.wav", 1.0)
+    write_batch(incoming, "z-old", [{"id": "old", "audio": "0.wav", "text": "您好", "speaker": "s1"}])
+    assert [r["id"] for r in ingest_batches(incoming, dataset, IngestParams())] == ["old"]
+    (incoming / "a-new").mkdir()
+    (incoming / "a-new" / "copy.wav").write_bytes((incoming / "z-old" / "0.wav").read_bytes())
+    write_batch(incoming, "a-new", [{"id": "new", "audio": "copy.wav", "text": "谢谢再见", "speaker": "s2"}])
+    assert [r["id"] for r in ingest_batches(incoming, dataset, IngestParams())] == ["old", "new"]

@@ -300,11 +300,11 @@ def ingest_batches(
 ) -> list[dict[str, Any]]:
     """Ingest every ``<batch>/manifest.jsonl`` under ``incoming``; write and return the rows.
 
-    Rows keep input order (batches sorted by name). ``progress(done, total)`` is
+    Rows keep input order: batches in the order they first arrived (the ledger's), new ones by name. ``progress(done, total)`` is
     called after each line.
     """
     incoming, dataset_dir = Path(incoming), Path(dataset_dir)
-    manifests = batch_manifests(incoming)
+    manifests = _in_arrival_order(batch_manifests(incoming), dataset_dir / LEDGER_FILE)
     if not manifests:
         raise FileNotFoundError(f"{incoming}: no batch found (expected <batch>/manifest.jsonl)")
     jobs = []
@@ -336,6 +336,16 @@ def batch_manifests(incoming: Path) -> list[Path]:
     """``<batch>/manifest.jsonl`` files under ``incoming``, sorted by batch name."""
     # Hidden folders are batches still being written (synth and importers build there, then rename).
     return sorted(m for m in Path(incoming).glob("*/manifest.jsonl") if not m.parent.name.startswith("."))
+
+
+def _in_arrival_order(manifests: list[Path], ledger_file: Path) -> list[Path]:
+    """The batches the ledger has seen in the order it first saw them, then new ones by name: of rows with one
+    audio (or one speaker), validation keeps the first, and that must be the one that came first, not a later
+    batch whose name sorts before."""
+    first: dict[str, int] = {}
+    for n, entry in enumerate(read_jsonl(ledger_file) if ledger_file.is_file() else []):
+        first.setdefault(entry["batch"], n)
+    return sorted(manifests, key=lambda m: (first.get(m.parent.name, len(first)), m.parent.name))
 
 
 def pending_batches(incoming: Path, dataset_dir: Path) -> list[str]:
