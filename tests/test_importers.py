@@ -390,3 +390,14 @@ def test_a_row_the_importer_found_wrong_stays_out_and_segments_come_through(tmp_
     assert rows["u1"]["decode_error"] is None
     assert rows["u2"]["decode_error"].startswith("import: segment ends at 8.0 s, past the end of")
     assert (rows["call1#0"]["text"], rows["call1#1"]["text"]) == ("您好", "请问")
+
+
+def test_a_common_voice_path_leaving_its_clips_folder_is_not_copied(tmp_path):
+    cv = tmp_path / "cv-corpus" / "zh-CN"
+    (cv / "clips").mkdir(parents=True)
+    secret = write_tone(tmp_path / "private" / "secret.wav", 0.5)
+    (cv / "validated.tsv").write_text("client_id\tpath\tsentence\nc1\t../../../private/secret.wav\t您好\n",
+                                      encoding="utf-8")
+    result = import_dataset("commonvoice", cv, tmp_path / "incoming", "cv")
+    assert result.warnings == [("secret", "path '../../../private/secret.wav' leaves the release's clips folder")]
+    assert not any(p.name == secret.name for p in result.batch_dir.rglob("*"))

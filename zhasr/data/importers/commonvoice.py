@@ -23,9 +23,11 @@ def _import_commonvoice(source: Path, build: _Build) -> None:
     if missing:
         raise SourceError(f"{tsv}:1: missing column(s) {', '.join(missing)} (columns: {', '.join(header)})")
     for _, row in _csv_records(reader, header, tsv):
-        name = row["path"].strip()
+        name, problem = row["path"].strip(), None
         if not name:
             src = None
+        elif not (clips / name).resolve().is_relative_to(clips.resolve()):  # a release names clips by file name
+            src, problem = None, f"path {name!r} leaves the release's clips folder"
         else:
             src = clips / name
             if not src.is_file() and not src.suffix and (clips / f"{name}.mp3").is_file():
@@ -33,4 +35,5 @@ def _import_commonvoice(source: Path, build: _Build) -> None:
         extra = {k: v for k, v in row.items() if k not in ("client_id", "path", "sentence") and v != ""}
         build.add(uid=Path(name).stem if name else None, derived_id=f"{tsv.stem}-{reader.line_num}",
                   audio_src=src, dest=_dest_for(src, source) if src is not None else None, text=row["sentence"],
-                  source=f"commonvoice:{tsv.name}:{reader.line_num}", speaker=row["client_id"], extra=extra)
+                  source=f"commonvoice:{tsv.name}:{reader.line_num}", speaker=row["client_id"], extra=extra,
+                  audio_problem=problem)
