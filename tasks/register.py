@@ -48,7 +48,7 @@ class Registration:
         return cls(**data)
 
 
-ATTEMPT_TAG = "zhasr.registration"  # what every attempt of one registration shares (attempt_key)
+ATTEMPT_TAG = "zhasr.registration"  # on a register run: what every attempt of its registration shares
 
 
 def attempt_key(ctx: StageContext) -> str | None:
@@ -60,11 +60,14 @@ def attempt_key(ctx: StageContext) -> str | None:
 
 
 def registered_by(name: str, key: str | None):
-    """The version of ``name`` an earlier attempt of this registration made (a retry after a failure past
-    registering must not register a second one); None when there is none."""
+    """The version of ``name`` an earlier attempt of this registration made, found by its register run's
+    ``ATTEMPT_TAG`` (a retry after a failure past registering must not register a second one); None when
+    there is none."""
     if key is None:
         return None
-    return next((v for v in registry.versions(name) if v.tags.get(ATTEMPT_TAG) == key), None)
+    runs = {r.info.run_id for r in mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                                      filter_string=f"tags.`{ATTEMPT_TAG}` = '{key}'")}
+    return next((v for v in registry.versions(name) if v.run_id in runs), None) if runs else None
 
 
 def version_tags(evaluation: EvaluationSummary, verdict: Verdict, dataset_md5: str, learned_batches: list[str],
@@ -122,11 +125,10 @@ def run(ctx: StageContext) -> Registration:
     name, exports = ctx.params.register.model_name, current_exports(ctx)
     tags = version_tags(evaluation, verdict, ctx.read_report("validate", ValidatedDataset).dataset_md5,
                         train.learned_batches, exports)
-    if key := attempt_key(ctx):
-        tags[ATTEMPT_TAG] = key
+    key = attempt_key(ctx)
     details = run_tags(ctx, evaluation, verdict, train, merged, exports)
     with tracking.stage_run(ctx, "register") as run:
-        mlflow.set_tags(details)
+        mlflow.set_tags(details | ({ATTEMPT_TAG: key} if key else {}))
         version = registered_by(name, key) or registry.log_and_register(
             name, Path(merged.merged_dir), ctx.params.model.language, tags=tags, transcribe=ctx.params.transcribe)
         number = str(version.version)

@@ -53,7 +53,7 @@ def numbers_heard(text: str) -> int:
     """Passages of personal data (every kind of zhasr.calltext.pii, found or already replaced by a
     placeholder) and other runs of 7+ digits in a transcript, in digits or numerals. A garbled number still
     counts when a naming word (手机号, 身份证, 验证码, ...) stands before it."""
-    text, kept = _PLACEHOLDER.subn("。", text)  # a full stop: no number runs across it
+    text, kept = _PLACEHOLDER.subn("。\n", text)  # a stop and a line break: no number or stretch runs across
     return kept + len(find_pii(text, (*KINDS, NUMBER)))
 
 
