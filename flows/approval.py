@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from prefect.states import Running
 from pydantic import Field
 
+from mlflow_services.errors import PromotionError
 from tasks import approval
 from tasks.register import Registration
 from zhasr.context import StageContext
@@ -33,7 +34,8 @@ class ApprovalDecision(RunInput):
 class Approval:
     """A reviewer's answer on a challenger, or ``timeout`` when none came within ``approval.timeout_s``."""
 
-    decision: Literal["approved", "rejected", "timeout"]
+    # refused: the answer no longer applied when it came (another version approved meanwhile); nothing changed
+    decision: Literal["approved", "rejected", "timeout", "refused"]
     champion: str | None  # the champion version after the answer
     by: str | None = None  # the reviewer
     note: str | None = None  # their reason
@@ -75,7 +77,11 @@ def await_approval(ctx: StageContext, name: str, version: str, model_card: str) 
         champion = approval.champion_version(name)
         logger.info("no answer in %d s: v%s stays challenger, champion is v%s", options.timeout_s, version, champion)
         return Approval("timeout", champion)
-    champion = approval.decide(name, version, decision.approve, decision.reviewer, decision.comment)
+    try:
+        champion = approval.decide(name, version, decision.approve, decision.reviewer, decision.comment)
+    except PromotionError as exc:  # a stale answer: the registration stands, the decision is not applied
+        logger.warning("%s's answer on v%s was not applied: %s", decision.reviewer, version, exc)
+        return Approval("refused", approval.champion_version(name), decision.reviewer, f"{decision.comment} ({exc})")
     logger.info("%s %s v%s: %s", decision.reviewer, "approved" if decision.approve else "rejected", version,
                 decision.comment)
     return Approval("approved" if decision.approve else "rejected", champion, decision.reviewer, decision.comment)

@@ -76,8 +76,8 @@ def transcribe_archive(source: str | None = None, model: str | None = None, para
                 progress(len(records), len(calls))
                 logger.info("%d/%d calls, %.2f audio hours, ETA %.0f s", len(records), len(calls), seconds / 3600, eta)
     summary = finish(ctx, resolved, records, time.perf_counter() - started, workers, skipped, copied)
-    logger.info("%d done (%d copied from the same audio under another name), %d failed, %d skipped; %.1f audio "
-                "hours an hour", summary.done, summary.copied, summary.failed, summary.skipped,
+    logger.info("%d done, %d failed (%d of them copied from the same audio under another name), %d skipped; "
+                "%.1f audio hours an hour", summary.done, summary.failed, summary.copied, summary.skipped,
                 summary.audio_hours_per_hour)
     return summary
 

@@ -56,7 +56,9 @@ def leases(version: ModelVersion, now: datetime | None = None) -> list[Lease]:
     for key, value in (version.tags or {}).items():
         if not key.startswith(TAG_PREFIX):
             continue
-        what, _, until = value.rpartition(UNTIL)
+        what, marked, until = value.rpartition(UNTIL)
+        if not marked:  # the first format: "<until> <what>"
+            until, _, what = value.partition(" ")
         try:
             ends = datetime.fromisoformat(until)
         except ValueError:

@@ -58,12 +58,12 @@ def approve(name: str, version: str, by: str, note: str) -> registry.AliasChange
     champion = registry.version_by_alias(name, CHAMPION)
     if champion is not None and str(champion.version) == str(version):
         raise PromotionError(f"{name} v{version} is already the champion")
-    if champion is not None and int(version) < int(champion.version) and str(version) not in champion_lineage(name):
+    if champion is not None and int(version) < int(champion.version) and not _was_champion(name, str(version)):
         raise PromotionError(f"{name} v{version}: registered before the champion v{champion.version}, its gate "
                              "compared it with an earlier champion (an answer to an old question?); only a newer "
-                             "candidate can be approved")
-    change = registry.change_alias(name, CHAMPION, str(version), action="approve", by=by, note=note)
-    _undo_if_pruned(name, str(version), change)
+                             "candidate or a former champion can be approved")
+    change = registry.change_alias(name, CHAMPION, str(version), action="approve", by=by, note=note,
+                                   check=_whole_still(name, str(version)))
     challenger = registry.version_by_alias(name, CHALLENGER)
     if challenger is not None and str(challenger.version) == str(version):
         registry.change_alias(name, CHALLENGER, str(version), action="approve", by=by, note=note, remove=True)
@@ -117,31 +117,34 @@ def rollback(name: str, by: str, note: str, to: str | None = None) -> registry.A
     elif str(to) not in lineage:
         if str(to) in every:
             was = "was champion, but it is pruned"
-        elif any(c.alias == CHAMPION and c.version == str(to) for c in registry.alias_history(name)):
+        elif _was_champion(name, str(to)):
             was = f"was champion until a rollback past it; approve it again (zhasr approve {to})"
         else:
             was = "was never champion"
         raise PromotionError(f"{name} v{to}: {was} ({whole})")
     if current is not None and str(current.version) == str(to):
         raise PromotionError(f"{name} v{to} is already the champion")
-    change = registry.change_alias(name, CHAMPION, str(to), action="rollback", by=by, note=note)
-    _undo_if_pruned(name, str(to), change)
+    change = registry.change_alias(name, CHAMPION, str(to), action="rollback", by=by, note=note,
+                                   check=_whole_still(name, str(to)))
     if current is not None:
         MlflowClient().set_model_version_tag(name, str(current.version), "zhasr.review", f"rolled back to v{to}")
     return change
 
 
-def _undo_if_pruned(name: str, version: str, change: registry.AliasChange) -> None:
-    """A prune marks a version first and looks for aliases after; an alias given in between is seen here (the
-    mark is read after the alias is set): the champion goes back to where it was, and the decision is refused."""
-    if _is_whole(name, version):
-        return
-    if change.previous is None:
-        MlflowClient().delete_registered_model_alias(name, CHAMPION)
-    else:
-        MlflowClient().set_registered_model_alias(name, CHAMPION, change.previous)
-    raise PromotionError(f"{name} v{version}: a prune took its files meanwhile; the champion stays "
-                         f"{'v' + change.previous if change.previous else 'none'}")
+def _whole_still(name: str, version: str):
+    """A ``change_alias`` check: a prune marks a version first and looks for aliases after, so a champion alias
+    given meanwhile is seen by one of the two; here, the mark read after the alias is set refuses the decision
+    (the alias goes back, nothing is recorded)."""
+    def check(previous: str | None) -> None:
+        if not _is_whole(name, version):
+            raise PromotionError(f"{name} v{version}: a prune took its files meanwhile; the champion stays "
+                                 f"{'v' + previous if previous else 'none'}")
+    return check
+
+
+def _was_champion(name: str, version: str) -> bool:
+    return any(c.alias == CHAMPION and c.version == version and c.action != "reject"
+               for c in registry.alias_history(name))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import dataclasses
 import importlib.metadata
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,9 +100,11 @@ def alias_log_experiment(name: str) -> str:
 
 
 def change_alias(name: str, alias: str, version: str, *, action: str, by: str, note: str,
-                 remove: bool = False) -> AliasChange:
+                 remove: bool = False, check: Callable[[str | None], None] | None = None) -> AliasChange:
     """Point ``alias`` at ``version`` (or remove it from ``version``) and record who, when and why: a run
-    of the experiment ``<name>-alias-log`` (the history ``status`` shows and ``rollback`` follows)."""
+    of the experiment ``<name>-alias-log`` (the history ``status`` shows and ``rollback`` follows).
+    ``check(previous)``, called once the alias is set and before anything is recorded, may raise: the alias
+    goes back to ``previous`` and nothing is recorded."""
     client = MlflowClient()
     held = version_by_alias(name, alias)
     previous = str(held.version) if held else None
@@ -110,6 +113,15 @@ def change_alias(name: str, alias: str, version: str, *, action: str, by: str, n
             client.delete_registered_model_alias(name, alias)
     else:
         client.set_registered_model_alias(name, alias, version)
+    if check is not None:
+        try:
+            check(previous)
+        except BaseException:
+            if previous is None:
+                client.delete_registered_model_alias(name, alias)
+            else:
+                client.set_registered_model_alias(name, alias, previous)
+            raise
     change = AliasChange(action, alias, version, previous, by, note,
                          datetime.now(timezone.utc).isoformat(timespec="microseconds"))
     experiment = mlflow.get_experiment_by_name(alias_log_experiment(name))

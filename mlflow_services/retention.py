@@ -191,8 +191,9 @@ def _delete(client: MlflowClient, name: str, number: str, files: list[tuple[Any,
     what = (f"{name} v{number}: weights and exports deleted {at} (register.keep_newest {rule.keep_newest}, "
             f"keep_champions {rule.keep_champions})")
     client.set_model_version_tag(name, number, registry.PRUNED_TAG, what)
-    # Marked first, looked at again after: an alias or a lease given before the mark is seen here, and one
-    # given after it is refused (approve and rollback read the mark after they set the alias).
+    # Marked first, looked at again after: an alias or a lease given before the mark is seen here; an alias
+    # given after it is refused (approve and rollback read the mark after they set the alias). A lease taken
+    # after this look is not: a holder takes it once it has loaded the files.
     version = client.get_model_version(name, number)
     if version.aliases or in_use.leases(version):
         client.delete_model_version_tag(name, number, registry.PRUNED_TAG)

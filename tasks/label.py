@@ -83,7 +83,7 @@ def push(ctx: StageContext, paths: list[Path], model: str | None = None, strateg
     studio, project_id = open_studio(ctx)
     known = studio.pushed(project_id)
     resolved = resolve(ctx, model)
-    version = Path(resolved.identity).name  # "zhasr-whisper v3", or the model folder's name
+    version = Path(resolved.identity).name  # "zhasr-whisper v3", or the model folder's name and build
     work: list[tuple[Path, Transcription | None]] = []
     failed: list[FailedCall] = []
     for path in map(Path, paths):

@@ -20,7 +20,7 @@ from test_ingest import write_batch
 
 from cli.main import main
 from flows.approval import Approval, Promotion
-from mlflow_services import registry
+from mlflow_services import promotion, registry
 from tasks.decoding import ensure_champion, whole_clip_decoding
 from zhasr.config import load_params
 from zhasr.context import StageContext
@@ -253,8 +253,9 @@ def test_worse_candidate_is_not_promoted_and_champion_untouched(prefect_server, 
     assert aliases() == {"champion": "1"}
 
 
-def _answer_when_paused(answer: dict) -> threading.Thread:
-    """Resume the first paused flow run with ``answer`` as its form input (as a reviewer in the UI would)."""
+def _answer_when_paused(answer: dict, meanwhile=lambda: None) -> threading.Thread:
+    """Resume the first paused flow run with ``answer`` as its form input (as a reviewer in the UI would), after
+    ``meanwhile()`` (what someone else did while the form waited)."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName
     from prefect.flow_runs import resume_flow_run
@@ -266,6 +267,7 @@ def _answer_when_paused(answer: dict) -> threading.Thread:
                 paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                     state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"]))))
                 if paused:
+                    meanwhile()
                     resume_flow_run(paused[0].id, run_input=answer)
                     return
                 time.sleep(0.5)
@@ -289,6 +291,18 @@ def test_better_candidate_is_challenger_then_champion_after_approval_in_the_form
     history = [(c.action, c.alias, c.version, c.by) for c in registry.alias_history(NAME)]
     assert history == [("register", "champion", "1", "zhasr"), ("gate", "challenger", "2", "zhasr gate"),
                        ("approve", "champion", "2", "alice"), ("approve", "challenger", "2", "alice")]
+
+
+def test_an_answer_that_no_longer_applies_is_refused_and_the_flow_still_finishes(prefect_server, ctx,
+                                                                                  tiny_model_dir):
+    """The form on v2 answered "reject" after someone approved v2 on the command line: nothing changes."""
+    write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
+    reviewer = _answer_when_paused({"approve": False, "reviewer": "bob", "comment": "wrong batch"},
+                                   meanwhile=lambda: promotion.approve(NAME, "2", by="carol", note="looked at it first"))
+    result = promote(["approval.timeout_s=60", "approval.poll_s=1"])
+    reviewer.join()
+    assert (result.approval.decision, result.approval.champion) == ("refused", "2")
+    assert "v2 is the champion; use rollback to replace it" in result.approval.note and aliases() == {"champion": "2"}
 
 
 def test_rejection_in_the_form_keeps_the_champion(prefect_server, ctx, tiny_model_dir):
@@ -614,7 +628,7 @@ def test_a_prune_and_a_decision_at_the_same_moment_never_lose_the_champion(prefe
                                                                            monkeypatch):
     """Prune marks a version, then looks for aliases and leases again; approve and rollback read the mark after
     they set the alias. Whichever comes second backs off: the champion's files are never deleted."""
-    from mlflow_services import in_use, promotion, retention
+    from mlflow_services import in_use, retention
     from mlflow_services.errors import PromotionError
     from zhasr.config import RegisterParams
 
@@ -640,22 +654,24 @@ def test_a_prune_and_a_decision_at_the_same_moment_never_lose_the_champion(prefe
     # the other order: the mark lands between approve setting the alias and reading the mark
     write_evaluation(ctx, tiny_model_dir, candidate_every=10, champion_every=3)
     candidate = promote().registration.version
-    change = registry.change_alias
+    decisions, give = len(registry.alias_history(NAME)), MlflowClient.set_registered_model_alias
 
-    def marked_meanwhile(name, alias, number, **kwargs):
-        made = change(name, alias, number, **kwargs)
-        client.set_model_version_tag(name, number, registry.PRUNED_TAG, "a prune meanwhile")
-        return made
+    def marked_meanwhile(self, name, alias, number):
+        give(self, name, alias, number)
+        if number == candidate:
+            client.set_model_version_tag(name, number, registry.PRUNED_TAG, "a prune meanwhile")
 
     with monkeypatch.context() as patched, pytest.raises(
             PromotionError, match=f"v{candidate}: a prune took its files meanwhile; the champion stays v1"):
-        patched.setattr(registry, "change_alias", marked_meanwhile)
+        patched.setattr(MlflowClient, "set_registered_model_alias", marked_meanwhile)
         promotion.approve(NAME, candidate, by="carol", note="better")
-    assert aliases()["champion"] == "1"
+    assert aliases()["champion"] == "1" and len(registry.alias_history(NAME)) == decisions  # nothing recorded
 
     # a lease whose end cannot be read holds its version; a run gone from the store leaves its version's row
     client.set_model_version_tag(NAME, "3", in_use.TAG_PREFIX + "host-1-ab12", "zhasr serve, until soon")
     assert "an unreadable lease" in in_use.held_by(client.get_model_version(NAME, "3"))
+    client.set_model_version_tag(NAME, "3", in_use.TAG_PREFIX + "host-1-ab12", "2026-01-01T00:00:00+00:00 zhasr serve")
+    assert in_use.held_by(client.get_model_version(NAME, "3")) == ""  # the first format, ended
     from mlflow.tracking._tracking_service.utils import _get_store
 
     run_id = client.get_model_version(NAME, "3").run_id

@@ -259,6 +259,7 @@ def test_checksums_and_prefixes():
     ("我想问一个问题", "我想问一个问题"), ("一五一十地说", "一五一十地说"), ("一块儿去", "一块儿去"),
     ("几十万元", "几十万元"), ("数十个", "数十个"),  # "dozens of": no value to write
     ("单价十二点五十元", "单价十二点五十元"),  # a price, not a clock time
+    ("我们下午两点十分一起过来", "我们下午2:10一起过来"), ("八点三十分一定到", "8:30一定到"),
 ])
 def test_numbers_to_digits(said, written):
     assert numbers_to_digits(said) == written

@@ -381,7 +381,6 @@ def test_the_vad_hears_the_first_word_of_real_telephone_turns(tmp_path):
         assert starts and abs(starts[0] - turn.start) <= 0.3, (turn.clip, turn.start, starts[:1])
 
 
-@pytest.mark.skipif(not REAL_ZH.is_dir(), reason=f"{REAL_ZH}: real-zh clips not present beside the checkout")
 def test_speech_past_a_window_is_cut_into_windows_without_a_sliver(monkeypatch):
     """60.001 s of speech heard as one span: two 30-s pieces, not a third of 1 ms (a segment of no length)."""
     import silero_vad
@@ -393,6 +392,7 @@ def test_speech_past_a_window_is_cut_into_windows_without_a_sliver(monkeypatch):
     assert speech_spans(np.zeros(61 * 16000, np.float32), PARAMS) == [(0, 480_000), (480_000, 960_000)]
 
 
+@pytest.mark.skipif(not REAL_ZH.is_dir(), reason=f"{REAL_ZH}: real-zh clips not present beside the checkout")
 def test_the_vad_reads_a_track_as_silero_reads_it_frame_by_frame(monkeypatch):
     """The 8 kHz VAD encodes all frames at once and runs Silero's LSTM over them in blocks; the package's own
     ONNX model, fed one 32-ms frame at a time with its state carried, reads the same probabilities."""

@@ -86,7 +86,7 @@ class ArchiveRun:
     done: int  # transcribed in this run
     failed: int
     skipped: int  # done before with this model and unchanged
-    copied: int  # of those done, the same audio done before under another name: transcripts copied, not decoded
+    copied: int  # of those done or failed, given the record of the same audio under another name, not decoded
     audio_hours: float  # of the calls decoded in this run
     wall_s: float
     workers: int
@@ -132,8 +132,14 @@ def audio_records(out: Path, audio_sha256: str, model_version: str) -> list[Call
 
 
 def read_record(out: Path, audio_sha256: str, model_version: str, call_id: str) -> CallRecord | None:
-    """The call's record for this audio and ``model_version``; None where there is none."""
-    return next((r for r in audio_records(out, audio_sha256, model_version) if r.call_id == call_id), None)
+    """The call's record for this audio and ``model_version`` (or one of the first layout); None where there
+    is none."""
+    first_layout = Path(out) / "records" / version_slug(model_version) / f"{audio_sha256}.json"
+    for path in (record_path(out, audio_sha256, model_version, call_id), first_layout):
+        record = _load(path)
+        if record is not None and (record.model_version, record.call_id) == (model_version, call_id):
+            return record
+    return None
 
 
 def all_records(out: Path) -> list[CallRecord]:

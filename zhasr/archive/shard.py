@@ -107,10 +107,11 @@ def transcript_path(call_id: str, audio_sha256: str, model_version: str, fmt: st
 def _copy_of_twin(out: Path, call: CallRecord, formats: Sequence[str]) -> CallRecord | None:
     """``call``'s record made from what its audio became under another name with this model version, its
     transcripts copied under ``call``'s name; None where no such record has one on disk in every format of
-    ``formats``. A failed twin's reason is the call's too."""
-    for twin in audio_records(out, call.audio_sha256, call.model_version):
+    ``formats``. Where the audio only ever failed, the failure (its reason naming this call's file)."""
+    twins = audio_records(out, call.audio_sha256, call.model_version)
+    for twin in sorted(twins, key=lambda r: r.status != DONE):
         if twin.status == FAILED:
-            return dataclasses.replace(twin, **_own(call))
+            return dataclasses.replace(twin, **_own(call), reason=(twin.reason or "").replace(twin.path, call.path))
         sources = {fmt: Path(out) / path for fmt, path in zip(twin.formats, twin.outputs)}
         if all(fmt in sources and sources[fmt].is_file() for fmt in formats):
             outputs = tuple(transcript_path(call.call_id, call.audio_sha256, call.model_version, f) for f in formats)

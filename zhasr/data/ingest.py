@@ -343,8 +343,8 @@ def _in_arrival_order(manifests: list[Path], ledger_file: Path) -> list[Path]:
     audio (or one speaker), validation keeps the first, and that must be the one that came first, not a later
     batch whose name sorts before."""
     first: dict[str, int] = {}
-    for n, entry in enumerate(read_jsonl(ledger_file) if ledger_file.is_file() else []):
-        first.setdefault(entry["batch"], n)
+    for entry in read_jsonl(ledger_file) if ledger_file.is_file() else []:
+        first.setdefault(entry["batch"], len(first))
     return sorted(manifests, key=lambda m: (first.get(m.parent.name, len(first)), m.parent.name))
 
 

@@ -77,7 +77,11 @@ class JobStore:
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         if "not_before" not in {c[1] for c in self._db.execute("PRAGMA table_info(jobs)")}:  # a store from before
-            self._db.execute("ALTER TABLE jobs ADD COLUMN not_before REAL")
+            try:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN not_before REAL")
+            except sqlite3.OperationalError as exc:  # another process opening the store added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
         self._lock = threading.Lock()
 
     def _row(self, row) -> Job:

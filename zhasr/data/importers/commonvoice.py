@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from zhasr.data.importers.common import SourceError, _Build, _decode_utf8, _dest_for
 from zhasr.data.importers.records import _csv_records
@@ -26,7 +26,7 @@ def _import_commonvoice(source: Path, build: _Build) -> None:
         name, problem = row["path"].strip(), None
         if not name:
             src = None
-        elif not (clips / name).resolve().is_relative_to(clips.resolve()):  # a release names clips by file name
+        elif PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:  # a release names its clips
             src, problem = None, f"path {name!r} leaves the release's clips folder"
         else:
             src = clips / name
