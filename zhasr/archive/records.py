@@ -107,6 +107,11 @@ def record_path(out: Path, audio_sha256: str, model_version: str, call_id: str) 
     return Path(out) / "records" / version_slug(model_version) / audio_sha256 / f"{call}.json"
 
 
+def _first_layout_path(out: Path, audio_sha256: str, model_version: str) -> Path:
+    """Where the first layout kept the one record of an audio."""
+    return Path(out) / "records" / version_slug(model_version) / f"{audio_sha256}.json"
+
+
 def write_record(out: Path, record: CallRecord) -> None:
     atomic_write_bytes(record_path(out, record.audio_sha256, record.model_version, record.call_id),
                        json.dumps(record.to_dict(), ensure_ascii=False).encode())
@@ -126,16 +131,16 @@ def _load(path: Path) -> CallRecord | None:
 def audio_records(out: Path, audio_sha256: str, model_version: str) -> list[CallRecord]:
     """Every readable record of this audio by ``model_version``, whichever call it was; not those of another
     version whose name makes the same folder name ("models/a b" and "models/a_b")."""
-    folder = Path(out) / "records" / version_slug(model_version)
-    paths = [*sorted((folder / audio_sha256).glob("*.json")), folder / f"{audio_sha256}.json"]
+    calls = Path(out) / "records" / version_slug(model_version) / audio_sha256
+    paths = [*sorted(calls.glob("*.json")), _first_layout_path(out, audio_sha256, model_version)]
     return [r for p in paths if (r := _load(p)) is not None and r.model_version == model_version]
 
 
 def read_record(out: Path, audio_sha256: str, model_version: str, call_id: str) -> CallRecord | None:
     """The call's record for this audio and ``model_version`` (or one of the first layout); None where there
     is none."""
-    first_layout = Path(out) / "records" / version_slug(model_version) / f"{audio_sha256}.json"
-    for path in (record_path(out, audio_sha256, model_version, call_id), first_layout):
+    for path in (record_path(out, audio_sha256, model_version, call_id),
+                 _first_layout_path(out, audio_sha256, model_version)):
         record = _load(path)
         if record is not None and (record.model_version, record.call_id) == (model_version, call_id):
             return record
