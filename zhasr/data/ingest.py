@@ -222,8 +222,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _field_error(row: dict[str, Any]) -> str | None:
-    """Why a manifest row's keys cannot be taken as they are (a label given as a list, a channel as text), or
-    None; ``null`` counts as absent."""
+    """Why a manifest row's keys cannot be taken as they are (a label given as a list, a channel as a number),
+    or None; ``null`` counts as absent."""
     for key, types in _FIELD_TYPES.items():
         value = row.get(key)
         if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
@@ -300,8 +300,8 @@ def ingest_batches(
 ) -> list[dict[str, Any]]:
     """Ingest every ``<batch>/manifest.jsonl`` under ``incoming``; write and return the rows.
 
-    Rows keep input order: batches in the order they first arrived (the ledger's), new ones by name. ``progress(done, total)`` is
-    called after each line.
+    Rows keep input order: batches in the order they first arrived (the ledger's), new ones by name.
+    ``progress(done, total)`` is called after each line.
     """
     incoming, dataset_dir = Path(incoming), Path(dataset_dir)
     manifests = _in_arrival_order(batch_manifests(incoming), dataset_dir / LEDGER_FILE)
