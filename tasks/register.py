@@ -11,6 +11,7 @@ from typing import Any
 import mlflow
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from mlflow_services import registry, review, tracking
 from tasks.pipeline import is_transient_failure
@@ -54,8 +55,6 @@ ATTEMPT_TAG = "zhasr.registration"  # on a register run: what every attempt of i
 def attempt_key(ctx: StageContext) -> str | None:
     """What every attempt of this registration shares: the flow's MLflow run, else the Prefect flow run (a task
     retried keeps both); None outside a flow (each CLI call registers)."""
-    from prefect.runtime import flow_run
-
     return ctx.mlflow_run_id or flow_run.get_id()
 
 
